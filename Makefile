@@ -1,0 +1,17 @@
+# Common commands. `make help` lists them.
+.PHONY: help run test bench lint
+
+help: ## This list
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+run: ## Build and start the server on ./data (127.0.0.1:9201)
+	cargo run --release -- serve
+
+test: ## Run the whole test suite
+	cargo nextest run --no-fail-fast --test-threads 2
+
+bench: ## Criterion micro-benchmarks and the storage report
+	cargo bench --bench ingest
+
+lint: ## rustfmt and clippy as CI runs them
+	cargo fmt --check && cargo clippy --all-targets -- -D warnings

@@ -1,0 +1,100 @@
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use crate::ingest::text::{BatchReader, TimestampUnit};
+use crate::ingest::{IngestError, WriteBatch, remote_write};
+use crate::storage::{StorageError, WriteWindow};
+
+fn client_error(status: StatusCode, what: &str, err: impl std::fmt::Display) -> Response {
+    tracing::warn!(%status, error = %err, "{what} rejected");
+    (status, format!("{what}: {err}\n")).into_response()
+}
+
+fn storage_error(what: &str, e: StorageError) -> Response {
+    if e.is_client_error() {
+        client_error(StatusCode::BAD_REQUEST, what, e)
+    } else {
+        tracing::error!(error = %e, "{what} failed");
+        (StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {e}\n")).into_response()
+    }
+}
+
+fn ingest_error(what: &str, e: IngestError) -> Response {
+    let status = match e {
+        IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        IngestError::Unsupported { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    client_error(status, what, e)
+}
+
+/// `POST /api/v1/write`: Prometheus remote write 1.0 (snappy block + protobuf). 204 once durable.
+#[tracing::instrument(skip_all, fields(bytes = body.len()))]
+pub(super) async fn remote_write(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let storage = match st.ready() {
+        Ok(s) => s.clone(),
+        Err(r) => return r,
+    };
+    if let Some(enc) = headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        && !enc.eq_ignore_ascii_case("snappy")
+    {
+        return ingest_error(
+            "remote write",
+            IngestError::Unsupported {
+                what: "content encoding",
+                value: enc.into(),
+            },
+        );
+    }
+    if let Some(ct) = headers.get("content-type").and_then(|v| v.to_str().ok())
+        && ct.contains("proto=io.prometheus.write.v2")
+    {
+        return ingest_error(
+            "remote write",
+            IngestError::Unsupported {
+                what: "remote write version",
+                value: ct.into(),
+            },
+        );
+    }
+    let batch = match remote_write::decode(&body) {
+        Ok(b) => b,
+        Err(e) => return ingest_error("remote write", e),
+    };
+    match storage.append(batch, WriteWindow::Recent).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => storage_error("remote write", e),
+    }
+}
+
+/// `POST /api/v1/import/prometheus`: exposition text, one sample per line, optional ms
+/// timestamp (VictoriaMetrics' format). The whole body is parsed before anything is stored.
+#[tracing::instrument(skip_all, fields(bytes = body.len()))]
+pub(super) async fn import_prometheus(State(st): State<AppState>, body: Bytes) -> Response {
+    let storage = match st.ready() {
+        Ok(s) => s.clone(),
+        Err(r) => return r,
+    };
+    let now = storage.now_ms();
+    let mut reader = BatchReader::new(&body[..], TimestampUnit::Millis, now, usize::MAX);
+    let batch = match reader.next_batch() {
+        Ok(b) => b.unwrap_or_else(WriteBatch::default),
+        Err(e) => return ingest_error("import", e),
+    };
+    if batch.series.is_empty() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    match storage.append(batch, WriteWindow::Backfill).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => storage_error("import", e),
+    }
+}

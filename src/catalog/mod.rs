@@ -1,0 +1,243 @@
+//! Catalog: the process-wide series registry and roaring-bitmap label index.
+//!
+//! Every distinct label set seen in the head or in any loaded block gets a dense global id
+//! (`u32`) for the life of the process. Blocks keep their own dense local ids on disk; a
+//! block maps local → global when loaded. Postings (label name → value → global ids) answer
+//! matchers, label names and label values without touching samples. Which series exist in a
+//! time range is the union of the presence bitmaps of the sources (head, blocks) overlapping it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use roaring::RoaringBitmap;
+
+use crate::model::{Labels, MatchOp, Matcher};
+
+/// Global series id, dense per process.
+pub type SeriesId = u32;
+
+#[derive(Default)]
+struct Inner {
+    ids: HashMap<Arc<Labels>, SeriesId>,
+    labels: Vec<Arc<Labels>>,
+    postings: HashMap<String, BTreeMap<String, RoaringBitmap>>,
+}
+
+/// Series registry plus postings. Cheap to share; all methods take `&self`.
+#[derive(Default)]
+pub struct Catalog {
+    inner: RwLock<Inner>,
+}
+
+impl Catalog {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Global ids for these label sets, registering new ones (one lock for the batch).
+    pub fn get_or_insert_many<'a>(
+        &self,
+        sets: impl IntoIterator<Item = &'a Labels>,
+    ) -> Vec<SeriesId> {
+        let sets: Vec<&Labels> = sets.into_iter().collect();
+        {
+            let r = self.inner.read();
+            let found: Option<Vec<SeriesId>> =
+                sets.iter().map(|l| r.ids.get(*l).copied()).collect();
+            if let Some(ids) = found {
+                return ids;
+            }
+        }
+        let mut w = self.inner.write();
+        sets.into_iter().map(|l| insert(&mut w, l)).collect()
+    }
+
+    pub fn get_or_insert(&self, labels: &Labels) -> SeriesId {
+        self.get_or_insert_many([labels])[0]
+    }
+
+    pub fn labels(&self, id: SeriesId) -> Option<Arc<Labels>> {
+        self.inner.read().labels.get(id as usize).cloned()
+    }
+
+    /// Label sets for many ids at once.
+    pub fn labels_many(&self, ids: impl IntoIterator<Item = SeriesId>) -> Vec<Arc<Labels>> {
+        let r = self.inner.read();
+        ids.into_iter()
+            .filter_map(|id| r.labels.get(id as usize).cloned())
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Series whose labels satisfy every matcher. Regex matchers run against the value
+    /// dictionary of their label, never against every series.
+    pub fn select(&self, matchers: &[Matcher]) -> RoaringBitmap {
+        let r = self.inner.read();
+        let all = || RoaringBitmap::from_sorted_iter(0..r.labels.len() as u32).expect("sorted");
+        let mut result: Option<RoaringBitmap> = None;
+        // Apply narrowing matchers first so that subtractive ones work on a small set.
+        let mut ordered: Vec<&Matcher> = matchers.iter().collect();
+        ordered.sort_by_key(|m| m.matches_empty());
+        for m in ordered {
+            let values = r.postings.get(&m.name);
+            if !m.matches_empty() {
+                let mut set = RoaringBitmap::new();
+                if let Some(values) = values {
+                    match &m.op {
+                        MatchOp::Equal => {
+                            if let Some(b) = values.get(&m.value) {
+                                set |= b;
+                            }
+                        }
+                        _ => {
+                            for (v, b) in values {
+                                if m.matches(v) {
+                                    set |= b;
+                                }
+                            }
+                        }
+                    }
+                }
+                result = Some(match result {
+                    Some(acc) => acc & set,
+                    None => set,
+                });
+            } else {
+                // Matches series without the label: remove those whose value does not match.
+                let mut exclude = RoaringBitmap::new();
+                if let Some(values) = values {
+                    for (v, b) in values {
+                        if !m.matches(v) {
+                            exclude |= b;
+                        }
+                    }
+                }
+                let acc = result.take().unwrap_or_else(all);
+                result = Some(acc - exclude);
+            }
+            if result.as_ref().is_some_and(|b| b.is_empty()) {
+                break;
+            }
+        }
+        result.unwrap_or_else(all)
+    }
+
+    /// Label names used by any series in `within`, sorted.
+    pub fn label_names(&self, within: &RoaringBitmap) -> Vec<String> {
+        let r = self.inner.read();
+        let mut names: Vec<String> = r
+            .postings
+            .iter()
+            .filter(|(_, values)| values.values().any(|b| !b.is_disjoint(within)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Values of `name` used by any series in `within`, sorted.
+    pub fn label_values(&self, name: &str, within: &RoaringBitmap) -> Vec<String> {
+        let r = self.inner.read();
+        let Some(values) = r.postings.get(name) else {
+            return vec![];
+        };
+        values
+            .iter()
+            .filter(|(_, b)| !b.is_disjoint(within))
+            .map(|(v, _)| v.clone())
+            .collect()
+    }
+
+    /// `(name, value, series count)` for the status/tsdb cardinality view.
+    pub fn cardinality(&self, within: &RoaringBitmap) -> BTreeSet<(String, String, u64)> {
+        let r = self.inner.read();
+        let mut out = BTreeSet::new();
+        for (n, values) in &r.postings {
+            for (v, b) in values {
+                let c = b.intersection_len(within);
+                if c > 0 {
+                    out.insert((n.clone(), v.clone(), c));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn insert(w: &mut Inner, labels: &Labels) -> SeriesId {
+    if let Some(&id) = w.ids.get(labels) {
+        return id;
+    }
+    let id = w.labels.len() as SeriesId;
+    let arc = Arc::new(labels.clone());
+    for (n, v) in labels.iter() {
+        w.postings
+            .entry(n.to_string())
+            .or_default()
+            .entry(v.to_string())
+            .or_default()
+            .insert(id);
+    }
+    w.ids.insert(arc.clone(), id);
+    w.labels.push(arc);
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(pairs: &[(&str, &str)]) -> Labels {
+        Labels::new(
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn matchers_resolve_through_postings() {
+        let c = Catalog::new();
+        let a = c.get_or_insert(&l(&[("__name__", "up"), ("job", "api")]));
+        let b = c.get_or_insert(&l(&[("__name__", "up"), ("job", "db"), ("env", "prod")]));
+        let d = c.get_or_insert(&l(&[("__name__", "down")]));
+        assert_eq!(
+            c.get_or_insert(&l(&[("job", "api"), ("__name__", "up")])),
+            a
+        );
+        let ids = |ms: Vec<Matcher>| c.select(&ms).iter().collect::<Vec<_>>();
+        assert_eq!(ids(vec![Matcher::equal("__name__", "up")]), vec![a, b]);
+        assert_eq!(
+            ids(vec![Matcher::regex("job", "a.*", false).unwrap()]),
+            vec![a]
+        );
+        assert_eq!(
+            ids(vec![
+                Matcher::equal("__name__", "up"),
+                Matcher::equal("env", "")
+            ]),
+            vec![a]
+        );
+        assert_eq!(ids(vec![Matcher::not_equal("job", "api")]), vec![b, d]);
+        assert_eq!(
+            ids(vec![Matcher::regex("job", "nope", false).unwrap()]),
+            Vec::<u32>::new()
+        );
+        let all = c.select(&[Matcher::regex("__name__", ".+", false).unwrap()]);
+        assert_eq!(c.label_names(&all), vec!["__name__", "env", "job"]);
+        assert_eq!(
+            c.label_values("job", &RoaringBitmap::from_iter([b])),
+            vec!["db"]
+        );
+    }
+}

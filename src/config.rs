@@ -1,0 +1,296 @@
+//! Configuration: defaults < TOML file (`--config`) < `QUIVER_*` environment < flags.
+//! clap handles the last two (every flag has `env =`); the file fills what they leave unset.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::duration::parse_duration_ms;
+use crate::storage::StorageOptions;
+use crate::storage::objstore::S3Options;
+
+/// Storage flags shared by `serve`, `import` and `sql`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StorageArgs {
+    /// Local data directory (WAL, and blocks when no storage URL is set) [default: ./data]
+    #[arg(long, env = "QUIVER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where blocks live: `file://` (under the data dir) or `s3://bucket/prefix`
+    #[arg(long, env = "QUIVER_STORAGE_URL")]
+    pub storage_url: Option<String>,
+    /// S3 endpoint, e.g. http://127.0.0.1:5000 for a local S3 API [env AWS_ENDPOINT_URL also works]
+    #[arg(long, env = "QUIVER_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [env AWS_REGION also works]
+    #[arg(long, env = "QUIVER_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// S3 access key id [env AWS_ACCESS_KEY_ID also works]
+    #[arg(long, env = "QUIVER_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key [env AWS_SECRET_ACCESS_KEY also works]
+    #[arg(long, env = "QUIVER_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Delete blocks wholly older than this [default: 15d]
+    #[arg(long, env = "QUIVER_RETENTION")]
+    pub retention: Option<String>,
+    /// Time window of a block cut from the head [default: 2h]
+    #[arg(long, env = "QUIVER_BLOCK_DURATION")]
+    pub block_duration: Option<String>,
+    /// Largest window compaction merges blocks into [default: 1d]
+    #[arg(long, env = "QUIVER_MAX_BLOCK_DURATION")]
+    pub max_block_duration: Option<String>,
+    /// How far in the past a remote-write sample may be [default: 3h]
+    #[arg(long, env = "QUIVER_OOO_WINDOW")]
+    pub ooo_window: Option<String>,
+    /// Flush the head to blocks once its oldest append is this old [default: 2h]
+    #[arg(long, env = "QUIVER_HEAD_FLUSH_INTERVAL")]
+    pub head_flush_interval: Option<String>,
+    /// Flush the head to blocks once it holds this many samples [default: 20000000]
+    #[arg(long, env = "QUIVER_HEAD_MAX_SAMPLES")]
+    pub head_max_samples: Option<usize>,
+}
+
+/// `quiver serve` flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file (see deploy/quiver.example.toml)
+    #[arg(long, env = "QUIVER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:9201]
+    #[arg(long, env = "QUIVER_LISTEN")]
+    pub listen: Option<String>,
+    /// Largest accepted request body in bytes [default: 67108864]
+    #[arg(long, env = "QUIVER_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// How often compaction and retention run [default: 5m]
+    #[arg(long, env = "QUIVER_COMPACTION_INTERVAL")]
+    pub compaction_interval: Option<String>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "QUIVER_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+/// The TOML file; every key optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub compaction_interval: Option<String>,
+    pub log_format: Option<String>,
+    #[serde(default)]
+    pub storage: FileStorage,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStorage {
+    pub data_dir: Option<PathBuf>,
+    pub url: Option<String>,
+    pub retention: Option<String>,
+    pub block_duration: Option<String>,
+    pub max_block_duration: Option<String>,
+    pub ooo_window: Option<String>,
+    pub head_flush_interval: Option<String>,
+    pub head_max_samples: Option<usize>,
+    #[serde(default)]
+    pub s3: S3Options,
+}
+
+/// Validated settings for `serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub compaction_interval_ms: i64,
+    pub json_logs: bool,
+    pub storage: ResolvedStorage,
+}
+
+/// Validated storage settings.
+#[derive(Debug, Clone)]
+pub struct ResolvedStorage {
+    pub data_dir: PathBuf,
+    pub url: Option<String>,
+    pub s3: S3Options,
+    pub retention_ms: i64,
+    pub block_duration_ms: i64,
+    pub max_block_duration_ms: i64,
+    pub ooo_window_ms: i64,
+    pub head_flush_interval_ms: i64,
+    pub head_max_samples: usize,
+}
+
+impl ResolvedStorage {
+    pub fn options(&self) -> StorageOptions {
+        let mut o = StorageOptions::new(&self.data_dir);
+        o.retention_ms = self.retention_ms;
+        o.block_duration_ms = self.block_duration_ms;
+        o.max_block_duration_ms = self.max_block_duration_ms;
+        o.ooo_window_ms = self.ooo_window_ms;
+        o.head_flush_interval_ms = self.head_flush_interval_ms;
+        o.head_max_samples = self.head_max_samples;
+        o
+    }
+}
+
+fn dur(
+    name: &str,
+    flag: Option<&String>,
+    file: Option<&String>,
+    default: &str,
+) -> anyhow::Result<i64> {
+    let s = flag.or(file).map(String::as_str).unwrap_or(default);
+    let ms = parse_duration_ms(s).map_err(|e| anyhow::anyhow!("--{name}: {e}"))?;
+    anyhow::ensure!(ms > 0, "--{name} must be positive");
+    Ok(ms)
+}
+
+pub fn load_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+    match path {
+        None => Ok(FileConfig::default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("reading config {}: {e}", p.display()))?;
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))
+        }
+    }
+}
+
+pub fn resolve_storage(a: &StorageArgs, f: &FileStorage) -> anyhow::Result<ResolvedStorage> {
+    let mut s3 = f.s3.clone();
+    s3.endpoint = a.s3_endpoint.clone().or(s3.endpoint);
+    s3.region = a.s3_region.clone().or(s3.region);
+    s3.access_key_id = a.s3_access_key_id.clone().or(s3.access_key_id);
+    s3.secret_access_key = a.s3_secret_access_key.clone().or(s3.secret_access_key);
+    let r = ResolvedStorage {
+        data_dir: a
+            .data_dir
+            .clone()
+            .or(f.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("data")),
+        url: a.storage_url.clone().or(f.url.clone()),
+        s3,
+        retention_ms: dur(
+            "retention",
+            a.retention.as_ref(),
+            f.retention.as_ref(),
+            "15d",
+        )?,
+        block_duration_ms: dur(
+            "block-duration",
+            a.block_duration.as_ref(),
+            f.block_duration.as_ref(),
+            "2h",
+        )?,
+        max_block_duration_ms: dur(
+            "max-block-duration",
+            a.max_block_duration.as_ref(),
+            f.max_block_duration.as_ref(),
+            "1d",
+        )?,
+        ooo_window_ms: dur(
+            "ooo-window",
+            a.ooo_window.as_ref(),
+            f.ooo_window.as_ref(),
+            "3h",
+        )?,
+        head_flush_interval_ms: dur(
+            "head-flush-interval",
+            a.head_flush_interval.as_ref(),
+            f.head_flush_interval.as_ref(),
+            "2h",
+        )?,
+        head_max_samples: a
+            .head_max_samples
+            .or(f.head_max_samples)
+            .unwrap_or(20_000_000),
+    };
+    anyhow::ensure!(
+        r.max_block_duration_ms % r.block_duration_ms == 0,
+        "--max-block-duration must be a multiple of --block-duration"
+    );
+    Ok(r)
+}
+
+impl ServeArgs {
+    pub fn resolve(&self) -> anyhow::Result<ServeConfig> {
+        let f = load_file(self.config.as_deref())?;
+        let listen = self
+            .listen
+            .clone()
+            .or(f.listen.clone())
+            .unwrap_or_else(|| "127.0.0.1:9201".into());
+        let log_format = self
+            .log_format
+            .clone()
+            .or(f.log_format.clone())
+            .unwrap_or_else(|| "text".into());
+        anyhow::ensure!(
+            log_format == "text" || log_format == "json",
+            "--log-format must be text or json"
+        );
+        Ok(ServeConfig {
+            listen: listen
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--listen {listen:?}: {e}"))?,
+            max_body_bytes: self.max_body_bytes.or(f.max_body_bytes).unwrap_or(64 << 20),
+            compaction_interval_ms: dur(
+                "compaction-interval",
+                self.compaction_interval.as_ref(),
+                f.compaction_interval.as_ref(),
+                "5m",
+            )?,
+            json_logs: log_format == "json",
+            storage: resolve_storage(&self.storage, &f.storage)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_flags_win() {
+        let text = include_str!("../deploy/quiver.example.toml");
+        let f: FileConfig = toml::from_str(text).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("q.toml");
+        std::fs::write(&p, text).unwrap();
+        let args = ServeArgs {
+            config: Some(p),
+            listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(
+            c.storage.retention_ms,
+            parse_duration_ms(f.storage.retention.as_deref().unwrap()).unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_flag_name() {
+        let args = ServeArgs {
+            storage: StorageArgs {
+                retention: Some("forever".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(
+            args.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("--retention")
+        );
+        let bad: Result<FileConfig, _> = toml::from_str("nope = 1");
+        assert!(bad.is_err());
+    }
+}

@@ -1,0 +1,65 @@
+//! Ingest: turns wire formats (remote write protobuf, Prometheus/OpenMetrics text) into
+//! validated [`WriteBatch`]es. Nothing here touches storage; `storage::Storage::append`
+//! decides what is accepted and makes it durable.
+
+pub mod prompb;
+pub mod remote_write;
+pub mod text;
+
+use thiserror::Error;
+
+use crate::model::{LabelError, Labels};
+
+/// One series and its samples from a single request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSamples {
+    pub labels: Labels,
+    /// `(timestamp ms, value)`; order as received.
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// Metric metadata as remote write sends it (one per metric family).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MetricMetadata {
+    pub metric_family_name: String,
+    #[serde(rename = "type")]
+    pub metric_type: String,
+    pub help: String,
+    pub unit: String,
+}
+
+/// Everything one request wants to store. It is accepted or rejected as a whole.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    pub series: Vec<SeriesSamples>,
+    pub metadata: Vec<MetricMetadata>,
+}
+
+impl WriteBatch {
+    pub fn sample_count(&self) -> usize {
+        self.series.iter().map(|s| s.samples.len()).sum()
+    }
+}
+
+/// Why an ingest payload was rejected. Every variant is the client's fault (HTTP 400/413/415).
+#[derive(Debug, Error)]
+pub enum IngestError {
+    #[error("snappy decompression failed: {0}")]
+    Snappy(#[from] snap::Error),
+    #[error("protobuf decoding failed: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    #[error("invalid labels {labels}: {source}")]
+    Labels {
+        labels: String,
+        #[source]
+        source: LabelError,
+    },
+    #[error("line {line}: {message}")]
+    Parse { line: u64, message: String },
+    #[error("body of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("unsupported {what}: {value:?}")]
+    Unsupported { what: &'static str, value: String },
+    #[error("reading input: {0}")]
+    Io(#[from] std::io::Error),
+}

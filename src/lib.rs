@@ -1,0 +1,15 @@
+//! Quiver: a Prometheus-API gateway over Parquet blocks.
+//!
+//! Data flows `ingest → storage (WAL, head, blocks on object_store) → catalog (label index)
+//! → sql / api`. See `docs/ARCHITECTURE.md` for the code map and invariants.
+
+pub mod api;
+pub mod catalog;
+pub mod config;
+pub mod duration;
+pub mod ingest;
+pub mod migrations;
+pub mod model;
+pub mod server;
+pub mod sql;
+pub mod storage;

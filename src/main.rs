@@ -1,0 +1,166 @@
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use quiver::config::{self, ServeArgs, StorageArgs};
+use quiver::ingest::text::{BatchReader, TimestampUnit};
+use quiver::sql::OutputFormat;
+use quiver::storage::{Storage, WriteWindow, objstore};
+
+/// Quiver: a Prometheus-compatible metrics store on Parquet blocks, with SQL.
+#[derive(Parser)]
+#[command(name = "quiver", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (remote write, import, health) on a data dir (default ./data).
+    Serve(ServeArgs),
+    /// Backfill Prometheus text / OpenMetrics files (with timestamps) into a data dir.
+    /// Do not run against a data dir a server is using.
+    Import {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Timestamp unit: auto (fractions or values below 1e11 are seconds), ms or s
+        #[arg(long, default_value = "auto")]
+        timestamps: String,
+        /// Files to import (`-` for standard input)
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run SQL over the stored samples (tables `series`, `samples`; views in sql/views.sql).
+    Sql {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+        /// The SQL statement
+        query: String,
+    },
+}
+
+fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("QUIVER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => {
+                let cfg = args.resolve()?;
+                init_tracing(cfg.json_logs);
+                quiver::server::run(cfg).await
+            }
+            Command::Import {
+                storage,
+                timestamps,
+                files,
+            } => {
+                init_tracing(false);
+                import(storage, &timestamps, files).await
+            }
+            Command::Sql {
+                storage,
+                format,
+                query,
+            } => {
+                let r = config::resolve_storage(&storage, &Default::default())?;
+                let store = objstore::build(r.url.as_deref(), &r.data_dir, &r.s3)?;
+                let mut opts = r.options();
+                opts.read_only = true;
+                let storage = Arc::new(Storage::open(opts, store).await?);
+                let ctx = quiver::sql::session(storage).await?;
+                let batches = quiver::sql::query(&ctx, &query).await?;
+                print!("{}", quiver::sql::render(&batches, format)?);
+                if format == OutputFormat::Table {
+                    println!();
+                }
+                Ok(())
+            }
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("quiver: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn import(args: StorageArgs, unit: &str, files: Vec<PathBuf>) -> anyhow::Result<()> {
+    let unit = match unit {
+        "auto" => TimestampUnit::Auto,
+        "ms" => TimestampUnit::Millis,
+        "s" => TimestampUnit::Seconds,
+        other => anyhow::bail!("--timestamps must be auto, ms or s (got {other:?})"),
+    };
+    let r = config::resolve_storage(&args, &Default::default())?;
+    let store = objstore::build(r.url.as_deref(), &r.data_dir, &r.s3)?;
+    let mut opts = r.options();
+    // Bulk import skips the WAL: it writes blocks directly and is simply re-run on failure.
+    opts.wal = false;
+    let storage = Storage::open(opts, store).await?;
+    let mut total = 0usize;
+    for f in &files {
+        let (reader, size): (Box<dyn std::io::BufRead>, u64) = if f.as_os_str() == "-" {
+            (Box::new(BufReader::new(std::io::stdin())), 0)
+        } else {
+            let file =
+                std::fs::File::open(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+            let size = file.metadata()?.len();
+            (Box::new(BufReader::with_capacity(1 << 20, file)), size)
+        };
+        let pb = ProgressBar::new(size);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        pb.set_message(f.display().to_string());
+        let mut reader = BatchReader::new(reader, unit, storage.now_ms(), 100_000);
+        loop {
+            let batch = reader
+                .next_batch()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+            let Some(batch) = batch else { break };
+            total += storage
+                .append(batch, WriteWindow::Backfill)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+            pb.set_position(reader.bytes_read());
+            if storage.should_flush() {
+                storage.flush().await?;
+            }
+        }
+        pb.finish_and_clear();
+    }
+    storage.flush().await?;
+    let report = storage.compact().await?;
+    eprintln!(
+        "imported {total} samples from {} file(s); {} blocks after compaction ({} merged)",
+        files.len(),
+        storage.blocks().len(),
+        report.merged.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,123 @@
+use regex::Regex;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum MatcherError {
+    #[error("invalid regular expression {pattern:?}: {source}")]
+    Regex {
+        pattern: String,
+        #[source]
+        source: regex::Error,
+    },
+}
+
+/// How a matcher compares a label value.
+#[derive(Debug, Clone)]
+pub enum MatchOp {
+    Equal,
+    NotEqual,
+    Re(Regex),
+    NotRe(Regex),
+}
+
+/// One label matcher. A missing label has the value `""`, so `{l=""}` matches series
+/// without `l`, as in Prometheus.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    pub name: String,
+    pub op: MatchOp,
+    pub value: String,
+}
+
+impl Matcher {
+    pub fn equal(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Matcher {
+            name: name.into(),
+            op: MatchOp::Equal,
+            value: value.into(),
+        }
+    }
+
+    pub fn not_equal(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Matcher {
+            name: name.into(),
+            op: MatchOp::NotEqual,
+            value: value.into(),
+        }
+    }
+
+    /// Regex matchers are fully anchored and `.` matches newline (Prometheus 3).
+    pub fn regex(
+        name: impl Into<String>,
+        pattern: &str,
+        negate: bool,
+    ) -> Result<Self, MatcherError> {
+        let re =
+            Regex::new(&format!("^(?s:{pattern})$")).map_err(|source| MatcherError::Regex {
+                pattern: pattern.to_string(),
+                source,
+            })?;
+        let op = if negate {
+            MatchOp::NotRe(re)
+        } else {
+            MatchOp::Re(re)
+        };
+        Ok(Matcher {
+            name: name.into(),
+            op,
+            value: pattern.to_string(),
+        })
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        match &self.op {
+            MatchOp::Equal => value == self.value,
+            MatchOp::NotEqual => value != self.value,
+            MatchOp::Re(re) => re.is_match(value),
+            MatchOp::NotRe(re) => !re.is_match(value),
+        }
+    }
+
+    /// Whether a series that lacks this label matches.
+    pub fn matches_empty(&self) -> bool {
+        self.matches("")
+    }
+
+    /// Operator as PromQL writes it.
+    pub fn op_str(&self) -> &'static str {
+        match self.op {
+            MatchOp::Equal => "=",
+            MatchOp::NotEqual => "!=",
+            MatchOp::Re(_) => "=~",
+            MatchOp::NotRe(_) => "!~",
+        }
+    }
+}
+
+impl std::fmt::Display for Matcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}{:?}", self.name, self.op_str(), self.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regex_is_anchored_and_dot_matches_newline() {
+        let m = Matcher::regex("a", "fo.", false).unwrap();
+        assert!(m.matches("foo"));
+        assert!(!m.matches("xfoo"));
+        assert!(!m.matches("food"));
+        assert!(m.matches("fo\n"));
+        assert!(Matcher::regex("a", "(", false).is_err());
+    }
+
+    #[test]
+    fn empty_matching() {
+        assert!(Matcher::equal("a", "").matches_empty());
+        assert!(!Matcher::not_equal("a", "").matches_empty());
+        assert!(Matcher::regex("a", "x|", false).unwrap().matches_empty());
+    }
+}

@@ -1,0 +1,78 @@
+//! `quiver serve`: binds the listener, replays storage in the background (API answers 503
+//! meanwhile), then runs flush and compaction loops until shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{AppState, router};
+use crate::config::ServeConfig;
+use crate::storage::{Storage, objstore};
+
+pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to learn the port when listening on :0.
+    println!("quiver listening on http://{addr}");
+    tracing::info!(%addr, data_dir = %cfg.storage.data_dir.display(), "listening");
+    let state = AppState::new();
+    let app = router(state.clone(), cfg.max_body_bytes);
+
+    let store = objstore::build(
+        cfg.storage.url.as_deref(),
+        &cfg.storage.data_dir,
+        &cfg.storage.s3,
+    )?;
+    let opts = cfg.storage.options();
+    let st = state.clone();
+    let compaction_every = Duration::from_millis(cfg.compaction_interval_ms as u64);
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
+    tokio::spawn(async move {
+        let storage = match Storage::open(opts, store).await {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                let _ = fatal_tx.send(anyhow::anyhow!("opening storage: {e}")).await;
+                return;
+            }
+        };
+        let _ = st.storage.set(storage.clone());
+        tracing::info!("storage ready");
+        maintenance(storage, compaction_every).await;
+    });
+
+    let server = axum::serve(listener, app).with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
+    tokio::select! {
+        r = server => r?,
+        Some(e) = fatal_rx.recv() => return Err(e),
+    }
+    Ok(())
+}
+
+async fn maintenance(storage: Arc<Storage>, compaction_every: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_compaction = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        if storage.should_flush()
+            && let Err(e) = storage.flush().await
+        {
+            tracing::error!(error = %e, "head flush failed; will retry");
+        }
+        if last_compaction.elapsed() >= compaction_every {
+            last_compaction = tokio::time::Instant::now();
+            match storage.compact().await {
+                Ok(r) if !r.merged.is_empty() || !r.expired.is_empty() => {
+                    tracing::info!(
+                        merged = r.merged.len(),
+                        expired = r.expired.len(),
+                        deleted = r.deleted,
+                        "compaction"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "compaction failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! SQL over the same samples: a DataFusion `SessionContext` with the tables
+//!
+//! - `series(series_id UInt32, metric Utf8, labels Map<Utf8, Utf8>)` — from the catalog;
+//! - `samples(series_id UInt32, timestamp Int64 ms, value Float64)` — head and blocks, with
+//!   `timestamp` ranges and `series_id` equalities pushed down to the block scans;
+//!
+//! plus the views in `sql/views.sql` (e.g. `samples_labeled`).
+
+mod tables;
+
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::Result as DfResult;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::storage::Storage;
+
+pub use tables::{SamplesTable, SeriesTable};
+
+/// View definitions shipped in `sql/views.sql`.
+pub const VIEWS_SQL: &str = include_str!("../../sql/views.sql");
+
+/// A session with Quiver's tables and views registered.
+pub async fn session(storage: Arc<Storage>) -> DfResult<SessionContext> {
+    let config = SessionConfig::new().with_information_schema(true);
+    let ctx = SessionContext::new_with_config(config);
+    ctx.register_table("series", Arc::new(SeriesTable::new(storage.clone())))?;
+    ctx.register_table("samples", Arc::new(SamplesTable::new(storage)))?;
+    for stmt in VIEWS_SQL
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && !is_comment_only(s))
+    {
+        ctx.sql(stmt).await?.collect().await?;
+    }
+    Ok(ctx)
+}
+
+fn is_comment_only(s: &str) -> bool {
+    s.lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with("--"))
+}
+
+/// Runs one statement and collects its batches.
+pub async fn query(ctx: &SessionContext, sql: &str) -> DfResult<Vec<RecordBatch>> {
+    ctx.sql(sql).await?.collect().await
+}
+
+/// Output formats of `quiver sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+/// Renders batches for the terminal.
+pub fn render(batches: &[RecordBatch], format: OutputFormat) -> anyhow::Result<String> {
+    use datafusion::arrow::{csv, json};
+    Ok(match format {
+        OutputFormat::Table => {
+            datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string()
+        }
+        OutputFormat::Csv => {
+            let mut buf = Vec::new();
+            {
+                let mut w = csv::WriterBuilder::new().with_header(true).build(&mut buf);
+                for b in batches {
+                    w.write(b)?;
+                }
+            }
+            String::from_utf8(buf)?
+        }
+        OutputFormat::Json => {
+            let mut buf = Vec::new();
+            {
+                let mut w = json::LineDelimitedWriter::new(&mut buf);
+                for b in batches {
+                    w.write(b)?;
+                }
+                w.finish()?;
+            }
+            String::from_utf8(buf)?
+        }
+    })
+}

@@ -1,0 +1,29 @@
+//! Immutable blocks: one time range of samples, written once, read many times.
+//!
+//! A block is a key prefix holding `samples.parquet` (series_id u32, timestamp i64 ms,
+//! value f64; sorted by series then time), `series.parquet` (one row per label pair of each
+//! local series id), `postings.parquet` (label name, value, roaring bitmap of local ids) and
+//! `meta.json`, written last: a block without its meta is incomplete and ignored.
+
+mod meta;
+mod reader;
+mod writer;
+
+pub use meta::{BLOCK_FORMAT_VERSION, BlockMeta, WalSource};
+pub use reader::{LoadedBlock, is_sorted, read_meta, read_postings, read_samples, read_series};
+pub use writer::{SeriesData, write_block};
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use std::sync::{Arc, LazyLock};
+
+/// Schema of `samples.parquet`.
+pub fn samples_schema() -> SchemaRef {
+    static S: LazyLock<SchemaRef> = LazyLock::new(|| {
+        Arc::new(Schema::new(vec![
+            Field::new("series_id", DataType::UInt32, false),
+            Field::new("timestamp", DataType::Int64, false),
+            Field::new("value", DataType::Float64, false),
+        ]))
+    });
+    S.clone()
+}

@@ -1,0 +1,170 @@
+use std::collections::HashMap;
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::UInt32Type;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use object_store::{ObjectStore, ObjectStoreExt};
+use roaring::RoaringBitmap;
+
+use super::meta::{BLOCK_FORMAT_VERSION, BlockMeta};
+use crate::catalog::{Catalog, SeriesId};
+use crate::model::Labels;
+use crate::storage::StorageError;
+use crate::storage::paths::BlockPath;
+
+async fn read_parquet(
+    store: &dyn ObjectStore,
+    key: &object_store::path::Path,
+) -> Result<Vec<RecordBatch>, StorageError> {
+    let bytes = store.get(key).await?.bytes().await?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .with_batch_size(64 * 1024)
+        .build()?;
+    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Label sets of a block, indexed by local series id.
+pub async fn read_series(
+    store: &dyn ObjectStore,
+    path: &BlockPath,
+) -> Result<Vec<Labels>, StorageError> {
+    let mut pairs: Vec<Vec<(String, String)>> = Vec::new();
+    for b in read_parquet(store, &path.series()).await? {
+        let ids = b.column(0).as_primitive::<UInt32Type>();
+        let names = b.column(1).as_string::<i32>();
+        let values = b.column(2).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            let id = ids.value(i) as usize;
+            if pairs.len() <= id {
+                pairs.resize_with(id + 1, Vec::new);
+            }
+            pairs[id].push((names.value(i).to_string(), values.value(i).to_string()));
+        }
+    }
+    pairs
+        .into_iter()
+        .map(|p| {
+            Labels::new(p).map_err(|e| StorageError::Corrupt(format!("block {}: {e}", path.id)))
+        })
+        .collect()
+}
+
+/// Postings of a block: `(name, value, local ids)`.
+pub async fn read_postings(
+    store: &dyn ObjectStore,
+    path: &BlockPath,
+) -> Result<Vec<(String, String, RoaringBitmap)>, StorageError> {
+    let mut out = Vec::new();
+    for b in read_parquet(store, &path.postings()).await? {
+        let names = b.column(0).as_string::<i32>();
+        let values = b.column(1).as_string::<i32>();
+        let bms = b.column(2).as_binary::<i32>();
+        for i in 0..b.num_rows() {
+            let bm = RoaringBitmap::deserialize_from(bms.value(i))?;
+            out.push((names.value(i).to_string(), values.value(i).to_string(), bm));
+        }
+    }
+    Ok(out)
+}
+
+/// All samples of a block, as stored (local series ids).
+pub async fn read_samples(
+    store: &dyn ObjectStore,
+    path: &BlockPath,
+) -> Result<Vec<RecordBatch>, StorageError> {
+    read_parquet(store, &path.samples()).await
+}
+
+/// A complete block known to the catalog: its meta and the local ↔ global id maps.
+#[derive(Debug)]
+pub struct LoadedBlock {
+    pub meta: BlockMeta,
+    pub path: BlockPath,
+    /// Global id of each local id.
+    pub global_ids: Vec<SeriesId>,
+    /// Global ids present in this block.
+    pub present: RoaringBitmap,
+    local_of: HashMap<SeriesId, u32>,
+}
+
+impl LoadedBlock {
+    /// Reads the block's series file and registers its series in the catalog.
+    pub async fn load(
+        store: &dyn ObjectStore,
+        meta: BlockMeta,
+        catalog: &Catalog,
+    ) -> Result<Self, StorageError> {
+        if meta.format_version > BLOCK_FORMAT_VERSION {
+            return Err(StorageError::Format(format!(
+                "block {} has format version {}; this binary reads up to {BLOCK_FORMAT_VERSION}",
+                meta.id, meta.format_version
+            )));
+        }
+        let path = BlockPath::new(meta.id.clone());
+        let labels = read_series(store, &path).await?;
+        let global_ids = catalog.get_or_insert_many(labels.iter());
+        Ok(Self::from_parts(meta, global_ids))
+    }
+
+    pub fn from_parts(meta: BlockMeta, global_ids: Vec<SeriesId>) -> Self {
+        let present = global_ids.iter().copied().collect();
+        let local_of = global_ids
+            .iter()
+            .enumerate()
+            .map(|(l, &g)| (g, l as u32))
+            .collect();
+        LoadedBlock {
+            path: BlockPath::new(meta.id.clone()),
+            meta,
+            global_ids,
+            present,
+            local_of,
+        }
+    }
+
+    /// Local ids (sorted) of the given global ids that this block holds.
+    pub fn local_ids(&self, global: &RoaringBitmap) -> Vec<u32> {
+        let mut v: Vec<u32> = (global & &self.present)
+            .iter()
+            .filter_map(|g| self.local_of.get(&g).copied())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// Reads and parses a block's meta; `Ok(None)` when absent (block incomplete).
+pub async fn read_meta(
+    store: &dyn ObjectStore,
+    path: &BlockPath,
+) -> Result<Option<BlockMeta>, StorageError> {
+    match store.get(&path.meta()).await {
+        Ok(r) => {
+            let bytes = r.bytes().await?;
+            let meta: BlockMeta = serde_json::from_slice(&bytes)
+                .map_err(|e| StorageError::Corrupt(format!("block {} meta.json: {e}", path.id)))?;
+            Ok(Some(meta))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Checks a block's samples file is a sorted (series_id, timestamp) run; used by tests.
+pub fn is_sorted(batches: &[RecordBatch]) -> bool {
+    let mut last: Option<(u32, i64)> = None;
+    for b in batches {
+        let ids = b.column(0).as_primitive::<UInt32Type>();
+        let ts = b
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        for i in 0..ids.len() {
+            let cur = (ids.value(i), ts.value(i));
+            if last.is_some_and(|l| l >= cur) {
+                return false;
+            }
+            last = Some(cur);
+        }
+    }
+    true
+}

@@ -1,0 +1,40 @@
+use thiserror::Error;
+
+/// Storage failures. `OutOfBounds` is the client's fault; the rest are ours or the disk's.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error(
+        "sample for series {labels} at {timestamp_ms} is outside the accepted window [{min_ms}, {max_ms}]"
+    )]
+    OutOfBounds {
+        labels: String,
+        timestamp_ms: i64,
+        min_ms: i64,
+        max_ms: i64,
+    },
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("parquet: {0}")]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("datafusion: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("unsupported format: {0}")]
+    Format(String),
+    #[error("storage is shutting down")]
+    Closed,
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl StorageError {
+    /// True when the request, not the server, is at fault.
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, StorageError::OutOfBounds { .. })
+    }
+}

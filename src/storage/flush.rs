@@ -1,0 +1,100 @@
+//! Head → blocks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::block::{BlockMeta, LoadedBlock, SeriesData, WalSource, write_block};
+use super::engine::{Storage, write_checkpoint};
+use super::head::Head;
+use super::{StorageError, wal};
+use crate::catalog::{Catalog, SeriesId};
+
+/// Series of one head split by block window, sorted by labels, with their global ids.
+fn split_head(
+    catalog: &Catalog,
+    head: &Head,
+    window_ms: i64,
+) -> BTreeMap<i64, (Vec<SeriesData>, Vec<SeriesId>)> {
+    let mut series: Vec<(SeriesId, _)> = head.iter().collect();
+    let labels = catalog.labels_many(series.iter().map(|(id, _)| *id));
+    let mut rows: Vec<_> = series.drain(..).zip(labels).collect();
+    rows.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut out: BTreeMap<i64, (Vec<SeriesData>, Vec<SeriesId>)> = BTreeMap::new();
+    for ((id, buf), labels) in rows {
+        let mut i = 0;
+        while i < buf.ts.len() {
+            let w = buf.ts[i].div_euclid(window_ms);
+            let end = buf.ts.partition_point(|&t| t.div_euclid(window_ms) <= w);
+            let e = out.entry(w).or_default();
+            e.0.push(SeriesData {
+                labels: labels.clone(),
+                ts: buf.ts[i..end].to_vec(),
+                vals: buf.vals[i..end].to_vec(),
+            });
+            e.1.push(id);
+            i = end;
+        }
+    }
+    out
+}
+
+impl Storage {
+    /// Writes the head out as blocks and truncates the WAL. Returns the new blocks' metas.
+    /// Heads left frozen by an earlier failed flush are written first.
+    pub async fn flush(&self) -> Result<Vec<BlockMeta>, StorageError> {
+        let _guard = self.maintenance.lock().await;
+        self.rotate().await?;
+        let frozen: Vec<(u64, Arc<RwLock<Head>>)> = self.shared.state.read().frozen.clone();
+        let opts = &self.shared.opts;
+        let wal_dir = opts.data_dir.join("wal");
+        let mut all = Vec::new();
+        for (seg, head) in frozen {
+            let windows = split_head(&self.shared.catalog, &head.read(), opts.block_duration_ms);
+            let source = opts.wal.then(|| WalSource {
+                instance: self.shared.instance.clone(),
+                segment: seg,
+            });
+            let mut loaded = Vec::new();
+            for (_, (series, ids)) in windows {
+                let id = ulid::Ulid::new().to_string();
+                let meta = write_block(
+                    self.shared.store.as_ref(),
+                    id,
+                    &series,
+                    1,
+                    vec![],
+                    source.clone(),
+                )
+                .await?;
+                tracing::info!(block = %meta.id, series = meta.num_series, samples = meta.num_samples, bytes = meta.bytes, "flushed head block");
+                loaded.push(Arc::new(LoadedBlock::from_parts(meta, ids)));
+            }
+            if opts.wal {
+                write_checkpoint(&wal_dir, seg)?;
+            }
+            {
+                let mut st = self.shared.state.write();
+                all.extend(loaded.iter().map(|b| b.meta.clone()));
+                st.blocks.extend(loaded);
+                st.blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+                st.frozen
+                    .retain(|(s, h)| !(*s == seg && Arc::ptr_eq(h, &head)));
+            }
+            if opts.wal {
+                for s in wal::list_segments(&wal_dir)? {
+                    if s <= seg {
+                        std::fs::remove_file(wal::segment_path(&wal_dir, s))?;
+                    }
+                }
+            }
+        }
+        self.save_metadata().await?;
+        self.shared
+            .stats
+            .flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(all)
+    }
+}

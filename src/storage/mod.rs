@@ -1,0 +1,27 @@
+//! Storage: WAL → head → immutable Parquet blocks on an object store.
+//!
+//! Write path: [`Storage::append`] validates a batch, registers its series in the catalog,
+//! hands it to the WAL thread, which writes and fsyncs it (group commit: every request that
+//! queued during one fsync shares it), applies it to the head and only then acknowledges.
+//! [`Storage::flush`] rotates the WAL and freezes the head in the same step on that thread,
+//! writes the frozen head as blocks (one per `block_duration` window; `meta.json` last),
+//! records a checkpoint, swaps the blocks in and deletes the covered WAL segments.
+//! [`Storage::compact`] merges blocks of one window and drops expired ones.
+
+pub mod block;
+mod compact;
+mod engine;
+mod error;
+mod flush;
+pub mod head;
+pub mod objstore;
+pub mod paths;
+mod read;
+pub mod wal;
+
+pub use engine::{Clock, Storage, StorageOptions, StorageStats, WriteWindow};
+pub use error::StorageError;
+pub use read::SeriesResult;
+
+/// Format version of the data directory as a whole (`VERSION` file; see `migrations/`).
+pub const DATA_FORMAT_VERSION: u32 = 1;

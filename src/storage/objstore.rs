@@ -1,0 +1,84 @@
+//! Builds the object store that holds blocks: the local data dir (`file://`, default) or
+//! an S3-compatible bucket (`s3://bucket/prefix`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::prefix::PrefixStore;
+
+use super::StorageError;
+
+/// S3 settings; unset fields fall back to the usual `AWS_*` environment variables.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Options {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub allow_http: Option<bool>,
+}
+
+/// `url` is `file://` / empty (blocks under `data_dir`) or `s3://bucket[/prefix]`.
+pub fn build(
+    url: Option<&str>,
+    data_dir: &Path,
+    s3: &S3Options,
+) -> Result<Arc<dyn ObjectStore>, StorageError> {
+    match url.filter(|u| !u.is_empty() && *u != "file://") {
+        None => {
+            std::fs::create_dir_all(data_dir)?;
+            Ok(Arc::new(LocalFileSystem::new_with_prefix(data_dir)?))
+        }
+        Some(u) => {
+            let parsed = url::Url::parse(u)
+                .map_err(|e| StorageError::Config(format!("storage URL {u:?}: {e}")))?;
+            match parsed.scheme() {
+                "s3" => {
+                    let bucket = parsed.host_str().ok_or_else(|| {
+                        StorageError::Config(format!("storage URL {u:?} has no bucket"))
+                    })?;
+                    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                    if let Some(e) = &s3.endpoint {
+                        b = b.with_endpoint(e);
+                        if e.starts_with("http://") {
+                            b = b.with_allow_http(true);
+                        }
+                    }
+                    if let Some(r) = &s3.region {
+                        b = b.with_region(r);
+                    }
+                    if let Some(k) = &s3.access_key_id {
+                        b = b.with_access_key_id(k);
+                    }
+                    if let Some(k) = &s3.secret_access_key {
+                        b = b.with_secret_access_key(k);
+                    }
+                    if let Some(h) = s3.allow_http {
+                        b = b.with_allow_http(h);
+                    }
+                    let store: Arc<dyn ObjectStore> = Arc::new(b.build()?);
+                    let prefix = parsed.path().trim_matches('/');
+                    Ok(if prefix.is_empty() {
+                        store
+                    } else {
+                        Arc::new(PrefixStore::new(store, prefix))
+                    })
+                }
+                "file" => {
+                    let p = parsed
+                        .to_file_path()
+                        .map_err(|_| StorageError::Config(format!("bad file URL {u:?}")))?;
+                    std::fs::create_dir_all(&p)?;
+                    Ok(Arc::new(LocalFileSystem::new_with_prefix(p)?))
+                }
+                other => Err(StorageError::Config(format!(
+                    "unsupported storage scheme {other:?} (use file:// or s3://)"
+                ))),
+            }
+        }
+    }
+}

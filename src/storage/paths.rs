@@ -1,0 +1,71 @@
+//! Every object-store key Quiver writes, in one place. Blocks live under `blocks/<id>/`.
+
+use object_store::path::Path;
+
+pub const BLOCKS_DIR: &str = "blocks";
+pub const META_FILE: &str = "meta.json";
+pub const SAMPLES_FILE: &str = "samples.parquet";
+pub const SERIES_FILE: &str = "series.parquet";
+pub const POSTINGS_FILE: &str = "postings.parquet";
+pub const METADATA_FILE: &str = "metadata.json";
+
+/// The key prefix of one block.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlockPath {
+    pub id: String,
+}
+
+impl BlockPath {
+    pub fn new(id: impl Into<String>) -> Self {
+        BlockPath { id: id.into() }
+    }
+
+    pub fn dir(&self) -> Path {
+        Path::from_iter([BLOCKS_DIR, &self.id])
+    }
+
+    pub fn file(&self, name: &str) -> Path {
+        Path::from_iter([BLOCKS_DIR, &self.id, name])
+    }
+
+    pub fn meta(&self) -> Path {
+        self.file(META_FILE)
+    }
+
+    pub fn samples(&self) -> Path {
+        self.file(SAMPLES_FILE)
+    }
+
+    pub fn series(&self) -> Path {
+        self.file(SERIES_FILE)
+    }
+
+    pub fn postings(&self) -> Path {
+        self.file(POSTINGS_FILE)
+    }
+
+    /// Extracts the block id from any key under `blocks/<id>/`.
+    pub fn from_key(key: &Path) -> Option<BlockPath> {
+        let mut parts = key.parts();
+        (parts.next()?.as_ref() == BLOCKS_DIR).then_some(())?;
+        Some(BlockPath::new(parts.next()?.as_ref()))
+    }
+}
+
+/// Metric metadata snapshot (type/help/unit from remote write).
+pub fn metadata() -> Path {
+    Path::from(METADATA_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        let b = BlockPath::new("01ABC");
+        assert_eq!(b.samples().as_ref(), "blocks/01ABC/samples.parquet");
+        assert_eq!(BlockPath::from_key(&b.meta()), Some(b));
+        assert_eq!(BlockPath::from_key(&Path::from("other/x")), None);
+    }
+}

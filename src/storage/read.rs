@@ -1,0 +1,271 @@
+//! Reading samples back: matchers → series ids (catalog) → head and block scans.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt32Type};
+use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
+#[allow(deprecated)]
+// Its replacement (a hand-written AsyncFileReader) is planned with the footer cache.
+use datafusion::parquet::arrow::async_reader::ParquetObjectReader;
+use datafusion::parquet::file::statistics::Statistics;
+use futures::TryStreamExt;
+use roaring::RoaringBitmap;
+
+use super::StorageError;
+use super::block::LoadedBlock;
+use super::engine::Storage;
+use super::head::Head;
+use crate::catalog::SeriesId;
+use crate::model::{Labels, Matcher};
+
+/// One series' samples in `[min_t, max_t]`, ascending, one per timestamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesResult {
+    pub id: SeriesId,
+    pub labels: Arc<Labels>,
+    pub ts: Vec<i64>,
+    pub vals: Vec<f64>,
+}
+
+/// Sources overlapping a time range, in precedence order (later wins on equal timestamps).
+pub struct Snapshot {
+    pub blocks: Vec<Arc<LoadedBlock>>,
+    pub heads: Vec<Arc<parking_lot::RwLock<Head>>>,
+}
+
+impl Storage {
+    /// Blocks and heads that may hold samples in `[min_t, max_t]`.
+    pub fn snapshot(&self, min_t: i64, max_t: i64) -> Snapshot {
+        let st = self.shared.state.read();
+        Snapshot {
+            blocks: st
+                .blocks
+                .iter()
+                .filter(|b| b.meta.overlaps(min_t, max_t))
+                .cloned()
+                .collect(),
+            heads: st
+                .frozen
+                .iter()
+                .map(|(_, h)| h.clone())
+                .chain(std::iter::once(st.head.clone()))
+                .collect(),
+        }
+    }
+
+    /// Global ids of series with samples in `[min_t, max_t]` (by source time ranges) that
+    /// match all matchers. Served from the index; no samples are read.
+    pub fn series_ids(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> RoaringBitmap {
+        let snap = self.snapshot(min_t, max_t);
+        let mut present = RoaringBitmap::new();
+        for b in &snap.blocks {
+            present |= &b.present;
+        }
+        for h in &snap.heads {
+            let h = h.read();
+            if h.time_range()
+                .is_some_and(|(a, b)| a <= max_t && b >= min_t)
+            {
+                present |= h.present();
+            }
+        }
+        if matchers.is_empty() {
+            return present;
+        }
+        self.shared.catalog.select(matchers) & present
+    }
+
+    /// Label names of series in range matching `matchers` (all series when empty).
+    pub fn label_names(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Vec<String> {
+        self.shared
+            .catalog
+            .label_names(&self.series_ids(matchers, min_t, max_t))
+    }
+
+    pub fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> Vec<String> {
+        self.shared
+            .catalog
+            .label_values(name, &self.series_ids(matchers, min_t, max_t))
+    }
+
+    /// Samples of every matching series in `[min_t, max_t]`, sorted by labels.
+    pub async fn select(
+        &self,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<SeriesResult>, StorageError> {
+        let ids = self.shared.catalog.select(matchers);
+        self.select_ids(&ids, min_t, max_t).await
+    }
+
+    /// Samples of the given series in `[min_t, max_t]`, sorted by labels.
+    pub async fn select_ids(
+        &self,
+        ids: &RoaringBitmap,
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<SeriesResult>, StorageError> {
+        let snap = self.snapshot(min_t, max_t);
+        // Per series: one run per contributing source, in precedence order.
+        let mut runs: HashMap<SeriesId, Vec<Run>> = HashMap::new();
+        for b in &snap.blocks {
+            let locals = b.local_ids(ids);
+            if locals.is_empty() {
+                continue;
+            }
+            for (g, ts, vs) in self.scan_block(b, &locals, min_t, max_t).await? {
+                runs.entry(g).or_default().push((ts, vs));
+            }
+        }
+        for h in &snap.heads {
+            let h = h.read();
+            if !h
+                .time_range()
+                .is_some_and(|(a, b)| a <= max_t && b >= min_t)
+            {
+                continue;
+            }
+            for id in ids & h.present() {
+                if let Some(buf) = h.get(id) {
+                    let (lo, hi) = buf.range(min_t, max_t);
+                    if lo < hi {
+                        runs.entry(id)
+                            .or_default()
+                            .push((buf.ts[lo..hi].to_vec(), buf.vals[lo..hi].to_vec()));
+                    }
+                }
+            }
+        }
+        let ids: Vec<SeriesId> = runs.keys().copied().collect();
+        let labels = self.shared.catalog.labels_many(ids.iter().copied());
+        let mut out: Vec<SeriesResult> = ids
+            .into_iter()
+            .zip(labels)
+            .map(|(id, labels)| {
+                let (ts, vals) = merge_runs(runs.remove(&id).unwrap_or_default());
+                SeriesResult {
+                    id,
+                    labels,
+                    ts,
+                    vals,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    /// Reads the given local series of a block, skipping row groups by statistics.
+    async fn scan_block(
+        &self,
+        block: &LoadedBlock,
+        locals: &[u32],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<(SeriesId, Vec<i64>, Vec<f64>)>, StorageError> {
+        #[allow(deprecated)]
+        let reader = ParquetObjectReader::new(self.shared.store.clone(), block.path.samples());
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        let (lo, hi) = (locals[0], *locals.last().expect("non-empty"));
+        let groups: Vec<usize> = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .enumerate()
+            .filter(|(_, rg)| {
+                let ids_overlap = match rg.column(0).statistics() {
+                    Some(Statistics::Int32(s)) => match (s.min_opt(), s.max_opt()) {
+                        (Some(a), Some(b)) => (*a as u32) <= hi && (*b as u32) >= lo,
+                        _ => true,
+                    },
+                    _ => true,
+                };
+                let ts_overlap = match rg.column(1).statistics() {
+                    Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                        (Some(a), Some(b)) => *a <= max_t && *b >= min_t,
+                        _ => true,
+                    },
+                    _ => true,
+                };
+                ids_overlap && ts_overlap
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let wanted: std::collections::HashSet<u32> = locals.iter().copied().collect();
+        let mut stream = builder
+            .with_row_groups(groups)
+            .with_batch_size(64 * 1024)
+            .build()?;
+        let mut out: Vec<(SeriesId, Vec<i64>, Vec<f64>)> = Vec::new();
+        while let Some(batch) = stream.try_next().await? {
+            let ids = batch.column(0).as_primitive::<UInt32Type>();
+            let ts = batch.column(1).as_primitive::<Int64Type>();
+            let vs = batch.column(2).as_primitive::<Float64Type>();
+            for i in 0..batch.num_rows() {
+                let (local, t) = (ids.value(i), ts.value(i));
+                if t < min_t || t > max_t || !wanted.contains(&local) {
+                    continue;
+                }
+                let g = block.global_ids[local as usize];
+                match out.last_mut() {
+                    Some(last) if last.0 == g => {
+                        last.1.push(t);
+                        last.2.push(vs.value(i));
+                    }
+                    _ => out.push((g, vec![t], vec![vs.value(i)])),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One source's samples of a series: timestamps and values.
+type Run = (Vec<i64>, Vec<f64>);
+
+/// Merges sorted runs; on equal timestamps the later run wins.
+fn merge_runs(mut runs: Vec<Run>) -> Run {
+    if runs.len() == 1 {
+        return runs.pop().expect("one run");
+    }
+    let mut all: Vec<(i64, usize, f64)> = Vec::new();
+    for (rank, (ts, vs)) in runs.into_iter().enumerate() {
+        all.extend(ts.into_iter().zip(vs).map(|(t, v)| (t, rank, v)));
+    }
+    all.sort_by_key(|&(t, r, _)| (t, r));
+    let mut ts: Vec<i64> = Vec::with_capacity(all.len());
+    let mut vs: Vec<f64> = Vec::with_capacity(all.len());
+    for (t, _, v) in all {
+        if ts.last() == Some(&t) {
+            *vs.last_mut().expect("same length") = v;
+        } else {
+            ts.push(t);
+            vs.push(v);
+        }
+    }
+    (ts, vs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_runs;
+
+    #[test]
+    fn later_run_wins_on_equal_timestamps() {
+        let (ts, vs) = merge_runs(vec![
+            (vec![1, 3], vec![1.0, 3.0]),
+            (vec![2, 3], vec![2.0, 30.0]),
+        ]);
+        assert_eq!(ts, vec![1, 2, 3]);
+        assert_eq!(vs, vec![1.0, 2.0, 30.0]);
+    }
+}

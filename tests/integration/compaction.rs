@@ -1,0 +1,191 @@
+//! Acceptance: compaction keeps counts and values (newest write wins on overlap); a crash
+//! between writing the merged block and deleting its parents leaves readable data; retention
+//! removes expired blocks from the object store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use futures::StreamExt;
+use object_store::ObjectStore;
+use quiver::model::Matcher;
+use quiver::storage::{Storage, StorageOptions, WriteWindow, objstore};
+
+use crate::support::{batch, labels};
+
+const H: i64 = 3_600_000;
+
+async fn open(dir: &std::path::Path, clock: Arc<AtomicI64>) -> Storage {
+    let mut o = StorageOptions::new(dir);
+    o.clock = Arc::new(move || clock.load(Ordering::SeqCst));
+    let store = objstore::build(None, dir, &Default::default()).unwrap();
+    Storage::open(o, store).await.unwrap()
+}
+
+async fn block_files(s: &Storage) -> usize {
+    s.store()
+        .list(Some(&"blocks".into()))
+        .collect::<Vec<_>>()
+        .await
+        .len()
+}
+
+async fn everything(s: &Storage) -> Vec<(String, Vec<i64>, Vec<u64>)> {
+    let all = s
+        .select(
+            &[Matcher::regex("__name__", ".+", false).unwrap()],
+            i64::MIN,
+            i64::MAX,
+        )
+        .await
+        .unwrap();
+    all.into_iter()
+        .map(|r| {
+            (
+                r.labels.to_string(),
+                r.ts,
+                r.vals.iter().map(|v| v.to_bits()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_preserves_samples_and_retention_deletes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let day0 = 20_000 * 24 * H; // a UTC midnight
+    let clock = Arc::new(AtomicI64::new(day0 + 10 * H));
+    let s = open(&dir, clock.clone()).await;
+    // Three flushes over [day0, day0+6h): 15 s samples for 40 series, then a rewrite of a
+    // few samples with new values (the newest write must win), each flush a separate block set.
+    for part in 0..3i64 {
+        let mut series = Vec::new();
+        for i in 0..40 {
+            let l = labels(&[("__name__", "quiver_compact"), ("i", &i.to_string())]);
+            let samples = (0..480)
+                .map(|k| {
+                    (
+                        day0 + part * 2 * H + k * 15_000,
+                        (i * 10_000 + part * 1000 + k) as f64,
+                    )
+                })
+                .collect();
+            series.push((l, samples));
+        }
+        s.append(batch(series), WriteWindow::Any).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    let l = labels(&[("__name__", "quiver_compact"), ("i", "7")]);
+    s.append(
+        batch(vec![(
+            l,
+            vec![
+                (day0 + 60_000, -1.0),
+                (day0 + 2 * H + 15_000, f64::from_bits(0x7ff0000000000002)),
+            ],
+        )]),
+        WriteWindow::Any,
+    )
+    .await
+    .unwrap();
+    s.flush().await.unwrap();
+    let before = everything(&s).await;
+    let count: usize = before.iter().map(|r| r.1.len()).sum();
+    assert_eq!(count, 40 * 480 * 3);
+    let blocks_before = s.blocks().len();
+    assert_eq!(blocks_before, 5, "{:?}", s.blocks());
+
+    // The day is not sealed yet (now = day0+10h, ooo window 3h): 2h windows merge.
+    let r = s.compact().await.unwrap();
+    assert_eq!(
+        r.merged.len(),
+        2,
+        "windows 0 and 1 had two blocks each: {r:?}"
+    );
+    assert_eq!(everything(&s).await, before);
+    let v = &everything(&s)
+        .await
+        .into_iter()
+        .find(|r| r.0.contains("\"7\""))
+        .unwrap();
+    assert_eq!(v.2[4], (-1.0f64).to_bits(), "newest write wins");
+    assert_eq!(
+        v.2[480 + 1],
+        0x7ff0000000000002,
+        "stale marker survives compaction bit-for-bit"
+    );
+
+    // Next day: the whole day merges into one block.
+    clock.store(day0 + 30 * H, Ordering::SeqCst);
+    let r = s.compact().await.unwrap();
+    assert_eq!(r.merged.len(), 1);
+    assert_eq!(s.blocks().len(), 1);
+    let merged = &s.blocks()[0];
+    assert_eq!(merged.num_samples as usize, count);
+    assert_eq!(merged.level, 3);
+    assert_eq!(everything(&s).await, before);
+    // Parents are gone from the object store: 4 files for the one block.
+    assert_eq!(block_files(&s).await, 4);
+    drop(s);
+
+    // Reopen: same data.
+    let s = open(&dir, clock.clone()).await;
+    assert_eq!(everything(&s).await, before);
+
+    // Retention: 16 days later the block is wholly expired.
+    clock.store(day0 + 16 * 24 * H + 7 * H, Ordering::SeqCst);
+    let r = s.compact().await.unwrap();
+    assert_eq!(r.expired.len(), 1);
+    assert_eq!(r.deleted, 1);
+    assert!(s.blocks().is_empty());
+    assert_eq!(block_files(&s).await, 0);
+    assert!(everything(&s).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_merge_and_parent_deletion_is_harmless() {
+    use quiver::storage::block::{SeriesData, write_block};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let day0 = 20_000 * 24 * H;
+    let clock = Arc::new(AtomicI64::new(day0 + 10 * H));
+    let s = open(&dir, clock.clone()).await;
+    let l = labels(&[("__name__", "m")]);
+    s.append(
+        batch(vec![(l.clone(), vec![(day0, 1.0), (day0 + 1000, 2.0)])]),
+        WriteWindow::Any,
+    )
+    .await
+    .unwrap();
+    s.flush().await.unwrap();
+    s.append(
+        batch(vec![(l.clone(), vec![(day0 + 2000, 3.0)])]),
+        WriteWindow::Any,
+    )
+    .await
+    .unwrap();
+    s.flush().await.unwrap();
+    let parents: Vec<String> = s.blocks().iter().map(|b| b.id.clone()).collect();
+    let before = everything(&s).await;
+    // Simulate the crash: the merged block is complete but the parents were not deleted.
+    let merged = SeriesData {
+        labels: Arc::new(l),
+        ts: vec![day0, day0 + 1000, day0 + 2000],
+        vals: vec![1.0, 2.0, 3.0],
+    };
+    write_block(
+        s.store().as_ref(),
+        ulid::Ulid::new().to_string(),
+        &[merged],
+        2,
+        parents.clone(),
+        None,
+    )
+    .await
+    .unwrap();
+    drop(s);
+    let s = open(&dir, clock).await;
+    assert_eq!(s.blocks().len(), 1, "parents hidden after restart");
+    assert_eq!(everything(&s).await, before);
+    assert_eq!(block_files(&s).await, 4, "parents deleted");
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: real `quiver` processes, real HTTP, real files, real S3 API (moto).
+
+mod bad_input;
+mod compaction;
+mod crash;
+mod remote_write;
+mod s3;
+mod sql_examples;
+mod support;

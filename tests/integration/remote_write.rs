@@ -1,0 +1,104 @@
+//! Acceptance: remote write over HTTP → restart → exactly the same samples via `quiver sql`.
+
+use std::collections::BTreeSet;
+
+use crate::support::*;
+
+/// Parses `instance,timestamp,value` CSV rows into comparable tuples (value as bits).
+fn parse_rows(rows: Vec<String>) -> Vec<(String, i64, u64)> {
+    rows.iter()
+        .map(|r| {
+            let f: Vec<&str> = r.split(',').collect();
+            (
+                f[0].to_string(),
+                f[1].parse().unwrap(),
+                f[2].parse::<f64>().unwrap().to_bits(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_write_survives_restart_and_reads_back_via_sql() {
+    let (_tmp, dir) = tempdir();
+    let mut server = Server::start(&dir, &[], &[]).await;
+    let client = reqwest::Client::new();
+    let base = now_ms() - 30 * 60_000;
+    let mut expected = BTreeSet::new();
+    for req in 0..10 {
+        let mut series = Vec::new();
+        for s in 0..25 {
+            let job = format!("job{}", s % 3);
+            let inst = format!("i{s}");
+            let l = labels(&[
+                ("__name__", "quiver_e2e_total"),
+                ("job", &job),
+                ("instance", &inst),
+            ]);
+            let mut samples = Vec::new();
+            for k in 0..4 {
+                let t = base + (req * 4 + k) * 15_000 + s;
+                let v = match (s, k) {
+                    (0, 3) => f64::INFINITY,
+                    (1, 2) => -0.5,
+                    _ => (req * 100 + k) as f64 * 1.25 + s as f64,
+                };
+                samples.push((t, v));
+                expected.insert((inst.clone(), t, v.to_bits()));
+            }
+            series.push((l, samples));
+        }
+        let r = post_write(&client, &server.url, encode(&batch(series))).await;
+        assert_eq!(r.status(), 204, "{:?}", r.text().await);
+    }
+    server.stop();
+    // Restart: the samples come back from the WAL.
+    let mut server = Server::start(&dir, &[], &[]).await;
+    server.stop();
+    let q = "SELECT labels['instance'] AS instance, timestamp, value FROM samples_labeled \
+             WHERE metric = 'quiver_e2e_total' ORDER BY instance, timestamp";
+    let got = parse_rows(sql_rows(&dir, &[], q));
+    assert_eq!(got.len(), expected.len(), "row count");
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushed_blocks_and_wal_together_read_back_exactly() {
+    let (_tmp, dir) = tempdir();
+    // Flush the head to blocks about every second.
+    let mut server = Server::start(&dir, &["--head-flush-interval", "1s"], &[]).await;
+    let client = reqwest::Client::new();
+    let base = now_ms() - 60 * 60_000;
+    let l = labels(&[("__name__", "quiver_e2e_gauge"), ("job", "x")]);
+    let first: Vec<(i64, f64)> = (0..100).map(|i| (base + i * 15_000, i as f64)).collect();
+    assert_eq!(
+        post_write(
+            &client,
+            &server.url,
+            encode(&batch(vec![(l.clone(), first)]))
+        )
+        .await
+        .status(),
+        204
+    );
+    wait_for("a block", 30, || local_block_count(&dir) >= 1).await;
+    let second: Vec<(i64, f64)> = (100..140).map(|i| (base + i * 15_000, i as f64)).collect();
+    assert_eq!(
+        post_write(&client, &server.url, encode(&batch(vec![(l, second)])))
+            .await
+            .status(),
+        204
+    );
+    server.kill();
+    let mut server = Server::start(&dir, &[], &[]).await;
+    server.stop();
+    let rows = sql_rows(
+        &dir,
+        &[],
+        "SELECT 'x', timestamp, value FROM samples_labeled WHERE metric = 'quiver_e2e_gauge' ORDER BY timestamp",
+    );
+    let want: Vec<(String, i64, u64)> = (0..140)
+        .map(|i| ("x".to_string(), base + i * 15_000, (i as f64).to_bits()))
+        .collect();
+    assert_eq!(parse_rows(rows), want);
+}
