@@ -10,6 +10,8 @@ pub mod duration;
 pub mod ingest;
 pub mod migrations;
 pub mod model;
+pub mod promql;
+pub mod promqltest;
 pub mod server;
 pub mod sql;
 pub mod storage;

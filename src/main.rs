@@ -34,6 +34,15 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run Prometheus promqltest scripts (`.test` files) against the engine.
+    Promqltest {
+        /// Print only the per-file lines and the totals, not each failing eval
+        #[arg(long)]
+        quiet: bool,
+        /// Test script files
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Run SQL over the stored samples (tables `series`, `samples`; views in sql/views.sql).
     Sql {
         #[command(flatten)]
@@ -80,6 +89,7 @@ fn main() {
                 init_tracing(false);
                 import(storage, &timestamps, files).await
             }
+            Command::Promqltest { quiet, files } => promqltest(quiet, files).await,
             Command::Sql {
                 storage,
                 format,
@@ -162,5 +172,51 @@ async fn import(args: StorageArgs, unit: &str, files: Vec<PathBuf>) -> anyhow::R
         storage.blocks().len(),
         report.merged.len()
     );
+    Ok(())
+}
+
+async fn promqltest(quiet: bool, files: Vec<PathBuf>) -> anyhow::Result<()> {
+    use quiver::promqltest::{Counts, load_index, run_file};
+    let index = files.first().and_then(|f| load_index(f));
+    let mut total = Counts::default();
+    let mut errors = 0;
+    for f in &files {
+        let mut report = |msg: String| {
+            if !quiet {
+                println!("{msg}");
+            }
+        };
+        match run_file(f, index.as_ref(), &mut report).await {
+            Ok(c) => {
+                println!(
+                    "{}: {} passed, {} failed, {} skipped",
+                    f.display(),
+                    c.passed,
+                    c.failed,
+                    c.skipped
+                );
+                total.add(&c);
+            }
+            Err(e) => {
+                errors += 1;
+                println!("{}: error: {e}", f.display());
+            }
+        }
+    }
+    if total.clean_total > 0 {
+        println!(
+            "stable evals (neither native histograms nor experimental syntax, per eval-index.tsv): {} of {} passed ({:.1}%)",
+            total.clean_passed,
+            total.clean_total,
+            100.0 * total.clean_passed as f64 / total.clean_total as f64
+        );
+    }
+    println!(
+        "{} passed, {} failed, {} skipped",
+        total.passed, total.failed, total.skipped
+    );
+    if total.failed > 0 || errors > 0 {
+        std::process::exit(1);
+    }
     Ok(())
 }

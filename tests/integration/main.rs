@@ -3,6 +3,7 @@
 mod bad_input;
 mod compaction;
 mod crash;
+mod promql_conformance;
 mod remote_write;
 mod s3;
 mod sql_examples;

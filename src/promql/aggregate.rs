@@ -1,0 +1,223 @@
+//! Aggregations (`sum by (…) (…)` and friends), all steps at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use promql_parser::parser::{AggregateExpr, LabelModifier};
+
+use super::error::PromqlError;
+use super::eval::{Ctx, Engine};
+use super::range_fns as rf;
+use super::value::{Series, Value};
+use crate::model::{Labels, METRIC_NAME};
+
+/// The labels a series contributes to its aggregation group.
+pub(super) fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {
+    let pairs = match m {
+        None => vec![],
+        Some(LabelModifier::Include(ls)) => l
+            .pairs()
+            .iter()
+            .filter(|(n, _)| ls.labels.iter().any(|x| x == n))
+            .cloned()
+            .collect(),
+        Some(LabelModifier::Exclude(ls)) => l
+            .pairs()
+            .iter()
+            .filter(|(n, _)| n != METRIC_NAME && !ls.labels.iter().any(|x| x == n))
+            .cloned()
+            .collect(),
+    };
+    Labels::from_sorted_unchecked(pairs)
+}
+
+fn fmt_value_label(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+impl Engine {
+    pub(super) async fn aggregate(
+        &self,
+        a: &AggregateExpr,
+        ctx: Ctx,
+    ) -> Result<Value, PromqlError> {
+        let op = a.op.to_string().to_lowercase();
+        let n = ctx.steps.len();
+        let param = match &a.param {
+            Some(p) => Some(self.eval(p, ctx).await?),
+            None => None,
+        };
+        let input = match self.eval(&a.expr, ctx).await? {
+            Value::Vector(v) => v,
+            other => {
+                return Err(PromqlError::exec(format!(
+                    "{op}: expected instant vector, got {}",
+                    other.type_name()
+                )));
+            }
+        };
+        let scalar_param = |what: &str| -> Result<Vec<f64>, PromqlError> {
+            match &param {
+                Some(Value::Scalar(v)) => Ok(v.clone()),
+                _ => Err(PromqlError::exec(format!("{op}: expected scalar {what}"))),
+            }
+        };
+        // Group membership is static: labels do not change across steps.
+        let mut group_of: Vec<usize> = Vec::with_capacity(input.len());
+        let mut groups: Vec<Arc<Labels>> = Vec::new();
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        for s in &input {
+            let g = group_labels(&s.labels, &a.modifier);
+            let id = *index.entry(g.clone()).or_insert_with(|| {
+                groups.push(Arc::new(g));
+                groups.len() - 1
+            });
+            group_of.push(id);
+        }
+
+        match op.as_str() {
+            "topk" | "bottomk" => {
+                let k = scalar_param("k")?;
+                let mut selected: Vec<Vec<bool>> = vec![vec![false; n]; input.len()];
+                for i in 0..n {
+                    let kk = k[i];
+                    if kk.is_nan() {
+                        return Err(PromqlError::exec(format!(
+                            "Parameter value is NaN for {op}"
+                        )));
+                    }
+                    if kk < 1.0 {
+                        continue;
+                    }
+                    let kk = kk.min(1e15) as usize;
+                    let mut per_group: HashMap<usize, Vec<(f64, usize)>> = HashMap::new();
+                    for (si, s) in input.iter().enumerate() {
+                        if let Some(v) = s.vals[i] {
+                            per_group.entry(group_of[si]).or_default().push((v, si));
+                        }
+                    }
+                    for (_, mut members) in per_group {
+                        let top = op == "topk";
+                        members.sort_by(|x, y| {
+                            // NaN ranks last either way; ties keep input (label) order.
+                            match (x.0.is_nan(), y.0.is_nan()) {
+                                (true, true) => std::cmp::Ordering::Equal,
+                                (true, false) => std::cmp::Ordering::Greater,
+                                (false, true) => std::cmp::Ordering::Less,
+                                _ if top => {
+                                    y.0.partial_cmp(&x.0).unwrap_or(std::cmp::Ordering::Equal)
+                                }
+                                _ => x.0.partial_cmp(&y.0).unwrap_or(std::cmp::Ordering::Equal),
+                            }
+                        });
+                        for (_, si) in members.into_iter().take(kk) {
+                            selected[si][i] = true;
+                        }
+                    }
+                }
+                let mut out = Vec::new();
+                for (si, s) in input.into_iter().enumerate() {
+                    let vals: Vec<Option<f64>> = s
+                        .vals
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| if selected[si][i] { *v } else { None })
+                        .collect();
+                    if vals.iter().any(Option::is_some) {
+                        out.push(Series {
+                            labels: s.labels,
+                            vals,
+                        });
+                    }
+                }
+                if n == 1 {
+                    let top = op == "topk";
+                    out.sort_by(|x, y| {
+                        let (a, b) = (x.vals[0].unwrap_or(f64::NAN), y.vals[0].unwrap_or(f64::NAN));
+                        let o = a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal);
+                        if top { o.reverse() } else { o }
+                    });
+                }
+                Ok(Value::Vector(out))
+            }
+            "count_values" => {
+                let label = match &param {
+                    Some(Value::String(s)) => s.clone(),
+                    _ => return Err(PromqlError::exec("count_values: expected string parameter")),
+                };
+                let mut out: HashMap<Labels, Series> = HashMap::new();
+                for (si, s) in input.iter().enumerate() {
+                    for i in 0..n {
+                        if let Some(v) = s.vals[i] {
+                            let l = super::functions::set_label(
+                                &groups[group_of[si]],
+                                &label,
+                                &fmt_value_label(v),
+                            );
+                            let e = out
+                                .entry(l.clone())
+                                .or_insert_with(|| Series::new(Arc::new(l), n));
+                            e.vals[i] = Some(e.vals[i].unwrap_or(0.0) + 1.0);
+                        }
+                    }
+                }
+                Ok(Value::Vector(out.into_values().collect()))
+            }
+            _ => {
+                let q = if op == "quantile" {
+                    Some(scalar_param("quantile")?)
+                } else {
+                    None
+                };
+                // Collect per group and step.
+                let mut vals: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); n]; groups.len()];
+                for (si, s) in input.iter().enumerate() {
+                    for (i, v) in s.vals.iter().enumerate() {
+                        if let Some(v) = v {
+                            vals[group_of[si]][i].push(*v);
+                        }
+                    }
+                }
+                let mut out = Vec::with_capacity(groups.len());
+                for (g, per_step) in vals.into_iter().enumerate() {
+                    let mut o = Series::new(groups[g].clone(), n);
+                    for (i, mut xs) in per_step.into_iter().enumerate() {
+                        if xs.is_empty() {
+                            continue;
+                        }
+                        o.vals[i] = Some(match op.as_str() {
+                            "sum" => rf::sum(&xs),
+                            "avg" => rf::avg(&xs),
+                            "count" => xs.len() as f64,
+                            "group" => 1.0,
+                            "min" => rf::min(&xs),
+                            "max" => rf::max(&xs),
+                            "stddev" => rf::variance(&xs).sqrt(),
+                            "stdvar" => rf::variance(&xs),
+                            "quantile" => {
+                                rf::quantile(q.as_ref().expect("quantile param")[i], &mut xs)
+                            }
+                            other => {
+                                return Err(PromqlError::exec(format!(
+                                    "aggregation {other} is not supported yet"
+                                )));
+                            }
+                        });
+                    }
+                    if !o.is_empty() {
+                        out.push(o);
+                    }
+                }
+                Ok(Value::Vector(out))
+            }
+        }
+    }
+}

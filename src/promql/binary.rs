@@ -1,0 +1,399 @@
+//! Binary operators: scalar/scalar, vector/scalar and vector/vector with label matching
+//! (`on`, `ignoring`, `group_left`, `group_right`) and set operators.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
+
+use super::error::PromqlError;
+use super::eval::{Ctx, Engine, drop_name, merge_same_labels};
+use super::value::{Series, Value};
+use crate::model::{Labels, METRIC_NAME};
+
+fn is_comparison(op: &str) -> bool {
+    matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")
+}
+
+fn is_set(op: &str) -> bool {
+    matches!(op, "and" | "or" | "unless")
+}
+
+/// `(value, keep)` as Prometheus's vectorElemBinop for floats.
+fn elem(op: &str, l: f64, r: f64) -> (f64, bool) {
+    match op {
+        "+" => (l + r, true),
+        "-" => (l - r, true),
+        "*" => (l * r, true),
+        "/" => (l / r, true),
+        "%" => (l % r, true),
+        "^" => (l.powf(r), true),
+        "atan2" => (l.atan2(r), true),
+        "==" => (l, l == r),
+        "!=" => (l, l != r),
+        ">" => (l, l > r),
+        "<" => (l, l < r),
+        ">=" => (l, l >= r),
+        "<=" => (l, l <= r),
+        _ => (f64::NAN, false),
+    }
+}
+
+/// Matching key of a series under `on(...)` / `ignoring(...)` (never `__name__` by default).
+fn signature(l: &Labels, m: Option<&LabelModifier>) -> Vec<(String, String)> {
+    match m {
+        Some(LabelModifier::Include(ls)) => l
+            .pairs()
+            .iter()
+            .filter(|(n, _)| ls.labels.iter().any(|x| x == n))
+            .cloned()
+            .collect(),
+        Some(LabelModifier::Exclude(ls)) => l
+            .pairs()
+            .iter()
+            .filter(|(n, _)| n != METRIC_NAME && !ls.labels.iter().any(|x| x == n))
+            .cloned()
+            .collect(),
+        None => l
+            .pairs()
+            .iter()
+            .filter(|(n, _)| n != METRIC_NAME)
+            .cloned()
+            .collect(),
+    }
+}
+
+fn fmt_sig(sig: &[(String, String)]) -> String {
+    let inner: Vec<String> = sig.iter().map(|(n, v)| format!("{n}={v:?}")).collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+impl Engine {
+    pub(super) async fn binary(&self, b: &BinaryExpr, ctx: Ctx) -> Result<Value, PromqlError> {
+        let op = b.op.to_string().to_lowercase();
+        let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+        let lhs = self.eval(&b.lhs, ctx).await?;
+        let rhs = self.eval(&b.rhs, ctx).await?;
+        match (lhs, rhs) {
+            (Value::Scalar(l), Value::Scalar(r)) => Ok(Value::Scalar(
+                l.iter()
+                    .zip(&r)
+                    .map(|(&x, &y)| {
+                        let (v, keep) = elem(&op, x, y);
+                        if is_comparison(&op) {
+                            if keep { 1.0 } else { 0.0 }
+                        } else {
+                            v
+                        }
+                    })
+                    .collect(),
+            )),
+            (Value::Vector(v), Value::Scalar(s)) => Ok(Value::Vector(vector_scalar(
+                &op,
+                v,
+                &s,
+                false,
+                return_bool,
+            )?)),
+            (Value::Scalar(s), Value::Vector(v)) => {
+                Ok(Value::Vector(vector_scalar(&op, v, &s, true, return_bool)?))
+            }
+            (Value::Vector(l), Value::Vector(r)) => {
+                if is_set(&op) {
+                    Ok(Value::Vector(set_op(
+                        &op,
+                        l,
+                        r,
+                        b.modifier.as_ref(),
+                        ctx.steps.len(),
+                    )?))
+                } else {
+                    Ok(Value::Vector(vector_vector(
+                        &op,
+                        l,
+                        r,
+                        b.modifier.as_ref(),
+                        return_bool,
+                        ctx.steps.len(),
+                    )?))
+                }
+            }
+            (l, r) => Err(PromqlError::exec(format!(
+                "binary operator {op} between {} and {} is not supported",
+                l.type_name(),
+                r.type_name()
+            ))),
+        }
+    }
+}
+
+fn vector_scalar(
+    op: &str,
+    v: Vec<Series>,
+    s: &[f64],
+    swap: bool,
+    return_bool: bool,
+) -> Result<Vec<Series>, PromqlError> {
+    let drop = !is_comparison(op) || return_bool;
+    let mut out = Vec::with_capacity(v.len());
+    for series in v {
+        let mut vals = Vec::with_capacity(series.vals.len());
+        for (i, x) in series.vals.iter().enumerate() {
+            vals.push(x.and_then(|x| {
+                let (l, r) = if swap { (s[i], x) } else { (x, s[i]) };
+                let (mut val, keep) = elem(op, l, r);
+                if is_comparison(op) {
+                    // The vector's value is the result, whichever side it is on.
+                    val = x;
+                }
+                if return_bool {
+                    Some(if keep { 1.0 } else { 0.0 })
+                } else if keep {
+                    Some(val)
+                } else {
+                    None
+                }
+            }));
+        }
+        let s = Series {
+            labels: if drop {
+                drop_name(&series.labels)
+            } else {
+                series.labels
+            },
+            vals,
+        };
+        if !s.is_empty() {
+            out.push(s);
+        }
+    }
+    if drop {
+        merge_same_labels(out)
+    } else {
+        Ok(out)
+    }
+}
+
+fn set_op(
+    op: &str,
+    l: Vec<Series>,
+    r: Vec<Series>,
+    m: Option<&BinModifier>,
+    n: usize,
+) -> Result<Vec<Series>, PromqlError> {
+    let matching = m.and_then(|m| m.matching.as_ref());
+    let lsig: Vec<_> = l.iter().map(|s| signature(&s.labels, matching)).collect();
+    let rsig: Vec<_> = r.iter().map(|s| signature(&s.labels, matching)).collect();
+    // For every signature, the steps at which the other side has a sample.
+    let present = |series: &[Series], sigs: &[Vec<(String, String)>]| {
+        let mut map: HashMap<Vec<(String, String)>, Vec<bool>> = HashMap::new();
+        for (s, sig) in series.iter().zip(sigs) {
+            let e = map.entry(sig.clone()).or_insert_with(|| vec![false; n]);
+            for (i, v) in s.vals.iter().enumerate() {
+                if v.is_some() {
+                    e[i] = true;
+                }
+            }
+        }
+        map
+    };
+    let mut out = Vec::new();
+    match op {
+        "and" | "unless" => {
+            let rp = present(&r, &rsig);
+            let want = op == "and";
+            for (s, sig) in l.into_iter().zip(&lsig) {
+                let p = rp.get(sig);
+                let vals: Vec<Option<f64>> = s
+                    .vals
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        if p.is_some_and(|p| p[i]) == want {
+                            *v
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                let s = Series {
+                    labels: s.labels,
+                    vals,
+                };
+                if !s.is_empty() {
+                    out.push(s);
+                }
+            }
+        }
+        _ => {
+            let lp = present(&l, &lsig);
+            out.extend(l.into_iter().filter(|s| !s.is_empty()));
+            for (s, sig) in r.into_iter().zip(&rsig) {
+                let p = lp.get(sig);
+                let vals: Vec<Option<f64>> = s
+                    .vals
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| if p.is_some_and(|p| p[i]) { None } else { *v })
+                    .collect();
+                let s = Series {
+                    labels: s.labels,
+                    vals,
+                };
+                if !s.is_empty() {
+                    out.push(s);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A match group and the result labels produced for it at one step.
+type SeenKey<'a> = (&'a [(String, String)], Arc<Labels>);
+
+fn vector_vector(
+    op: &str,
+    l: Vec<Series>,
+    r: Vec<Series>,
+    m: Option<&BinModifier>,
+    return_bool: bool,
+    n: usize,
+) -> Result<Vec<Series>, PromqlError> {
+    let matching = m.and_then(|m| m.matching.as_ref());
+    let card = m
+        .map(|m| m.card.clone())
+        .unwrap_or(VectorMatchCardinality::OneToOne);
+    let (many, one, swapped) = match card {
+        VectorMatchCardinality::OneToMany(_) => (r, l, true),
+        _ => (l, r, false),
+    };
+    let include: Vec<String> = match &card {
+        VectorMatchCardinality::ManyToOne(ls) | VectorMatchCardinality::OneToMany(ls) => {
+            ls.labels.clone()
+        }
+        _ => vec![],
+    };
+    let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
+    let many_sig: Vec<_> = many
+        .iter()
+        .map(|s| signature(&s.labels, matching))
+        .collect();
+    let one_sig: Vec<_> = one.iter().map(|s| signature(&s.labels, matching)).collect();
+    let drop = !is_comparison(op) || return_bool;
+
+    // Result labels per (many, one) pair, computed lazily and cached.
+    let mut result_labels: HashMap<(usize, usize), Arc<Labels>> = HashMap::new();
+    let mut out: HashMap<Arc<Labels>, Series> = HashMap::new();
+    let mut order: Vec<Arc<Labels>> = Vec::new();
+    let mut by_sig: HashMap<&[(String, String)], usize> = HashMap::new();
+    for i in 0..n {
+        by_sig.clear();
+        for (oi, s) in one.iter().enumerate() {
+            if s.vals[i].is_none() {
+                continue;
+            }
+            if let Some(prev) = by_sig.insert(&one_sig[oi], oi) {
+                let side = if swapped { "left" } else { "right" };
+                return Err(PromqlError::exec(format!(
+                    "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                    fmt_sig(&one_sig[oi]),
+                    s.labels,
+                    one[prev].labels
+                )));
+            }
+        }
+        // Which result labels were produced at this step, per match group (for the errors).
+        let mut seen_one_to_one: HashMap<&[(String, String)], ()> = HashMap::new();
+        let mut seen_many: std::collections::HashSet<SeenKey> = Default::default();
+        for (mi, s) in many.iter().enumerate() {
+            let Some(mv) = s.vals[i] else { continue };
+            let Some(&oi) = by_sig.get(many_sig[mi].as_slice()) else {
+                continue;
+            };
+            let Some(ov) = one[oi].vals[i] else { continue };
+            let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
+            let (val, keep) = elem(op, lv, rv);
+            let val = if return_bool {
+                if keep { 1.0 } else { 0.0 }
+            } else if !keep {
+                continue;
+            } else {
+                val
+            };
+            let labels = result_labels
+                .entry((mi, oi))
+                .or_insert_with(|| {
+                    Arc::new(result_metric(
+                        &s.labels,
+                        &one[oi].labels,
+                        drop,
+                        one_to_one,
+                        matching,
+                        &include,
+                    ))
+                })
+                .clone();
+            if one_to_one {
+                if seen_one_to_one
+                    .insert(many_sig[mi].as_slice(), ())
+                    .is_some()
+                {
+                    return Err(PromqlError::exec(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                    ));
+                }
+            } else if !seen_many.insert((many_sig[mi].as_slice(), labels.clone())) {
+                return Err(PromqlError::exec(
+                    "multiple matches for labels: grouping labels must ensure unique results",
+                ));
+            }
+            let e = out.entry(labels.clone()).or_insert_with(|| {
+                order.push(labels.clone());
+                Series::new(labels.clone(), n)
+            });
+            if e.vals[i].is_some() {
+                return Err(PromqlError::exec(
+                    "vector cannot contain metrics with the same labelset",
+                ));
+            }
+            e.vals[i] = Some(val);
+        }
+    }
+    Ok(order.into_iter().filter_map(|l| out.remove(&l)).collect())
+}
+
+fn result_metric(
+    many: &Labels,
+    one: &Labels,
+    drop: bool,
+    one_to_one: bool,
+    matching: Option<&LabelModifier>,
+    include: &[String],
+) -> Labels {
+    let mut pairs: Vec<(String, String)> = many.pairs().to_vec();
+    if drop {
+        pairs.retain(|(n, _)| n != METRIC_NAME);
+    }
+    if one_to_one {
+        match matching {
+            Some(LabelModifier::Include(ls)) => {
+                pairs.retain(|(n, _)| ls.labels.iter().any(|x| x == n))
+            }
+            Some(LabelModifier::Exclude(ls)) => {
+                pairs.retain(|(n, _)| !ls.labels.iter().any(|x| x == n))
+            }
+            None => {}
+        }
+    }
+    for ln in include {
+        pairs.retain(|(n, _)| n != ln);
+        if let Some(v) = one.get(ln)
+            && !v.is_empty()
+        {
+            pairs.push((ln.clone(), v.to_string()));
+        }
+    }
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    Labels::from_sorted_unchecked(pairs)
+}

@@ -1,0 +1,308 @@
+//! The evaluator: one recursive pass over the AST; every node computes all steps at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::future::BoxFuture;
+use promql_parser::parser::{self, Expr};
+
+use super::error::PromqlError;
+use super::selector::{RangeInput, Raw, at_ms, eval_times, offset_ms};
+use super::value::{RangeSeries, Series, Steps, Value};
+use crate::model::Labels;
+use crate::storage::Storage;
+
+/// Per-query knobs.
+#[derive(Debug, Clone)]
+pub struct QueryOptions {
+    pub lookback_ms: i64,
+    /// Step of subqueries written without one (`x[10m:]`).
+    pub default_subquery_step_ms: i64,
+    /// Most samples a query may load.
+    pub max_samples: usize,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions {
+            lookback_ms: 300_000,
+            default_subquery_step_ms: 60_000,
+            max_samples: 50_000_000,
+        }
+    }
+}
+
+/// Evaluation context of one node.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ctx {
+    pub steps: Steps,
+    pub query_start: i64,
+    pub query_end: i64,
+    pub lookback: i64,
+}
+
+/// Evaluates PromQL against a storage.
+pub struct Engine {
+    pub(super) storage: Arc<Storage>,
+    pub(super) opts: QueryOptions,
+    loaded: AtomicUsize,
+}
+
+impl Engine {
+    pub fn new(storage: Arc<Storage>, opts: QueryOptions) -> Self {
+        Engine {
+            storage,
+            opts,
+            loaded: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn parse(query: &str) -> Result<Expr, PromqlError> {
+        parser::parse(query).map_err(PromqlError::Parse)
+    }
+
+    /// Counts loaded samples against the limit.
+    pub(super) fn charge(&self, n: usize) -> Result<(), PromqlError> {
+        let total = self.loaded.fetch_add(n, Ordering::Relaxed) + n;
+        if total > self.opts.max_samples {
+            Err(PromqlError::TooManySamples)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Instant query at `t` (ms).
+    pub async fn instant(&self, expr: &Expr, t: i64) -> Result<Value, PromqlError> {
+        self.loaded.store(0, Ordering::Relaxed);
+        let ctx = Ctx {
+            steps: Steps::instant(t),
+            query_start: t,
+            query_end: t,
+            lookback: self.opts.lookback_ms,
+        };
+        let v = match expr {
+            // A range vector at the top of an instant query returns raw samples.
+            Expr::MatrixSelector(_) | Expr::Subquery(_) => {
+                let input = self.range_input(expr, &ctx).await?;
+                let end = input.ends[0];
+                let mut out = Vec::new();
+                for s in input.series {
+                    let (a, b) = super::selector::window(&s.ts, end, input.range_ms);
+                    if a < b {
+                        out.push(RangeSeries {
+                            labels: s.labels,
+                            ts: s.ts[a..b].to_vec(),
+                            vals: s.vals[a..b].to_vec(),
+                        });
+                    }
+                }
+                out.sort_by(|a, b| a.labels.cmp(&b.labels));
+                Value::Matrix(out)
+            }
+            _ => self.eval(expr, ctx).await?,
+        };
+        Ok(v)
+    }
+
+    /// Range query; the result is a scalar per step or a vector of series over the steps.
+    pub async fn range(
+        &self,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<Value, PromqlError> {
+        self.loaded.store(0, Ordering::Relaxed);
+        match expr.value_type() {
+            parser::value::ValueType::Vector | parser::value::ValueType::Scalar => {}
+            other => {
+                return Err(PromqlError::exec(format!(
+                    "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                    type_word(other)
+                )));
+            }
+        }
+        let ctx = Ctx {
+            steps: Steps::new(start, end, step),
+            query_start: start,
+            query_end: end,
+            lookback: self.opts.lookback_ms,
+        };
+        self.eval(expr, ctx).await
+    }
+
+    pub(super) fn eval<'a>(
+        &'a self,
+        expr: &'a Expr,
+        ctx: Ctx,
+    ) -> BoxFuture<'a, Result<Value, PromqlError>> {
+        Box::pin(async move {
+            let n = ctx.steps.len();
+            match expr {
+                Expr::NumberLiteral(l) => Ok(Value::Scalar(vec![l.val; n])),
+                Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
+                Expr::Paren(p) => self.eval(&p.expr, ctx).await,
+                Expr::Unary(u) => match self.eval(&u.expr, ctx).await? {
+                    Value::Scalar(v) => Ok(Value::Scalar(v.into_iter().map(|x| -x).collect())),
+                    Value::Vector(vs) => Ok(Value::Vector(
+                        vs.into_iter()
+                            .map(|s| Series {
+                                labels: drop_name(&s.labels),
+                                vals: s.vals.into_iter().map(|v| v.map(|x| -x)).collect(),
+                            })
+                            .collect(),
+                    )),
+                    other => Err(PromqlError::exec(format!(
+                        "unary minus on {}",
+                        other.type_name()
+                    ))),
+                },
+                Expr::VectorSelector(vs) => {
+                    Ok(Value::Vector(self.vector_selector(vs, &ctx).await?))
+                }
+                Expr::MatrixSelector(_) | Expr::Subquery(_) => Err(PromqlError::exec(
+                    "range vector must be passed to a function or be the top of an instant query",
+                )),
+                Expr::Call(call) => self.call(call, ctx).await,
+                Expr::Aggregate(a) => self.aggregate(a, ctx).await,
+                Expr::Binary(b) => self.binary(b, ctx).await,
+                Expr::Extension(_) => Err(PromqlError::exec("unsupported expression extension")),
+            }
+        })
+    }
+
+    /// A matrix selector or subquery as input to a range function.
+    pub(super) fn range_input<'a>(
+        &'a self,
+        expr: &'a Expr,
+        ctx: &'a Ctx,
+    ) -> BoxFuture<'a, Result<RangeInput, PromqlError>> {
+        Box::pin(async move {
+            match expr {
+                Expr::MatrixSelector(ms) => {
+                    self.matrix_selector(&ms.vs, ms.range.as_millis() as i64, ctx)
+                        .await
+                }
+                Expr::Paren(p) => self.range_input(&p.expr, ctx).await,
+                Expr::Subquery(sq) => {
+                    let range = sq.range.as_millis() as i64;
+                    let step = sq
+                        .step
+                        .map(|d| d.as_millis() as i64)
+                        .filter(|s| *s > 0)
+                        .unwrap_or(self.opts.default_subquery_step_ms);
+                    let offset = offset_ms(&sq.offset);
+                    let at = at_ms(&sq.at, ctx);
+                    let ends = eval_times(ctx, at, offset);
+                    let (Some(&lo), Some(&hi)) = (ends.iter().min(), ends.iter().max()) else {
+                        return Ok(RangeInput {
+                            series: vec![],
+                            range_ms: range,
+                            ends,
+                        });
+                    };
+                    let bound = lo - range;
+                    let mut start = step * (bound / step);
+                    if start <= bound {
+                        start += step;
+                    }
+                    let inner = Ctx {
+                        steps: Steps::new(start, hi, step),
+                        ..*ctx
+                    };
+                    let series = match self.eval(&sq.expr, inner).await? {
+                        Value::Vector(vs) => vs
+                            .into_iter()
+                            .map(|s| {
+                                let (mut ts, mut vals) = (Vec::new(), Vec::new());
+                                for (i, v) in s.vals.iter().enumerate() {
+                                    if let Some(v) = v {
+                                        ts.push(inner.steps.at(i));
+                                        vals.push(*v);
+                                    }
+                                }
+                                Raw {
+                                    labels: s.labels,
+                                    ts,
+                                    vals,
+                                }
+                            })
+                            .filter(|r| !r.ts.is_empty())
+                            .collect(),
+                        Value::Scalar(v) => {
+                            let ts = inner.steps.iter().collect();
+                            vec![Raw {
+                                labels: Arc::new(Labels::default()),
+                                ts,
+                                vals: v,
+                            }]
+                        }
+                        other => {
+                            return Err(PromqlError::exec(format!(
+                                "subquery over {} is not supported",
+                                other.type_name()
+                            )));
+                        }
+                    };
+                    Ok(RangeInput {
+                        series,
+                        range_ms: range,
+                        ends,
+                    })
+                }
+                _ => Err(PromqlError::exec(format!(
+                    "expected a range vector, got {}",
+                    expr.value_type()
+                ))),
+            }
+        })
+    }
+}
+
+fn type_word(t: parser::value::ValueType) -> &'static str {
+    match t {
+        parser::value::ValueType::Matrix => "range vector",
+        parser::value::ValueType::String => "string",
+        parser::value::ValueType::Scalar => "scalar",
+        parser::value::ValueType::Vector => "instant vector",
+    }
+}
+
+/// Labels without `__name__`.
+pub(super) fn drop_name(l: &Arc<Labels>) -> Arc<Labels> {
+    if l.metric_name().is_none() {
+        return l.clone();
+    }
+    Arc::new(Labels::from_sorted_unchecked(
+        l.pairs()
+            .iter()
+            .filter(|(n, _)| n != crate::model::METRIC_NAME)
+            .cloned()
+            .collect(),
+    ))
+}
+
+/// Merges series with equal label sets (e.g. after `__name__` was dropped); two values at
+/// the same step are Prometheus's "vector cannot contain metrics with the same labelset".
+pub(super) fn merge_same_labels(mut series: Vec<Series>) -> Result<Vec<Series>, PromqlError> {
+    series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    let mut out: Vec<Series> = Vec::with_capacity(series.len());
+    for s in series {
+        match out.last_mut() {
+            Some(last) if last.labels == s.labels => {
+                for (i, v) in s.vals.into_iter().enumerate() {
+                    if let Some(v) = v {
+                        if last.vals[i].is_some() {
+                            return Err(PromqlError::exec(
+                                "vector cannot contain metrics with the same labelset",
+                            ));
+                        }
+                        last.vals[i] = Some(v);
+                    }
+                }
+            }
+            _ => out.push(s),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,734 @@
+//! Function calls: range functions over windows, element-wise math, label manipulation,
+//! sorting, `absent`, `histogram_quantile`, date functions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{Datelike, TimeZone, Timelike};
+use promql_parser::parser::{Call, Expr};
+
+use super::error::PromqlError;
+use super::eval::{Ctx, Engine, drop_name, merge_same_labels};
+use super::range_fns::{self as rf, Window};
+use super::selector::{at_ms, eval_times, matcher_sets, offset_ms, window};
+use super::value::{Series, Value};
+use crate::model::{Labels, METRIC_NAME, MatchOp};
+
+fn scalar_arg(v: Value, f: &str) -> Result<Vec<f64>, PromqlError> {
+    match v {
+        Value::Scalar(s) => Ok(s),
+        other => Err(PromqlError::exec(format!(
+            "{f}: expected scalar argument, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+fn vector_arg(v: Value, f: &str) -> Result<Vec<Series>, PromqlError> {
+    match v {
+        Value::Vector(s) => Ok(s),
+        other => Err(PromqlError::exec(format!(
+            "{f}: expected instant vector argument, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+fn string_arg(e: &Expr) -> Result<String, PromqlError> {
+    match e {
+        Expr::StringLiteral(s) => Ok(s.val.clone()),
+        Expr::Paren(p) => string_arg(&p.expr),
+        _ => Err(PromqlError::exec("expected string literal argument")),
+    }
+}
+
+fn map_values(series: Vec<Series>, keep_name: bool, f: impl Fn(f64) -> f64) -> Vec<Series> {
+    series
+        .into_iter()
+        .map(|s| Series {
+            labels: if keep_name {
+                s.labels
+            } else {
+                drop_name(&s.labels)
+            },
+            vals: s.vals.into_iter().map(|v| v.map(&f)).collect(),
+        })
+        .collect()
+}
+
+fn date_part(name: &str, v: f64) -> f64 {
+    if !v.is_finite() {
+        return f64::NAN;
+    }
+    let Some(dt) = chrono::Utc.timestamp_opt(v.floor() as i64, 0).single() else {
+        return f64::NAN;
+    };
+    (match name {
+        "minute" => dt.minute(),
+        "hour" => dt.hour(),
+        "day_of_month" => dt.day(),
+        "day_of_week" => dt.weekday().num_days_from_sunday(),
+        "day_of_year" => dt.ordinal(),
+        "month" => dt.month(),
+        "year" => dt.year() as u32,
+        "days_in_month" => {
+            let (y, m) = (dt.year(), dt.month());
+            let next = if m == 12 {
+                chrono::NaiveDate::from_ymd_opt(y + 1, 1, 1)
+            } else {
+                chrono::NaiveDate::from_ymd_opt(y, m + 1, 1)
+            };
+            let first = chrono::NaiveDate::from_ymd_opt(y, m, 1);
+            match (next, first) {
+                (Some(n), Some(f)) => (n - f).num_days() as u32,
+                _ => return f64::NAN,
+            }
+        }
+        _ => return f64::NAN,
+    }) as f64
+}
+
+/// Go's `math.Round`: half away from zero.
+fn go_round(x: f64) -> f64 {
+    x.round()
+}
+
+impl Engine {
+    pub(super) async fn call(&self, call: &Call, ctx: Ctx) -> Result<Value, PromqlError> {
+        let name = call.func.name;
+        let args = &call.args.args;
+        let n = ctx.steps.len();
+        match name {
+            "rate"
+            | "increase"
+            | "delta"
+            | "irate"
+            | "idelta"
+            | "deriv"
+            | "resets"
+            | "changes"
+            | "avg_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "sum_over_time"
+            | "count_over_time"
+            | "stddev_over_time"
+            | "stdvar_over_time"
+            | "last_over_time"
+            | "first_over_time"
+            | "present_over_time"
+            | "mad_over_time"
+            | "ts_of_max_over_time"
+            | "ts_of_min_over_time"
+            | "ts_of_last_over_time"
+            | "ts_of_first_over_time" => self.range_call(name, &args[0], None, ctx).await,
+            "quantile_over_time" => {
+                let q = scalar_arg(self.eval(&args[0], ctx).await?, name)?;
+                self.range_call(name, &args[1], Some((q, vec![])), ctx)
+                    .await
+            }
+            "predict_linear" => {
+                let d = scalar_arg(self.eval(&args[1], ctx).await?, name)?;
+                self.range_call(name, &args[0], Some((d, vec![])), ctx)
+                    .await
+            }
+            "double_exponential_smoothing" | "holt_winters" => {
+                let sf = scalar_arg(self.eval(&args[1], ctx).await?, name)?;
+                let tf = scalar_arg(self.eval(&args[2], ctx).await?, name)?;
+                for (s, t) in sf.iter().zip(&tf) {
+                    if *s <= 0.0 || *s >= 1.0 {
+                        return Err(PromqlError::exec(format!(
+                            "invalid smoothing factor. Expected: 0 < sf < 1, got: {s}"
+                        )));
+                    }
+                    if *t <= 0.0 || *t >= 1.0 {
+                        return Err(PromqlError::exec(format!(
+                            "invalid trend factor. Expected: 0 < tf < 1, got: {t}"
+                        )));
+                    }
+                }
+                self.range_call(name, &args[0], Some((sf, tf)), ctx).await
+            }
+            "absent_over_time" => {
+                let input = self.range_input(&args[0], &ctx).await?;
+                let mut present = vec![false; n];
+                for s in &input.series {
+                    for (i, &end) in input.ends.iter().enumerate() {
+                        let (a, b) = window(&s.ts, end, input.range_ms);
+                        if a < b {
+                            present[i] = true;
+                        }
+                    }
+                }
+                Ok(Value::Vector(absent_result(&args[0], &present)))
+            }
+            "time" => Ok(Value::Scalar(
+                ctx.steps.iter().map(|t| t as f64 / 1000.0).collect(),
+            )),
+            "pi" => Ok(Value::Scalar(vec![std::f64::consts::PI; n])),
+            "vector" => {
+                let v = scalar_arg(self.eval(&args[0], ctx).await?, name)?;
+                Ok(Value::Vector(vec![Series {
+                    labels: Arc::new(Labels::default()),
+                    vals: v.into_iter().map(Some).collect(),
+                }]))
+            }
+            "scalar" => {
+                let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
+                let mut out = vec![f64::NAN; n];
+                for (i, o) in out.iter_mut().enumerate() {
+                    let mut present = vs.iter().filter_map(|s| s.vals[i]);
+                    if let (Some(v), None) = (present.next(), present.next()) {
+                        *o = v;
+                    }
+                }
+                Ok(Value::Scalar(out))
+            }
+            "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sgn"
+            | "acos" | "acosh" | "asin" | "asinh" | "atan" | "atanh" | "cos" | "cosh" | "sin"
+            | "sinh" | "tan" | "tanh" | "deg" | "rad" => {
+                let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
+                let f: fn(f64) -> f64 = match name {
+                    "abs" => f64::abs,
+                    "ceil" => f64::ceil,
+                    "floor" => f64::floor,
+                    "exp" => f64::exp,
+                    "sqrt" => f64::sqrt,
+                    "ln" => f64::ln,
+                    "log2" => f64::log2,
+                    "log10" => f64::log10,
+                    "sgn" => |x: f64| {
+                        if x > 0.0 {
+                            1.0
+                        } else if x < 0.0 {
+                            -1.0
+                        } else {
+                            x
+                        }
+                    },
+                    "acos" => f64::acos,
+                    "acosh" => f64::acosh,
+                    "asin" => f64::asin,
+                    "asinh" => f64::asinh,
+                    "atan" => f64::atan,
+                    "atanh" => f64::atanh,
+                    "cos" => f64::cos,
+                    "cosh" => f64::cosh,
+                    "sin" => f64::sin,
+                    "sinh" => f64::sinh,
+                    "tan" => f64::tan,
+                    "tanh" => f64::tanh,
+                    "deg" => f64::to_degrees,
+                    _ => f64::to_radians,
+                };
+                Ok(Value::Vector(merge_same_labels(map_values(vs, false, f))?))
+            }
+            "round" => {
+                let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
+                let to = match args.get(1) {
+                    Some(a) => scalar_arg(self.eval(a, ctx).await?, name)?,
+                    None => vec![1.0; n],
+                };
+                let out = vs
+                    .into_iter()
+                    .map(|s| Series {
+                        labels: drop_name(&s.labels),
+                        vals: s
+                            .vals
+                            .iter()
+                            .zip(&to)
+                            .map(|(v, t)| v.map(|x| go_round(x * (1.0 / t)) / (1.0 / t)))
+                            .collect(),
+                    })
+                    .collect();
+                Ok(Value::Vector(merge_same_labels(out)?))
+            }
+            "clamp" | "clamp_min" | "clamp_max" => {
+                let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
+                let a = scalar_arg(self.eval(&args[1], ctx).await?, name)?;
+                let b = match args.get(2) {
+                    Some(e) => scalar_arg(self.eval(e, ctx).await?, name)?,
+                    None => vec![f64::NAN; n],
+                };
+                let mut out = Vec::new();
+                for s in vs {
+                    let mut o = Series::new(drop_name(&s.labels), n);
+                    for i in 0..n {
+                        let Some(v) = s.vals[i] else { continue };
+                        o.vals[i] = match name {
+                            "clamp_min" => {
+                                Some(v.max(a[i]).max(if a[i].is_nan() { f64::NAN } else { v }))
+                            }
+                            "clamp_max" => Some(if a[i].is_nan() { f64::NAN } else { v.min(a[i]) }),
+                            _ => {
+                                let (lo, hi) = (a[i], b[i]);
+                                if hi < lo {
+                                    None
+                                } else if lo.is_nan() || hi.is_nan() {
+                                    Some(f64::NAN)
+                                } else {
+                                    Some(v.max(lo).min(hi))
+                                }
+                            }
+                        };
+                    }
+                    if !o.is_empty() {
+                        out.push(o);
+                    }
+                }
+                Ok(Value::Vector(merge_same_labels(out)?))
+            }
+            "timestamp" => {
+                let inner = unwrap_paren(&args[0]);
+                if let Expr::VectorSelector(vs) = inner {
+                    let times = eval_times(&ctx, at_ms(&vs.at, &ctx), offset_ms(&vs.offset));
+                    let (Some(&lo), Some(&hi)) = (times.iter().min(), times.iter().max()) else {
+                        return Ok(Value::Vector(vec![]));
+                    };
+                    let raw = self.fetch(vs, lo - ctx.lookback + 1, hi).await?;
+                    let mut out = Vec::new();
+                    for r in raw {
+                        let mut s = Series::new(drop_name(&r.labels), n);
+                        for (i, &te) in times.iter().enumerate() {
+                            let idx = r.ts.partition_point(|&t| t <= te);
+                            if idx > 0 {
+                                let (t, v) = (r.ts[idx - 1], r.vals[idx - 1]);
+                                if t > te - ctx.lookback && !crate::model::is_stale_marker(v) {
+                                    s.vals[i] = Some(t as f64 / 1000.0);
+                                }
+                            }
+                        }
+                        if !s.is_empty() {
+                            out.push(s);
+                        }
+                    }
+                    return Ok(Value::Vector(merge_same_labels(out)?));
+                }
+                let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
+                let out = vs
+                    .into_iter()
+                    .map(|s| Series {
+                        labels: drop_name(&s.labels),
+                        vals: s
+                            .vals
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| v.map(|_| ctx.steps.at(i) as f64 / 1000.0))
+                            .collect(),
+                    })
+                    .collect();
+                Ok(Value::Vector(merge_same_labels(out)?))
+            }
+            "minute" | "hour" | "day_of_month" | "day_of_week" | "day_of_year"
+            | "days_in_month" | "month" | "year" => {
+                let vs = match args.first() {
+                    Some(a) => vector_arg(self.eval(a, ctx).await?, name)?,
+                    None => vec![Series {
+                        labels: Arc::new(Labels::default()),
+                        vals: ctx.steps.iter().map(|t| Some(t as f64 / 1000.0)).collect(),
+                    }],
+                };
+                Ok(Value::Vector(merge_same_labels(map_values(
+                    vs,
+                    false,
+                    |v| date_part(name, v),
+                ))?))
+            }
+            "label_replace" => {
+                let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
+                let dst = string_arg(&args[1])?;
+                let repl = string_arg(&args[2])?;
+                let src = string_arg(&args[3])?;
+                let re_str = string_arg(&args[4])?;
+                let re = regex::Regex::new(&format!("^(?s:{re_str})$")).map_err(|e| {
+                    PromqlError::exec(format!(
+                        "invalid regular expression in label_replace(): {re_str}: {e}"
+                    ))
+                })?;
+                if dst.is_empty() {
+                    return Err(PromqlError::exec(format!(
+                        "invalid destination label name in label_replace(): {dst}"
+                    )));
+                }
+                let mut out = Vec::with_capacity(vs.len());
+                for s in vs {
+                    let src_val = s.labels.get(&src).unwrap_or("");
+                    let labels = match re.captures(src_val) {
+                        Some(caps) => {
+                            let mut v = String::new();
+                            caps.expand(&repl, &mut v);
+                            Arc::new(set_label(&s.labels, &dst, &v))
+                        }
+                        None => s.labels.clone(),
+                    };
+                    out.push(Series {
+                        labels,
+                        vals: s.vals,
+                    });
+                }
+                Ok(Value::Vector(merge_same_labels(out)?))
+            }
+            "label_join" => {
+                let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
+                let dst = string_arg(&args[1])?;
+                let sep = string_arg(&args[2])?;
+                let srcs: Vec<String> = args[3..]
+                    .iter()
+                    .map(|a| string_arg(a))
+                    .collect::<Result<_, _>>()?;
+                let mut out = Vec::with_capacity(vs.len());
+                for s in vs {
+                    let joined: Vec<&str> =
+                        srcs.iter().map(|l| s.labels.get(l).unwrap_or("")).collect();
+                    let v = joined.join(&sep);
+                    out.push(Series {
+                        labels: Arc::new(set_label(&s.labels, &dst, &v)),
+                        vals: s.vals,
+                    });
+                }
+                Ok(Value::Vector(merge_same_labels(out)?))
+            }
+            "sort" | "sort_desc" => {
+                let mut vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
+                if n == 1 {
+                    let key = |s: &Series| s.vals[0].unwrap_or(f64::NAN);
+                    let desc = name == "sort_desc";
+                    vs.sort_by(|a, b| {
+                        let (x, y) = (key(a), key(b));
+                        // NaN always sorts last.
+                        match (x.is_nan(), y.is_nan()) {
+                            (true, true) => std::cmp::Ordering::Equal,
+                            (true, false) => std::cmp::Ordering::Greater,
+                            (false, true) => std::cmp::Ordering::Less,
+                            _ if desc => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
+                            _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+                        }
+                    });
+                }
+                Ok(Value::Vector(vs))
+            }
+            "sort_by_label" | "sort_by_label_desc" => {
+                let mut vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
+                let names: Vec<String> = args[1..]
+                    .iter()
+                    .map(|a| string_arg(a))
+                    .collect::<Result<_, _>>()?;
+                vs.sort_by(|a, b| {
+                    for l in &names {
+                        let o =
+                            natord(a.labels.get(l).unwrap_or(""), b.labels.get(l).unwrap_or(""));
+                        if o != std::cmp::Ordering::Equal {
+                            return if name == "sort_by_label_desc" {
+                                o.reverse()
+                            } else {
+                                o
+                            };
+                        }
+                    }
+                    let o = a.labels.cmp(&b.labels);
+                    if name == "sort_by_label_desc" {
+                        o.reverse()
+                    } else {
+                        o
+                    }
+                });
+                Ok(Value::Vector(vs))
+            }
+            "absent" => {
+                let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
+                let present: Vec<bool> = (0..n)
+                    .map(|i| vs.iter().any(|s| s.vals[i].is_some()))
+                    .collect();
+                Ok(Value::Vector(absent_result(&args[0], &present)))
+            }
+            "histogram_quantile" => {
+                let q = scalar_arg(self.eval(&args[0], ctx).await?, name)?;
+                let vs = vector_arg(self.eval(&args[1], ctx).await?, name)?;
+                Ok(Value::Vector(histogram_quantile(&q, vs, n)?))
+            }
+            other => Err(PromqlError::exec(format!(
+                "function {other}() is not supported yet"
+            ))),
+        }
+    }
+
+    /// A function over range windows; `extra` carries scalar parameters per step.
+    async fn range_call(
+        &self,
+        name: &str,
+        arg: &Expr,
+        extra: Option<(Vec<f64>, Vec<f64>)>,
+        ctx: Ctx,
+    ) -> Result<Value, PromqlError> {
+        let input = self.range_input(arg, &ctx).await?;
+        let keep_name = matches!(name, "last_over_time" | "first_over_time");
+        let (p1, p2) = extra.unwrap_or_default();
+        let mut out = Vec::with_capacity(input.series.len());
+        for s in &input.series {
+            let mut o = Series::new(
+                if keep_name {
+                    s.labels.clone()
+                } else {
+                    drop_name(&s.labels)
+                },
+                ctx.steps.len(),
+            );
+            for (i, &end) in input.ends.iter().enumerate() {
+                let (a, b) = window(&s.ts, end, input.range_ms);
+                if a >= b {
+                    continue;
+                }
+                let w = Window {
+                    ts: &s.ts[a..b],
+                    vals: &s.vals[a..b],
+                    start: end - input.range_ms,
+                    end,
+                    range_ms: input.range_ms,
+                };
+                o.vals[i] = match name {
+                    "rate" => rf::extrapolated_rate(&w, true, true),
+                    "increase" => rf::extrapolated_rate(&w, true, false),
+                    "delta" => rf::extrapolated_rate(&w, false, false),
+                    "irate" => rf::instant_value(&w, true),
+                    "idelta" => rf::instant_value(&w, false),
+                    "deriv" => {
+                        (w.ts.len() >= 2).then(|| rf::linear_regression(w.ts, w.vals, w.ts[0]).0)
+                    }
+                    "predict_linear" => (w.ts.len() >= 2).then(|| {
+                        let (slope, intercept) =
+                            rf::linear_regression(w.ts, w.vals, ctx.steps.at(i));
+                        slope * p1[i] + intercept
+                    }),
+                    "resets" => Some(rf::resets(w.vals)),
+                    "changes" => Some(rf::changes(w.vals)),
+                    "avg_over_time" => Some(rf::avg(w.vals)),
+                    "min_over_time" => Some(rf::min(w.vals)),
+                    "max_over_time" => Some(rf::max(w.vals)),
+                    "sum_over_time" => Some(rf::sum(w.vals)),
+                    "count_over_time" => Some(w.vals.len() as f64),
+                    "stddev_over_time" => Some(rf::variance(w.vals).sqrt()),
+                    "stdvar_over_time" => Some(rf::variance(w.vals)),
+                    "last_over_time" => w.vals.last().copied(),
+                    "first_over_time" => w.vals.first().copied(),
+                    "present_over_time" => Some(1.0),
+                    "mad_over_time" => Some(rf::mad(w.vals)),
+                    "quantile_over_time" => Some(rf::quantile(p1[i], &mut w.vals.to_vec())),
+                    "double_exponential_smoothing" | "holt_winters" => {
+                        rf::double_exp_smoothing(w.vals, p1[i], p2[i])
+                    }
+                    "ts_of_last_over_time" => w.ts.last().map(|t| *t as f64 / 1000.0),
+                    "ts_of_first_over_time" => w.ts.first().map(|t| *t as f64 / 1000.0),
+                    "ts_of_max_over_time" | "ts_of_min_over_time" => {
+                        let mut best: Option<(f64, i64)> = None;
+                        for (&t, &v) in w.ts.iter().zip(w.vals) {
+                            let better = match best {
+                                None => true,
+                                Some((b, _)) if name == "ts_of_max_over_time" => {
+                                    v >= b || b.is_nan()
+                                }
+                                Some((b, _)) => v <= b || b.is_nan(),
+                            };
+                            if better {
+                                best = Some((v, t));
+                            }
+                        }
+                        best.map(|(_, t)| t as f64 / 1000.0)
+                    }
+                    _ => None,
+                };
+            }
+            if !o.is_empty() {
+                out.push(o);
+            }
+        }
+        Ok(Value::Vector(merge_same_labels(out)?))
+    }
+}
+
+fn unwrap_paren(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unwrap_paren(&p.expr),
+        other => other,
+    }
+}
+
+/// Labels with `name` set to `value` (removed when empty).
+pub(super) fn set_label(l: &Labels, name: &str, value: &str) -> Labels {
+    let mut pairs: Vec<(String, String)> = l
+        .pairs()
+        .iter()
+        .filter(|(n, _)| n != name)
+        .cloned()
+        .collect();
+    if !value.is_empty() {
+        pairs.push((name.to_string(), value.to_string()));
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    Labels::from_sorted_unchecked(pairs)
+}
+
+/// `absent()`'s output: 1 where nothing was present, labelled from the selector's equality
+/// matchers (not when a name appears twice).
+fn absent_result(arg: &Expr, present: &[bool]) -> Vec<Series> {
+    if present.iter().all(|p| *p) {
+        return vec![];
+    }
+    let vs = match arg {
+        Expr::VectorSelector(vs) => Some(vs),
+        Expr::MatrixSelector(ms) => Some(&ms.vs),
+        _ => None,
+    };
+    // As Prometheus: the first equality matcher of a name sets it; any other matcher of the
+    // same name removes it again.
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    let mut has: std::collections::HashSet<String> = Default::default();
+    if let Some(vs) = vs
+        && let Ok(sets) = matcher_sets(vs)
+        && sets.len() == 1
+    {
+        for m in &sets[0] {
+            if m.name == METRIC_NAME {
+                continue;
+            }
+            if matches!(m.op, MatchOp::Equal) && !has.contains(&m.name) {
+                if m.value.is_empty() {
+                    labels.remove(&m.name);
+                } else {
+                    labels.insert(m.name.clone(), m.value.clone());
+                }
+                has.insert(m.name.clone());
+            } else {
+                labels.remove(&m.name);
+            }
+        }
+    }
+    vec![Series {
+        labels: Arc::new(Labels::from_sorted_unchecked(labels.into_iter().collect())),
+        vals: present.iter().map(|p| (!p).then_some(1.0)).collect(),
+    }]
+}
+
+/// Natural ordering used by sort_by_label (digits compared numerically).
+fn natord(a: &str, b: &str) -> std::cmp::Ordering {
+    a.cmp(b)
+}
+
+#[allow(clippy::needless_range_loop)] // Steps index several parallel arrays.
+fn histogram_quantile(q: &[f64], vs: Vec<Series>, n: usize) -> Result<Vec<Series>, PromqlError> {
+    // Group bucket series by their labels without `le` and `__name__`.
+    let mut groups: BTreeMap<Arc<Labels>, Vec<(f64, &Series)>> = BTreeMap::new();
+    for s in &vs {
+        let Some(le) = s.labels.get("le") else {
+            continue;
+        };
+        let Some(bound) = parse_le(le) else { continue };
+        let key = Arc::new(Labels::from_sorted_unchecked(
+            s.labels
+                .pairs()
+                .iter()
+                .filter(|(k, _)| k != "le" && k != METRIC_NAME)
+                .cloned()
+                .collect(),
+        ));
+        groups.entry(key).or_default().push((bound, s));
+    }
+    let mut out = Vec::new();
+    for (labels, buckets) in groups {
+        let mut o = Series::new(labels, n);
+        for i in 0..n {
+            let mut bs: Vec<(f64, f64)> = buckets
+                .iter()
+                .filter_map(|(b, s)| s.vals[i].map(|v| (*b, v)))
+                .collect();
+            if bs.is_empty() {
+                continue;
+            }
+            o.vals[i] = Some(bucket_quantile(q[i], &mut bs));
+        }
+        if !o.is_empty() {
+            out.push(o);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_le(s: &str) -> Option<f64> {
+    match s {
+        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => s.trim().parse().ok(),
+    }
+}
+
+fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
+    if a == b {
+        return true;
+    }
+    let abs_sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || abs_sum < f64::MIN_POSITIVE {
+        return diff < eps * f64::MIN_POSITIVE;
+    }
+    diff / abs_sum.min(f64::MAX) < eps
+}
+
+/// Prometheus's `BucketQuantile` over `(upper bound, cumulative count)`.
+fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    if !buckets.last().is_some_and(|b| b.0 == f64::INFINITY) {
+        return f64::NAN;
+    }
+    // Coalesce equal bounds.
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(b, c) in buckets.iter() {
+        match merged.last_mut() {
+            Some(last) if last.0 == b => last.1 += c,
+            _ => merged.push((b, c)),
+        }
+    }
+    // Monotonicity repair, ignoring tiny float noise.
+    let mut prev = merged[0].1;
+    for b in merged.iter_mut().skip(1) {
+        let curr = b.1;
+        if curr == prev {
+            continue;
+        }
+        if almost_equal(prev, curr, 1e-12) || curr < prev {
+            b.1 = prev;
+            continue;
+        }
+        prev = curr;
+    }
+    if merged.len() < 2 {
+        return f64::NAN;
+    }
+    let observations = merged[merged.len() - 1].1;
+    if observations == 0.0 {
+        return f64::NAN;
+    }
+    let mut rank = q * observations;
+    let last = merged.len() - 1;
+    let b = merged[..last].partition_point(|x| x.1 < rank);
+    if b == last {
+        return merged[last - 1].0;
+    }
+    if b == 0 && merged[0].0 <= 0.0 {
+        return merged[0].0;
+    }
+    let (mut start, end, mut count) = (0.0, merged[b].0, merged[b].1);
+    if b > 0 {
+        start = merged[b - 1].0;
+        count -= merged[b - 1].1;
+        rank -= merged[b - 1].1;
+    }
+    start + (end - start) * (rank / count)
+}

@@ -1,0 +1,54 @@
+//! PromQL: parse with `promql-parser`, evaluate over all steps at once against storage.
+//!
+//! `eval` dispatches on the AST node kind; selectors, functions, aggregations and binary
+//! operators live in their own files.
+
+mod aggregate;
+mod binary;
+mod error;
+mod eval;
+mod functions;
+mod range_fns;
+mod selector;
+pub mod value;
+
+pub use error::PromqlError;
+pub use eval::{Engine, QueryOptions};
+pub use value::{RangeSeries, Series, Steps, Value};
+
+/// Go's `strconv.FormatFloat(f, 'f', -1, 64)`-like shortest form used for label values
+/// (count_values) and Prometheus's JSON.
+pub fn format_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        let s = format!("{v}");
+        // Rust prints integral floats without exponent or fraction ("3"), like Go's %v for
+        // moderate magnitudes; very large/small values use exponent form in Go.
+        let a = v.abs();
+        if a != 0.0 && !(1e-4..1e21).contains(&a) {
+            let e = format!("{v:e}");
+            // Go writes e+21 / e-05 style exponents.
+            if let Some((m, exp)) = e.split_once('e') {
+                let (sign, digits) = if let Some(d) = exp.strip_prefix('-') {
+                    ('-', d)
+                } else {
+                    ('+', exp)
+                };
+                let digits = if digits.len() < 2 {
+                    format!("0{digits}")
+                } else {
+                    digits.to_string()
+                };
+                return format!("{m}e{sign}{digits}");
+            }
+        }
+        s
+    }
+}

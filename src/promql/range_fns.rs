@@ -1,0 +1,274 @@
+//! Functions over the samples of one window `(end - range, end]`, as Prometheus computes them.
+
+/// Kahan-compensated addition: returns the new sum and compensation.
+pub(super) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// One window of one series.
+pub(super) struct Window<'a> {
+    pub ts: &'a [i64],
+    pub vals: &'a [f64],
+    /// Window bounds in ms: `(start, end]`.
+    pub start: i64,
+    pub end: i64,
+    pub range_ms: i64,
+}
+
+/// rate / increase / delta with Prometheus's extrapolation.
+pub(super) fn extrapolated_rate(w: &Window, is_counter: bool, is_rate: bool) -> Option<f64> {
+    let n = w.ts.len();
+    if n < 2 {
+        return None;
+    }
+    let (first_t, last_t) = (w.ts[0], w.ts[n - 1]);
+    let (first_v, last_v) = (w.vals[0], w.vals[n - 1]);
+    let mut result = last_v - first_v;
+    if is_counter {
+        let mut prev = first_v;
+        for &v in &w.vals[1..] {
+            if v < prev {
+                result += prev;
+            }
+            prev = v;
+        }
+    }
+    let mut to_start = (first_t - w.start) as f64 / 1000.0;
+    let mut to_end = (w.end - last_t) as f64 / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg = sampled / (n - 1) as f64;
+    let threshold = avg * 1.1;
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
+    if is_counter && result > 0.0 && first_v >= 0.0 {
+        let to_zero = sampled * (first_v / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if is_rate {
+        factor /= w.range_ms as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+/// irate / idelta: the last two samples.
+pub(super) fn instant_value(w: &Window, is_rate: bool) -> Option<f64> {
+    let n = w.ts.len();
+    if n < 2 {
+        return None;
+    }
+    let (lt, lv) = (w.ts[n - 1], w.vals[n - 1]);
+    let (pt, pv) = (w.ts[n - 2], w.vals[n - 2]);
+    let mut r = if is_rate && lv < pv { lv } else { lv - pv };
+    let interval = lt - pt;
+    if interval == 0 {
+        return None;
+    }
+    if is_rate {
+        r /= interval as f64 / 1000.0;
+    }
+    Some(r)
+}
+
+/// Least-squares slope and intercept at `intercept_t`.
+pub(super) fn linear_regression(ts: &[i64], vals: &[f64], intercept_t: i64) -> (f64, f64) {
+    let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let init_y = vals[0];
+    let mut const_y = true;
+    for (i, (&t, &v)) in ts.iter().zip(vals).enumerate() {
+        if const_y && i > 0 && v != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = (t - intercept_t) as f64 / 1000.0;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(v, sy, cy);
+        (sxy, cxy) = kahan_inc(x * v, sxy, cxy);
+        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
+    }
+    if const_y {
+        if init_y.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init_y);
+    }
+    let (sx, sy, sxy, sx2) = (sx + cx, sy + cy, sxy + cxy, sx2 + cx2);
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    let intercept = sy / n - slope * sx / n;
+    (slope, intercept)
+}
+
+pub(super) fn sum(vals: &[f64]) -> f64 {
+    let (mut s, mut c) = (0.0, 0.0);
+    for &v in vals {
+        (s, c) = kahan_inc(v, s, c);
+    }
+    if s.is_infinite() { s } else { s + c }
+}
+
+pub(super) fn avg(vals: &[f64]) -> f64 {
+    let (mut sum, mut mean, mut c, mut count) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    let mut incremental = false;
+    for (i, &v) in vals.iter().enumerate() {
+        count = (i + 1) as f64;
+        if !incremental {
+            let (ns, nc) = kahan_inc(v, sum, c);
+            if !ns.is_infinite() {
+                sum = ns;
+                c = nc;
+                continue;
+            }
+            incremental = true;
+            mean = sum / (count - 1.0);
+            c /= count - 1.0;
+        }
+        let q = (count - 1.0) / count;
+        (mean, c) = kahan_inc(v / count, q * mean, q * c);
+    }
+    if incremental {
+        mean + c
+    } else {
+        sum / count + c / count
+    }
+}
+
+/// Population variance with Kahan-compensated Welford updates.
+pub(super) fn variance(vals: &[f64]) -> f64 {
+    let (mut count, mut mean, mut cmean, mut aux, mut caux) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for &v in vals {
+        count += 1.0;
+        let delta = v - (mean + cmean);
+        (mean, cmean) = kahan_inc(delta / count, mean, cmean);
+        (aux, caux) = kahan_inc(delta * (v - (mean + cmean)), aux, caux);
+    }
+    (aux + caux) / count
+}
+
+/// Prometheus's quantile over unsorted values (linear interpolation between ranks).
+pub(super) fn quantile(q: f64, vals: &mut [f64]) -> f64 {
+    if vals.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    vals.sort_by(|a, b| {
+        a.partial_cmp(b)
+            .unwrap_or_else(|| a.is_nan().cmp(&b.is_nan()).reverse())
+    });
+    let n = vals.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    vals[lower as usize] * (1.0 - weight) + vals[upper as usize] * weight
+}
+
+pub(super) fn min(vals: &[f64]) -> f64 {
+    let mut m = vals[0];
+    for &v in &vals[1..] {
+        if v < m || m.is_nan() {
+            m = v;
+        }
+    }
+    m
+}
+
+pub(super) fn max(vals: &[f64]) -> f64 {
+    let mut m = vals[0];
+    for &v in &vals[1..] {
+        if v > m || m.is_nan() {
+            m = v;
+        }
+    }
+    m
+}
+
+pub(super) fn changes(vals: &[f64]) -> f64 {
+    let mut c = 0;
+    for w in vals.windows(2) {
+        if w[0] != w[1] && !(w[0].is_nan() && w[1].is_nan()) {
+            c += 1;
+        }
+    }
+    c as f64
+}
+
+pub(super) fn resets(vals: &[f64]) -> f64 {
+    vals.windows(2).filter(|w| w[1] < w[0]).count() as f64
+}
+
+/// Median absolute deviation.
+pub(super) fn mad(vals: &[f64]) -> f64 {
+    let mut v = vals.to_vec();
+    let median = quantile(0.5, &mut v);
+    let mut dev: Vec<f64> = vals.iter().map(|x| (x - median).abs()).collect();
+    quantile(0.5, &mut dev)
+}
+
+/// Holt-Winters double exponential smoothing (`double_exponential_smoothing`).
+pub(super) fn double_exp_smoothing(vals: &[f64], sf: f64, tf: f64) -> Option<f64> {
+    if vals.len() < 2 {
+        return None;
+    }
+    let (mut s0, mut s1, mut b) = (0.0, vals[0], vals[1] - vals[0]);
+    for (i, &x) in vals.iter().enumerate().skip(1) {
+        let trend = if i > 1 {
+            tf * (s1 - s0) + (1.0 - tf) * b
+        } else {
+            b
+        };
+        b = trend;
+        s0 = s1;
+        s1 = sf * x + (1.0 - sf) * (s1 + b);
+    }
+    Some(s1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantile_interpolates() {
+        assert_eq!(quantile(0.5, &mut [1.0, 3.0, 2.0, 4.0]), 2.5);
+        assert_eq!(quantile(0.0, &mut [5.0]), 5.0);
+        assert_eq!(quantile(-1.0, &mut [5.0]), f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn rate_extrapolates_like_prometheus() {
+        // 0..10 every 10 s in a 60 s window ending at 60 s: increase of 50 over 50 s sampled.
+        let ts: Vec<i64> = (1..=6).map(|i| i * 10_000).collect();
+        let vals: Vec<f64> = (0..6).map(|i| i as f64 * 10.0).collect();
+        let w = Window {
+            ts: &ts,
+            vals: &vals,
+            start: 0,
+            end: 60_000,
+            range_ms: 60_000,
+        };
+        // to_start: 10 s >= 1.1*10? no -> 10 s; but counter zero point: 50*(0/50) = 0 -> 0.
+        assert_eq!(extrapolated_rate(&w, true, false), Some(50.0));
+    }
+}

@@ -1,0 +1,183 @@
+//! Vector and matrix selectors: matchers → series ids (label index) → samples of the needed
+//! time range, then lookback/staleness (instant) or left-open windows (range) for every step.
+
+use std::sync::Arc;
+
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::{AtModifier, Offset, VectorSelector};
+
+use super::error::PromqlError;
+use super::eval::{Ctx, Engine};
+use super::value::Series;
+use crate::model::{Labels, METRIC_NAME, Matcher, is_stale_marker};
+
+/// Samples of one series, stale markers kept (instant selection needs them).
+pub(super) struct Raw {
+    pub labels: Arc<Labels>,
+    pub ts: Vec<i64>,
+    pub vals: Vec<f64>,
+}
+
+/// Input of a range function: per series its samples (no stale markers), and for every
+/// step the window end `te` (the window is `(te - range, te]`).
+pub(super) struct RangeInput {
+    pub series: Vec<Raw>,
+    pub range_ms: i64,
+    pub ends: Vec<i64>,
+}
+
+pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => d.as_millis() as i64,
+        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+    }
+}
+
+pub(super) fn at_ms(a: &Option<AtModifier>, ctx: &Ctx) -> Option<i64> {
+    match a {
+        None => None,
+        Some(AtModifier::Start) => Some(ctx.query_start),
+        Some(AtModifier::End) => Some(ctx.query_end),
+        Some(AtModifier::At(t)) => Some(match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => d.as_millis() as i64,
+            Err(e) => -(e.duration().as_millis() as i64),
+        }),
+    }
+}
+
+/// Evaluation time of every step for a node with these modifiers.
+pub(super) fn eval_times(ctx: &Ctx, at: Option<i64>, offset: i64) -> Vec<i64> {
+    ctx.steps.iter().map(|t| at.unwrap_or(t) - offset).collect()
+}
+
+pub(super) fn matcher_sets(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, PromqlError> {
+    let convert = |ms: &[promql_parser::label::Matcher]| -> Result<Vec<Matcher>, PromqlError> {
+        let mut out = Vec::with_capacity(ms.len() + 1);
+        if let Some(n) = &vs.name {
+            out.push(Matcher::equal(METRIC_NAME, n.clone()));
+        }
+        for m in ms {
+            out.push(match &m.op {
+                PMatchOp::Equal => Matcher::equal(m.name.clone(), m.value.clone()),
+                PMatchOp::NotEqual => Matcher::not_equal(m.name.clone(), m.value.clone()),
+                PMatchOp::Re(_) => Matcher::regex(m.name.clone(), &m.value, false)
+                    .map_err(|e| PromqlError::Parse(e.to_string()))?,
+                PMatchOp::NotRe(_) => Matcher::regex(m.name.clone(), &m.value, true)
+                    .map_err(|e| PromqlError::Parse(e.to_string()))?,
+            });
+        }
+        Ok(out)
+    };
+    let mut sets = vec![convert(&vs.matchers.matchers)?];
+    for or in &vs.matchers.or_matchers {
+        sets.push(convert(or)?);
+    }
+    if vs.matchers.matchers.is_empty() && !vs.matchers.or_matchers.is_empty() {
+        sets.remove(0);
+    }
+    Ok(sets)
+}
+
+impl Engine {
+    /// Raw samples of every series matching `vs` in `[min_t, max_t]`.
+    pub(super) async fn fetch(
+        &self,
+        vs: &VectorSelector,
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<Raw>, PromqlError> {
+        let sets = matcher_sets(vs)?;
+        let mut ids = roaring::RoaringBitmap::new();
+        for ms in &sets {
+            ids |= self.storage.catalog().select(ms);
+        }
+        let found = self.storage.select_ids(&ids, min_t, max_t).await?;
+        let total: usize = found.iter().map(|s| s.ts.len()).sum();
+        self.charge(total)?;
+        Ok(found
+            .into_iter()
+            .map(|s| Raw {
+                labels: s.labels,
+                ts: s.ts,
+                vals: s.vals,
+            })
+            .collect())
+    }
+
+    /// Instant vector selector: for each step the newest sample in `(te - lookback, te]`,
+    /// unless it is a stale marker.
+    pub(super) async fn vector_selector(
+        &self,
+        vs: &VectorSelector,
+        ctx: &Ctx,
+    ) -> Result<Vec<Series>, PromqlError> {
+        let times = eval_times(ctx, at_ms(&vs.at, ctx), offset_ms(&vs.offset));
+        let (Some(&lo), Some(&hi)) = (times.iter().min(), times.iter().max()) else {
+            return Ok(vec![]);
+        };
+        let lookback = ctx.lookback;
+        let raw = self.fetch(vs, lo - lookback + 1, hi).await?;
+        let mut out = Vec::with_capacity(raw.len());
+        for r in raw {
+            let mut s = Series::new(r.labels, times.len());
+            for (i, &te) in times.iter().enumerate() {
+                let idx = r.ts.partition_point(|&t| t <= te);
+                if idx == 0 {
+                    continue;
+                }
+                let (t, v) = (r.ts[idx - 1], r.vals[idx - 1]);
+                if t > te - lookback && !is_stale_marker(v) {
+                    s.vals[i] = Some(v);
+                }
+            }
+            if !s.is_empty() {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Matrix selector as a range-function input.
+    pub(super) async fn matrix_selector(
+        &self,
+        vs: &VectorSelector,
+        range_ms: i64,
+        ctx: &Ctx,
+    ) -> Result<RangeInput, PromqlError> {
+        let ends = eval_times(ctx, at_ms(&vs.at, ctx), offset_ms(&vs.offset));
+        let (Some(&lo), Some(&hi)) = (ends.iter().min(), ends.iter().max()) else {
+            return Ok(RangeInput {
+                series: vec![],
+                range_ms,
+                ends,
+            });
+        };
+        let raw = self.fetch(vs, lo - range_ms + 1, hi).await?;
+        let series = raw
+            .into_iter()
+            .map(|mut r| {
+                if r.vals.iter().any(|v| is_stale_marker(*v)) {
+                    let keep: Vec<bool> = r.vals.iter().map(|v| !is_stale_marker(*v)).collect();
+                    let mut k = keep.iter();
+                    r.ts.retain(|_| *k.next().expect("same length"));
+                    r.vals.retain(|v| !is_stale_marker(*v));
+                }
+                r
+            })
+            .filter(|r| !r.ts.is_empty())
+            .collect();
+        Ok(RangeInput {
+            series,
+            range_ms,
+            ends,
+        })
+    }
+}
+
+/// Indices `[a, b)` of samples in the left-open window `(end - range, end]`.
+pub(super) fn window(ts: &[i64], end: i64, range: i64) -> (usize, usize) {
+    let a = ts.partition_point(|&t| t <= end - range);
+    let b = ts.partition_point(|&t| t <= end);
+    (a, b.max(a))
+}

@@ -1,0 +1,259 @@
+//! Compares an evaluation result with a script's expectations, as Prometheus's runner does.
+
+use std::collections::HashMap;
+
+use super::Outcome;
+use super::script::{Eval, EvalKind, Expected, MsgMatch, Points};
+use crate::model::{Labels, is_stale_marker};
+use crate::promql::{PromqlError, Value};
+
+/// `util/almost.Equal` with epsilon 1e-6, plus the stale-marker rule.
+pub fn almost_equal(e: f64, a: f64) -> bool {
+    if is_stale_marker(e) || is_stale_marker(a) {
+        return is_stale_marker(e) && is_stale_marker(a);
+    }
+    if e.is_nan() && a.is_nan() {
+        return true;
+    }
+    if e == a {
+        return true;
+    }
+    const MIN_NORMAL: f64 = 2.2250738585072014e-308;
+    let abs_sum = e.abs() + a.abs();
+    let diff = (e - a).abs();
+    if e == 0.0 || a == 0.0 || abs_sum < MIN_NORMAL {
+        return diff < 1e-6 * MIN_NORMAL;
+    }
+    diff / abs_sum.min(f64::MAX) < 1e-6
+}
+
+fn msg_matches(m: &MsgMatch, text: &str) -> bool {
+    match m {
+        MsgMatch::Any => true,
+        MsgMatch::Exact(s) => s == text,
+        MsgMatch::Regex(r) => regex::Regex::new(r).is_ok_and(|re| re.is_match(text)),
+    }
+}
+
+fn fmt_points(p: &[(i64, f64)]) -> String {
+    p.iter()
+        .map(|(t, v)| format!("{v}@{t}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn check(ev: &Eval, result: Result<Value, PromqlError>) -> Outcome {
+    let value = match (result, &ev.fail) {
+        (Err(e), Some(m)) => {
+            return if msg_matches(m, &e.to_string()) {
+                Outcome::Pass
+            } else {
+                Outcome::Fail(format!("expected error matching {m:?}, got error: {e}"))
+            };
+        }
+        (Err(e), None) => return Outcome::Fail(format!("unexpected error: {e}")),
+        (Ok(_), Some(m)) => {
+            return Outcome::Fail(format!("expected an error matching {m:?}, got success"));
+        }
+        (Ok(v), None) => v,
+    };
+    // We produce no annotations yet: an eval that expects one fails honestly.
+    if !ev.warn.is_empty() {
+        return Outcome::Fail(
+            "expected a warning annotation; annotations are not implemented".into(),
+        );
+    }
+    if !ev.info.is_empty() {
+        return Outcome::Fail(
+            "expected an info annotation; annotations are not implemented".into(),
+        );
+    }
+    match (&ev.expected, value) {
+        (Expected::String(s), Value::String(got)) => {
+            if *s == got {
+                Outcome::Pass
+            } else {
+                Outcome::Fail(format!("expected string {s:?}, got {got:?}"))
+            }
+        }
+        (Expected::Scalar(e), Value::Scalar(v)) if matches!(ev.kind, EvalKind::Instant { .. }) => {
+            if almost_equal(*e, v[0]) {
+                Outcome::Pass
+            } else {
+                Outcome::Fail(format!("expected scalar {e}, got {}", v[0]))
+            }
+        }
+        (Expected::Scalar(e), other) => {
+            Outcome::Fail(format!("expected scalar {e}, got {}", describe(&other)))
+        }
+        (Expected::String(s), other) => {
+            Outcome::Fail(format!("expected string {s:?}, got {}", describe(&other)))
+        }
+        (Expected::Series(exp), value) => compare_series(ev, exp, value),
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Scalar(s) => format!("scalar {:?}", s),
+        Value::String(s) => format!("string {s:?}"),
+        Value::Vector(vs) => format!("vector of {} series", vs.len()),
+        Value::Matrix(m) => format!("matrix of {} series", m.len()),
+    }
+}
+
+/// A result series as labels and `(t, v)` points.
+type Normalized = (Labels, Vec<(i64, f64)>);
+/// Timestamp of expected position k.
+type StepTime = Box<dyn Fn(usize) -> i64>;
+
+fn compare_series(ev: &Eval, exp: &[(Labels, Points)], value: Value) -> Outcome {
+    // Normalise the result to (labels, points (t, v)).
+    let (got, step_ts): (Vec<Normalized>, StepTime) = match (&ev.kind, value) {
+        (EvalKind::Instant { at }, Value::Vector(vs)) => {
+            if ev.range_vector.is_some() {
+                return Outcome::Fail("expected a range vector, got an instant vector".into());
+            }
+            let at = *at;
+            (
+                vs.into_iter()
+                    .filter_map(|s| s.vals[0].map(|v| ((*s.labels).clone(), vec![(at, v)])))
+                    .collect(),
+                Box::new(move |_| at),
+            )
+        }
+        (EvalKind::Instant { at }, Value::Scalar(v)) => {
+            let at = *at;
+            (
+                vec![(Labels::default(), vec![(at, v[0])])],
+                Box::new(move |_| at),
+            )
+        }
+        (EvalKind::Instant { .. }, Value::Matrix(m)) => {
+            let Some((start, _, step)) = ev.range_vector else {
+                return Outcome::Fail("got a range vector, expected an instant vector".into());
+            };
+            (
+                m.into_iter()
+                    .map(|s| ((*s.labels).clone(), s.ts.into_iter().zip(s.vals).collect()))
+                    .collect(),
+                Box::new(move |k| start + k as i64 * step),
+            )
+        }
+        (EvalKind::Range { start, step, .. }, Value::Vector(vs)) => {
+            let (start, step) = (*start, *step);
+            let mut out = Vec::new();
+            for s in vs {
+                let pts: Vec<(i64, f64)> = s
+                    .vals
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| v.map(|v| (start + i as i64 * step, v)))
+                    .collect();
+                if !pts.is_empty() {
+                    out.push(((*s.labels).clone(), pts));
+                }
+            }
+            (out, Box::new(move |k| start + k as i64 * step))
+        }
+        (EvalKind::Range { start, step, .. }, Value::Scalar(v)) => {
+            let (start, step) = (*start, *step);
+            let pts = v
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (start + i as i64 * step, *v))
+                .collect();
+            (
+                vec![(Labels::default(), pts)],
+                Box::new(move |k| start + k as i64 * step),
+            )
+        }
+        (_, other) => return Outcome::Fail(format!("unexpected result {}", describe(&other))),
+    };
+    let is_instant = matches!(ev.kind, EvalKind::Instant { .. }) && ev.range_vector.is_none();
+    if ev.ordered && is_instant {
+        if got.len() != exp.len() {
+            return Outcome::Fail(format!(
+                "expected {} series, got {}: {:?}",
+                exp.len(),
+                got.len(),
+                labels_of(&got)
+            ));
+        }
+        for (k, ((el, ep), (gl, gp))) in exp.iter().zip(&got).enumerate() {
+            if el != gl {
+                return Outcome::Fail(format!("ordered result {k}: expected {el}, got {gl}"));
+            }
+            if let Some(why) = points_differ(ep, gp, &*step_ts, true) {
+                return Outcome::Fail(format!("{el}: {why}"));
+            }
+        }
+        return Outcome::Pass;
+    }
+    let mut by_labels: HashMap<&Labels, &Vec<(i64, f64)>> = HashMap::new();
+    for (l, p) in &got {
+        if by_labels.insert(l, p).is_some() {
+            return Outcome::Fail(format!("duplicate series {l} in result"));
+        }
+    }
+    for (el, ep) in exp {
+        let Some(gp) = by_labels.remove(el) else {
+            return Outcome::Fail(format!(
+                "expected series {el} not in result; got {:?}",
+                labels_of(&got)
+            ));
+        };
+        if let Some(why) = points_differ(ep, gp, &*step_ts, is_instant) {
+            return Outcome::Fail(format!("{el}: {why}"));
+        }
+    }
+    if let Some((l, p)) = by_labels.into_iter().next() {
+        return Outcome::Fail(format!("unexpected series {l} {} in result", fmt_points(p)));
+    }
+    Outcome::Pass
+}
+
+fn labels_of(got: &[(Labels, Vec<(i64, f64)>)]) -> Vec<String> {
+    got.iter().map(|(l, _)| l.to_string()).collect()
+}
+
+fn points_differ(
+    exp: &Points,
+    got: &[(i64, f64)],
+    ts: &dyn Fn(usize) -> i64,
+    instant: bool,
+) -> Option<String> {
+    if instant {
+        let (Some(Some(e)), [(_, g)]) = (exp.first(), got) else {
+            return Some(format!(
+                "expected one value {exp:?}, got {}",
+                fmt_points(got)
+            ));
+        };
+        return (!almost_equal(*e, *g)).then(|| format!("expected {e}, got {g}"));
+    }
+    let want: Vec<(i64, f64)> = exp
+        .iter()
+        .enumerate()
+        .filter_map(|(k, v)| v.map(|v| (ts(k), v)))
+        .collect();
+    if want.len() != got.len() {
+        return Some(format!(
+            "expected {} points [{}], got {} [{}]",
+            want.len(),
+            fmt_points(&want),
+            got.len(),
+            fmt_points(got)
+        ));
+    }
+    for ((wt, wv), (gt, gv)) in want.iter().zip(got) {
+        if wt != gt || !almost_equal(*wv, *gv) {
+            return Some(format!(
+                "expected [{}], got [{}]",
+                fmt_points(&want),
+                fmt_points(got)
+            ));
+        }
+    }
+    None
+}

@@ -1,0 +1,183 @@
+//! `quiver promqltest`: runs Prometheus's PromQL test scripts through the same storage and
+//! engine that serve queries (a fresh in-memory store per file and after every `clear`).
+
+mod compare;
+pub mod script;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use compare::check;
+use script::{Command, Eval, EvalKind};
+
+use crate::ingest::{SeriesSamples, WriteBatch};
+use crate::promql::{Engine, QueryOptions};
+use crate::storage::{Storage, WriteWindow};
+
+/// Per-eval outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Pass,
+    Fail(String),
+    Skip(String),
+}
+
+/// Counts for one file (and totals).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    /// Of the evals `eval-index.tsv` tags as neither native-histogram nor experimental.
+    pub clean_passed: usize,
+    pub clean_total: usize,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.passed += o.passed;
+        self.failed += o.failed;
+        self.skipped += o.skipped;
+        self.clean_passed += o.clean_passed;
+        self.clean_total += o.clean_total;
+    }
+}
+
+/// `(file name relative to the corpus root, line) → clean?` from `eval-index.tsv`.
+pub type Index = HashMap<(String, usize), bool>;
+
+/// Loads `eval-index.tsv` from the directory above `upstream/`, if present.
+pub fn load_index(any_test_file: &Path) -> Option<(Index, std::path::PathBuf)> {
+    let mut dir = any_test_file.parent()?;
+    for _ in 0..3 {
+        let p = dir.join("eval-index.tsv");
+        if let Ok(text) = std::fs::read_to_string(&p) {
+            let mut idx = Index::new();
+            for l in text.lines().skip(1) {
+                let f: Vec<&str> = l.split('\t').collect();
+                if f.len() >= 11 {
+                    let clean = f[9] == "no" && f[10] == "-";
+                    idx.insert((f[0].to_string(), f[2].parse().unwrap_or(0)), clean);
+                }
+            }
+            return Some((idx, dir.join("upstream")));
+        }
+        dir = dir.parent()?;
+    }
+    None
+}
+
+async fn fresh_storage() -> Result<Arc<Storage>, String> {
+    Storage::in_memory()
+        .await
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+/// Runs one script; `report` receives each failing eval's description.
+pub async fn run_file(
+    path: &Path,
+    index: Option<&(Index, std::path::PathBuf)>,
+    report: &mut dyn FnMut(String),
+) -> Result<Counts, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cmds = script::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let rel = index
+        .and_then(|(_, root)| path.strip_prefix(root).ok())
+        .map(|p| p.to_string_lossy().to_string());
+    let mut storage = fresh_storage().await?;
+    let mut counts = Counts::default();
+    let mut histograms_loaded = false;
+    for cmd in cmds {
+        match cmd {
+            Command::Clear => {
+                storage = fresh_storage().await?;
+                histograms_loaded = false;
+            }
+            Command::Load {
+                interval,
+                series,
+                histograms,
+                ..
+            } => {
+                histograms_loaded |= histograms;
+                let mut batch = WriteBatch::default();
+                for (labels, points) in series {
+                    let samples: Vec<(i64, f64)> = points
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, v)| v.map(|v| (i as i64 * interval, v)))
+                        .collect();
+                    if !samples.is_empty() {
+                        batch.series.push(SeriesSamples { labels, samples });
+                    }
+                }
+                storage
+                    .append(batch, WriteWindow::Any)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Command::Eval(ev) => {
+                let clean = rel
+                    .as_ref()
+                    .and_then(|r| index.and_then(|(i, _)| i.get(&(r.clone(), ev.line))))
+                    .copied();
+                let outcome = if ev.histograms || (histograms_loaded && touches_histograms(&ev)) {
+                    Outcome::Skip("needs native histograms".into())
+                } else {
+                    run_eval(&storage, &ev).await
+                };
+                if clean == Some(true) {
+                    counts.clean_total += 1;
+                }
+                match outcome {
+                    Outcome::Pass => {
+                        counts.passed += 1;
+                        if clean == Some(true) {
+                            counts.clean_passed += 1;
+                        }
+                    }
+                    Outcome::Fail(why) => {
+                        counts.failed += 1;
+                        report(format!(
+                            "{}:{}: {}\n    {}",
+                            path.display(),
+                            ev.line,
+                            ev.expr,
+                            why.replace('\n', "\n    ")
+                        ));
+                    }
+                    Outcome::Skip(_) => counts.skipped += 1,
+                }
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// Heuristic for evals after a native-histogram load: functions that only make sense on them.
+fn touches_histograms(ev: &Eval) -> bool {
+    [
+        "histogram_count",
+        "histogram_sum",
+        "histogram_avg",
+        "histogram_fraction",
+        "histogram_stddev",
+        "histogram_stdvar",
+    ]
+    .iter()
+    .any(|f| ev.expr.contains(f))
+}
+
+async fn run_eval(storage: &Arc<Storage>, ev: &Eval) -> Outcome {
+    let engine = Engine::new(storage.clone(), QueryOptions::default());
+    let result = match Engine::parse(&ev.expr) {
+        Err(e) => Err(e),
+        Ok(expr) => match ev.kind {
+            EvalKind::Instant { at } => engine.instant(&expr, at).await,
+            EvalKind::Range { start, end, step } => engine.range(&expr, start, end, step).await,
+        },
+    };
+    check(ev, result)
+}

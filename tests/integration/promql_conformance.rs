@@ -1,0 +1,85 @@
+//! Prometheus's own PromQL test scripts (`../shared/promql-tests`) through `promqltest`.
+//! Fails when the number of passing evals drops below `tests/promql-threshold.txt`.
+
+use std::path::PathBuf;
+
+use quiver::promqltest::{Counts, load_index, run_file};
+
+fn corpus() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/promql-tests/upstream");
+    p.is_dir().then_some(p)
+}
+
+fn test_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "test"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_promql_tests_meet_threshold() {
+    let Some(dir) = corpus() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have ../shared/promql-tests"
+        );
+        eprintln!("SKIPPED upstream_promql_tests_meet_threshold: ../shared/promql-tests not found");
+        return;
+    };
+    let files = test_files(&dir);
+    let index = load_index(&files[0]);
+    assert!(index.is_some(), "eval-index.tsv not found");
+    let mut total = Counts::default();
+    for f in &files {
+        let c = run_file(f, index.as_ref(), &mut |_| {})
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "{}: {} passed, {} failed, {} skipped",
+            f.display(),
+            c.passed,
+            c.failed,
+            c.skipped
+        );
+        total.add(&c);
+    }
+    let threshold: usize = include_str!("../promql-threshold.txt")
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!(
+        "total {} passed, {} failed, {} skipped; stable subset {}/{}",
+        total.passed, total.failed, total.skipped, total.clean_passed, total.clean_total
+    );
+    assert!(
+        total.passed >= threshold,
+        "PromQL conformance regressed: {} passed < threshold {threshold}",
+        total.passed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn experimental_promql_tests_run_to_the_end() {
+    let Some(dir) = corpus() else {
+        eprintln!(
+            "SKIPPED experimental_promql_tests_run_to_the_end: ../shared/promql-tests not found"
+        );
+        return;
+    };
+    for f in test_files(&dir.join("experimental")) {
+        let c = run_file(&f, None, &mut |_| {})
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "{}: {} passed, {} failed, {} skipped",
+            f.display(),
+            c.passed,
+            c.failed,
+            c.skipped
+        );
+    }
+}
