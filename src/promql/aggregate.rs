@@ -90,9 +90,7 @@ impl Engine {
                 for i in 0..n {
                     let kk = k[i];
                     if kk.is_nan() {
-                        return Err(PromqlError::exec(format!(
-                            "Parameter value is NaN for {op}"
-                        )));
+                        return Err(PromqlError::exec("Parameter value is NaN"));
                     }
                     if kk < 1.0 {
                         continue;
@@ -177,6 +175,9 @@ impl Engine {
                 } else {
                     None
                 };
+                if let Some(q) = &q {
+                    self.check_quantile(q);
+                }
                 // Collect per group and step.
                 let mut vals: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); n]; groups.len()];
                 for (si, s) in input.iter().enumerate() {

@@ -246,7 +246,7 @@ fn set_op(
             }
         }
     }
-    Ok(out)
+    merge_same_labels(out)
 }
 
 /// A match group and the result labels produced for it at one step.
@@ -312,6 +312,16 @@ fn vector_vector(
                 continue;
             };
             let Some(ov) = one[oi].vals[i] else { continue };
+            // Prometheus reports ambiguous one-to-one matches even for samples a filter drops.
+            if one_to_one
+                && seen_one_to_one
+                    .insert(many_sig[mi].as_slice(), ())
+                    .is_some()
+            {
+                return Err(PromqlError::exec(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                ));
+            }
             let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
             let (val, keep) = elem(op, lv, rv);
             let val = if return_bool {
@@ -334,16 +344,7 @@ fn vector_vector(
                     ))
                 })
                 .clone();
-            if one_to_one {
-                if seen_one_to_one
-                    .insert(many_sig[mi].as_slice(), ())
-                    .is_some()
-                {
-                    return Err(PromqlError::exec(
-                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
-                    ));
-                }
-            } else if !seen_many.insert((many_sig[mi].as_slice(), labels.clone())) {
+            if !one_to_one && !seen_many.insert((many_sig[mi].as_slice(), labels.clone())) {
                 return Err(PromqlError::exec(
                     "multiple matches for labels: grouping labels must ensure unique results",
                 ));

@@ -39,6 +39,15 @@ pub(super) struct Ctx {
     pub query_start: i64,
     pub query_end: i64,
     pub lookback: i64,
+    /// A range query (as opposed to an instant query), for annotations.
+    pub is_range: bool,
+}
+
+/// Warnings and infos collected while evaluating, as Prometheus's annotations.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Annotations {
+    pub warnings: Vec<String>,
+    pub infos: Vec<String>,
 }
 
 /// Evaluates PromQL against a storage.
@@ -46,6 +55,7 @@ pub struct Engine {
     pub(super) storage: Arc<Storage>,
     pub(super) opts: QueryOptions,
     loaded: AtomicUsize,
+    annotations: parking_lot::Mutex<Annotations>,
 }
 
 impl Engine {
@@ -54,11 +64,35 @@ impl Engine {
             storage,
             opts,
             loaded: AtomicUsize::new(0),
+            annotations: Default::default(),
         }
     }
 
     pub fn parse(query: &str) -> Result<Expr, PromqlError> {
         parser::parse(query).map_err(PromqlError::Parse)
+    }
+
+    /// Records a warning (`PromQL warning: …`), once.
+    pub(super) fn warn(&self, msg: String) {
+        let msg = format!("PromQL warning: {msg}");
+        let mut a = self.annotations.lock();
+        if !a.warnings.contains(&msg) {
+            a.warnings.push(msg);
+        }
+    }
+
+    /// Records an info (`PromQL info: …`), once.
+    pub(super) fn info(&self, msg: String) {
+        let msg = format!("PromQL info: {msg}");
+        let mut a = self.annotations.lock();
+        if !a.infos.contains(&msg) {
+            a.infos.push(msg);
+        }
+    }
+
+    /// Annotations of the last query, cleared.
+    pub fn take_annotations(&self) -> Annotations {
+        std::mem::take(&mut *self.annotations.lock())
     }
 
     /// Counts loaded samples against the limit.
@@ -79,6 +113,7 @@ impl Engine {
             query_start: t,
             query_end: t,
             lookback: self.opts.lookback_ms,
+            is_range: false,
         };
         let v = match expr {
             // A range vector at the top of an instant query returns raw samples.
@@ -127,6 +162,7 @@ impl Engine {
             query_start: start,
             query_end: end,
             lookback: self.opts.lookback_ms,
+            is_range: true,
         };
         self.eval(expr, ctx).await
     }
@@ -144,14 +180,14 @@ impl Engine {
                 Expr::Paren(p) => self.eval(&p.expr, ctx).await,
                 Expr::Unary(u) => match self.eval(&u.expr, ctx).await? {
                     Value::Scalar(v) => Ok(Value::Scalar(v.into_iter().map(|x| -x).collect())),
-                    Value::Vector(vs) => Ok(Value::Vector(
+                    Value::Vector(vs) => Ok(Value::Vector(merge_same_labels(
                         vs.into_iter()
                             .map(|s| Series {
                                 labels: drop_name(&s.labels),
                                 vals: s.vals.into_iter().map(|v| v.map(|x| -x)).collect(),
                             })
                             .collect(),
-                    )),
+                    )?)),
                     other => Err(PromqlError::exec(format!(
                         "unary minus on {}",
                         other.type_name()

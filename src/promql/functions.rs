@@ -88,9 +88,9 @@ fn date_part(name: &str, v: f64) -> f64 {
     }) as f64
 }
 
-/// Go's `math.Round`: half away from zero.
+/// PromQL's `round`: halves round up (towards +Inf), as `math.Floor(x + 0.5)`.
 fn go_round(x: f64) -> f64 {
-    x.round()
+    (x + 0.5).floor()
 }
 
 impl Engine {
@@ -124,6 +124,7 @@ impl Engine {
             | "ts_of_first_over_time" => self.range_call(name, &args[0], None, ctx).await,
             "quantile_over_time" => {
                 let q = scalar_arg(self.eval(&args[0], ctx).await?, name)?;
+                self.check_quantile(&q);
                 self.range_call(name, &args[1], Some((q, vec![])), ctx)
                     .await
             }
@@ -390,6 +391,9 @@ impl Engine {
             }
             "sort" | "sort_desc" => {
                 let mut vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
+                if n > 1 || ctx.is_range {
+                    self.warn("sort is ineffective for range queries since results are always ordered by labels".into());
+                }
                 if n == 1 {
                     let key = |s: &Series| s.vals[0].unwrap_or(f64::NAN);
                     let desc = name == "sort_desc";
@@ -443,8 +447,9 @@ impl Engine {
             }
             "histogram_quantile" => {
                 let q = scalar_arg(self.eval(&args[0], ctx).await?, name)?;
+                self.check_quantile(&q);
                 let vs = vector_arg(self.eval(&args[1], ctx).await?, name)?;
-                Ok(Value::Vector(histogram_quantile(&q, vs, n)?))
+                Ok(Value::Vector(self.histogram_quantile(&q, vs, n)?))
             }
             other => Err(PromqlError::exec(format!(
                 "function {other}() is not supported yet"
@@ -461,6 +466,19 @@ impl Engine {
         ctx: Ctx,
     ) -> Result<Value, PromqlError> {
         let input = self.range_input(arg, &ctx).await?;
+        if matches!(name, "rate" | "increase") {
+            for s in &input.series {
+                let m = s.labels.metric_name().unwrap_or("");
+                if !["_total", "_sum", "_count", "_bucket"]
+                    .iter()
+                    .any(|suf| m.ends_with(suf))
+                {
+                    self.info(format!(
+                        "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {m:?}"
+                    ));
+                }
+            }
+        }
         let keep_name = matches!(name, "last_over_time" | "first_over_time");
         let (p1, p2) = extra.unwrap_or_default();
         let mut out = Vec::with_capacity(input.series.len());
@@ -613,43 +631,70 @@ fn natord(a: &str, b: &str) -> std::cmp::Ordering {
     a.cmp(b)
 }
 
-#[allow(clippy::needless_range_loop)] // Steps index several parallel arrays.
-fn histogram_quantile(q: &[f64], vs: Vec<Series>, n: usize) -> Result<Vec<Series>, PromqlError> {
-    // Group bucket series by their labels without `le` and `__name__`.
-    let mut groups: BTreeMap<Arc<Labels>, Vec<(f64, &Series)>> = BTreeMap::new();
-    for s in &vs {
-        let Some(le) = s.labels.get("le") else {
-            continue;
-        };
-        let Some(bound) = parse_le(le) else { continue };
-        let key = Arc::new(Labels::from_sorted_unchecked(
-            s.labels
-                .pairs()
-                .iter()
-                .filter(|(k, _)| k != "le" && k != METRIC_NAME)
-                .cloned()
-                .collect(),
-        ));
-        groups.entry(key).or_default().push((bound, s));
-    }
-    let mut out = Vec::new();
-    for (labels, buckets) in groups {
-        let mut o = Series::new(labels, n);
-        for i in 0..n {
-            let mut bs: Vec<(f64, f64)> = buckets
-                .iter()
-                .filter_map(|(b, s)| s.vals[i].map(|v| (*b, v)))
-                .collect();
-            if bs.is_empty() {
-                continue;
+impl Engine {
+    pub(super) fn check_quantile(&self, q: &[f64]) {
+        for &x in q {
+            if !(0.0..=1.0).contains(&x) {
+                self.warn(format!(
+                    "quantile value should be between 0 and 1, got {}",
+                    super::format_float(x)
+                ));
             }
-            o.vals[i] = Some(bucket_quantile(q[i], &mut bs));
-        }
-        if !o.is_empty() {
-            out.push(o);
         }
     }
-    Ok(out)
+
+    #[allow(clippy::needless_range_loop)] // Steps index several parallel arrays.
+    fn histogram_quantile(
+        &self,
+        q: &[f64],
+        vs: Vec<Series>,
+        n: usize,
+    ) -> Result<Vec<Series>, PromqlError> {
+        // Group bucket series by their labels without `le` and `__name__`.
+        let mut groups: BTreeMap<Arc<Labels>, Vec<(f64, &Series)>> = BTreeMap::new();
+        for s in &vs {
+            let Some(le) = s.labels.get("le") else {
+                continue;
+            };
+            let Some(bound) = parse_le(le) else { continue };
+            let key = Arc::new(Labels::from_sorted_unchecked(
+                s.labels
+                    .pairs()
+                    .iter()
+                    .filter(|(k, _)| k != "le" && k != METRIC_NAME)
+                    .cloned()
+                    .collect(),
+            ));
+            groups.entry(key).or_default().push((bound, s));
+        }
+        let mut out = Vec::new();
+        for (labels, buckets) in groups {
+            let mut o = Series::new(labels, n);
+            for i in 0..n {
+                let mut bs: Vec<(f64, f64)> = buckets
+                    .iter()
+                    .filter_map(|(b, s)| s.vals[i].map(|v| (*b, v)))
+                    .collect();
+                if bs.is_empty() {
+                    continue;
+                }
+                let (v, forced) = bucket_quantile(q[i], &mut bs);
+                if forced {
+                    let name = buckets
+                        .first()
+                        .and_then(|(_, s)| s.labels.metric_name())
+                        .unwrap_or("");
+                    let name = name.strip_suffix("_bucket").unwrap_or(name);
+                    self.info(format!("input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {name:?}"));
+                }
+                o.vals[i] = Some(v);
+            }
+            if !o.is_empty() {
+                out.push(o);
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn parse_le(s: &str) -> Option<f64> {
@@ -673,19 +718,19 @@ fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
 }
 
 /// Prometheus's `BucketQuantile` over `(upper bound, cumulative count)`.
-fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
+fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
     if q.is_nan() {
-        return f64::NAN;
+        return (f64::NAN, false);
     }
     if q < 0.0 {
-        return f64::NEG_INFINITY;
+        return (f64::NEG_INFINITY, false);
     }
     if q > 1.0 {
-        return f64::INFINITY;
+        return (f64::INFINITY, false);
     }
     buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
     if !buckets.last().is_some_and(|b| b.0 == f64::INFINITY) {
-        return f64::NAN;
+        return (f64::NAN, false);
     }
     // Coalesce equal bounds.
     let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
@@ -697,32 +742,38 @@ fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
     }
     // Monotonicity repair, ignoring tiny float noise.
     let mut prev = merged[0].1;
+    let mut forced = false;
     for b in merged.iter_mut().skip(1) {
         let curr = b.1;
         if curr == prev {
             continue;
         }
-        if almost_equal(prev, curr, 1e-12) || curr < prev {
+        if almost_equal(prev, curr, 1e-12) {
             b.1 = prev;
+            continue;
+        }
+        if curr < prev {
+            b.1 = prev;
+            forced = true;
             continue;
         }
         prev = curr;
     }
     if merged.len() < 2 {
-        return f64::NAN;
+        return (f64::NAN, forced);
     }
     let observations = merged[merged.len() - 1].1;
     if observations == 0.0 {
-        return f64::NAN;
+        return (f64::NAN, forced);
     }
     let mut rank = q * observations;
     let last = merged.len() - 1;
     let b = merged[..last].partition_point(|x| x.1 < rank);
     if b == last {
-        return merged[last - 1].0;
+        return (merged[last - 1].0, forced);
     }
     if b == 0 && merged[0].0 <= 0.0 {
-        return merged[0].0;
+        return (merged[0].0, forced);
     }
     let (mut start, end, mut count) = (0.0, merged[b].0, merged[b].1);
     if b > 0 {
@@ -730,5 +781,5 @@ fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
         count -= merged[b - 1].1;
         rank -= merged[b - 1].1;
     }
-    start + (end - start) * (rank / count)
+    (start + (end - start) * (rank / count), forced)
 }

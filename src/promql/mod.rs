@@ -13,7 +13,7 @@ mod selector;
 pub mod value;
 
 pub use error::PromqlError;
-pub use eval::{Engine, QueryOptions};
+pub use eval::{Annotations, Engine, QueryOptions};
 pub use value::{RangeSeries, Series, Steps, Value};
 
 /// Go's `strconv.FormatFloat(f, 'f', -1, 64)`-like shortest form used for label values

@@ -123,10 +123,12 @@ pub(super) fn sum(vals: &[f64]) -> f64 {
     if s.is_infinite() { s } else { s + c }
 }
 
+/// Mean as Prometheus computes it: Kahan-compensated sum while it stays finite, then an
+/// incremental mean. The first value seeds the sum.
 pub(super) fn avg(vals: &[f64]) -> f64 {
-    let (mut sum, mut mean, mut c, mut count) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    let (mut sum, mut mean, mut c, mut count) = (vals[0], 0.0f64, 0.0f64, 1.0f64);
     let mut incremental = false;
-    for (i, &v) in vals.iter().enumerate() {
+    for (i, &v) in vals.iter().enumerate().skip(1) {
         count = (i + 1) as f64;
         if !incremental {
             let (ns, nc) = kahan_inc(v, sum, c);

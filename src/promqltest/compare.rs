@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use super::Outcome;
 use super::script::{Eval, EvalKind, Expected, MsgMatch, Points};
 use crate::model::{Labels, is_stale_marker};
-use crate::promql::{PromqlError, Value};
+use crate::promql::{Annotations, PromqlError, Value};
 
 /// `util/almost.Equal` with epsilon 1e-6, plus the stale-marker rule.
 pub fn almost_equal(e: f64, a: f64) -> bool {
@@ -42,7 +42,25 @@ fn fmt_points(p: &[(i64, f64)]) -> String {
         .join(" ")
 }
 
-pub fn check(ev: &Eval, result: Result<Value, PromqlError>) -> Outcome {
+/// Two-way cover: every expectation matches some annotation and every annotation some
+/// expectation (Prometheus's rule when any `expect warn`/`expect info` line is present).
+fn annotations_differ(kind: &str, want: &[MsgMatch], none: bool, got: &[String]) -> Option<String> {
+    if none && !got.is_empty() {
+        return Some(format!("expected no {kind}, got {got:?}"));
+    }
+    if want.is_empty() {
+        return None;
+    }
+    if let Some(w) = want.iter().find(|w| !got.iter().any(|g| msg_matches(w, g))) {
+        return Some(format!("expected {kind} matching {w:?}, got {got:?}"));
+    }
+    if let Some(g) = got.iter().find(|g| !want.iter().any(|w| msg_matches(w, g))) {
+        return Some(format!("unexpected {kind} {g:?}"));
+    }
+    None
+}
+
+pub fn check(ev: &Eval, result: Result<Value, PromqlError>, ann: &Annotations) -> Outcome {
     let value = match (result, &ev.fail) {
         (Err(e), Some(m)) => {
             return if msg_matches(m, &e.to_string()) {
@@ -57,16 +75,11 @@ pub fn check(ev: &Eval, result: Result<Value, PromqlError>) -> Outcome {
         }
         (Ok(v), None) => v,
     };
-    // We produce no annotations yet: an eval that expects one fails honestly.
-    if !ev.warn.is_empty() {
-        return Outcome::Fail(
-            "expected a warning annotation; annotations are not implemented".into(),
-        );
+    if let Some(why) = annotations_differ("warning", &ev.warn, ev.no_warn, &ann.warnings) {
+        return Outcome::Fail(why);
     }
-    if !ev.info.is_empty() {
-        return Outcome::Fail(
-            "expected an info annotation; annotations are not implemented".into(),
-        );
+    if let Some(why) = annotations_differ("info", &ev.info, ev.no_info, &ann.infos) {
+        return Outcome::Fail(why);
     }
     match (&ev.expected, value) {
         (Expected::String(s), Value::String(got)) => {

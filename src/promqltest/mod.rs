@@ -179,5 +179,6 @@ async fn run_eval(storage: &Arc<Storage>, ev: &Eval) -> Outcome {
             EvalKind::Range { start, end, step } => engine.range(&expr, start, end, step).await,
         },
     };
-    check(ev, result)
+    let annotations = engine.take_annotations();
+    check(ev, result, &annotations)
 }

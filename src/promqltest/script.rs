@@ -95,7 +95,12 @@ pub fn parse(text: &str) -> Result<Vec<Command>, String> {
         }
         let body: Vec<(usize, &str)> = (i + 1..j).map(|k| (k + 1, lines[k].as_str())).collect();
         match word {
-            "clear" => cmds.push(Command::Clear),
+            "clear" => {
+                // `clear` takes no block: the next line may be a command.
+                cmds.push(Command::Clear);
+                i += 1;
+                continue;
+            }
             "load" | "load_with_nhcb" => {
                 let interval = dur(line[word.len()..].trim(), lno)?;
                 let mut series: Vec<(Labels, Points)> = Vec::new();
@@ -106,7 +111,10 @@ pub fn parse(text: &str) -> Result<Vec<Command>, String> {
                     }
                     // Start-timestamp lines (`name{…}@st …`) annotate the next line's samples;
                     // start timestamps are not stored, the samples themselves are.
-                    if b.split_whitespace().next().is_some_and(|t| t.ends_with("@st")) {
+                    if b.split_whitespace()
+                        .next()
+                        .is_some_and(|t| t.ends_with("@st"))
+                    {
                         continue;
                     }
                     let (labels, points) =
