@@ -70,6 +70,12 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text]
     #[arg(long, env = "QUIVER_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Most samples one query may load [default: 50000000]
+    #[arg(long, env = "QUIVER_QUERY_MAX_SAMPLES")]
+    pub query_max_samples: Option<usize>,
+    /// Longest a query may run; also caps the `timeout` parameter [default: 2m]
+    #[arg(long, env = "QUIVER_QUERY_TIMEOUT")]
+    pub query_timeout: Option<String>,
     #[command(flatten)]
     pub storage: StorageArgs,
 }
@@ -82,6 +88,8 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub compaction_interval: Option<String>,
     pub log_format: Option<String>,
+    pub query_max_samples: Option<usize>,
+    pub query_timeout: Option<String>,
     #[serde(default)]
     pub storage: FileStorage,
 }
@@ -108,6 +116,10 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     pub compaction_interval_ms: i64,
     pub json_logs: bool,
+    pub query_max_samples: usize,
+    pub query_timeout_ms: i64,
+    /// Retention as the user wrote it, for status endpoints.
+    pub retention_text: String,
     pub storage: ResolvedStorage,
 }
 
@@ -246,6 +258,22 @@ impl ServeArgs {
                 "5m",
             )?,
             json_logs: log_format == "json",
+            query_max_samples: self
+                .query_max_samples
+                .or(f.query_max_samples)
+                .unwrap_or(50_000_000),
+            query_timeout_ms: dur(
+                "query-timeout",
+                self.query_timeout.as_ref(),
+                f.query_timeout.as_ref(),
+                "2m",
+            )?,
+            retention_text: self
+                .storage
+                .retention
+                .clone()
+                .or(f.storage.retention.clone())
+                .unwrap_or_else(|| "15d".into()),
             storage: resolve_storage(&self.storage, &f.storage)?,
         })
     }

@@ -14,7 +14,10 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     // Tests and scripts read this line to learn the port when listening on :0.
     println!("quiver listening on http://{addr}");
     tracing::info!(%addr, data_dir = %cfg.storage.data_dir.display(), "listening");
-    let state = AppState::new();
+    let mut state = AppState::new();
+    state.limits.max_samples = cfg.query_max_samples;
+    state.limits.query_timeout_ms = cfg.query_timeout_ms as u64;
+    state.retention = cfg.retention_text.clone();
     let app = router(state.clone(), cfg.max_body_bytes);
 
     let store = objstore::build(

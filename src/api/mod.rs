@@ -1,7 +1,17 @@
-//! HTTP API (axum). Today: ingest (remote write, text import) and health/readiness.
-//! Handlers are thin: decode, call storage, encode.
+//! HTTP API (axum): the Prometheus HTTP API v1 (query, metadata, status), ingest
+//! (remote write, text import) and health/readiness. Handlers are thin: decode parameters,
+//! call storage or the PromQL engine, encode.
 
+mod envelope;
 mod ingest;
+pub mod json;
+mod metadata;
+pub mod params;
+mod query;
+mod status;
+
+pub use envelope::ApiError;
+pub use metadata::unescape_label_name;
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -19,12 +29,35 @@ use crate::storage::Storage;
 #[derive(Clone)]
 pub struct AppState {
     pub storage: Arc<OnceLock<Arc<Storage>>>,
+    pub limits: Limits,
+    pub started: chrono::DateTime<chrono::Utc>,
+    /// Retention as configured, for status endpoints.
+    pub retention: String,
+}
+
+/// Per-query limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_samples: usize,
+    pub query_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_samples: 50_000_000,
+            query_timeout_ms: 120_000,
+        }
+    }
 }
 
 impl AppState {
     pub fn new() -> Self {
         AppState {
             storage: Arc::new(OnceLock::new()),
+            limits: Limits::default(),
+            started: chrono::Utc::now(),
+            retention: "15d".into(),
         }
     }
 
@@ -46,15 +79,51 @@ impl Default for AppState {
     }
 }
 
-/// Builds the router. Layers, outermost first: tracing of each request, then the body limit
-/// (413 beyond `max_body_bytes`).
+/// Builds the router. Layers, outermost first: tracing of each request, gzip when the
+/// client asks, CORS, then the body limit (413 beyond `max_body_bytes`).
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
+    let api = Router::new()
+        .route("/api/v1/query", get(query::query).post(query::query))
+        .route(
+            "/api/v1/query_range",
+            get(query::query_range).post(query::query_range),
+        )
+        .route(
+            "/api/v1/query_exemplars",
+            get(query::query_exemplars).post(query::query_exemplars),
+        )
+        .route(
+            "/api/v1/format_query",
+            get(query::format_query).post(query::format_query),
+        )
+        .route(
+            "/api/v1/series",
+            get(metadata::series).post(metadata::series),
+        )
+        .route(
+            "/api/v1/labels",
+            get(metadata::labels).post(metadata::labels),
+        )
+        .route("/api/v1/label/{name}/values", get(metadata::label_values))
+        .route("/api/v1/metadata", get(metadata::metadata))
+        .route("/api/v1/status/buildinfo", get(status::buildinfo))
+        .route("/api/v1/status/runtimeinfo", get(status::runtimeinfo))
+        .route("/api/v1/status/flags", get(status::flags))
+        .route("/api/v1/status/config", get(status::config))
+        .route("/api/v1/status/tsdb", get(status::tsdb))
+        .route("/api/v1/status/walreplay", get(status::walreplay))
+        .route("/api/v1/targets", get(status::targets))
+        .route("/api/v1/rules", get(status::rules))
+        .route("/api/v1/alerts", get(status::alerts))
+        .route("/api/v1/alertmanagers", get(status::alertmanagers))
         .route("/api/v1/write", post(ingest::remote_write))
         .route("/api/v1/import/prometheus", post(ingest::import_prometheus))
         .route("/-/healthy", get(|| async { "Quiver is Healthy.\n" }))
         .route("/-/ready", get(ready))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .fallback(status::not_found);
+    api.layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(tower_http::cors::CorsLayer::permissive())
+        .layer(tower_http::compression::CompressionLayer::new())
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -14,6 +14,7 @@ pub mod value;
 
 pub use error::PromqlError;
 pub use eval::{Annotations, Engine, QueryOptions};
+pub use selector::matcher_sets as selector_matchers;
 pub use value::{RangeSeries, Series, Steps, Value};
 
 /// Go's `strconv.FormatFloat(f, 'f', -1, 64)`-like shortest form used for label values

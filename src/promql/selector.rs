@@ -51,7 +51,8 @@ pub(super) fn eval_times(ctx: &Ctx, at: Option<i64>, offset: i64) -> Vec<i64> {
     ctx.steps.iter().map(|t| at.unwrap_or(t) - offset).collect()
 }
 
-pub(super) fn matcher_sets(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, PromqlError> {
+/// The matcher sets of a selector (several when it uses `or` inside braces).
+pub fn matcher_sets(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, PromqlError> {
     let convert = |ms: &[promql_parser::label::Matcher]| -> Result<Vec<Matcher>, PromqlError> {
         let mut out = Vec::with_capacity(ms.len() + 1);
         if let Some(n) = &vs.name {

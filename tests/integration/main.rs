@@ -1,9 +1,11 @@
 //! End-to-end tests: real `quiver` processes, real HTTP, real files, real S3 API (moto).
 
+mod api;
 mod bad_input;
 mod compaction;
 mod crash;
 mod promql_conformance;
+mod promql_fuzz;
 mod remote_write;
 mod s3;
 mod sql_examples;

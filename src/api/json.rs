@@ -1,0 +1,210 @@
+//! Encoding PromQL results exactly as Prometheus does: timestamps as JSON numbers in
+//! seconds with at most three decimals (never exponents), values as strings in Go's
+//! shortest form (`'f'`, or `'e'` below 1e-6 / from 1e21), labels sorted.
+
+use std::fmt::Write;
+
+use crate::model::Labels;
+use crate::promql::{Steps, Value};
+
+/// `1435781451.781`, `1.05` → `1.050`, whole seconds without a fraction.
+pub fn fmt_ts(ms: i64, out: &mut String) {
+    let neg = ms < 0;
+    let a = ms.unsigned_abs();
+    if neg {
+        out.push('-');
+    }
+    let _ = write!(out, "{}", a / 1000);
+    if !a.is_multiple_of(1000) {
+        let _ = write!(out, ".{:03}", a % 1000);
+    }
+}
+
+/// Go's `strconv.FormatFloat` as Prometheus's JSON uses it.
+pub fn fmt_value(v: f64, out: &mut String) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v == f64::INFINITY {
+        out.push_str("+Inf");
+    } else if v == f64::NEG_INFINITY {
+        out.push_str("-Inf");
+    } else {
+        let a = v.abs();
+        if a != 0.0 && !(1e-6..1e21).contains(&a) {
+            let e = format!("{v:e}");
+            let (m, exp) = e.split_once('e').expect("exponent form");
+            let (sign, digits) = match exp.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', exp),
+            };
+            let _ = write!(out, "{m}e{sign}{digits:0>2}");
+        } else {
+            let _ = write!(out, "{v}");
+        }
+    }
+}
+
+fn fmt_labels(l: &Labels, out: &mut String) {
+    out.push('{');
+    for (i, (n, v)) in l.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(n).expect("string"));
+        out.push(':');
+        out.push_str(&serde_json::to_string(v).expect("string"));
+    }
+    out.push('}');
+}
+
+fn fmt_point(t: i64, v: f64, out: &mut String) {
+    out.push('[');
+    fmt_ts(t, out);
+    out.push_str(",\"");
+    fmt_value(v, out);
+    out.push_str("\"]");
+}
+
+/// `data` of an instant query.
+pub fn instant(v: &Value, t: i64) -> String {
+    let mut s = String::new();
+    match v {
+        Value::Scalar(x) => {
+            s.push_str(r#"{"resultType":"scalar","result":"#);
+            fmt_point(t, x[0], &mut s);
+        }
+        Value::String(x) => {
+            s.push_str(r#"{"resultType":"string","result":["#);
+            fmt_ts(t, &mut s);
+            s.push(',');
+            s.push_str(&serde_json::to_string(x).expect("string"));
+            s.push(']');
+        }
+        Value::Vector(series) => {
+            s.push_str(r#"{"resultType":"vector","result":["#);
+            let mut first = true;
+            for se in series {
+                let Some(v) = se.vals[0] else { continue };
+                if !first {
+                    s.push(',');
+                }
+                first = false;
+                s.push_str(r#"{"metric":"#);
+                fmt_labels(&se.labels, &mut s);
+                s.push_str(r#","value":"#);
+                fmt_point(t, v, &mut s);
+                s.push('}');
+            }
+            s.push(']');
+        }
+        Value::Matrix(series) => {
+            s.push_str(r#"{"resultType":"matrix","result":["#);
+            for (i, se) in series.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                s.push_str(r#"{"metric":"#);
+                fmt_labels(&se.labels, &mut s);
+                s.push_str(r#","values":["#);
+                for (k, (t, v)) in se.ts.iter().zip(&se.vals).enumerate() {
+                    if k > 0 {
+                        s.push(',');
+                    }
+                    fmt_point(*t, *v, &mut s);
+                }
+                s.push_str("]}");
+            }
+            s.push(']');
+        }
+    }
+    s.push('}');
+    s
+}
+
+/// `data` of a range query: a matrix sorted by labels.
+pub fn range(v: &Value, steps: Steps) -> String {
+    let mut s = String::from(r#"{"resultType":"matrix","result":["#);
+    match v {
+        Value::Scalar(x) => {
+            s.push_str(r#"{"metric":{},"values":["#);
+            for (i, v) in x.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                fmt_point(steps.at(i), *v, &mut s);
+            }
+            s.push_str("]}");
+        }
+        Value::Vector(series) => {
+            let mut sorted: Vec<_> = series.iter().filter(|x| !x.is_empty()).collect();
+            sorted.sort_by(|a, b| a.labels.cmp(&b.labels));
+            for (k, se) in sorted.iter().enumerate() {
+                if k > 0 {
+                    s.push(',');
+                }
+                s.push_str(r#"{"metric":"#);
+                fmt_labels(&se.labels, &mut s);
+                s.push_str(r#","values":["#);
+                let mut first = true;
+                for (i, v) in se.vals.iter().enumerate() {
+                    if let Some(v) = v {
+                        if !first {
+                            s.push(',');
+                        }
+                        first = false;
+                        fmt_point(steps.at(i), *v, &mut s);
+                    }
+                }
+                s.push_str("]}");
+            }
+        }
+        _ => {}
+    }
+    s.push_str("]}");
+    s
+}
+
+/// A label set as a JSON object.
+pub fn labels_json(l: &Labels) -> String {
+    let mut s = String::new();
+    fmt_labels(l, &mut s);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(x: f64) -> String {
+        let mut s = String::new();
+        fmt_value(x, &mut s);
+        s
+    }
+
+    fn t(ms: i64) -> String {
+        let mut s = String::new();
+        fmt_ts(ms, &mut s);
+        s
+    }
+
+    #[test]
+    fn values_like_go() {
+        assert_eq!(v(1.0), "1");
+        assert_eq!(v(0.1), "0.1");
+        assert_eq!(v(1e-7), "1e-07");
+        assert_eq!(v(1.5e21), "1.5e+21");
+        assert_eq!(v(123456789012.0), "123456789012");
+        assert_eq!(v(f64::NAN), "NaN");
+        assert_eq!(v(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(v(-0.000001), "-0.000001");
+    }
+
+    #[test]
+    fn timestamps_never_use_exponents() {
+        assert_eq!(t(1_435_781_451_781), "1435781451.781");
+        assert_eq!(t(1050), "1.050");
+        assert_eq!(t(1_435_781_451_000), "1435781451");
+        assert_eq!(t(-1500), "-1.500");
+        assert_eq!(t(5), "0.005");
+    }
+}

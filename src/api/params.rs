@@ -1,0 +1,146 @@
+//! Request parameters as Prometheus reads them: URL query and form body merged (POST),
+//! times as float Unix seconds or RFC 3339, durations as float seconds or `1h30m`.
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, Uri};
+
+use super::envelope::ApiError;
+use crate::duration::parse_duration_ms;
+
+/// All `key=value` pairs of a request, in order (repeated keys such as `match[]` kept).
+#[derive(Debug, Default, Clone)]
+pub struct Params(pub Vec<(String, String)>);
+
+impl Params {
+    pub fn from_request(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Self {
+        let mut out: Vec<(String, String)> = uri
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let is_form = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+        if method == Method::POST && is_form {
+            out.extend(url::form_urlencoded::parse(body).into_owned());
+        }
+        Params(out)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// A time parameter in ms; `default` when absent.
+    pub fn time(&self, key: &str, default: Option<i64>) -> Result<Option<i64>, ApiError> {
+        match self.get(key) {
+            None | Some("") => Ok(default),
+            Some(v) => parse_time(v)
+                .map(Some)
+                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}"))),
+        }
+    }
+
+    pub fn duration(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        match self.get(key) {
+            None | Some("") => Ok(None),
+            Some(v) => parse_duration(v)
+                .map(Some)
+                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}"))),
+        }
+    }
+
+    pub fn limit(&self) -> Result<usize, ApiError> {
+        match self.get("limit") {
+            None | Some("") => Ok(0),
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .map(|n| n as usize)
+                .ok_or_else(|| {
+                    ApiError::bad_data(format!(
+                        "invalid parameter \"limit\": cannot parse \"{v}\" to a valid limit"
+                    ))
+                }),
+        }
+    }
+}
+
+/// Prometheus's time bounds used when `start`/`end` are omitted on metadata endpoints.
+pub const MIN_TIME: i64 = i64::MIN / 2;
+pub const MAX_TIME: i64 = i64::MAX / 2;
+
+/// Float Unix seconds (rounded to ms) or RFC 3339.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(f) = s.parse::<f64>() {
+        if !f.is_finite() {
+            return Err(format!("cannot parse {s:?} to a valid timestamp"));
+        }
+        let secs = f.trunc();
+        let ms = ((f - secs) * 1000.0).round();
+        let total = secs * 1000.0 + ms;
+        if total.abs() > 9.2e18 {
+            return Err(format!("cannot parse {s:?} to a valid timestamp"));
+        }
+        return Ok(total as i64);
+    }
+    // Prometheus's own min/max time strings (Go client sends these for "all time").
+    match s {
+        "-292273086-05-16T16:47:06Z" => return Ok(MIN_TIME),
+        "292277025-08-18T07:12:54.999999999Z" => return Ok(MAX_TIME),
+        _ => {}
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| format!("cannot parse {s:?} to a valid timestamp"))
+}
+
+/// Float seconds or a Prometheus duration, in ms.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    if let Ok(f) = s.parse::<f64>() {
+        let ms = f * 1000.0;
+        if !ms.is_finite() || ms.abs() > 9.2e18 {
+            return Err(format!(
+                "cannot parse {s:?} to a valid duration. It overflows int64"
+            ));
+        }
+        return Ok(ms.round() as i64);
+    }
+    parse_duration_ms(s).map_err(|_| format!("cannot parse {s:?} to a valid duration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_durations() {
+        assert_eq!(parse_time("1435781451.781"), Ok(1_435_781_451_781));
+        assert_eq!(parse_time("1435781451"), Ok(1_435_781_451_000));
+        assert_eq!(
+            parse_time("2015-07-01T20:10:51.781Z"),
+            Ok(1_435_781_451_781)
+        );
+        assert!(parse_time("yesterday").is_err());
+        assert_eq!(parse_duration("15"), Ok(15_000));
+        assert_eq!(parse_duration("0.5"), Ok(500));
+        assert_eq!(parse_duration("1m30s"), Ok(90_000));
+        assert!(parse_duration("1x").is_err());
+    }
+}

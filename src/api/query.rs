@@ -1,0 +1,166 @@
+//! `/api/v1/query`, `/api/v1/query_range`, `/api/v1/format_query`, `/api/v1/query_exemplars`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::envelope::{ApiError, success, success_raw};
+use super::json;
+use super::params::Params;
+use crate::promql::{Engine, QueryOptions, Steps};
+
+/// Prometheus's cap on points per series of a range query.
+const MAX_POINTS: i64 = 11_000;
+
+fn options(p: &Params, st: &AppState) -> Result<QueryOptions, ApiError> {
+    let mut o = QueryOptions {
+        max_samples: st.limits.max_samples,
+        ..QueryOptions::default()
+    };
+    if let Some(lb) = p.duration("lookback_delta")? {
+        if lb < 0 {
+            return Err(ApiError::bad_data(
+                "invalid parameter \"lookback_delta\": lookback delta must be positive",
+            ));
+        }
+        if lb > 0 {
+            o.lookback_ms = lb;
+        }
+    }
+    Ok(o)
+}
+
+fn timeout_ms(p: &Params, st: &AppState) -> Result<u64, ApiError> {
+    let t = p
+        .duration("timeout")?
+        .filter(|t| *t > 0)
+        .map(|t| t as u64)
+        .unwrap_or(st.limits.query_timeout_ms);
+    Ok(t.min(st.limits.query_timeout_ms))
+}
+
+async fn run<
+    F: std::future::Future<Output = Result<crate::promql::Value, crate::promql::PromqlError>>,
+>(
+    fut: F,
+    timeout: u64,
+) -> Result<crate::promql::Value, ApiError> {
+    match tokio::time::timeout(std::time::Duration::from_millis(timeout), fut).await {
+        Ok(r) => r.map_err(ApiError::from_promql),
+        Err(_) => Err(ApiError {
+            error_type: "timeout",
+            message: "query timed out in expression evaluation".into(),
+        }),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(query))]
+pub(super) async fn query(
+    State(st): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let storage = match st.ready() {
+        Ok(s) => s.clone(),
+        Err(r) => return r,
+    };
+    let p = Params::from_request(&method, &uri, &headers, &body);
+    let result = async {
+        let q = p
+            .get("query")
+            .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is required"))?;
+        tracing::Span::current().record("query", q);
+        let t = p.time("time", Some(storage.now_ms()))?.expect("default");
+        let engine = Engine::new(storage, options(&p, &st)?);
+        let expr = Engine::parse(q).map_err(ApiError::from_promql)?;
+        let v = run(engine.instant(&expr, t), timeout_ms(&p, &st)?).await?;
+        let ann = engine.take_annotations();
+        Ok::<_, ApiError>(success_raw(
+            &json::instant(&v, t),
+            &ann.warnings,
+            &ann.infos,
+        ))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[tracing::instrument(skip_all, fields(query))]
+pub(super) async fn query_range(
+    State(st): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let storage = match st.ready() {
+        Ok(s) => s.clone(),
+        Err(r) => return r,
+    };
+    let p = Params::from_request(&method, &uri, &headers, &body);
+    let result = async {
+        let q = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is required"))?;
+        tracing::Span::current().record("query", q);
+        let start = p.time("start", None)?.ok_or_else(|| ApiError::bad_data("invalid parameter \"start\": cannot parse \"\" to a valid timestamp"))?;
+        let end = p.time("end", None)?.ok_or_else(|| ApiError::bad_data("invalid parameter \"end\": cannot parse \"\" to a valid timestamp"))?;
+        if end < start {
+            return Err(ApiError::bad_data("invalid parameter \"end\": end timestamp must not be before start time"));
+        }
+        let step = p.duration("step")?.ok_or_else(|| ApiError::bad_data("invalid parameter \"step\": cannot parse \"\" to a valid duration"))?;
+        if step <= 0 {
+            return Err(ApiError::bad_data(
+                "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+            ));
+        }
+        if (end - start) / step > MAX_POINTS {
+            return Err(ApiError::bad_data(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+            ));
+        }
+        let engine = Engine::new(storage, options(&p, &st)?);
+        let expr = Engine::parse(q).map_err(ApiError::from_promql)?;
+        let v = run(engine.range(&expr, start, end, step), timeout_ms(&p, &st)?).await?;
+        let ann = engine.take_annotations();
+        Ok::<_, ApiError>(success_raw(&json::range(&v, Steps::new(start, end, step)), &ann.warnings, &ann.infos))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub(super) async fn format_query(
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = Params::from_request(&method, &uri, &headers, &body);
+    let Some(q) = p.get("query") else {
+        return ApiError::bad_data("invalid parameter \"query\": query is required")
+            .into_response();
+    };
+    match Engine::parse(q) {
+        Ok(expr) => success(serde_json::Value::String(expr.to_string())),
+        Err(e) => ApiError::from_promql(e).into_response(),
+    }
+}
+
+/// Exemplars are not stored yet: a valid, empty answer (what Grafana's probe expects).
+pub(super) async fn query_exemplars(
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = Params::from_request(&method, &uri, &headers, &body);
+    match p.get("query").map(Engine::parse) {
+        None => {
+            ApiError::bad_data("invalid parameter \"query\": query is required").into_response()
+        }
+        Some(Err(e)) => ApiError::from_promql(e).into_response(),
+        Some(Ok(_)) => success(serde_json::json!([])),
+    }
+}

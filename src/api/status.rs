@@ -1,0 +1,117 @@
+//! Status and discovery endpoints that clients probe. Quiver has no scrape targets, rules or
+//! alertmanagers, so those answer valid empty lists.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use super::envelope::success;
+
+pub(super) async fn buildinfo() -> Response {
+    // No `features` map: Grafana would then take us for Mimir with a ruler.
+    success(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": "",
+        "branch": "",
+        "buildUser": "quiver",
+        "buildDate": "",
+        "goVersion": concat!("rust (quiver ", env!("CARGO_PKG_VERSION"), ")"),
+        "application": "quiver",
+    }))
+}
+
+pub(super) async fn runtimeinfo(State(st): State<AppState>) -> Response {
+    let (series, samples, _) = st.storage.get().map(|s| s.head_stats()).unwrap_or_default();
+    success(json!({
+        "startTime": st.started.to_rfc3339(),
+        "CWD": std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+        "reloadConfigSuccess": true,
+        "lastConfigTime": st.started.to_rfc3339(),
+        "corruptionCount": 0,
+        "goroutineCount": 0,
+        "GOMAXPROCS": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "GOGC": "",
+        "GODEBUG": "",
+        "storageRetention": st.retention.clone(),
+        "headSeries": series,
+        "headSamples": samples,
+    }))
+}
+
+pub(super) async fn flags(State(st): State<AppState>) -> Response {
+    success(json!({ "storage.tsdb.retention.time": st.retention.clone() }))
+}
+
+pub(super) async fn config() -> Response {
+    success(json!({ "yaml": "" }))
+}
+
+pub(super) async fn tsdb(State(st): State<AppState>) -> Response {
+    let storage = match st.ready() {
+        Ok(s) => s.clone(),
+        Err(r) => return r,
+    };
+    let (num_series, _samples, range) = storage.head_stats();
+    let all = storage.series_ids(&[], i64::MIN / 2, i64::MAX / 2);
+    let card = storage.catalog().cardinality(&all);
+    let top = |mut v: Vec<(String, u64)>| {
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(10);
+        v.into_iter()
+            .map(|(name, value)| json!({"name": name, "value": value}))
+            .collect::<Vec<_>>()
+    };
+    let by_metric: Vec<(String, u64)> = card
+        .iter()
+        .filter(|(n, _, _)| n == "__name__")
+        .map(|(_, v, c)| (v.clone(), *c))
+        .collect();
+    let mut values_per_label: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut bytes_per_label: std::collections::BTreeMap<String, u64> = Default::default();
+    for (n, v, c) in &card {
+        *values_per_label.entry(n.clone()).or_default() += 1;
+        *bytes_per_label.entry(n.clone()).or_default() += (v.len() as u64) * c;
+    }
+    let pairs: Vec<(String, u64)> = card
+        .iter()
+        .map(|(n, v, c)| (format!("{n}={v}"), *c))
+        .collect();
+    success(json!({
+        "headStats": {
+            "numSeries": num_series,
+            "chunkCount": 0,
+            "minTime": range.map_or(0, |r| r.0),
+            "maxTime": range.map_or(0, |r| r.1),
+        },
+        "seriesCountByMetricName": top(by_metric),
+        "labelValueCountByLabelName": top(values_per_label.into_iter().collect()),
+        "memoryInBytesByLabelName": top(bytes_per_label.into_iter().collect()),
+        "seriesCountByLabelValuePair": top(pairs),
+    }))
+}
+
+pub(super) async fn targets() -> Response {
+    success(json!({"activeTargets": [], "droppedTargets": []}))
+}
+
+pub(super) async fn rules() -> Response {
+    success(json!({"groups": []}))
+}
+
+pub(super) async fn alerts() -> Response {
+    success(json!({"alerts": []}))
+}
+
+pub(super) async fn alertmanagers() -> Response {
+    success(json!({"activeAlertmanagers": [], "droppedAlertmanagers": []}))
+}
+
+pub(super) async fn walreplay(State(st): State<AppState>) -> Response {
+    let done = st.storage.get().is_some();
+    success(json!({"min": 0, "max": 0, "current": if done { 0 } else { -1 }}))
+}
+
+pub(super) async fn not_found() -> Response {
+    (axum::http::StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+}

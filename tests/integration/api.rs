@@ -1,0 +1,293 @@
+//! The Prometheus HTTP API over a real socket, and `promtool` (Debian package `prometheus`)
+//! as a real client.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+async fn seed(url: &str, now: i64) -> i64 {
+    let client = reqwest::Client::new();
+    // Samples every 15 s over the last 10 minutes, offset from whole seconds.
+    let t0 = (now / 1000) * 1000 - 600_000 + 337;
+    let mut series = Vec::new();
+    for (job, inst) in [("api", "a:1"), ("api", "b:1"), ("db", "c:1")] {
+        let l = labels(&[
+            ("__name__", "quiver_http_requests_total"),
+            ("job", job),
+            ("instance", inst),
+        ]);
+        series.push((
+            l,
+            (0..40)
+                .map(|k| (t0 + k * 15_000, (k * 10) as f64))
+                .collect(),
+        ));
+    }
+    let l = labels(&[("__name__", "quiver_temp"), ("room", "x")]);
+    series.push((l, (0..40).map(|k| (t0 + k * 15_000, 20.5)).collect()));
+    assert_eq!(
+        post_write(&client, url, encode(&batch(series)))
+            .await
+            .status(),
+        204
+    );
+    t0
+}
+
+async fn get_json(url: &str) -> (u16, Value) {
+    let r = reqwest::get(url).await.unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&r.text().await.unwrap()).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_endpoints_answer_like_prometheus() {
+    let (_tmp, dir) = tempdir();
+    let server = Server::start(&dir, &[], &[]).await;
+    let now = now_ms();
+    let t0 = seed(&server.url, now).await;
+    let last = t0 + 39 * 15_000;
+    let at = last as f64 / 1000.0;
+
+    // Instant query: vector, values as strings, timestamps as numbers with 3 decimals.
+    let (s, v) = get_json(&format!(
+        "{}/api/v1/query?query=sum%20by%20(job)(quiver_http_requests_total)&time={at}",
+        server.url
+    ))
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["data"]["resultType"], "vector");
+    let mut res: Vec<(String, String)> = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["job"].as_str().unwrap().to_string(),
+                r["value"][1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    res.sort();
+    assert_eq!(
+        res,
+        vec![("api".into(), "780".into()), ("db".into(), "390".into())]
+    );
+    assert_eq!(v["data"]["result"][0]["value"][0].as_f64().unwrap(), at);
+    assert!(v.get("warnings").is_none(), "no empty warnings key");
+
+    // POST form, range query, matrix sorted by labels.
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/api/v1/query_range", server.url))
+        .form(&[
+            ("query", "rate(quiver_http_requests_total[1m])"),
+            ("start", &format!("{}", (t0 + 120_000) as f64 / 1000.0)),
+            ("end", &format!("{at}")),
+            ("step", "60"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let result = v["data"]["result"].as_array().unwrap();
+    assert_eq!(v["data"]["resultType"], "matrix");
+    assert_eq!(result.len(), 3);
+    let insts: Vec<&str> = result
+        .iter()
+        .map(|r| r["metric"]["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(insts, vec!["a:1", "b:1", "c:1"]);
+    assert!(
+        result[0]["metric"].get("__name__").is_none(),
+        "rate drops the metric name"
+    );
+    let first_val: f64 = result[0]["values"][0][1].as_str().unwrap().parse().unwrap();
+    assert!((first_val - 10.0 / 15.0).abs() < 1e-9, "{first_val}");
+
+    // Scalars and strings.
+    let (_, v) = get_json(&format!("{}/api/v1/query?query=1%2B1&time=4", server.url)).await;
+    assert_eq!(
+        v["data"],
+        serde_json::json!({"resultType": "scalar", "result": [4, "2"]})
+    );
+    let (_, v) = get_json(&format!(
+        "{}/api/v1/query?query=%22hello%22&time=4.5",
+        server.url
+    ))
+    .await;
+    assert_eq!(
+        v["data"],
+        serde_json::json!({"resultType": "string", "result": [4.5, "hello"]})
+    );
+
+    // Errors in the envelope with Prometheus's status codes.
+    let (s, v) = get_json(&format!("{}/api/v1/query?query=sum(", server.url)).await;
+    assert_eq!(s, 400);
+    assert_eq!(v["errorType"], "bad_data");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid parameter \"query\": "),
+        "{v}"
+    );
+    let (s, v) = get_json(&format!(
+        "{}/api/v1/query_range?query=up&start=10&end=5&step=1",
+        server.url
+    ))
+    .await;
+    assert_eq!((s, v["errorType"].as_str()), (400, Some("bad_data")));
+    let (s, v) = get_json(&format!(
+        "{}/api/v1/query_range?query=up&start=0&end=100000&step=1",
+        server.url
+    ))
+    .await;
+    assert_eq!(s, 400);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("exceeded maximum resolution of 11,000 points")
+    );
+    let (s, _) = get_json(&format!(
+        "{}/api/v1/query_range?query=up&start=0&end=10&step=0",
+        server.url
+    ))
+    .await;
+    assert_eq!(s, 400);
+    let (s, v) = get_json(&format!("{}/api/v1/query?query=quiver_temp%20%2B%20on()%20group_left%20quiver_http_requests_total&time={at}", server.url)).await;
+    assert_eq!(
+        (s, v["errorType"].as_str()),
+        (422, Some("execution")),
+        "{v}"
+    );
+    let r = client
+        .post(format!("{}/api/v1/label/job/values", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let r = client
+        .get(format!("{}/api/v1/nope", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Metadata from the index.
+    let (_, v) = get_json(&format!("{}/api/v1/labels", server.url)).await;
+    assert_eq!(
+        v["data"],
+        serde_json::json!(["__name__", "instance", "job", "room"])
+    );
+    let (_, v) = get_json(&format!("{}/api/v1/label/job/values", server.url)).await;
+    assert_eq!(v["data"], serde_json::json!(["api", "db"]));
+    let (_, v) = get_json(&format!(
+        "{}/api/v1/label/__name__/values?match[]=%7Broom%3D%22x%22%7D",
+        server.url
+    ))
+    .await;
+    assert_eq!(v["data"], serde_json::json!(["quiver_temp"]));
+    let (_, v) = get_json(&format!(
+        "{}/api/v1/series?match[]=quiver_http_requests_total%7Bjob%3D%22api%22%7D&limit=1",
+        server.url
+    ))
+    .await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        v["warnings"],
+        serde_json::json!(["results truncated due to limit"])
+    );
+    let (s, _) = get_json(&format!("{}/api/v1/series", server.url)).await;
+    assert_eq!(s, 400);
+    let (s, v) = get_json(&format!("{}/api/v1/status/buildinfo", server.url)).await;
+    assert_eq!(s, 200);
+    assert!(v["data"]["version"].is_string());
+    assert!(v["data"].get("features").is_none());
+
+    // gzip when asked.
+    let r = client
+        .get(format!("{}/api/v1/labels", server.url))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()
+            .get("content-encoding")
+            .map(|h| h.to_str().unwrap()),
+        Some("gzip")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_is_a_happy_client() {
+    if Command::new("promtool").arg("--version").output().is_err() {
+        assert!(std::env::var("CI").is_err(), "promtool is required in CI");
+        eprintln!(
+            "SKIPPED promtool_is_a_happy_client: promtool not installed (apt-get install prometheus)"
+        );
+        return;
+    }
+    let (_tmp, dir) = tempdir();
+    let server = Server::start(&dir, &[], &[]).await;
+    let t0 = seed(&server.url, now_ms()).await;
+    let last = (t0 + 39 * 15_000) as f64 / 1000.0;
+    let promtool = |args: &[&str]| {
+        let out = Command::new("promtool")
+            .arg("query")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let at = format!("{last}");
+    let out = promtool(&[
+        "instant",
+        "--time",
+        &at,
+        &server.url,
+        "sum by (job) (quiver_http_requests_total)",
+    ]);
+    assert!(out.contains("{job=\"api\"} => 780 @["), "{out}");
+    assert!(out.contains("{job=\"db\"} => 390 @["), "{out}");
+    let start = format!("{}", last - 120.0);
+    let out = promtool(&[
+        "range",
+        "--start",
+        &start,
+        "--end",
+        &at,
+        "--step",
+        "1m",
+        &server.url,
+        "quiver_temp",
+    ]);
+    assert!(out.contains("quiver_temp{room=\"x\"} =>"), "{out}");
+    assert_eq!(out.matches("20.5 @[").count(), 3, "{out}");
+    let out = promtool(&[
+        "series",
+        "--match",
+        "quiver_http_requests_total{job=\"db\"}",
+        &server.url,
+    ]);
+    assert_eq!(
+        out.trim(),
+        "{__name__=\"quiver_http_requests_total\", instance=\"c:1\", job=\"db\"}"
+    );
+    let out = promtool(&["labels", &server.url, "job"]);
+    assert_eq!(out.trim(), "api\ndb");
+}
