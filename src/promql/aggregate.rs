@@ -146,6 +146,50 @@ impl Engine {
                 }
                 Ok(Value::Vector(out))
             }
+            "limitk" | "limit_ratio" => {
+                let k = scalar_param("parameter")?;
+                if k.iter().any(|x| x.is_nan()) {
+                    return Err(PromqlError::exec(if op == "limitk" {
+                        "Parameter value is NaN"
+                    } else {
+                        "Ratio value is NaN"
+                    }));
+                }
+                if op == "limit_ratio" {
+                    return Err(PromqlError::exec("limit_ratio is not supported yet"));
+                }
+                // The first k series of each group in label order, per step.
+                let mut order: Vec<usize> = (0..input.len()).collect();
+                order.sort_by(|a, b| input[*a].labels.cmp(&input[*b].labels));
+                let mut keep = vec![vec![false; n]; input.len()];
+                for i in 0..n {
+                    let mut taken: HashMap<usize, usize> = HashMap::new();
+                    for &si in &order {
+                        if input[si].vals[i].is_some() {
+                            let t = taken.entry(group_of[si]).or_default();
+                            if (*t as f64) < k[i] {
+                                *t += 1;
+                                keep[si][i] = true;
+                            }
+                        }
+                    }
+                }
+                let out = input
+                    .into_iter()
+                    .enumerate()
+                    .map(|(si, s)| Series {
+                        labels: s.labels,
+                        vals: s
+                            .vals
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| if keep[si][i] { *v } else { None })
+                            .collect(),
+                    })
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                Ok(Value::Vector(out))
+            }
             "count_values" => {
                 let label = match &param {
                     Some(Value::String(s)) => s.clone(),

@@ -41,6 +41,8 @@ pub(super) struct Ctx {
     pub lookback: i64,
     /// A range query (as opposed to an instant query), for annotations.
     pub is_range: bool,
+    /// The query's step in ms (0 for instant queries), for `step()`.
+    pub query_step: i64,
 }
 
 /// Warnings and infos collected while evaluating, as Prometheus's annotations.
@@ -114,6 +116,7 @@ impl Engine {
             query_end: t,
             lookback: self.opts.lookback_ms,
             is_range: false,
+            query_step: 0,
         };
         let v = match expr {
             // A range vector at the top of an instant query returns raw samples.
@@ -163,6 +166,7 @@ impl Engine {
             query_end: end,
             lookback: self.opts.lookback_ms,
             is_range: true,
+            query_step: step,
         };
         self.eval(expr, ctx).await
     }

@@ -167,6 +167,32 @@ impl Engine {
                 ctx.steps.iter().map(|t| t as f64 / 1000.0).collect(),
             )),
             "pi" => Ok(Value::Scalar(vec![std::f64::consts::PI; n])),
+            "start" => Ok(Value::Scalar(vec![ctx.query_start as f64 / 1000.0; n])),
+            "end" => Ok(Value::Scalar(vec![ctx.query_end as f64 / 1000.0; n])),
+            "range" => Ok(Value::Scalar(vec![
+                (ctx.query_end - ctx.query_start) as f64
+                    / 1000.0;
+                n
+            ])),
+            "step" => Ok(Value::Scalar(vec![ctx.query_step as f64 / 1000.0; n])),
+            "min_of" | "max_of" => {
+                let a = scalar_arg(self.eval(&args[0], ctx).await?, name)?;
+                let b = scalar_arg(self.eval(&args[1], ctx).await?, name)?;
+                Ok(Value::Scalar(
+                    a.iter()
+                        .zip(&b)
+                        .map(|(&x, &y)| {
+                            if x.is_nan() || y.is_nan() {
+                                f64::NAN
+                            } else if name == "min_of" {
+                                x.min(y)
+                            } else {
+                                x.max(y)
+                            }
+                        })
+                        .collect(),
+                ))
+            }
             "vector" => {
                 let v = scalar_arg(self.eval(&args[0], ctx).await?, name)?;
                 Ok(Value::Vector(vec![Series {
@@ -413,6 +439,11 @@ impl Engine {
             }
             "sort_by_label" | "sort_by_label_desc" => {
                 let mut vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
+                if n > 1 || ctx.is_range {
+                    self.warn(
+                        "sort is ineffective for range queries since results are always ordered by labels".into(),
+                    );
+                }
                 let names: Vec<String> = args[1..]
                     .iter()
                     .map(|a| string_arg(a))
@@ -529,7 +560,11 @@ impl Engine {
                     "last_over_time" => w.vals.last().copied(),
                     "first_over_time" => w.vals.first().copied(),
                     "present_over_time" => Some(1.0),
-                    "mad_over_time" => Some(rf::mad(w.vals)),
+                    "mad_over_time" => Some(if w.vals.iter().any(|v| v.is_nan()) {
+                        f64::NAN
+                    } else {
+                        rf::mad(w.vals)
+                    }),
                     "quantile_over_time" => Some(rf::quantile(p1[i], &mut w.vals.to_vec())),
                     "double_exponential_smoothing" | "holt_winters" => {
                         rf::double_exp_smoothing(w.vals, p1[i], p2[i])
@@ -626,9 +661,40 @@ fn absent_result(arg: &Expr, present: &[bool]) -> Vec<Series> {
     }]
 }
 
-/// Natural ordering used by sort_by_label (digits compared numerically).
+/// Natural ordering used by sort_by_label: runs of digits compare numerically.
 fn natord(a: &str, b: &str) -> std::cmp::Ordering {
-    a.cmp(b)
+    use std::cmp::Ordering;
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].is_ascii_digit() && b[j].is_ascii_digit() {
+            let si = i;
+            while i < a.len() && a[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            let na = std::str::from_utf8(&a[si..i])
+                .unwrap_or("")
+                .trim_start_matches('0');
+            let nb = std::str::from_utf8(&b[sj..j])
+                .unwrap_or("")
+                .trim_start_matches('0');
+            let o = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+            if o != Ordering::Equal {
+                return o;
+            }
+        } else {
+            if a[i] != b[j] {
+                return a[i].cmp(&b[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (a.len() - i).cmp(&(b.len() - j))
 }
 
 impl Engine {

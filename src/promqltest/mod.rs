@@ -89,19 +89,23 @@ pub async fn run_file(
     let mut storage = fresh_storage().await?;
     let mut counts = Counts::default();
     let mut histograms_loaded = false;
+    let mut histogram_series: Vec<crate::model::Labels> = Vec::new();
     for cmd in cmds {
         match cmd {
             Command::Clear => {
                 storage = fresh_storage().await?;
                 histograms_loaded = false;
+                histogram_series.clear();
             }
             Command::Load {
                 interval,
                 series,
                 histograms,
+                histogram_series: hs,
                 ..
             } => {
                 histograms_loaded |= histograms;
+                histogram_series.extend(hs);
                 let mut batch = WriteBatch::default();
                 for (labels, points) in series {
                     let samples: Vec<(i64, f64)> = points
@@ -123,7 +127,13 @@ pub async fn run_file(
                     .as_ref()
                     .and_then(|r| index.and_then(|(i, _)| i.get(&(r.clone(), ev.line))))
                     .copied();
-                let outcome = if ev.histograms || (histograms_loaded && touches_histograms(&ev)) {
+                // Native-histogram samples are not stored: an eval that selects a series
+                // holding them cannot be evaluated faithfully.
+                let reads_histograms = selects_any(&ev.expr, &histogram_series);
+                let outcome = if ev.histograms
+                    || reads_histograms
+                    || (histograms_loaded && touches_histograms(&ev))
+                {
                     Outcome::Skip("needs native histograms".into())
                 } else {
                     run_eval(&storage, &ev).await
@@ -154,6 +164,49 @@ pub async fn run_file(
         }
     }
     Ok(counts)
+}
+
+/// Whether any selector of `expr` matches one of `series`.
+fn selects_any(expr: &str, series: &[crate::model::Labels]) -> bool {
+    use promql_parser::parser::Expr;
+    fn walk<'a>(e: &'a Expr, out: &mut Vec<&'a promql_parser::parser::VectorSelector>) {
+        match e {
+            Expr::Aggregate(a) => {
+                walk(&a.expr, out);
+                if let Some(p) = &a.param {
+                    walk(p, out);
+                }
+            }
+            Expr::Unary(u) => walk(&u.expr, out),
+            Expr::Binary(b) => {
+                walk(&b.lhs, out);
+                walk(&b.rhs, out);
+            }
+            Expr::Paren(p) => walk(&p.expr, out),
+            Expr::Subquery(s) => walk(&s.expr, out),
+            Expr::VectorSelector(vs) => out.push(vs),
+            Expr::MatrixSelector(ms) => out.push(&ms.vs),
+            Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, out)),
+            _ => {}
+        }
+    }
+    if series.is_empty() {
+        return false;
+    }
+    let Ok(parsed) = promql_parser::parser::parse(expr) else {
+        return false;
+    };
+    let mut selectors = Vec::new();
+    walk(&parsed, &mut selectors);
+    selectors.iter().any(|vs| {
+        crate::promql::selector_matchers(vs).is_ok_and(|sets| {
+            sets.iter().any(|set| {
+                series
+                    .iter()
+                    .any(|l| set.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
+            })
+        })
+    })
 }
 
 /// Heuristic for evals after a native-histogram load: functions that only make sense on them.

@@ -14,6 +14,8 @@ pub enum Command {
         interval: i64,
         series: Vec<(Labels, Points)>,
         histograms: bool,
+        /// Series with native-histogram samples (which are not stored).
+        histogram_series: Vec<Labels>,
     },
     Eval(Eval),
 }
@@ -104,6 +106,7 @@ pub fn parse(text: &str) -> Result<Vec<Command>, String> {
             "load" | "load_with_nhcb" => {
                 let interval = dur(line[word.len()..].trim(), lno)?;
                 let mut series: Vec<(Labels, Points)> = Vec::new();
+                let mut histogram_series: Vec<Labels> = Vec::new();
                 let mut histograms = word == "load_with_nhcb";
                 for (ln, b) in &body {
                     if b.contains("{{") {
@@ -119,6 +122,9 @@ pub fn parse(text: &str) -> Result<Vec<Command>, String> {
                     }
                     let (labels, points) =
                         parse_series(b).map_err(|e| format!("line {ln}: {e}"))?;
+                    if b.contains("{{") {
+                        histogram_series.push(labels.clone());
+                    }
                     if let Some(existing) = series.iter_mut().find(|(l, _)| *l == labels) {
                         existing.1 = points;
                     } else {
@@ -130,6 +136,7 @@ pub fn parse(text: &str) -> Result<Vec<Command>, String> {
                     interval,
                     series,
                     histograms,
+                    histogram_series,
                 });
             }
             w if w.starts_with("eval") => {
