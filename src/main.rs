@@ -43,6 +43,22 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Show how a PromQL range query executes (its DataFusion physical plan, if it has one).
+    Explain {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Range start (Unix seconds or RFC 3339) [default: end - 1h]
+        #[arg(long)]
+        start: Option<String>,
+        /// Range end (Unix seconds or RFC 3339) [default: now]
+        #[arg(long)]
+        end: Option<String>,
+        /// Step (seconds or a Prometheus duration)
+        #[arg(long, default_value = "60s")]
+        step: String,
+        /// The PromQL expression
+        query: String,
+    },
     /// Run SQL over the stored samples (tables `series`, `samples`; views in sql/views.sql).
     Sql {
         #[command(flatten)]
@@ -90,6 +106,33 @@ fn main() {
                 import(storage, &timestamps, files).await
             }
             Command::Promqltest { quiet, files } => promqltest(quiet, files).await,
+            Command::Explain {
+                storage,
+                start,
+                end,
+                step,
+                query,
+            } => {
+                use quiver::api::params::{parse_duration, parse_time};
+                let r = config::resolve_storage(&storage, &Default::default())?;
+                let store = objstore::build(r.url.as_deref(), &r.data_dir, &r.s3)?;
+                let mut opts = r.options();
+                opts.read_only = true;
+                let storage = Arc::new(Storage::open(opts, store).await?);
+                let end = match end {
+                    Some(e) => parse_time(&e).map_err(anyhow::Error::msg)?,
+                    None => storage.now_ms(),
+                };
+                let start = match start {
+                    Some(s) => parse_time(&s).map_err(anyhow::Error::msg)?,
+                    None => end - 3_600_000,
+                };
+                let step = parse_duration(&step).map_err(anyhow::Error::msg)?;
+                let engine = quiver::promql::Engine::new(storage, Default::default());
+                let expr = quiver::promql::Engine::parse(&query)?;
+                print!("{}", engine.explain(&expr, start, end, step).await?);
+                Ok(())
+            }
             Command::Sql {
                 storage,
                 format,

@@ -20,6 +20,10 @@ pub struct QueryOptions {
     pub default_subquery_step_ms: i64,
     /// Most samples a query may load.
     pub max_samples: usize,
+    /// Memory pool of the DataFusion part of a query, in bytes.
+    pub memory_limit_bytes: usize,
+    /// Parallelism of DataFusion plans (output partitions of scans).
+    pub partitions: usize,
 }
 
 impl Default for QueryOptions {
@@ -28,6 +32,10 @@ impl Default for QueryOptions {
             lookback_ms: 300_000,
             default_subquery_step_ms: 60_000,
             max_samples: 50_000_000,
+            memory_limit_bytes: 1 << 30,
+            partitions: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
         }
     }
 }

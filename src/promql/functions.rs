@@ -534,61 +534,13 @@ impl Engine {
                     end,
                     range_ms: input.range_ms,
                 };
-                o.vals[i] = match name {
-                    "rate" => rf::extrapolated_rate(&w, true, true),
-                    "increase" => rf::extrapolated_rate(&w, true, false),
-                    "delta" => rf::extrapolated_rate(&w, false, false),
-                    "irate" => rf::instant_value(&w, true),
-                    "idelta" => rf::instant_value(&w, false),
-                    "deriv" => {
-                        (w.ts.len() >= 2).then(|| rf::linear_regression(w.ts, w.vals, w.ts[0]).0)
-                    }
-                    "predict_linear" => (w.ts.len() >= 2).then(|| {
-                        let (slope, intercept) =
-                            rf::linear_regression(w.ts, w.vals, ctx.steps.at(i));
-                        slope * p1[i] + intercept
-                    }),
-                    "resets" => Some(rf::resets(w.vals)),
-                    "changes" => Some(rf::changes(w.vals)),
-                    "avg_over_time" => Some(rf::avg(w.vals)),
-                    "min_over_time" => Some(rf::min(w.vals)),
-                    "max_over_time" => Some(rf::max(w.vals)),
-                    "sum_over_time" => Some(rf::sum(w.vals)),
-                    "count_over_time" => Some(w.vals.len() as f64),
-                    "stddev_over_time" => Some(rf::variance(w.vals).sqrt()),
-                    "stdvar_over_time" => Some(rf::variance(w.vals)),
-                    "last_over_time" => w.vals.last().copied(),
-                    "first_over_time" => w.vals.first().copied(),
-                    "present_over_time" => Some(1.0),
-                    "mad_over_time" => Some(if w.vals.iter().any(|v| v.is_nan()) {
-                        f64::NAN
-                    } else {
-                        rf::mad(w.vals)
-                    }),
-                    "quantile_over_time" => Some(rf::quantile(p1[i], &mut w.vals.to_vec())),
-                    "double_exponential_smoothing" | "holt_winters" => {
-                        rf::double_exp_smoothing(w.vals, p1[i], p2[i])
-                    }
-                    "ts_of_last_over_time" => w.ts.last().map(|t| *t as f64 / 1000.0),
-                    "ts_of_first_over_time" => w.ts.first().map(|t| *t as f64 / 1000.0),
-                    "ts_of_max_over_time" | "ts_of_min_over_time" => {
-                        let mut best: Option<(f64, i64)> = None;
-                        for (&t, &v) in w.ts.iter().zip(w.vals) {
-                            let better = match best {
-                                None => true,
-                                Some((b, _)) if name == "ts_of_max_over_time" => {
-                                    v >= b || b.is_nan()
-                                }
-                                Some((b, _)) => v <= b || b.is_nan(),
-                            };
-                            if better {
-                                best = Some((v, t));
-                            }
-                        }
-                        best.map(|(_, t)| t as f64 / 1000.0)
-                    }
-                    _ => None,
-                };
+                o.vals[i] = window_value(
+                    name,
+                    &w,
+                    p1.get(i).copied().unwrap_or(f64::NAN),
+                    p2.get(i).copied().unwrap_or(f64::NAN),
+                    ctx.steps.at(i),
+                );
             }
             if !o.is_empty() {
                 out.push(o);
@@ -848,4 +800,58 @@ fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
         rank -= merged[b - 1].1;
     }
     (start + (end - start) * (rank / count), forced)
+}
+
+/// The value of range function `name` over one window (`t` is the evaluation time;
+/// `p1`/`p2` the scalar parameters at that step). Shared by the evaluator and the
+/// DataFusion range-function operator.
+pub(super) fn window_value(name: &str, w: &Window, p1: f64, p2: f64, t: i64) -> Option<f64> {
+    match name {
+        "rate" => rf::extrapolated_rate(w, true, true),
+        "increase" => rf::extrapolated_rate(w, true, false),
+        "delta" => rf::extrapolated_rate(w, false, false),
+        "irate" => rf::instant_value(w, true),
+        "idelta" => rf::instant_value(w, false),
+        "deriv" => (w.ts.len() >= 2).then(|| rf::linear_regression(w.ts, w.vals, w.ts[0]).0),
+        "predict_linear" => (w.ts.len() >= 2).then(|| {
+            let (slope, intercept) = rf::linear_regression(w.ts, w.vals, t);
+            slope * p1 + intercept
+        }),
+        "resets" => Some(rf::resets(w.vals)),
+        "changes" => Some(rf::changes(w.vals)),
+        "avg_over_time" => Some(rf::avg(w.vals)),
+        "min_over_time" => Some(rf::min(w.vals)),
+        "max_over_time" => Some(rf::max(w.vals)),
+        "sum_over_time" => Some(rf::sum(w.vals)),
+        "count_over_time" => Some(w.vals.len() as f64),
+        "stddev_over_time" => Some(rf::variance(w.vals).sqrt()),
+        "stdvar_over_time" => Some(rf::variance(w.vals)),
+        "last_over_time" => w.vals.last().copied(),
+        "first_over_time" => w.vals.first().copied(),
+        "present_over_time" => Some(1.0),
+        "mad_over_time" => Some(if w.vals.iter().any(|v| v.is_nan()) {
+            f64::NAN
+        } else {
+            rf::mad(w.vals)
+        }),
+        "quantile_over_time" => Some(rf::quantile(p1, &mut w.vals.to_vec())),
+        "double_exponential_smoothing" | "holt_winters" => rf::double_exp_smoothing(w.vals, p1, p2),
+        "ts_of_last_over_time" => w.ts.last().map(|t| *t as f64 / 1000.0),
+        "ts_of_first_over_time" => w.ts.first().map(|t| *t as f64 / 1000.0),
+        "ts_of_max_over_time" | "ts_of_min_over_time" => {
+            let mut best: Option<(f64, i64)> = None;
+            for (&t, &v) in w.ts.iter().zip(w.vals) {
+                let better = match best {
+                    None => true,
+                    Some((b, _)) if name == "ts_of_max_over_time" => v >= b || b.is_nan(),
+                    Some((b, _)) => v <= b || b.is_nan(),
+                };
+                if better {
+                    best = Some((v, t));
+                }
+            }
+            best.map(|(_, t)| t as f64 / 1000.0)
+        }
+        _ => None,
+    }
 }

@@ -7,6 +7,7 @@ mod aggregate;
 mod binary;
 mod error;
 mod eval;
+mod exec;
 mod functions;
 mod range_fns;
 mod selector;

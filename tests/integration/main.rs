@@ -6,6 +6,7 @@ mod compaction;
 mod crash;
 mod promql_conformance;
 mod promql_fuzz;
+mod promql_plan;
 mod remote_write;
 mod s3;
 mod sql_examples;
