@@ -8,6 +8,7 @@ pub mod json;
 mod metadata;
 pub mod params;
 mod query;
+mod remote_read;
 mod status;
 
 pub use envelope::ApiError;
@@ -117,6 +118,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/alerts", get(status::alerts))
         .route("/api/v1/alertmanagers", get(status::alertmanagers))
         .route("/api/v1/write", post(ingest::remote_write))
+        .route("/api/v1/read", post(remote_read::read))
         .route("/api/v1/import/prometheus", post(ingest::import_prometheus))
         .route("/-/healthy", get(|| async { "Quiver is Healthy.\n" }))
         .route("/-/ready", get(ready))

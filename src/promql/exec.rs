@@ -137,7 +137,7 @@ impl DisplayAs for RangeFnExec {
 }
 
 /// Series are read and computed in chunks of this many, one output batch each.
-const CHUNK: usize = 256;
+const CHUNK: usize = 4096;
 
 impl ExecutionPlan for RangeFnExec {
     fn name(&self) -> &str {
