@@ -8,7 +8,11 @@ use crate::support::*;
 
 async fn json(r: reqwest::Response) -> (u16, Value) {
     let s = r.status().as_u16();
-    let ct = r.headers().get("content-type").map(|h| h.to_str().unwrap().to_string()).unwrap_or_default();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|h| h.to_str().unwrap().to_string())
+        .unwrap_or_default();
     assert!(ct.starts_with("application/json"), "content type {ct}");
     (s, serde_json::from_str(&r.text().await.unwrap()).unwrap())
 }
@@ -21,21 +25,50 @@ async fn grafana_requests_get_what_grafana_parses() {
     let now = now_ms();
     let t0 = now - 600_000 + 337;
     let series = vec![
-        (labels(&[("__name__", "grafana_req_total"), ("job", "web"), ("code", "200")]), (0..40).map(|k| (t0 + k * 15_000, k as f64)).collect()),
-        (labels(&[("__name__", "grafana_req_total"), ("job", "web"), ("code", "500")]), (0..40).map(|k| (t0 + k * 15_000, 1.0)).collect()),
+        (
+            labels(&[
+                ("__name__", "grafana_req_total"),
+                ("job", "web"),
+                ("code", "200"),
+            ]),
+            (0..40).map(|k| (t0 + k * 15_000, k as f64)).collect(),
+        ),
+        (
+            labels(&[
+                ("__name__", "grafana_req_total"),
+                ("job", "web"),
+                ("code", "500"),
+            ]),
+            (0..40).map(|k| (t0 + k * 15_000, 1.0)).collect(),
+        ),
     ];
-    assert_eq!(post_write(&c, &server.url, encode(&batch(series))).await.status(), 204);
+    assert_eq!(
+        post_write(&c, &server.url, encode(&batch(series)))
+            .await
+            .status(),
+        204
+    );
     let u = |p: &str| format!("{}{p}", server.url);
 
     // Health check: instant `1+1` at time=4 (POST form), then buildinfo.
-    let (s, v) = json(c.post(u("/api/v1/query")).form(&[("query", "1+1"), ("time", "4")]).send().await.unwrap()).await;
+    let (s, v) = json(
+        c.post(u("/api/v1/query"))
+            .form(&[("query", "1+1"), ("time", "4")])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(v["data"]["resultType"], "scalar");
     assert_eq!(v["data"]["result"], serde_json::json!([4, "2"]));
     let (s, v) = json(c.get(u("/api/v1/status/buildinfo")).send().await.unwrap()).await;
     assert_eq!(s, 200);
     assert!(v["data"]["version"].as_str().is_some_and(|x| !x.is_empty()));
-    assert!(v["data"].get("features").is_none(), "a features map makes Grafana assume Mimir");
+    assert!(
+        v["data"].get("features").is_none(),
+        "a features map makes Grafana assume Mimir"
+    );
 
     // Panel queries: POST form with float-second times and step.
     let (start, end) = ((t0 as f64) / 1000.0 + 60.0, now as f64 / 1000.0);
@@ -60,21 +93,65 @@ async fn grafana_requests_get_what_grafana_parses() {
             assert!(p[0].is_number() && p[1].is_string(), "{p}");
         }
     }
-    let (s, v) = json(c.post(u("/api/v1/query")).form(&[("query", "grafana_req_total"), ("time", &format!("{end:.3}"))]).send().await.unwrap()).await;
+    let (s, v) = json(
+        c.post(u("/api/v1/query"))
+            .form(&[
+                ("query", "grafana_req_total"),
+                ("time", &format!("{end:.3}")),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((s, v["data"]["result"].as_array().unwrap().len()), (200, 2));
 
     // Label browser and variables: integer-second start/end, limit=40000, optional match[].
     let (is, ie) = ((now / 1000 - 3600).to_string(), (now / 1000).to_string());
-    let q = [("start", is.as_str()), ("end", ie.as_str()), ("limit", "40000")];
+    let q = [
+        ("start", is.as_str()),
+        ("end", ie.as_str()),
+        ("limit", "40000"),
+    ];
     let (_, v) = json(c.get(u("/api/v1/labels")).query(&q).send().await.unwrap()).await;
     assert_eq!(v["data"], serde_json::json!(["__name__", "code", "job"]));
-    let (_, v) = json(c.get(u("/api/v1/label/code/values")).query(&q).query(&[("match[]", "grafana_req_total{job=\"web\"}")]).send().await.unwrap()).await;
+    let (_, v) = json(
+        c.get(u("/api/v1/label/code/values"))
+            .query(&q)
+            .query(&[("match[]", "grafana_req_total{job=\"web\"}")])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(v["data"], serde_json::json!(["200", "500"]));
-    let (_, v) = json(c.get(u("/api/v1/label/__name__/values")).query(&q).send().await.unwrap()).await;
+    let (_, v) = json(
+        c.get(u("/api/v1/label/__name__/values"))
+            .query(&q)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(v["data"], serde_json::json!(["grafana_req_total"]));
-    let (_, v) = json(c.get(u("/api/v1/series")).query(&q).query(&[("match[]", "{__name__!=\"\"}")]).send().await.unwrap()).await;
+    let (_, v) = json(
+        c.get(u("/api/v1/series"))
+            .query(&q)
+            .query(&[("match[]", "{__name__!=\"\"}")])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
-    let (_, v) = json(c.post(u("/api/v1/labels")).form(&[("start", is.as_str()), ("end", ie.as_str())]).send().await.unwrap()).await;
+    let (_, v) = json(
+        c.post(u("/api/v1/labels"))
+            .form(&[("start", is.as_str()), ("end", ie.as_str())])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(v["status"], "success");
 
     // Metadata, rules, exemplars (start/end in milliseconds must not be rejected).
@@ -83,6 +160,13 @@ async fn grafana_requests_get_what_grafana_parses() {
     let (s, v) = json(c.get(u("/api/v1/rules")).send().await.unwrap()).await;
     assert_eq!((s, &v["data"]["groups"]), (200, &serde_json::json!([])));
     let (ms_s, ms_e) = ((now - 3_600_000).to_string(), now.to_string());
-    let (s, v) = json(c.get(u("/api/v1/query_exemplars")).query(&[("query", "test"), ("start", &ms_s), ("end", &ms_e)]).send().await.unwrap()).await;
+    let (s, v) = json(
+        c.get(u("/api/v1/query_exemplars"))
+            .query(&[("query", "test"), ("start", &ms_s), ("end", &ms_e)])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((s, &v["data"]), (200, &serde_json::json!([])));
 }

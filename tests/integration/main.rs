@@ -4,6 +4,7 @@ mod api;
 mod bad_input;
 mod compaction;
 mod crash;
+mod differential;
 mod grafana;
 mod prometheus_peer;
 mod promql_conformance;
