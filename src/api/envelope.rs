@@ -73,6 +73,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        super::metrics::METRICS
+            .api_errors
+            .with_label_values(&[self.error_type])
+            .inc();
         if status.is_server_error() {
             tracing::error!(error_type = self.error_type, error = %self.message, "API error");
         } else {

@@ -6,6 +6,7 @@ mod envelope;
 mod ingest;
 pub mod json;
 mod metadata;
+pub mod metrics;
 pub mod params;
 mod query;
 mod remote_read;
@@ -122,7 +123,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/import/prometheus", post(ingest::import_prometheus))
         .route("/-/healthy", get(|| async { "Quiver is Healthy.\n" }))
         .route("/-/ready", get(ready))
-        .fallback(status::not_found);
+        .route("/metrics", get(metrics::metrics))
+        .fallback(status::not_found)
+        .route_layer(axum::middleware::from_fn(metrics::track));
     api.layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(tower_http::cors::CorsLayer::permissive())
         .layer(tower_http::compression::CompressionLayer::new())

@@ -12,5 +12,6 @@ mod promql_fuzz;
 mod promql_plan;
 mod remote_write;
 mod s3;
+mod self_metrics;
 mod sql_examples;
 mod support;

@@ -81,8 +81,10 @@ async fn prometheus_remote_writes_and_remote_reads() {
     );
 
     let port = free_port();
+    let quiver_target = quiver.url.trim_start_matches("http://").to_string();
     let config = format!(
         "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n\
+         \x20 - job_name: quiver\n    static_configs:\n      - targets: ['{quiver_target}']\n\
          remote_write:\n  - url: {q}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n\
          remote_read:\n  - url: {q}/api/v1/read\n    read_recent: true\n",
         q = quiver.url

@@ -1,0 +1,181 @@
+//! Quiver's own metrics at `/metrics`, in the Prometheus text exposition format (via the
+//! `prometheus` crate): request latency by route, API errors by type, ingest, WAL, head,
+//! blocks, flushes and compactions.
+
+use std::sync::LazyLock;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use super::AppState;
+
+/// Process-wide metrics (one server per process).
+pub struct Metrics {
+    registry: Registry,
+    pub request_duration: HistogramVec,
+    pub api_errors: IntCounterVec,
+    samples_appended: IntCounter,
+    wal_fsyncs: IntCounter,
+    wal_fsync_seconds: prometheus::Counter,
+    flushes: IntCounter,
+    compactions: IntCounter,
+    blocks_deleted: IntCounter,
+    head_series: IntGauge,
+    head_samples: IntGauge,
+    blocks: IntGauge,
+    block_bytes: IntGauge,
+    series: IntGauge,
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let r = Registry::new();
+    let request_duration = HistogramVec::new(
+        HistogramOpts::new(
+            "quiver_http_request_duration_seconds",
+            "HTTP request latency by route and status code.",
+        )
+        .buckets(vec![
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ]),
+        &["handler", "code"],
+    )
+    .expect("valid metric");
+    r.register(Box::new(request_duration.clone()))
+        .expect("unique metric");
+    let api_errors = IntCounterVec::new(
+        Opts::new(
+            "quiver_api_errors_total",
+            "API errors by Prometheus errorType.",
+        ),
+        &["error_type"],
+    )
+    .expect("valid metric");
+    r.register(Box::new(api_errors.clone()))
+        .expect("unique metric");
+    Metrics {
+        request_duration,
+        api_errors,
+        samples_appended: counter(
+            &r,
+            "quiver_ingested_samples_total",
+            "Samples made durable and visible.",
+        ),
+        wal_fsyncs: counter(&r, "quiver_wal_fsyncs_total", "WAL fsyncs (group commits)."),
+        wal_fsync_seconds: {
+            let c = prometheus::Counter::new(
+                "quiver_wal_fsync_seconds_total",
+                "Time spent in WAL fsyncs.",
+            )
+            .expect("valid metric");
+            r.register(Box::new(c.clone())).expect("unique metric");
+            c
+        },
+        flushes: counter(&r, "quiver_head_flushes_total", "Head flushes to blocks."),
+        compactions: counter(
+            &r,
+            "quiver_compactions_total",
+            "Blocks written by compaction.",
+        ),
+        blocks_deleted: counter(
+            &r,
+            "quiver_blocks_deleted_total",
+            "Blocks deleted by compaction or retention.",
+        ),
+        head_series: gauge(&r, "quiver_head_series", "Series with samples in the head."),
+        head_samples: gauge(&r, "quiver_head_samples", "Samples in the head."),
+        blocks: gauge(&r, "quiver_blocks", "Loaded blocks."),
+        block_bytes: gauge(&r, "quiver_block_bytes", "Bytes of loaded blocks."),
+        series: gauge(
+            &r,
+            "quiver_catalog_series",
+            "Series known to the label index.",
+        ),
+        registry: r,
+    }
+});
+
+/// Brings a counter up to a monotonic value read from storage statistics.
+fn catch_up(c: &IntCounter, value: u64) {
+    let cur = c.get();
+    if value > cur {
+        c.inc_by(value - cur);
+    }
+}
+
+/// `GET /metrics`.
+pub(super) async fn metrics(State(st): State<AppState>) -> Response {
+    let m = &*METRICS;
+    if let Some(s) = st.storage.get() {
+        let stats = s.stats();
+        catch_up(
+            &m.samples_appended,
+            stats.samples_appended.load(Ordering::Relaxed),
+        );
+        catch_up(&m.wal_fsyncs, stats.wal_fsyncs.load(Ordering::Relaxed));
+        let fsync_s = stats.wal_fsync_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        if fsync_s > m.wal_fsync_seconds.get() {
+            m.wal_fsync_seconds
+                .inc_by(fsync_s - m.wal_fsync_seconds.get());
+        }
+        catch_up(&m.flushes, stats.flushes.load(Ordering::Relaxed));
+        catch_up(&m.compactions, stats.compactions.load(Ordering::Relaxed));
+        catch_up(
+            &m.blocks_deleted,
+            stats.blocks_deleted.load(Ordering::Relaxed),
+        );
+        let (series, samples, _) = s.head_stats();
+        m.head_series.set(series as i64);
+        m.head_samples.set(samples as i64);
+        let blocks = s.blocks();
+        m.blocks.set(blocks.len() as i64);
+        m.block_bytes
+            .set(blocks.iter().map(|b| b.bytes as i64).sum());
+        m.series.set(s.catalog().len() as i64);
+    }
+    let mut buf = Vec::new();
+    let encoder = TextEncoder::new();
+    if let Err(e) = encoder.encode(&m.registry.gather(), &mut buf) {
+        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, encoder.format_type().to_string())],
+        buf,
+    )
+        .into_response()
+}
+
+/// Middleware: observes every request's latency under its route pattern.
+pub(super) async fn track(req: Request, next: Next) -> Response {
+    let handler = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    METRICS
+        .request_duration
+        .with_label_values(&[handler.as_str(), resp.status().as_str()])
+        .observe(start.elapsed().as_secs_f64());
+    resp
+}
