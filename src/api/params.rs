@@ -143,4 +143,23 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Ok(90_000));
         assert!(parse_duration("1x").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics(s in "\\PC{0,40}") {
+            let _ = parse_time(&s);
+            let _ = parse_duration(&s);
+            let p = Params(vec![("limit".into(), s.clone()), ("time".into(), s.clone()), ("step".into(), s)]);
+            let _ = p.limit();
+            let _ = p.time("time", None);
+            let _ = p.duration("step");
+        }
+
+        #[test]
+        fn numeric_edge_cases_never_panic(f in proptest::num::f64::ANY) {
+            let _ = parse_time(&f.to_string());
+            let _ = parse_duration(&f.to_string());
+            let _ = parse_time(&format!("{f:e}"));
+        }
+    }
 }

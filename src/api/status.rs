@@ -17,25 +17,25 @@ pub(super) async fn buildinfo() -> Response {
         "buildUser": "quiver",
         "buildDate": "",
         "goVersion": concat!("rust (quiver ", env!("CARGO_PKG_VERSION"), ")"),
-        "application": "quiver",
     }))
 }
 
 pub(super) async fn runtimeinfo(State(st): State<AppState>) -> Response {
-    let (series, samples, _) = st.storage.get().map(|s| s.head_stats()).unwrap_or_default();
+    // Exactly the fields of Prometheus's RuntimeInfo schema (it allows no others).
     success(json!({
         "startTime": st.started.to_rfc3339(),
         "CWD": std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+        "hostname": std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+        "serverTime": chrono::Utc::now().to_rfc3339(),
         "reloadConfigSuccess": true,
         "lastConfigTime": st.started.to_rfc3339(),
         "corruptionCount": 0,
         "goroutineCount": 0,
         "GOMAXPROCS": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "GOMEMLIMIT": i64::MAX,
         "GOGC": "",
         "GODEBUG": "",
         "storageRetention": st.retention.clone(),
-        "headSeries": series,
-        "headSamples": samples,
     }))
 }
 
@@ -80,6 +80,7 @@ pub(super) async fn tsdb(State(st): State<AppState>) -> Response {
     success(json!({
         "headStats": {
             "numSeries": num_series,
+            "numLabelPairs": card.len(),
             "chunkCount": 0,
             "minTime": range.map_or(0, |r| r.0),
             "maxTime": range.map_or(0, |r| r.1),
@@ -92,7 +93,7 @@ pub(super) async fn tsdb(State(st): State<AppState>) -> Response {
 }
 
 pub(super) async fn targets() -> Response {
-    success(json!({"activeTargets": [], "droppedTargets": []}))
+    success(json!({"activeTargets": [], "droppedTargets": [], "droppedTargetCounts": {}}))
 }
 
 pub(super) async fn rules() -> Response {

@@ -12,6 +12,7 @@ mod promql_fuzz;
 mod promql_plan;
 mod remote_write;
 mod s3;
+mod schema;
 mod self_metrics;
 mod sql_examples;
 mod support;
