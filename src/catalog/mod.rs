@@ -133,6 +133,12 @@ impl Catalog {
     /// Label names used by any series in `within`, sorted.
     pub fn label_names(&self, within: &RoaringBitmap) -> Vec<String> {
         let r = self.inner.read();
+        // Every series selected (the common "all time, no match[]" case): no intersections.
+        if within.len() as usize == r.labels.len() {
+            let mut names: Vec<String> = r.postings.keys().cloned().collect();
+            names.sort();
+            return names;
+        }
         let mut names: Vec<String> = r
             .postings
             .iter()
@@ -149,6 +155,9 @@ impl Catalog {
         let Some(values) = r.postings.get(name) else {
             return vec![];
         };
+        if within.len() as usize == r.labels.len() {
+            return values.keys().cloned().collect();
+        }
         values
             .iter()
             .filter(|(_, b)| !b.is_disjoint(within))
