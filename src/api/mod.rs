@@ -99,6 +99,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             get(query::format_query).post(query::format_query),
         )
         .route(
+            "/api/v1/parse_query",
+            get(query::parse_query).post(query::parse_query),
+        )
+        .route(
             "/api/v1/series",
             get(metadata::series).post(metadata::series),
         )

@@ -148,6 +148,27 @@ pub(super) async fn format_query(
     }
 }
 
+/// `/api/v1/parse_query`: the AST as JSON, in the shape Prometheus's UI tree view reads.
+pub(super) async fn parse_query(
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = Params::from_request(&method, &uri, &headers, &body);
+    let Some(q) = p.get("query") else {
+        return ApiError::bad_data("invalid parameter \"query\": query is required")
+            .into_response();
+    };
+    match Engine::parse(q) {
+        Ok(expr) => match serde_json::to_value(&expr) {
+            Ok(v) => success(v),
+            Err(e) => ApiError::internal(e.to_string()).into_response(),
+        },
+        Err(e) => ApiError::from_promql(e).into_response(),
+    }
+}
+
 /// Exemplars are not stored yet: a valid, empty answer (what Grafana's probe expects).
 pub(super) async fn query_exemplars(
     method: Method,

@@ -158,6 +158,17 @@ impl Catalog {
         if within.len() as usize == r.labels.len() {
             return values.keys().cloned().collect();
         }
+        // Few selected series relative to the label's values: read their label sets instead
+        // of testing every value's postings against the selection.
+        if (within.len() as usize) < values.len().saturating_mul(256) {
+            let mut set: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+            for id in within {
+                if let Some(v) = r.labels.get(id as usize).and_then(|l| l.get(name)) {
+                    set.insert(v);
+                }
+            }
+            return set.into_iter().map(str::to_string).collect();
+        }
         values
             .iter()
             .filter(|(_, b)| !b.is_disjoint(within))

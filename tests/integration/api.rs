@@ -182,6 +182,25 @@ async fn query_endpoints_answer_like_prometheus() {
         .unwrap();
     assert_eq!(r.status(), 404);
 
+    // parse_query / format_query.
+    let (s, v) = get_json(&format!(
+        "{}/api/v1/parse_query?query=sum%20by%20(job)(rate(up%5B5m%5D))",
+        server.url
+    ))
+    .await;
+    assert_eq!(
+        (s, v["data"]["type"].as_str()),
+        (200, Some("aggregation")),
+        "{v}"
+    );
+    assert_eq!(v["data"]["expr"]["func"]["name"], "rate");
+    let (s, v) = get_json(&format!(
+        "{}/api/v1/format_query?query=sum%20by(job)(up)",
+        server.url
+    ))
+    .await;
+    assert_eq!((s, v["data"].as_str()), (200, Some("sum by (job) (up)")));
+
     // Metadata from the index.
     let (_, v) = get_json(&format!("{}/api/v1/labels", server.url)).await;
     assert_eq!(

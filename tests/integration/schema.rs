@@ -52,7 +52,7 @@ async fn openapi_schema_holds_under_generated_requests() {
             .status(),
         204
     );
-    let served = r"^/(query|query_range|query_exemplars|format_query|labels|label/\{name\}/values|series|metadata|targets|rules|alerts|alertmanagers|status/(config|runtimeinfo|buildinfo|flags|tsdb|walreplay))$";
+    let served = r"^/(query|query_range|query_exemplars|format_query|parse_query|labels|label/\{name\}/values|series|metadata|targets|rules|alerts|alertmanagers|status/(config|runtimeinfo|buildinfo|flags|tsdb|walreplay))$";
     let out = Command::new("st")
         .arg("run")
         .arg(&spec)
