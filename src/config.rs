@@ -76,6 +76,9 @@ pub struct ServeArgs {
     /// Longest a query may run; also caps the `timeout` parameter [default: 2m]
     #[arg(long, env = "QUIVER_QUERY_TIMEOUT")]
     pub query_timeout: Option<String>,
+    /// CORS: origins allowed, as a fully anchored regex [default: any origin]
+    #[arg(long, env = "QUIVER_CORS_ORIGIN")]
+    pub cors_origin: Option<String>,
     #[command(flatten)]
     pub storage: StorageArgs,
 }
@@ -90,6 +93,7 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub query_max_samples: Option<usize>,
     pub query_timeout: Option<String>,
+    pub cors_origin: Option<String>,
     #[serde(default)]
     pub storage: FileStorage,
 }
@@ -118,6 +122,7 @@ pub struct ServeConfig {
     pub json_logs: bool,
     pub query_max_samples: usize,
     pub query_timeout_ms: i64,
+    pub cors_origin: Option<regex::Regex>,
     /// Retention as the user wrote it, for status endpoints.
     pub retention_text: String,
     pub storage: ResolvedStorage,
@@ -268,6 +273,13 @@ impl ServeArgs {
                 f.query_timeout.as_ref(),
                 "2m",
             )?,
+            cors_origin: match self.cors_origin.clone().or(f.cors_origin.clone()) {
+                None => None,
+                Some(o) => Some(
+                    regex::Regex::new(&format!("^(?:{o})$"))
+                        .map_err(|e| anyhow::anyhow!("--cors-origin {o:?}: {e}"))?,
+                ),
+            },
             retention_text: self
                 .storage
                 .retention

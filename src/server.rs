@@ -18,6 +18,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     state.limits.max_samples = cfg.query_max_samples;
     state.limits.query_timeout_ms = cfg.query_timeout_ms as u64;
     state.retention = cfg.retention_text.clone();
+    state.cors_origin = cfg.cors_origin.clone();
     let app = router(state.clone(), cfg.max_body_bytes);
 
     let store = objstore::build(

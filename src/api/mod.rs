@@ -35,6 +35,8 @@ pub struct AppState {
     pub started: chrono::DateTime<chrono::Utc>,
     /// Retention as configured, for status endpoints.
     pub retention: String,
+    /// Origins allowed by CORS (fully anchored regex, as Prometheus's `--web.cors.origin`).
+    pub cors_origin: Option<regex::Regex>,
 }
 
 /// Per-query limits.
@@ -60,6 +62,7 @@ impl AppState {
             limits: Limits::default(),
             started: chrono::Utc::now(),
             retention: "15d".into(),
+            cors_origin: None,
         }
     }
 
@@ -131,10 +134,22 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(status::not_found)
         .route_layer(axum::middleware::from_fn(metrics::track));
     api.layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(tower_http::cors::CorsLayer::permissive())
+        .layer(cors(state.cors_origin.clone()))
         .layer(tower_http::compression::CompressionLayer::new())
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// CORS: any origin unless a regex is configured, then only matching origins.
+fn cors(origin: Option<regex::Regex>) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    let layer = CorsLayer::new().allow_methods(Any).allow_headers(Any);
+    match origin {
+        None => layer.allow_origin(Any),
+        Some(re) => layer.allow_origin(AllowOrigin::predicate(move |o, _| {
+            o.to_str().is_ok_and(|o| re.is_match(o))
+        })),
+    }
 }
 
 async fn ready(State(st): State<AppState>) -> Response {

@@ -41,6 +41,34 @@ fn timeout_ms(p: &Params, st: &AppState) -> Result<u64, ApiError> {
     Ok(t.min(st.limits.query_timeout_ms))
 }
 
+/// Applies the `limit` parameter: at most that many series (by label order), with a warning.
+fn apply_limit(v: &mut crate::promql::Value, limit: usize, warnings: &mut Vec<String>) {
+    use crate::promql::Value;
+    if limit == 0 {
+        return;
+    }
+    let truncated = match v {
+        Value::Vector(s) => {
+            s.retain(|x| !x.is_empty());
+            if s.len() > limit {
+                s.sort_by(|a, b| a.labels.cmp(&b.labels));
+                s.truncate(limit);
+                true
+            } else {
+                false
+            }
+        }
+        Value::Matrix(m) if m.len() > limit => {
+            m.truncate(limit);
+            true
+        }
+        _ => false,
+    };
+    if truncated {
+        warnings.push("results truncated due to limit".into());
+    }
+}
+
 async fn run<
     F: std::future::Future<Output = Result<crate::promql::Value, crate::promql::PromqlError>>,
 >(
@@ -77,8 +105,10 @@ pub(super) async fn query(
         let t = p.time("time", Some(storage.now_ms()))?.expect("default");
         let engine = Engine::new(storage, options(&p, &st)?);
         let expr = Engine::parse(q).map_err(ApiError::from_promql)?;
-        let v = run(engine.instant(&expr, t), timeout_ms(&p, &st)?).await?;
-        let ann = engine.take_annotations();
+        let limit = p.limit()?;
+        let mut v = run(engine.instant(&expr, t), timeout_ms(&p, &st)?).await?;
+        let mut ann = engine.take_annotations();
+        apply_limit(&mut v, limit, &mut ann.warnings);
         Ok::<_, ApiError>(success_raw(
             &json::instant(&v, t),
             &ann.warnings,
@@ -123,8 +153,10 @@ pub(super) async fn query_range(
         }
         let engine = Engine::new(storage, options(&p, &st)?);
         let expr = Engine::parse(q).map_err(ApiError::from_promql)?;
-        let v = run(engine.range(&expr, start, end, step), timeout_ms(&p, &st)?).await?;
-        let ann = engine.take_annotations();
+        let limit = p.limit()?;
+        let mut v = run(engine.range(&expr, start, end, step), timeout_ms(&p, &st)?).await?;
+        let mut ann = engine.take_annotations();
+        apply_limit(&mut v, limit, &mut ann.warnings);
         Ok::<_, ApiError>(success_raw(&json::range(&v, Steps::new(start, end, step)), &ann.warnings, &ann.infos))
     }
     .await;

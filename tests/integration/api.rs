@@ -112,6 +112,31 @@ async fn query_endpoints_answer_like_prometheus() {
     let first_val: f64 = result[0]["values"][0][1].as_str().unwrap().parse().unwrap();
     assert!((first_val - 10.0 / 15.0).abs() < 1e-9, "{first_val}");
 
+    // `limit` truncates the series and says so.
+    let (_, v) = get_json(&format!(
+        "{}/api/v1/query?query=quiver_http_requests_total&time={at}&limit=2",
+        server.url
+    ))
+    .await;
+    assert_eq!(v["data"]["result"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        v["warnings"],
+        serde_json::json!(["results truncated due to limit"])
+    );
+
+    // CORS preflight is answered.
+    let r = client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/v1/query", server.url),
+        )
+        .header("Origin", "http://grafana.local")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("access-control-allow-origin"));
+
     // Scalars and strings.
     let (_, v) = get_json(&format!("{}/api/v1/query?query=1%2B1&time=4", server.url)).await;
     assert_eq!(
