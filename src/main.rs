@@ -114,11 +114,7 @@ fn main() {
                 query,
             } => {
                 use quiver::api::params::{parse_duration, parse_time};
-                let r = config::resolve_storage(&storage, &Default::default())?;
-                let store = objstore::build(r.url.as_deref(), &r.data_dir, &r.s3)?;
-                let mut opts = r.options();
-                opts.read_only = true;
-                let storage = Arc::new(Storage::open(opts, store).await?);
+                let storage = open_read_only(&storage).await?;
                 let end = match end {
                     Some(e) => parse_time(&e).map_err(anyhow::Error::msg)?,
                     None => storage.now_ms(),
@@ -138,11 +134,7 @@ fn main() {
                 format,
                 query,
             } => {
-                let r = config::resolve_storage(&storage, &Default::default())?;
-                let store = objstore::build(r.url.as_deref(), &r.data_dir, &r.s3)?;
-                let mut opts = r.options();
-                opts.read_only = true;
-                let storage = Arc::new(Storage::open(opts, store).await?);
+                let storage = open_read_only(&storage).await?;
                 let ctx = quiver::sql::session(storage).await?;
                 let batches = quiver::sql::query(&ctx, &query).await?;
                 print!("{}", quiver::sql::render(&batches, format)?);
@@ -157,6 +149,15 @@ fn main() {
         eprintln!("quiver: error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// Opens a data dir (and its bucket) without changing anything, beside a running server.
+async fn open_read_only(args: &StorageArgs) -> anyhow::Result<Arc<Storage>> {
+    let r = config::resolve_storage(args, &Default::default())?;
+    let store = objstore::build(r.url.as_deref(), &r.data_dir, &r.s3)?;
+    let mut opts = r.options();
+    opts.read_only = true;
+    Ok(Arc::new(Storage::open(opts, store).await?))
 }
 
 async fn import(args: StorageArgs, unit: &str, files: Vec<PathBuf>) -> anyhow::Result<()> {

@@ -7,29 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::support::*;
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Deterministic OpenMetrics text (seconds timestamps) for [start, end].
 fn dataset(start_ms: i64, end_ms: i64) -> String {
@@ -266,7 +249,7 @@ async fn quiver_answers_like_prometheus() {
     let port = free_port();
     let cfg = tmp.path().join("prometheus.yml");
     std::fs::write(&cfg, "global:\n  scrape_interval: 1m\n").unwrap();
-    let _prom = Proc(
+    let _prom = ChildGuard(
         Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!("--storage.tsdb.path={}", pdir.display()))

@@ -1,29 +1,12 @@
 //! A real Prometheus (Debian package) against Quiver: it scrapes itself and remote-writes
 //! to Quiver, and reads Quiver's data back through `remote_read`.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::support::*;
-
-struct Prom(Child);
-impl Drop for Prom {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn get_json(url: &str) -> Value {
     serde_json::from_str(&reqwest::get(url).await.unwrap().text().await.unwrap()).unwrap()
@@ -91,7 +74,7 @@ async fn prometheus_remote_writes_and_remote_reads() {
     );
     let cfg = tmp.path().join("prometheus.yml");
     std::fs::write(&cfg, config).unwrap();
-    let prom = Prom(
+    let prom = ChildGuard(
         Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!(

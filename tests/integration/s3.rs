@@ -1,27 +1,10 @@
 //! Acceptance: blocks land in an S3 bucket (moto_server on 127.0.0.1); a second instance
 //! with an empty data dir reads them all.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-
-struct Moto(Child);
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn moto_available() -> bool {
     Command::new("moto_server")
@@ -47,7 +30,7 @@ async fn blocks_in_s3_are_served_by_a_fresh_instance() {
     }
     let port = free_port();
     let tmp = tempfile::tempdir().unwrap();
-    let moto = Moto(
+    let moto = ChildGuard(
         Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
