@@ -336,6 +336,7 @@ impl Engine {
             ends: Arc::new(ends),
             range_ms,
             times: Arc::new(times),
+            loaded: Default::default(),
         };
         Ok(Some((scan, groups)))
     }

@@ -87,6 +87,9 @@ pub(super) struct RangeScan {
     pub range_ms: i64,
     /// Evaluation time of every step (for functions that need it).
     pub times: Arc<Vec<i64>>,
+    /// Samples of all selected series, read once and shared by the partitions (each block
+    /// file is scanned once; the partitions split the CPU work of the range function).
+    pub loaded: Arc<tokio::sync::OnceCell<Arc<Vec<crate::storage::SeriesResult>>>>,
 }
 
 /// Leaf operator: range function per series and step, sharded by series id.
@@ -136,8 +139,8 @@ impl DisplayAs for RangeFnExec {
     }
 }
 
-/// Series are read and computed in chunks of this many, one output batch each.
-const CHUNK: usize = 4096;
+/// Series are computed in chunks of this many, one output batch each.
+const CHUNK: usize = 256;
 
 impl ExecutionPlan for RangeFnExec {
     fn name(&self) -> &str {
@@ -172,18 +175,33 @@ impl ExecutionPlan for RangeFnExec {
         _ctx: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let scan = self.scan.clone();
-        let parts = self.partitions as u32;
-        // This partition's shard of series, in chunks.
-        let shard: Vec<SeriesId> = scan
-            .ids
-            .iter()
-            .filter(|id| id % parts == partition as u32)
-            .collect();
-        let chunks: Vec<Vec<SeriesId>> = shard.chunks(CHUNK).map(|c| c.to_vec()).collect();
-        let stream = futures::stream::iter(chunks).then(move |chunk| {
-            let scan = scan.clone();
-            async move { compute_chunk(&scan, &chunk).await }
-        });
+        let parts = self.partitions;
+        let fut = async move {
+            let all = scan
+                .loaded
+                .get_or_try_init(|| async {
+                    let (Some(&lo), Some(&hi)) = (scan.ends.iter().min(), scan.ends.iter().max())
+                    else {
+                        return Ok(Arc::new(Vec::new()));
+                    };
+                    scan.storage
+                        .select_ids(&scan.ids, lo - scan.range_ms + 1, hi)
+                        .await
+                        .map(Arc::new)
+                        .map_err(|e| DataFusionError::External(Box::new(e)))
+                })
+                .await?
+                .clone();
+            // This partition's shard: every `parts`-th series.
+            let mine: Vec<&crate::storage::SeriesResult> =
+                all.iter().skip(partition).step_by(parts.max(1)).collect();
+            mine.chunks(CHUNK)
+                .map(|chunk| compute_chunk(&scan, chunk))
+                .collect::<DfResult<Vec<RecordBatch>>>()
+        };
+        let stream = futures::stream::once(fut)
+            .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
+            .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             row_schema(),
             stream,
@@ -191,20 +209,14 @@ impl ExecutionPlan for RangeFnExec {
     }
 }
 
-use futures::StreamExt;
+use futures::TryStreamExt;
 
-async fn compute_chunk(scan: &RangeScan, chunk: &[SeriesId]) -> DfResult<RecordBatch> {
-    let ids: RoaringBitmap = chunk.iter().copied().collect();
-    let (Some(&lo), Some(&hi)) = (scan.ends.iter().min(), scan.ends.iter().max()) else {
-        return Ok(RecordBatch::new_empty(row_schema()));
-    };
-    let series = scan
-        .storage
-        .select_ids(&ids, lo - scan.range_ms + 1, hi)
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+fn compute_chunk(
+    scan: &RangeScan,
+    series: &[&crate::storage::SeriesResult],
+) -> DfResult<RecordBatch> {
     let (mut grp, mut step, mut val) = (Vec::new(), Vec::new(), Vec::new());
-    for s in series {
+    for s in series.iter() {
         let Some(&g) = scan.group_of.get(&s.id) else {
             continue;
         };
