@@ -200,7 +200,11 @@ impl Storage {
             })
             .map(|(i, _)| i)
             .collect();
-        let wanted: std::collections::HashSet<u32> = locals.iter().copied().collect();
+        // Dense membership table over local ids (they are small and dense per block).
+        let mut wanted = vec![false; hi as usize + 1];
+        for &l in locals {
+            wanted[l as usize] = true;
+        }
         let mut stream = builder
             .with_row_groups(groups)
             .with_batch_size(64 * 1024)
@@ -212,7 +216,7 @@ impl Storage {
             let vs = batch.column(2).as_primitive::<Float64Type>();
             for i in 0..batch.num_rows() {
                 let (local, t) = (ids.value(i), ts.value(i));
-                if t < min_t || t > max_t || !wanted.contains(&local) {
+                if t < min_t || t > max_t || !wanted.get(local as usize).copied().unwrap_or(false) {
                     continue;
                 }
                 let g = block.global_ids[local as usize];
