@@ -61,6 +61,7 @@ async fn maintenance(storage: Arc<Storage>, compaction_every: Duration) {
         if storage.should_flush()
             && let Err(e) = storage.flush().await
         {
+            crate::api::metrics::METRICS.flush_failures.inc();
             tracing::error!(error = %e, "head flush failed; will retry");
         }
         if last_compaction.elapsed() >= compaction_every {
@@ -75,7 +76,10 @@ async fn maintenance(storage: Arc<Storage>, compaction_every: Duration) {
                     )
                 }
                 Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "compaction failed"),
+                Err(e) => {
+                    crate::api::metrics::METRICS.compaction_failures.inc();
+                    tracing::error!(error = %e, "compaction failed")
+                }
             }
         }
     }

@@ -22,6 +22,8 @@ pub struct Metrics {
     registry: Registry,
     pub request_duration: HistogramVec,
     pub api_errors: IntCounterVec,
+    pub flush_failures: IntCounter,
+    pub compaction_failures: IntCounter,
     samples_appended: IntCounter,
     wal_fsyncs: IntCounter,
     wal_fsync_seconds: prometheus::Counter,
@@ -73,6 +75,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     r.register(Box::new(api_errors.clone()))
         .expect("unique metric");
     Metrics {
+        flush_failures: counter(
+            &r,
+            "quiver_head_flush_failures_total",
+            "Head flushes that failed (retried).",
+        ),
+        compaction_failures: counter(
+            &r,
+            "quiver_compaction_failures_total",
+            "Compaction runs that failed.",
+        ),
         request_duration,
         api_errors,
         samples_appended: counter(

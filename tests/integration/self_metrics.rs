@@ -71,3 +71,24 @@ async fn metrics_endpoint_is_valid_exposition() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn alerting_rules_pass_promtool_check_rules() {
+    if Command::new("promtool").arg("--version").output().is_err() {
+        assert!(std::env::var("CI").is_err(), "promtool is required in CI");
+        eprintln!("SKIPPED alerting_rules_pass_promtool_check_rules: promtool not installed");
+        return;
+    }
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/quiver-alerts.yml");
+    let out = Command::new("promtool")
+        .args(["check", "rules", rules])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("SUCCESS: 5 rules found"), "{text}");
+}
