@@ -1,9 +1,8 @@
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
+use super::Ready;
 use crate::ingest::text::{BatchReader, TimestampUnit};
 use crate::ingest::{IngestError, WriteBatch, remote_write};
 use crate::storage::{StorageError, WriteWindow};
@@ -34,14 +33,10 @@ fn ingest_error(what: &str, e: IngestError) -> Response {
 /// `POST /api/v1/write`: Prometheus remote write 1.0 (snappy block + protobuf). 204 once durable.
 #[tracing::instrument(skip_all, fields(bytes = body.len()))]
 pub(super) async fn remote_write(
-    State(st): State<AppState>,
+    Ready(storage): Ready,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let storage = match st.ready() {
-        Ok(s) => s.clone(),
-        Err(r) => return r,
-    };
     if let Some(enc) = headers
         .get("content-encoding")
         .and_then(|v| v.to_str().ok())
@@ -79,11 +74,7 @@ pub(super) async fn remote_write(
 /// `POST /api/v1/import/prometheus`: exposition text, one sample per line, optional ms
 /// timestamp (VictoriaMetrics' format). The whole body is parsed before anything is stored.
 #[tracing::instrument(skip_all, fields(bytes = body.len()))]
-pub(super) async fn import_prometheus(State(st): State<AppState>, body: Bytes) -> Response {
-    let storage = match st.ready() {
-        Ok(s) => s.clone(),
-        Err(r) => return r,
-    };
+pub(super) async fn import_prometheus(Ready(storage): Ready, body: Bytes) -> Response {
     let now = storage.now_ms();
     let mut reader = BatchReader::new(&body[..], TimestampUnit::Millis, now, usize::MAX);
     let batch = match reader.next_batch() {

@@ -2,13 +2,13 @@
 //! all from the label index — no samples are read.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use promql_parser::parser::Expr;
 use roaring::RoaringBitmap;
 
-use super::AppState;
+use super::Ready;
 use super::envelope::{ApiError, success_raw, success_warn};
 use super::json;
 use super::params::{MAX_TIME, MIN_TIME, Params};
@@ -65,16 +65,12 @@ fn request(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Par
 }
 
 pub(super) async fn series(
-    State(st): State<AppState>,
+    Ready(storage): Ready,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let storage = match st.ready() {
-        Ok(s) => s.clone(),
-        Err(r) => return r,
-    };
     let p = request(&method, &uri, &headers, &body);
     let result = (|| -> Result<Response, ApiError> {
         let sets = match_sets(&p)?;
@@ -102,16 +98,12 @@ pub(super) async fn series(
 }
 
 pub(super) async fn labels(
-    State(st): State<AppState>,
+    Ready(storage): Ready,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let storage = match st.ready() {
-        Ok(s) => s.clone(),
-        Err(r) => return r,
-    };
     let p = request(&method, &uri, &headers, &body);
     let result = (|| -> Result<Response, ApiError> {
         let sets = match_sets(&p)?;
@@ -160,15 +152,11 @@ pub fn unescape_label_name(s: &str) -> Option<String> {
 }
 
 pub(super) async fn label_values(
-    State(st): State<AppState>,
+    Ready(storage): Ready,
     Path(name): Path<String>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let storage = match st.ready() {
-        Ok(s) => s.clone(),
-        Err(r) => return r,
-    };
     let p = request(&Method::GET, &uri, &headers, &Bytes::new());
     let result = (|| -> Result<Response, ApiError> {
         let name = unescape_label_name(&name)
@@ -189,11 +177,7 @@ pub(super) async fn label_values(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-pub(super) async fn metadata(State(st): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
-    let storage = match st.ready() {
-        Ok(s) => s.clone(),
-        Err(r) => return r,
-    };
+pub(super) async fn metadata(Ready(storage): Ready, uri: Uri, headers: HeaderMap) -> Response {
     let p = request(&Method::GET, &uri, &headers, &Bytes::new());
     let result = (|| -> Result<Response, ApiError> {
         let limit = p.limit()?;

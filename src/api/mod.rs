@@ -78,6 +78,21 @@ impl AppState {
     }
 }
 
+/// Extractor: the storage once WAL replay has finished; until then the request gets 503,
+/// as Prometheus answers during replay.
+pub(crate) struct Ready(pub Arc<Storage>);
+
+impl axum::extract::FromRequestParts<AppState> for Ready {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        _parts: &mut axum::http::request::Parts,
+        st: &AppState,
+    ) -> Result<Self, Response> {
+        st.ready().map(|s| Ready(s.clone()))
+    }
+}
+
 impl Default for AppState {
     fn default() -> Self {
         Self::new()

@@ -5,10 +5,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
 use super::envelope::{ApiError, success, success_raw};
 use super::json;
 use super::params::Params;
+use super::{AppState, Ready};
 use crate::promql::{Engine, QueryOptions, Steps};
 
 /// Prometheus's cap on points per series of a range query.
@@ -87,15 +87,12 @@ async fn run<
 #[tracing::instrument(skip_all, fields(query))]
 pub(super) async fn query(
     State(st): State<AppState>,
+    Ready(storage): Ready,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let storage = match st.ready() {
-        Ok(s) => s.clone(),
-        Err(r) => return r,
-    };
     let p = Params::from_request(&method, &uri, &headers, &body);
     let result = async {
         let q = p
@@ -122,15 +119,12 @@ pub(super) async fn query(
 #[tracing::instrument(skip_all, fields(query))]
 pub(super) async fn query_range(
     State(st): State<AppState>,
+    Ready(storage): Ready,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let storage = match st.ready() {
-        Ok(s) => s.clone(),
-        Err(r) => return r,
-    };
     let p = Params::from_request(&method, &uri, &headers, &body);
     let result = async {
         let q = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is required"))?;

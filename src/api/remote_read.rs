@@ -4,12 +4,11 @@
 //! those gets 406.
 
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
 
-use super::AppState;
+use super::Ready;
 use crate::ingest::prompb::{self, MatcherType, ResponseType};
 use crate::model::Matcher;
 
@@ -36,11 +35,7 @@ fn matchers(q: &prompb::Query) -> Result<Vec<Matcher>, String> {
 }
 
 #[tracing::instrument(skip_all, fields(bytes = body.len()))]
-pub(super) async fn read(State(st): State<AppState>, body: Bytes) -> Response {
-    let storage = match st.ready() {
-        Ok(s) => s.clone(),
-        Err(r) => return r,
-    };
+pub(super) async fn read(Ready(storage): Ready, body: Bytes) -> Response {
     let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
         Ok(r) => r,
         Err(e) => {

@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::AppState;
 use super::envelope::success;
+use super::{AppState, Ready};
 
 pub(super) async fn buildinfo() -> Response {
     // No `features` map: Grafana would then take us for Mimir with a ruler.
@@ -47,11 +47,7 @@ pub(super) async fn config() -> Response {
     success(json!({ "yaml": "" }))
 }
 
-pub(super) async fn tsdb(State(st): State<AppState>) -> Response {
-    let storage = match st.ready() {
-        Ok(s) => s.clone(),
-        Err(r) => return r,
-    };
+pub(super) async fn tsdb(Ready(storage): Ready) -> Response {
     let (num_series, _samples, range) = storage.head_stats();
     let all = storage.series_ids(&[], i64::MIN / 2, i64::MAX / 2);
     let card = storage.catalog().cardinality(&all);
