@@ -157,6 +157,14 @@ pub(super) async fn query_range(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// The `query` parameter, parsed (bad_data when missing or invalid).
+fn parsed_query(p: &Params) -> Result<promql_parser::parser::Expr, ApiError> {
+    let q = p
+        .get("query")
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is required"))?;
+    Engine::parse(q).map_err(ApiError::from_promql)
+}
+
 pub(super) async fn format_query(
     method: Method,
     uri: Uri,
@@ -164,13 +172,9 @@ pub(super) async fn format_query(
     body: Bytes,
 ) -> Response {
     let p = Params::from_request(&method, &uri, &headers, &body);
-    let Some(q) = p.get("query") else {
-        return ApiError::bad_data("invalid parameter \"query\": query is required")
-            .into_response();
-    };
-    match Engine::parse(q) {
+    match parsed_query(&p) {
         Ok(expr) => success(serde_json::Value::String(expr.to_string())),
-        Err(e) => ApiError::from_promql(e).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -182,16 +186,11 @@ pub(super) async fn parse_query(
     body: Bytes,
 ) -> Response {
     let p = Params::from_request(&method, &uri, &headers, &body);
-    let Some(q) = p.get("query") else {
-        return ApiError::bad_data("invalid parameter \"query\": query is required")
-            .into_response();
-    };
-    match Engine::parse(q) {
-        Ok(expr) => match serde_json::to_value(&expr) {
-            Ok(v) => success(v),
-            Err(e) => ApiError::internal(e.to_string()).into_response(),
-        },
-        Err(e) => ApiError::from_promql(e).into_response(),
+    match parsed_query(&p)
+        .and_then(|expr| serde_json::to_value(&expr).map_err(|e| ApiError::internal(e.to_string())))
+    {
+        Ok(v) => success(v),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -203,11 +202,8 @@ pub(super) async fn query_exemplars(
     body: Bytes,
 ) -> Response {
     let p = Params::from_request(&method, &uri, &headers, &body);
-    match p.get("query").map(Engine::parse) {
-        None => {
-            ApiError::bad_data("invalid parameter \"query\": query is required").into_response()
-        }
-        Some(Err(e)) => ApiError::from_promql(e).into_response(),
-        Some(Ok(_)) => success(serde_json::json!([])),
+    match parsed_query(&p) {
+        Ok(_) => success(serde_json::json!([])),
+        Err(e) => e.into_response(),
     }
 }

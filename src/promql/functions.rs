@@ -10,7 +10,7 @@ use promql_parser::parser::{Call, Expr};
 use super::error::PromqlError;
 use super::eval::{Ctx, Engine, drop_name, merge_same_labels};
 use super::range_fns::{self as rf, Window};
-use super::selector::{at_ms, eval_times, matcher_sets, offset_ms, window};
+use super::selector::{matcher_sets, window};
 use super::value::{Series, Value};
 use crate::model::{Labels, METRIC_NAME, MatchOp};
 
@@ -308,27 +308,16 @@ impl Engine {
             "timestamp" => {
                 let inner = unwrap_paren(&args[0]);
                 if let Expr::VectorSelector(vs) = inner {
-                    let times = eval_times(&ctx, at_ms(&vs.at, &ctx), offset_ms(&vs.offset));
-                    let (Some(&lo), Some(&hi)) = (times.iter().min(), times.iter().max()) else {
-                        return Ok(Value::Vector(vec![]));
-                    };
-                    let raw = self.fetch(vs, lo - ctx.lookback + 1, hi).await?;
-                    let mut out = Vec::new();
-                    for r in raw {
-                        let mut s = Series::new(drop_name(&r.labels), n);
-                        for (i, &te) in times.iter().enumerate() {
-                            let idx = r.ts.partition_point(|&t| t <= te);
-                            if idx > 0 {
-                                let (t, v) = (r.ts[idx - 1], r.vals[idx - 1]);
-                                if t > te - ctx.lookback && !crate::model::is_stale_marker(v) {
-                                    s.vals[i] = Some(t as f64 / 1000.0);
-                                }
-                            }
-                        }
-                        if !s.is_empty() {
-                            out.push(s);
-                        }
-                    }
+                    // The time of the sample the selector picks, not the evaluation time.
+                    let out = self
+                        .instant_selection(vs, &ctx, |t, _| t as f64 / 1000.0)
+                        .await?
+                        .into_iter()
+                        .map(|s| Series {
+                            labels: drop_name(&s.labels),
+                            vals: s.vals,
+                        })
+                        .collect();
                     return Ok(Value::Vector(merge_same_labels(out)?));
                 }
                 let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;

@@ -113,6 +113,17 @@ impl Engine {
         vs: &VectorSelector,
         ctx: &Ctx,
     ) -> Result<Vec<Series>, PromqlError> {
+        self.instant_selection(vs, ctx, |_, v| v).await
+    }
+
+    /// Instant selection as above, reporting `value_of(sample time, sample value)` for the
+    /// selected sample (`timestamp()` reports the time instead of the value).
+    pub(super) async fn instant_selection(
+        &self,
+        vs: &VectorSelector,
+        ctx: &Ctx,
+        value_of: impl Fn(i64, f64) -> f64,
+    ) -> Result<Vec<Series>, PromqlError> {
         let times = eval_times(ctx, at_ms(&vs.at, ctx), offset_ms(&vs.offset));
         let (Some(&lo), Some(&hi)) = (times.iter().min(), times.iter().max()) else {
             return Ok(vec![]);
@@ -129,7 +140,7 @@ impl Engine {
                 }
                 let (t, v) = (r.ts[idx - 1], r.vals[idx - 1]);
                 if t > te - lookback && !is_stale_marker(v) {
-                    s.vals[i] = Some(v);
+                    s.vals[i] = Some(value_of(t, v));
                 }
             }
             if !s.is_empty() {
