@@ -79,6 +79,15 @@ pub struct ServeArgs {
     /// CORS: origins allowed, as a fully anchored regex [default: any origin]
     #[arg(long, env = "QUIVER_CORS_ORIGIN")]
     pub cors_origin: Option<String>,
+    /// Results cache bound in bytes; 0 turns it off [default: 536870912]
+    #[arg(long, env = "QUIVER_RESULTS_CACHE_BYTES")]
+    pub results_cache_bytes: Option<u64>,
+    /// Results cache extent: range-query answers are cached in pieces this long [default: 30m]
+    #[arg(long, env = "QUIVER_RESULTS_CACHE_EXTENT")]
+    pub results_cache_extent: Option<String>,
+    /// Steps newer than now minus this are never cached [default: 10m]
+    #[arg(long, env = "QUIVER_RESULTS_CACHE_FRESHNESS")]
+    pub results_cache_freshness: Option<String>,
     #[command(flatten)]
     pub storage: StorageArgs,
 }
@@ -95,7 +104,17 @@ pub struct FileConfig {
     pub query_timeout: Option<String>,
     pub cors_origin: Option<String>,
     #[serde(default)]
+    pub results_cache: FileResultsCache,
+    #[serde(default)]
     pub storage: FileStorage,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileResultsCache {
+    pub max_bytes: Option<u64>,
+    pub extent: Option<String>,
+    pub freshness: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -123,6 +142,7 @@ pub struct ServeConfig {
     pub query_max_samples: usize,
     pub query_timeout_ms: i64,
     pub cors_origin: Option<regex::Regex>,
+    pub results_cache: crate::api::CacheConfig,
     /// Retention as the user wrote it, for status endpoints.
     pub retention_text: String,
     pub storage: ResolvedStorage,
@@ -279,6 +299,24 @@ impl ServeArgs {
                     regex::Regex::new(&format!("^(?:{o})$"))
                         .map_err(|e| anyhow::anyhow!("--cors-origin {o:?}: {e}"))?,
                 ),
+            },
+            results_cache: crate::api::CacheConfig {
+                max_bytes: self
+                    .results_cache_bytes
+                    .or(f.results_cache.max_bytes)
+                    .unwrap_or(512 << 20),
+                extent_ms: dur(
+                    "results-cache-extent",
+                    self.results_cache_extent.as_ref(),
+                    f.results_cache.extent.as_ref(),
+                    "30m",
+                )?,
+                freshness_ms: dur(
+                    "results-cache-freshness",
+                    self.results_cache_freshness.as_ref(),
+                    f.results_cache.freshness.as_ref(),
+                    "10m",
+                )?,
             },
             retention_text: self
                 .storage

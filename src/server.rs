@@ -19,6 +19,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     state.limits.query_timeout_ms = cfg.query_timeout_ms as u64;
     state.retention = cfg.retention_text.clone();
     state.cors_origin = cfg.cors_origin.clone();
+    state.results_cache = Arc::new(crate::api::ResultsCache::new(cfg.results_cache));
     let app = router(state.clone(), cfg.max_body_bytes);
 
     let store = objstore::build(

@@ -2,10 +2,11 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::Ready;
+use super::{AppState, Ready};
 use crate::ingest::text::{BatchReader, TimestampUnit};
 use crate::ingest::{IngestError, WriteBatch, remote_write};
 use crate::storage::{StorageError, WriteWindow};
+use axum::extract::State;
 
 fn client_error(status: StatusCode, what: &str, err: impl std::fmt::Display) -> Response {
     tracing::warn!(%status, error = %err, "{what} rejected");
@@ -33,6 +34,7 @@ fn ingest_error(what: &str, e: IngestError) -> Response {
 /// `POST /api/v1/write`: Prometheus remote write 1.0 (snappy block + protobuf). 204 once durable.
 #[tracing::instrument(skip_all, fields(bytes = body.len()))]
 pub(super) async fn remote_write(
+    State(st): State<AppState>,
     Ready(storage): Ready,
     headers: HeaderMap,
     body: Bytes,
@@ -65,8 +67,12 @@ pub(super) async fn remote_write(
         Ok(b) => b,
         Err(e) => return ingest_error("remote write", e),
     };
+    let oldest = oldest_sample(&batch);
     match storage.append(batch, WriteWindow::Recent).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Ok(_) => {
+            st.results_cache.note_write("", oldest, storage.now_ms());
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(e) => storage_error("remote write", e),
     }
 }
@@ -74,7 +80,11 @@ pub(super) async fn remote_write(
 /// `POST /api/v1/import/prometheus`: exposition text, one sample per line, optional ms
 /// timestamp (VictoriaMetrics' format). The whole body is parsed before anything is stored.
 #[tracing::instrument(skip_all, fields(bytes = body.len()))]
-pub(super) async fn import_prometheus(Ready(storage): Ready, body: Bytes) -> Response {
+pub(super) async fn import_prometheus(
+    State(st): State<AppState>,
+    Ready(storage): Ready,
+    body: Bytes,
+) -> Response {
     let now = storage.now_ms();
     let mut reader = BatchReader::new(&body[..], TimestampUnit::Millis, now, usize::MAX);
     let batch = match reader.next_batch() {
@@ -84,8 +94,22 @@ pub(super) async fn import_prometheus(Ready(storage): Ready, body: Bytes) -> Res
     if batch.series.is_empty() {
         return StatusCode::NO_CONTENT.into_response();
     }
+    let oldest = oldest_sample(&batch);
     match storage.append(batch, WriteWindow::Backfill).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Ok(_) => {
+            st.results_cache.note_write("", oldest, storage.now_ms());
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(e) => storage_error("import", e),
     }
+}
+
+/// Timestamp of the oldest sample in a batch (for results-cache invalidation).
+fn oldest_sample(batch: &WriteBatch) -> i64 {
+    batch
+        .series
+        .iter()
+        .flat_map(|s| s.samples.iter().map(|(t, _)| *t))
+        .min()
+        .unwrap_or(i64::MAX)
 }

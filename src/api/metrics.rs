@@ -24,6 +24,9 @@ pub struct Metrics {
     pub api_errors: IntCounterVec,
     pub flush_failures: IntCounter,
     pub compaction_failures: IntCounter,
+    pub results_cache_hits: IntCounter,
+    pub results_cache_misses: IntCounter,
+    results_cache_bytes: IntGauge,
     samples_appended: IntCounter,
     wal_fsyncs: IntCounter,
     wal_fsync_seconds: prometheus::Counter,
@@ -85,6 +88,21 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "quiver_compaction_failures_total",
             "Compaction runs that failed.",
         ),
+        results_cache_hits: counter(
+            &r,
+            "quiver_results_cache_hits_total",
+            "Range-query time extents answered from the results cache.",
+        ),
+        results_cache_misses: counter(
+            &r,
+            "quiver_results_cache_misses_total",
+            "Range-query time extents evaluated (not in the results cache, or too fresh).",
+        ),
+        results_cache_bytes: gauge(
+            &r,
+            "quiver_results_cache_bytes",
+            "Approximate bytes held by the results cache.",
+        ),
         request_duration,
         api_errors,
         samples_appended: counter(
@@ -137,6 +155,8 @@ fn catch_up(c: &IntCounter, value: u64) {
 /// `GET /metrics`.
 pub(super) async fn metrics(State(st): State<AppState>) -> Response {
     let m = &*METRICS;
+    m.results_cache_bytes
+        .set(st.results_cache.weighted_size() as i64);
     if let Some(s) = st.storage.get() {
         let stats = s.stats();
         catch_up(

@@ -10,10 +10,12 @@ pub mod metrics;
 pub mod params;
 mod query;
 mod remote_read;
+mod results_cache;
 mod status;
 
 pub use envelope::ApiError;
 pub use metadata::unescape_label_name;
+pub use results_cache::{CacheConfig, ResultsCache};
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -37,6 +39,8 @@ pub struct AppState {
     pub retention: String,
     /// Origins allowed by CORS (fully anchored regex, as Prometheus's `--web.cors.origin`).
     pub cors_origin: Option<regex::Regex>,
+    /// Range-query results by time extent.
+    pub results_cache: Arc<ResultsCache>,
 }
 
 /// Per-query limits.
@@ -63,6 +67,7 @@ impl AppState {
             started: chrono::Utc::now(),
             retention: "15d".into(),
             cors_origin: None,
+            results_cache: Arc::new(ResultsCache::new(CacheConfig::default())),
         }
     }
 

@@ -9,7 +9,7 @@ use super::envelope::{ApiError, success, success_raw};
 use super::json;
 use super::params::Params;
 use super::{AppState, Ready};
-use crate::promql::{Engine, QueryOptions, Steps};
+use crate::promql::{Annotations, Engine, PromqlError, QueryOptions, Steps};
 
 /// Prometheus's cap on points per series of a range query.
 const MAX_POINTS: i64 = 11_000;
@@ -69,12 +69,10 @@ fn apply_limit(v: &mut crate::promql::Value, limit: usize, warnings: &mut Vec<St
     }
 }
 
-async fn run<
-    F: std::future::Future<Output = Result<crate::promql::Value, crate::promql::PromqlError>>,
->(
+async fn run<T, F: std::future::Future<Output = Result<T, crate::promql::PromqlError>>>(
     fut: F,
     timeout: u64,
-) -> Result<crate::promql::Value, ApiError> {
+) -> Result<T, ApiError> {
     match tokio::time::timeout(std::time::Duration::from_millis(timeout), fut).await {
         Ok(r) => r.map_err(ApiError::from_promql),
         Err(_) => Err(ApiError {
@@ -145,16 +143,54 @@ pub(super) async fn query_range(
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
             ));
         }
-        let engine = Engine::new(storage, options(&p, &st)?);
+        let opts = options(&p, &st)?;
         let expr = Engine::parse(q).map_err(ApiError::from_promql)?;
         let limit = p.limit()?;
-        let mut v = run(engine.range(&expr, start, end, step), timeout_ms(&p, &st)?).await?;
-        let mut ann = engine.take_annotations();
+        let steps = Steps::new(start, end, step);
+        let (mut v, mut ann) = run(cached_range(&st, &storage, &p, &expr, opts, steps), timeout_ms(&p, &st)?).await?;
         apply_limit(&mut v, limit, &mut ann.warnings);
         Ok::<_, ApiError>(success_raw(&json::range(&v, Steps::new(start, end, step)), &ann.warnings, &ann.infos))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Evaluates a range query through the results cache, unless the cache is off, the client
+/// sent `nocache=1` (as VictoriaMetrics accepts), or the query cannot be cached (`@`,
+/// negative offsets, `start()`/`end()`).
+async fn cached_range(
+    st: &AppState,
+    storage: &std::sync::Arc<crate::storage::Storage>,
+    p: &Params,
+    expr: &promql_parser::parser::Expr,
+    opts: QueryOptions,
+    steps: Steps,
+) -> Result<(crate::promql::Value, Annotations), PromqlError> {
+    let eval = |s: Steps| {
+        let engine = Engine::new(storage.clone(), opts.clone());
+        async move {
+            let v = engine.range(expr, s.start, s.end, s.step).await?;
+            Ok::<_, PromqlError>((v, engine.take_annotations()))
+        }
+    };
+    let nocache = p.get("nocache").is_some_and(|v| v == "1" || v == "true");
+    if nocache || !st.results_cache.enabled() || !super::results_cache::cacheable(expr) {
+        return eval(steps).await;
+    }
+    let key = super::results_cache::QueryKey {
+        tenant: String::new(),
+        query: expr.to_string(),
+        step: steps.step,
+        lookback: opts.lookback_ms,
+    };
+    let (v, ann, outcome) = st
+        .results_cache
+        .range(key, steps, storage.now_ms(), eval)
+        .await?;
+    let m = &super::metrics::METRICS;
+    m.results_cache_hits.inc_by(outcome.hits);
+    m.results_cache_misses.inc_by(outcome.misses);
+    Ok((v, ann))
 }
 
 /// The `query` parameter, parsed (bad_data when missing or invalid).

@@ -109,6 +109,8 @@ pub(super) struct Shared {
     pub metadata: RwLock<BTreeMap<String, MetricMetadata>>,
     pub instance: String,
     pub stats: StorageStats,
+    /// Parsed Parquet footers of sample files, by block id (blocks are immutable).
+    pub footers: super::read::FooterCache,
 }
 
 struct AppendReq {
@@ -214,6 +216,7 @@ impl Storage {
             metadata: RwLock::new(metadata),
             instance,
             stats: StorageStats::default(),
+            footers: super::read::footer_cache(),
         });
 
         let wal_tx = if opts.wal && opts.read_only {

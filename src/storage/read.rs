@@ -6,11 +6,12 @@ use std::sync::Arc;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt32Type};
 use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 #[allow(deprecated)]
-// Its replacement (a hand-written AsyncFileReader) is planned with the footer cache.
+// Its replacement (ParquetObjectReader's builder-style API) changes nothing for us here.
 use datafusion::parquet::arrow::async_reader::ParquetObjectReader;
 use datafusion::parquet::file::statistics::Statistics;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use roaring::RoaringBitmap;
 
 use super::StorageError;
@@ -117,12 +118,20 @@ impl Storage {
         let snap = self.snapshot(min_t, max_t);
         // Per series: one run per contributing source, in precedence order.
         let mut runs: HashMap<SeriesId, Vec<Run>> = HashMap::new();
-        for b in &snap.blocks {
-            let locals = b.local_ids(ids);
-            if locals.is_empty() {
-                continue;
-            }
-            for (g, ts, vs) in self.scan_block(b, &locals, min_t, max_t).await? {
+        // Blocks are read a few at a time (each spreads its row groups over tasks), and
+        // their results taken in block order, which is the precedence order.
+        let work: Vec<(Arc<LoadedBlock>, Vec<u32>)> = snap
+            .blocks
+            .iter()
+            .map(|b| (b.clone(), b.local_ids(ids)))
+            .filter(|(_, locals)| !locals.is_empty())
+            .collect();
+        let scans = work
+            .into_iter()
+            .map(|(b, locals)| async move { self.scan_block(&b, &locals, min_t, max_t).await });
+        let mut scans = futures::stream::iter(scans).buffered(2);
+        while let Some(scanned) = scans.next().await {
+            for (g, ts, vs) in scanned? {
                 runs.entry(g).or_default().push((ts, vs));
             }
         }
@@ -164,19 +173,30 @@ impl Storage {
         Ok(out)
     }
 
-    /// Reads the given local series of a block, skipping row groups by statistics.
+    /// The block's sample-file footer, from the cache or read once from the store.
+    async fn footer(&self, block: &LoadedBlock) -> Result<ArrowReaderMetadata, StorageError> {
+        if let Some(m) = self.shared.footers.get(&block.meta.id) {
+            return Ok(m);
+        }
+        #[allow(deprecated)]
+        let mut reader = ParquetObjectReader::new(self.shared.store.clone(), block.path.samples());
+        let m = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()).await?;
+        self.shared.footers.insert(block.meta.id.clone(), m.clone());
+        Ok(m)
+    }
+
+    /// Reads the given local series of a block: row groups are chosen by statistics, then
+    /// read as concurrent tasks (so decoding uses every core) and stitched back in order.
     async fn scan_block(
         &self,
-        block: &LoadedBlock,
+        block: &Arc<LoadedBlock>,
         locals: &[u32],
         min_t: i64,
         max_t: i64,
-    ) -> Result<Vec<(SeriesId, Vec<i64>, Vec<f64>)>, StorageError> {
-        #[allow(deprecated)]
-        let reader = ParquetObjectReader::new(self.shared.store.clone(), block.path.samples());
-        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+    ) -> Result<Vec<ScannedSeries>, StorageError> {
+        let meta = self.footer(block).await?;
         let (lo, hi) = (locals[0], *locals.last().expect("non-empty"));
-        let groups: Vec<usize> = builder
+        let groups: Vec<usize> = meta
             .metadata()
             .row_groups()
             .iter()
@@ -205,21 +225,76 @@ impl Storage {
         for &l in locals {
             wanted[l as usize] = true;
         }
-        let mut stream = builder
-            .with_row_groups(groups)
+        let wanted = Arc::new(wanted);
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let tasks = groups.into_iter().map(|g| {
+            let task = RowGroupScan {
+                store: self.shared.store.clone(),
+                block: block.clone(),
+                meta: meta.clone(),
+                group: g,
+                wanted: wanted.clone(),
+                min_t,
+                max_t,
+            };
+            tokio::spawn(task.run())
+        });
+        let mut parts = futures::stream::iter(tasks).buffered(parallel + 1);
+        let mut out: Vec<ScannedSeries> = Vec::new();
+        while let Some(part) = parts.next().await {
+            let part =
+                part.map_err(|e| StorageError::Corrupt(format!("block scan task: {e}")))??;
+            for (g, ts, vs) in part {
+                // A series may continue from the previous row group.
+                match out.last_mut() {
+                    Some(last) if last.0 == g => {
+                        last.1.extend(ts);
+                        last.2.extend(vs);
+                    }
+                    _ => out.push((g, ts, vs)),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A series' samples from one block: global id, timestamps, values.
+type ScannedSeries = (SeriesId, Vec<i64>, Vec<f64>);
+
+/// One row group of a block's samples file, read on its own task.
+struct RowGroupScan {
+    store: Arc<dyn object_store::ObjectStore>,
+    block: Arc<LoadedBlock>,
+    meta: ArrowReaderMetadata,
+    group: usize,
+    wanted: Arc<Vec<bool>>,
+    min_t: i64,
+    max_t: i64,
+}
+
+impl RowGroupScan {
+    async fn run(self) -> Result<Vec<ScannedSeries>, StorageError> {
+        #[allow(deprecated)]
+        let reader = ParquetObjectReader::new(self.store, self.block.path.samples());
+        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.meta)
+            .with_row_groups(vec![self.group])
             .with_batch_size(64 * 1024)
             .build()?;
-        let mut out: Vec<(SeriesId, Vec<i64>, Vec<f64>)> = Vec::new();
+        let mut out: Vec<ScannedSeries> = Vec::new();
         while let Some(batch) = stream.try_next().await? {
             let ids = batch.column(0).as_primitive::<UInt32Type>();
             let ts = batch.column(1).as_primitive::<Int64Type>();
             let vs = batch.column(2).as_primitive::<Float64Type>();
             for i in 0..batch.num_rows() {
                 let (local, t) = (ids.value(i), ts.value(i));
-                if t < min_t || t > max_t || !wanted.get(local as usize).copied().unwrap_or(false) {
+                if t < self.min_t
+                    || t > self.max_t
+                    || !self.wanted.get(local as usize).copied().unwrap_or(false)
+                {
                     continue;
                 }
-                let g = block.global_ids[local as usize];
+                let g = self.block.global_ids[local as usize];
                 match out.last_mut() {
                     Some(last) if last.0 == g => {
                         last.1.push(t);
@@ -231,6 +306,18 @@ impl Storage {
         }
         Ok(out)
     }
+}
+
+/// Parsed footers of block sample files, bounded by their in-memory size.
+pub(super) type FooterCache = moka::sync::Cache<String, ArrowReaderMetadata>;
+
+pub(super) fn footer_cache() -> FooterCache {
+    moka::sync::Cache::builder()
+        .max_capacity(64 << 20)
+        .weigher(|_: &String, m: &ArrowReaderMetadata| {
+            u32::try_from(m.metadata().memory_size()).unwrap_or(u32::MAX)
+        })
+        .build()
 }
 
 /// One source's samples of a series: timestamps and values.

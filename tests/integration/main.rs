@@ -11,6 +11,7 @@ mod promql_conformance;
 mod promql_fuzz;
 mod promql_plan;
 mod remote_write;
+mod results_cache;
 mod s3;
 mod schema;
 mod self_metrics;
