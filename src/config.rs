@@ -79,6 +79,12 @@ pub struct ServeArgs {
     /// CORS: origins allowed, as a fully anchored regex [default: any origin]
     #[arg(long, env = "QUIVER_CORS_ORIGIN")]
     pub cors_origin: Option<String>,
+    /// Most queries (PromQL, SQL, remote read) one tenant may run at once; more get 429 [default: 20]
+    #[arg(long, env = "QUIVER_MAX_CONCURRENT_QUERIES")]
+    pub max_concurrent_queries: Option<usize>,
+    /// Samples per second one tenant may write; 0 is unlimited [default: 0]
+    #[arg(long, env = "QUIVER_WRITE_SAMPLES_PER_SECOND")]
+    pub write_samples_per_second: Option<f64>,
     /// Results cache bound in bytes; 0 turns it off [default: 536870912]
     #[arg(long, env = "QUIVER_RESULTS_CACHE_BYTES")]
     pub results_cache_bytes: Option<u64>,
@@ -103,6 +109,12 @@ pub struct FileConfig {
     pub query_max_samples: Option<usize>,
     pub query_timeout: Option<String>,
     pub cors_origin: Option<String>,
+    pub max_concurrent_queries: Option<usize>,
+    pub write_samples_per_second: Option<f64>,
+    /// Largest burst of samples above the rate [default: 10 × the per-second rate].
+    pub write_burst_samples: Option<f64>,
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
     #[serde(default)]
     pub results_cache: FileResultsCache,
     #[serde(default)]
@@ -143,6 +155,10 @@ pub struct ServeConfig {
     pub query_timeout_ms: i64,
     pub cors_origin: Option<regex::Regex>,
     pub results_cache: crate::api::CacheConfig,
+    pub auth: crate::auth::AuthConfig,
+    pub max_concurrent_queries: usize,
+    pub write_samples_per_second: f64,
+    pub write_burst_samples: f64,
     /// Retention as the user wrote it, for status endpoints.
     pub retention_text: String,
     pub storage: ResolvedStorage,
@@ -300,6 +316,21 @@ impl ServeArgs {
                         .map_err(|e| anyhow::anyhow!("--cors-origin {o:?}: {e}"))?,
                 ),
             },
+            auth: f.auth.clone(),
+            max_concurrent_queries: self
+                .max_concurrent_queries
+                .or(f.max_concurrent_queries)
+                .unwrap_or(20),
+            write_samples_per_second: self
+                .write_samples_per_second
+                .or(f.write_samples_per_second)
+                .unwrap_or(0.0),
+            write_burst_samples: f.write_burst_samples.unwrap_or(
+                10.0 * self
+                    .write_samples_per_second
+                    .or(f.write_samples_per_second)
+                    .unwrap_or(0.0),
+            ),
             results_cache: crate::api::CacheConfig {
                 max_bytes: self
                     .results_cache_bytes
@@ -351,6 +382,23 @@ mod tests {
             c.storage.retention_ms,
             parse_duration_ms(f.storage.retention.as_deref().unwrap()).unwrap()
         );
+    }
+
+    #[test]
+    fn auth_example_config_turns_authentication_on() {
+        let text = include_str!("../deploy/quiver-auth.example.toml");
+        let f: FileConfig = toml::from_str(text).unwrap();
+        assert!(f.auth.is_enabled());
+        let a = crate::auth::Authenticator::new(&f.auth).unwrap();
+        assert!(a.enabled());
+        assert_eq!(
+            a.authenticate(None).unwrap_err(),
+            crate::auth::AuthError::Missing
+        );
+        // Without an [auth] section authentication stays off.
+        let plain: FileConfig = toml::from_str("").unwrap();
+        assert!(!plain.auth.is_enabled());
+        assert_eq!(plain.auth.tenant_header, "X-Scope-OrgID");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! → sql / api`. See `docs/ARCHITECTURE.md` for the code map and invariants.
 
 pub mod api;
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod duration;

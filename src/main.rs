@@ -69,6 +69,9 @@ enum Command {
         /// The SQL statement
         query: String,
     },
+    /// Print an argon2id hash of a password read from standard input, for
+    /// `[[auth.users]] password_hash` in the config file.
+    HashPassword,
 }
 
 fn init_tracing(json: bool) {
@@ -127,6 +130,14 @@ fn main() {
                 let engine = quiver::promql::Engine::new(storage, Default::default());
                 let expr = quiver::promql::Engine::parse(&query)?;
                 print!("{}", engine.explain(&expr, start, end, step).await?);
+                Ok(())
+            }
+            Command::HashPassword => {
+                let mut pw = String::new();
+                std::io::stdin().read_line(&mut pw)?;
+                let pw = pw.trim_end_matches(['\r', '\n']);
+                anyhow::ensure!(!pw.is_empty(), "no password on standard input");
+                println!("{}", quiver::auth::hash_password(pw)?);
                 Ok(())
             }
             Command::Sql {

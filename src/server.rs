@@ -4,9 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument;
+
+use crate::api::limits::Admission;
 use crate::api::{AppState, router};
+use crate::auth::Authenticator;
 use crate::config::ServeConfig;
-use crate::storage::{Storage, objstore};
+use crate::storage::{Storage, Tenants, objstore};
 
 pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
@@ -14,7 +18,26 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     // Tests and scripts read this line to learn the port when listening on :0.
     println!("quiver listening on http://{addr}");
     tracing::info!(%addr, data_dir = %cfg.storage.data_dir.display(), "listening");
-    let mut state = AppState::new();
+    let store = objstore::build(
+        cfg.storage.url.as_deref(),
+        &cfg.storage.data_dir,
+        &cfg.storage.s3,
+    )?;
+    let tenants = Arc::new(Tenants::new(cfg.storage.options(), store));
+    let mut state = AppState::new(tenants.clone());
+    state.auth = Arc::new(Authenticator::new(&cfg.auth)?);
+    state.tenant_header = axum::http::HeaderName::try_from(cfg.auth.tenant_header.as_str())
+        .map_err(|e| anyhow::anyhow!("auth.tenant_header: {e}"))?;
+    state.admission = Arc::new(Admission::new(
+        cfg.max_concurrent_queries,
+        cfg.write_samples_per_second,
+        cfg.write_burst_samples,
+    ));
+    if state.auth.enabled() {
+        tracing::info!(auth = ?cfg.auth, "authentication on");
+    } else if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "authentication is off on a non-loopback address: anyone who can reach it can read and write");
+    }
     state.limits.max_samples = cfg.query_max_samples;
     state.limits.query_timeout_ms = cfg.query_timeout_ms as u64;
     state.retention = cfg.retention_text.clone();
@@ -22,26 +45,15 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     state.results_cache = Arc::new(crate::api::ResultsCache::new(cfg.results_cache));
     let app = router(state.clone(), cfg.max_body_bytes);
 
-    let store = objstore::build(
-        cfg.storage.url.as_deref(),
-        &cfg.storage.data_dir,
-        &cfg.storage.s3,
-    )?;
-    let opts = cfg.storage.options();
-    let st = state.clone();
     let compaction_every = Duration::from_millis(cfg.compaction_interval_ms as u64);
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
     tokio::spawn(async move {
-        let storage = match Storage::open(opts, store).await {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                let _ = fatal_tx.send(anyhow::anyhow!("opening storage: {e}")).await;
-                return;
-            }
-        };
-        let _ = st.storage.set(storage.clone());
+        if let Err(e) = tenants.open_all().await {
+            let _ = fatal_tx.send(anyhow::anyhow!("opening storage: {e}")).await;
+            return;
+        }
         tracing::info!("storage ready");
-        maintenance(storage, compaction_every).await;
+        maintenance(tenants, compaction_every).await;
     });
 
     let server = axum::serve(listener, app).with_graceful_shutdown(async {
@@ -54,33 +66,45 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn maintenance(storage: Arc<Storage>, compaction_every: Duration) {
+/// Flushes heads and compacts blocks of every open tenant.
+async fn maintenance(tenants: Arc<Tenants>, compaction_every: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_compaction = tokio::time::Instant::now();
     loop {
         tick.tick().await;
-        if storage.should_flush()
-            && let Err(e) = storage.flush().await
-        {
-            crate::api::metrics::METRICS.flush_failures.inc();
-            tracing::error!(error = %e, "head flush failed; will retry");
-        }
-        if last_compaction.elapsed() >= compaction_every {
+        let compact_now = last_compaction.elapsed() >= compaction_every;
+        if compact_now {
             last_compaction = tokio::time::Instant::now();
-            match storage.compact().await {
-                Ok(r) if !r.merged.is_empty() || !r.expired.is_empty() => {
-                    tracing::info!(
-                        merged = r.merged.len(),
-                        expired = r.expired.len(),
-                        deleted = r.deleted,
-                        "compaction"
-                    )
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    crate::api::metrics::METRICS.compaction_failures.inc();
-                    tracing::error!(error = %e, "compaction failed")
-                }
+        }
+        for (tenant, storage) in tenants.all() {
+            maintain(&storage, compact_now)
+                .instrument(tracing::info_span!("maintenance", tenant = tenant.as_str()))
+                .await;
+        }
+    }
+}
+
+async fn maintain(storage: &Storage, compact_now: bool) {
+    if storage.should_flush()
+        && let Err(e) = storage.flush().await
+    {
+        crate::api::metrics::METRICS.flush_failures.inc();
+        tracing::error!(error = %e, "head flush failed; will retry");
+    }
+    if compact_now {
+        match storage.compact().await {
+            Ok(r) if !r.merged.is_empty() || !r.expired.is_empty() => {
+                tracing::info!(
+                    merged = r.merged.len(),
+                    expired = r.expired.len(),
+                    deleted = r.deleted,
+                    "compaction"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => {
+                crate::api::metrics::METRICS.compaction_failures.inc();
+                tracing::error!(error = %e, "compaction failed")
             }
         }
     }

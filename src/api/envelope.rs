@@ -51,6 +51,7 @@ impl ApiError {
             "not_found" => StatusCode::NOT_FOUND,
             "not_acceptable" => StatusCode::NOT_ACCEPTABLE,
             "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_requests" => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,6 +91,17 @@ impl IntoResponse for ApiError {
         )
             .into_response()
     }
+}
+
+/// An error envelope with an explicit status (auth refusals, which have no Prometheus type).
+pub fn error_response(status: StatusCode, error_type: &str, message: &str) -> Response {
+    let body = serde_json::json!({"status": "error", "errorType": error_type, "error": message});
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// Success with a pre-encoded `data` JSON value and optional annotations.

@@ -13,6 +13,15 @@ fn client_error(status: StatusCode, what: &str, err: impl std::fmt::Display) -> 
     (status, format!("{what}: {err}\n")).into_response()
 }
 
+/// 429: Prometheus's remote write backs off and retries these.
+fn rate_limited(what: &str) -> Response {
+    client_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        what,
+        "write rate limit of this tenant exceeded; retry later",
+    )
+}
+
 fn storage_error(what: &str, e: StorageError) -> Response {
     if e.is_client_error() {
         client_error(StatusCode::BAD_REQUEST, what, e)
@@ -35,7 +44,7 @@ fn ingest_error(what: &str, e: IngestError) -> Response {
 #[tracing::instrument(skip_all, fields(bytes = body.len()))]
 pub(super) async fn remote_write(
     State(st): State<AppState>,
-    Ready(storage): Ready,
+    Ready(storage, access): Ready,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -67,10 +76,14 @@ pub(super) async fn remote_write(
         Ok(b) => b,
         Err(e) => return ingest_error("remote write", e),
     };
+    if !st.admission.write(&access.tenant, batch.sample_count()) {
+        return rate_limited("remote write");
+    }
     let oldest = oldest_sample(&batch);
     match storage.append(batch, WriteWindow::Recent).await {
         Ok(_) => {
-            st.results_cache.note_write("", oldest, storage.now_ms());
+            st.results_cache
+                .note_write(&access.tenant, oldest, storage.now_ms());
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => storage_error("remote write", e),
@@ -82,7 +95,7 @@ pub(super) async fn remote_write(
 #[tracing::instrument(skip_all, fields(bytes = body.len()))]
 pub(super) async fn import_prometheus(
     State(st): State<AppState>,
-    Ready(storage): Ready,
+    Ready(storage, access): Ready,
     body: Bytes,
 ) -> Response {
     let now = storage.now_ms();
@@ -94,10 +107,14 @@ pub(super) async fn import_prometheus(
     if batch.series.is_empty() {
         return StatusCode::NO_CONTENT.into_response();
     }
+    if !st.admission.write(&access.tenant, batch.sample_count()) {
+        return rate_limited("import");
+    }
     let oldest = oldest_sample(&batch);
     match storage.append(batch, WriteWindow::Backfill).await {
         Ok(_) => {
-            st.results_cache.note_write("", oldest, storage.now_ms());
+            st.results_cache
+                .note_write(&access.tenant, oldest, storage.now_ms());
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => storage_error("import", e),

@@ -12,6 +12,7 @@ use super::Ready;
 use super::envelope::{ApiError, success_raw, success_warn};
 use super::json;
 use super::params::{MAX_TIME, MIN_TIME, Params};
+use crate::auth::Access;
 use crate::model::Matcher;
 use crate::storage::Storage;
 
@@ -49,13 +50,26 @@ fn range(p: &Params) -> Result<(i64, i64), ApiError> {
     ))
 }
 
-fn selected(storage: &Storage, sets: &[Vec<Matcher>], min_t: i64, max_t: i64) -> RoaringBitmap {
-    if sets.is_empty() {
-        return storage.series_ids(&[], min_t, max_t);
-    }
-    let mut ids = RoaringBitmap::new();
-    for set in sets {
-        ids |= storage.series_ids(set, min_t, max_t);
+/// Series in range matching any `match[]` set (all when none), narrowed to what the caller
+/// may see.
+fn selected(
+    storage: &Storage,
+    access: &Access,
+    sets: &[Vec<Matcher>],
+    min_t: i64,
+    max_t: i64,
+) -> RoaringBitmap {
+    let mut ids = if sets.is_empty() {
+        storage.series_ids(&[], min_t, max_t)
+    } else {
+        let mut ids = RoaringBitmap::new();
+        for set in sets {
+            ids |= storage.series_ids(set, min_t, max_t);
+        }
+        ids
+    };
+    if let Some(allowed) = access.allowed(storage) {
+        ids &= allowed;
     }
     ids
 }
@@ -65,7 +79,7 @@ fn request(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Par
 }
 
 pub(super) async fn series(
-    Ready(storage): Ready,
+    Ready(storage, access): Ready,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -79,7 +93,7 @@ pub(super) async fn series(
         }
         let (a, b) = range(&p)?;
         let limit = p.limit()?;
-        let ids = selected(&storage, &sets, a, b);
+        let ids = selected(&storage, &access, &sets, a, b);
         let mut labels = storage.catalog().labels_many(ids.iter());
         labels.sort();
         let mut warnings = vec![];
@@ -98,7 +112,7 @@ pub(super) async fn series(
 }
 
 pub(super) async fn labels(
-    Ready(storage): Ready,
+    Ready(storage, access): Ready,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -109,7 +123,7 @@ pub(super) async fn labels(
         let sets = match_sets(&p)?;
         let (a, b) = range(&p)?;
         let limit = p.limit()?;
-        let ids = selected(&storage, &sets, a, b);
+        let ids = selected(&storage, &access, &sets, a, b);
         let mut names = storage.catalog().label_names(&ids);
         let mut warnings = vec![];
         if limit > 0 && names.len() > limit {
@@ -152,7 +166,7 @@ pub fn unescape_label_name(s: &str) -> Option<String> {
 }
 
 pub(super) async fn label_values(
-    Ready(storage): Ready,
+    Ready(storage, access): Ready,
     Path(name): Path<String>,
     uri: Uri,
     headers: HeaderMap,
@@ -165,7 +179,7 @@ pub(super) async fn label_values(
         let sets = match_sets(&p)?;
         let (a, b) = range(&p)?;
         let limit = p.limit()?;
-        let ids = selected(&storage, &sets, a, b);
+        let ids = selected(&storage, &access, &sets, a, b);
         let mut values = storage.catalog().label_values(&name, &ids);
         let mut warnings = vec![];
         if limit > 0 && values.len() > limit {
@@ -177,7 +191,11 @@ pub(super) async fn label_values(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-pub(super) async fn metadata(Ready(storage): Ready, uri: Uri, headers: HeaderMap) -> Response {
+pub(super) async fn metadata(
+    Ready(storage, access): Ready,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let p = request(&Method::GET, &uri, &headers, &Bytes::new());
     let result = (|| -> Result<Response, ApiError> {
         let limit = p.limit()?;
@@ -189,9 +207,21 @@ pub(super) async fn metadata(Ready(storage): Ready, uri: Uri, headers: HeaderMap
         };
         let _ = per_metric; // One metadata entry per family is kept, so the per-metric limit is always met.
         let metric = p.get("metric").filter(|m| !m.is_empty());
+        // With enforced matchers, only families that have a visible series.
+        let visible: Option<std::collections::HashSet<String>> =
+            access.allowed(&storage).map(|ids| {
+                storage
+                    .catalog()
+                    .label_values(crate::model::METRIC_NAME, &ids)
+                    .into_iter()
+                    .collect()
+            });
         let mut out = serde_json::Map::new();
         for (name, md) in storage.metadata() {
             if metric.is_some_and(|m| m != name) {
+                continue;
+            }
+            if visible.as_ref().is_some_and(|v| !v.contains(&name)) {
                 continue;
             }
             if limit > 0 && out.len() >= limit {

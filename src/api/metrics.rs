@@ -27,6 +27,8 @@ pub struct Metrics {
     pub results_cache_hits: IntCounter,
     pub results_cache_misses: IntCounter,
     results_cache_bytes: IntGauge,
+    pub auth_failures: IntCounterVec,
+    tenants: IntGauge,
     samples_appended: IntCounter,
     wal_fsyncs: IntCounter,
     wal_fsync_seconds: prometheus::Counter,
@@ -103,6 +105,19 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "quiver_results_cache_bytes",
             "Approximate bytes held by the results cache.",
         ),
+        auth_failures: {
+            let c = IntCounterVec::new(
+                Opts::new(
+                    "quiver_auth_failures_total",
+                    "Requests refused by authentication or authorization, by reason.",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric");
+            r.register(Box::new(c.clone())).expect("unique metric");
+            c
+        },
+        tenants: gauge(&r, "quiver_tenants", "Tenants with open storage."),
         request_duration,
         api_errors,
         samples_appended: counter(
@@ -157,33 +172,49 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
     let m = &*METRICS;
     m.results_cache_bytes
         .set(st.results_cache.weighted_size() as i64);
-    if let Some(s) = st.storage.get() {
-        let stats = s.stats();
-        catch_up(
-            &m.samples_appended,
-            stats.samples_appended.load(Ordering::Relaxed),
-        );
-        catch_up(&m.wal_fsyncs, stats.wal_fsyncs.load(Ordering::Relaxed));
-        let fsync_s = stats.wal_fsync_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        if fsync_s > m.wal_fsync_seconds.get() {
-            m.wal_fsync_seconds
-                .inc_by(fsync_s - m.wal_fsync_seconds.get());
-        }
-        catch_up(&m.flushes, stats.flushes.load(Ordering::Relaxed));
-        catch_up(&m.compactions, stats.compactions.load(Ordering::Relaxed));
-        catch_up(
-            &m.blocks_deleted,
-            stats.blocks_deleted.load(Ordering::Relaxed),
-        );
-        let (series, samples, _) = s.head_stats();
-        m.head_series.set(series as i64);
-        m.head_samples.set(samples as i64);
-        let blocks = s.blocks();
-        m.blocks.set(blocks.len() as i64);
-        m.block_bytes
-            .set(blocks.iter().map(|b| b.bytes as i64).sum());
-        m.series.set(s.catalog().len() as i64);
+    // Totals over every open tenant.
+    let tenants = st.tenants.all();
+    let sum = |f: &dyn Fn(&crate::storage::StorageStats) -> u64| -> u64 {
+        tenants.iter().map(|(_, s)| f(s.stats())).sum()
+    };
+    catch_up(
+        &m.samples_appended,
+        sum(&|x| x.samples_appended.load(Ordering::Relaxed)),
+    );
+    catch_up(
+        &m.wal_fsyncs,
+        sum(&|x| x.wal_fsyncs.load(Ordering::Relaxed)),
+    );
+    let fsync_s = sum(&|x| x.wal_fsync_micros.load(Ordering::Relaxed)) as f64 / 1e6;
+    if fsync_s > m.wal_fsync_seconds.get() {
+        m.wal_fsync_seconds
+            .inc_by(fsync_s - m.wal_fsync_seconds.get());
     }
+    catch_up(&m.flushes, sum(&|x| x.flushes.load(Ordering::Relaxed)));
+    catch_up(
+        &m.compactions,
+        sum(&|x| x.compactions.load(Ordering::Relaxed)),
+    );
+    catch_up(
+        &m.blocks_deleted,
+        sum(&|x| x.blocks_deleted.load(Ordering::Relaxed)),
+    );
+    let (mut head_series, mut head_samples, mut blocks, mut bytes, mut series) = (0, 0, 0, 0, 0);
+    for (_, s) in &tenants {
+        let (hs, hsa, _) = s.head_stats();
+        head_series += hs as i64;
+        head_samples += hsa as i64;
+        let b = s.blocks();
+        blocks += b.len() as i64;
+        bytes += b.iter().map(|b| b.bytes as i64).sum::<i64>();
+        series += s.catalog().len() as i64;
+    }
+    m.head_series.set(head_series);
+    m.head_samples.set(head_samples);
+    m.blocks.set(blocks);
+    m.block_bytes.set(bytes);
+    m.series.set(series);
+    m.tenants.set(tenants.len() as i64);
     let mut buf = Vec::new();
     let encoder = TextEncoder::new();
     if let Err(e) = encoder.encode(&m.registry.gather(), &mut buf) {

@@ -2,15 +2,18 @@
 //! (remote write, text import) and health/readiness. Handlers are thin: decode parameters,
 //! call storage or the PromQL engine, encode.
 
+pub mod access;
 mod envelope;
 mod ingest;
 pub mod json;
+pub mod limits;
 mod metadata;
 pub mod metrics;
 pub mod params;
 mod query;
 mod remote_read;
 mod results_cache;
+mod sql;
 mod status;
 
 pub use envelope::ApiError;
@@ -18,21 +21,27 @@ pub use metadata::unescape_label_name;
 pub use results_cache::{CacheConfig, ResultsCache};
 
 use std::sync::Arc;
-use std::sync::OnceLock;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::storage::Storage;
+use crate::auth::{Access, Authenticator, DEFAULT_TENANT};
+use crate::storage::{Storage, Tenants};
 
-/// Shared state of all handlers. Storage is set once WAL replay has finished; until then
-/// API paths answer 503, as Prometheus does during replay.
+/// Shared state of all handlers. The default tenant's storage is ready once its WAL replay
+/// has finished; until then API paths answer 503, as Prometheus does during replay.
 #[derive(Clone)]
 pub struct AppState {
-    pub storage: Arc<OnceLock<Arc<Storage>>>,
+    pub tenants: Arc<Tenants>,
+    pub auth: Arc<Authenticator>,
+    /// Header naming the tenant (for principals allowed to choose).
+    pub tenant_header: axum::http::HeaderName,
+    pub admission: Arc<limits::Admission>,
     pub limits: Limits,
     pub started: chrono::DateTime<chrono::Utc>,
     /// Retention as configured, for status endpoints.
@@ -60,9 +69,12 @@ impl Default for Limits {
 }
 
 impl AppState {
-    pub fn new() -> Self {
+    pub fn new(tenants: Arc<Tenants>) -> Self {
         AppState {
-            storage: Arc::new(OnceLock::new()),
+            tenants,
+            auth: Arc::new(Authenticator::disabled()),
+            tenant_header: axum::http::HeaderName::from_static("x-scope-orgid"),
+            admission: Arc::new(limits::Admission::default()),
             limits: Limits::default(),
             started: chrono::Utc::now(),
             retention: "15d".into(),
@@ -71,36 +83,41 @@ impl AppState {
         }
     }
 
-    #[allow(clippy::result_large_err)] // Response is the natural early-return type of a handler.
-    pub(crate) fn ready(&self) -> Result<&Arc<Storage>, Response> {
-        self.storage.get().ok_or_else(|| {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Service Unavailable: WAL replay in progress\n",
-            )
-                .into_response()
-        })
+    fn not_ready() -> Response {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable: WAL replay in progress\n",
+        )
+            .into_response()
     }
 }
 
-/// Extractor: the storage once WAL replay has finished; until then the request gets 503,
-/// as Prometheus answers during replay.
-pub(crate) struct Ready(pub Arc<Storage>);
+/// Extractor: the storage of the request's tenant (chosen by `access::authorize`) and what
+/// the caller may see. Until the WAL replay has finished the request gets 503, as
+/// Prometheus answers during replay.
+pub(crate) struct Ready(pub Arc<Storage>, pub Access);
 
 impl axum::extract::FromRequestParts<AppState> for Ready {
     type Rejection = Response;
 
     async fn from_request_parts(
-        _parts: &mut axum::http::request::Parts,
+        parts: &mut axum::http::request::Parts,
         st: &AppState,
     ) -> Result<Self, Response> {
-        st.ready().map(|s| Ready(s.clone()))
-    }
-}
-
-impl Default for AppState {
-    fn default() -> Self {
-        Self::new()
+        if !st.tenants.ready() {
+            return Err(AppState::not_ready());
+        }
+        let access = parts
+            .extensions
+            .get::<Access>()
+            .cloned()
+            .unwrap_or_else(|| Access::unrestricted(DEFAULT_TENANT));
+        match st.tenants.get(&access.tenant).await {
+            Ok(s) => Ok(Ready(s, access)),
+            Err(e) => {
+                Err(ApiError::internal(format!("opening tenant storage: {e}")).into_response())
+            }
+        }
     }
 }
 
@@ -151,12 +168,45 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/-/healthy", get(|| async { "Quiver is Healthy.\n" }))
         .route("/-/ready", get(ready))
         .route("/metrics", get(metrics::metrics))
+        .route("/api/v1/sql", get(sql::sql).post(sql::sql))
         .fallback(status::not_found)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::authorize,
+        ))
         .route_layer(axum::middleware::from_fn(metrics::track));
+    let request_id = axum::http::HeaderName::from_static("x-request-id");
     api.layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(cors(state.cors_origin.clone()))
         .layer(tower_http::compression::CompressionLayer::new())
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<_>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        request_id = id,
+                        principal = tracing::field::Empty,
+                    )
+                },
+            ),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
 }
 
@@ -173,8 +223,9 @@ fn cors(origin: Option<regex::Regex>) -> tower_http::cors::CorsLayer {
 }
 
 async fn ready(State(st): State<AppState>) -> Response {
-    match st.ready() {
-        Ok(_) => "Quiver is Ready.\n".into_response(),
-        Err(r) => r,
+    if st.tenants.ready() {
+        "Quiver is Ready.\n".into_response()
+    } else {
+        AppState::not_ready()
     }
 }

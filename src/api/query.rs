@@ -85,7 +85,7 @@ async fn run<T, F: std::future::Future<Output = Result<T, crate::promql::PromqlE
 #[tracing::instrument(skip_all, fields(query))]
 pub(super) async fn query(
     State(st): State<AppState>,
-    Ready(storage): Ready,
+    Ready(storage, access): Ready,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -98,7 +98,9 @@ pub(super) async fn query(
             .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is required"))?;
         tracing::Span::current().record("query", q);
         let t = p.time("time", Some(storage.now_ms()))?.expect("default");
-        let engine = Engine::new(storage, options(&p, &st)?);
+        let _slot = st.admission.query(&access.tenant)?;
+        let allowed = access.allowed(&storage);
+        let engine = Engine::new(storage, options(&p, &st)?).restrict(allowed);
         let expr = Engine::parse(q).map_err(ApiError::from_promql)?;
         let limit = p.limit()?;
         let mut v = run(engine.instant(&expr, t), timeout_ms(&p, &st)?).await?;
@@ -117,7 +119,7 @@ pub(super) async fn query(
 #[tracing::instrument(skip_all, fields(query))]
 pub(super) async fn query_range(
     State(st): State<AppState>,
-    Ready(storage): Ready,
+    Ready(storage, access): Ready,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -145,9 +147,10 @@ pub(super) async fn query_range(
         }
         let opts = options(&p, &st)?;
         let expr = Engine::parse(q).map_err(ApiError::from_promql)?;
+        let _slot = st.admission.query(&access.tenant)?;
         let limit = p.limit()?;
         let steps = Steps::new(start, end, step);
-        let (mut v, mut ann) = run(cached_range(&st, &storage, &p, &expr, opts, steps), timeout_ms(&p, &st)?).await?;
+        let (mut v, mut ann) = run(cached_range(&st, &storage, &access, &p, &expr, opts, steps), timeout_ms(&p, &st)?).await?;
         apply_limit(&mut v, limit, &mut ann.warnings);
         Ok::<_, ApiError>(success_raw(&json::range(&v, Steps::new(start, end, step)), &ann.warnings, &ann.infos))
     }
@@ -161,13 +164,16 @@ pub(super) async fn query_range(
 async fn cached_range(
     st: &AppState,
     storage: &std::sync::Arc<crate::storage::Storage>,
+    access: &crate::auth::Access,
     p: &Params,
     expr: &promql_parser::parser::Expr,
     opts: QueryOptions,
     steps: Steps,
 ) -> Result<(crate::promql::Value, Annotations), PromqlError> {
+    // Resolved once per request, so every extent sees the same series.
+    let allowed = access.allowed(storage);
     let eval = |s: Steps| {
-        let engine = Engine::new(storage.clone(), opts.clone());
+        let engine = Engine::new(storage.clone(), opts.clone()).restrict(allowed.clone());
         async move {
             let v = engine.range(expr, s.start, s.end, s.step).await?;
             Ok::<_, PromqlError>((v, engine.take_annotations()))
@@ -178,7 +184,8 @@ async fn cached_range(
         return eval(steps).await;
     }
     let key = super::results_cache::QueryKey {
-        tenant: String::new(),
+        tenant: access.tenant.clone(),
+        scope: access.cache_scope(),
         query: expr.to_string(),
         step: steps.step,
         lookback: opts.lookback_ms,

@@ -8,9 +8,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
 
-use super::Ready;
+use super::{AppState, Ready};
 use crate::ingest::prompb::{self, MatcherType, ResponseType};
 use crate::model::Matcher;
+use axum::extract::State;
 
 fn bad(status: StatusCode, msg: String) -> Response {
     tracing::warn!(%status, error = %msg, "remote read rejected");
@@ -35,7 +36,16 @@ fn matchers(q: &prompb::Query) -> Result<Vec<Matcher>, String> {
 }
 
 #[tracing::instrument(skip_all, fields(bytes = body.len()))]
-pub(super) async fn read(Ready(storage): Ready, body: Bytes) -> Response {
+pub(super) async fn read(
+    State(st): State<AppState>,
+    Ready(storage, access): Ready,
+    body: Bytes,
+) -> Response {
+    let _slot = match st.admission.query(&access.tenant) {
+        Ok(p) => p,
+        Err(e) => return bad(StatusCode::TOO_MANY_REQUESTS, e.message),
+    };
+    let allowed = access.allowed(&storage);
     let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -70,8 +80,12 @@ pub(super) async fn read(Ready(storage): Ready, body: Bytes) -> Response {
             Ok(m) => m,
             Err(e) => return bad(StatusCode::BAD_REQUEST, e),
         };
+        let mut ids = storage.catalog().select(&ms);
+        if let Some(a) = &allowed {
+            ids &= a;
+        }
         let series = match storage
-            .select(&ms, q.start_timestamp_ms, q.end_timestamp_ms)
+            .select_ids(&ids, q.start_timestamp_ms, q.end_timestamp_ms)
             .await
         {
             Ok(s) => s,

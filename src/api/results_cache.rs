@@ -51,6 +51,8 @@ impl Default for CacheConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct QueryKey {
     pub tenant: String,
+    /// Tenant and enforced matchers: callers that see different series share nothing.
+    pub scope: String,
     /// The query as the parser prints it, so spacing differences share entries.
     pub query: String,
     pub step: i64,
@@ -362,6 +364,7 @@ mod tests {
     fn key() -> QueryKey {
         QueryKey {
             tenant: String::new(),
+            scope: String::new(),
             query: "x".into(),
             step: 10,
             lookback: 300_000,

@@ -47,9 +47,14 @@ pub(super) async fn config() -> Response {
     success(json!({ "yaml": "" }))
 }
 
-pub(super) async fn tsdb(Ready(storage): Ready) -> Response {
-    let (num_series, _samples, range) = storage.head_stats();
-    let all = storage.series_ids(&[], i64::MIN / 2, i64::MAX / 2);
+pub(super) async fn tsdb(Ready(storage, access): Ready) -> Response {
+    let (mut num_series, _samples, range) = storage.head_stats();
+    let mut all = storage.series_ids(&[], i64::MIN / 2, i64::MAX / 2);
+    if let Some(allowed) = access.allowed(&storage) {
+        // Counts of series the caller cannot see would leak them.
+        all &= allowed;
+        num_series = num_series.min(all.len() as usize);
+    }
     let card = storage.catalog().cardinality(&all);
     let top = |mut v: Vec<(String, u64)>| {
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -105,7 +110,7 @@ pub(super) async fn alertmanagers() -> Response {
 }
 
 pub(super) async fn walreplay(State(st): State<AppState>) -> Response {
-    let done = st.storage.get().is_some();
+    let done = st.tenants.ready();
     success(json!({"min": 0, "max": 0, "current": if done { 0 } else { -1 }}))
 }
 

@@ -308,6 +308,7 @@ impl Engine {
         };
         let range_ms = ms.range.as_millis() as i64;
         ids &= self.storage.series_ids(&[], lo - range_ms + 1, hi);
+        self.scope(&mut ids);
         // The range function drops `__name__`; two series that then collide would be an
         // error the evaluator reports, so leave those to it.
         let labels = self.storage.catalog().labels_many(ids.iter());
@@ -337,6 +338,7 @@ impl Engine {
             range_ms,
             times: Arc::new(times),
             loaded: Default::default(),
+            max_samples: self.opts.max_samples,
         };
         Ok(Some((scan, groups)))
     }
@@ -350,7 +352,17 @@ impl Engine {
         let Some((scan, groups)) = self.fused_plan(a, op, ctx).await? else {
             return Ok(None);
         };
-        let df = |e: datafusion::error::DataFusionError| PromqlError::exec(e.to_string());
+        let df = |e: datafusion::error::DataFusionError| match e.find_root() {
+            datafusion::error::DataFusionError::External(inner)
+                if matches!(
+                    inner.downcast_ref::<PromqlError>(),
+                    Some(PromqlError::TooManySamples)
+                ) =>
+            {
+                PromqlError::TooManySamples
+            }
+            _ => PromqlError::exec(e.to_string()),
+        };
         let (session, plan) =
             super::exec::plan(scan, op, self.opts.partitions, self.opts.memory_limit_bytes)
                 .await

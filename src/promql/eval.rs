@@ -66,6 +66,8 @@ pub struct Engine {
     pub(super) opts: QueryOptions,
     loaded: AtomicUsize,
     annotations: parking_lot::Mutex<Annotations>,
+    /// Series the caller may see (enforced matchers); `None`: all.
+    allowed: Option<roaring::RoaringBitmap>,
 }
 
 impl Engine {
@@ -75,6 +77,21 @@ impl Engine {
             opts,
             loaded: AtomicUsize::new(0),
             annotations: Default::default(),
+            allowed: None,
+        }
+    }
+
+    /// Restricts every selector to these series (a principal's enforced matchers). This is
+    /// applied where selectors resolve to series ids, so no expression can reach others.
+    pub fn restrict(mut self, allowed: Option<roaring::RoaringBitmap>) -> Self {
+        self.allowed = allowed;
+        self
+    }
+
+    /// Narrows selected series ids to the allowed ones.
+    pub(super) fn scope(&self, ids: &mut roaring::RoaringBitmap) {
+        if let Some(a) = &self.allowed {
+            *ids &= a;
         }
     }
 

@@ -90,6 +90,8 @@ pub(super) struct RangeScan {
     /// Samples of all selected series, read once and shared by the partitions (each block
     /// file is scanned once; the partitions split the CPU work of the range function).
     pub loaded: Arc<tokio::sync::OnceCell<Arc<Vec<crate::storage::SeriesResult>>>>,
+    /// The query's sample limit, checked once the samples are read.
+    pub max_samples: usize,
 }
 
 /// Leaf operator: range function per series and step, sharded by series id.
@@ -184,11 +186,18 @@ impl ExecutionPlan for RangeFnExec {
                     else {
                         return Ok(Arc::new(Vec::new()));
                     };
-                    scan.storage
+                    let found = scan
+                        .storage
                         .select_ids(&scan.ids, lo - scan.range_ms + 1, hi)
                         .await
-                        .map(Arc::new)
-                        .map_err(|e| DataFusionError::External(Box::new(e)))
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    let total: usize = found.iter().map(|s| s.ts.len()).sum();
+                    if total > scan.max_samples {
+                        return Err(DataFusionError::External(Box::new(
+                            super::PromqlError::TooManySamples,
+                        )));
+                    }
+                    Ok(Arc::new(found))
                 })
                 .await?
                 .clone();

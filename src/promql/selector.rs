@@ -93,6 +93,7 @@ impl Engine {
         for ms in &sets {
             ids |= self.storage.catalog().select(ms);
         }
+        self.scope(&mut ids);
         let found = self.storage.select_ids(&ids, min_t, max_t).await?;
         let total: usize = found.iter().map(|s| s.ts.len()).sum();
         self.charge(total)?;

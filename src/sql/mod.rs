@@ -13,6 +13,7 @@ use std::sync::Arc;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result as DfResult;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use roaring::RoaringBitmap;
 
 use crate::storage::Storage;
 
@@ -23,10 +24,26 @@ pub const VIEWS_SQL: &str = include_str!("../../sql/views.sql");
 
 /// A session with Quiver's tables and views registered.
 pub async fn session(storage: Arc<Storage>) -> DfResult<SessionContext> {
+    session_scoped(storage, None).await
+}
+
+/// A session whose tables hold only the `allowed` series (a principal's enforced
+/// matchers): the restriction is inside the table providers, so no query can lift it.
+pub async fn session_scoped(
+    storage: Arc<Storage>,
+    allowed: Option<RoaringBitmap>,
+) -> DfResult<SessionContext> {
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
-    ctx.register_table("series", Arc::new(SeriesTable::new(storage.clone())))?;
-    ctx.register_table("samples", Arc::new(SamplesTable::new(storage)))?;
+    let allowed = allowed.map(Arc::new);
+    ctx.register_table(
+        "series",
+        Arc::new(SeriesTable::new(storage.clone()).restrict(allowed.clone())),
+    )?;
+    ctx.register_table(
+        "samples",
+        Arc::new(SamplesTable::new(storage).restrict(allowed)),
+    )?;
     for stmt in VIEWS_SQL
         .split(';')
         .map(str::trim)

@@ -48,11 +48,21 @@ fn samples_schema() -> SchemaRef {
 /// `series`: every series the catalog knows (head and loaded blocks).
 pub struct SeriesTable {
     storage: Arc<Storage>,
+    allowed: Option<Arc<RoaringBitmap>>,
 }
 
 impl SeriesTable {
     pub fn new(storage: Arc<Storage>) -> Self {
-        SeriesTable { storage }
+        SeriesTable {
+            storage,
+            allowed: None,
+        }
+    }
+
+    /// Only these series are in the table.
+    pub fn restrict(mut self, allowed: Option<Arc<RoaringBitmap>>) -> Self {
+        self.allowed = allowed;
+        self
     }
 }
 
@@ -73,7 +83,11 @@ impl TableProvider for SeriesTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let catalog = self.storage.catalog();
         let n = catalog.len() as u32;
-        let labels = catalog.labels_many(0..n);
+        let ids: Vec<u32> = match &self.allowed {
+            Some(a) => a.iter().filter(|&i| i < n).collect(),
+            None => (0..n).collect(),
+        };
+        let labels = catalog.labels_many(ids.iter().copied());
         let mut metric = StringBuilder::new();
         let mut map = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
         for l in &labels {
@@ -88,7 +102,7 @@ impl TableProvider for SeriesTable {
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(UInt32Array::from_iter_values(0..n)),
+                Arc::new(UInt32Array::from(ids)),
                 Arc::new(metric.finish()),
                 Arc::new(map.finish()),
             ],
@@ -102,11 +116,21 @@ impl TableProvider for SeriesTable {
 /// `samples`: head and block samples, deduplicated, with pushdown of time and series filters.
 pub struct SamplesTable {
     storage: Arc<Storage>,
+    allowed: Option<Arc<RoaringBitmap>>,
 }
 
 impl SamplesTable {
     pub fn new(storage: Arc<Storage>) -> Self {
-        SamplesTable { storage }
+        SamplesTable {
+            storage,
+            allowed: None,
+        }
+    }
+
+    /// Only samples of these series are in the table.
+    pub fn restrict(mut self, allowed: Option<Arc<RoaringBitmap>>) -> Self {
+        self.allowed = allowed;
+        self
     }
 }
 
@@ -257,10 +281,13 @@ impl TableProvider for SamplesTable {
                 p = one;
             }
         }
-        let ids = match p.ids {
+        let mut ids = match p.ids {
             Some(ids) => ids,
             None => self.storage.series_ids(&[], p.min_t, p.max_t),
         };
+        if let Some(a) = &self.allowed {
+            ids &= a.as_ref();
+        }
         let series = self
             .storage
             .select_ids(&ids, p.min_t, p.max_t)

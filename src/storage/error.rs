@@ -30,11 +30,18 @@ pub enum StorageError {
     Closed,
     #[error("configuration: {0}")]
     Config(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
 }
 
 impl StorageError {
     /// True when the request, not the server, is at fault.
     pub fn is_client_error(&self) -> bool {
-        matches!(self, StorageError::OutOfBounds { .. })
+        matches!(
+            self,
+            StorageError::OutOfBounds { .. } | StorageError::Invalid(_)
+        )
     }
 }

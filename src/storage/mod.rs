@@ -17,11 +17,13 @@ pub mod head;
 pub mod objstore;
 pub mod paths;
 mod read;
+pub mod tenants;
 pub mod wal;
 
 pub use engine::{Clock, Storage, StorageOptions, StorageStats, WriteWindow};
 pub use error::StorageError;
 pub use read::SeriesResult;
+pub use tenants::Tenants;
 
 /// Format version of the data directory as a whole (`VERSION` file; see `migrations/`).
 pub const DATA_FORMAT_VERSION: u32 = 1;

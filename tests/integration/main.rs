@@ -14,6 +14,7 @@ mod remote_write;
 mod results_cache;
 mod s3;
 mod schema;
+mod security;
 mod self_metrics;
 mod sql_examples;
 mod support;

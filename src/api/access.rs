@@ -1,0 +1,115 @@
+//! Authentication and authorization at the HTTP edge: every routed request is matched to
+//! the permission its path needs, its credentials checked, its tenant chosen, and an
+//! [`Access`] (tenant + enforced matchers) put into the request for the handlers.
+//! Failures answer 401 with `WWW-Authenticate` or 403, in the Prometheus error envelope
+//! on API paths.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use crate::auth::{Access, AuthError, Permission};
+
+/// The permission a route needs; `None` for health, readiness and Quiver's own metrics.
+pub fn required(path: &str) -> Option<Permission> {
+    match path {
+        "/-/healthy" | "/-/ready" | "/metrics" => None,
+        "/api/v1/write" | "/api/v1/import/prometheus" => Some(Permission::Write),
+        "/api/v1/status/config"
+        | "/api/v1/status/flags"
+        | "/api/v1/status/runtimeinfo"
+        | "/api/v1/status/walreplay" => Some(Permission::Admin),
+        _ => Some(Permission::Read),
+    }
+}
+
+/// Middleware: authenticates, authorizes and scopes the request.
+pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    let Some(need) = required(&path) else {
+        return next.run(req).await;
+    };
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let tenant_header = req
+        .headers()
+        .get(&st.tenant_header)
+        .and_then(|v| v.to_str().ok());
+    let checked = st.auth.authenticate(authorization).and_then(|p| {
+        if !p.may(need) {
+            return Err(AuthError::Forbidden(need.as_str()));
+        }
+        let tenant = p.tenant_for(tenant_header)?;
+        Ok((p, tenant))
+    });
+    let (principal, tenant) = match checked {
+        Ok(x) => x,
+        Err(e) => return refuse(&path, e),
+    };
+    tracing::Span::current().record("principal", principal.name.as_str());
+    req.extensions_mut().insert(Access {
+        tenant,
+        matchers: std::sync::Arc::new(principal.matchers),
+    });
+    let mut resp = next.run(req).await;
+    if st.auth.enabled() {
+        // Answers depend on who asked: no shared cache may keep them.
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+fn refuse(path: &str, e: AuthError) -> Response {
+    super::metrics::METRICS
+        .auth_failures
+        .with_label_values(&[e.reason()])
+        .inc();
+    tracing::info!(path, reason = e.reason(), "request refused: {e}");
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let mut resp = if path.starts_with("/api/") {
+        let error_type = match status {
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::FORBIDDEN => "forbidden",
+            _ => "bad_data",
+        };
+        super::envelope::error_response(status, error_type, &e.to_string())
+    } else {
+        (status, format!("{e}\n")).into_response()
+    };
+    if status == StatusCode::UNAUTHORIZED {
+        let h = resp.headers_mut();
+        h.append(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"quiver\""),
+        );
+        h.append(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"quiver\", charset=\"UTF-8\""),
+        );
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_permissions() {
+        assert_eq!(required("/api/v1/query"), Some(Permission::Read));
+        assert_eq!(required("/api/v1/read"), Some(Permission::Read));
+        assert_eq!(required("/api/v1/sql"), Some(Permission::Read));
+        assert_eq!(required("/api/v1/write"), Some(Permission::Write));
+        assert_eq!(required("/api/v1/status/config"), Some(Permission::Admin));
+        assert_eq!(required("/-/ready"), None);
+    }
+}

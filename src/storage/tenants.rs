@@ -1,0 +1,124 @@
+//! One storage engine per tenant, so tenants' data never share a block, a WAL, an index or
+//! a cache entry.
+//!
+//! The default tenant keeps the layout of a single-tenant install (data dir and bucket
+//! root); tenant `t` lives under `<data dir>/tenants/t/` locally and `tenants/t/` in the
+//! object store. Tenants are opened on first use and, at startup, for every directory
+//! under `tenants/` (so their WALs are replayed and their heads flushed).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use object_store::ObjectStore;
+use object_store::prefix::PrefixStore;
+use tokio::sync::OnceCell;
+
+use super::{Storage, StorageError, StorageOptions};
+use crate::auth::DEFAULT_TENANT;
+
+pub const TENANTS_DIR: &str = "tenants";
+
+pub struct Tenants {
+    opts: StorageOptions,
+    store: Arc<dyn ObjectStore>,
+    /// The default tenant, set once its WAL replay has finished (until then: 503).
+    default: OnceLock<Arc<Storage>>,
+    others: parking_lot::Mutex<HashMap<String, Arc<OnceCell<Arc<Storage>>>>>,
+}
+
+impl Tenants {
+    pub fn new(opts: StorageOptions, store: Arc<dyn ObjectStore>) -> Self {
+        Tenants {
+            opts,
+            store,
+            default: OnceLock::new(),
+            others: Default::default(),
+        }
+    }
+
+    /// A registry around an already open default storage (tests, tools).
+    pub fn single(storage: Arc<Storage>) -> Self {
+        let t = Tenants::new(
+            StorageOptions::new(PathBuf::new()),
+            Arc::new(object_store::memory::InMemory::new()),
+        );
+        let _ = t.default.set(storage);
+        t
+    }
+
+    /// Opens the default tenant and every tenant found on disk. Call once at startup.
+    pub async fn open_all(&self) -> Result<(), StorageError> {
+        let default = Arc::new(Storage::open(self.opts.clone(), self.store.clone()).await?);
+        let _ = self.default.set(default);
+        let dir = self.opts.data_dir.join(TENANTS_DIR);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if let Some(name) = e.file_name().to_str()
+                    && crate::auth::validate_tenant(name).is_ok()
+                    && e.path().is_dir()
+                {
+                    self.get(name).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the default tenant has finished replaying.
+    pub fn ready(&self) -> bool {
+        self.default.get().is_some()
+    }
+
+    /// The default tenant once ready.
+    pub fn default_storage(&self) -> Option<&Arc<Storage>> {
+        self.default.get()
+    }
+
+    /// A tenant's storage, opened (and its WAL replayed) on first use. `None` while the
+    /// default tenant is still replaying.
+    pub async fn get(&self, tenant: &str) -> Result<Arc<Storage>, StorageError> {
+        if tenant == DEFAULT_TENANT {
+            return self
+                .default
+                .get()
+                .cloned()
+                .ok_or_else(|| StorageError::Unavailable("WAL replay in progress".into()));
+        }
+        crate::auth::validate_tenant(tenant).map_err(|e| StorageError::Invalid(e.to_string()))?;
+        let cell = self
+            .others
+            .lock()
+            .entry(tenant.to_string())
+            .or_default()
+            .clone();
+        let s = cell
+            .get_or_try_init(|| async {
+                let mut opts = self.opts.clone();
+                opts.data_dir = self.opts.data_dir.join(TENANTS_DIR).join(tenant);
+                let prefix = object_store::path::Path::from_iter([TENANTS_DIR, tenant]);
+                let store: Arc<dyn ObjectStore> =
+                    Arc::new(PrefixStore::new(self.store.clone(), prefix));
+                tracing::info!(tenant, "opening tenant storage");
+                Ok::<_, StorageError>(Arc::new(Storage::open(opts, store).await?))
+            })
+            .await?;
+        Ok(s.clone())
+    }
+
+    /// Every open tenant's storage (for flush and compaction).
+    pub fn all(&self) -> Vec<(String, Arc<Storage>)> {
+        let mut out: Vec<(String, Arc<Storage>)> = self
+            .default
+            .get()
+            .map(|s| (DEFAULT_TENANT.to_string(), s.clone()))
+            .into_iter()
+            .collect();
+        for (name, cell) in self.others.lock().iter() {
+            if let Some(s) = cell.get() {
+                out.push((name.clone(), s.clone()));
+            }
+        }
+        out
+    }
+}
