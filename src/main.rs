@@ -213,14 +213,17 @@ async fn import(args: StorageArgs, unit: &str, files: Vec<PathBuf>) -> anyhow::R
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
             pb.set_position(reader.bytes_read());
-            if storage.should_flush() {
+            // Only the size bound: an import file is usually series after series, so
+            // every batch spans the file's whole time range, which the server's
+            // time-span trigger would turn into a flush per batch.
+            if storage.head_stats().1 >= r.head_max_samples {
                 storage.flush().await?;
             }
         }
         pb.finish_and_clear();
     }
     storage.flush().await?;
-    let report = storage.compact().await?;
+    let report = storage.compact_all().await?;
     eprintln!(
         "imported {total} samples from {} file(s); {} blocks after compaction ({} merged)",
         files.len(),

@@ -24,6 +24,17 @@ impl Storage {
     /// sealed window (first `block_duration`, then `max_block_duration`) into one block.
     /// Overlapping samples resolve to the newest block's value.
     pub async fn compact(&self) -> Result<CompactionReport, StorageError> {
+        let sealed_before = self.now_ms() - self.shared.opts.ooo_window_ms;
+        self.compact_sealed(sealed_before).await
+    }
+
+    /// Compaction treating every window as sealed: for offline bulk import, where no more
+    /// samples will arrive (a server seals only windows older than the out-of-order window).
+    pub async fn compact_all(&self) -> Result<CompactionReport, StorageError> {
+        self.compact_sealed(i64::MAX).await
+    }
+
+    async fn compact_sealed(&self, sealed_before: i64) -> Result<CompactionReport, StorageError> {
         let _guard = self.maintenance.lock().await;
         let o = self.shared.opts.clone();
         let now = self.now_ms();
@@ -39,14 +50,15 @@ impl Storage {
             st.graveyard.extend(expired);
         }
 
-        let sealed_before = now - o.ooo_window_ms;
         for window in [o.block_duration_ms, o.max_block_duration_ms] {
             let groups: BTreeMap<i64, Vec<Arc<LoadedBlock>>> = {
                 let st = self.shared.state.read();
                 let mut g: BTreeMap<i64, Vec<Arc<LoadedBlock>>> = BTreeMap::new();
                 for b in &st.blocks {
                     let w = b.meta.min_t.div_euclid(window);
-                    if w == b.meta.max_t.div_euclid(window) && (w + 1) * window <= sealed_before {
+                    if w == b.meta.max_t.div_euclid(window)
+                        && (w + 1).saturating_mul(window) <= sealed_before
+                    {
                         g.entry(w).or_default().push(b.clone());
                     }
                 }
