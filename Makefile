@@ -1,5 +1,5 @@
 # Common commands. `make help` lists them.
-.PHONY: help run test bench lint
+.PHONY: help run test bench bench-peers lint
 
 help: ## This list
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -12,6 +12,9 @@ test: ## Run the whole test suite
 
 bench: ## Criterion micro-benchmarks and the storage report
 	cargo bench --bench ingest
+
+bench-peers: ## Quiver vs Prometheus and VictoriaMetrics, end to end (benches/peer/README.md; flags via ARGS="...")
+	python3 benches/peer/harness.py $(ARGS)
 
 lint: ## rustfmt and clippy as CI runs them
 	cargo fmt --check && cargo clippy --all-targets -- -D warnings
