@@ -79,6 +79,12 @@ pub struct ServeArgs {
     /// CORS: origins allowed, as a fully anchored regex [default: any origin]
     #[arg(long, env = "QUIVER_CORS_ORIGIN")]
     pub cors_origin: Option<String>,
+    /// TLS: certificate chain (PEM); serve HTTPS when given with --tls-key-file
+    #[arg(long, env = "QUIVER_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS: private key (PEM)
+    #[arg(long, env = "QUIVER_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
     /// Most queries (PromQL, SQL, remote read) one tenant may run at once; more get 429 [default: 20]
     #[arg(long, env = "QUIVER_MAX_CONCURRENT_QUERIES")]
     pub max_concurrent_queries: Option<usize>,
@@ -111,6 +117,8 @@ pub struct FileConfig {
     pub cors_origin: Option<String>,
     pub max_concurrent_queries: Option<usize>,
     pub write_samples_per_second: Option<f64>,
+    #[serde(default)]
+    pub tls: FileTls,
     /// Largest burst of samples above the rate [default: 10 × the per-second rate].
     pub write_burst_samples: Option<f64>,
     #[serde(default)]
@@ -119,6 +127,20 @@ pub struct FileConfig {
     pub results_cache: FileResultsCache,
     #[serde(default)]
     pub storage: FileStorage,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// Certificate chain and key of the HTTPS listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -156,6 +178,7 @@ pub struct ServeConfig {
     pub cors_origin: Option<regex::Regex>,
     pub results_cache: crate::api::CacheConfig,
     pub auth: crate::auth::AuthConfig,
+    pub tls: Option<TlsFiles>,
     pub max_concurrent_queries: usize,
     pub write_samples_per_second: f64,
     pub write_burst_samples: f64,
@@ -317,6 +340,17 @@ impl ServeArgs {
                 ),
             },
             auth: f.auth.clone(),
+            tls: match (
+                self.tls_cert_file.clone().or(f.tls.cert_file.clone()),
+                self.tls_key_file.clone().or(f.tls.key_file.clone()),
+            ) {
+                (None, None) => None,
+                (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+                    cert_file,
+                    key_file,
+                }),
+                _ => anyhow::bail!("TLS needs both --tls-cert-file and --tls-key-file"),
+            },
             max_concurrent_queries: self
                 .max_concurrent_queries
                 .or(f.max_concurrent_queries)

@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (remote write, import, health) on a data dir (default ./data).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Backfill Prometheus text / OpenMetrics files (with timestamps) into a data dir.
     /// Do not run against a data dir a server is using.
     Import {

@@ -16,7 +16,8 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to learn the port when listening on :0.
-    println!("quiver listening on http://{addr}");
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    println!("quiver listening on {scheme}://{addr}");
     tracing::info!(%addr, data_dir = %cfg.storage.data_dir.display(), "listening");
     let store = objstore::build(
         cfg.storage.url.as_deref(),
@@ -56,14 +57,56 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         maintenance(tenants, compaction_every).await;
     });
 
-    let server = axum::serve(listener, app).with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    });
+    let server = async move {
+        match &cfg.tls {
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    })
+                    .await
+            }
+            Some(tls) => serve_tls(listener, app, tls).await,
+        }
+    };
     tokio::select! {
         r = server => r?,
         Some(e) = fatal_rx.recv() => return Err(e),
     }
     Ok(())
+}
+
+/// HTTPS via rustls (ring provider), with the same graceful shutdown on Ctrl-C.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: &crate::config::TlsFiles,
+) -> std::io::Result<()> {
+    // Only one provider is compiled in; installing it twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config =
+        axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert_file, &tls.key_file)
+            .await
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "TLS certificate {} / key {}: {e}",
+                        tls.cert_file.display(),
+                        tls.key_file.display()
+                    ),
+                )
+            })?;
+    let handle = axum_server::Handle::new();
+    let stop = handle.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, config)?
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
 }
 
 /// Flushes heads and compacts blocks of every open tenant.

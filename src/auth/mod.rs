@@ -124,18 +124,11 @@ impl Principal {
     }
 }
 
-/// The tenant whose data lives at the root of the data dir and bucket (no prefix).
-pub const DEFAULT_TENANT: &str = "default";
+pub use crate::storage::tenants::DEFAULT_TENANT;
 
 /// Tenant ids become directory names and object-store prefixes.
 pub fn validate_tenant(t: &str) -> Result<(), AuthError> {
-    let ok = !t.is_empty()
-        && t.len() <= 128
-        && t != "."
-        && t != ".."
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
+    if crate::storage::tenants::valid_tenant(t) {
         Ok(())
     } else {
         Err(AuthError::BadTenant(t.to_string()))

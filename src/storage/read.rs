@@ -300,25 +300,31 @@ impl RowGroupScan {
         let mut stream = builder.build()?;
         let mut out: Vec<ScannedSeries> = Vec::new();
         while let Some(batch) = stream.try_next().await? {
-            let ids = batch.column(0).as_primitive::<UInt32Type>();
-            let ts = batch.column(1).as_primitive::<Int64Type>();
-            let vs = batch.column(2).as_primitive::<Float64Type>();
-            for i in 0..batch.num_rows() {
-                let (local, t) = (ids.value(i), ts.value(i));
-                if t < self.min_t
-                    || t > self.max_t
-                    || !self.wanted.get(local as usize).copied().unwrap_or(false)
-                {
-                    continue;
-                }
-                let g = self.block.global_ids[local as usize];
-                match out.last_mut() {
-                    Some(last) if last.0 == g => {
-                        last.1.push(t);
-                        last.2.push(vs.value(i));
+            let ids = batch.column(0).as_primitive::<UInt32Type>().values();
+            let ts = batch.column(1).as_primitive::<Int64Type>().values();
+            let vs = batch.column(2).as_primitive::<Float64Type>().values();
+            // Rows are sorted by (series, timestamp): take each series' run as a whole,
+            // cut to the time range by binary search, and copy it as slices.
+            let mut i = 0;
+            while i < ids.len() {
+                let local = ids[i];
+                let run = ids[i..].partition_point(|&x| x == local);
+                let j = i + run;
+                if self.wanted.get(local as usize).copied().unwrap_or(false) {
+                    let a = i + ts[i..j].partition_point(|&t| t < self.min_t);
+                    let b = i + ts[i..j].partition_point(|&t| t <= self.max_t);
+                    if a < b {
+                        let g = self.block.global_ids[local as usize];
+                        match out.last_mut() {
+                            Some(last) if last.0 == g => {
+                                last.1.extend_from_slice(&ts[a..b]);
+                                last.2.extend_from_slice(&vs[a..b]);
+                            }
+                            _ => out.push((g, ts[a..b].to_vec(), vs[a..b].to_vec())),
+                        }
                     }
-                    _ => out.push((g, vec![t], vec![vs.value(i)])),
                 }
+                i = j;
             }
         }
         Ok(out)
@@ -391,6 +397,21 @@ type Run = (Vec<i64>, Vec<f64>);
 fn merge_runs(mut runs: Vec<Run>) -> Run {
     if runs.len() == 1 {
         return runs.pop().expect("one run");
+    }
+    // The usual case: consecutive blocks, then the head — runs that do not overlap in
+    // time. Ordered by first timestamp they simply concatenate (no ties, so precedence
+    // does not matter).
+    runs.retain(|(ts, _)| !ts.is_empty());
+    let mut by_start: Vec<&Run> = runs.iter().collect();
+    by_start.sort_by_key(|(ts, _)| ts[0]);
+    if by_start.windows(2).all(|w| w[0].0.last() < w[1].0.first()) {
+        let n = runs.iter().map(|(ts, _)| ts.len()).sum();
+        let (mut ts, mut vs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (t, v) in by_start {
+            ts.extend_from_slice(t);
+            vs.extend_from_slice(v);
+        }
+        return (ts, vs);
     }
     let mut all: Vec<(i64, usize, f64)> = Vec::new();
     for (rank, (ts, vs)) in runs.into_iter().enumerate() {
@@ -473,5 +494,23 @@ mod tests {
         ]);
         assert_eq!(ts, vec![1, 2, 3]);
         assert_eq!(vs, vec![1.0, 2.0, 30.0]);
+    }
+
+    #[test]
+    fn disjoint_runs_concatenate_in_time_order() {
+        let (ts, vs) = merge_runs(vec![
+            (vec![5, 6], vec![5.0, 6.0]),
+            (vec![], vec![]),
+            (vec![1, 2], vec![1.0, 2.0]),
+            (vec![9], vec![9.0]),
+        ]);
+        assert_eq!(ts, vec![1, 2, 5, 6, 9]);
+        assert_eq!(vs, vec![1.0, 2.0, 5.0, 6.0, 9.0]);
+        // Touching runs (same timestamp at the seam) take the merge path: later wins.
+        let (ts, vs) = merge_runs(vec![
+            (vec![1, 2], vec![1.0, 2.0]),
+            (vec![2, 3], vec![20.0, 3.0]),
+        ]);
+        assert_eq!((ts, vs), (vec![1, 2, 3], vec![1.0, 20.0, 3.0]));
     }
 }

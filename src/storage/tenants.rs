@@ -15,9 +15,22 @@ use object_store::prefix::PrefixStore;
 use tokio::sync::OnceCell;
 
 use super::{Storage, StorageError, StorageOptions};
-use crate::auth::DEFAULT_TENANT;
 
 pub const TENANTS_DIR: &str = "tenants";
+
+/// The tenant whose data lives at the root of the data dir and bucket (no prefix).
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Tenant ids become directory names and object-store prefixes: 1–128 of
+/// `A–Z a–z 0–9 - _ .`, and not `.` or `..`.
+pub fn valid_tenant(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 128
+        && t != "."
+        && t != ".."
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
 
 pub struct Tenants {
     opts: StorageOptions,
@@ -55,7 +68,7 @@ impl Tenants {
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.flatten() {
                 if let Some(name) = e.file_name().to_str()
-                    && crate::auth::validate_tenant(name).is_ok()
+                    && valid_tenant(name)
                     && e.path().is_dir()
                 {
                     self.get(name).await?;
@@ -85,7 +98,11 @@ impl Tenants {
                 .cloned()
                 .ok_or_else(|| StorageError::Unavailable("WAL replay in progress".into()));
         }
-        crate::auth::validate_tenant(tenant).map_err(|e| StorageError::Invalid(e.to_string()))?;
+        if !valid_tenant(tenant) {
+            return Err(StorageError::Invalid(format!(
+                "invalid tenant id {tenant:?}"
+            )));
+        }
         let cell = self
             .others
             .lock()

@@ -18,3 +18,4 @@ mod security;
 mod self_metrics;
 mod sql_examples;
 mod support;
+mod tls;
