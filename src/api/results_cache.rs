@@ -212,7 +212,7 @@ impl ResultsCache {
                     annotations: annotations.clone(),
                 });
                 outcome.misses += 1;
-                if storable(kk) && self.enabled() {
+                if storable(kk) {
                     // A late write since we started may have changed what we read.
                     if self.generation.load(Ordering::SeqCst) == generation {
                         self.entries.insert(key_of(kk), extent.clone());

@@ -7,7 +7,6 @@
 //! under `tenants/` (so their WALs are replayed and their heads flushed).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use object_store::ObjectStore;
@@ -50,16 +49,6 @@ impl Tenants {
         }
     }
 
-    /// A registry around an already open default storage (tests, tools).
-    pub fn single(storage: Arc<Storage>) -> Self {
-        let t = Tenants::new(
-            StorageOptions::new(PathBuf::new()),
-            Arc::new(object_store::memory::InMemory::new()),
-        );
-        let _ = t.default.set(storage);
-        t
-    }
-
     /// Opens the default tenant and every tenant found on disk. Call once at startup.
     pub async fn open_all(&self) -> Result<(), StorageError> {
         let default = Arc::new(Storage::open(self.opts.clone(), self.store.clone()).await?);
@@ -81,11 +70,6 @@ impl Tenants {
     /// Whether the default tenant has finished replaying.
     pub fn ready(&self) -> bool {
         self.default.get().is_some()
-    }
-
-    /// The default tenant once ready.
-    pub fn default_storage(&self) -> Option<&Arc<Storage>> {
-        self.default.get()
     }
 
     /// A tenant's storage, opened (and its WAL replayed) on first use. `None` while the
