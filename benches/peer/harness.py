@@ -46,7 +46,10 @@ def parse_args(argv=None):
     p.add_argument("--hours", type=float, default=24, help="hours of data, ending at the start of the run")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions of the query set")
     p.add_argument("--seed", type=int, default=20240601, help="dataset RNG seed")
-    p.add_argument("--no-build", action="store_true", help="use the existing target/release/quiver")
+    p.add_argument("--no-build", action="store_true", help="use the existing binary of --profile")
+    p.add_argument("--profile", default="release",
+                   help="cargo profile to build and run (`release` is what `make run` ships; `bench` skips LTO "
+                        "and builds faster)")
     p.add_argument("--skip-install", action="store_true", help="never run apt-get (fail if packages are missing)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (dataset, data dirs, logs)")
     p.add_argument("--workdir", help="work dir (default: a new dir under /var/tmp; ~8 GB at the default size)")
@@ -54,15 +57,18 @@ def parse_args(argv=None):
     p.add_argument("--query-budget", type=float, default=480,
                    help="seconds for the query phase (correctness pass + timed repetitions); repetitions that "
                         "would not fit are dropped (at least one runs) and the report says so")
-    p.add_argument("--dash-refreshes", type=int, default=40, help="dashboard refreshes in the warm-cache simulation")
-    p.add_argument("--dash-interval", type=float, default=3,
+    p.add_argument("--dash-refreshes", type=int, default=30, help="dashboard refreshes in the warm-cache simulation")
+    p.add_argument("--dash-interval", type=float, default=2,
                    help="seconds between dashboard refreshes (Grafana's 30 s, compressed)")
     p.add_argument("--queries", default=os.path.join(HERE, "queries.txt"), help="query set file")
     p.add_argument("--docs", default=os.path.join(REPO, "docs", "benchmarks.md"),
                    help="markdown file whose peer-bench section is replaced")
     p.add_argument("--no-docs", action="store_true", help="do not touch the docs (for trial runs)")
-    p.add_argument("--quiver-bin", default=os.path.join(REPO, "target", "release", "quiver"))
-    return p.parse_args(argv)
+    p.add_argument("--quiver-bin", help="Quiver binary (default: the --profile build under the cargo target dir)")
+    args = p.parse_args(argv)
+    if args.quiver_bin is None:
+        args.quiver_bin = os.path.join(systems.target_dir(REPO), systems.profile_dir(args.profile), "quiver")
+    return args
 
 
 class Phases:
@@ -263,29 +269,33 @@ def main(argv=None) -> int:
         "args": vars(args), "machine": systems.machine(), "phases": phases.seconds,
         "loadavg": phases.loadavg,
     }
-    raw["installed"] = phases.run("install", systems.ensure_packages, args.skip_install)
-    if not args.no_build:
-        phases.run("build", systems.build_quiver, REPO)
-    if not os.path.exists(args.quiver_bin):
-        raise SystemExit(f"{args.quiver_bin} missing: build it (drop --no-build)")
-    raw["versions"] = systems.versions(args.quiver_bin, REPO)
-    others = systems.busy_peers()
-    if others:
-        log(f"WARNING: other prometheus/victoria-metrics processes are running and will skew timings: {others}")
-        raw["warnings"] = [f"other peer processes running: {others}"]
     queries = runner.load_queries(args.queries)
-
+    # The build runs in the background while packages install and the dataset is generated;
+    # the "build" phase is the wait for it afterwards, raw["build"] its whole wall time.
+    build = None if args.no_build else systems.Build(REPO, args.profile)
     own_workdir = args.workdir is None
     workdir = args.workdir or tempfile.mkdtemp(prefix="quiver-peer-", dir="/var/tmp")
     os.makedirs(workdir, exist_ok=True)
     log(f"work dir {workdir}")
     servers = {}
     try:
+        raw["installed"] = phases.run("install", systems.ensure_packages, args.skip_install)
         # Data ends at the start of the run (a whole multiple of 120 s, the widest step), so
         # "now"-relative queries and a refreshing dashboard see recent data.
         end_s = int(started) // 120 * 120
         data = phases.run("generate", gen.generate, workdir, args.series, args.hours, end_s * 1000, args.seed)
         data["end_s"] = end_s
+        if build:
+            phases.run("build", build.wait)
+            raw["build"] = {"profile": args.profile, "seconds": build.seconds, "from_empty": build.from_empty,
+                            "overlapped_with": ["install", "generate"]}
+        if not os.path.exists(args.quiver_bin):
+            raise SystemExit(f"{args.quiver_bin} missing: build it (drop --no-build)")
+        raw["versions"] = systems.versions(args.quiver_bin, REPO)
+        others = systems.busy_peers()
+        if others:
+            log(f"WARNING: other prometheus/victoria-metrics processes are running and will skew timings: {others}")
+            raw["warnings"] = [f"other peer processes running: {others}"]
         raw["dataset"] = {k: v for k, v in data.items() if not k.endswith("_path") and k != "vm_paths"}
         log(f"dataset: {data['series']} series, {data['samples']} samples, "
             f"OpenMetrics {data['om_bytes'] / 1e9:.2f} GB, VM JSON {data['vm_bytes'] / 1e9:.2f} GB")
@@ -294,6 +304,8 @@ def main(argv=None) -> int:
         phases.run("dashboard", dashboard, args, servers["quiver"], queries, raw)
         raw["peak_rss"] = {name: s.peak_rss() for name, s in servers.items()}
     finally:
+        if build:
+            build.kill()
         for s in servers.values():
             s.stop()
         if args.keep:

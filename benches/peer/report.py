@@ -149,6 +149,14 @@ def markdown(raw: dict, summary: dict) -> str:
         ]
     lines += ["Phases: " + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items())
               + f"; total {raw.get('total_seconds', 0):.0f} s.", ""]
+    b = raw.get("build")
+    if b:
+        lines += [f"Build: `cargo build --profile {b['profile']} --bin quiver` "
+                  f"{'from an empty target dir' if b['from_empty'] else 'reusing already compiled crates'}, "
+                  f"{b['seconds']:.0f} s wall time, started first and overlapped with "
+                  f"{' and '.join(b['overlapped_with'])} (the build phase above is the wait after them).", ""]
+    else:
+        lines += ["Build: not part of this run (`--no-build`).", ""]
     cpu = raw.get("cpu")
     if cpu:
         capacity = raw.get("total_seconds", 0) * m["nproc"]

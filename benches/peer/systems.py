@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -65,10 +66,51 @@ def busy_peers() -> list:
     return found
 
 
-def build_quiver(repo: str) -> float:
-    t0 = time.monotonic()
-    subprocess.run(["cargo", "build", "--release"], cwd=repo, check=True)
-    return time.monotonic() - t0
+def target_dir(repo: str) -> str:
+    return os.environ.get("CARGO_TARGET_DIR") or os.path.join(repo, "target")
+
+
+def profile_dir(profile: str) -> str:
+    return {"dev": "debug", "test": "debug"}.get(profile, profile)
+
+
+class Build:
+    """`cargo build --profile P` in the background, so the package install and the dataset
+    generation (which do not need Quiver) overlap with it."""
+
+    def __init__(self, repo: str, profile: str):
+        self.profile = profile
+        deps = os.path.join(target_dir(repo), profile_dir(profile), "deps")
+        # Whether this build starts from nothing (a fresh clone) or reuses compiled crates.
+        self.from_empty = not (os.path.isdir(deps) and os.listdir(deps))
+        self.log_path = os.path.join(tempfile.gettempdir(), f"quiver-peer-build-{os.getpid()}.log")
+        self.t0 = time.monotonic()
+        log(f"building Quiver (cargo build --profile {profile}, "
+            f"{'from an empty target dir' if self.from_empty else 'reusing compiled crates'}) "
+            f"in the background; log {self.log_path}")
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(["cargo", "build", "--profile", profile, "--bin", "quiver"],
+                                     cwd=repo, stdout=self._log, stderr=subprocess.STDOUT)
+        self.seconds = None
+
+    def wait(self) -> float:
+        rc = self.proc.wait()
+        self.seconds = round(time.monotonic() - self.t0, 1)
+        self._log.close()
+        if rc != 0:
+            with open(self.log_path) as f:
+                tail = f.read()[-4000:]
+            raise SystemExit(f"cargo build failed (exit {rc}):\n{tail}")
+        log(f"build finished after {self.seconds:.0f}s")
+        return self.seconds
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 def versions(quiver_bin: str, repo: str) -> dict:

@@ -290,6 +290,9 @@ impl Engine {
         if !super::exec::supported_function(call.func.name) || call.args.args.len() != 1 {
             return Ok(None);
         }
+        let Some(function) = super::range_fns::RangeFn::parse(call.func.name) else {
+            return Ok(None);
+        };
         let Expr::MatrixSelector(ms) = &*call.args.args[0] else {
             return Ok(None);
         };
@@ -331,7 +334,7 @@ impl Engine {
         let times: Vec<i64> = ctx.steps.iter().collect();
         let scan = super::exec::RangeScan {
             storage: self.storage.clone(),
-            function: call.func.name.to_string(),
+            function,
             ids,
             group_of: Arc::new(group_of),
             ends: Arc::new(ends),

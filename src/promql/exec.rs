@@ -33,8 +33,7 @@ use datafusion::prelude::{SessionConfig, SessionContext, col};
 use roaring::RoaringBitmap;
 
 use super::functions::window_value;
-use super::range_fns::Window;
-use super::selector::window;
+use super::range_fns::{self as rf, RangeFn, Window, Windows};
 use crate::catalog::SeriesId;
 use crate::storage::Storage;
 
@@ -78,7 +77,7 @@ fn row_schema() -> SchemaRef {
 #[derive(Clone)]
 pub(super) struct RangeScan {
     pub storage: Arc<Storage>,
-    pub function: String,
+    pub function: RangeFn,
     pub ids: RoaringBitmap,
     /// Aggregation group of each series.
     pub group_of: Arc<HashMap<SeriesId, u32>>,
@@ -106,7 +105,8 @@ impl fmt::Debug for RangeFnExec {
         write!(
             f,
             "RangeFnExec({}, partitions={})",
-            self.scan.function, self.partitions
+            self.scan.function.name(),
+            self.partitions
         )
     }
 }
@@ -132,7 +132,7 @@ impl DisplayAs for RangeFnExec {
         write!(
             f,
             "RangeFnExec: function={}, range={}ms, steps={}, series={}, partitions={}",
-            self.scan.function,
+            self.scan.function.name(),
             self.scan.range_ms,
             self.scan.ends.len(),
             self.scan.ids.len(),
@@ -229,15 +229,28 @@ fn compute_chunk(
         let Some(&g) = scan.group_of.get(&s.id) else {
             continue;
         };
-        // Range windows never see stale markers.
-        let (ts, vals): (Vec<i64>, Vec<f64>) =
-            s.ts.iter()
-                .zip(&s.vals)
-                .filter(|(_, v)| !crate::model::is_stale_marker(**v))
-                .map(|(t, v)| (*t, *v))
-                .unzip();
+        // Range windows never see stale markers; copy only the series that have any.
+        let filtered: (Vec<i64>, Vec<f64>);
+        let (ts, vals): (&[i64], &[f64]) =
+            if s.vals.iter().any(|v| crate::model::is_stale_marker(*v)) {
+                filtered =
+                    s.ts.iter()
+                        .zip(&s.vals)
+                        .filter(|(_, v)| !crate::model::is_stale_marker(**v))
+                        .map(|(t, v)| (*t, *v))
+                        .unzip();
+                (&filtered.0, &filtered.1)
+            } else {
+                (&s.ts, &s.vals)
+            };
+        let resets = if scan.function.counts_resets() {
+            rf::reset_prefix(vals)
+        } else {
+            None
+        };
+        let mut windows = Windows::new(ts, scan.range_ms);
         for (i, &end) in scan.ends.iter().enumerate() {
-            let (a, b) = window(&ts, end, scan.range_ms);
+            let (a, b) = windows.at(end);
             if a >= b {
                 continue;
             }
@@ -247,8 +260,9 @@ fn compute_chunk(
                 start: end - scan.range_ms,
                 end,
                 range_ms: scan.range_ms,
+                no_resets: resets.as_ref().is_none_or(|r| r[b - 1] == r[a]),
             };
-            if let Some(v) = window_value(&scan.function, &w, f64::NAN, f64::NAN, scan.times[i]) {
+            if let Some(v) = window_value(scan.function, &w, f64::NAN, f64::NAN, scan.times[i]) {
                 grp.push(g);
                 step.push(i as u32);
                 val.push(v);

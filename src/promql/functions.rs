@@ -9,7 +9,7 @@ use promql_parser::parser::{Call, Expr};
 
 use super::error::PromqlError;
 use super::eval::{Ctx, Engine, drop_name, merge_same_labels};
-use super::range_fns::{self as rf, Window};
+use super::range_fns::{self as rf, RangeFn, Window, Windows};
 use super::selector::{matcher_sets, window};
 use super::value::{Series, Value};
 use crate::model::{Labels, METRIC_NAME, MatchOp};
@@ -500,9 +500,17 @@ impl Engine {
             }
         }
         let keep_name = matches!(name, "last_over_time" | "first_over_time");
+        let f = RangeFn::parse(name)
+            .ok_or_else(|| PromqlError::exec(format!("{name}() is not a range function")))?;
         let (p1, p2) = extra.unwrap_or_default();
         let mut out = Vec::with_capacity(input.series.len());
         for s in &input.series {
+            let resets = if f.counts_resets() {
+                rf::reset_prefix(&s.vals)
+            } else {
+                None
+            };
+            let mut windows = Windows::new(&s.ts, input.range_ms);
             let mut o = Series::new(
                 if keep_name {
                     s.labels.clone()
@@ -512,7 +520,7 @@ impl Engine {
                 ctx.steps.len(),
             );
             for (i, &end) in input.ends.iter().enumerate() {
-                let (a, b) = window(&s.ts, end, input.range_ms);
+                let (a, b) = windows.at(end);
                 if a >= b {
                     continue;
                 }
@@ -522,9 +530,10 @@ impl Engine {
                     start: end - input.range_ms,
                     end,
                     range_ms: input.range_ms,
+                    no_resets: resets.as_ref().is_none_or(|r| r[b - 1] == r[a]),
                 };
                 o.vals[i] = window_value(
-                    name,
+                    f,
                     &w,
                     p1.get(i).copied().unwrap_or(f64::NAN),
                     p2.get(i).copied().unwrap_or(f64::NAN),
@@ -794,45 +803,46 @@ fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
 /// The value of range function `name` over one window (`t` is the evaluation time;
 /// `p1`/`p2` the scalar parameters at that step). Shared by the evaluator and the
 /// DataFusion range-function operator.
-pub(super) fn window_value(name: &str, w: &Window, p1: f64, p2: f64, t: i64) -> Option<f64> {
-    match name {
-        "rate" => rf::extrapolated_rate(w, true, true),
-        "increase" => rf::extrapolated_rate(w, true, false),
-        "delta" => rf::extrapolated_rate(w, false, false),
-        "irate" => rf::instant_value(w, true),
-        "idelta" => rf::instant_value(w, false),
-        "deriv" => (w.ts.len() >= 2).then(|| rf::linear_regression(w.ts, w.vals, w.ts[0]).0),
-        "predict_linear" => (w.ts.len() >= 2).then(|| {
+pub(super) fn window_value(f: RangeFn, w: &Window, p1: f64, p2: f64, t: i64) -> Option<f64> {
+    use RangeFn::*;
+    match f {
+        Rate => rf::extrapolated_rate(w, true, true),
+        Increase => rf::extrapolated_rate(w, true, false),
+        Delta => rf::extrapolated_rate(w, false, false),
+        Irate => rf::instant_value(w, true),
+        Idelta => rf::instant_value(w, false),
+        Deriv => (w.ts.len() >= 2).then(|| rf::linear_regression(w.ts, w.vals, w.ts[0]).0),
+        PredictLinear => (w.ts.len() >= 2).then(|| {
             let (slope, intercept) = rf::linear_regression(w.ts, w.vals, t);
             slope * p1 + intercept
         }),
-        "resets" => Some(rf::resets(w.vals)),
-        "changes" => Some(rf::changes(w.vals)),
-        "avg_over_time" => Some(rf::avg(w.vals)),
-        "min_over_time" => Some(rf::min(w.vals)),
-        "max_over_time" => Some(rf::max(w.vals)),
-        "sum_over_time" => Some(rf::sum(w.vals)),
-        "count_over_time" => Some(w.vals.len() as f64),
-        "stddev_over_time" => Some(rf::variance(w.vals).sqrt()),
-        "stdvar_over_time" => Some(rf::variance(w.vals)),
-        "last_over_time" => w.vals.last().copied(),
-        "first_over_time" => w.vals.first().copied(),
-        "present_over_time" => Some(1.0),
-        "mad_over_time" => Some(if w.vals.iter().any(|v| v.is_nan()) {
+        Resets => Some(rf::resets(w.vals)),
+        Changes => Some(rf::changes(w.vals)),
+        AvgOverTime => Some(rf::avg(w.vals)),
+        MinOverTime => Some(rf::min(w.vals)),
+        MaxOverTime => Some(rf::max(w.vals)),
+        SumOverTime => Some(rf::sum(w.vals)),
+        CountOverTime => Some(w.vals.len() as f64),
+        StddevOverTime => Some(rf::variance(w.vals).sqrt()),
+        StdvarOverTime => Some(rf::variance(w.vals)),
+        LastOverTime => w.vals.last().copied(),
+        FirstOverTime => w.vals.first().copied(),
+        PresentOverTime => Some(1.0),
+        MadOverTime => Some(if w.vals.iter().any(|v| v.is_nan()) {
             f64::NAN
         } else {
             rf::mad(w.vals)
         }),
-        "quantile_over_time" => Some(rf::quantile(p1, &mut w.vals.to_vec())),
-        "double_exponential_smoothing" | "holt_winters" => rf::double_exp_smoothing(w.vals, p1, p2),
-        "ts_of_last_over_time" => w.ts.last().map(|t| *t as f64 / 1000.0),
-        "ts_of_first_over_time" => w.ts.first().map(|t| *t as f64 / 1000.0),
-        "ts_of_max_over_time" | "ts_of_min_over_time" => {
+        QuantileOverTime => Some(rf::quantile(p1, &mut w.vals.to_vec())),
+        DoubleExponentialSmoothing => rf::double_exp_smoothing(w.vals, p1, p2),
+        TsOfLastOverTime => w.ts.last().map(|t| *t as f64 / 1000.0),
+        TsOfFirstOverTime => w.ts.first().map(|t| *t as f64 / 1000.0),
+        TsOfMaxOverTime | TsOfMinOverTime => {
             let mut best: Option<(f64, i64)> = None;
             for (&t, &v) in w.ts.iter().zip(w.vals) {
                 let better = match best {
                     None => true,
-                    Some((b, _)) if name == "ts_of_max_over_time" => v >= b || b.is_nan(),
+                    Some((b, _)) if f == TsOfMaxOverTime => v >= b || b.is_nan(),
                     Some((b, _)) => v <= b || b.is_nan(),
                 };
                 if better {
@@ -841,6 +851,5 @@ pub(super) fn window_value(name: &str, w: &Window, p1: f64, p2: f64, t: i64) -> 
             }
             best.map(|(_, t)| t as f64 / 1000.0)
         }
-        _ => None,
     }
 }

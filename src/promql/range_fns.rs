@@ -13,6 +13,150 @@ pub(super) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     (t, c)
 }
 
+/// A range function, resolved from its name once per query rather than once per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RangeFn {
+    Rate,
+    Increase,
+    Delta,
+    Irate,
+    Idelta,
+    Deriv,
+    PredictLinear,
+    Resets,
+    Changes,
+    AvgOverTime,
+    MinOverTime,
+    MaxOverTime,
+    SumOverTime,
+    CountOverTime,
+    StddevOverTime,
+    StdvarOverTime,
+    LastOverTime,
+    FirstOverTime,
+    PresentOverTime,
+    MadOverTime,
+    QuantileOverTime,
+    DoubleExponentialSmoothing,
+    TsOfLastOverTime,
+    TsOfFirstOverTime,
+    TsOfMaxOverTime,
+    TsOfMinOverTime,
+}
+
+/// PromQL name of every range function (`holt_winters` is the pre-3.0 name).
+const RANGE_FNS: &[(&str, RangeFn)] = &[
+    ("rate", RangeFn::Rate),
+    ("increase", RangeFn::Increase),
+    ("delta", RangeFn::Delta),
+    ("irate", RangeFn::Irate),
+    ("idelta", RangeFn::Idelta),
+    ("deriv", RangeFn::Deriv),
+    ("predict_linear", RangeFn::PredictLinear),
+    ("resets", RangeFn::Resets),
+    ("changes", RangeFn::Changes),
+    ("avg_over_time", RangeFn::AvgOverTime),
+    ("min_over_time", RangeFn::MinOverTime),
+    ("max_over_time", RangeFn::MaxOverTime),
+    ("sum_over_time", RangeFn::SumOverTime),
+    ("count_over_time", RangeFn::CountOverTime),
+    ("stddev_over_time", RangeFn::StddevOverTime),
+    ("stdvar_over_time", RangeFn::StdvarOverTime),
+    ("last_over_time", RangeFn::LastOverTime),
+    ("first_over_time", RangeFn::FirstOverTime),
+    ("present_over_time", RangeFn::PresentOverTime),
+    ("mad_over_time", RangeFn::MadOverTime),
+    ("quantile_over_time", RangeFn::QuantileOverTime),
+    (
+        "double_exponential_smoothing",
+        RangeFn::DoubleExponentialSmoothing,
+    ),
+    ("holt_winters", RangeFn::DoubleExponentialSmoothing),
+    ("ts_of_last_over_time", RangeFn::TsOfLastOverTime),
+    ("ts_of_first_over_time", RangeFn::TsOfFirstOverTime),
+    ("ts_of_max_over_time", RangeFn::TsOfMaxOverTime),
+    ("ts_of_min_over_time", RangeFn::TsOfMinOverTime),
+];
+
+impl RangeFn {
+    pub(super) fn parse(name: &str) -> Option<RangeFn> {
+        RANGE_FNS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+
+    pub(super) fn name(self) -> &'static str {
+        RANGE_FNS
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map_or("?", |(n, _)| n)
+    }
+
+    /// Counter functions whose windows sum up counter resets.
+    pub(super) fn counts_resets(self) -> bool {
+        matches!(self, RangeFn::Rate | RangeFn::Increase)
+    }
+}
+
+/// Windows `(end - range, end]` over one series for a sequence of window ends. Ends that
+/// do not decrease (the usual case: one per evaluation step) move two cursors forward, so
+/// a whole range query costs one pass over the samples; a decreasing end falls back to
+/// binary search.
+pub(super) struct Windows<'a> {
+    ts: &'a [i64],
+    range: i64,
+    a: usize,
+    b: usize,
+    last_end: i64,
+}
+
+impl<'a> Windows<'a> {
+    pub(super) fn new(ts: &'a [i64], range: i64) -> Self {
+        Windows {
+            ts,
+            range,
+            a: 0,
+            b: 0,
+            last_end: i64::MIN,
+        }
+    }
+
+    /// Indices `[a, b)` of the samples in `(end - range, end]`.
+    pub(super) fn at(&mut self, end: i64) -> (usize, usize) {
+        if end < self.last_end {
+            self.a = self.ts.partition_point(|&t| t <= end - self.range);
+            self.b = self.ts.partition_point(|&t| t <= end);
+        } else {
+            let lo = end - self.range;
+            while self.a < self.ts.len() && self.ts[self.a] <= lo {
+                self.a += 1;
+            }
+            if self.b < self.a {
+                self.b = self.a;
+            }
+            while self.b < self.ts.len() && self.ts[self.b] <= end {
+                self.b += 1;
+            }
+        }
+        self.last_end = end;
+        (self.a, self.b.max(self.a))
+    }
+}
+
+/// Number of counter resets among `vals[..=i]`, for every `i`: a window `[a, b)` has
+/// resets exactly when `prefix[b - 1] != prefix[a]`, so reset-free windows (nearly all of
+/// them) skip the per-sample reset scan. `None` when the series never resets.
+pub(super) fn reset_prefix(vals: &[f64]) -> Option<Vec<u32>> {
+    let first = vals.windows(2).position(|p| p[1] < p[0])?;
+    let mut out = vec![0u32; vals.len()];
+    let mut n = 0;
+    for i in first + 1..vals.len() {
+        if vals[i] < vals[i - 1] {
+            n += 1;
+        }
+        out[i] = n;
+    }
+    Some(out)
+}
+
 /// One window of one series.
 pub(super) struct Window<'a> {
     pub ts: &'a [i64],
@@ -21,6 +165,8 @@ pub(super) struct Window<'a> {
     pub start: i64,
     pub end: i64,
     pub range_ms: i64,
+    /// The caller knows the window holds no counter reset (see [`reset_prefix`]).
+    pub no_resets: bool,
 }
 
 /// rate / increase / delta with Prometheus's extrapolation.
@@ -32,7 +178,7 @@ pub(super) fn extrapolated_rate(w: &Window, is_counter: bool, is_rate: bool) -> 
     let (first_t, last_t) = (w.ts[0], w.ts[n - 1]);
     let (first_v, last_v) = (w.vals[0], w.vals[n - 1]);
     let mut result = last_v - first_v;
-    if is_counter {
+    if is_counter && !w.no_resets {
         let mut prev = first_v;
         for &v in &w.vals[1..] {
             if v < prev {
@@ -269,8 +415,70 @@ mod tests {
             start: 0,
             end: 60_000,
             range_ms: 60_000,
+            no_resets: false,
         };
         // to_start: 10 s >= 1.1*10? no -> 10 s; but counter zero point: 50*(0/50) = 0 -> 0.
         assert_eq!(extrapolated_rate(&w, true, false), Some(50.0));
+    }
+
+    #[test]
+    fn window_cursor_matches_binary_search() {
+        let ts: Vec<i64> = (0..200).map(|i| i * 15_000 + (i % 7) * 100).collect();
+        let range = 300_000;
+        // Ascending ends (one per step), repeated ends (`@`), and a jump back.
+        let mut ends: Vec<i64> = (0..120).map(|i| i * 30_000 - 60_000).collect();
+        ends.extend([1_000_000, 1_000_000, 500_000, 2_000_000, 4_000_000]);
+        let mut w = Windows::new(&ts, range);
+        for &end in &ends {
+            assert_eq!(
+                w.at(end),
+                crate::promql::selector::window(&ts, end, range),
+                "end {end}"
+            );
+        }
+    }
+
+    #[test]
+    fn reset_free_windows_give_the_same_rate() {
+        let vals: Vec<f64> = (0..100)
+            .map(|i| {
+                if i < 40 {
+                    i as f64 * 3.0
+                } else if i < 70 {
+                    (i - 40) as f64
+                } else {
+                    0.5 * i as f64
+                }
+            })
+            .collect();
+        let ts: Vec<i64> = (0..100).map(|i| i * 10_000 + 337).collect();
+        let prefix = reset_prefix(&vals).expect("has resets");
+        assert!(reset_prefix(&ts.iter().map(|&t| t as f64).collect::<Vec<_>>()).is_none());
+        let range = 60_000;
+        let mut cursor = Windows::new(&ts, range);
+        for end in (0..110).map(|i| i * 10_000) {
+            let (a, b) = cursor.at(end);
+            if a >= b {
+                continue;
+            }
+            let mk = |no_resets| Window {
+                ts: &ts[a..b],
+                vals: &vals[a..b],
+                start: end - range,
+                end,
+                range_ms: range,
+                no_resets,
+            };
+            let no_resets = prefix[b - 1] == prefix[a];
+            let full = extrapolated_rate(&mk(false), true, true);
+            assert_eq!(
+                extrapolated_rate(&mk(no_resets), true, true),
+                full,
+                "end {end}"
+            );
+            // The hint is only ever set where the full scan finds no reset.
+            let scanned = vals[a..b].windows(2).any(|p| p[1] < p[0]);
+            assert_eq!(no_resets, !scanned, "end {end}");
+        }
     }
 }

@@ -402,14 +402,23 @@ fn merge_runs(mut runs: Vec<Run>) -> Run {
     // time. Ordered by first timestamp they simply concatenate (no ties, so precedence
     // does not matter).
     runs.retain(|(ts, _)| !ts.is_empty());
-    let mut by_start: Vec<&Run> = runs.iter().collect();
-    by_start.sort_by_key(|(ts, _)| ts[0]);
-    if by_start.windows(2).all(|w| w[0].0.last() < w[1].0.first()) {
-        let n = runs.iter().map(|(ts, _)| ts.len()).sum();
-        let (mut ts, mut vs) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for (t, v) in by_start {
-            ts.extend_from_slice(t);
-            vs.extend_from_slice(v);
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by_key(|&i| runs[i].0[0]);
+    if order
+        .windows(2)
+        .all(|w| runs[w[0]].0.last() < runs[w[1]].0.first())
+    {
+        // Grow the earliest run in place and append the others (one copy fewer than
+        // building a new vector; the runs are large on long-range queries).
+        let n: usize = runs.iter().map(|(ts, _)| ts.len()).sum();
+        let mut slots: Vec<Option<Run>> = runs.into_iter().map(Some).collect();
+        let (mut ts, mut vs) = slots[order[0]].take().expect("present");
+        ts.reserve_exact(n - ts.len());
+        vs.reserve_exact(n - vs.len());
+        for &i in &order[1..] {
+            let (t, v) = slots[i].take().expect("present");
+            ts.extend_from_slice(&t);
+            vs.extend_from_slice(&v);
         }
         return (ts, vs);
     }
