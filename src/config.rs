@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// Results cache bound in bytes; 0 turns it off [default: 536870912]
     #[arg(long, env = "QUIVER_RESULTS_CACHE_BYTES")]
     pub results_cache_bytes: Option<u64>,
+    /// Decoded-samples cache bound in bytes (whole series of immutable blocks, shared by all
+    /// tenants); 0 turns it off [default: 536870912]
+    #[arg(long, env = "QUIVER_SAMPLES_CACHE_BYTES")]
+    pub samples_cache_bytes: Option<u64>,
     /// Results cache extent: range-query answers are cached in pieces this long [default: 30m]
     #[arg(long, env = "QUIVER_RESULTS_CACHE_EXTENT")]
     pub results_cache_extent: Option<String>,
@@ -117,6 +121,7 @@ pub struct FileConfig {
     pub cors_origin: Option<String>,
     pub max_concurrent_queries: Option<usize>,
     pub write_samples_per_second: Option<f64>,
+    pub samples_cache_bytes: Option<u64>,
     #[serde(default)]
     pub tls: FileTls,
     /// Largest burst of samples above the rate [default: 10 × the per-second rate].
@@ -177,6 +182,8 @@ pub struct ServeConfig {
     pub query_timeout_ms: i64,
     pub cors_origin: Option<regex::Regex>,
     pub results_cache: crate::api::CacheConfig,
+    /// Bytes of decoded block samples kept in memory (0: off).
+    pub samples_cache_bytes: u64,
     pub auth: crate::auth::AuthConfig,
     pub tls: Option<TlsFiles>,
     pub max_concurrent_queries: usize,
@@ -365,6 +372,10 @@ impl ServeArgs {
                     .or(f.write_samples_per_second)
                     .unwrap_or(0.0),
             ),
+            samples_cache_bytes: self
+                .samples_cache_bytes
+                .or(f.samples_cache_bytes)
+                .unwrap_or(512 << 20),
             results_cache: crate::api::CacheConfig {
                 max_bytes: self
                     .results_cache_bytes

@@ -10,7 +10,7 @@ use crate::api::limits::Admission;
 use crate::api::{AppState, router};
 use crate::auth::Authenticator;
 use crate::config::ServeConfig;
-use crate::storage::{Storage, Tenants, objstore};
+use crate::storage::{Storage, Tenants, objstore, samples_cache};
 
 pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
@@ -24,7 +24,11 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         &cfg.storage.data_dir,
         &cfg.storage.s3,
     )?;
-    let tenants = Arc::new(Tenants::new(cfg.storage.options(), store));
+    let mut opts = cfg.storage.options();
+    // One decoded-samples cache for every tenant (keys are block ids, unique across tenants).
+    opts.samples_cache =
+        (cfg.samples_cache_bytes > 0).then(|| samples_cache(cfg.samples_cache_bytes));
+    let tenants = Arc::new(Tenants::new(opts, store));
     let mut state = AppState::new(tenants.clone());
     state.auth = Arc::new(Authenticator::new(&cfg.auth)?);
     state.tenant_header = axum::http::HeaderName::try_from(cfg.auth.tenant_header.as_str())

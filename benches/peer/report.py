@@ -190,7 +190,9 @@ def markdown(raw: dict, summary: dict) -> str:
             f"(of {raw['args']['reps']} asked; p95 is nearest-rank); client wall time of the HTTP request "
             "including the (gzip) JSON transfer. Interleaved: each repetition runs every query and range on the "
             "three systems in shuffled order. `nocache=1` is sent to Quiver and VictoriaMetrics (Prometheus has no "
-            "results cache). Instant queries at the data end; range queries end there, start/end aligned to the "
+            "results cache); it bypasses only the results caches: Quiver's decoded-samples cache "
+            "(`--samples-cache-bytes`, default 512 MiB), VictoriaMetrics' internal caches and the OS page cache "
+            "stay on, and the untimed correctness pass warms them for all three. Instant queries at the data end; range queries end there, start/end aligned to the "
             "step (1 h at 15 s, 6 h at 30 s, 24 h at 120 s). Ratio = peer median / Quiver median (> 1: Quiver "
             "faster). Correct = Quiver's answer equals Prometheus's (same series and timestamps, values within "
             "relative 1e-6, as promqltest compares).",

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub results_cache_hits: IntCounter,
     pub results_cache_misses: IntCounter,
     results_cache_bytes: IntGauge,
+    samples_cache_bytes: IntGauge,
     pub auth_failures: IntCounterVec,
     tenants: IntGauge,
     samples_appended: IntCounter,
@@ -105,6 +106,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "quiver_results_cache_bytes",
             "Approximate bytes held by the results cache.",
         ),
+        samples_cache_bytes: gauge(
+            &r,
+            "quiver_samples_cache_bytes",
+            "Approximate bytes of decoded block samples held in memory.",
+        ),
         auth_failures: {
             let c = IntCounterVec::new(
                 Opts::new(
@@ -172,6 +178,8 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
     let m = &*METRICS;
     m.results_cache_bytes
         .set(st.results_cache.weighted_size() as i64);
+    m.samples_cache_bytes
+        .set(st.tenants.samples_cache().map_or(0, |c| c.weighted_size()) as i64);
     // Totals over every open tenant.
     let tenants = st.tenants.all();
     let sum = |f: &dyn Fn(&crate::storage::StorageStats) -> u64| -> u64 {

@@ -47,6 +47,8 @@ pub struct StorageOptions {
     /// Flush the head once it holds this many samples.
     pub head_max_samples: usize,
     pub clock: Clock,
+    /// Decoded samples of block series, shared by all tenants' engines (None: off).
+    pub samples_cache: Option<super::read::SamplesCache>,
 }
 
 impl StorageOptions {
@@ -64,6 +66,7 @@ impl StorageOptions {
             head_flush_interval_ms: 2 * H,
             head_max_samples: 20_000_000,
             clock: system_clock(),
+            samples_cache: None,
         }
     }
 }

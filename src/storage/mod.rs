@@ -22,7 +22,7 @@ pub mod wal;
 
 pub use engine::{Clock, Storage, StorageOptions, StorageStats, WriteWindow};
 pub use error::StorageError;
-pub use read::SeriesResult;
+pub use read::{SamplesCache, SeriesResult, samples_cache};
 pub use tenants::Tenants;
 
 /// Format version of the data directory as a whole (`VERSION` file; see `migrations/`).

@@ -40,6 +40,13 @@ pub struct Tenants {
 }
 
 impl Tenants {
+    /// The decoded-samples cache every tenant's engine shares, if on.
+    pub fn samples_cache(&self) -> Option<&super::SamplesCache> {
+        self.opts.samples_cache.as_ref()
+    }
+}
+
+impl Tenants {
     pub fn new(opts: StorageOptions, store: Arc<dyn ObjectStore>) -> Self {
         Tenants {
             opts,

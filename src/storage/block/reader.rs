@@ -122,6 +122,11 @@ impl LoadedBlock {
         }
     }
 
+    /// Local id of a global id this block holds.
+    pub fn local_of(&self, global: SeriesId) -> Option<u32> {
+        self.local_of.get(&global).copied()
+    }
+
     /// Local ids (sorted) of the given global ids that this block holds.
     pub fn local_ids(&self, global: &RoaringBitmap) -> Vec<u32> {
         let mut v: Vec<u32> = (global & &self.present)
