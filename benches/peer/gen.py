@@ -23,6 +23,7 @@ import math
 import multiprocessing
 import os
 import random
+import signal
 import time
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -422,7 +423,10 @@ def generate(workdir: str, series: int, hours: float, end_ms: int, seed: int, wo
     jobs = [(plan, lo, hi, ctx, om_parts[i], vm_parts[i], i == len(ranges) - 1)
             for i, (lo, hi) in enumerate(ranges)]
     if workers > 1:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        # Workers take the default SIGTERM action: the pool terminates them when done, and the
+        # harness's own handler (inherited through fork) would print a traceback for each.
+        with multiprocessing.get_context("fork").Pool(workers, initializer=signal.signal,
+                                                      initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
             results = pool.map(_worker, jobs)
     else:
         results = [_worker(j) for j in jobs]

@@ -272,13 +272,15 @@ def main(argv=None) -> int:
     queries = runner.load_queries(args.queries)
     # The build runs in the background while packages install and the dataset is generated;
     # the "build" phase is the wait for it afterwards, raw["build"] its whole wall time.
-    build = None if args.no_build else systems.Build(REPO, args.profile)
     own_workdir = args.workdir is None
     workdir = args.workdir or tempfile.mkdtemp(prefix="quiver-peer-", dir="/var/tmp")
     os.makedirs(workdir, exist_ok=True)
     log(f"work dir {workdir}")
     servers = {}
+    build = None
     try:
+        if not args.no_build:
+            build = systems.Build(REPO, args.profile)
         raw["installed"] = phases.run("install", systems.ensure_packages, args.skip_install)
         # Data ends at the start of the run (a whole multiple of 120 s, the widest step), so
         # "now"-relative queries and a refreshing dashboard see recent data.

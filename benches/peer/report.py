@@ -155,7 +155,7 @@ def markdown(raw: dict, summary: dict) -> str:
                   f"{'from an empty target dir' if b['from_empty'] else 'reusing already compiled crates'}, "
                   f"{b['seconds']:.0f} s wall time, started first and overlapped with "
                   f"{' and '.join(b['overlapped_with'])} (the build phase above is the wait after them).", ""]
-    else:
+    elif raw.get("args", {}).get("no_build"):
         lines += ["Build: not part of this run (`--no-build`).", ""]
     cpu = raw.get("cpu")
     if cpu:

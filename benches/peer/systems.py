@@ -71,7 +71,8 @@ def target_dir(repo: str) -> str:
 
 
 def profile_dir(profile: str) -> str:
-    return {"dev": "debug", "test": "debug"}.get(profile, profile)
+    # Cargo's built-in profiles share directories: test builds go to debug/, bench to release/.
+    return {"dev": "debug", "test": "debug", "bench": "release"}.get(profile, profile)
 
 
 class Build:
@@ -89,8 +90,10 @@ class Build:
             f"{'from an empty target dir' if self.from_empty else 'reusing compiled crates'}) "
             f"in the background; log {self.log_path}")
         self._log = open(self.log_path, "w")
+        # Its own process group, so stopping it also stops the rustc processes cargo started.
         self.proc = subprocess.Popen(["cargo", "build", "--profile", profile, "--bin", "quiver"],
-                                     cwd=repo, stdout=self._log, stderr=subprocess.STDOUT)
+                                     cwd=repo, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         self.seconds = None
 
     def wait(self) -> float:
@@ -106,11 +109,16 @@ class Build:
 
     def kill(self):
         if self.proc.poll() is None:
-            self.proc.terminate()
             try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            except ProcessLookupError:
+                pass
+        if not self._log.closed:
+            self._log.close()
 
 
 def versions(quiver_bin: str, repo: str) -> dict:

@@ -227,7 +227,10 @@ impl Storage {
             let whole = self
                 .scan_block_pages(block, &missing, i64::MIN, i64::MAX)
                 .await?;
-            for (g, ts, vals) in whole {
+            for (g, mut ts, mut vals) in whole {
+                // The cache is weighed by length; drop growth slack so that is the real size.
+                ts.shrink_to_fit();
+                vals.shrink_to_fit();
                 let run = Arc::new(CachedRun { ts, vals });
                 slice(g, &run, &mut out);
                 if let Some(l) = block.local_of(g) {
@@ -468,6 +471,9 @@ fn merge_runs(mut runs: Vec<Run>) -> Run {
     // time. Ordered by first timestamp they simply concatenate (no ties, so precedence
     // does not matter).
     runs.retain(|(ts, _)| !ts.is_empty());
+    if runs.is_empty() {
+        return Run::default();
+    }
     let mut order: Vec<usize> = (0..runs.len()).collect();
     order.sort_by_key(|&i| runs[i].0[0]);
     if order
@@ -606,5 +612,10 @@ mod tests {
             (vec![2, 3], vec![20.0, 3.0]),
         ]);
         assert_eq!((ts, vs), (vec![1, 2, 3], vec![1.0, 20.0, 3.0]));
+        // Only empty runs: nothing, without panicking.
+        assert_eq!(
+            merge_runs(vec![(vec![], vec![]), (vec![], vec![])]),
+            (vec![], vec![])
+        );
     }
 }
