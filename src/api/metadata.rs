@@ -22,7 +22,7 @@ const TRUNCATED: &str = "results truncated due to limit";
 fn match_sets(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
     let mut out = Vec::new();
     for m in p.all("match[]") {
-        let expr = promql_parser::parser::parse(m)
+        let expr = crate::promql::parse(m)
             .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))?;
         let Expr::VectorSelector(vs) = expr else {
             return Err(ApiError::bad_data(format!(

@@ -223,7 +223,7 @@ impl AuthError {
 /// Parses enforced matchers written as a selector, e.g. `{namespace=~"team-a-.*"}`.
 pub fn parse_matchers(text: &str) -> Result<Vec<Matcher>, AuthError> {
     let bad = |e: String| AuthError::Matchers(text.to_string(), e);
-    let expr = promql_parser::parser::parse(text).map_err(bad)?;
+    let expr = crate::promql::parse(text).map_err(bad)?;
     let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
         return Err(bad("expected a selector like {label=\"value\"}".into()));
     };

@@ -96,7 +96,7 @@ impl Engine {
     }
 
     pub fn parse(query: &str) -> Result<Expr, PromqlError> {
-        parser::parse(query).map_err(PromqlError::Parse)
+        super::parse(query).map_err(PromqlError::Parse)
     }
 
     /// Records a warning (`PromQL warning: …`), once.

@@ -18,6 +18,23 @@ pub use eval::{Annotations, Engine, QueryOptions};
 pub use selector::matcher_sets as selector_matchers;
 pub use value::{RangeSeries, Series, Steps, Value};
 
+/// Parses a PromQL expression. `promql-parser` panics on some inputs instead of returning an
+/// error (e.g. `x offset NaN`: its grammar action converts NaN seconds to a `Duration`); a
+/// query must never take a request down, so a panic becomes a parse error.
+pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, String> {
+    match std::panic::catch_unwind(|| promql_parser::parser::parse(query)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("the parser failed");
+            Err(format!("invalid expression: {why}"))
+        }
+    }
+}
+
 /// Go's `strconv.FormatFloat(f, 'f', -1, 64)`-like shortest form used for label values
 /// (count_values) and Prometheus's JSON.
 pub fn format_float(v: f64) -> String {
@@ -52,5 +69,18 @@ pub fn format_float(v: f64) -> String {
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Found by `promql_fuzz`: promql-parser panics converting NaN seconds to a Duration.
+    #[test]
+    fn parser_panics_become_parse_errors() {
+        for q in ["by offset NaN", "up offset NaN", "up offset Inf"] {
+            let e = super::parse(q).expect_err(q);
+            assert!(!e.is_empty(), "{q}");
+        }
+        assert!(super::parse("up offset 5m").is_ok());
     }
 }

@@ -164,6 +164,13 @@ async fn query_endpoints_answer_like_prometheus() {
             .starts_with("invalid parameter \"query\": "),
         "{v}"
     );
+    // promql-parser panics on this one; the server answers 400 and keeps serving.
+    let (s, v) = get_json(&format!(
+        "{}/api/v1/query?query=up%20offset%20NaN",
+        server.url
+    ))
+    .await;
+    assert_eq!((s, v["errorType"].as_str()), (400, Some("bad_data")), "{v}");
     let (s, v) = get_json(&format!(
         "{}/api/v1/query_range?query=up&start=10&end=5&step=1",
         server.url
