@@ -287,10 +287,9 @@ impl Engine {
         let Expr::Call(call) = &*a.expr else {
             return Ok(None);
         };
-        if !super::exec::supported_function(call.func.name) || call.args.args.len() != 1 {
-            return Ok(None);
-        }
-        let Some(function) = super::range_fns::RangeFn::parse(call.func.name) else {
+        let Some(function) = super::range_fns::RangeFn::parse(call.func.name)
+            .filter(|f| f.fusable() && call.args.args.len() == 1)
+        else {
             return Ok(None);
         };
         let Expr::MatrixSelector(ms) = &*call.args.args[0] else {

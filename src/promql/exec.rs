@@ -33,32 +33,9 @@ use datafusion::prelude::{SessionConfig, SessionContext, col};
 use roaring::RoaringBitmap;
 
 use super::functions::window_value;
-use super::range_fns::{self as rf, RangeFn, Window, Windows};
+use super::range_fns::{self as rf, RangeFn};
 use crate::catalog::SeriesId;
 use crate::storage::Storage;
-
-/// Range functions the operator computes (no scalar parameters).
-pub(super) fn supported_function(name: &str) -> bool {
-    matches!(
-        name,
-        "rate"
-            | "increase"
-            | "delta"
-            | "irate"
-            | "idelta"
-            | "deriv"
-            | "resets"
-            | "changes"
-            | "avg_over_time"
-            | "min_over_time"
-            | "max_over_time"
-            | "sum_over_time"
-            | "count_over_time"
-            | "stddev_over_time"
-            | "stdvar_over_time"
-            | "present_over_time"
-    )
-}
 
 /// Aggregations DataFusion computes with Prometheus's semantics for finite inputs.
 pub(super) fn supported_aggregation(op: &str) -> bool {
@@ -243,31 +220,20 @@ fn compute_chunk(
             } else {
                 (&s.ts, &s.vals)
             };
-        let resets = if scan.function.counts_resets() {
-            rf::reset_prefix(vals)
-        } else {
-            None
-        };
-        let mut windows = Windows::new(ts, scan.range_ms);
-        for (i, &end) in scan.ends.iter().enumerate() {
-            let (a, b) = windows.at(end);
-            if a >= b {
-                continue;
-            }
-            let w = Window {
-                ts: &ts[a..b],
-                vals: &vals[a..b],
-                start: end - scan.range_ms,
-                end,
-                range_ms: scan.range_ms,
-                no_resets: resets.as_ref().is_none_or(|r| r[b - 1] == r[a]),
-            };
-            if let Some(v) = window_value(scan.function, &w, f64::NAN, f64::NAN, scan.times[i]) {
-                grp.push(g);
-                step.push(i as u32);
-                val.push(v);
-            }
-        }
+        rf::for_each_window(
+            scan.function,
+            ts,
+            vals,
+            &scan.ends,
+            scan.range_ms,
+            |i, w| {
+                if let Some(v) = window_value(scan.function, w, f64::NAN, f64::NAN, scan.times[i]) {
+                    grp.push(g);
+                    step.push(i as u32);
+                    val.push(v);
+                }
+            },
+        );
     }
     Ok(RecordBatch::try_new(
         row_schema(),

@@ -9,7 +9,7 @@ use promql_parser::parser::{Call, Expr};
 
 use super::error::PromqlError;
 use super::eval::{Ctx, Engine, drop_name, merge_same_labels};
-use super::range_fns::{self as rf, RangeFn, Window, Windows};
+use super::range_fns::{self as rf, RangeFn, Window};
 use super::selector::{matcher_sets, window};
 use super::value::{Series, Value};
 use crate::model::{Labels, METRIC_NAME, MatchOp};
@@ -505,12 +505,6 @@ impl Engine {
         let (p1, p2) = extra.unwrap_or_default();
         let mut out = Vec::with_capacity(input.series.len());
         for s in &input.series {
-            let resets = if f.counts_resets() {
-                rf::reset_prefix(&s.vals)
-            } else {
-                None
-            };
-            let mut windows = Windows::new(&s.ts, input.range_ms);
             let mut o = Series::new(
                 if keep_name {
                     s.labels.clone()
@@ -519,27 +513,15 @@ impl Engine {
                 },
                 ctx.steps.len(),
             );
-            for (i, &end) in input.ends.iter().enumerate() {
-                let (a, b) = windows.at(end);
-                if a >= b {
-                    continue;
-                }
-                let w = Window {
-                    ts: &s.ts[a..b],
-                    vals: &s.vals[a..b],
-                    start: end - input.range_ms,
-                    end,
-                    range_ms: input.range_ms,
-                    no_resets: resets.as_ref().is_none_or(|r| r[b - 1] == r[a]),
-                };
+            rf::for_each_window(f, &s.ts, &s.vals, &input.ends, input.range_ms, |i, w| {
                 o.vals[i] = window_value(
                     f,
-                    &w,
+                    w,
                     p1.get(i).copied().unwrap_or(f64::NAN),
                     p2.get(i).copied().unwrap_or(f64::NAN),
                     ctx.steps.at(i),
                 );
-            }
+            });
             if !o.is_empty() {
                 out.push(o);
             }

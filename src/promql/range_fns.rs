@@ -91,8 +91,66 @@ impl RangeFn {
     }
 
     /// Counter functions whose windows sum up counter resets.
-    pub(super) fn counts_resets(self) -> bool {
+    fn counts_resets(self) -> bool {
         matches!(self, RangeFn::Rate | RangeFn::Increase)
+    }
+
+    /// Functions the DataFusion range-function operator computes: no scalar parameters,
+    /// and the result drops the metric name.
+    pub(super) fn fusable(self) -> bool {
+        use RangeFn::*;
+        matches!(
+            self,
+            Rate | Increase
+                | Delta
+                | Irate
+                | Idelta
+                | Deriv
+                | Resets
+                | Changes
+                | AvgOverTime
+                | MinOverTime
+                | MaxOverTime
+                | SumOverTime
+                | CountOverTime
+                | StddevOverTime
+                | StdvarOverTime
+                | PresentOverTime
+        )
+    }
+}
+
+/// Calls `visit(step, window)` for every step whose window `(end - range, end]` over one
+/// series (samples `ts`/`vals`, no stale markers) is non-empty. Shared by the evaluator and
+/// the DataFusion operator, so both see identical windows and reset hints.
+pub(super) fn for_each_window(
+    f: RangeFn,
+    ts: &[i64],
+    vals: &[f64],
+    ends: &[i64],
+    range_ms: i64,
+    mut visit: impl FnMut(usize, &Window),
+) {
+    let resets = if f.counts_resets() {
+        reset_prefix(vals)
+    } else {
+        None
+    };
+    let mut windows = Windows::new(ts, range_ms);
+    for (i, &end) in ends.iter().enumerate() {
+        let (a, b) = windows.at(end);
+        if a >= b {
+            continue;
+        }
+        let w = Window {
+            ts: &ts[a..b],
+            vals: &vals[a..b],
+            start: end - range_ms,
+            end,
+            range_ms,
+            no_resets: resets.as_ref().is_none_or(|r| r[b - 1] == r[a]),
+        };
+        visit(i, &w);
     }
 }
 
@@ -122,8 +180,7 @@ impl<'a> Windows<'a> {
     /// Indices `[a, b)` of the samples in `(end - range, end]`.
     pub(super) fn at(&mut self, end: i64) -> (usize, usize) {
         if end < self.last_end {
-            self.a = self.ts.partition_point(|&t| t <= end - self.range);
-            self.b = self.ts.partition_point(|&t| t <= end);
+            (self.a, self.b) = super::selector::window(self.ts, end, self.range);
         } else {
             let lo = end - self.range;
             while self.a < self.ts.len() && self.ts[self.a] <= lo {

@@ -30,7 +30,7 @@ pub struct SeriesData {
 /// Rows per Parquet data page: small enough that the page index can skip to one series.
 /// Measured on the peer-benchmark dataset: 1024-row pages halve the instant-query time of a
 /// sparse selection (108 of 10k series) but cost 9% more bytes and make dense and long-range
-/// reads 15-25% slower (per-page decompression overhead), so pages stay at 8192 rows.
+/// reads 8-33% slower (per-page decompression overhead), so pages stay at 8192 rows.
 const PAGE_ROWS: usize = 8192;
 const ROW_GROUP_ROWS: usize = 1 << 20;
 
