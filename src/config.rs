@@ -32,6 +32,12 @@ pub struct StorageArgs {
     /// S3 secret access key [env AWS_SECRET_ACCESS_KEY also works]
     #[arg(long, env = "QUIVER_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub s3_secret_access_key: Option<String>,
+    /// Timeout of one object-store request [default: 30s]
+    #[arg(long, env = "QUIVER_S3_REQUEST_TIMEOUT")]
+    pub s3_request_timeout: Option<String>,
+    /// Retries of a failed object-store request [default: 3]
+    #[arg(long, env = "QUIVER_S3_MAX_RETRIES")]
+    pub s3_max_retries: Option<usize>,
     /// Delete blocks wholly older than this [default: 15d]
     #[arg(long, env = "QUIVER_RETENTION")]
     pub retention: Option<String>,
@@ -104,6 +110,34 @@ pub struct ServeArgs {
     /// Steps newer than now minus this are never cached [default: 10m]
     #[arg(long, env = "QUIVER_RESULTS_CACHE_FRESHNESS")]
     pub results_cache_freshness: Option<String>,
+    /// Deepest PromQL expression accepted (AST levels, bounded from the text before parsing) [default: 10000]
+    #[arg(long, env = "QUIVER_QUERY_MAX_DEPTH")]
+    pub query_max_depth: Option<usize>,
+    /// Longest PromQL query text accepted, in bytes [default: 262144]
+    #[arg(long, env = "QUIVER_QUERY_MAX_LENGTH")]
+    pub query_max_length: Option<usize>,
+    /// Memory pool of one SQL query (joins, sorts, aggregations), in bytes [default: 1073741824]
+    #[arg(long, env = "QUIVER_SQL_MEMORY_LIMIT")]
+    pub sql_memory_limit: Option<usize>,
+    /// Most rows one HTTP SQL answer may carry [default: 1000000]
+    #[arg(long, env = "QUIVER_SQL_MAX_ROWS")]
+    pub sql_max_rows: Option<usize>,
+    /// Largest decompressed remote-read request, in bytes [default: 33554432]
+    #[arg(long, env = "QUIVER_REMOTE_READ_MAX_BYTES")]
+    pub remote_read_max_bytes: Option<usize>,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish [default: 30s]
+    #[arg(long, env = "QUIVER_SHUTDOWN_GRACE_PERIOD")]
+    pub shutdown_grace_period: Option<String>,
+    /// With authentication off, honour the tenant header (`X-Scope-OrgID`); off: one tenant
+    #[arg(long, env = "QUIVER_MULTI_TENANCY")]
+    pub multi_tenancy: bool,
+    /// Most tenants (besides the default one) that may exist [default: 1000]
+    #[arg(long, env = "QUIVER_MAX_TENANTS")]
+    pub max_tenants: Option<usize>,
+    /// Memory the heads (live and waiting to be flushed) of one tenant may hold, in bytes;
+    /// beyond it writes get 503 with Retry-After [default: 2147483648]
+    #[arg(long, env = "QUIVER_HEAD_MEMORY_LIMIT")]
+    pub head_memory_limit: Option<usize>,
     #[command(flatten)]
     pub storage: StorageArgs,
 }
@@ -122,6 +156,15 @@ pub struct FileConfig {
     pub max_concurrent_queries: Option<usize>,
     pub write_samples_per_second: Option<f64>,
     pub samples_cache_bytes: Option<u64>,
+    pub query_max_depth: Option<usize>,
+    pub query_max_length: Option<usize>,
+    pub sql_memory_limit: Option<usize>,
+    pub sql_max_rows: Option<usize>,
+    pub remote_read_max_bytes: Option<usize>,
+    pub shutdown_grace_period: Option<String>,
+    pub multi_tenancy: Option<bool>,
+    pub max_tenants: Option<usize>,
+    pub head_memory_limit: Option<usize>,
     #[serde(default)]
     pub tls: FileTls,
     /// Largest burst of samples above the rate [default: 10 × the per-second rate].
@@ -180,6 +223,15 @@ pub struct ServeConfig {
     pub json_logs: bool,
     pub query_max_samples: usize,
     pub query_timeout_ms: i64,
+    pub query_max_depth: usize,
+    pub query_max_length: usize,
+    pub sql_memory_limit: usize,
+    pub sql_max_rows: usize,
+    pub remote_read_max_bytes: usize,
+    pub shutdown_grace_ms: i64,
+    pub multi_tenancy: bool,
+    pub max_tenants: usize,
+    pub head_memory_limit: usize,
     pub cors_origin: Option<regex::Regex>,
     pub results_cache: crate::api::CacheConfig,
     /// Bytes of decoded block samples kept in memory (0: off).
@@ -250,6 +302,12 @@ pub fn resolve_storage(a: &StorageArgs, f: &FileStorage) -> anyhow::Result<Resol
     s3.region = a.s3_region.clone().or(s3.region);
     s3.access_key_id = a.s3_access_key_id.clone().or(s3.access_key_id);
     s3.secret_access_key = a.s3_secret_access_key.clone().or(s3.secret_access_key);
+    if let Some(t) = &a.s3_request_timeout {
+        s3.request_timeout_ms = Some(
+            parse_duration_ms(t).map_err(|e| anyhow::anyhow!("--s3-request-timeout: {e}"))? as u64,
+        );
+    }
+    s3.max_retries = a.s3_max_retries.or(s3.max_retries);
     let r = ResolvedStorage {
         data_dir: a
             .data_dir
@@ -339,6 +397,35 @@ impl ServeArgs {
                 f.query_timeout.as_ref(),
                 "2m",
             )?,
+            query_max_depth: self
+                .query_max_depth
+                .or(f.query_max_depth)
+                .unwrap_or(crate::promql::guard::DEFAULT_MAX_DEPTH),
+            query_max_length: self
+                .query_max_length
+                .or(f.query_max_length)
+                .unwrap_or(crate::promql::guard::DEFAULT_MAX_LENGTH),
+            sql_memory_limit: self
+                .sql_memory_limit
+                .or(f.sql_memory_limit)
+                .unwrap_or(1 << 30),
+            sql_max_rows: self.sql_max_rows.or(f.sql_max_rows).unwrap_or(1_000_000),
+            remote_read_max_bytes: self
+                .remote_read_max_bytes
+                .or(f.remote_read_max_bytes)
+                .unwrap_or(32 << 20),
+            shutdown_grace_ms: dur(
+                "shutdown-grace-period",
+                self.shutdown_grace_period.as_ref(),
+                f.shutdown_grace_period.as_ref(),
+                "30s",
+            )?,
+            multi_tenancy: self.multi_tenancy || f.multi_tenancy.unwrap_or(false),
+            max_tenants: self.max_tenants.or(f.max_tenants).unwrap_or(1000),
+            head_memory_limit: self
+                .head_memory_limit
+                .or(f.head_memory_limit)
+                .unwrap_or(2 << 30),
             cors_origin: match self.cors_origin.clone().or(f.cors_origin.clone()) {
                 None => None,
                 Some(o) => Some(

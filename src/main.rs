@@ -90,6 +90,12 @@ fn init_tracing(json: bool) {
 fn main() {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
+        // Parsing, printing and dropping PromQL ASTs recurse per level; `promql::guard`
+        // bounds the depth to what this stack holds (queries run on `QueryRuntime`).
+        .thread_stack_size(64 << 20)
+        // WAL fsyncs of every tenant, and local object-store I/O, share this pool: its
+        // size, not the number of tenants, bounds the threads.
+        .max_blocking_threads(64)
         .enable_all()
         .build()
         .expect("tokio runtime");

@@ -25,10 +25,12 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         &cfg.storage.s3,
     )?;
     let mut opts = cfg.storage.options();
+    opts.head_memory_limit = cfg.head_memory_limit;
+    opts.retry_blocks = true;
     // One decoded-samples cache for every tenant (keys are block ids, unique across tenants).
     opts.samples_cache =
         (cfg.samples_cache_bytes > 0).then(|| samples_cache(cfg.samples_cache_bytes));
-    let tenants = Arc::new(Tenants::new(opts, store));
+    let tenants = Arc::new(Tenants::new(opts, store).with_max_tenants(cfg.max_tenants));
     let mut state = AppState::new(tenants.clone());
     state.auth = Arc::new(Authenticator::new(&cfg.auth)?);
     state.tenant_header = axum::http::HeaderName::try_from(cfg.auth.tenant_header.as_str())
@@ -43,8 +45,13 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     } else if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "authentication is off on a non-loopback address: anyone who can reach it can read and write");
     }
+    state.multi_tenant = cfg.multi_tenancy;
     state.limits.max_samples = cfg.query_max_samples;
     state.limits.query_timeout_ms = cfg.query_timeout_ms as u64;
+    state.limits.sql_memory_bytes = cfg.sql_memory_limit;
+    state.limits.sql_max_rows = cfg.sql_max_rows;
+    state.limits.remote_read_max_bytes = cfg.remote_read_max_bytes;
+    crate::promql::guard::set_limits(cfg.query_max_depth, cfg.query_max_length);
     state.retention = cfg.retention_text.clone();
     state.cors_origin = cfg.cors_origin.clone();
     state.results_cache = Arc::new(crate::api::ResultsCache::new(cfg.results_cache));
@@ -52,7 +59,9 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
 
     let compaction_every = Duration::from_millis(cfg.compaction_interval_ms as u64);
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
+    let opened = tenants.clone();
     tokio::spawn(async move {
+        let tenants = opened;
         if let Err(e) = tenants.open_all().await {
             let _ = fatal_tx.send(anyhow::anyhow!("opening storage: {e}")).await;
             return;
@@ -61,30 +70,82 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         maintenance(tenants, compaction_every).await;
     });
 
-    let server = async move {
-        match &cfg.tls {
-            None => {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = tokio::signal::ctrl_c().await;
-                    })
-                    .await
+    // SIGTERM (Docker, systemd, Kubernetes) or SIGINT: stop accepting connections, let
+    // in-flight requests finish within the grace period, then sync every WAL and exit 0.
+    let grace = Duration::from_millis(cfg.shutdown_grace_ms as u64);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let why = shutdown_signal().await;
+        tracing::info!(
+            signal = why,
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: finishing in-flight requests"
+        );
+        let _ = stop_tx.send(true);
+    });
+    let server = {
+        let stop = stop.clone();
+        async move {
+            match &cfg.tls {
+                None => {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped(stop))
+                        .await
+                }
+                Some(tls) => serve_tls(listener, app, tls, stop, grace).await,
             }
-            Some(tls) => serve_tls(listener, app, tls).await,
         }
+    };
+    let overdue = async {
+        stopped(stop).await;
+        tokio::time::sleep(grace).await;
     };
     tokio::select! {
         r = server => r?,
+        _ = overdue => tracing::warn!("grace period over; closing the remaining connections"),
         Some(e) = fatal_rx.recv() => return Err(e),
     }
+    tenants.close_all().await;
+    tracing::info!("stopped");
     Ok(())
 }
 
-/// HTTPS via rustls (ring provider), with the same graceful shutdown on Ctrl-C.
+/// Resolves once shutdown has begun.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Waits for SIGTERM or SIGINT; names the one that came.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+/// HTTPS via rustls (ring provider), with the same graceful shutdown.
 async fn serve_tls(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     tls: &crate::config::TlsFiles,
+    stop_signal: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
 ) -> std::io::Result<()> {
     // Only one provider is compiled in; installing it twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -104,8 +165,8 @@ async fn serve_tls(
     let handle = axum_server::Handle::new();
     let stop = handle.clone();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        stop.graceful_shutdown(Some(Duration::from_secs(10)));
+        stopped(stop_signal).await;
+        stop.graceful_shutdown(Some(grace));
     });
     axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, config)?
         .handle(handle)
@@ -113,10 +174,14 @@ async fn serve_tls(
         .await
 }
 
-/// Flushes heads and compacts blocks of every open tenant.
+/// Flushes heads and compacts blocks of every open tenant. A failed flush (object store
+/// down) is retried with backoff — 1 s doubling to 30 s — not at the next flush trigger, so
+/// frozen heads leave memory as soon as the store is back.
 async fn maintenance(tenants: Arc<Tenants>, compaction_every: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_compaction = tokio::time::Instant::now();
+    let mut retry: std::collections::HashMap<String, (tokio::time::Instant, Duration)> =
+        Default::default();
     loop {
         tick.tick().await;
         let compact_now = last_compaction.elapsed() >= compaction_every;
@@ -124,35 +189,48 @@ async fn maintenance(tenants: Arc<Tenants>, compaction_every: Duration) {
             last_compaction = tokio::time::Instant::now();
         }
         for (tenant, storage) in tenants.all() {
-            maintain(&storage, compact_now)
-                .instrument(tracing::info_span!("maintenance", tenant = tenant.as_str()))
-                .await;
+            let now = tokio::time::Instant::now();
+            let due = storage.should_flush() || storage.frozen_heads() > 0;
+            let backing_off = retry.get(&tenant).is_some_and(|(at, _)| now < *at);
+            if due && !backing_off {
+                let span = tracing::info_span!("flush", tenant = tenant.as_str());
+                match storage.flush().instrument(span).await {
+                    Ok(_) => {
+                        retry.remove(&tenant);
+                    }
+                    Err(e) => {
+                        crate::api::metrics::METRICS.flush_failures.inc();
+                        let wait = retry.get(&tenant).map_or(Duration::from_secs(1), |(_, d)| {
+                            (*d * 2).min(Duration::from_secs(30))
+                        });
+                        tracing::error!(tenant = tenant.as_str(), error = %e, retry_in_ms = wait.as_millis() as u64, "head flush failed; will retry");
+                        retry.insert(tenant.clone(), (now + wait, wait));
+                    }
+                }
+            }
+            if compact_now {
+                compact(&storage)
+                    .instrument(tracing::info_span!("compaction", tenant = tenant.as_str()))
+                    .await;
+            }
         }
     }
 }
 
-async fn maintain(storage: &Storage, compact_now: bool) {
-    if storage.should_flush()
-        && let Err(e) = storage.flush().await
-    {
-        crate::api::metrics::METRICS.flush_failures.inc();
-        tracing::error!(error = %e, "head flush failed; will retry");
-    }
-    if compact_now {
-        match storage.compact().await {
-            Ok(r) if !r.merged.is_empty() || !r.expired.is_empty() => {
-                tracing::info!(
-                    merged = r.merged.len(),
-                    expired = r.expired.len(),
-                    deleted = r.deleted,
-                    "compaction"
-                )
-            }
-            Ok(_) => {}
-            Err(e) => {
-                crate::api::metrics::METRICS.compaction_failures.inc();
-                tracing::error!(error = %e, "compaction failed")
-            }
+async fn compact(storage: &Storage) {
+    match storage.compact().await {
+        Ok(r) if !r.merged.is_empty() || !r.expired.is_empty() => {
+            tracing::info!(
+                merged = r.merged.len(),
+                expired = r.expired.len(),
+                deleted = r.deleted,
+                "compaction"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => {
+            crate::api::metrics::METRICS.compaction_failures.inc();
+            tracing::error!(error = %e, "compaction failed")
         }
     }
 }

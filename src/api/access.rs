@@ -39,10 +39,13 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    // Without authentication the header is a tenant only when multi-tenancy is on:
+    // otherwise anyone could open tenants (each with its own WAL, head and index).
     let tenant_header = req
         .headers()
         .get(&st.tenant_header)
-        .and_then(|v| v.to_str().ok());
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| st.auth.enabled() || st.multi_tenant);
     let checked = st.auth.authenticate(authorization).and_then(|p| {
         if !p.may(need) {
             return Err(AuthError::Forbidden(need.as_str()));

@@ -23,6 +23,16 @@ fn rate_limited(what: &str) -> Response {
 }
 
 fn storage_error(what: &str, e: StorageError) -> Response {
+    if let StorageError::Overloaded(_) = e {
+        // Prometheus's remote write retries 5xx with backoff; nothing was acknowledged.
+        tracing::warn!(error = %e, "{what} refused: overloaded");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "5")],
+            format!("{what}: {e}\n"),
+        )
+            .into_response();
+    }
     if e.is_client_error() {
         client_error(StatusCode::BAD_REQUEST, what, e)
     } else {
@@ -90,34 +100,124 @@ pub(super) async fn remote_write(
     }
 }
 
-/// `POST /api/v1/import/prometheus`: exposition text, one sample per line, optional ms
-/// timestamp (VictoriaMetrics' format). The whole body is parsed before anything is stored.
-#[tracing::instrument(skip_all, fields(bytes = body.len()))]
+/// Samples committed (WAL-durable) per import batch.
+const IMPORT_BATCH_SAMPLES: usize = 50_000;
+
+/// `POST /api/v1/import/prometheus`: exposition text, one sample per line, optional
+/// timestamp (VictoriaMetrics' format; ms, or OpenMetrics float seconds — `timestamps=auto`
+/// by default, `ms` or `s` to force). The body is streamed through the parser and committed
+/// in batches, each durable before the next is read, so any size imports in bounded memory.
+/// A bad line stops the import with 400, saying how many samples were stored before it.
+#[tracing::instrument(skip_all)]
 pub(super) async fn import_prometheus(
     State(st): State<AppState>,
     Ready(storage, access): Ready,
-    body: Bytes,
+    uri: axum::http::Uri,
+    body: axum::body::Body,
 ) -> Response {
-    let now = storage.now_ms();
-    let mut reader = BatchReader::new(&body[..], TimestampUnit::Millis, now, usize::MAX);
-    let batch = match reader.next_batch() {
-        Ok(b) => b.unwrap_or_else(WriteBatch::default),
-        Err(e) => return ingest_error("import", e),
-    };
-    if batch.series.is_empty() {
-        return StatusCode::NO_CONTENT.into_response();
-    }
-    if !st.admission.write(&access.tenant, batch.sample_count()) {
-        return rate_limited("import");
-    }
-    let oldest = oldest_sample(&batch);
-    match storage.append(batch, WriteWindow::Backfill).await {
-        Ok(_) => {
-            st.results_cache
-                .note_write(&access.tenant, oldest, storage.now_ms());
-            StatusCode::NO_CONTENT.into_response()
+    let unit = match uri
+        .query()
+        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "timestamps"))
+        .map(|(_, v)| v.into_owned())
+        .as_deref()
+    {
+        None | Some("auto") => TimestampUnit::Auto,
+        Some("ms") => TimestampUnit::Millis,
+        Some("s") => TimestampUnit::Seconds,
+        Some(other) => {
+            return client_error(
+                StatusCode::BAD_REQUEST,
+                "import",
+                format!("timestamps must be auto, ms or s, not {other:?}"),
+            );
         }
-        Err(e) => storage_error("import", e),
+    };
+    // Body chunks cross to the parsing thread through a small channel: back-pressure, not
+    // buffering, when parsing and committing are slower than the client.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let forward = async move {
+        let mut stream = body.into_data_stream();
+        use futures::StreamExt;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(std::io::Error::other);
+            let stop = chunk.is_err();
+            if tx.send(chunk).await.is_err() || stop {
+                break;
+            }
+        }
+    };
+    let rt = tokio::runtime::Handle::current();
+    let now = storage.now_ms();
+    let parse = tokio::task::spawn_blocking(move || {
+        let reader = std::io::BufReader::new(ChannelReader {
+            rx,
+            cur: Bytes::new(),
+        });
+        let mut reader = BatchReader::new(reader, unit, now, IMPORT_BATCH_SAMPLES);
+        let mut stored = 0usize;
+        loop {
+            let batch = match reader.next_batch() {
+                Ok(Some(b)) => b,
+                Ok(None) => return Ok(stored),
+                Err(e) => return Err((ImportStop::Ingest(e), stored)),
+            };
+            if !st.admission.write(&access.tenant, batch.sample_count()) {
+                return Err((ImportStop::RateLimited, stored));
+            }
+            let oldest = oldest_sample(&batch);
+            match rt.block_on(storage.append(batch, WriteWindow::Backfill)) {
+                Ok(n) => {
+                    stored += n;
+                    st.results_cache
+                        .note_write(&access.tenant, oldest, storage.now_ms());
+                }
+                Err(e) => return Err((ImportStop::Storage(e), stored)),
+            }
+        }
+    });
+    let (_, parsed) = tokio::join!(forward, parse);
+    match parsed {
+        Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err((stop, stored))) => {
+            let what = format!("import ({stored} samples stored before this)");
+            match stop {
+                ImportStop::Ingest(e) => ingest_error(&what, e),
+                ImportStop::RateLimited => rate_limited(&what),
+                ImportStop::Storage(e) => storage_error(&what, e),
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "import task failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("import: {e}\n")).into_response()
+        }
+    }
+}
+
+enum ImportStop {
+    Ingest(IngestError),
+    RateLimited,
+    Storage(StorageError),
+}
+
+/// A blocking reader over body chunks sent from the async side.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    cur: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        bytes::Buf::advance(&mut self.cur, n);
+        Ok(n)
     }
 }
 

@@ -18,10 +18,20 @@ use crate::storage::Storage;
 
 const TRUNCATED: &str = "results truncated due to limit";
 
+/// Most `match[]` parameters one request may carry (each is a catalog lookup).
+pub const MAX_MATCH_PARAMS: usize = 1_000;
+
 /// Parses every `match[]` into matcher sets (one selector can expand to several via `or`).
 fn match_sets(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
     let mut out = Vec::new();
-    for m in p.all("match[]") {
+    let all = p.all("match[]");
+    if all.len() > MAX_MATCH_PARAMS {
+        return Err(ApiError::bad_data(format!(
+            "invalid parameter \"match[]\": {} selectors, the limit is {MAX_MATCH_PARAMS}",
+            all.len()
+        )));
+    }
+    for m in all {
         let expr = crate::promql::parse(m)
             .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))?;
         let Expr::VectorSelector(vs) = expr else {

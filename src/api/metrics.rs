@@ -36,6 +36,8 @@ pub struct Metrics {
     flushes: IntCounter,
     compactions: IntCounter,
     blocks_deleted: IntCounter,
+    blocks_quarantined: IntCounter,
+    frozen_heads: IntGauge,
     head_series: IntGauge,
     head_samples: IntGauge,
     blocks: IntGauge,
@@ -152,6 +154,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "quiver_blocks_deleted_total",
             "Blocks deleted by compaction or retention.",
         ),
+        blocks_quarantined: counter(
+            &r,
+            "quiver_blocks_quarantined_total",
+            "Blocks moved to quarantine/ at startup because they could not be read.",
+        ),
+        frozen_heads: gauge(
+            &r,
+            "quiver_frozen_heads",
+            "Heads cut for a flush and not yet written to the object store.",
+        ),
         head_series: gauge(&r, "quiver_head_series", "Series with samples in the head."),
         head_samples: gauge(&r, "quiver_head_samples", "Samples in the head."),
         blocks: gauge(&r, "quiver_blocks", "Loaded blocks."),
@@ -207,8 +219,14 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
         &m.blocks_deleted,
         sum(&|x| x.blocks_deleted.load(Ordering::Relaxed)),
     );
+    catch_up(
+        &m.blocks_quarantined,
+        sum(&|x| x.blocks_quarantined.load(Ordering::Relaxed)),
+    );
     let (mut head_series, mut head_samples, mut blocks, mut bytes, mut series) = (0, 0, 0, 0, 0);
+    let mut frozen = 0;
     for (_, s) in &tenants {
+        frozen += s.frozen_heads() as i64;
         let (hs, hsa, _) = s.head_stats();
         head_series += hs as i64;
         head_samples += hsa as i64;
@@ -217,6 +235,7 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
         bytes += b.iter().map(|b| b.bytes as i64).sum::<i64>();
         series += s.catalog().len() as i64;
     }
+    m.frozen_heads.set(frozen);
     m.head_series.set(head_series);
     m.head_samples.set(head_samples);
     m.blocks.set(blocks);

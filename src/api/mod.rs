@@ -11,6 +11,7 @@ mod metadata;
 pub mod metrics;
 pub mod params;
 mod query;
+pub mod query_runtime;
 mod remote_read;
 mod results_cache;
 mod sql;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Header naming the tenant (for principals allowed to choose).
     pub tenant_header: axum::http::HeaderName,
+    /// With authentication off: whether the tenant header is honoured (`--multi-tenancy`).
+    pub multi_tenant: bool,
     pub admission: Arc<limits::Admission>,
     pub limits: Limits,
     pub started: chrono::DateTime<chrono::Utc>,
@@ -50,13 +53,23 @@ pub struct AppState {
     pub cors_origin: Option<regex::Regex>,
     /// Range-query results by time extent.
     pub results_cache: Arc<ResultsCache>,
+    /// Where PromQL, SQL and remote-read work runs (not on the HTTP runtime).
+    pub query_rt: query_runtime::QueryRuntime,
 }
 
-/// Per-query limits.
+/// Per-request limits (flags in `config`, listed in docs/operations.md).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Samples a query may load, and points (series × steps) any of its nodes may hold;
+    /// also the samples a remote read may return.
     pub max_samples: usize,
     pub query_timeout_ms: u64,
+    /// Memory pool of one SQL query (DataFusion), bytes.
+    pub sql_memory_bytes: usize,
+    /// Rows an HTTP SQL answer may carry.
+    pub sql_max_rows: usize,
+    /// Decompressed size of a remote-read request, bytes.
+    pub remote_read_max_bytes: usize,
 }
 
 impl Default for Limits {
@@ -64,6 +77,9 @@ impl Default for Limits {
         Limits {
             max_samples: 50_000_000,
             query_timeout_ms: 120_000,
+            sql_memory_bytes: 1 << 30,
+            sql_max_rows: 1_000_000,
+            remote_read_max_bytes: 32 << 20,
         }
     }
 }
@@ -74,12 +90,17 @@ impl AppState {
             tenants,
             auth: Arc::new(Authenticator::disabled()),
             tenant_header: axum::http::HeaderName::from_static("x-scope-orgid"),
+            multi_tenant: false,
             admission: Arc::new(limits::Admission::default()),
             limits: Limits::default(),
             started: chrono::Utc::now(),
             retention: "15d".into(),
             cors_origin: None,
             results_cache: Arc::new(ResultsCache::new(CacheConfig::default())),
+            query_rt: query_runtime::QueryRuntime::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )
+            .expect("query runtime"),
         }
     }
 
@@ -114,6 +135,7 @@ impl axum::extract::FromRequestParts<AppState> for Ready {
             .unwrap_or_else(|| Access::unrestricted(DEFAULT_TENANT));
         match st.tenants.get(&access.tenant).await {
             Ok(s) => Ok(Ready(s, access)),
+            Err(e) if e.is_client_error() => Err(ApiError::bad_data(e.to_string()).into_response()),
             Err(e) => {
                 Err(ApiError::internal(format!("opening tenant storage: {e}")).into_response())
             }
@@ -164,7 +186,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/alertmanagers", get(status::alertmanagers))
         .route("/api/v1/write", post(ingest::remote_write))
         .route("/api/v1/read", post(remote_read::read))
-        .route("/api/v1/import/prometheus", post(ingest::import_prometheus))
+        .route(
+            "/api/v1/import/prometheus",
+            // Streamed and committed in batches: no body limit (see ingest.rs).
+            post(ingest::import_prometheus).layer(DefaultBodyLimit::disable()),
+        )
         .route("/-/healthy", get(|| async { "Quiver is Healthy.\n" }))
         .route("/-/ready", get(ready))
         .route("/metrics", get(metrics::metrics))
@@ -177,6 +203,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route_layer(axum::middleware::from_fn(metrics::track));
     let request_id = axum::http::HeaderName::from_static("x-request-id");
     api.layer(DefaultBodyLimit::max(max_body_bytes))
+        // Innermost: a panic in any handler answers 500 in the envelope; the process stays.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .layer(cors(state.cors_origin.clone()))
         .layer(tower_http::compression::CompressionLayer::new())
         .layer(SetResponseHeaderLayer::overriding(
@@ -210,6 +240,16 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let why = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = why, "handler panicked");
+    ApiError::internal(format!("request failed: {why}")).into_response()
+}
+
 /// CORS: any origin unless a regex is configured, then only matching origins.
 fn cors(origin: Option<regex::Regex>) -> tower_http::cors::CorsLayer {
     use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -222,10 +262,25 @@ fn cors(origin: Option<regex::Regex>) -> tower_http::cors::CorsLayer {
     }
 }
 
+/// `/-/ready`: 200 once the WAL is replayed and the blocks are loaded. With the object
+/// store unreachable the API already serves the WAL and head, but this says why it is not
+/// ready, so a load balancer keeps queries away.
 async fn ready(State(st): State<AppState>) -> Response {
-    if st.tenants.ready() {
-        "Quiver is Ready.\n".into_response()
-    } else {
-        AppState::not_ready()
+    if !st.tenants.ready() {
+        return AppState::not_ready();
+    }
+    match st
+        .tenants
+        .get(DEFAULT_TENANT)
+        .await
+        .ok()
+        .and_then(|s| s.blocks_unavailable())
+    {
+        None => "Quiver is Ready.\n".into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Service Unavailable: blocks not loaded, object store unreachable: {why}\n"),
+        )
+            .into_response(),
     }
 }

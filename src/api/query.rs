@@ -9,7 +9,11 @@ use super::envelope::{ApiError, success, success_raw};
 use super::json;
 use super::params::Params;
 use super::{AppState, Ready};
-use crate::promql::{Annotations, Engine, PromqlError, QueryOptions, Steps};
+use std::time::Duration;
+
+use promql_parser::parser::value::ValueType;
+
+use crate::promql::{Annotations, Cancel, Engine, PromqlError, QueryOptions, Steps};
 
 /// Prometheus's cap on points per series of a range query.
 const MAX_POINTS: i64 = 11_000;
@@ -69,17 +73,10 @@ fn apply_limit(v: &mut crate::promql::Value, limit: usize, warnings: &mut Vec<St
     }
 }
 
-async fn run<T, F: std::future::Future<Output = Result<T, crate::promql::PromqlError>>>(
-    fut: F,
-    timeout: u64,
-) -> Result<T, ApiError> {
-    match tokio::time::timeout(std::time::Duration::from_millis(timeout), fut).await {
-        Ok(r) => r.map_err(ApiError::from_promql),
-        Err(_) => Err(ApiError {
-            error_type: "timeout",
-            message: "query timed out in expression evaluation".into(),
-        }),
-    }
+/// The cancel token and timeout of one query request.
+fn deadline(p: &Params, st: &AppState) -> Result<(Cancel, Duration), ApiError> {
+    let timeout = Duration::from_millis(timeout_ms(p, st)?);
+    Ok((Cancel::after(timeout), timeout))
 }
 
 #[tracing::instrument(skip_all, fields(query))]
@@ -95,22 +92,36 @@ pub(super) async fn query(
     let result = async {
         let q = p
             .get("query")
-            .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is required"))?;
-        tracing::Span::current().record("query", q);
+            .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is required"))?
+            .to_string();
+        tracing::Span::current().record("query", q.as_str());
         let t = p.time("time", Some(storage.now_ms()))?.expect("default");
-        let _slot = st.admission.query(&access.tenant)?;
-        let allowed = access.allowed(&storage);
-        let engine = Engine::new(storage, options(&p, &st)?).restrict(allowed);
-        let expr = Engine::parse(q).map_err(ApiError::from_promql)?;
+        let (cancel, timeout) = deadline(&p, &st)?;
+        let mut opts = options(&p, &st)?;
+        opts.cancel = cancel.clone();
         let limit = p.limit()?;
-        let mut v = run(engine.instant(&expr, t), timeout_ms(&p, &st)?).await?;
-        let mut ann = engine.take_annotations();
-        apply_limit(&mut v, limit, &mut ann.warnings);
-        Ok::<_, ApiError>(success_raw(
-            &json::instant(&v, t),
-            &ann.warnings,
-            &ann.infos,
-        ))
+        let slot = st.admission.query(&access.tenant)?;
+        st.query_rt
+            .clone()
+            .run(cancel, timeout, async move {
+                let _slot = slot;
+                // Parsed, evaluated and dropped on a query thread (deep ASTs need its stack).
+                let expr = Engine::parse(&q).map_err(ApiError::from_promql)?;
+                let allowed = access.allowed(&storage);
+                let engine = Engine::new(storage, opts).restrict(allowed);
+                let mut v = engine
+                    .instant(&expr, t)
+                    .await
+                    .map_err(ApiError::from_promql)?;
+                let mut ann = engine.take_annotations();
+                apply_limit(&mut v, limit, &mut ann.warnings);
+                Ok(success_raw(
+                    &json::instant(&v, t),
+                    &ann.warnings,
+                    &ann.infos,
+                ))
+            })
+            .await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -127,8 +138,8 @@ pub(super) async fn query_range(
 ) -> Response {
     let p = Params::from_request(&method, &uri, &headers, &body);
     let result = async {
-        let q = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is required"))?;
-        tracing::Span::current().record("query", q);
+        let q = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is required"))?.to_string();
+        tracing::Span::current().record("query", q.as_str());
         let start = p.time("start", None)?.ok_or_else(|| ApiError::bad_data("invalid parameter \"start\": cannot parse \"\" to a valid timestamp"))?;
         let end = p.time("end", None)?.ok_or_else(|| ApiError::bad_data("invalid parameter \"end\": cannot parse \"\" to a valid timestamp"))?;
         if end < start {
@@ -140,19 +151,38 @@ pub(super) async fn query_range(
                 "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
             ));
         }
-        if (end - start) / step > MAX_POINTS {
+        // i128: `end - start` overflows i64 for timestamps near its limits.
+        if (end as i128 - start as i128) / step as i128 > MAX_POINTS as i128 {
             return Err(ApiError::bad_data(
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
             ));
         }
-        let opts = options(&p, &st)?;
-        let expr = Engine::parse(q).map_err(ApiError::from_promql)?;
-        let _slot = st.admission.query(&access.tenant)?;
+        let (cancel, timeout) = deadline(&p, &st)?;
+        let mut opts = options(&p, &st)?;
+        opts.cancel = cancel.clone();
         let limit = p.limit()?;
-        let steps = Steps::new(start, end, step);
-        let (mut v, mut ann) = run(cached_range(&st, &storage, &access, &p, &expr, opts, steps), timeout_ms(&p, &st)?).await?;
-        apply_limit(&mut v, limit, &mut ann.warnings);
-        Ok::<_, ApiError>(success_raw(&json::range(&v, Steps::new(start, end, step)), &ann.warnings, &ann.infos))
+        let slot = st.admission.query(&access.tenant)?;
+        let state = st.clone();
+        st.query_rt
+            .clone()
+            .run(cancel, timeout, async move {
+                let _slot = slot;
+                let expr = Engine::parse(&q).map_err(ApiError::from_promql)?;
+                // Prometheus refuses these as bad_data before evaluating anything.
+                if let t @ (ValueType::Matrix | ValueType::String) = expr.value_type() {
+                    return Err(ApiError::bad_data(format!(
+                        "invalid parameter \"query\": invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                        if t == ValueType::Matrix { "range vector" } else { "string" }
+                    )));
+                }
+                let steps = Steps::new(start, end, step);
+                let (mut v, mut ann) = cached_range(&state, &storage, &access, &p, &expr, opts, steps)
+                    .await
+                    .map_err(ApiError::from_promql)?;
+                apply_limit(&mut v, limit, &mut ann.warnings);
+                Ok(success_raw(&json::range(&v, steps), &ann.warnings, &ann.infos))
+            })
+            .await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -180,7 +210,10 @@ async fn cached_range(
         }
     };
     let nocache = p.get("nocache").is_some_and(|v| v == "1" || v == "true");
-    if nocache || !st.results_cache.enabled() || !super::results_cache::cacheable(expr) {
+    // Extent arithmetic is for real time ranges: far-off times or huge steps bypass it.
+    const SANE_MS: i64 = 1 << 50;
+    let sane = steps.start.abs() < SANE_MS && steps.end.abs() < SANE_MS && steps.step < SANE_MS;
+    if nocache || !sane || !st.results_cache.enabled() || !super::results_cache::cacheable(expr) {
         return eval(steps).await;
     }
     let key = super::results_cache::QueryKey {

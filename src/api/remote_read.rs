@@ -35,16 +35,60 @@ fn matchers(q: &prompb::Query) -> Result<Vec<Matcher>, String> {
         .collect()
 }
 
+/// Most queries one remote-read request may carry (Prometheus sends one per selector).
+const MAX_QUERIES: usize = 1_000;
+
 #[tracing::instrument(skip_all, fields(bytes = body.len()))]
 pub(super) async fn read(
     State(st): State<AppState>,
     Ready(storage, access): Ready,
     body: Bytes,
 ) -> Response {
-    let _slot = match st.admission.query(&access.tenant) {
+    let slot = match st.admission.query(&access.tenant) {
         Ok(p) => p,
         Err(e) => return bad(StatusCode::TOO_MANY_REQUESTS, e.message),
     };
+    // The snappy header states the decompressed size: refuse before allocating it.
+    let max = st.limits.remote_read_max_bytes;
+    match snap::raw::decompress_len(&body) {
+        Ok(n) if n > max => {
+            return bad(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "decompressed request of {n} bytes exceeds the limit of {max} (--remote-read-max-bytes)"
+                ),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                format!("snappy decompression failed: {e}"),
+            );
+        }
+    }
+    let max_samples = st.limits.max_samples;
+    let timeout = std::time::Duration::from_millis(st.limits.query_timeout_ms);
+    let cancel = crate::promql::Cancel::after(timeout);
+    let token = cancel.clone();
+    let answer = st
+        .query_rt
+        .clone()
+        .run(cancel, timeout, async move {
+            let _slot = slot;
+            Ok(answer(storage, access, body, max_samples, token).await)
+        })
+        .await;
+    answer.unwrap_or_else(|e| bad(e.status(), e.message))
+}
+
+async fn answer(
+    storage: std::sync::Arc<crate::storage::Storage>,
+    access: crate::auth::Access,
+    body: Bytes,
+    max_samples: usize,
+    cancel: crate::promql::Cancel,
+) -> Response {
     let allowed = access.allowed(&storage);
     let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
         Ok(r) => r,
@@ -64,6 +108,15 @@ pub(super) async fn read(
             );
         }
     };
+    if req.queries.len() > MAX_QUERIES {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{} queries in one request; the limit is {MAX_QUERIES}",
+                req.queries.len()
+            ),
+        );
+    }
     let accepts_samples = req.accepted_response_types.is_empty()
         || req
             .accepted_response_types
@@ -75,7 +128,11 @@ pub(super) async fn read(
         );
     }
     let mut results = Vec::with_capacity(req.queries.len());
+    let mut total = 0usize;
     for q in &req.queries {
+        if let Err(e) = cancel.check() {
+            return bad(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        }
         let ms = match matchers(q) {
             Ok(m) => m,
             Err(e) => return bad(StatusCode::BAD_REQUEST, e),
@@ -91,6 +148,16 @@ pub(super) async fn read(
             Ok(s) => s,
             Err(e) => return bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         };
+        total += series.iter().map(|s| s.ts.len()).sum::<usize>();
+        // As Prometheus's --storage.remote.read-sample-limit: refuse rather than answer part.
+        if total > max_samples {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "exceeded sample limit ({max_samples}, --query-max-samples); narrow the matchers or the time range"
+                ),
+            );
+        }
         let timeseries = series
             .into_iter()
             .filter(|s| !s.ts.is_empty())

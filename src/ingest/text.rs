@@ -5,7 +5,7 @@
 //! not accept OpenMetrics' float-second timestamps and UTF-8 quoted names; this one works a
 //! line at a time so that multi-gigabyte files stream.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 use super::{IngestError, SeriesSamples, WriteBatch};
 use crate::model::{Labels, METRIC_NAME};
@@ -210,6 +210,9 @@ impl Cursor<'_> {
     }
 }
 
+/// Longest accepted line (labels and value of one sample).
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
 /// Reads exposition text and hands out batches of about `batch_samples` samples, grouping
 /// consecutive lines of one series. `default_ts` is used for lines without a timestamp.
 pub struct BatchReader<R> {
@@ -251,10 +254,19 @@ impl<R: BufRead> BatchReader<R> {
         let mut n = 0;
         while n < self.batch_samples {
             self.buf.clear();
-            let read = self.reader.read_line(&mut self.buf)?;
+            // Bounded: a body without newlines must not become one giant String.
+            let read = (&mut self.reader)
+                .take(MAX_LINE_BYTES as u64 + 1)
+                .read_line(&mut self.buf)?;
             if read == 0 {
                 self.done = true;
                 break;
+            }
+            if read > MAX_LINE_BYTES {
+                return Err(IngestError::Parse {
+                    line: self.line_no + 1,
+                    message: format!("line longer than {MAX_LINE_BYTES} bytes"),
+                });
             }
             self.bytes_read += read as u64;
             self.line_no += 1;

@@ -308,8 +308,10 @@ impl Engine {
         let (Some(&lo), Some(&hi)) = (ends.iter().min(), ends.iter().max()) else {
             return Ok(None);
         };
-        let range_ms = ms.range.as_millis() as i64;
-        ids &= self.storage.series_ids(&[], lo - range_ms + 1, hi);
+        let range_ms = super::eval::duration_ms(ms.range);
+        ids &= self
+            .storage
+            .series_ids(&[], lo.saturating_sub(range_ms).saturating_add(1), hi);
         self.scope(&mut ids);
         // The range function drops `__name__`; two series that then collide would be an
         // error the evaluator reports, so leave those to it.
@@ -341,6 +343,7 @@ impl Engine {
             times: Arc::new(times),
             loaded: Default::default(),
             max_samples: self.opts.max_samples,
+            cancel: self.opts.cancel.clone(),
         };
         Ok(Some((scan, groups)))
     }
@@ -355,13 +358,13 @@ impl Engine {
             return Ok(None);
         };
         let df = |e: datafusion::error::DataFusionError| match e.find_root() {
-            datafusion::error::DataFusionError::External(inner)
-                if matches!(
-                    inner.downcast_ref::<PromqlError>(),
-                    Some(PromqlError::TooManySamples)
-                ) =>
-            {
-                PromqlError::TooManySamples
+            datafusion::error::DataFusionError::External(inner) => {
+                match inner.downcast_ref::<PromqlError>() {
+                    Some(PromqlError::TooManySamples) => PromqlError::TooManySamples,
+                    Some(PromqlError::Timeout) => PromqlError::Timeout,
+                    Some(PromqlError::Canceled) => PromqlError::Canceled,
+                    _ => PromqlError::exec(e.to_string()),
+                }
             }
             _ => PromqlError::exec(e.to_string()),
         };
@@ -371,6 +374,7 @@ impl Engine {
                 .map_err(df)?;
         let rows = super::exec::run(&session, plan).await.map_err(df)?;
         let n = ctx.steps.len();
+        self.check_points(groups.len(), n)?;
         let mut out: Vec<Series> = groups.into_iter().map(|g| Series::new(g, n)).collect();
         for (g, step, v) in rows {
             out[g as usize].vals[step] = Some(if op == "group" { 1.0 } else { v });

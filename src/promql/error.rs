@@ -13,6 +13,12 @@ pub enum PromqlError {
     Execution(String),
     #[error("query processing would load too many samples into memory in query execution")]
     TooManySamples,
+    /// The query ran past its timeout (`timeout`, 503 like Prometheus).
+    #[error("query timed out in expression evaluation")]
+    Timeout,
+    /// The request went away or was aborted.
+    #[error("query was canceled")]
+    Canceled,
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
 }
@@ -27,6 +33,8 @@ impl PromqlError {
         match self {
             PromqlError::Parse(_) => "bad_data",
             PromqlError::Execution(_) | PromqlError::TooManySamples => "execution",
+            PromqlError::Timeout => "timeout",
+            PromqlError::Canceled => "canceled",
             PromqlError::Storage(_) => "internal",
         }
     }

@@ -24,6 +24,8 @@ pub struct QueryOptions {
     pub memory_limit_bytes: usize,
     /// Parallelism of DataFusion plans (output partitions of scans).
     pub partitions: usize,
+    /// Deadline and cancellation of this query.
+    pub cancel: super::Cancel,
 }
 
 impl Default for QueryOptions {
@@ -36,6 +38,7 @@ impl Default for QueryOptions {
             partitions: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            cancel: super::Cancel::default(),
         }
     }
 }
@@ -132,6 +135,21 @@ impl Engine {
         }
     }
 
+    /// `Err` once the query has timed out or was canceled; called at every AST node and in
+    /// per-series loops, so work that never awaits still stops.
+    pub(super) fn check(&self) -> Result<(), PromqlError> {
+        self.opts.cancel.check()
+    }
+
+    /// Refuses, before allocating them, more points (`series × steps`) than one query may
+    /// hold (`--query-max-samples`, as Prometheus counts the points of every node).
+    pub(super) fn check_points(&self, series: usize, steps: usize) -> Result<(), PromqlError> {
+        match series.checked_mul(steps) {
+            Some(p) if p <= self.opts.max_samples => Ok(()),
+            _ => Err(PromqlError::TooManySamples),
+        }
+    }
+
     /// Instant query at `t` (ms).
     pub async fn instant(&self, expr: &Expr, t: i64) -> Result<Value, PromqlError> {
         self.loaded.store(0, Ordering::Relaxed);
@@ -202,6 +220,25 @@ impl Engine {
         ctx: Ctx,
     ) -> BoxFuture<'a, Result<Value, PromqlError>> {
         Box::pin(async move {
+            self.check()?;
+            let n = ctx.steps.len();
+            // Every node holds at least one value per step: refuse grids (e.g. a subquery
+            // at 1 ms over 30 days) before anything of that size is allocated.
+            self.check_points(1, n)?;
+            let v = self.eval_node(expr, ctx).await?;
+            if let Value::Vector(vs) = &v {
+                self.check_points(vs.len(), n)?;
+            }
+            Ok(v)
+        })
+    }
+
+    fn eval_node<'a>(
+        &'a self,
+        expr: &'a Expr,
+        ctx: Ctx,
+    ) -> BoxFuture<'a, Result<Value, PromqlError>> {
+        Box::pin(async move {
             let n = ctx.steps.len();
             match expr {
                 Expr::NumberLiteral(l) => Ok(Value::Scalar(vec![l.val; n])),
@@ -245,15 +282,15 @@ impl Engine {
         Box::pin(async move {
             match expr {
                 Expr::MatrixSelector(ms) => {
-                    self.matrix_selector(&ms.vs, ms.range.as_millis() as i64, ctx)
+                    self.matrix_selector(&ms.vs, duration_ms(ms.range), ctx)
                         .await
                 }
                 Expr::Paren(p) => self.range_input(&p.expr, ctx).await,
                 Expr::Subquery(sq) => {
-                    let range = sq.range.as_millis() as i64;
+                    let range = duration_ms(sq.range);
                     let step = sq
                         .step
-                        .map(|d| d.as_millis() as i64)
+                        .map(duration_ms)
                         .filter(|s| *s > 0)
                         .unwrap_or(self.opts.default_subquery_step_ms);
                     let offset = offset_ms(&sq.offset);
@@ -266,10 +303,10 @@ impl Engine {
                             ends,
                         });
                     };
-                    let bound = lo - range;
+                    let bound = lo.saturating_sub(range);
                     let mut start = step * (bound / step);
                     if start <= bound {
-                        start += step;
+                        start = start.saturating_add(step);
                     }
                     let inner = Ctx {
                         steps: Steps::new(start, hi, step),
@@ -279,6 +316,7 @@ impl Engine {
                         Value::Vector(vs) => vs
                             .into_iter()
                             .map(|s| {
+                                self.check()?;
                                 let (mut ts, mut vals) = (Vec::new(), Vec::new());
                                 for (i, v) in s.vals.iter().enumerate() {
                                     if let Some(v) = v {
@@ -286,14 +324,14 @@ impl Engine {
                                         vals.push(*v);
                                     }
                                 }
-                                Raw {
+                                Ok(Raw {
                                     labels: s.labels,
                                     ts,
                                     vals,
-                                }
+                                })
                             })
-                            .filter(|r| !r.ts.is_empty())
-                            .collect(),
+                            .filter(|r| r.as_ref().map_or(true, |r| !r.ts.is_empty()))
+                            .collect::<Result<_, PromqlError>>()?,
                         Value::Scalar(v) => {
                             let ts = inner.steps.iter().collect();
                             vec![Raw {
@@ -322,6 +360,11 @@ impl Engine {
             }
         })
     }
+}
+
+/// A parsed duration in ms, saturating (durations as long as `1000000y` exist in queries).
+pub(super) fn duration_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn type_word(t: parser::value::ValueType) -> &'static str {

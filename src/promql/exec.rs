@@ -66,6 +66,8 @@ pub(super) struct RangeScan {
     /// Samples of all selected series, read once and shared by the partitions (each block
     /// file is scanned once; the partitions split the CPU work of the range function).
     pub loaded: Arc<tokio::sync::OnceCell<Arc<Vec<crate::storage::SeriesResult>>>>,
+    /// Deadline and cancellation of the query, checked in the window loops.
+    pub cancel: super::Cancel,
     /// The query's sample limit, checked once the samples are read.
     pub max_samples: usize,
 }
@@ -226,6 +228,7 @@ fn compute_chunk(
             vals,
             &scan.ends,
             scan.range_ms,
+            || scan.cancel.check().is_ok(),
             |i, w| {
                 if let Some(v) = window_value(scan.function, w, f64::NAN, f64::NAN, scan.times[i]) {
                     grp.push(g);
@@ -235,6 +238,10 @@ fn compute_chunk(
             },
         );
     }
+    // A cancelled query's windows stopped early: never hand on partial sums.
+    scan.cancel
+        .check()
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
     Ok(RecordBatch::try_new(
         row_schema(),
         vec![

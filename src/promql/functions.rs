@@ -503,8 +503,10 @@ impl Engine {
         let f = RangeFn::parse(name)
             .ok_or_else(|| PromqlError::exec(format!("{name}() is not a range function")))?;
         let (p1, p2) = extra.unwrap_or_default();
+        self.check_points(input.series.len(), ctx.steps.len())?;
         let mut out = Vec::with_capacity(input.series.len());
         for s in &input.series {
+            self.check()?;
             let mut o = Series::new(
                 if keep_name {
                     s.labels.clone()
@@ -513,19 +515,30 @@ impl Engine {
                 },
                 ctx.steps.len(),
             );
-            rf::for_each_window(f, &s.ts, &s.vals, &input.ends, input.range_ms, |i, w| {
-                o.vals[i] = window_value(
-                    f,
-                    w,
-                    p1.get(i).copied().unwrap_or(f64::NAN),
-                    p2.get(i).copied().unwrap_or(f64::NAN),
-                    ctx.steps.at(i),
-                );
-            });
+            let keep_going = || self.check().is_ok();
+            rf::for_each_window(
+                f,
+                &s.ts,
+                &s.vals,
+                &input.ends,
+                input.range_ms,
+                keep_going,
+                |i, w| {
+                    o.vals[i] = window_value(
+                        f,
+                        w,
+                        p1.get(i).copied().unwrap_or(f64::NAN),
+                        p2.get(i).copied().unwrap_or(f64::NAN),
+                        ctx.steps.at(i),
+                    );
+                },
+            );
             if !o.is_empty() {
                 out.push(o);
             }
         }
+        // The windows of a cancelled query stop early: never answer with what they left.
+        self.check()?;
         Ok(Value::Vector(merge_same_labels(out)?))
     }
 }

@@ -5,14 +5,17 @@
 
 mod aggregate;
 mod binary;
+pub mod cancel;
 mod error;
 mod eval;
 mod exec;
 mod functions;
+pub mod guard;
 mod range_fns;
 mod selector;
 pub mod value;
 
+pub use cancel::Cancel;
 pub use error::PromqlError;
 pub use eval::{Annotations, Engine, QueryOptions};
 pub use selector::matcher_sets as selector_matchers;
@@ -21,7 +24,10 @@ pub use value::{RangeSeries, Series, Steps, Value};
 /// Parses a PromQL expression. `promql-parser` panics on some inputs instead of returning an
 /// error (e.g. `x offset NaN`: its grammar action converts NaN seconds to a `Duration`); a
 /// query must never take a request down, so a panic becomes a parse error.
+///
+/// Text that is too long or could nest too deeply is refused first (see `guard`).
 pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, String> {
+    guard::check(query)?;
     match std::panic::catch_unwind(|| promql_parser::parser::parse(query)) {
         Ok(result) => result,
         Err(panic) => {

@@ -121,7 +121,7 @@ impl RangeFn {
 }
 
 /// Calls `visit(step, window)` for every step whose window `(end - range, end]` over one
-/// series (samples `ts`/`vals`, no stale markers) is non-empty. Shared by the evaluator and
+/// series (samples `ts`/`vals`, no stale markers) is non-empty, until `keep_going` says no. Shared by the evaluator and
 /// the DataFusion operator, so both see identical windows and reset hints.
 pub(super) fn for_each_window(
     f: RangeFn,
@@ -129,6 +129,7 @@ pub(super) fn for_each_window(
     vals: &[f64],
     ends: &[i64],
     range_ms: i64,
+    mut keep_going: impl FnMut() -> bool,
     mut visit: impl FnMut(usize, &Window),
 ) {
     let resets = if f.counts_resets() {
@@ -137,15 +138,25 @@ pub(super) fn for_each_window(
         None
     };
     let mut windows = Windows::new(ts, range_ms);
+    // Windows overlap, so one series can cost steps × window samples: ask `keep_going`
+    // (the query's deadline) every ~64k samples visited.
+    let mut work = 0usize;
     for (i, &end) in ends.iter().enumerate() {
         let (a, b) = windows.at(end);
+        work += b.saturating_sub(a) + 1;
+        if work >= 1 << 16 {
+            work = 0;
+            if !keep_going() {
+                return;
+            }
+        }
         if a >= b {
             continue;
         }
         let w = Window {
             ts: &ts[a..b],
             vals: &vals[a..b],
-            start: end - range_ms,
+            start: end.saturating_sub(range_ms),
             end,
             range_ms,
             no_resets: resets.as_ref().is_none_or(|r| r[b - 1] == r[a]),
@@ -182,7 +193,7 @@ impl<'a> Windows<'a> {
         if end < self.last_end {
             (self.a, self.b) = super::selector::window(self.ts, end, self.range);
         } else {
-            let lo = end - self.range;
+            let lo = end.saturating_sub(self.range);
             while self.a < self.ts.len() && self.ts[self.a] <= lo {
                 self.a += 1;
             }
@@ -521,7 +532,7 @@ mod tests {
             let mk = |no_resets| Window {
                 ts: &ts[a..b],
                 vals: &vals[a..b],
-                start: end - range,
+                start: end.saturating_sub(range),
                 end,
                 range_ms: range,
                 no_resets,

@@ -29,8 +29,8 @@ pub(super) struct RangeInput {
 pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
     match o {
         None => 0,
-        Some(Offset::Pos(d)) => d.as_millis() as i64,
-        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+        Some(Offset::Pos(d)) => super::eval::duration_ms(*d),
+        Some(Offset::Neg(d)) => -super::eval::duration_ms(*d),
     }
 }
 
@@ -40,15 +40,18 @@ pub(super) fn at_ms(a: &Option<AtModifier>, ctx: &Ctx) -> Option<i64> {
         Some(AtModifier::Start) => Some(ctx.query_start),
         Some(AtModifier::End) => Some(ctx.query_end),
         Some(AtModifier::At(t)) => Some(match t.duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => d.as_millis() as i64,
-            Err(e) => -(e.duration().as_millis() as i64),
+            Ok(d) => super::eval::duration_ms(d),
+            Err(e) => -super::eval::duration_ms(e.duration()),
         }),
     }
 }
 
 /// Evaluation time of every step for a node with these modifiers.
 pub(super) fn eval_times(ctx: &Ctx, at: Option<i64>, offset: i64) -> Vec<i64> {
-    ctx.steps.iter().map(|t| at.unwrap_or(t) - offset).collect()
+    ctx.steps
+        .iter()
+        .map(|t| at.unwrap_or(t).saturating_sub(offset))
+        .collect()
 }
 
 /// The matcher sets of a selector (several when it uses `or` inside braces).
@@ -130,9 +133,13 @@ impl Engine {
             return Ok(vec![]);
         };
         let lookback = ctx.lookback;
-        let raw = self.fetch(vs, lo - lookback + 1, hi).await?;
+        let raw = self
+            .fetch(vs, lo.saturating_sub(lookback).saturating_add(1), hi)
+            .await?;
+        self.check_points(raw.len(), times.len())?;
         let mut out = Vec::with_capacity(raw.len());
         for r in raw {
+            self.check()?;
             let mut s = Series::new(r.labels, times.len());
             for (i, &te) in times.iter().enumerate() {
                 let idx = r.ts.partition_point(|&t| t <= te);
@@ -166,7 +173,9 @@ impl Engine {
                 ends,
             });
         };
-        let raw = self.fetch(vs, lo - range_ms + 1, hi).await?;
+        let raw = self
+            .fetch(vs, lo.saturating_sub(range_ms).saturating_add(1), hi)
+            .await?;
         let series = raw
             .into_iter()
             .map(|mut r| {
@@ -190,7 +199,7 @@ impl Engine {
 
 /// Indices `[a, b)` of samples in the left-open window `(end - range, end]`.
 pub(super) fn window(ts: &[i64], end: i64, range: i64) -> (usize, usize) {
-    let a = ts.partition_point(|&t| t <= end - range);
+    let a = ts.partition_point(|&t| t <= end.saturating_sub(range));
     let b = ts.partition_point(|&t| t <= end);
     (a, b.max(a))
 }

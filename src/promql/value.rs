@@ -35,7 +35,9 @@ impl Steps {
         if self.end < self.start {
             0
         } else {
-            ((self.end - self.start) / self.step + 1) as usize
+            // i128: `end - start` can exceed i64 for extreme (but valid) timestamps.
+            let n = (self.end as i128 - self.start as i128) / self.step as i128 + 1;
+            usize::try_from(n).unwrap_or(usize::MAX)
         }
     }
 

@@ -6,6 +6,7 @@
 //!
 //! plus the views in `sql/views.sql` (e.g. `samples_labeled`).
 
+mod bounded;
 mod tables;
 
 use std::sync::Arc;
@@ -22,9 +23,18 @@ pub use tables::{SamplesTable, SeriesTable};
 /// View definitions shipped in `sql/views.sql`.
 pub const VIEWS_SQL: &str = include_str!("../../sql/views.sql");
 
-/// A session with Quiver's tables and views registered.
+/// Bounds of one SQL session served over HTTP.
+#[derive(Debug, Clone, Copy)]
+pub struct SqlLimits {
+    /// DataFusion memory pool (joins, sorts, aggregates), bytes.
+    pub memory_bytes: usize,
+    /// Samples all scans of `samples` may load.
+    pub max_samples: usize,
+}
+
+/// A session with Quiver's tables and views registered (no limits: the local CLI).
 pub async fn session(storage: Arc<Storage>) -> DfResult<SessionContext> {
-    session_scoped(storage, None).await
+    session_scoped(storage, None, None).await
 }
 
 /// A session whose tables hold only the `allowed` series (a principal's enforced
@@ -32,9 +42,20 @@ pub async fn session(storage: Arc<Storage>) -> DfResult<SessionContext> {
 pub async fn session_scoped(
     storage: Arc<Storage>,
     allowed: Option<RoaringBitmap>,
+    limits: Option<SqlLimits>,
 ) -> DfResult<SessionContext> {
     let config = SessionConfig::new().with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = match limits {
+        None => SessionContext::new_with_config(config),
+        Some(l) => {
+            let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+                .with_memory_limit(l.memory_bytes, 1.0)
+                .build_arc()?;
+            let ctx = SessionContext::new_with_config_rt(config, runtime);
+            bounded::register(&ctx);
+            ctx
+        }
+    };
     let allowed = allowed.map(Arc::new);
     ctx.register_table(
         "series",
@@ -42,7 +63,11 @@ pub async fn session_scoped(
     )?;
     ctx.register_table(
         "samples",
-        Arc::new(SamplesTable::new(storage).restrict(allowed)),
+        Arc::new(
+            SamplesTable::new(storage)
+                .restrict(allowed)
+                .limit_samples(limits.map(|l| l.max_samples)),
+        ),
     )?;
     for stmt in VIEWS_SQL
         .split(';')

@@ -117,6 +117,9 @@ impl TableProvider for SeriesTable {
 pub struct SamplesTable {
     storage: Arc<Storage>,
     allowed: Option<Arc<RoaringBitmap>>,
+    /// Samples all scans of this table together may load (`None`: unlimited), and how many
+    /// they have loaded: a scan still materialises its selection, so this bounds memory.
+    budget: Option<(usize, Arc<std::sync::atomic::AtomicUsize>)>,
 }
 
 impl SamplesTable {
@@ -124,7 +127,14 @@ impl SamplesTable {
         SamplesTable {
             storage,
             allowed: None,
+            budget: None,
         }
+    }
+
+    /// At most `max` samples over all scans (self-joins scan the table more than once).
+    pub fn limit_samples(mut self, max: Option<usize>) -> Self {
+        self.budget = max.map(|m| (m, Arc::default()));
+        self
     }
 
     /// Only samples of these series are in the table.
@@ -293,6 +303,15 @@ impl TableProvider for SamplesTable {
             .select_ids(&ids, p.min_t, p.max_t)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        if let Some((max, used)) = &self.budget {
+            let n: usize = series.iter().map(|s| s.ts.len()).sum();
+            let total = used.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+            if total > *max {
+                return Err(DataFusionError::ResourcesExhausted(format!(
+                    "the query reads more than {max} samples (--query-max-samples); narrow it by timestamp or series_id"
+                )));
+            }
+        }
         let schema = samples_schema();
         let mut batches = Vec::new();
         let (mut sid, mut ts, mut vs) = (Vec::new(), Vec::new(), Vec::new());

@@ -36,6 +36,11 @@ impl Storage {
 
     async fn compact_sealed(&self, sealed_before: i64) -> Result<CompactionReport, StorageError> {
         let _guard = self.maintenance.lock().await;
+        if let Some(why) = self.blocks_unavailable() {
+            return Err(StorageError::Unavailable(format!(
+                "blocks not loaded yet: {why}"
+            )));
+        }
         let o = self.shared.opts.clone();
         let now = self.now_ms();
         let mut report = CompactionReport::default();

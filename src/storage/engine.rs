@@ -2,7 +2,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -47,8 +46,18 @@ pub struct StorageOptions {
     /// Flush the head once it holds this many samples.
     pub head_max_samples: usize,
     pub clock: Clock,
+    /// Most bytes (estimated) the live and frozen heads may hold; beyond it appends fail
+    /// with `Overloaded` until a flush frees memory.
+    pub head_memory_limit: usize,
+    /// When the object store cannot be reached at open, serve the WAL and head and keep
+    /// retrying the blocks in the background (the server); otherwise fail (CLI tools).
+    pub retry_blocks: bool,
     /// Decoded samples of block series, shared by all tenants' engines (None: off).
     pub samples_cache: Option<super::read::SamplesCache>,
+    /// Records the flush's WAL steps beside the store's syncs (tests).
+    pub journal: Option<super::durable::FsJournal>,
+    /// Injected WAL write/fsync failures (tests).
+    pub wal_faults: Option<Arc<super::wal::WalFaults>>,
 }
 
 impl StorageOptions {
@@ -67,6 +76,10 @@ impl StorageOptions {
             head_max_samples: 20_000_000,
             clock: system_clock(),
             samples_cache: None,
+            head_memory_limit: 2 << 30,
+            retry_blocks: false,
+            journal: None,
+            wal_faults: None,
         }
     }
 }
@@ -92,6 +105,10 @@ pub struct StorageStats {
     pub compactions: AtomicU64,
     pub blocks_deleted: AtomicU64,
     pub wal_truncated_bytes: AtomicU64,
+    /// Replayed WAL samples whose series declaration was missing (corruption).
+    pub wal_orphan_samples: AtomicU64,
+    /// Blocks moved aside at startup because they could not be read.
+    pub blocks_quarantined: AtomicU64,
 }
 
 pub(super) struct State {
@@ -114,7 +131,12 @@ pub(super) struct Shared {
     pub stats: StorageStats,
     /// Parsed Parquet footers of sample files, by block id (blocks are immutable).
     pub footers: super::read::FooterCache,
+    /// Why the blocks are not loaded yet (`None`: loaded).
+    pub blocks_unavailable: parking_lot::Mutex<Option<String>>,
 }
+
+/// Estimated head memory per sample: a timestamp and a value, plus vector slack.
+pub const HEAD_BYTES_PER_SAMPLE: usize = 24;
 
 struct AppendReq {
     series: Vec<(SeriesId, Arc<Labels>)>,
@@ -129,12 +151,14 @@ type FrozenHead = (u64, Arc<RwLock<Head>>);
 enum WalCmd {
     Append(AppendReq),
     Rotate(oneshot::Sender<Result<FrozenHead, StorageError>>),
+    /// Commit what is pending, fsync, stop the WAL task (graceful shutdown).
+    Close(oneshot::Sender<()>),
 }
 
 /// The storage engine. Share it as `Arc<Storage>`.
 pub struct Storage {
     pub(super) shared: Arc<Shared>,
-    wal_tx: Option<mpsc::Sender<WalCmd>>,
+    wal_tx: Option<tokio::sync::mpsc::UnboundedSender<WalCmd>>,
     /// Serialises flush and compaction (both rewrite the block list).
     pub(super) maintenance: tokio::sync::Mutex<()>,
 }
@@ -164,48 +188,24 @@ impl Storage {
             0
         };
 
-        let metas = list_block_metas(store.as_ref()).await?;
-        let replaced: std::collections::HashSet<&str> = metas
-            .iter()
-            .flat_map(|m| m.parents.iter().map(String::as_str))
-            .collect();
-        let mut keep = Vec::new();
-        for m in &metas {
-            let torn_flush = m
-                .wal
-                .as_ref()
-                .is_some_and(|w| w.instance == instance && w.segment > checkpoint);
-            if (replaced.contains(m.id.as_str()) || torn_flush) && opts.read_only {
-                continue;
+        // Blocks live in the object store. If it cannot be reached, a server (`retry_blocks`)
+        // still replays its WAL and takes writes, and keeps trying to load the blocks.
+        let (blocks, metadata, quarantined, deferred) = match load_blocks(
+            store.as_ref(),
+            &catalog,
+            &instance,
+            checkpoint,
+            opts.read_only,
+        )
+        .await
+        {
+            Ok((b, md, q)) => (b, md, q, None),
+            Err(e) if opts.retry_blocks && is_transient(&e) => {
+                tracing::error!(error = %e, "cannot load blocks from the object store; serving the WAL and head, retrying");
+                (Vec::new(), BTreeMap::new(), 0, Some(e.to_string()))
             }
-            if replaced.contains(m.id.as_str()) || torn_flush {
-                tracing::warn!(block = %m.id, replaced = replaced.contains(m.id.as_str()), torn_flush, "removing leftover block");
-                delete_block(store.as_ref(), &BlockPath::new(m.id.clone())).await?;
-            } else {
-                keep.push(m.clone());
-            }
-        }
-        let loaded: Vec<Result<LoadedBlock, StorageError>> = futures::stream::iter(keep)
-            .map(|m| {
-                let store = store.clone();
-                let catalog = catalog.clone();
-                async move { LoadedBlock::load(store.as_ref(), m, &catalog).await }
-            })
-            .buffered(16)
-            .collect()
-            .await;
-        let mut blocks = Vec::new();
-        for b in loaded {
-            blocks.push(Arc::new(b?));
-        }
-        blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
-        tracing::info!(
-            blocks = blocks.len(),
-            series = catalog.len(),
-            "loaded blocks"
-        );
-
-        let metadata = load_metadata(store.as_ref()).await?;
+            Err(e) => return Err(e),
+        };
         let shared = Arc::new(Shared {
             opts: opts.clone(),
             store,
@@ -220,7 +220,12 @@ impl Storage {
             instance,
             stats: StorageStats::default(),
             footers: super::read::footer_cache(),
+            blocks_unavailable: parking_lot::Mutex::new(deferred.clone()),
         });
+        shared
+            .stats
+            .blocks_quarantined
+            .fetch_add(quarantined, Ordering::Relaxed);
 
         let wal_tx = if opts.wal && opts.read_only {
             if wal_dir.exists() {
@@ -229,21 +234,37 @@ impl Storage {
             None
         } else if opts.wal {
             let next = replay_wal(&shared, &wal_dir, checkpoint, true)?;
-            let writer = WalWriter::create(&wal_dir, next)?;
-            let (tx, rx) = mpsc::channel();
-            let sh = shared.clone();
-            std::thread::Builder::new()
-                .name("quiver-wal".into())
-                .spawn(move || wal_loop(sh, writer, rx))?;
+            let writer = WalWriter::create(&wal_dir, next)?.with_faults(opts.wal_faults.clone());
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(wal_task(shared.clone(), writer, rx));
             Some(tx)
         } else {
             None
         };
+        if deferred.is_some() {
+            tokio::spawn(retry_load_blocks(shared.clone(), checkpoint));
+        }
         Ok(Storage {
             shared,
             wal_tx,
             maintenance: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// `None` once the blocks are loaded; else why they are not (object store unreachable
+    /// at startup: the WAL and head are served meanwhile, flushes wait).
+    pub fn blocks_unavailable(&self) -> Option<String> {
+        self.shared.blocks_unavailable.lock().clone()
+    }
+
+    /// Heads frozen by a flush and not yet written out (a failed flush leaves them).
+    pub fn frozen_heads(&self) -> usize {
+        self.shared.state.read().frozen.len()
+    }
+
+    /// Estimated bytes of the live and frozen heads.
+    pub fn head_bytes(&self) -> usize {
+        self.head_stats().1.saturating_mul(HEAD_BYTES_PER_SAMPLE)
     }
 
     /// In-memory storage without WAL (PromQL test scripts, unit tests).
@@ -304,11 +325,22 @@ impl Storage {
                 });
             }
         }
+        let n = batch.sample_count();
+        let limit = o.head_memory_limit;
+        let held = self.head_bytes();
+        if held.saturating_add(n.saturating_mul(HEAD_BYTES_PER_SAMPLE)) > limit {
+            return Err(StorageError::Overloaded(format!(
+                "heads hold ~{held} bytes of samples not yet in blocks (limit {limit}, --head-memory-limit); {} waiting for the object store",
+                match self.frozen_heads() {
+                    0 => "none".to_string(),
+                    f => format!("{f} flushes"),
+                }
+            )));
+        }
         let ids = self
             .shared
             .catalog
             .get_or_insert_many(batch.series.iter().map(|s| &s.labels));
-        let n = batch.sample_count();
         let mut samples = Vec::with_capacity(n);
         let mut series = Vec::with_capacity(ids.len());
         for (s, &id) in batch.series.into_iter().zip(&ids) {
@@ -344,12 +376,24 @@ impl Storage {
         Ok(n)
     }
 
-    /// Whether the head is due for a flush (size or age).
+    /// Makes every acknowledged write durable and stops taking writes (graceful shutdown).
+    /// Later appends fail with `Closed`.
+    pub async fn close(&self) {
+        if let Some(tx) = &self.wal_tx {
+            let (reply, rx) = oneshot::channel();
+            if tx.send(WalCmd::Close(reply)).is_ok() {
+                let _ = rx.await;
+            }
+        }
+    }
+
+    /// Whether the head is due for a flush (size, age, or memory pressure).
     pub fn should_flush(&self) -> bool {
         let head = self.shared.state.read().head.clone();
         let h = head.read();
         let o = &self.shared.opts;
         h.num_samples() >= o.head_max_samples
+            || h.num_samples().saturating_mul(HEAD_BYTES_PER_SAMPLE) >= o.head_memory_limit / 2
             || h.first_append_ms()
                 .is_some_and(|f| self.now_ms() - f >= o.head_flush_interval_ms)
             || h.time_range()
@@ -430,9 +474,16 @@ fn apply_metadata(shared: &Shared, md: Vec<MetricMetadata>) {
     }
 }
 
-/// The WAL thread: group commit, then apply to the head, then acknowledge.
-fn wal_loop(shared: Arc<Shared>, mut w: WalWriter, rx: mpsc::Receiver<WalCmd>) {
-    while let Ok(first) = rx.recv() {
+/// The WAL task of one tenant: takes every queued command (group commit), and does the
+/// writes and the fsync on the blocking pool, then applies to the head and acknowledges.
+/// A task, not a thread: idle tenants cost no thread, and the blocking pool (bounded in
+/// `main`) bounds how many fsyncs run at once, whatever the number of tenants.
+async fn wal_task(
+    shared: Arc<Shared>,
+    mut w: WalWriter,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<WalCmd>,
+) {
+    while let Some(first) = rx.recv().await {
         let mut cmds = vec![first];
         while cmds.len() < 4096 {
             match rx.try_recv() {
@@ -440,36 +491,79 @@ fn wal_loop(shared: Arc<Shared>, mut w: WalWriter, rx: mpsc::Receiver<WalCmd>) {
                 Err(_) => break,
             }
         }
-        let mut pending: Vec<AppendReq> = Vec::new();
-        for cmd in cmds {
-            match cmd {
-                WalCmd::Append(req) => {
-                    let r = w.append(&req.series, &req.samples).and_then(|_| {
-                        if req.metadata.is_empty() {
-                            Ok(())
-                        } else {
-                            w.append_metadata(&req.metadata)
-                        }
-                    });
-                    match r {
-                        Ok(()) => pending.push(req),
-                        Err(e) => {
-                            let _ = req.reply.send(Err(e.into()));
-                        }
-                    }
-                }
-                WalCmd::Rotate(reply) => {
-                    commit(&shared, &mut w, &mut pending);
-                    let r = w
-                        .rotate()
-                        .map(|closed| (closed, freeze_head(&shared, closed)));
-                    let _ = reply.send(r.map_err(Into::into));
-                }
+        let sh = shared.clone();
+        match tokio::task::spawn_blocking(move || {
+            let closing = apply_cmds(&sh, &mut w, cmds);
+            (w, closing)
+        })
+        .await
+        {
+            Ok((writer, None)) => w = writer,
+            Ok((_, Some(reply))) => {
+                tracing::info!("WAL closed");
+                let _ = reply.send(());
+                return;
+            }
+            Err(e) => {
+                // Replies of that batch were dropped: their writers saw `Closed`.
+                tracing::error!(error = %e, "WAL worker failed; the tenant takes no more writes");
+                return;
             }
         }
-        commit(&shared, &mut w, &mut pending);
     }
-    let _ = w.sync();
+}
+
+/// One batch of commands; returns the reply of a `Close` (after a final fsync).
+fn apply_cmds(
+    shared: &Shared,
+    w: &mut WalWriter,
+    cmds: Vec<WalCmd>,
+) -> Option<oneshot::Sender<()>> {
+    let mut closing: Option<oneshot::Sender<()>> = None;
+    let mut pending: Vec<AppendReq> = Vec::new();
+    for cmd in cmds {
+        match cmd {
+            WalCmd::Append(req) => {
+                let r = w.append(&req.series, &req.samples).and_then(|_| {
+                    if req.metadata.is_empty() {
+                        Ok(())
+                    } else {
+                        w.append_metadata(&req.metadata)
+                    }
+                });
+                match r {
+                    Ok(()) => pending.push(req),
+                    Err(e) => {
+                        tracing::error!(error = %e, "WAL write failed; rejecting the writes of this commit");
+                        // Records buffered before the failure go down with the abandoned
+                        // segment: none of them may be acknowledged.
+                        for p in pending.drain(..) {
+                            let _ = p.reply.send(Err(StorageError::Io(std::io::Error::new(
+                                e.kind(),
+                                e.to_string(),
+                            ))));
+                        }
+                        let _ = req.reply.send(Err(e.into()));
+                    }
+                }
+            }
+            WalCmd::Rotate(reply) => {
+                commit(shared, w, &mut pending);
+                let r = w
+                    .rotate()
+                    .map(|closed| (closed, freeze_head(shared, closed)));
+                let _ = reply.send(r.map_err(Into::into));
+            }
+            WalCmd::Close(reply) => closing = Some(reply),
+        }
+    }
+    commit(shared, w, &mut pending);
+    if closing.is_some()
+        && let Err(e) = w.sync()
+    {
+        tracing::error!(error = %e, "WAL sync at shutdown failed");
+    }
+    closing
 }
 
 fn commit(shared: &Shared, w: &mut WalWriter, pending: &mut Vec<AppendReq>) {
@@ -526,6 +620,9 @@ fn replay_wal(
     let now = (shared.opts.clock)();
     let head = shared.state.read().head.clone();
     let mut total = 0u64;
+    // Samples whose series declaration is missing from their segment. The writer starts a
+    // new segment after any failure, so this means corruption: never skip them silently.
+    let mut orphans = 0u64;
     for seq in segs {
         let path = wal::segment_path(dir, seq);
         if seq <= checkpoint {
@@ -549,6 +646,8 @@ fn replay_wal(
                     if let Some(&id) = refs.get(&r) {
                         h.append(id, t, v, now);
                         total += 1;
+                    } else {
+                        orphans += 1;
                     }
                 }
             }
@@ -558,6 +657,16 @@ fn replay_wal(
             .stats
             .wal_truncated_bytes
             .fetch_add(stats.truncated_bytes, Ordering::Relaxed);
+    }
+    if orphans > 0 {
+        tracing::error!(
+            samples = orphans,
+            "WAL samples reference series not declared in their segment; they cannot be replayed"
+        );
+        shared
+            .stats
+            .wal_orphan_samples
+            .fetch_add(orphans, Ordering::Relaxed);
     }
     tracing::info!(samples = total, next_segment = next, "WAL replayed");
     Ok(next)
@@ -601,7 +710,169 @@ fn instance_id(dir: &Path) -> Result<String, StorageError> {
     }
 }
 
-async fn list_block_metas(store: &dyn ObjectStore) -> Result<Vec<BlockMeta>, StorageError> {
+/// Lists and loads the complete blocks: deletes leftovers (replaced parents, blocks of a
+/// torn flush of this instance) and quarantines blocks that cannot be read. Returns the
+/// blocks (sorted by id), the metric metadata and how many blocks were quarantined.
+async fn load_blocks(
+    store: &dyn ObjectStore,
+    catalog: &Arc<Catalog>,
+    instance: &str,
+    checkpoint: u64,
+    read_only: bool,
+) -> Result<(Vec<Arc<LoadedBlock>>, BTreeMap<String, MetricMetadata>, u64), StorageError> {
+    let (metas, unreadable) = list_block_metas(store).await?;
+    let mut quarantined = 0;
+    for id in unreadable {
+        if !read_only {
+            quarantine_block(store, &id).await?;
+            quarantined += 1;
+        }
+    }
+    let replaced: std::collections::HashSet<&str> = metas
+        .iter()
+        .flat_map(|m| m.parents.iter().map(String::as_str))
+        .collect();
+    let mut keep = Vec::new();
+    for m in &metas {
+        let torn_flush = m
+            .wal
+            .as_ref()
+            .is_some_and(|w| w.instance == instance && w.segment > checkpoint);
+        if (replaced.contains(m.id.as_str()) || torn_flush) && read_only {
+            continue;
+        }
+        if replaced.contains(m.id.as_str()) || torn_flush {
+            tracing::warn!(block = %m.id, replaced = replaced.contains(m.id.as_str()), torn_flush, "removing leftover block");
+            delete_block(store, &BlockPath::new(m.id.clone())).await?;
+        } else {
+            keep.push(m.clone());
+        }
+    }
+    let loaded: Vec<(String, Result<LoadedBlock, StorageError>)> = futures::stream::iter(keep)
+        .map(|m| async move {
+            let id = m.id.clone();
+            (id, LoadedBlock::load(store, m, catalog).await)
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    let mut blocks = Vec::new();
+    for (id, b) in loaded {
+        match b {
+            Ok(b) => blocks.push(Arc::new(b)),
+            Err(e) if is_unreadable(&e) && !read_only => {
+                tracing::error!(block = %id, error = %e, "block cannot be read");
+                quarantine_block(store, &id).await?;
+                quarantined += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+    tracing::info!(
+        blocks = blocks.len(),
+        series = catalog.len(),
+        quarantined,
+        "loaded blocks"
+    );
+    let metadata = load_metadata(store).await?;
+    Ok((blocks, metadata, quarantined))
+}
+
+/// Errors that say the object store could not be reached (retry), as opposed to data
+/// that is wrong (quarantine) or a format this binary cannot read (refuse to start).
+fn is_transient(e: &StorageError) -> bool {
+    match e {
+        StorageError::ObjectStore(object_store::Error::NotFound { .. }) => false,
+        StorageError::ObjectStore(_) | StorageError::Io(_) | StorageError::Unavailable(_) => true,
+        _ => false,
+    }
+}
+
+/// A block whose files are damaged or missing: a power cut before its files were durable,
+/// or corruption on disk.
+fn is_unreadable(e: &StorageError) -> bool {
+    matches!(
+        e,
+        StorageError::Corrupt(_)
+            | StorageError::Parquet(_)
+            | StorageError::Arrow(_)
+            | StorageError::ObjectStore(object_store::Error::NotFound { .. })
+    )
+}
+
+/// Moves a block's objects from `blocks/<id>/` to `quarantine/<id>/`, so it is neither
+/// read nor lost, and the server starts.
+async fn quarantine_block(store: &dyn ObjectStore, id: &str) -> Result<(), StorageError> {
+    let dir = BlockPath::new(id.to_string()).dir();
+    let files: Vec<_> = store.list(Some(&dir)).collect().await;
+    for f in files {
+        let from = f?.location;
+        let rest = from
+            .as_ref()
+            .strip_prefix(dir.as_ref())
+            .unwrap_or(from.as_ref());
+        let to = object_store::path::Path::from(format!(
+            "{}/{id}/{}",
+            paths::QUARANTINE_DIR,
+            rest.trim_start_matches('/')
+        ));
+        store.rename(&from, &to).await?;
+    }
+    tracing::error!(
+        block = id,
+        "block quarantined: moved to {}/{id}/",
+        paths::QUARANTINE_DIR
+    );
+    Ok(())
+}
+
+/// Retries loading the blocks (object store down at startup) with backoff until it works,
+/// then installs them; flushes and compaction wait for that.
+async fn retry_load_blocks(shared: Arc<Shared>, checkpoint: u64) {
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        tokio::time::sleep(delay).await;
+        match load_blocks(
+            shared.store.as_ref(),
+            &shared.catalog,
+            &shared.instance,
+            checkpoint,
+            false,
+        )
+        .await
+        {
+            Ok((blocks, md, quarantined)) => {
+                {
+                    let mut st = shared.state.write();
+                    st.blocks = blocks;
+                }
+                {
+                    let mut m = shared.metadata.write();
+                    for (k, v) in md {
+                        m.entry(k).or_insert(v);
+                    }
+                }
+                shared
+                    .stats
+                    .blocks_quarantined
+                    .fetch_add(quarantined, Ordering::Relaxed);
+                *shared.blocks_unavailable.lock() = None;
+                tracing::info!("object store reachable again: blocks loaded");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "blocks still unavailable");
+                *shared.blocks_unavailable.lock() = Some(e.to_string());
+                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+async fn list_block_metas(
+    store: &dyn ObjectStore,
+) -> Result<(Vec<BlockMeta>, Vec<String>), StorageError> {
     let listing = store
         .list_with_delimiter(Some(&object_store::path::Path::from(BLOCKS_DIR)))
         .await?;
@@ -610,18 +881,26 @@ async fn list_block_metas(store: &dyn ObjectStore) -> Result<Vec<BlockMeta>, Sto
         .iter()
         .filter_map(BlockPath::from_key)
         .collect();
-    let metas: Vec<Result<Option<BlockMeta>, StorageError>> = futures::stream::iter(paths)
-        .map(|p| async move { read_meta(store, &p).await })
-        .buffered(32)
-        .collect()
-        .await;
+    let metas: Vec<(String, Result<Option<BlockMeta>, StorageError>)> =
+        futures::stream::iter(paths)
+            .map(|p| async move { (p.id.clone(), read_meta(store, &p).await) })
+            .buffered(32)
+            .collect()
+            .await;
     let mut out = Vec::new();
-    for m in metas {
-        if let Some(m) = m? {
-            out.push(m);
+    let mut unreadable = Vec::new();
+    for (id, m) in metas {
+        match m {
+            Ok(Some(m)) => out.push(m),
+            Ok(None) => {}
+            Err(e) if is_unreadable(&e) => {
+                tracing::error!(block = %id, error = %e, "block meta.json cannot be read");
+                unreadable.push(id);
+            }
+            Err(e) => return Err(e),
         }
     }
-    Ok(out)
+    Ok((out, unreadable))
 }
 
 /// Deletes a block: meta first (so a crash midway leaves an incomplete, ignored block).

@@ -34,6 +34,9 @@ pub enum StorageError {
     Unavailable(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// Too much unflushed data in memory: the writer should retry later (503).
+    #[error("overloaded: {0}")]
+    Overloaded(String),
 }
 
 impl StorageError {

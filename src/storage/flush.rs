@@ -45,6 +45,12 @@ impl Storage {
     /// Heads left frozen by an earlier failed flush are written first.
     pub async fn flush(&self) -> Result<Vec<BlockMeta>, StorageError> {
         let _guard = self.maintenance.lock().await;
+        // Until the blocks are listed a new block could collide with a leftover one.
+        if let Some(why) = self.blocks_unavailable() {
+            return Err(StorageError::Unavailable(format!(
+                "blocks not loaded yet: {why}"
+            )));
+        }
         self.rotate().await?;
         let frozen: Vec<(u64, Arc<RwLock<Head>>)> = self.shared.state.read().frozen.clone();
         let opts = &self.shared.opts;
@@ -72,7 +78,12 @@ impl Storage {
                 loaded.push(Arc::new(LoadedBlock::from_parts(meta, ids)));
             }
             if opts.wal {
+                // Every block file is durable by now (the store syncs each put, meta.json
+                // last): only then may the checkpoint say these segments are not needed.
                 write_checkpoint(&wal_dir, seg)?;
+                if let Some(j) = &opts.journal {
+                    j.lock().push(format!("wal checkpoint {seg}"));
+                }
             }
             {
                 let mut st = self.shared.state.write();
@@ -86,6 +97,9 @@ impl Storage {
                 for s in wal::list_segments(&wal_dir)? {
                     if s <= seg {
                         std::fs::remove_file(wal::segment_path(&wal_dir, s))?;
+                        if let Some(j) = &opts.journal {
+                            j.lock().push(format!("wal delete {s}"));
+                        }
                     }
                 }
             }

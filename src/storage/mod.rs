@@ -1,15 +1,17 @@
 //! Storage: WAL → head → immutable Parquet blocks on an object store.
 //!
 //! Write path: [`Storage::append`] validates a batch, registers its series in the catalog,
-//! hands it to the WAL thread, which writes and fsyncs it (group commit: every request that
-//! queued during one fsync shares it), applies it to the head and only then acknowledges.
-//! [`Storage::flush`] rotates the WAL and freezes the head in the same step on that thread,
+//! hands it to the WAL task, which writes and fsyncs it on the blocking pool (group commit:
+//! every request that queued during one fsync shares it), applies it to the head and only
+//! then acknowledges. [`Storage::flush`] rotates the WAL and freezes the head in the same
+//! step on that task,
 //! writes the frozen head as blocks (one per `block_duration` window; `meta.json` last),
 //! records a checkpoint, swaps the blocks in and deletes the covered WAL segments.
 //! [`Storage::compact`] merges blocks of one window and drops expired ones.
 
 pub mod block;
 mod compact;
+pub mod durable;
 mod engine;
 mod error;
 mod flush;

@@ -1,12 +1,12 @@
 //! Builds the object store that holds blocks: the local data dir (`file://`, default) or
-//! an S3-compatible bucket (`s3://bucket/prefix`).
+//! an S3-compatible bucket (`s3://bucket/prefix`). Local blocks go through
+//! `durable::SyncedLocalStore`, which fsyncs what it writes.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
 
 use super::StorageError;
@@ -20,6 +20,10 @@ pub struct S3Options {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub allow_http: Option<bool>,
+    /// Per-request timeout, ms [default 30 s]; connecting gets at most 5 s of it.
+    pub request_timeout_ms: Option<u64>,
+    /// Retries of a failed request (with backoff, within 2 × the timeout) [default 3].
+    pub max_retries: Option<usize>,
 }
 
 /// `url` is `file://` / empty (blocks under `data_dir`) or `s3://bucket[/prefix]`.
@@ -29,10 +33,7 @@ pub fn build(
     s3: &S3Options,
 ) -> Result<Arc<dyn ObjectStore>, StorageError> {
     match url.filter(|u| !u.is_empty() && *u != "file://") {
-        None => {
-            std::fs::create_dir_all(data_dir)?;
-            Ok(Arc::new(LocalFileSystem::new_with_prefix(data_dir)?))
-        }
+        None => Ok(Arc::new(super::durable::SyncedLocalStore::new(data_dir)?)),
         Some(u) => {
             let parsed = url::Url::parse(u)
                 .map_err(|e| StorageError::Config(format!("storage URL {u:?}: {e}")))?;
@@ -41,7 +42,24 @@ pub fn build(
                     let bucket = parsed.host_str().ok_or_else(|| {
                         StorageError::Config(format!("storage URL {u:?} has no bucket"))
                     })?;
-                    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                    // Explicit timeouts and retries: object_store's defaults (10 retries
+                    // within 3 minutes) would hold a flush, and the memory behind it, for
+                    // minutes per request while the store is down.
+                    let timeout = std::time::Duration::from_millis(
+                        s3.request_timeout_ms.unwrap_or(30_000).max(1),
+                    );
+                    let client = object_store::ClientOptions::new()
+                        .with_timeout(timeout)
+                        .with_connect_timeout(timeout.min(std::time::Duration::from_secs(5)));
+                    let retry = object_store::RetryConfig {
+                        max_retries: s3.max_retries.unwrap_or(3),
+                        retry_timeout: timeout * 2,
+                        ..Default::default()
+                    };
+                    let mut b = AmazonS3Builder::from_env()
+                        .with_bucket_name(bucket)
+                        .with_client_options(client)
+                        .with_retry(retry);
                     if let Some(e) = &s3.endpoint {
                         b = b.with_endpoint(e);
                         if e.starts_with("http://") {
@@ -72,8 +90,7 @@ pub fn build(
                     let p = parsed
                         .to_file_path()
                         .map_err(|_| StorageError::Config(format!("bad file URL {u:?}")))?;
-                    std::fs::create_dir_all(&p)?;
-                    Ok(Arc::new(LocalFileSystem::new_with_prefix(p)?))
+                    Ok(Arc::new(super::durable::SyncedLocalStore::new(&p)?))
                 }
                 other => Err(StorageError::Config(format!(
                     "unsupported storage scheme {other:?} (use file:// or s3://)"

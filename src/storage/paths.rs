@@ -3,6 +3,8 @@
 use object_store::path::Path;
 
 pub const BLOCKS_DIR: &str = "blocks";
+/// Blocks that could not be read at startup are moved here (`quarantine/<id>/…`).
+pub const QUARANTINE_DIR: &str = "quarantine";
 pub const META_FILE: &str = "meta.json";
 pub const SAMPLES_FILE: &str = "samples.parquet";
 pub const SERIES_FILE: &str = "series.parquet";

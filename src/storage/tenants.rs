@@ -33,6 +33,8 @@ pub fn valid_tenant(t: &str) -> bool {
 
 pub struct Tenants {
     opts: StorageOptions,
+    /// Most tenants besides the default one that may be open.
+    max_tenants: usize,
     store: Arc<dyn ObjectStore>,
     /// The default tenant, set once its WAL replay has finished (until then: 503).
     default: OnceLock<Arc<Storage>>,
@@ -50,10 +52,17 @@ impl Tenants {
     pub fn new(opts: StorageOptions, store: Arc<dyn ObjectStore>) -> Self {
         Tenants {
             opts,
+            max_tenants: usize::MAX,
             store,
             default: OnceLock::new(),
             others: Default::default(),
         }
+    }
+
+    /// At most `n` tenants besides the default one (`--max-tenants`).
+    pub fn with_max_tenants(mut self, n: usize) -> Self {
+        self.max_tenants = n;
+        self
     }
 
     /// Opens the default tenant and every tenant found on disk. Call once at startup.
@@ -94,12 +103,16 @@ impl Tenants {
                 "invalid tenant id {tenant:?}"
             )));
         }
-        let cell = self
-            .others
-            .lock()
-            .entry(tenant.to_string())
-            .or_default()
-            .clone();
+        let cell = {
+            let mut others = self.others.lock();
+            if !others.contains_key(tenant) && others.len() >= self.max_tenants {
+                return Err(StorageError::Invalid(format!(
+                    "tenant {tenant:?} would exceed the limit of {} tenants (--max-tenants)",
+                    self.max_tenants
+                )));
+            }
+            others.entry(tenant.to_string()).or_default().clone()
+        };
         let s = cell
             .get_or_try_init(|| async {
                 let mut opts = self.opts.clone();
@@ -112,6 +125,13 @@ impl Tenants {
             })
             .await?;
         Ok(s.clone())
+    }
+
+    /// Syncs and closes every open tenant's WAL (graceful shutdown).
+    pub async fn close_all(&self) {
+        for (_, s) in self.all() {
+            s.close().await;
+        }
     }
 
     /// Every open tenant's storage (for flush and compaction).

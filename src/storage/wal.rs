@@ -45,13 +45,39 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(out)
 }
 
-/// Appends records to the current segment. Not thread-safe by design: one WAL thread owns it.
+/// Injected I/O failures (tests): the next `writes` frame writes and `syncs` fsyncs fail.
+#[derive(Debug, Default)]
+pub struct WalFaults {
+    pub writes: std::sync::atomic::AtomicU32,
+    pub syncs: std::sync::atomic::AtomicU32,
+}
+
+impl WalFaults {
+    fn take(counter: &std::sync::atomic::AtomicU32) -> bool {
+        counter
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+    }
+}
+
+/// Appends records to the current segment. Not thread-safe by design: one WAL task owns it.
+///
+/// After a failed write or fsync the segment's tail is unknown (a half-written frame, or
+/// pages the kernel dropped), and appending after it would hide every later record from
+/// replay. So the writer is marked broken, and the next call first starts a fresh segment
+/// (replay reads each segment on its own); until that succeeds every call fails.
 pub struct WalWriter {
     dir: PathBuf,
     seq: u64,
     out: BufWriter<File>,
     declared: HashSet<u32>,
     buf: Vec<u8>,
+    broken: bool,
+    faults: Option<Arc<WalFaults>>,
 }
 
 impl WalWriter {
@@ -72,7 +98,51 @@ impl WalWriter {
             out: BufWriter::with_capacity(1 << 20, f),
             declared: HashSet::new(),
             buf: Vec::new(),
+            broken: false,
+            faults: None,
         })
+    }
+
+    /// Fails writes and fsyncs as `faults` says (tests).
+    pub fn with_faults(mut self, faults: Option<Arc<WalFaults>>) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Whether the last write or fsync failed and no fresh segment has been started yet.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// After a failure: abandons the current segment (without flushing its buffer) and
+    /// starts the next one.
+    fn recover(&mut self) -> io::Result<()> {
+        if !self.broken {
+            return Ok(());
+        }
+        let next = WalWriter::create(&self.dir, self.seq + 1)?.with_faults(self.faults.clone());
+        let old = std::mem::replace(self, next);
+        // `into_parts` drops the buffered bytes instead of writing them on drop.
+        let (file, _unwritten) = old.out.into_parts();
+        drop(file);
+        tracing::warn!(
+            segment = self.seq,
+            "WAL write failed earlier; continuing in a new segment"
+        );
+        Ok(())
+    }
+
+    fn fail_if_injected(&self, write: bool) -> io::Result<()> {
+        if let Some(f) = &self.faults
+            && WalFaults::take(if write { &f.writes } else { &f.syncs })
+        {
+            return Err(io::Error::other(if write {
+                "injected WAL write failure"
+            } else {
+                "injected WAL fsync failure"
+            }));
+        }
+        Ok(())
     }
 
     pub fn seq(&self) -> u64 {
@@ -86,6 +156,7 @@ impl WalWriter {
         series: &[(u32, Arc<Labels>)],
         samples: &[(u32, i64, f64)],
     ) -> io::Result<()> {
+        self.recover()?;
         self.buf.clear();
         self.buf.push(REC_SAMPLES);
         let new: Vec<&(u32, Arc<Labels>)> = series
@@ -115,6 +186,7 @@ impl WalWriter {
     }
 
     pub fn append_metadata(&mut self, md: &[MetricMetadata]) -> io::Result<()> {
+        self.recover()?;
         self.buf.clear();
         self.buf.push(REC_METADATA);
         let json = serde_json::to_vec(md).map_err(io::Error::other)?;
@@ -124,22 +196,46 @@ impl WalWriter {
 
     fn write_frame(&mut self) -> io::Result<()> {
         let crc = crc32fast::hash(&self.buf);
-        self.out.write_all(&(self.buf.len() as u32).to_le_bytes())?;
-        self.out.write_all(&crc.to_le_bytes())?;
-        self.out.write_all(&self.buf)
+        let r = (|| {
+            self.out.write_all(&(self.buf.len() as u32).to_le_bytes())?;
+            self.out.write_all(&crc.to_le_bytes())?;
+            if let Err(e) = self.fail_if_injected(true) {
+                // As a real failure mid-write (ENOSPC, EIO): half a payload, then the error.
+                self.out.write_all(&self.buf[..self.buf.len() / 2])?;
+                self.out.flush()?;
+                return Err(e);
+            }
+            self.out.write_all(&self.buf)
+        })();
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
     }
 
     /// Flushes buffered records and fsyncs them. Acknowledge writes only after this returns.
     pub fn sync(&mut self) -> io::Result<()> {
-        self.out.flush()?;
-        self.out.get_ref().sync_data()
+        if self.broken {
+            return Err(io::Error::other(
+                "an earlier WAL write failed; its records were not made durable",
+            ));
+        }
+        let r = self
+            .fail_if_injected(false)
+            .and_then(|_| self.out.flush())
+            .and_then(|_| self.out.get_ref().sync_data());
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
     }
 
     /// Closes this segment and starts `seq + 1`. Returns the closed segment number.
     pub fn rotate(&mut self) -> io::Result<u64> {
+        self.recover()?;
         self.sync()?;
         let closed = self.seq;
-        *self = WalWriter::create(&self.dir, closed + 1)?;
+        *self = WalWriter::create(&self.dir, closed + 1)?.with_faults(self.faults.clone());
         Ok(closed)
     }
 }

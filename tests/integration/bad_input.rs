@@ -245,3 +245,37 @@ async fn import_endpoint_and_cli_accept_text_formats() {
         ]
     );
 }
+
+/// A real export is bigger than any request limit: the import endpoint streams it through
+/// the parser and commits in batches, so it is bounded by time, not by `--max-body-bytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_streams_bodies_larger_than_the_body_limit() {
+    let (_tmp, dir) = tempdir();
+    let mut server = Server::start(&dir, &["--max-body-bytes", "100000"], &[]).await;
+    let base = (now_ms() / 1000 - 3600) as f64;
+    // ~4 MB, 40x the body limit, 120,000 samples (more than two commit batches), with
+    // OpenMetrics float-second timestamps.
+    let mut body = String::new();
+    for i in 0..120_000u64 {
+        body.push_str(&format!(
+            "quiver_stream{{series=\"{}\"}} {i} {:.3}\n",
+            i % 100,
+            base + (i / 100) as f64 * 0.5
+        ));
+    }
+    assert!(body.len() > 3_000_000);
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/import/prometheus", server.url))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    server.stop();
+    let rows = sql_rows(
+        &dir,
+        &[],
+        "SELECT count(*), min(timestamp) FROM samples_labeled WHERE metric = 'quiver_stream'",
+    );
+    assert_eq!(rows, vec![format!("120000,{}", (base * 1000.0) as i64)]);
+}

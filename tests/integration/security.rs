@@ -639,6 +639,11 @@ async fn limits_fail_with_the_error_envelope_and_the_server_keeps_serving() {
     assert_eq!(v["errorType"], "execution", "{body}");
 
     // A flood beyond the concurrency limit (1): some get 429, none anything else but 200.
+    // Its own server: every range query holds more than 100 points (series × steps), which
+    // the first one refuses, as Prometheus counts them.
+    let (_tmp2, server) = start(&["--max-concurrent-queries", "1"]).await;
+    let url = &server.url;
+    assert_eq!(write(url, &w, &payload, "load_metric").await, 204);
     let mut tasks = Vec::new();
     for _ in 0..48 {
         let (url, t) = (url.clone(), t.clone());

@@ -18,6 +18,17 @@ pub struct Server {
 impl Server {
     /// Starts `quiver serve` on 127.0.0.1:0 and waits until `/-/ready` answers 200.
     pub async fn start(data_dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
+        Self::start_until(data_dir, extra, envs, "/-/ready").await
+    }
+
+    /// Starts `quiver serve` and waits until `path` answers 200 (`/-/healthy`: up, but
+    /// perhaps not ready).
+    pub async fn start_until(
+        data_dir: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+        path: &str,
+    ) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -45,7 +56,7 @@ impl Server {
         let server = Server { child, url };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = reqwest::get(format!("{}/-/ready", server.url)).await
+            if let Ok(r) = reqwest::get(format!("{}{path}", server.url)).await
                 && r.status() == 200
             {
                 break;
@@ -184,6 +195,75 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Whether `moto_server` is installed; in CI it must be (`.ci/run` installs it).
+pub fn moto_available(test: &str) -> bool {
+    let ok = Command::new("moto_server")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        assert!(
+            std::env::var("CI").is_err(),
+            "moto_server is required in CI"
+        );
+        eprintln!("SKIPPED {test}: moto_server not installed (pip install 'moto[server]')");
+    }
+    ok
+}
+
+/// moto_server (a real S3 API) on 127.0.0.1:`port`, with bucket `bucket` created.
+pub async fn start_moto(port: u16, bucket: &str, log: &Path) -> ChildGuard {
+    let moto = ChildGuard(
+        Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("start moto_server"),
+    );
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client
+            .put(format!("http://127.0.0.1:{port}/{bucket}"))
+            .send()
+            .await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "moto_server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    moto
+}
+
+/// Credentials moto accepts.
+pub const S3_ENV: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "test"),
+    ("AWS_SECRET_ACCESS_KEY", "test"),
+    ("AWS_REGION", "us-east-1"),
+];
+
+/// A gauge or counter value from a `/metrics` page (sum over label sets).
+pub async fn metric(url: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// A free TCP port on 127.0.0.1 (for programs that cannot report the port they bound).

@@ -1,0 +1,152 @@
+//! Query CPU work (PromQL, SQL, remote read) runs on its own tokio runtime, never on the
+//! one that serves HTTP: a heavy query cannot delay remote-write acknowledgements, health
+//! checks or other tenants' requests (what InfluxDB 3 and DataFusion's own guidance do).
+//!
+//! Its threads have large stacks: evaluation recurses once per AST level, and
+//! `promql::guard` bounds the depth to what these stacks hold. A query is stopped when its
+//! timeout passes or its request goes away: the task is aborted at its next await, and its
+//! [`Cancel`] is set so loops that never await stop at their next check. A panic inside
+//! becomes a 500 in the error envelope; the process stays up.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use super::ApiError;
+use crate::promql::Cancel;
+
+/// Stack of each query thread. Only the pages a query touches are committed.
+pub const QUERY_STACK_BYTES: usize = 256 << 20;
+
+#[derive(Clone)]
+pub struct QueryRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks; from inside another runtime that panics.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl QueryRuntime {
+    /// A runtime with `threads` workers (at least one).
+    pub fn new(threads: usize) -> std::io::Result<Self> {
+        let threads = threads.max(1);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .max_blocking_threads(threads * 8)
+            .thread_name("quiver-query")
+            .thread_stack_size(QUERY_STACK_BYTES)
+            .enable_all()
+            .build()?;
+        Ok(QueryRuntime {
+            inner: Arc::new(Inner { rt: Some(rt) }),
+        })
+    }
+
+    /// Runs `work` on the query runtime; answers `timeout` (503) once `timeout` has passed.
+    /// `cancel` is the token `work` checks; it is set when this future ends for any reason
+    /// other than `work` finishing (timeout, or the client went away and axum dropped us).
+    pub async fn run<T: Send + 'static>(
+        &self,
+        cancel: Cancel,
+        timeout: Duration,
+        work: impl Future<Output = Result<T, ApiError>> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let rt = self.inner.rt.as_ref().expect("runtime lives until drop");
+        let handle = rt.spawn(work.instrument(tracing::Span::current()));
+        let _stop = StopOnDrop {
+            abort: handle.abort_handle(),
+            cancel,
+        };
+        match tokio::time::timeout(timeout, handle).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) if e.is_panic() => {
+                let p = e.into_panic();
+                let why = p
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| p.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown panic");
+                tracing::error!(panic = why, "query panicked");
+                Err(ApiError::internal(format!("query failed: {why}")))
+            }
+            Ok(Err(_)) => Err(ApiError {
+                error_type: "canceled",
+                message: "query was canceled".into(),
+            }),
+            Err(_) => Err(ApiError {
+                error_type: "timeout",
+                message: "query timed out in expression evaluation".into(),
+            }),
+        }
+    }
+}
+
+/// Sets the cancel token and aborts the task when dropped (a no-op once it has finished).
+struct StopOnDrop {
+    abort: tokio::task::AbortHandle,
+    cancel: Cancel,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.abort.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn panics_become_errors_and_timeouts_stop_work() {
+        let rt = QueryRuntime::new(1).unwrap();
+        let e = rt
+            .run(Cancel::default(), Duration::from_secs(5), async {
+                if std::hint::black_box(true) {
+                    panic!("boom");
+                }
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.error_type, "internal");
+        assert!(e.message.contains("boom"));
+
+        // A loop that never awaits stops through its token.
+        let cancel = Cancel::default();
+        let token = cancel.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let e = rt
+            .run(cancel, Duration::from_millis(100), async move {
+                while token.check().is_ok() {
+                    std::hint::spin_loop();
+                }
+                let _ = tx.send(());
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.error_type, "timeout");
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("the spinning query saw its token");
+        // The runtime is free again.
+        let ok = rt
+            .run(Cancel::default(), Duration::from_secs(5), async { Ok(7) })
+            .await
+            .unwrap();
+        assert_eq!(ok, 7);
+    }
+}
