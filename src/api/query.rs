@@ -73,6 +73,16 @@ fn apply_limit(v: &mut crate::promql::Value, limit: usize, warnings: &mut Vec<St
     }
 }
 
+/// While the object store is unreachable at startup only the WAL and head are served: say
+/// so, as Prometheus warns about partial data.
+fn partial_data_warning(storage: &crate::storage::Storage, warnings: &mut Vec<String>) {
+    if let Some(why) = storage.blocks_unavailable() {
+        warnings.push(format!(
+            "blocks are not loaded (object store unreachable: {why}); results hold only recent samples from the WAL"
+        ));
+    }
+}
+
 /// The cancel token and timeout of one query request.
 fn deadline(p: &Params, st: &AppState) -> Result<(Cancel, Duration), ApiError> {
     let timeout = Duration::from_millis(timeout_ms(p, st)?);
@@ -108,12 +118,13 @@ pub(super) async fn query(
                 // Parsed, evaluated and dropped on a query thread (deep ASTs need its stack).
                 let expr = Engine::parse(&q).map_err(ApiError::from_promql)?;
                 let allowed = access.allowed(&storage);
-                let engine = Engine::new(storage, opts).restrict(allowed);
+                let engine = Engine::new(storage.clone(), opts).restrict(allowed);
                 let mut v = engine
                     .instant(&expr, t)
                     .await
                     .map_err(ApiError::from_promql)?;
                 let mut ann = engine.take_annotations();
+                partial_data_warning(&storage, &mut ann.warnings);
                 apply_limit(&mut v, limit, &mut ann.warnings);
                 Ok(success_raw(
                     &json::instant(&v, t),
@@ -179,6 +190,7 @@ pub(super) async fn query_range(
                 let (mut v, mut ann) = cached_range(&state, &storage, &access, &p, &expr, opts, steps)
                     .await
                     .map_err(ApiError::from_promql)?;
+                partial_data_warning(&storage, &mut ann.warnings);
                 apply_limit(&mut v, limit, &mut ann.warnings);
                 Ok(success_raw(&json::range(&v, steps), &ann.warnings, &ann.infos))
             })

@@ -262,9 +262,14 @@ impl Storage {
         self.shared.state.read().frozen.len()
     }
 
-    /// Estimated bytes of the live and frozen heads.
+    /// Estimated bytes of the live and frozen heads (cheap: checked on every append).
     pub fn head_bytes(&self) -> usize {
-        self.head_stats().1.saturating_mul(HEAD_BYTES_PER_SAMPLE)
+        let st = self.shared.state.read();
+        let samples: usize = std::iter::once(&st.head)
+            .chain(st.frozen.iter().map(|(_, h)| h))
+            .map(|h| h.read().num_samples())
+            .sum();
+        samples.saturating_mul(HEAD_BYTES_PER_SAMPLE)
     }
 
     /// In-memory storage without WAL (PromQL test scripts, unit tests).

@@ -1067,3 +1067,71 @@ async fn stops_after_timeout(
         after.saturating_sub(before)
     );
 }
+
+/// A client that gives up takes its query with it, and writes are acknowledged at once
+/// while heavy queries occupy every query thread (they run on their own runtime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_going_away_stops_the_query_and_writes_are_not_delayed() {
+    let (_tmp, dir) = tempdir();
+    // Only the client going away can stop these queries (timeout 1 h, no samples cap).
+    let mut server = Server::start(
+        &dir,
+        &["--query-timeout", "1h", "--query-max-samples", "2000000000"],
+        &[],
+    )
+    .await;
+    let pid = server.child.id();
+    let heavy = "max_over_time(max_over_time(max_over_time(vector(1)[1d:1s])[1d:1s])[1d:1s])";
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    let queries: Vec<_> = (0..2)
+        .map(|_| {
+            let (c, url) = (impatient.clone(), server.url.clone());
+            tokio::spawn(async move {
+                c.get(format!("{url}/api/v1/query"))
+                    .query(&[("query", heavy)])
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both query threads are busy now; remote writes must not wait for them.
+    let client = reqwest::Client::new();
+    let now = now_ms();
+    let mut slowest = Duration::ZERO;
+    for k in 0..5 {
+        let body = encode(&batch(vec![(
+            labels(&[("__name__", "quiver_busy"), ("k", &k.to_string())]),
+            vec![(now, 1.0)],
+        )]));
+        let started = Instant::now();
+        let r = post_write(&client, &server.url, body).await;
+        assert_eq!(r.status(), 204);
+        slowest = slowest.max(started.elapsed());
+    }
+    eprintln!("slowest remote write during heavy queries: {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a remote write took {slowest:?} while queries ran"
+    );
+    for q in queries {
+        assert!(
+            q.await.unwrap().is_err(),
+            "the heavy query answered before the client gave up"
+        );
+    }
+    // The clients went away 2 s in; from 3 s later, 3 s cost under 1 s of CPU.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = cpu_ticks(pid).expect("read /proc/<pid>/stat");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = cpu_ticks(pid).expect("read /proc/<pid>/stat");
+    assert!(
+        after.saturating_sub(before) < 100,
+        "{} ticks of CPU in 3 s after the clients went away: the queries run on",
+        after.saturating_sub(before)
+    );
+    server.stop();
+}
