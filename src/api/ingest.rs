@@ -102,6 +102,8 @@ pub(super) async fn remote_write(
 
 /// Samples committed (WAL-durable) per import batch.
 const IMPORT_BATCH_SAMPLES: usize = 50_000;
+/// After a refused import, how much more of the body is read (and dropped) before answering.
+const IMPORT_DRAIN_BYTES: usize = 64 << 20;
 
 /// `POST /api/v1/import/prometheus`: exposition text, one sample per line, optional
 /// timestamp (VictoriaMetrics' format; ms, or OpenMetrics float seconds — `timestamps=auto`
@@ -141,8 +143,22 @@ pub(super) async fn import_prometheus(
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(std::io::Error::other);
             let stop = chunk.is_err();
-            if tx.send(chunk).await.is_err() || stop {
-                break;
+            if stop {
+                let _ = tx.send(chunk).await;
+                return;
+            }
+            if tx.send(chunk).await.is_err() {
+                // The parser stopped (bad line, refusal). Read on, up to a bound, so the
+                // client is still listening when the answer comes instead of seeing its
+                // upload cut off.
+                let mut drained = 0usize;
+                while let Some(Ok(c)) = stream.next().await {
+                    drained += c.len();
+                    if drained > IMPORT_DRAIN_BYTES {
+                        break;
+                    }
+                }
+                return;
             }
         }
     };

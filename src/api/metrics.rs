@@ -37,6 +37,7 @@ pub struct Metrics {
     compactions: IntCounter,
     blocks_deleted: IntCounter,
     blocks_quarantined: IntCounter,
+    wal_orphan_samples: IntCounter,
     frozen_heads: IntGauge,
     head_series: IntGauge,
     head_samples: IntGauge,
@@ -159,6 +160,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "quiver_blocks_quarantined_total",
             "Blocks moved to quarantine/ at startup because they could not be read.",
         ),
+        wal_orphan_samples: counter(
+            &r,
+            "quiver_wal_orphan_samples_total",
+            "WAL samples that could not be replayed: their series declaration is missing (corruption).",
+        ),
         frozen_heads: gauge(
             &r,
             "quiver_frozen_heads",
@@ -222,6 +228,10 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
     catch_up(
         &m.blocks_quarantined,
         sum(&|x| x.blocks_quarantined.load(Ordering::Relaxed)),
+    );
+    catch_up(
+        &m.wal_orphan_samples,
+        sum(&|x| x.wal_orphan_samples.load(Ordering::Relaxed)),
     );
     let (mut head_series, mut head_samples, mut blocks, mut bytes, mut series) = (0, 0, 0, 0, 0);
     let mut frozen = 0;

@@ -284,3 +284,37 @@ async fn ready(State(st): State<AppState>) -> Response {
             .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layer `router` installs: a panicking handler answers 500 in the envelope and the
+    /// server keeps answering.
+    #[tokio::test]
+    async fn handler_panics_answer_500_in_the_envelope() {
+        async fn boom() -> &'static str {
+            if std::hint::black_box(true) {
+                panic!("boom");
+            }
+            "unreachable"
+        }
+        let app: Router = Router::new()
+            .route("/boom", get(boom))
+            .route("/ok", get(|| async { "ok" }))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                panic_response,
+            ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let r = reqwest::get(format!("{url}/boom")).await.unwrap();
+        assert_eq!(r.status(), 500);
+        let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(v["status"], "error");
+        assert_eq!(v["errorType"], "internal");
+        assert!(v["error"].as_str().unwrap().contains("boom"));
+        let r = reqwest::get(format!("{url}/ok")).await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
