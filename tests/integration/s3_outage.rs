@@ -206,6 +206,22 @@ async fn starts_with_s3_down_and_becomes_ready_when_it_returns() {
     )
     .await;
     assert_eq!(r.status(), 204);
+    // Queries answer from the WAL and head, and say that blocks are missing.
+    let r = client
+        .get(format!("{}/api/v1/query", server.url))
+        .query(&[("query", "count_over_time(quiver_late[5m])")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["data"]["result"][0]["value"][1], "100", "{v}");
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("blocks are not loaded")),
+        "{v}"
+    );
 
     let _moto = start_moto(port, "late", &tmp.path().join("moto.log")).await;
     let deadline = Instant::now() + Duration::from_secs(90);
