@@ -44,6 +44,7 @@ fn append_with_wal(c: &mut Criterion) {
     let storage = rt.block_on(async {
         let mut o = StorageOptions::new(dir.path());
         o.head_max_samples = usize::MAX;
+        o.head_memory_limit = usize::MAX;
         let store = objstore::build(None, dir.path(), &Default::default()).unwrap();
         Arc::new(Storage::open(o, store).await.unwrap())
     });

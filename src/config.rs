@@ -134,8 +134,8 @@ pub struct ServeArgs {
     /// Most tenants (besides the default one) that may exist [default: 1000]
     #[arg(long, env = "QUIVER_MAX_TENANTS")]
     pub max_tenants: Option<usize>,
-    /// Memory the heads (live and waiting to be flushed) of one tenant may hold, in bytes;
-    /// beyond it writes get 503 with Retry-After [default: 2147483648]
+    /// Memory the heads (live and waiting to be flushed) of all tenants together may hold, in
+    /// bytes (~24 per sample); beyond it writes get 503 with Retry-After [default: 2147483648]
     #[arg(long, env = "QUIVER_HEAD_MEMORY_LIMIT")]
     pub head_memory_limit: Option<usize>,
     #[command(flatten)]

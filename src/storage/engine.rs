@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -46,9 +46,12 @@ pub struct StorageOptions {
     /// Flush the head once it holds this many samples.
     pub head_max_samples: usize,
     pub clock: Clock,
-    /// Most bytes (estimated) the live and frozen heads may hold; beyond it appends fail
-    /// with `Overloaded` until a flush frees memory.
+    /// Most bytes (estimated) the live and frozen heads of all tenants together may hold;
+    /// beyond it appends fail with `Overloaded` until a flush frees memory.
     pub head_memory_limit: usize,
+    /// Samples in the live and frozen heads of every engine sharing these options (all
+    /// tenants of a server: the clone shares the counter).
+    pub head_samples: Arc<AtomicUsize>,
     /// When the object store cannot be reached at open, serve the WAL and head and keep
     /// retrying the blocks in the background (the server); otherwise fail (CLI tools).
     pub retry_blocks: bool,
@@ -77,6 +80,7 @@ impl StorageOptions {
             clock: system_clock(),
             samples_cache: None,
             head_memory_limit: 2 << 30,
+            head_samples: Arc::default(),
             retry_blocks: false,
             journal: None,
             wal_faults: None,
@@ -277,6 +281,8 @@ impl Storage {
         let dir = std::env::temp_dir().join(format!("quiver-mem-{}", ulid::Ulid::new()));
         let mut opts = StorageOptions::new(&dir);
         opts.wal = false;
+        // Test scripts and benchmarks hold whatever they load; no server to protect.
+        opts.head_memory_limit = usize::MAX;
         let s = Self::open(opts, Arc::new(object_store::memory::InMemory::new())).await;
         let _ = std::fs::remove_dir_all(&dir);
         s
@@ -332,12 +338,16 @@ impl Storage {
         }
         let n = batch.sample_count();
         let limit = o.head_memory_limit;
-        let held = self.head_bytes();
+        let held = o
+            .head_samples
+            .load(Ordering::Relaxed)
+            .saturating_mul(HEAD_BYTES_PER_SAMPLE);
         if held.saturating_add(n.saturating_mul(HEAD_BYTES_PER_SAMPLE)) > limit {
             return Err(StorageError::Overloaded(format!(
-                "heads hold ~{held} bytes of samples not yet in blocks (limit {limit}, --head-memory-limit); {} waiting for the object store",
+                "heads hold ~{held} bytes of samples not yet in blocks (limit {limit}, --head-memory-limit); this tenant has {} waiting for the object store",
                 match self.frozen_heads() {
-                    0 => "none".to_string(),
+                    0 => "no flush".to_string(),
+                    1 => "1 flush".to_string(),
                     f => format!("{f} flushes"),
                 }
             )));
@@ -367,9 +377,12 @@ impl Storage {
             None => {
                 let head = self.shared.state.read().head.clone();
                 let mut h = head.write();
+                let before = h.num_samples();
                 for (id, t, v) in samples {
                     h.append(id, t, v, now);
                 }
+                o.head_samples
+                    .fetch_add(h.num_samples() - before, Ordering::Relaxed);
                 drop(h);
                 apply_metadata(&self.shared, batch.metadata);
             }
@@ -398,7 +411,12 @@ impl Storage {
         let h = head.read();
         let o = &self.shared.opts;
         h.num_samples() >= o.head_max_samples
-            || h.num_samples().saturating_mul(HEAD_BYTES_PER_SAMPLE) >= o.head_memory_limit / 2
+            // Memory pressure over all tenants: every head with samples frees some.
+            || (h.num_samples() > 0
+                && o.head_samples
+                    .load(Ordering::Relaxed)
+                    .saturating_mul(HEAD_BYTES_PER_SAMPLE)
+                    >= o.head_memory_limit / 2)
             || h.first_append_ms()
                 .is_some_and(|f| self.now_ms() - f >= o.head_flush_interval_ms)
             || h.time_range()
@@ -587,11 +605,16 @@ fn commit(shared: &Shared, w: &mut WalWriter, pending: &mut Vec<AppendReq>) {
             let now = (shared.opts.clock)();
             let head = shared.state.read().head.clone();
             let mut h = head.write();
+            let before = h.num_samples();
             for req in pending.iter() {
                 for &(id, t, v) in &req.samples {
                     h.append(id, t, v, now);
                 }
             }
+            shared
+                .opts
+                .head_samples
+                .fetch_add(h.num_samples() - before, Ordering::Relaxed);
             drop(h);
             for req in pending.drain(..) {
                 apply_metadata(shared, req.metadata);
@@ -673,6 +696,10 @@ fn replay_wal(
             .wal_orphan_samples
             .fetch_add(orphans, Ordering::Relaxed);
     }
+    shared
+        .opts
+        .head_samples
+        .fetch_add(head.read().num_samples(), Ordering::Relaxed);
     tracing::info!(samples = total, next_segment = next, "WAL replayed");
     Ok(next)
 }

@@ -93,6 +93,13 @@ impl Storage {
                 st.frozen
                     .retain(|(s, h)| !(*s == seg && Arc::ptr_eq(h, &head)));
             }
+            // Its samples are in blocks now: they no longer count against the memory limit.
+            let written = head.read().num_samples();
+            let _ = opts.head_samples.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |n| Some(n.saturating_sub(written)),
+            );
             if opts.wal {
                 for s in wal::list_segments(&wal_dir)? {
                     if s <= seg {

@@ -296,3 +296,42 @@ async fn without_multi_tenancy_the_tenant_header_is_ignored() {
     assert_eq!(r["data"]["result"].as_array().unwrap().len(), 3, "{r}");
     assert!(!dir.join("tenants").exists());
 }
+
+/// The head memory limit is one bound for the process, not one per tenant: many tenants
+/// cannot together hold more than it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_memory_limit_holds_across_tenants() {
+    use quiver::storage::{StorageError, StorageOptions, Tenants, WriteWindow};
+    let (_tmp, dir) = tempdir();
+    let mut opts = StorageOptions::new(&dir);
+    // 1,000 samples of ~24 bytes.
+    opts.head_memory_limit = 24_000;
+    let store = std::sync::Arc::new(quiver::storage::durable::SyncedLocalStore::new(&dir).unwrap());
+    let tenants = Tenants::new(opts, store);
+    tenants.open_all().await.unwrap();
+    let now = now_ms();
+    let samples = |tenant: &str, n: i64| {
+        batch(vec![(
+            labels(&[("__name__", "quiver_mem"), ("t", tenant)]),
+            (0..n).map(|k| (now - 60_000 + k, k as f64)).collect(),
+        )])
+    };
+    let a = tenants.get("a").await.unwrap();
+    let b = tenants.get("b").await.unwrap();
+    a.append(samples("a", 700), WriteWindow::Recent)
+        .await
+        .unwrap();
+    match b.append(samples("b", 400), WriteWindow::Recent).await {
+        Err(StorageError::Overloaded(msg)) => assert!(msg.contains("--head-memory-limit"), "{msg}"),
+        other => panic!("tenant b could exceed the shared limit: {other:?}"),
+    }
+    b.append(samples("b", 200), WriteWindow::Recent)
+        .await
+        .unwrap();
+    // A flush frees memory for everyone.
+    a.flush().await.unwrap();
+    b.append(samples("b", 600), WriteWindow::Recent)
+        .await
+        .unwrap();
+    tenants.close_all().await;
+}
