@@ -93,8 +93,8 @@ fn main() {
         // Parsing, printing and dropping PromQL ASTs recurse per level; `promql::guard`
         // bounds the depth to what this stack holds (queries run on `QueryRuntime`).
         .thread_stack_size(64 << 20)
-        // WAL fsyncs of every tenant, and local object-store I/O, share this pool: its
-        // size, not the number of tenants, bounds the threads.
+        // Local object-store I/O and import parsing share this pool (WAL fsyncs have their
+        // own threads, `storage::wal_pool`): its size bounds those threads.
         .max_blocking_threads(64)
         .enable_all()
         .build()
@@ -208,7 +208,8 @@ async fn import(args: StorageArgs, unit: &str, files: Vec<PathBuf>) -> anyhow::R
             .expect("valid template"),
         );
         pb.set_message(f.display().to_string());
-        let mut reader = BatchReader::new(reader, unit, storage.now_ms(), 100_000);
+        let mut reader =
+            BatchReader::new(reader, unit, storage.now_ms(), 100_000).with_batch_bytes(64 << 20);
         loop {
             let batch = reader
                 .next_batch()

@@ -46,6 +46,22 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         tracing::warn!(%addr, "authentication is off on a non-loopback address: anyone who can reach it can read and write");
     }
     state.multi_tenant = cfg.multi_tenancy;
+    if !state.auth.enabled()
+        && !cfg.multi_tenancy
+        && std::fs::read_dir(
+            cfg.storage
+                .data_dir
+                .join(crate::storage::tenants::TENANTS_DIR),
+        )
+        .is_ok_and(|mut d| d.next().is_some())
+    {
+        // Earlier versions honoured the header without authentication: their tenants'
+        // data is still flushed, but no request reaches it until the flag is on.
+        tracing::warn!(
+            "tenants exist under {}/tenants but --multi-tenancy is off and authentication is off: the tenant header is ignored and their data is not served",
+            cfg.storage.data_dir.display()
+        );
+    }
     state.limits.max_samples = cfg.query_max_samples;
     state.limits.query_timeout_ms = cfg.query_timeout_ms as u64;
     state.limits.sql_memory_bytes = cfg.sql_memory_limit;

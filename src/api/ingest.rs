@@ -100,8 +100,10 @@ pub(super) async fn remote_write(
     }
 }
 
-/// Samples committed (WAL-durable) per import batch.
+/// Samples committed (WAL-durable) per import batch, and the text bytes one batch may
+/// hold (long label sets), so a batch stays small in memory and in the WAL.
 const IMPORT_BATCH_SAMPLES: usize = 50_000;
+const IMPORT_BATCH_BYTES: usize = 16 << 20;
 /// After a refused import, how much more of the body is read (and dropped) before answering.
 const IMPORT_DRAIN_BYTES: usize = 64 << 20;
 
@@ -134,14 +136,26 @@ pub(super) async fn import_prometheus(
             );
         }
     };
+    let Some(slot) = st.admission.import() else {
+        return client_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "import",
+            format!(
+                "{} imports are already running; retry later",
+                super::limits::MAX_CONCURRENT_IMPORTS
+            ),
+        );
+    };
     // Body chunks cross to the parsing thread through a small channel: back-pressure, not
     // buffering, when parsing and committing are slower than the client.
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    // `Ok(None)` marks the end: a channel closed without it is a body cut short (the client
+    // went away), whose last line must not be committed.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Option<Bytes>>>(4);
     let forward = async move {
         let mut stream = body.into_data_stream();
         use futures::StreamExt;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(std::io::Error::other);
+            let chunk = chunk.map(Some).map_err(std::io::Error::other);
             let stop = chunk.is_err();
             if stop {
                 let _ = tx.send(chunk).await;
@@ -161,15 +175,19 @@ pub(super) async fn import_prometheus(
                 return;
             }
         }
+        let _ = tx.send(Ok(None)).await;
     };
     let rt = tokio::runtime::Handle::current();
     let now = storage.now_ms();
     let parse = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let reader = std::io::BufReader::new(ChannelReader {
             rx,
             cur: Bytes::new(),
+            ended: false,
         });
-        let mut reader = BatchReader::new(reader, unit, now, IMPORT_BATCH_SAMPLES);
+        let mut reader = BatchReader::new(reader, unit, now, IMPORT_BATCH_SAMPLES)
+            .with_batch_bytes(IMPORT_BATCH_BYTES);
         let mut stored = 0usize;
         loop {
             let batch = match reader.next_batch() {
@@ -217,17 +235,27 @@ enum ImportStop {
 
 /// A blocking reader over body chunks sent from the async side.
 struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Option<Bytes>>>,
     cur: Bytes,
+    ended: bool,
 }
 
 impl std::io::Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.cur.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
+                Some(Ok(Some(b))) => self.cur = b,
+                Some(Ok(None)) => self.ended = true,
                 Some(Err(e)) => return Err(e),
-                None => return Ok(0),
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the request body ended early",
+                    ));
+                }
             }
         }
         let n = buf.len().min(self.cur.len());

@@ -10,8 +10,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ApiError;
 
+/// Imports streaming at once, over all tenants: each holds a parsing thread for as long as
+/// its client keeps sending.
+pub const MAX_CONCURRENT_IMPORTS: usize = 8;
+
 pub struct Admission {
     max_queries: usize,
+    imports: Arc<Semaphore>,
     queries: parking_lot::Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Samples per second per tenant (0: unlimited) and the burst a bucket holds.
     write_rate: f64,
@@ -28,6 +33,7 @@ impl Admission {
     pub fn new(max_queries: usize, write_rate: f64, write_burst: f64) -> Self {
         Admission {
             max_queries: max_queries.max(1),
+            imports: Arc::new(Semaphore::new(MAX_CONCURRENT_IMPORTS)),
             queries: Default::default(),
             write_rate,
             write_burst: write_burst.max(write_rate),
@@ -50,6 +56,11 @@ impl Admission {
                 self.max_queries
             ),
         })
+    }
+
+    /// A slot for one streaming import; `None` when all are taken (answer 429).
+    pub fn import(&self) -> Option<OwnedSemaphorePermit> {
+        self.imports.clone().try_acquire_owned().ok()
     }
 
     /// Takes `samples` tokens from the tenant's bucket; `false` when the rate is exceeded.

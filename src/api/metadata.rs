@@ -32,6 +32,14 @@ fn match_sets(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
         )));
     }
     for m in all {
+        // A selector nests at most a brace deep; refuse anything deeper before the parser
+        // (whose type checks are quadratic in the depth) runs on an HTTP thread.
+        if crate::promql::guard::depth_bound(m) > 3 {
+            return Err(ApiError::bad_data(format!(
+                "invalid parameter \"match[]\": {:?} is not a series selector",
+                m.chars().take(100).collect::<String>()
+            )));
+        }
         let expr = crate::promql::parse(m)
             .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))?;
         let Expr::VectorSelector(vs) = expr else {

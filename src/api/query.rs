@@ -225,7 +225,15 @@ async fn cached_range(
     // Extent arithmetic is for real time ranges: far-off times or huge steps bypass it.
     const SANE_MS: i64 = 1 << 50;
     let sane = steps.start.abs() < SANE_MS && steps.end.abs() < SANE_MS && steps.step < SANE_MS;
-    if nocache || !sane || !st.results_cache.enabled() || !super::results_cache::cacheable(expr) {
+    // Without the blocks (object store down at startup) answers are partial: never cache
+    // them. Blocks never go away once loaded, so checking before evaluating is enough.
+    let partial = storage.blocks_unavailable().is_some();
+    if nocache
+        || !sane
+        || partial
+        || !st.results_cache.enabled()
+        || !super::results_cache::cacheable(expr)
+    {
         return eval(steps).await;
     }
     let key = super::results_cache::QueryKey {
@@ -253,45 +261,62 @@ fn parsed_query(p: &Params) -> Result<promql_parser::parser::Expr, ApiError> {
     Engine::parse(q).map_err(ApiError::from_promql)
 }
 
+/// Parses (quadratic in the nesting for some shapes) and renders on the query runtime,
+/// with the query timeout, like any other query work.
+async fn on_query_runtime(
+    st: &AppState,
+    p: Params,
+    render: impl FnOnce(promql_parser::parser::Expr) -> Result<Response, ApiError> + Send + 'static,
+) -> Response {
+    let timeout = Duration::from_millis(st.limits.query_timeout_ms);
+    st.query_rt
+        .clone()
+        .run(Cancel::after(timeout), timeout, async move {
+            render(parsed_query(&p)?)
+        })
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
 pub(super) async fn format_query(
+    State(st): State<AppState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let p = Params::from_request(&method, &uri, &headers, &body);
-    match parsed_query(&p) {
-        Ok(expr) => success(serde_json::Value::String(expr.to_string())),
-        Err(e) => e.into_response(),
-    }
+    on_query_runtime(&st, p, |expr| {
+        Ok(success(serde_json::Value::String(expr.to_string())))
+    })
+    .await
 }
 
 /// `/api/v1/parse_query`: the AST as JSON, in the shape Prometheus's UI tree view reads.
 pub(super) async fn parse_query(
+    State(st): State<AppState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let p = Params::from_request(&method, &uri, &headers, &body);
-    match parsed_query(&p)
-        .and_then(|expr| serde_json::to_value(&expr).map_err(|e| ApiError::internal(e.to_string())))
-    {
-        Ok(v) => success(v),
-        Err(e) => e.into_response(),
-    }
+    on_query_runtime(&st, p, |expr| {
+        serde_json::to_value(&expr)
+            .map(success)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await
 }
 
 /// Exemplars are not stored yet: a valid, empty answer (what Grafana's probe expects).
 pub(super) async fn query_exemplars(
+    State(st): State<AppState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let p = Params::from_request(&method, &uri, &headers, &body);
-    match parsed_query(&p) {
-        Ok(_) => success(serde_json::json!([])),
-        Err(e) => e.into_response(),
-    }
+    on_query_runtime(&st, p, |_| Ok(success(serde_json::json!([])))).await
 }

@@ -33,6 +33,18 @@ pub(super) async fn sql(
             .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is required"))?
             .to_string();
         tracing::Span::current().record("query", q.as_str());
+        // DataFusion's planner and optimizer recurse once per expression level (a chain of
+        // `1+1+…` included): the same text bounds as PromQL keep them within the stack.
+        crate::promql::guard::check(&q)
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
+        // Some of its passes are quadratic in the depth and cannot be interrupted: SQL gets
+        // a tighter bound than PromQL.
+        let depth = crate::promql::guard::depth_bound(&q);
+        if depth > SQL_MAX_DEPTH {
+            return Err(ApiError::bad_data(format!(
+                "invalid parameter \"query\": expression nests up to {depth} levels; SQL allows {SQL_MAX_DEPTH}"
+            )));
+        }
         let slot = st.admission.query(&access.tenant)?;
         let limits = st.limits;
         let timeout = std::time::Duration::from_millis(limits.query_timeout_ms);
@@ -48,6 +60,12 @@ pub(super) async fn sql(
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
+
+/// Deepest SQL expression (operators and brackets, as `promql::guard` counts them).
+const SQL_MAX_DEPTH: usize = 1_000;
+
+/// Largest HTTP SQL answer (JSON text), whatever its row count.
+const MAX_ANSWER_BYTES: usize = 256 << 20;
 
 /// Plans and runs one statement; stops reading once the answer exceeds `sql_max_rows`.
 async fn run(
@@ -96,6 +114,11 @@ async fn run(
                 )));
             }
             w.write(&b).map_err(|e| ApiError::internal(e.to_string()))?;
+            if w.get_ref().len() > MAX_ANSWER_BYTES {
+                return Err(ApiError::execution(format!(
+                    "the answer exceeds {MAX_ANSWER_BYTES} bytes; add LIMIT or aggregate"
+                )));
+            }
         }
         w.finish().map_err(|e| ApiError::internal(e.to_string()))?;
     }

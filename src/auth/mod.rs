@@ -223,6 +223,9 @@ impl AuthError {
 /// Parses enforced matchers written as a selector, e.g. `{namespace=~"team-a-.*"}`.
 pub fn parse_matchers(text: &str) -> Result<Vec<Matcher>, AuthError> {
     let bad = |e: String| AuthError::Matchers(text.to_string(), e);
+    if crate::promql::guard::depth_bound(text) > 3 {
+        return Err(bad("expected a selector like {label=\"value\"}".into()));
+    }
     let expr = crate::promql::parse(text).map_err(bad)?;
     let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
         return Err(bad("expected a selector like {label=\"value\"}".into()));

@@ -224,6 +224,8 @@ pub struct BatchReader<R> {
     bytes_read: u64,
     buf: String,
     done: bool,
+    /// A batch also ends once its lines add up to this many bytes.
+    batch_bytes: usize,
 }
 
 impl<R: BufRead> BatchReader<R> {
@@ -237,7 +239,14 @@ impl<R: BufRead> BatchReader<R> {
             bytes_read: 0,
             buf: String::new(),
             done: false,
+            batch_bytes: usize::MAX,
         }
+    }
+
+    /// Ends batches at about `bytes` of input too (long label sets make a few samples big).
+    pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes.max(1);
+        self
     }
 
     /// Bytes consumed so far (for progress bars).
@@ -252,7 +261,8 @@ impl<R: BufRead> BatchReader<R> {
         }
         let mut batch = WriteBatch::default();
         let mut n = 0;
-        while n < self.batch_samples {
+        let mut bytes = 0usize;
+        while n < self.batch_samples && bytes < self.batch_bytes {
             self.buf.clear();
             // Bounded: a body without newlines must not become one giant String.
             let read = (&mut self.reader)
@@ -269,6 +279,7 @@ impl<R: BufRead> BatchReader<R> {
                 });
             }
             self.bytes_read += read as u64;
+            bytes += read;
             self.line_no += 1;
             let parsed =
                 parse_line(&self.buf, self.unit).map_err(|message| IngestError::Parse {

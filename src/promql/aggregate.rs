@@ -202,6 +202,7 @@ impl Engine {
                 };
                 let mut out: HashMap<Labels, Series> = HashMap::new();
                 for (si, s) in input.iter().enumerate() {
+                    self.check()?;
                     for i in 0..n {
                         if let Some(v) = s.vals[i] {
                             let l = super::functions::set_label(
@@ -209,6 +210,11 @@ impl Engine {
                                 &label,
                                 &fmt_value_label(v),
                             );
+                            if !out.contains_key(&l) {
+                                // Each distinct value is a new series of `n` steps: bound
+                                // them before allocating, not after.
+                                self.check_points(out.len() + 1, n)?;
+                            }
                             let e = out
                                 .entry(l.clone())
                                 .or_insert_with(|| Series::new(Arc::new(l), n));

@@ -1,14 +1,16 @@
 //! Scalar functions whose output size is an argument (`repeat('x', 2000000000)`,
 //! `lpad`, `rpad`, `array_repeat`, the array forms of `range`/`generate_series`) allocate
 //! it at once, outside DataFusion's memory pool: one anonymous query could take gigabytes.
-//! Sessions served over HTTP replace them with wrappers that refuse sizes over a bound
-//! before calling the original.
+//! Sessions served over HTTP replace them with wrappers that compute the output size of a
+//! call over the whole batch (argument size × count, row by row) and refuse it beyond a
+//! budget before calling the original.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::compute::{cast, max, min};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::kernels::length::length;
 use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type};
 use datafusion::common::exec_err;
 use datafusion::error::Result;
@@ -18,8 +20,8 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
-/// Largest string length or element count one value of these functions may have.
-pub const MAX_VALUE_LEN: i64 = 1 << 20;
+/// Most bytes (strings) or elements × 8 (arrays) one call may build over a whole batch.
+pub const MAX_OUTPUT: i64 = 64 << 20;
 
 /// How a function's output size follows from its arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,99 +75,89 @@ pub fn register(ctx: &SessionContext) {
     }
 }
 
-/// Max (or min) of an integer argument over all rows; `None` when it is not an integer.
-fn int_extreme(v: &ColumnarValue, want_max: bool) -> Result<Option<i64>> {
-    let array = match v {
-        ColumnarValue::Scalar(s) => {
-            if s.is_null() {
-                return Ok(None);
-            }
-            s.to_array()?
-        }
-        ColumnarValue::Array(a) => a.clone(),
-    };
-    if !array.data_type().is_integer() {
-        return Ok(None);
-    }
-    let ints = cast(&array, &DataType::Int64)?;
-    let ints = ints.as_primitive::<Int64Type>();
-    Ok(if want_max { max(ints) } else { min(ints) })
+/// An argument as one value per row.
+fn rows(v: &ColumnarValue, n: usize) -> Result<ArrayRef> {
+    v.to_array(n)
 }
 
-fn too_large(name: &str, n: i128) -> Result<()> {
-    if n > MAX_VALUE_LEN as i128 {
-        return exec_err!(
-            "{name}() would build a value of {n} elements or characters; the limit is {MAX_VALUE_LEN}"
-        );
+/// Integers of an argument per row (nulls as 0); `None` when it is not an integer.
+fn ints(v: &ColumnarValue, n: usize) -> Result<Option<Vec<i64>>> {
+    let a = rows(v, n)?;
+    if !a.data_type().is_integer() {
+        return Ok(None);
     }
-    Ok(())
+    let c = cast(&a, &DataType::Int64)?;
+    let c = c.as_primitive::<Int64Type>();
+    Ok(Some(
+        (0..c.len())
+            .map(|i| if c.is_null(i) { 0 } else { c.value(i) })
+            .collect(),
+    ))
+}
+
+/// Size of each row's value: bytes of a string, elements of a list, 1 otherwise.
+fn sizes(v: &ColumnarValue, n: usize) -> Result<Vec<i64>> {
+    let a = rows(v, n)?;
+    match length(a.as_ref()) {
+        Ok(l) => {
+            let l = cast(&l, &DataType::Int64)?;
+            let l = l.as_primitive::<Int64Type>();
+            Ok((0..l.len())
+                .map(|i| if l.is_null(i) { 0 } else { l.value(i) })
+                .collect())
+        }
+        Err(_) => Ok(vec![1; n]),
+    }
 }
 
 impl Bounded {
-    fn check(&self, args: &[ColumnarValue]) -> Result<()> {
+    /// Refuses a call whose output over the whole batch would exceed the budget.
+    fn check(&self, args: &[ColumnarValue], n: usize) -> Result<()> {
         let name = self.inner.name();
+        let mut total: i128 = 0;
         match self.size {
             Size::CountArg => {
-                if let Some(n) = args
-                    .get(1)
-                    .map(|a| int_extreme(a, true))
-                    .transpose()?
-                    .flatten()
-                {
-                    too_large(name, n as i128)?;
+                let Some(counts) = args.get(1).map(|a| ints(a, n)).transpose()?.flatten() else {
+                    return Ok(());
+                };
+                // lpad/rpad: the count is the output length; repeat and array_repeat:
+                // the first argument's size times the count.
+                let per = if matches!(name, "lpad" | "rpad") {
+                    vec![1; n]
+                } else {
+                    sizes(&args[0], n)?
+                };
+                for (c, p) in counts.iter().zip(&per) {
+                    total += (*c).max(0) as i128 * (*p).max(1) as i128;
                 }
             }
             Size::Range => {
-                let ints = args.iter().all(|a| match a {
-                    ColumnarValue::Scalar(s) => s.data_type().is_integer() || s.is_null(),
-                    ColumnarValue::Array(a) => a.data_type().is_integer(),
-                });
-                if !ints {
+                let all: Vec<Option<Vec<i64>>> =
+                    args.iter().map(|a| ints(a, n)).collect::<Result<_>>()?;
+                if all.iter().any(Option::is_none) {
                     // Temporal ranges have interval steps; their count is not bounded here.
                     return exec_err!(
                         "{name}() as an array is limited to integers here; use the table function `SELECT * FROM {name}(...)`"
                     );
                 }
-                let (start, stop, step) = match args.len() {
-                    1 => (Some(0), int_extreme(&args[0], true)?, Some(1)),
-                    2 => (
-                        int_extreme(&args[0], false)?,
-                        int_extreme(&args[1], true)?,
-                        Some(1),
-                    ),
-                    _ => {
-                        // The smallest step (by magnitude) gives the most elements.
-                        let lo = int_extreme(&args[2], false)?;
-                        let hi = int_extreme(&args[2], true)?;
-                        let step = [lo, hi]
-                            .into_iter()
-                            .flatten()
-                            .map(|s| s.unsigned_abs().max(1) as i64)
-                            .min();
-                        let lo0 = int_extreme(&args[0], false)?;
-                        let hi1 = int_extreme(&args[1], true)?;
-                        // Descending ranges: the widest span either way.
-                        let (a, b) = (
-                            lo0.zip(hi1),
-                            int_extreme(&args[0], true)?.zip(int_extreme(&args[1], false)?),
-                        );
-                        let span = [
-                            a.map(|(s, e)| e as i128 - s as i128),
-                            b.map(|(s, e)| s as i128 - e as i128),
-                        ]
-                        .into_iter()
-                        .flatten()
-                        .max();
-                        if let (Some(span), Some(step)) = (span, step) {
-                            too_large(name, span / step as i128)?;
-                        }
-                        return Ok(());
-                    }
-                };
-                if let (Some(s), Some(e), Some(st)) = (start, stop, step) {
-                    too_large(name, (e as i128 - s as i128) / st as i128)?;
+                let all: Vec<Vec<i64>> = all.into_iter().flatten().collect();
+                for i in 0..n {
+                    let (start, stop, step) = match all.len() {
+                        1 => (0, all[0][i], 1),
+                        2 => (all[0][i], all[1][i], 1),
+                        _ => (all[0][i], all[1][i], all[2][i]),
+                    };
+                    let span = (stop as i128 - start as i128).abs();
+                    total += span / (step as i128).abs().max(1) + 1;
                 }
+                // Elements of 8 bytes.
+                total *= 8;
             }
+        }
+        if total > MAX_OUTPUT as i128 {
+            return exec_err!(
+                "{name}() would build {total} bytes or elements in one batch; the limit is {MAX_OUTPUT}"
+            );
         }
         Ok(())
     }
@@ -197,7 +189,7 @@ impl ScalarUDFImpl for Bounded {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        self.check(&args.args)?;
+        self.check(&args.args, args.number_rows)?;
         self.inner.invoke_with_args(args)
     }
 
@@ -229,6 +221,14 @@ mod tests {
             "SELECT generate_series(1, 10000000000)",
             "SELECT range(1, 10000000000, 3)",
             "SELECT repeat('x', n) FROM (VALUES (1), (2000000000)) AS t(n)",
+        ] {
+            let e = run(&ctx, q).await.expect_err(q).to_string();
+            assert!(e.contains("the limit is"), "{q}: {e}");
+        }
+        for q in [
+            "SELECT repeat(repeat('x', 1048576), 2047)",
+            "SELECT array_repeat(range(1048576), 2047)",
+            "SELECT max(length(repeat('x', 100000 + value - value))) FROM range(100000)",
         ] {
             let e = run(&ctx, q).await.expect_err(q).to_string();
             assert!(e.contains("the limit is"), "{q}: {e}");

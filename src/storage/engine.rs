@@ -337,6 +337,25 @@ impl Storage {
             }
         }
         let n = batch.sample_count();
+        // One request is one WAL record; replay refuses records over MAX_RECORD.
+        let record_bytes: usize = batch
+            .series
+            .iter()
+            .map(|s| {
+                20 * s.samples.len()
+                    + 8
+                    + s.labels
+                        .iter()
+                        .map(|(k, v)| 8 + k.len() + v.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        if record_bytes > super::wal::MAX_RECORD as usize {
+            return Err(StorageError::Invalid(format!(
+                "a request of {n} samples (~{record_bytes} bytes) is too large for one WAL record ({} bytes); split it",
+                super::wal::MAX_RECORD
+            )));
+        }
         let limit = o.head_memory_limit;
         let held = o
             .head_samples
@@ -498,9 +517,9 @@ fn apply_metadata(shared: &Shared, md: Vec<MetricMetadata>) {
 }
 
 /// The WAL task of one tenant: takes every queued command (group commit), and does the
-/// writes and the fsync on the blocking pool, then applies to the head and acknowledges.
-/// A task, not a thread: idle tenants cost no thread, and the blocking pool (bounded in
-/// `main`) bounds how many fsyncs run at once, whatever the number of tenants.
+/// writes and the fsync on the WAL pool (`wal_pool`), then applies to the head and
+/// acknowledges. A task, not a thread: idle tenants cost no thread, and the pool's few
+/// threads serve every tenant.
 async fn wal_task(
     shared: Arc<Shared>,
     mut w: WalWriter,
@@ -515,7 +534,7 @@ async fn wal_task(
             }
         }
         let sh = shared.clone();
-        match tokio::task::spawn_blocking(move || {
+        match super::wal_pool::run(move || {
             let closing = apply_cmds(&sh, &mut w, cmds);
             (w, closing)
         })
@@ -556,6 +575,10 @@ fn apply_cmds(
                 });
                 match r {
                     Ok(()) => pending.push(req),
+                    // Refused before anything was written (record too large): only this one.
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                        let _ = req.reply.send(Err(StorageError::Invalid(e.to_string())));
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "WAL write failed; rejecting the writes of this commit");
                         // Records buffered before the failure go down with the abandoned

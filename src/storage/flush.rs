@@ -6,8 +6,9 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::block::{BlockMeta, LoadedBlock, SeriesData, WalSource, write_block};
-use super::engine::{Storage, write_checkpoint};
+use super::engine::{Storage, delete_block, write_checkpoint};
 use super::head::Head;
+use super::paths::BlockPath;
 use super::{StorageError, wal};
 use crate::catalog::{Catalog, SeriesId};
 
@@ -62,18 +63,32 @@ impl Storage {
                 instance: self.shared.instance.clone(),
                 segment: seg,
             });
-            let mut loaded = Vec::new();
+            let mut loaded: Vec<Arc<LoadedBlock>> = Vec::new();
             for (_, (series, ids)) in windows {
                 let id = ulid::Ulid::new().to_string();
-                let meta = write_block(
+                let written = write_block(
                     self.shared.store.as_ref(),
-                    id,
+                    id.clone(),
                     &series,
                     1,
                     vec![],
                     source.clone(),
                 )
-                .await?;
+                .await;
+                let meta = match written {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // The head stays frozen and is written again on retry: remove what
+                        // this attempt wrote, so retries during an outage leave no copies.
+                        let store = self.shared.store.as_ref();
+                        for b in loaded.iter().map(|b| b.meta.id.clone()).chain([id]) {
+                            if let Err(d) = delete_block(store, &BlockPath::new(b.clone())).await {
+                                tracing::warn!(block = %b, error = %d, "could not remove a block of a failed flush");
+                            }
+                        }
+                        return Err(e);
+                    }
+                };
                 tracing::info!(block = %meta.id, series = meta.num_series, samples = meta.num_samples, bytes = meta.bytes, "flushed head block");
                 loaded.push(Arc::new(LoadedBlock::from_parts(meta, ids)));
             }

@@ -1,7 +1,7 @@
 //! Storage: WAL → head → immutable Parquet blocks on an object store.
 //!
 //! Write path: [`Storage::append`] validates a batch, registers its series in the catalog,
-//! hands it to the WAL task, which writes and fsyncs it on the blocking pool (group commit:
+//! hands it to the WAL task, which writes and fsyncs it on the WAL pool (group commit:
 //! every request that queued during one fsync shares it), applies it to the head and only
 //! then acknowledges. [`Storage::flush`] rotates the WAL and freezes the head in the same
 //! step on that task,
@@ -21,6 +21,7 @@ pub mod paths;
 mod read;
 pub mod tenants;
 pub mod wal;
+mod wal_pool;
 
 pub use engine::{Clock, Storage, StorageOptions, StorageStats, WriteWindow};
 pub use error::StorageError;

@@ -22,8 +22,9 @@ const HEADER_LEN: u64 = 8;
 const REC_SERIES: u8 = 1;
 const REC_SAMPLES: u8 = 2;
 const REC_METADATA: u8 = 3;
-/// Refuse absurd record lengths from a corrupt header instead of allocating them.
-const MAX_RECORD: u32 = 512 << 20;
+/// Refuse absurd record lengths from a corrupt header instead of allocating them; the
+/// writer never writes a longer one.
+pub const MAX_RECORD: u32 = 512 << 20;
 
 pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:010}.wal"))
@@ -84,14 +85,22 @@ impl WalWriter {
     /// Creates segment `seq` (which must not exist) and makes its directory entry durable.
     pub fn create(dir: &Path, seq: u64) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
+        let path = segment_path(dir, seq);
         let mut f = OpenOptions::new()
             .create_new(true)
             .write(true)
-            .open(segment_path(dir, seq))?;
-        f.write_all(MAGIC)?;
-        f.write_all(&WAL_FORMAT_VERSION.to_le_bytes())?;
-        f.sync_all()?;
-        File::open(dir)?.sync_all()?;
+            .open(&path)?;
+        let header = f
+            .write_all(MAGIC)
+            .and_then(|_| f.write_all(&WAL_FORMAT_VERSION.to_le_bytes()))
+            .and_then(|_| f.sync_all())
+            .and_then(|_| File::open(dir)?.sync_all());
+        if let Err(e) = header {
+            // E.g. ENOSPC: leave no half-made segment, or every retry would find it taken.
+            drop(f);
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         Ok(WalWriter {
             dir: dir.to_path_buf(),
             seq,
@@ -195,6 +204,17 @@ impl WalWriter {
     }
 
     fn write_frame(&mut self) -> io::Result<()> {
+        // Replay refuses longer records (as torn): never write one. Nothing was written,
+        // so the segment stays healthy; the caller refuses the request.
+        if self.buf.len() > MAX_RECORD as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a WAL record of {} bytes exceeds {MAX_RECORD}; split the request",
+                    self.buf.len()
+                ),
+            ));
+        }
         let crc = crc32fast::hash(&self.buf);
         let r = (|| {
             self.out.write_all(&(self.buf.len() as u32).to_le_bytes())?;

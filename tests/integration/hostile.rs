@@ -316,6 +316,9 @@ fn cases(now: i64) -> Vec<Case> {
     let match_10k: Vec<(&str, &str)> = match_10k.iter().map(|m| ("match[]", m.as_str())).collect();
     let nested_match = nested("(", "quiver_hostile", ")", 5_000);
     let garbage_import = "a{".repeat(5_000_000).into_bytes();
+    let sql_900 = format!("SELECT {}1", "1+".repeat(899));
+    let sql_5k = format!("SELECT {}1", "1+".repeat(4_999));
+    let sql_500k = format!("SELECT {}1", "1+".repeat(499_999));
 
     vec![
         // --- Ranges and steps ---------------------------------------------------------
@@ -603,6 +606,60 @@ fn cases(now: i64) -> Vec<Case> {
             SQL,
             &[("query", "SELECT * FROM range(10000000000)")],
             &[400, 422, 503],
+        ),
+        Case::form(
+            "35c SQL expression of 900 terms 1+1+…",
+            SQL,
+            &[("query", sql_900.as_str())],
+            &[200],
+        ),
+        Case::form(
+            "35c2 SQL expression of 5000 terms 1+1+…",
+            SQL,
+            &[("query", sql_5k.as_str())],
+            &[400],
+        ),
+        Case::form(
+            "35d SQL expression of 500000 terms 1+1+…",
+            SQL,
+            &[("query", sql_500k.as_str())],
+            &[400, 413],
+        ),
+        Case::params(
+            "35e SQL repeat of a 1 MiB string 2047 times",
+            SQL,
+            &[("query", "SELECT length(repeat(repeat('x', 1048576), 2047))")],
+            &[400, 422],
+        ),
+        Case::params(
+            "35f SQL array_repeat of a 1 Mi-element array 2047 times",
+            SQL,
+            &[(
+                "query",
+                "SELECT cardinality(array_repeat(range(1048576), 2047))",
+            )],
+            &[400, 422],
+        ),
+        Case::params(
+            "35g SQL 1 MiB strings on every one of 100000 rows",
+            SQL,
+            &[(
+                "query",
+                // Not a constant (DataFusion folds those once): a value on every row.
+                "SELECT max(length(repeat('x', 1000000 + value - value))) FROM range(100000)",
+            )],
+            &[400, 422, 503],
+        ),
+        Case::params(
+            "35h count_values over many distinct values",
+            QUERY_RANGE,
+            &range(
+                r#"count_values("v", quiver_hostile * 0 + timestamp(quiver_hostile))"#,
+                &hour_ago,
+                &now_s,
+                "1",
+            ),
+            &[200, 422],
         ),
         Case::params(
             "36 SQL DDL reading /etc/passwd",

@@ -189,14 +189,23 @@ async fn starts_with_s3_down_and_becomes_ready_when_it_returns() {
     )
     .await;
     let client = reqwest::Client::new();
-    let ready = client
-        .get(format!("{}/-/ready", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
-    let why = ready.text().await.unwrap();
-    assert!(why.contains("object store"), "{why}");
+    // First the WAL replays ("replay in progress"), then the block listing fails: from
+    // then on /-/ready says why, and stays 503.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = client
+            .get(format!("{}/-/ready", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 503);
+        let why = ready.text().await.unwrap();
+        if why.contains("object store") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/-/ready never said why: {why}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The WAL takes writes meanwhile.
     let base = now_ms() - 60_000;
     let r = post_write(
