@@ -49,11 +49,12 @@ pub(super) async fn sql(
         let limits = st.limits;
         let timeout = std::time::Duration::from_millis(limits.query_timeout_ms);
         let cancel = crate::promql::Cancel::after(timeout);
+        let token = cancel.clone();
         st.query_rt
             .clone()
             .run(cancel, timeout, async move {
                 let _slot = slot;
-                run(storage, access, &q, limits).await
+                run(storage, access, &q, limits, token).await
             })
             .await
     }
@@ -73,11 +74,13 @@ async fn run(
     access: crate::auth::Access,
     q: &str,
     limits: super::Limits,
+    cancel: crate::promql::Cancel,
 ) -> Result<Response, ApiError> {
     let allowed = access.allowed(&storage);
     let sql_limits = crate::sql::SqlLimits {
         memory_bytes: limits.sql_memory_bytes,
         max_samples: limits.max_samples,
+        cancel,
     };
     let ctx = crate::sql::session_scoped(storage, allowed, Some(sql_limits))
         .await

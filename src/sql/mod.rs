@@ -7,6 +7,8 @@
 //! plus the views in `sql/views.sql` (e.g. `samples_labeled`).
 
 mod bounded;
+mod cancel;
+mod scan;
 mod tables;
 
 use std::sync::Arc;
@@ -24,12 +26,14 @@ pub use tables::{SamplesTable, SeriesTable};
 pub const VIEWS_SQL: &str = include_str!("../../sql/views.sql");
 
 /// Bounds of one SQL session served over HTTP.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SqlLimits {
     /// DataFusion memory pool (joins, sorts, aggregates), bytes.
     pub memory_bytes: usize,
     /// Samples all scans of `samples` may load.
     pub max_samples: usize,
+    /// The query's deadline and cancellation, checked at every batch of every operator.
+    pub cancel: crate::promql::Cancel,
 }
 
 /// A session with Quiver's tables and views registered (no limits: the local CLI).
@@ -45,13 +49,20 @@ pub async fn session_scoped(
     limits: Option<SqlLimits>,
 ) -> DfResult<SessionContext> {
     let config = SessionConfig::new().with_information_schema(true);
+    let max_samples = limits.as_ref().map(|l| l.max_samples);
     let ctx = match limits {
         None => SessionContext::new_with_config(config),
         Some(l) => {
             let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
                 .with_memory_limit(l.memory_bytes, 1.0)
                 .build_arc()?;
-            let ctx = SessionContext::new_with_config_rt(config, runtime);
+            let state = datafusion::execution::SessionStateBuilder::new()
+                .with_config(config)
+                .with_runtime_env(runtime)
+                .with_default_features()
+                .with_physical_optimizer_rule(Arc::new(cancel::CancelRule { cancel: l.cancel }))
+                .build();
+            let ctx = SessionContext::new_with_state(state);
             bounded::register(&ctx);
             ctx
         }
@@ -66,7 +77,7 @@ pub async fn session_scoped(
         Arc::new(
             SamplesTable::new(storage)
                 .restrict(allowed)
-                .limit_samples(limits.map(|l| l.max_samples)),
+                .limit_samples(max_samples),
         ),
     )?;
     for stmt in VIEWS_SQL

@@ -1,14 +1,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{
-    Float64Array, Int64Array, MapBuilder, RecordBatch, StringBuilder, UInt32Array,
-};
+use datafusion::arrow::array::{MapBuilder, RecordBatch, StringBuilder, UInt32Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::{MemTable, TableType};
-use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use roaring::RoaringBitmap;
@@ -298,54 +296,26 @@ impl TableProvider for SamplesTable {
         if let Some(a) = &self.allowed {
             ids &= a.as_ref();
         }
-        let series = self
-            .storage
-            .select_ids(&ids, p.min_t, p.max_t)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        if let Some((max, used)) = &self.budget {
-            let n: usize = series.iter().map(|s| s.ts.len()).sum();
-            let total = used.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
-            if total > *max {
-                return Err(DataFusionError::ResourcesExhausted(format!(
-                    "the query reads more than {max} samples (--query-max-samples); narrow it by timestamp or series_id"
-                )));
-            }
-        }
-        let schema = samples_schema();
-        let mut batches = Vec::new();
-        let (mut sid, mut ts, mut vs) = (Vec::new(), Vec::new(), Vec::new());
-        for s in series {
-            sid.extend(std::iter::repeat_n(s.id, s.ts.len()));
-            ts.extend(s.ts);
-            vs.extend(s.vals);
-            if sid.len() >= 64 * 1024 {
-                batches.push(batch(&schema, &mut sid, &mut ts, &mut vs)?);
-            }
-        }
-        if !sid.is_empty() {
-            batches.push(batch(&schema, &mut sid, &mut ts, &mut vs)?);
-        }
-        MemTable::try_new(schema, vec![batches])?
-            .scan(state, projection, &[], limit)
-            .await
+        // A streaming, partitioned scan: no selection is collected before DataFusion sees it.
+        let projection = projection
+            .cloned()
+            .unwrap_or_else(|| (0..samples_schema().fields().len()).collect());
+        let spec = super::scan::ScanSpec {
+            storage: self.storage.clone(),
+            ids: Arc::new(ids.iter().collect()),
+            min_t: p.min_t,
+            max_t: p.max_t,
+            budget: self.budget.clone(),
+            projection,
+            limit,
+        };
+        let partitions = state.config().target_partitions();
+        Ok(Arc::new(super::scan::SamplesScanExec::new(
+            spec,
+            samples_schema(),
+            partitions,
+        )?))
     }
-}
-
-fn batch(
-    schema: &SchemaRef,
-    sid: &mut Vec<u32>,
-    ts: &mut Vec<i64>,
-    vs: &mut Vec<f64>,
-) -> DfResult<RecordBatch> {
-    Ok(RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(UInt32Array::from(std::mem::take(sid))),
-            Arc::new(Int64Array::from(std::mem::take(ts))),
-            Arc::new(Float64Array::from(std::mem::take(vs))),
-        ],
-    )?)
 }
 
 impl std::fmt::Debug for SeriesTable {

@@ -1055,7 +1055,15 @@ async fn timeout_stops_cpu_work() {
     let heavy = "max_over_time(max_over_time(max_over_time(vector(1)[1d:1s])[1d:1s])[1d:1s])";
     let endless_cte =
         "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM t) SELECT count(*) FROM t";
-    for (path, query) in [("/api/v1/query", heavy), ("/api/v1/sql", endless_cte)] {
+    // A cross join, which DataFusion runs in a loop that never awaits (with a filter its
+    // nested-loop join yields on its own).
+    seed(&client, &server.url, now_ms()).await;
+    let cross_join = "SELECT count(*) FROM samples a, samples b, samples c";
+    for (path, query) in [
+        ("/api/v1/query", heavy),
+        ("/api/v1/sql", endless_cte),
+        ("/api/v1/sql", cross_join),
+    ] {
         stops_after_timeout(&client, &server.url, pid, timeout, path, query).await;
     }
 

@@ -1,0 +1,265 @@
+//! `SamplesScanExec`: the `samples` table as a partitioned, streaming DataFusion leaf.
+//!
+//! The selected series ids are split into contiguous ranges, one per partition, so the
+//! partitions decode in parallel and each emits its rows ordered by `(series_id,
+//! timestamp)` — which it declares, so DataFusion does not sort again. A partition reads
+//! its series a chunk at a time through the storage engine (blocks and heads merged with
+//! their precedence) and hands each chunk on as record batches before reading the next, so
+//! memory follows the chunk, not the selection. The samples budget is charged as chunks
+//! arrive. (Decoding still goes through `Storage::select_ids` per chunk; reading the block
+//! Parquet files directly is the next step of the streaming-scan work.)
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{
+    EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr,
+};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use futures::StreamExt;
+
+use crate::storage::Storage;
+
+/// Series read per step of a partition.
+const CHUNK_SERIES: usize = 512;
+/// Rows per output batch.
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// What one scan of `samples` reads.
+#[derive(Clone)]
+pub struct ScanSpec {
+    pub storage: Arc<Storage>,
+    /// Series to read, ascending (already narrowed by filters and enforced matchers).
+    pub ids: Arc<Vec<u32>>,
+    pub min_t: i64,
+    pub max_t: i64,
+    /// Samples all scans of the session may load, and how many they have (None: no limit).
+    pub budget: Option<(usize, Arc<AtomicUsize>)>,
+    /// Columns of `samples` to emit (indices into series_id, timestamp, value).
+    pub projection: Vec<usize>,
+    /// Rows each partition may stop after (a pushed-down LIMIT; DataFusion still limits).
+    pub limit: Option<usize>,
+}
+
+pub struct SamplesScanExec {
+    spec: ScanSpec,
+    schema: SchemaRef,
+    partitions: usize,
+    properties: Arc<PlanProperties>,
+}
+
+impl SamplesScanExec {
+    /// `full` is the table's schema; the scan emits `spec.projection` of it.
+    pub fn new(spec: ScanSpec, full: SchemaRef, partitions: usize) -> DfResult<Self> {
+        let schema = Arc::new(full.project(&spec.projection)?);
+        let partitions = partitions.clamp(1, spec.ids.len().max(1));
+        // Each partition is sorted by (series_id, timestamp) when both are emitted.
+        let pos = |c: usize| spec.projection.iter().position(|&p| p == c);
+        let mut eq = EquivalenceProperties::new(schema.clone());
+        if let (Some(sid), Some(ts)) = (pos(0), pos(1)) {
+            let sort = |i: usize| {
+                PhysicalSortExpr::new_default(
+                    Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>
+                )
+            };
+            if let Some(o) = LexOrdering::new(vec![sort(sid), sort(ts)]) {
+                eq.add_ordering(o);
+            }
+        }
+        let properties = PlanProperties::new(
+            eq,
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(SamplesScanExec {
+            spec,
+            schema,
+            partitions,
+            properties: Arc::new(properties),
+        })
+    }
+
+    /// The contiguous slice of series ids partition `p` reads.
+    fn slice(&self, p: usize) -> std::ops::Range<usize> {
+        let n = self.spec.ids.len();
+        let per = n.div_ceil(self.partitions);
+        (p * per).min(n)..((p + 1) * per).min(n)
+    }
+}
+
+impl fmt::Debug for SamplesScanExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SamplesScanExec(partitions={})", self.partitions)
+    }
+}
+
+impl DisplayAs for SamplesScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let cols: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        write!(
+            f,
+            "SamplesScanExec: series={}, time=[{}, {}], partitions={}, projection=[{}]",
+            self.spec.ids.len(),
+            self.spec.min_t,
+            self.spec.max_t,
+            self.partitions,
+            cols.join(", ")
+        )?;
+        if let Some(l) = self.spec.limit {
+            write!(f, ", limit={l}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for SamplesScanExec {
+    fn name(&self) -> &str {
+        "SamplesScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _ctx: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let spec = self.spec.clone();
+        let schema = self.schema.clone();
+        let range = self.slice(partition);
+        let chunks: Vec<std::ops::Range<usize>> = range
+            .clone()
+            .step_by(CHUNK_SERIES)
+            .map(|s| s..(s + CHUNK_SERIES).min(range.end))
+            .collect();
+        let emitted = Arc::new(AtomicUsize::new(0));
+        let stream = futures::stream::iter(chunks)
+            .then(move |chunk| {
+                let (spec, schema, emitted) = (spec.clone(), schema.clone(), emitted.clone());
+                async move {
+                    if spec
+                        .limit
+                        .is_some_and(|l| emitted.load(Ordering::Relaxed) >= l)
+                    {
+                        return Ok(Vec::new());
+                    }
+                    let batches = read_chunk(&spec, &schema, &spec.ids[chunk]).await?;
+                    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                    emitted.fetch_add(rows, Ordering::Relaxed);
+                    Ok::<_, DataFusionError>(batches)
+                }
+            })
+            .map(|r| match r {
+                Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            })
+            .flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
+    }
+}
+
+/// Reads one chunk of series (ascending ids) and cuts it into batches.
+async fn read_chunk(
+    spec: &ScanSpec,
+    schema: &SchemaRef,
+    ids: &[u32],
+) -> DfResult<Vec<RecordBatch>> {
+    let bitmap: roaring::RoaringBitmap = ids.iter().copied().collect();
+    let mut series = spec
+        .storage
+        .select_ids(&bitmap, spec.min_t, spec.max_t)
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    if let Some((max, used)) = &spec.budget {
+        let n: usize = series.iter().map(|s| s.ts.len()).sum();
+        let total = used.fetch_add(n, Ordering::Relaxed) + n;
+        if total > *max {
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "the query reads more than {max} samples (--query-max-samples); narrow it by timestamp or series_id"
+            )));
+        }
+    }
+    series.sort_by_key(|s| s.id);
+    let mut out = Vec::new();
+    let (mut sid, mut ts, mut vs) = (Vec::new(), Vec::new(), Vec::new());
+    for s in series {
+        let mut at = 0;
+        while at < s.ts.len() {
+            let take = (BATCH_ROWS - sid.len()).min(s.ts.len() - at);
+            sid.extend(std::iter::repeat_n(s.id, take));
+            ts.extend_from_slice(&s.ts[at..at + take]);
+            vs.extend_from_slice(&s.vals[at..at + take]);
+            at += take;
+            if sid.len() >= BATCH_ROWS {
+                out.push(batch(spec, schema, &mut sid, &mut ts, &mut vs)?);
+            }
+        }
+    }
+    if !sid.is_empty() {
+        out.push(batch(spec, schema, &mut sid, &mut ts, &mut vs)?);
+    }
+    Ok(out)
+}
+
+fn batch(
+    spec: &ScanSpec,
+    schema: &SchemaRef,
+    sid: &mut Vec<u32>,
+    ts: &mut Vec<i64>,
+    vs: &mut Vec<f64>,
+) -> DfResult<RecordBatch> {
+    let n = sid.len();
+    let cols: [datafusion::arrow::array::ArrayRef; 3] = [
+        Arc::new(UInt32Array::from(std::mem::take(sid))),
+        Arc::new(Int64Array::from(std::mem::take(ts))),
+        Arc::new(Float64Array::from(std::mem::take(vs))),
+    ];
+    let projected: Vec<_> = spec.projection.iter().map(|&c| cols[c].clone()).collect();
+    let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        projected,
+        &options,
+    )?)
+}
