@@ -62,6 +62,22 @@ pub(super) async fn sql(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// A failed execution: the query's own timeout or cancellation (raised by `CancelExec`
+/// inside the plan) keeps its Prometheus error type; anything else is `execution`.
+fn execution_error(e: datafusion::error::DataFusionError) -> ApiError {
+    use crate::promql::PromqlError;
+    if let datafusion::error::DataFusionError::External(inner) = e.find_root()
+        && let Some(p @ (PromqlError::Timeout | PromqlError::Canceled)) =
+            inner.downcast_ref::<PromqlError>()
+    {
+        return ApiError {
+            error_type: p.error_type(),
+            message: p.to_string(),
+        };
+    }
+    ApiError::execution(e.to_string())
+}
+
 /// Deepest SQL expression (operators and brackets, as `promql::guard` counts them).
 const SQL_MAX_DEPTH: usize = 1_000;
 
@@ -99,16 +115,13 @@ async fn run(
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let mut stream = df
-        .execute_stream()
-        .await
-        .map_err(|e| ApiError::execution(e.to_string()))?;
+    let mut stream = df.execute_stream().await.map_err(execution_error)?;
     let mut buf = Vec::new();
     let mut rows = 0usize;
     {
         let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
         while let Some(b) = stream.next().await {
-            let b = b.map_err(|e| ApiError::execution(e.to_string()))?;
+            let b = b.map_err(execution_error)?;
             rows += b.num_rows();
             if rows > limits.sql_max_rows {
                 return Err(ApiError::execution(format!(
