@@ -16,3 +16,11 @@ pub mod promqltest;
 pub mod server;
 pub mod sql;
 pub mod storage;
+
+/// The message of a caught panic (`panic!` with a literal or a formatted string).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> Option<&str> {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+}

@@ -241,11 +241,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 }
 
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let why = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("unknown panic");
+    let why = crate::panic_message(panic.as_ref()).unwrap_or("unknown panic");
     tracing::error!(panic = why, "handler panicked");
     ApiError::internal(format!("request failed: {why}")).into_response()
 }

@@ -73,11 +73,7 @@ impl QueryRuntime {
             Ok(Ok(r)) => r,
             Ok(Err(e)) if e.is_panic() => {
                 let p = e.into_panic();
-                let why = p
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| p.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown panic");
+                let why = crate::panic_message(p.as_ref()).unwrap_or("unknown panic");
                 tracing::error!(panic = why, "query panicked");
                 Err(ApiError::internal(format!("query failed: {why}")))
             }

@@ -31,11 +31,7 @@ pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, String> {
     match std::panic::catch_unwind(|| promql_parser::parser::parse(query)) {
         Ok(result) => result,
         Err(panic) => {
-            let why = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("the parser failed");
+            let why = crate::panic_message(panic.as_ref()).unwrap_or("the parser failed");
             Err(format!("invalid expression: {why}"))
         }
     }

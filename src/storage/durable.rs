@@ -60,40 +60,35 @@ impl SyncedLocalStore {
         let root = self.root.clone();
         let journal = self.journal.clone();
         let key = location.to_string();
-        tokio::task::spawn_blocking(move || sync_path(&root, &file, &key, journal.as_ref()))
-            .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "SyncedLocalStore",
-                source: Box::new(e),
-            })?
-            .map_err(|e| object_store::Error::Generic {
-                store: "SyncedLocalStore",
-                source: Box::new(e),
-            })
+        blocking(move || sync_path(&root, &file, &key, journal.as_ref())).await
     }
 
     /// fsyncs the directory that held `location` (after a delete).
     async fn sync_parent(&self, location: &Path) -> Result<()> {
         let file = self.inner.path_to_filesystem(location)?;
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             if let Some(dir) = file.parent().filter(|d| d.starts_with(&root))
                 && dir.exists()
             {
                 std::fs::File::open(dir)?.sync_all()?;
             }
-            Ok::<_, std::io::Error>(())
+            Ok(())
         })
         .await
-        .map_err(|e| object_store::Error::Generic {
-            store: "SyncedLocalStore",
-            source: Box::new(e),
-        })?
-        .map_err(|e| object_store::Error::Generic {
-            store: "SyncedLocalStore",
-            source: Box::new(e),
-        })
     }
+}
+
+/// Runs file-system work on the blocking pool, as an object-store error on failure.
+async fn blocking(f: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> Result<()> {
+    let generic = |e: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
+        store: "SyncedLocalStore",
+        source: e,
+    };
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| generic(Box::new(e)))?
+        .map_err(|e| generic(Box::new(e)))
 }
 
 fn sync_path(
