@@ -96,7 +96,7 @@ async fn sigterm_finishes_in_flight_requests_and_keeps_every_acknowledged_sample
                             ("query", "sum by (s) (rate(quiver_term_bg[5m])) + on(s) group_left max_over_time(quiver_term_bg[10m])"),
                             ("start", &(end - 3600).to_string()),
                             ("end", &end.to_string()),
-                            ("step", "5"),
+                            ("step", "1"),
                             ("nocache", "1"),
                         ])
                         .send()
