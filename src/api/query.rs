@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use promql_parser::parser::value::ValueType;
 
-use crate::promql::{Annotations, Cancel, Engine, PromqlError, QueryOptions, Steps};
+use crate::promql::{Annotations, Engine, PromqlError, QueryOptions, Steps};
 
 /// Prometheus's cap on points per series of a range query.
 const MAX_POINTS: i64 = 11_000;
@@ -83,12 +83,6 @@ fn partial_data_warning(storage: &crate::storage::Storage, warnings: &mut Vec<St
     }
 }
 
-/// The cancel token and timeout of one query request.
-fn deadline(p: &Params, st: &AppState) -> Result<(Cancel, Duration), ApiError> {
-    let timeout = Duration::from_millis(timeout_ms(p, st)?);
-    Ok((Cancel::after(timeout), timeout))
-}
-
 #[tracing::instrument(skip_all, fields(query))]
 pub(super) async fn query(
     State(st): State<AppState>,
@@ -106,15 +100,14 @@ pub(super) async fn query(
             .to_string();
         tracing::Span::current().record("query", q.as_str());
         let t = p.time("time", Some(storage.now_ms()))?.expect("default");
-        let (cancel, timeout) = deadline(&p, &st)?;
+        let timeout = Duration::from_millis(timeout_ms(&p, &st)?);
         let mut opts = options(&p, &st)?;
-        opts.cancel = cancel.clone();
         let limit = p.limit()?;
         let slot = st.admission.query(&access.tenant)?;
         st.query_rt
-            .clone()
-            .run(cancel, timeout, async move {
+            .run(timeout, move |cancel| async move {
                 let _slot = slot;
+                opts.cancel = cancel;
                 // Parsed, evaluated and dropped on a query thread (deep ASTs need its stack).
                 let expr = Engine::parse(&q).map_err(ApiError::from_promql)?;
                 let allowed = access.allowed(&storage);
@@ -168,16 +161,15 @@ pub(super) async fn query_range(
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
             ));
         }
-        let (cancel, timeout) = deadline(&p, &st)?;
+        let timeout = Duration::from_millis(timeout_ms(&p, &st)?);
         let mut opts = options(&p, &st)?;
-        opts.cancel = cancel.clone();
         let limit = p.limit()?;
         let slot = st.admission.query(&access.tenant)?;
         let state = st.clone();
         st.query_rt
-            .clone()
-            .run(cancel, timeout, async move {
+            .run(timeout, move |cancel| async move {
                 let _slot = slot;
+                opts.cancel = cancel;
                 let expr = Engine::parse(&q).map_err(ApiError::from_promql)?;
                 // Prometheus refuses these as bad_data before evaluating anything.
                 if let t @ (ValueType::Matrix | ValueType::String) = expr.value_type() {
@@ -270,10 +262,7 @@ async fn on_query_runtime(
 ) -> Response {
     let timeout = Duration::from_millis(st.limits.query_timeout_ms);
     st.query_rt
-        .clone()
-        .run(Cancel::after(timeout), timeout, async move {
-            render(parsed_query(&p)?)
-        })
+        .run(timeout, |_| async move { render(parsed_query(&p)?) })
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }

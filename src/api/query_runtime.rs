@@ -54,17 +54,22 @@ impl QueryRuntime {
         })
     }
 
-    /// Runs `work` on the query runtime; answers `timeout` (503) once `timeout` has passed.
-    /// `cancel` is the token `work` checks; it is set when this future ends for any reason
-    /// other than `work` finishing (timeout, or the client went away and axum dropped us).
-    pub async fn run<T: Send + 'static>(
+    /// Runs the future `work(token)` makes on the query runtime, with a fresh [`Cancel`]
+    /// token that times out after `timeout`; answers `timeout` (503) once it has passed.
+    /// The token is also set when this future ends for any other reason than `work`
+    /// finishing (the client went away and axum dropped us), so `work` must check it.
+    pub async fn run<T, Fut>(
         &self,
-        cancel: Cancel,
         timeout: Duration,
-        work: impl Future<Output = Result<T, ApiError>> + Send + 'static,
-    ) -> Result<T, ApiError> {
+        work: impl FnOnce(Cancel) -> Fut,
+    ) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, ApiError>> + Send + 'static,
+    {
         let rt = self.inner.rt.as_ref().expect("runtime lives until drop");
-        let handle = rt.spawn(work.instrument(tracing::Span::current()));
+        let cancel = Cancel::after(timeout);
+        let handle = rt.spawn(work(cancel.clone()).instrument(tracing::Span::current()));
         let _stop = StopOnDrop {
             abort: handle.abort_handle(),
             cancel,
@@ -110,7 +115,7 @@ mod tests {
     async fn panics_become_errors_and_timeouts_stop_work() {
         let rt = QueryRuntime::new(1).unwrap();
         let e = rt
-            .run(Cancel::default(), Duration::from_secs(5), async {
+            .run(Duration::from_secs(5), |_| async {
                 if std::hint::black_box(true) {
                     panic!("boom");
                 }
@@ -122,16 +127,18 @@ mod tests {
         assert!(e.message.contains("boom"));
 
         // A loop that never awaits stops through its token.
-        let cancel = Cancel::default();
-        let token = cancel.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let e = rt
-            .run(cancel, Duration::from_millis(100), async move {
-                while token.check().is_ok() {
-                    std::hint::spin_loop();
-                }
+            .run(Duration::from_millis(100), |token| async move {
+                // As the evaluator does: spin until the token says stop, then fail with it.
+                let stop = loop {
+                    match token.check() {
+                        Ok(()) => std::hint::spin_loop(),
+                        Err(e) => break e,
+                    }
+                };
                 let _ = tx.send(());
-                Ok(())
+                Err::<(), _>(ApiError::from_promql(stop))
             })
             .await
             .unwrap_err();
@@ -140,7 +147,7 @@ mod tests {
             .expect("the spinning query saw its token");
         // The runtime is free again.
         let ok = rt
-            .run(Cancel::default(), Duration::from_secs(5), async { Ok(7) })
+            .run(Duration::from_secs(5), |_| async { Ok(7) })
             .await
             .unwrap();
         assert_eq!(ok, 7);

@@ -69,14 +69,11 @@ pub(super) async fn read(
     }
     let max_samples = st.limits.max_samples;
     let timeout = std::time::Duration::from_millis(st.limits.query_timeout_ms);
-    let cancel = crate::promql::Cancel::after(timeout);
-    let token = cancel.clone();
     let answer = st
         .query_rt
-        .clone()
-        .run(cancel, timeout, async move {
+        .run(timeout, move |cancel| async move {
             let _slot = slot;
-            Ok(answer(storage, access, body, max_samples, token).await)
+            Ok(answer(storage, access, body, max_samples, cancel).await)
         })
         .await;
     answer.unwrap_or_else(|e| bad(e.status(), e.message))

@@ -48,13 +48,10 @@ pub(super) async fn sql(
         let slot = st.admission.query(&access.tenant)?;
         let limits = st.limits;
         let timeout = std::time::Duration::from_millis(limits.query_timeout_ms);
-        let cancel = crate::promql::Cancel::after(timeout);
-        let token = cancel.clone();
         st.query_rt
-            .clone()
-            .run(cancel, timeout, async move {
+            .run(timeout, move |cancel| async move {
                 let _slot = slot;
-                run(storage, access, &q, limits, token).await
+                run(storage, access, &q, limits, cancel).await
             })
             .await
     }

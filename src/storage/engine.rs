@@ -266,16 +266,6 @@ impl Storage {
         self.shared.state.read().frozen.len()
     }
 
-    /// Estimated bytes of the live and frozen heads (cheap: checked on every append).
-    pub fn head_bytes(&self) -> usize {
-        let st = self.shared.state.read();
-        let samples: usize = std::iter::once(&st.head)
-            .chain(st.frozen.iter().map(|(_, h)| h))
-            .map(|h| h.read().num_samples())
-            .sum();
-        samples.saturating_mul(HEAD_BYTES_PER_SAMPLE)
-    }
-
     /// In-memory storage without WAL (PromQL test scripts, unit tests).
     pub async fn in_memory() -> Result<Self, StorageError> {
         let dir = std::env::temp_dir().join(format!("quiver-mem-{}", ulid::Ulid::new()));

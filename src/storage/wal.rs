@@ -118,11 +118,6 @@ impl WalWriter {
         self
     }
 
-    /// Whether the last write or fsync failed and no fresh segment has been started yet.
-    pub fn is_broken(&self) -> bool {
-        self.broken
-    }
-
     /// After a failure: abandons the current segment (without flushing its buffer) and
     /// starts the next one.
     fn recover(&mut self) -> io::Result<()> {
