@@ -17,8 +17,10 @@ use tracing::Instrument;
 use super::ApiError;
 use crate::promql::Cancel;
 
-/// Stack of each query thread. Only the pages a query touches are committed.
-pub const QUERY_STACK_BYTES: usize = 256 << 20;
+/// Stack of each query thread. Only the pages a query touches are committed. Evaluation
+/// recurses once per nesting level, up to `--query-max-depth` (10,000); a debug build
+/// needs ~45 KB a level (a release build far less), so 1 GiB keeps the limit safe in both.
+pub const QUERY_STACK_BYTES: usize = 1 << 30;
 
 #[derive(Clone)]
 pub struct QueryRuntime {

@@ -138,29 +138,40 @@ async fn answer(
         if let Some(a) = &allowed {
             ids &= a;
         }
-        let series = match storage
-            .select_ids(&ids, q.start_timestamp_ms, q.end_timestamp_ms)
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => return bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        };
-        total += series.iter().map(|s| s.ts.len()).sum::<usize>();
+        // The samples cap is charged chunk by chunk, so an over-limit read stops early.
         // As Prometheus's --storage.remote.read-sample-limit: refuse rather than answer part.
-        if total > max_samples {
-            return bad(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "exceeded sample limit ({max_samples}, --query-max-samples); narrow the matchers or the time range"
-                ),
-            );
-        }
+        let runs = storage
+            .scan(&ids, q.start_timestamp_ms, q.end_timestamp_ms)
+            .collect(1024, |n| {
+                total += n;
+                if total > max_samples {
+                    Err(ReadError::TooManySamples)
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
+        let runs = match runs {
+            Ok(r) => r,
+            Err(ReadError::TooManySamples) => {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "exceeded sample limit ({max_samples}, --query-max-samples); narrow the matchers or the time range"
+                    ),
+                );
+            }
+            Err(ReadError::Storage(e)) => {
+                return bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+            }
+        };
+        let labels = storage.catalog().labels_many(runs.iter().map(|r| r.id));
+        let mut series: Vec<_> = runs.into_iter().zip(labels).collect();
+        series.sort_by(|a, b| a.1.cmp(&b.1));
         let timeseries = series
             .into_iter()
-            .filter(|s| !s.ts.is_empty())
-            .map(|s| prompb::TimeSeries {
-                labels: s
-                    .labels
+            .map(|(s, labels)| prompb::TimeSeries {
+                labels: labels
                     .iter()
                     .map(|(n, v)| prompb::Label {
                         name: n.into(),
@@ -195,4 +206,16 @@ async fn answer(
         compressed,
     )
         .into_response()
+}
+
+/// Why a remote-read query stopped.
+enum ReadError {
+    TooManySamples,
+    Storage(crate::storage::StorageError),
+}
+
+impl From<crate::storage::StorageError> for ReadError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        ReadError::Storage(e)
+    }
 }

@@ -340,14 +340,15 @@ impl Engine {
         }
         let times: Vec<i64> = ctx.steps.iter().collect();
         let scan = super::exec::RangeScan {
-            storage: self.storage.clone(),
+            scan: self
+                .storage
+                .scan(&ids, lo.saturating_sub(range_ms).saturating_add(1), hi),
             function,
-            ids,
             group_of: Arc::new(group_of),
             ends: Arc::new(ends),
             range_ms,
             times: Arc::new(times),
-            loaded: Default::default(),
+            charged: Default::default(),
             max_samples: self.opts.max_samples,
             cancel: self.opts.cancel.clone(),
         };

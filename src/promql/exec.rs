@@ -1,8 +1,9 @@
 //! `aggregation(range_function(selector))` as one DataFusion plan.
 //!
-//! `RangeFnExec` is a leaf operator with one output partition per series shard: each
-//! partition reads its shard's samples and streams `(grp, step, value)` rows of the range
-//! function, a batch per series chunk. DataFusion's own hash aggregation (partial per
+//! `RangeFnExec` is a leaf operator with one output partition per series-id range: each
+//! partition streams its part of the storage scan chunk by chunk and turns every chunk into
+//! one batch of `(grp, step, value)` rows of the range function, so only a chunk of samples
+//! per partition is in memory at a time. DataFusion's own hash aggregation (partial per
 //! partition, repartition by group, final) then sums, counts or averages per `(grp, step)`, so
 //! per-series rows never accumulate in memory and both cores work. The evaluator uses this
 //! path for `sum`/`count`/`avg`/`group` over rate-style functions of a plain matrix selector;
@@ -11,6 +12,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{AsArray, Float64Array, RecordBatch, UInt32Array};
@@ -30,12 +32,11 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream, displayable,
 };
 use datafusion::prelude::{SessionConfig, SessionContext, col};
-use roaring::RoaringBitmap;
 
 use super::functions::window_value;
 use super::range_fns::{self as rf, RangeFn};
 use crate::catalog::SeriesId;
-use crate::storage::Storage;
+use crate::storage::{Scan, SeriesRun};
 
 /// Aggregations DataFusion computes with Prometheus's semantics for finite inputs.
 pub(super) fn supported_aggregation(op: &str) -> bool {
@@ -53,9 +54,9 @@ fn row_schema() -> SchemaRef {
 /// What one range-function scan needs.
 #[derive(Clone)]
 pub(super) struct RangeScan {
-    pub storage: Arc<Storage>,
+    /// The selected series over the widest window of any step.
+    pub scan: Scan,
     pub function: RangeFn,
-    pub ids: RoaringBitmap,
     /// Aggregation group of each series.
     pub group_of: Arc<HashMap<SeriesId, u32>>,
     /// Window end of every step, and the window length.
@@ -63,12 +64,11 @@ pub(super) struct RangeScan {
     pub range_ms: i64,
     /// Evaluation time of every step (for functions that need it).
     pub times: Arc<Vec<i64>>,
-    /// Samples of all selected series, read once and shared by the partitions (each block
-    /// file is scanned once; the partitions split the CPU work of the range function).
-    pub loaded: Arc<tokio::sync::OnceCell<Arc<Vec<crate::storage::SeriesResult>>>>,
+    /// Samples read so far by all partitions, charged against `max_samples` per chunk.
+    pub charged: Arc<AtomicUsize>,
     /// Deadline and cancellation of the query, checked in the window loops.
     pub cancel: super::Cancel,
-    /// The query's sample limit, checked once the samples are read.
+    /// The query's sample limit.
     pub max_samples: usize,
 }
 
@@ -114,7 +114,7 @@ impl DisplayAs for RangeFnExec {
             self.scan.function.name(),
             self.scan.range_ms,
             self.scan.ends.len(),
-            self.scan.ids.len(),
+            self.scan.scan.num_series(),
             self.partitions
         )
     }
@@ -156,40 +156,17 @@ impl ExecutionPlan for RangeFnExec {
         _ctx: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let scan = self.scan.clone();
-        let parts = self.partitions;
-        let fut = async move {
-            let all = scan
-                .loaded
-                .get_or_try_init(|| async {
-                    let (Some(&lo), Some(&hi)) = (scan.ends.iter().min(), scan.ends.iter().max())
-                    else {
-                        return Ok(Arc::new(Vec::new()));
-                    };
-                    let found = scan
-                        .storage
-                        .select_ids(&scan.ids, lo - scan.range_ms + 1, hi)
-                        .await
-                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                    let total: usize = found.iter().map(|s| s.ts.len()).sum();
-                    if total > scan.max_samples {
-                        return Err(DataFusionError::External(Box::new(
-                            super::PromqlError::TooManySamples,
-                        )));
-                    }
-                    Ok(Arc::new(found))
-                })
-                .await?
-                .clone();
-            // This partition's shard: every `parts`-th series.
-            let mine: Vec<&crate::storage::SeriesResult> =
-                all.iter().skip(partition).step_by(parts.max(1)).collect();
-            mine.chunks(CHUNK)
-                .map(|chunk| compute_chunk(&scan, chunk))
-                .collect::<DfResult<Vec<RecordBatch>>>()
-        };
-        let stream = futures::stream::once(fut)
-            .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
-            .try_flatten();
+        let chunks = scan.scan.part(partition, self.partitions).chunks(CHUNK);
+        let stream = chunks.map(move |chunk| {
+            let chunk = chunk.map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let n: usize = chunk.iter().map(SeriesRun::len).sum();
+            if scan.charged.fetch_add(n, Ordering::Relaxed) + n > scan.max_samples {
+                return Err(DataFusionError::External(Box::new(
+                    super::PromqlError::TooManySamples,
+                )));
+            }
+            compute_chunk(&scan, &chunk)
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             row_schema(),
             stream,
@@ -197,12 +174,9 @@ impl ExecutionPlan for RangeFnExec {
     }
 }
 
-use futures::TryStreamExt;
+use futures::StreamExt;
 
-fn compute_chunk(
-    scan: &RangeScan,
-    series: &[&crate::storage::SeriesResult],
-) -> DfResult<RecordBatch> {
+fn compute_chunk(scan: &RangeScan, series: &[SeriesRun]) -> DfResult<RecordBatch> {
     let (mut grp, mut step, mut val) = (Vec::new(), Vec::new(), Vec::new());
     for s in series.iter() {
         let Some(&g) = scan.group_of.get(&s.id) else {

@@ -83,6 +83,9 @@ pub fn matcher_sets(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, PromqlErro
     Ok(sets)
 }
 
+/// Series a selector reads per step of its scan.
+const SCAN_CHUNK_SERIES: usize = 1024;
+
 impl Engine {
     /// Raw samples of every series matching `vs` in `[min_t, max_t]`.
     pub(super) async fn fetch(
@@ -97,17 +100,31 @@ impl Engine {
             ids |= self.storage.catalog().select(ms);
         }
         self.scope(&mut ids);
-        let found = self.storage.select_ids(&ids, min_t, max_t).await?;
-        let total: usize = found.iter().map(|s| s.ts.len()).sum();
-        self.charge(total)?;
-        Ok(found
+        // The sample limit is charged chunk by chunk, so an over-limit selector stops at
+        // the chunk that crosses it instead of reading everything first.
+        // Boxed: this future is part of every evaluator level's state, and nested queries
+        // recurse thousands of levels deep (`promql::guard`).
+        let runs = Box::pin(
+            self.storage
+                .scan(&ids, min_t, max_t)
+                .collect(SCAN_CHUNK_SERIES, |n| self.charge(n)),
+        )
+        .await?;
+        let labels = self
+            .storage
+            .catalog()
+            .labels_many(runs.iter().map(|r| r.id));
+        let mut out: Vec<Raw> = runs
             .into_iter()
-            .map(|s| Raw {
-                labels: s.labels,
-                ts: s.ts,
-                vals: s.vals,
+            .zip(labels)
+            .map(|(r, labels)| Raw {
+                labels,
+                ts: r.ts,
+                vals: r.vals,
             })
-            .collect())
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
     }
 
     /// Instant vector selector: for each step the newest sample in `(te - lookback, te]`,

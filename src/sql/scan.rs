@@ -1,13 +1,14 @@
-//! `SamplesScanExec`: the `samples` table as a partitioned, streaming DataFusion leaf.
+//! `SamplesScanExec`: the `samples` table as a partitioned, streaming DataFusion leaf over
+//! the storage scan (`storage/scan.rs`).
 //!
-//! The selected series ids are split into contiguous ranges, one per partition, so the
+//! The scan's series are split into contiguous id ranges, one per partition, so the
 //! partitions decode in parallel and each emits its rows ordered by `(series_id,
 //! timestamp)` — which it declares, so DataFusion does not sort again. A partition reads
-//! its series a chunk at a time through the storage engine (blocks and heads merged with
-//! their precedence) and hands each chunk on as record batches before reading the next, so
-//! memory follows the chunk, not the selection. The samples budget is charged as chunks
-//! arrive. (Decoding still goes through `Storage::select_ids` per chunk; reading the block
-//! Parquet files directly is the next step of the streaming-scan work.)
+//! its series a chunk at a time (blocks page-pruned by the pushed time range and series,
+//! merged with the heads by precedence) and hands each chunk on as record batches before
+//! reading the next, so memory follows the chunk, not the selection. Each chunk is reserved
+//! in the session's memory pool while it is held and the samples budget is charged as
+//! chunks arrive.
 
 use std::fmt;
 use std::sync::Arc;
@@ -30,7 +31,9 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use crate::storage::Storage;
+use datafusion::execution::memory_pool::MemoryConsumer;
+
+use crate::storage::{Scan, SeriesRun};
 
 /// Series read per step of a partition.
 const CHUNK_SERIES: usize = 512;
@@ -40,11 +43,10 @@ const BATCH_ROWS: usize = 64 * 1024;
 /// What one scan of `samples` reads.
 #[derive(Clone)]
 pub struct ScanSpec {
-    pub storage: Arc<Storage>,
-    /// Series to read, ascending (already narrowed by filters and enforced matchers).
-    pub ids: Arc<Vec<u32>>,
-    pub min_t: i64,
-    pub max_t: i64,
+    /// Series and time range to read (already narrowed by filters and enforced matchers).
+    pub scan: Scan,
+    /// The filters pushed into the scan, for EXPLAIN.
+    pub pushed: Vec<String>,
     /// Samples all scans of the session may load, and how many they have (None: no limit).
     pub budget: Option<(usize, Arc<AtomicUsize>)>,
     /// Columns of `samples` to emit (indices into series_id, timestamp, value).
@@ -64,7 +66,7 @@ impl SamplesScanExec {
     /// `full` is the table's schema; the scan emits `spec.projection` of it.
     pub fn new(spec: ScanSpec, full: SchemaRef, partitions: usize) -> DfResult<Self> {
         let schema = Arc::new(full.project(&spec.projection)?);
-        let partitions = partitions.clamp(1, spec.ids.len().max(1));
+        let partitions = partitions.clamp(1, spec.scan.num_series().max(1));
         // Each partition is sorted by (series_id, timestamp) when both are emitted.
         let pos = |c: usize| spec.projection.iter().position(|&p| p == c);
         let mut eq = EquivalenceProperties::new(schema.clone());
@@ -91,13 +93,6 @@ impl SamplesScanExec {
             properties: Arc::new(properties),
         })
     }
-
-    /// The contiguous slice of series ids partition `p` reads.
-    fn slice(&self, p: usize) -> std::ops::Range<usize> {
-        let n = self.spec.ids.len();
-        let per = n.div_ceil(self.partitions);
-        (p * per).min(n)..((p + 1) * per).min(n)
-    }
 }
 
 impl fmt::Debug for SamplesScanExec {
@@ -114,15 +109,20 @@ impl DisplayAs for SamplesScanExec {
             .iter()
             .map(|f| f.name().as_str())
             .collect();
+        let (min_t, max_t) = self.spec.scan.time_range();
         write!(
             f,
-            "SamplesScanExec: series={}, time=[{}, {}], partitions={}, projection=[{}]",
-            self.spec.ids.len(),
-            self.spec.min_t,
-            self.spec.max_t,
+            "SamplesScanExec: series={}, blocks={}, time=[{}, {}], partitions={}, projection=[{}]",
+            self.spec.scan.num_series(),
+            self.spec.scan.num_blocks(),
+            min_t,
+            max_t,
             self.partitions,
             cols.join(", ")
         )?;
+        if !self.spec.pushed.is_empty() {
+            write!(f, ", pushed=[{}]", self.spec.pushed.join(", "))?;
+        }
         if let Some(l) = self.spec.limit {
             write!(f, ", limit={l}")?;
         }
@@ -160,32 +160,44 @@ impl ExecutionPlan for SamplesScanExec {
     fn execute(
         &self,
         partition: usize,
-        _ctx: Arc<TaskContext>,
+        ctx: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let spec = self.spec.clone();
         let schema = self.schema.clone();
-        let range = self.slice(partition);
-        let chunks: Vec<std::ops::Range<usize>> = range
-            .clone()
-            .step_by(CHUNK_SERIES)
-            .map(|s| s..(s + CHUNK_SERIES).min(range.end))
-            .collect();
+        let chunks = spec
+            .scan
+            .part(partition, self.partitions)
+            .chunks(CHUNK_SERIES);
+        // Each chunk is reserved in the pool while its batches are alive downstream of the
+        // scan's own buffer; a pool too small for one chunk fails the query, not the process.
+        let reservation = Arc::new(parking_lot::Mutex::new(
+            MemoryConsumer::new(format!("SamplesScanExec[{partition}]"))
+                .register(ctx.memory_pool()),
+        ));
         let emitted = Arc::new(AtomicUsize::new(0));
-        let stream = futures::stream::iter(chunks)
-            .then(move |chunk| {
-                let (spec, schema, emitted) = (spec.clone(), schema.clone(), emitted.clone());
-                async move {
-                    if spec
-                        .limit
-                        .is_some_and(|l| emitted.load(Ordering::Relaxed) >= l)
-                    {
-                        return Ok(Vec::new());
+        let limit = spec.limit;
+        let seen = emitted.clone();
+        let stream = chunks
+            // A pushed-down LIMIT: stop reading once this partition has emitted enough.
+            .take_while(move |_| {
+                let more = limit.is_none_or(|l| seen.load(Ordering::Relaxed) < l);
+                async move { more }
+            })
+            .map(move |chunk| {
+                let chunk = chunk.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let n: usize = chunk.iter().map(SeriesRun::len).sum();
+                if let Some((max, used)) = &spec.budget {
+                    let total = used.fetch_add(n, Ordering::Relaxed) + n;
+                    if total > *max {
+                        return Err(DataFusionError::ResourcesExhausted(format!(
+                            "the query reads more than {max} samples (--query-max-samples); narrow it by timestamp or series_id"
+                        )));
                     }
-                    let batches = read_chunk(&spec, &schema, &spec.ids[chunk]).await?;
-                    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-                    emitted.fetch_add(rows, Ordering::Relaxed);
-                    Ok::<_, DataFusionError>(batches)
                 }
+                // 20 bytes a sample: series id, timestamp, value.
+                reservation.lock().try_resize(n * 20)?;
+                emitted.fetch_add(n, Ordering::Relaxed);
+                to_batches(&spec, &schema, chunk)
             })
             .map(|r| match r {
                 Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
@@ -199,28 +211,12 @@ impl ExecutionPlan for SamplesScanExec {
     }
 }
 
-/// Reads one chunk of series (ascending ids) and cuts it into batches.
-async fn read_chunk(
+/// Cuts one chunk of series (ascending ids) into batches of at most `BATCH_ROWS` rows.
+fn to_batches(
     spec: &ScanSpec,
     schema: &SchemaRef,
-    ids: &[u32],
+    series: Vec<SeriesRun>,
 ) -> DfResult<Vec<RecordBatch>> {
-    let bitmap: roaring::RoaringBitmap = ids.iter().copied().collect();
-    let mut series = spec
-        .storage
-        .select_ids(&bitmap, spec.min_t, spec.max_t)
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-    if let Some((max, used)) = &spec.budget {
-        let n: usize = series.iter().map(|s| s.ts.len()).sum();
-        let total = used.fetch_add(n, Ordering::Relaxed) + n;
-        if total > *max {
-            return Err(DataFusionError::ResourcesExhausted(format!(
-                "the query reads more than {max} samples (--query-max-samples); narrow it by timestamp or series_id"
-            )));
-        }
-    }
-    series.sort_by_key(|s| s.id);
     let mut out = Vec::new();
     let (mut sid, mut ts, mut vs) = (Vec::new(), Vec::new(), Vec::new());
     for s in series {

@@ -283,10 +283,12 @@ impl TableProvider for SamplesTable {
             max_t: i64::MAX,
             ids: None,
         };
+        let mut pushed = Vec::new();
         for f in filters {
             let mut one = p.clone();
             if apply(&mut one, f) {
                 p = one;
+                pushed.push(f.to_string());
             }
         }
         let mut ids = match p.ids {
@@ -301,10 +303,8 @@ impl TableProvider for SamplesTable {
             .cloned()
             .unwrap_or_else(|| (0..samples_schema().fields().len()).collect());
         let spec = super::scan::ScanSpec {
-            storage: self.storage.clone(),
-            ids: Arc::new(ids.iter().collect()),
-            min_t: p.min_t,
-            max_t: p.max_t,
+            scan: self.storage.scan(&ids, p.min_t, p.max_t),
+            pushed,
             budget: self.budget.clone(),
             projection,
             limit,

@@ -19,6 +19,7 @@ pub mod head;
 pub mod objstore;
 pub mod paths;
 mod read;
+mod scan;
 pub mod tenants;
 pub mod wal;
 mod wal_pool;
@@ -26,6 +27,7 @@ mod wal_pool;
 pub use engine::{Clock, Storage, StorageOptions, StorageStats, WriteWindow};
 pub use error::StorageError;
 pub use read::{SamplesCache, SeriesResult, samples_cache};
+pub use scan::{Scan, SeriesRun};
 pub use tenants::Tenants;
 
 /// Format version of the data directory as a whole (`VERSION` file; see `migrations/`).

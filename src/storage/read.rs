@@ -1,6 +1,6 @@
-//! Reading samples back: matchers → series ids (catalog) → head and block scans.
+//! Reading back: matchers → series ids (catalog), and one block's samples for a scan
+//! (`scan.rs`): row groups by statistics, pages by the page index, decoded in parallel.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::AsArray;
@@ -20,8 +20,7 @@ use roaring::RoaringBitmap;
 
 use super::StorageError;
 use super::block::LoadedBlock;
-use super::engine::Storage;
-use super::head::Head;
+use super::engine::{Shared, Storage};
 use crate::catalog::SeriesId;
 use crate::model::{Labels, Matcher};
 
@@ -34,41 +33,21 @@ pub struct SeriesResult {
     pub vals: Vec<f64>,
 }
 
-/// Sources overlapping a time range, in precedence order (later wins on equal timestamps).
-pub struct Snapshot {
-    pub blocks: Vec<Arc<LoadedBlock>>,
-    pub heads: Vec<Arc<parking_lot::RwLock<Head>>>,
-}
-
 impl Storage {
-    /// Blocks and heads that may hold samples in `[min_t, max_t]`.
-    pub fn snapshot(&self, min_t: i64, max_t: i64) -> Snapshot {
-        let st = self.shared.state.read();
-        Snapshot {
-            blocks: st
-                .blocks
-                .iter()
-                .filter(|b| b.meta.overlaps(min_t, max_t))
-                .cloned()
-                .collect(),
-            heads: st
-                .frozen
-                .iter()
-                .map(|(_, h)| h.clone())
-                .chain(std::iter::once(st.head.clone()))
-                .collect(),
-        }
-    }
-
     /// Global ids of series with samples in `[min_t, max_t]` (by source time ranges) that
     /// match all matchers. Served from the index; no samples are read.
     pub fn series_ids(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> RoaringBitmap {
-        let snap = self.snapshot(min_t, max_t);
+        let st = self.shared.state.read();
         let mut present = RoaringBitmap::new();
-        for b in &snap.blocks {
+        for b in st.blocks.iter().filter(|b| b.meta.overlaps(min_t, max_t)) {
             present |= &b.present;
         }
-        for h in &snap.heads {
+        for h in st
+            .frozen
+            .iter()
+            .map(|(_, h)| h)
+            .chain(std::iter::once(&st.head))
+        {
             let h = h.read();
             if h.time_range()
                 .is_some_and(|(a, b)| a <= max_t && b >= min_t)
@@ -101,7 +80,8 @@ impl Storage {
             .label_values(name, &self.series_ids(matchers, min_t, max_t))
     }
 
-    /// Samples of every matching series in `[min_t, max_t]`, sorted by labels.
+    /// Samples of every matching series in `[min_t, max_t]`, sorted by labels: a scan
+    /// collected whole, for tests and tools that want every series at once.
     pub async fn select(
         &self,
         matchers: &[Matcher],
@@ -109,100 +89,53 @@ impl Storage {
         max_t: i64,
     ) -> Result<Vec<SeriesResult>, StorageError> {
         let ids = self.shared.catalog.select(matchers);
-        self.select_ids(&ids, min_t, max_t).await
-    }
-
-    /// Samples of the given series in `[min_t, max_t]`, sorted by labels.
-    pub async fn select_ids(
-        &self,
-        ids: &RoaringBitmap,
-        min_t: i64,
-        max_t: i64,
-    ) -> Result<Vec<SeriesResult>, StorageError> {
-        let snap = self.snapshot(min_t, max_t);
-        // Per series: one run per contributing source, in precedence order.
-        let mut runs: HashMap<SeriesId, Vec<Run>> = HashMap::new();
-        // Blocks are read a few at a time (each spreads its row groups over tasks), and
-        // their results taken in block order, which is the precedence order.
-        let work: Vec<(Arc<LoadedBlock>, Vec<u32>)> = snap
-            .blocks
-            .iter()
-            .map(|b| (b.clone(), b.local_ids(ids)))
-            .filter(|(_, locals)| !locals.is_empty())
-            .collect();
-        let scans = work
-            .into_iter()
-            .map(|(b, locals)| async move { self.scan_block(&b, &locals, min_t, max_t).await });
-        let mut scans = futures::stream::iter(scans).buffered(2);
-        while let Some(scanned) = scans.next().await {
-            for (g, ts, vs) in scanned? {
-                runs.entry(g).or_default().push((ts, vs));
-            }
-        }
-        for h in &snap.heads {
-            let h = h.read();
-            if !h
-                .time_range()
-                .is_some_and(|(a, b)| a <= max_t && b >= min_t)
-            {
-                continue;
-            }
-            for id in ids & h.present() {
-                if let Some(buf) = h.get(id) {
-                    let (lo, hi) = buf.range(min_t, max_t);
-                    if lo < hi {
-                        runs.entry(id)
-                            .or_default()
-                            .push((buf.ts[lo..hi].to_vec(), buf.vals[lo..hi].to_vec()));
-                    }
-                }
-            }
-        }
-        let ids: Vec<SeriesId> = runs.keys().copied().collect();
-        let labels = self.shared.catalog.labels_many(ids.iter().copied());
-        let mut out: Vec<SeriesResult> = ids
+        let runs = self
+            .scan(&ids, min_t, max_t)
+            .collect(4096, |_| Ok::<_, StorageError>(()))
+            .await?;
+        let labels = self.shared.catalog.labels_many(runs.iter().map(|r| r.id));
+        let mut out: Vec<SeriesResult> = runs
             .into_iter()
             .zip(labels)
-            .map(|(id, labels)| {
-                let (ts, vals) = merge_runs(runs.remove(&id).unwrap_or_default());
-                SeriesResult {
-                    id,
-                    labels,
-                    ts,
-                    vals,
-                }
+            .map(|(r, labels)| SeriesResult {
+                id: r.id,
+                labels,
+                ts: r.ts,
+                vals: r.vals,
             })
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
     }
+}
 
+impl Shared {
     /// The block's sample-file footer, from the cache or read once from the store.
     async fn footer(&self, block: &LoadedBlock) -> Result<ArrowReaderMetadata, StorageError> {
-        if let Some(m) = self.shared.footers.get(&block.meta.id) {
+        if let Some(m) = self.footers.get(&block.meta.id) {
             return Ok(m);
         }
         #[allow(deprecated)]
-        let mut reader = ParquetObjectReader::new(self.shared.store.clone(), block.path.samples());
+        let mut reader = ParquetObjectReader::new(self.store.clone(), block.path.samples());
         // With the page index: row groups hold ~180 series × the block's whole window, so
         // pages (8192 rows) are what lets a short query skip most of a row group.
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let m = ArrowReaderMetadata::load_async(&mut reader, options).await?;
-        self.shared.footers.insert(block.meta.id.clone(), m.clone());
+        self.footers.insert(block.meta.id.clone(), m.clone());
         Ok(m)
     }
 
     /// Reads the given local series of a block, through the decoded-samples cache when
     /// there is one: cached series are sliced to the time range; for a read covering at
     /// least an eighth of the block the others are read whole, cached, then sliced.
-    async fn scan_block(
+    pub(super) async fn scan_block(
         &self,
         block: &Arc<LoadedBlock>,
         locals: &[u32],
         min_t: i64,
         max_t: i64,
     ) -> Result<Vec<ScannedSeries>, StorageError> {
-        let cache = self.shared.opts.samples_cache.as_ref();
+        let cache = self.opts.samples_cache.as_ref();
         let Some((cache, key)) = cache.zip(ulid::Ulid::from_string(&block.meta.id).ok()) else {
             return self.scan_block_pages(block, locals, min_t, max_t).await;
         };
@@ -301,7 +234,7 @@ impl Storage {
                 return None;
             }
             let task = RowGroupScan {
-                store: self.shared.store.clone(),
+                store: self.store.clone(),
                 block: block.clone(),
                 meta: meta.clone(),
                 group: g,
@@ -470,62 +403,8 @@ pub fn samples_cache(max_bytes: u64) -> SamplesCache {
         .build()
 }
 
-/// One source's samples of a series: timestamps and values.
-type Run = (Vec<i64>, Vec<f64>);
-
-/// Merges sorted runs; on equal timestamps the later run wins.
-fn merge_runs(mut runs: Vec<Run>) -> Run {
-    if runs.len() == 1 {
-        return runs.pop().expect("one run");
-    }
-    // The usual case: consecutive blocks, then the head — runs that do not overlap in
-    // time. Ordered by first timestamp they simply concatenate (no ties, so precedence
-    // does not matter).
-    runs.retain(|(ts, _)| !ts.is_empty());
-    if runs.is_empty() {
-        return Run::default();
-    }
-    let mut order: Vec<usize> = (0..runs.len()).collect();
-    order.sort_by_key(|&i| runs[i].0[0]);
-    if order
-        .windows(2)
-        .all(|w| runs[w[0]].0.last() < runs[w[1]].0.first())
-    {
-        // Grow the earliest run in place and append the others (one copy fewer than
-        // building a new vector; the runs are large on long-range queries).
-        let n: usize = runs.iter().map(|(ts, _)| ts.len()).sum();
-        let mut slots: Vec<Option<Run>> = runs.into_iter().map(Some).collect();
-        let (mut ts, mut vs) = slots[order[0]].take().expect("present");
-        ts.reserve_exact(n - ts.len());
-        vs.reserve_exact(n - vs.len());
-        for &i in &order[1..] {
-            let (t, v) = slots[i].take().expect("present");
-            ts.extend_from_slice(&t);
-            vs.extend_from_slice(&v);
-        }
-        return (ts, vs);
-    }
-    let mut all: Vec<(i64, usize, f64)> = Vec::new();
-    for (rank, (ts, vs)) in runs.into_iter().enumerate() {
-        all.extend(ts.into_iter().zip(vs).map(|(t, v)| (t, rank, v)));
-    }
-    all.sort_by_key(|&(t, r, _)| (t, r));
-    let mut ts: Vec<i64> = Vec::with_capacity(all.len());
-    let mut vs: Vec<f64> = Vec::with_capacity(all.len());
-    for (t, _, v) in all {
-        if ts.last() == Some(&t) {
-            *vs.last_mut().expect("same length") = v;
-        } else {
-            ts.push(t);
-            vs.push(v);
-        }
-    }
-    (ts, vs)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::merge_runs;
     use crate::ingest::{SeriesSamples, WriteBatch};
     use crate::model::{Labels, Matcher};
     use crate::storage::{Storage, WriteWindow};
@@ -595,38 +474,5 @@ mod tests {
                 assert_eq!(have, expect, "series {i}, {re}");
             }
         }
-    }
-
-    #[test]
-    fn later_run_wins_on_equal_timestamps() {
-        let (ts, vs) = merge_runs(vec![
-            (vec![1, 3], vec![1.0, 3.0]),
-            (vec![2, 3], vec![2.0, 30.0]),
-        ]);
-        assert_eq!(ts, vec![1, 2, 3]);
-        assert_eq!(vs, vec![1.0, 2.0, 30.0]);
-    }
-
-    #[test]
-    fn disjoint_runs_concatenate_in_time_order() {
-        let (ts, vs) = merge_runs(vec![
-            (vec![5, 6], vec![5.0, 6.0]),
-            (vec![], vec![]),
-            (vec![1, 2], vec![1.0, 2.0]),
-            (vec![9], vec![9.0]),
-        ]);
-        assert_eq!(ts, vec![1, 2, 5, 6, 9]);
-        assert_eq!(vs, vec![1.0, 2.0, 5.0, 6.0, 9.0]);
-        // Touching runs (same timestamp at the seam) take the merge path: later wins.
-        let (ts, vs) = merge_runs(vec![
-            (vec![1, 2], vec![1.0, 2.0]),
-            (vec![2, 3], vec![20.0, 3.0]),
-        ]);
-        assert_eq!((ts, vs), (vec![1, 2, 3], vec![1.0, 20.0, 3.0]));
-        // Only empty runs: nothing, without panicking.
-        assert_eq!(
-            merge_runs(vec![(vec![], vec![]), (vec![], vec![])]),
-            (vec![], vec![])
-        );
     }
 }

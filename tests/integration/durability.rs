@@ -19,11 +19,16 @@ fn opts(dir: &std::path::Path) -> StorageOptions {
 }
 
 async fn all_samples(s: &Storage, metric: &str) -> Vec<(String, i64, f64)> {
-    let ids = s
-        .catalog()
-        .select(&[Matcher::equal("__name__", metric.to_string())]);
     let mut out = Vec::new();
-    for r in s.select_ids(&ids, i64::MIN, i64::MAX).await.unwrap() {
+    for r in s
+        .select(
+            &[Matcher::equal("__name__", metric.to_string())],
+            i64::MIN,
+            i64::MAX,
+        )
+        .await
+        .unwrap()
+    {
         let k = r.labels.get("k").unwrap_or("").to_string();
         for (t, v) in r.ts.iter().zip(&r.vals) {
             out.push((k.clone(), *t, *v));

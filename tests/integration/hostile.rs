@@ -279,6 +279,8 @@ fn cases(now: i64) -> Vec<Case> {
     let parens_5k = nested("(", "1", ")", 5_000);
     let minus_5k = format!("{}1", "- ".repeat(5_000));
     let abs_5k = nested("abs(", "vector(1)", ")", 5_000);
+    // Just under --query-max-depth, with a selector (the storage scan) at the bottom.
+    let abs_selector_limit = nested("abs(", "quiver_hostile", ")", 9_990);
     let parens_100k = nested("(", "1", ")", 100_000);
     let sum_50k = format!("{}1", "1+".repeat(49_999));
     let or_2mib = {
@@ -463,6 +465,12 @@ fn cases(now: i64) -> Vec<Case> {
             "17 5000 nested abs() calls",
             QUERY,
             &[("query", abs_5k.as_str())],
+            &[200, 400],
+        ),
+        Case::form(
+            "17b 9990 nested abs() of a selector",
+            QUERY,
+            &[("query", abs_selector_limit.as_str())],
             &[200, 400],
         ),
         Case::params(

@@ -94,7 +94,8 @@ async fn samples_scan_is_partitioned_ordered_and_merges_head_over_blocks() {
     };
     let plan = csv("EXPLAIN SELECT series_id, max(value) FROM samples WHERE timestamp >= 2000 GROUP BY series_id").await;
     assert!(
-        plan.contains("SamplesScanExec: series=1500, time=[2000,"),
+        plan.contains("SamplesScanExec: series=1500, blocks=1, time=[2000, ")
+            && plan.contains("pushed=[timestamp >= Int64(2000)]"),
         "{plan}"
     );
     assert!(

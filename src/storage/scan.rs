@@ -1,0 +1,411 @@
+//! The one read path: a [`Scan`] of chosen series over a time range, streamed a chunk of
+//! series at a time from the blocks and heads that overlap the range.
+//!
+//! A scan fixes its sources when it is made (the blocks and the frozen and live heads of
+//! that moment; holding them keeps a concurrent compaction from deleting a block under it).
+//! It can be split into contiguous series-id ranges, one per DataFusion partition, and each
+//! part yields chunks of [`SeriesRun`]s in ascending series id. A chunk reads only what its
+//! series need: for each block, row groups chosen by statistics and pages by the page index
+//! (`read.rs`), decoded as parallel tasks; samples of one series from several sources are
+//! merged with the sources' precedence (later block wins, heads win over blocks). Memory
+//! therefore follows the chunk, not the selection. SQL's `samples` table, PromQL selectors
+//! and the fused range-function operator, and remote read all read through here.
+//!
+//! The live head is read under its lock chunk by chunk: a sample appended while a scan runs
+//! may be seen by a later chunk and not an earlier one (Prometheus isolates head appends
+//! per query; see docs/ARCHITECTURE.md, known gaps).
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use parking_lot::RwLock;
+use roaring::RoaringBitmap;
+
+use super::StorageError;
+use super::block::LoadedBlock;
+use super::engine::{Shared, Storage};
+use super::head::Head;
+use crate::catalog::SeriesId;
+
+/// One series' samples in the scanned range, ascending, one per timestamp (stale markers
+/// included).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesRun {
+    pub id: SeriesId,
+    pub ts: Vec<i64>,
+    pub vals: Vec<f64>,
+}
+
+impl SeriesRun {
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+}
+
+/// A scan of series `ids[range]` over `[min_t, max_t]`. Cheap to clone and split.
+#[derive(Clone)]
+pub struct Scan {
+    shared: Arc<Shared>,
+    blocks: Arc<Vec<Arc<LoadedBlock>>>,
+    heads: Arc<Vec<Arc<RwLock<Head>>>>,
+    ids: Arc<Vec<SeriesId>>,
+    range: Range<usize>,
+    min_t: i64,
+    max_t: i64,
+}
+
+impl Storage {
+    /// A scan of the given series over `[min_t, max_t]`, narrowed to the series some
+    /// source overlapping the range holds.
+    pub fn scan(&self, ids: &RoaringBitmap, min_t: i64, max_t: i64) -> Scan {
+        let (blocks, heads) = {
+            let st = self.shared.state.read();
+            let blocks: Vec<Arc<LoadedBlock>> = st
+                .blocks
+                .iter()
+                .filter(|b| b.meta.overlaps(min_t, max_t))
+                .cloned()
+                .collect();
+            let heads: Vec<Arc<RwLock<Head>>> = st
+                .frozen
+                .iter()
+                .map(|(_, h)| h.clone())
+                .chain(std::iter::once(st.head.clone()))
+                .collect();
+            (blocks, heads)
+        };
+        let mut present = RoaringBitmap::new();
+        for b in &blocks {
+            present |= &b.present;
+        }
+        for h in &heads {
+            let h = h.read();
+            if h.time_range()
+                .is_some_and(|(a, b)| a <= max_t && b >= min_t)
+            {
+                present |= h.present();
+            }
+        }
+        let ids: Vec<SeriesId> = (ids & &present).iter().collect();
+        Scan {
+            shared: self.shared.clone(),
+            blocks: Arc::new(blocks),
+            heads: Arc::new(heads),
+            range: 0..ids.len(),
+            ids: Arc::new(ids),
+            min_t,
+            max_t,
+        }
+    }
+}
+
+impl Scan {
+    /// Series this scan (or part) reads.
+    pub fn ids(&self) -> &[SeriesId] {
+        &self.ids[self.range.clone()]
+    }
+
+    pub fn num_series(&self) -> usize {
+        self.range.len()
+    }
+
+    pub fn time_range(&self) -> (i64, i64) {
+        (self.min_t, self.max_t)
+    }
+
+    /// Blocks the scan reads from (those overlapping its range).
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// `n` parts over contiguous, disjoint series-id ranges (fewer when there are fewer
+    /// series); together they read exactly this scan.
+    pub fn split(&self, n: usize) -> Vec<Scan> {
+        let len = self.range.len();
+        let n = n.clamp(1, len.max(1));
+        let per = len.div_ceil(n).max(1);
+        (0..n)
+            .map(|p| {
+                let a = (self.range.start + p * per).min(self.range.end);
+                let b = (a + per).min(self.range.end);
+                Scan {
+                    range: a..b,
+                    ..self.clone()
+                }
+            })
+            .collect()
+    }
+
+    /// Part `p` of [`Scan::split`]`(n)`.
+    pub fn part(&self, p: usize, n: usize) -> Scan {
+        self.split(n).into_iter().nth(p).unwrap_or_else(|| Scan {
+            range: self.range.end..self.range.end,
+            ..self.clone()
+        })
+    }
+
+    /// The scan as a stream of chunks of at most `series` series each, in ascending id;
+    /// series with no sample in range are left out. A chunk is read when polled.
+    pub fn chunks(
+        self,
+        series: usize,
+    ) -> impl Stream<Item = Result<Vec<SeriesRun>, StorageError>> + Send + 'static {
+        let series = series.max(1);
+        let starts: Vec<usize> = self.range.clone().step_by(series).collect();
+        futures::stream::iter(starts).then(move |a| {
+            let scan = self.clone();
+            async move {
+                let b = (a + series).min(scan.range.end);
+                scan.read(&scan.ids[a..b]).await
+            }
+        })
+    }
+
+    /// Reads every chunk, calling `charge(samples)` as each arrives (a limit refuses there,
+    /// before more is read). For readers that need the whole selection at once.
+    pub async fn collect<E: From<StorageError>>(
+        self,
+        series: usize,
+        mut charge: impl FnMut(usize) -> Result<(), E>,
+    ) -> Result<Vec<SeriesRun>, E> {
+        let mut out = Vec::with_capacity(self.num_series());
+        let mut chunks = std::pin::pin!(self.chunks(series));
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            charge(chunk.iter().map(SeriesRun::len).sum())?;
+            out.extend(chunk);
+        }
+        Ok(out)
+    }
+
+    /// Samples of `ids` (ascending, a sub-slice of the scan's) from every source.
+    async fn read(&self, ids: &[SeriesId]) -> Result<Vec<SeriesRun>, StorageError> {
+        let (min_t, max_t) = (self.min_t, self.max_t);
+        let wanted = RoaringBitmap::from_sorted_iter(ids.iter().copied())
+            .map_err(|e| StorageError::Corrupt(format!("scan ids not sorted: {e}")))?;
+        // Per series: one run per contributing source, in precedence order.
+        let mut runs: HashMap<SeriesId, Vec<Run>> = HashMap::new();
+        // Blocks are read a few at a time (each spreads its row groups over tasks), and
+        // their results taken in block order, which is the precedence order.
+        let work: Vec<(Arc<LoadedBlock>, Vec<u32>)> = self
+            .blocks
+            .iter()
+            .map(|b| (b.clone(), b.local_ids(&wanted)))
+            .filter(|(_, locals)| !locals.is_empty())
+            .collect();
+        let shared = &self.shared;
+        let scans = work
+            .into_iter()
+            .map(|(b, locals)| async move { shared.scan_block(&b, &locals, min_t, max_t).await });
+        let mut scans = futures::stream::iter(scans).buffered(2);
+        while let Some(scanned) = scans.next().await {
+            for (g, ts, vs) in scanned? {
+                runs.entry(g).or_default().push((ts, vs));
+            }
+        }
+        for h in self.heads.iter() {
+            let h = h.read();
+            if !h
+                .time_range()
+                .is_some_and(|(a, b)| a <= max_t && b >= min_t)
+            {
+                continue;
+            }
+            for id in &wanted & h.present() {
+                if let Some(buf) = h.get(id) {
+                    let (lo, hi) = buf.range(min_t, max_t);
+                    if lo < hi {
+                        runs.entry(id)
+                            .or_default()
+                            .push((buf.ts[lo..hi].to_vec(), buf.vals[lo..hi].to_vec()));
+                    }
+                }
+            }
+        }
+        let mut out: Vec<SeriesRun> = runs
+            .into_iter()
+            .map(|(id, r)| {
+                let (ts, vals) = merge_runs(r);
+                SeriesRun { id, ts, vals }
+            })
+            .filter(|r| !r.is_empty())
+            .collect();
+        out.sort_unstable_by_key(|r| r.id);
+        Ok(out)
+    }
+}
+
+/// One source's samples of a series: timestamps and values.
+pub(super) type Run = (Vec<i64>, Vec<f64>);
+
+/// Merges sorted runs; on equal timestamps the later run wins.
+pub(super) fn merge_runs(mut runs: Vec<Run>) -> Run {
+    if runs.len() == 1 {
+        return runs.pop().expect("one run");
+    }
+    // The usual case: consecutive blocks, then the head — runs that do not overlap in
+    // time. Ordered by first timestamp they simply concatenate (no ties, so precedence
+    // does not matter).
+    runs.retain(|(ts, _)| !ts.is_empty());
+    if runs.is_empty() {
+        return Run::default();
+    }
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by_key(|&i| runs[i].0[0]);
+    if order
+        .windows(2)
+        .all(|w| runs[w[0]].0.last() < runs[w[1]].0.first())
+    {
+        // Grow the earliest run in place and append the others (one copy fewer than
+        // building a new vector; the runs are large on long-range queries).
+        let n: usize = runs.iter().map(|(ts, _)| ts.len()).sum();
+        let mut slots: Vec<Option<Run>> = runs.into_iter().map(Some).collect();
+        let (mut ts, mut vs) = slots[order[0]].take().expect("present");
+        ts.reserve_exact(n - ts.len());
+        vs.reserve_exact(n - vs.len());
+        for &i in &order[1..] {
+            let (t, v) = slots[i].take().expect("present");
+            ts.extend_from_slice(&t);
+            vs.extend_from_slice(&v);
+        }
+        return (ts, vs);
+    }
+    let mut all: Vec<(i64, usize, f64)> = Vec::new();
+    for (rank, (ts, vs)) in runs.into_iter().enumerate() {
+        all.extend(ts.into_iter().zip(vs).map(|(t, v)| (t, rank, v)));
+    }
+    all.sort_by_key(|&(t, r, _)| (t, r));
+    let mut ts: Vec<i64> = Vec::with_capacity(all.len());
+    let mut vs: Vec<f64> = Vec::with_capacity(all.len());
+    for (t, _, v) in all {
+        if ts.last() == Some(&t) {
+            *vs.last_mut().expect("same length") = v;
+        } else {
+            ts.push(t);
+            vs.push(v);
+        }
+    }
+    (ts, vs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_runs;
+    use crate::ingest::{SeriesSamples, WriteBatch};
+    use crate::model::{Labels, Matcher};
+    use crate::storage::{Storage, WriteWindow};
+
+    #[test]
+    fn later_run_wins_on_equal_timestamps() {
+        let (ts, vs) = merge_runs(vec![
+            (vec![1, 3], vec![1.0, 3.0]),
+            (vec![2, 3], vec![2.0, 30.0]),
+        ]);
+        assert_eq!(ts, vec![1, 2, 3]);
+        assert_eq!(vs, vec![1.0, 2.0, 30.0]);
+    }
+
+    #[test]
+    fn disjoint_runs_concatenate_in_time_order() {
+        let (ts, vs) = merge_runs(vec![
+            (vec![5, 6], vec![5.0, 6.0]),
+            (vec![], vec![]),
+            (vec![1, 2], vec![1.0, 2.0]),
+            (vec![9], vec![9.0]),
+        ]);
+        assert_eq!(ts, vec![1, 2, 5, 6, 9]);
+        assert_eq!(vs, vec![1.0, 2.0, 5.0, 6.0, 9.0]);
+        // Touching runs (same timestamp at the seam) take the merge path: later wins.
+        let (ts, vs) = merge_runs(vec![
+            (vec![1, 2], vec![1.0, 2.0]),
+            (vec![2, 3], vec![20.0, 3.0]),
+        ]);
+        assert_eq!((ts, vs), (vec![1, 2, 3], vec![1.0, 20.0, 3.0]));
+        // Only empty runs: nothing, without panicking.
+        assert_eq!(
+            merge_runs(vec![(vec![], vec![]), (vec![], vec![])]),
+            (vec![], vec![])
+        );
+    }
+
+    /// Split parts and chunk sizes never change what is read: every part, every chunk
+    /// size, a sample overwritten by a later block, and the head all agree with the whole.
+    #[tokio::test]
+    async fn parts_and_chunks_read_exactly_the_whole() {
+        let s = Storage::in_memory().await.unwrap();
+        let t0 = s.now_ms() - 3_600_000;
+        let batch = |v: f64, n: i64| WriteBatch {
+            series: (0..40)
+                .map(|i| SeriesSamples {
+                    labels: Labels::new(vec![
+                        ("__name__".into(), "m".into()),
+                        ("i".into(), format!("{i:02}")),
+                    ])
+                    .unwrap(),
+                    samples: (0..n).map(|k| (t0 + k * 1_000, v + k as f64)).collect(),
+                })
+                .collect(),
+            metadata: vec![],
+        };
+        s.append(batch(0.0, 100), WriteWindow::Backfill)
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+        // A later block overwrites the first 10 samples; the head adds more.
+        s.append(batch(1000.0, 10), WriteWindow::Backfill)
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+        s.append(batch(5000.0, 3), WriteWindow::Backfill)
+            .await
+            .unwrap();
+        let ids = s.catalog().select(&[Matcher::equal("__name__", "m")]);
+        let whole = s
+            .scan(&ids, i64::MIN, i64::MAX)
+            .collect(1000, |_| Ok::<_, crate::storage::StorageError>(()))
+            .await
+            .unwrap();
+        assert_eq!(whole.len(), 40);
+        for r in &whole {
+            assert_eq!(r.ts.len(), 100);
+            assert_eq!(r.vals[0], 5000.0, "the head wins");
+            assert_eq!(r.vals[5], 1005.0, "the later block wins");
+            assert_eq!(r.vals[50], 50.0);
+        }
+        for parts in [1, 3, 7, 64] {
+            for chunk in [1, 5, 64] {
+                let scan = s.scan(&ids, i64::MIN, i64::MAX);
+                let mut got = Vec::new();
+                for p in scan.split(parts) {
+                    got.extend(
+                        p.collect(chunk, |_| Ok::<_, crate::storage::StorageError>(()))
+                            .await
+                            .unwrap(),
+                    );
+                }
+                assert_eq!(got, whole, "parts {parts}, chunk {chunk}");
+            }
+        }
+        // A limit refuses at the chunk that crosses it.
+        let mut seen = 0;
+        let err = s
+            .scan(&ids, i64::MIN, i64::MAX)
+            .collect(4, |n| {
+                seen += n;
+                if seen > 1000 {
+                    Err(crate::storage::StorageError::Unavailable("limit".into()))
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
+        assert!(err.is_err());
+        assert_eq!(seen, 1200, "stopped at the third chunk of 4 series");
+    }
+}
