@@ -69,6 +69,17 @@ impl Catalog {
             .collect()
     }
 
+    /// Label sets for many ids, `None` where an id is not (or no longer) in the catalog.
+    pub fn labels_opt_many(
+        &self,
+        ids: impl IntoIterator<Item = SeriesId>,
+    ) -> Vec<Option<Arc<Labels>>> {
+        let r = self.inner.read();
+        ids.into_iter()
+            .map(|id| r.labels.get(id as usize).cloned())
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.inner.read().labels.len()
     }

@@ -9,6 +9,7 @@
 mod bounded;
 mod cancel;
 mod scan;
+mod series_scan;
 mod tables;
 
 use std::sync::Arc;

@@ -1,11 +1,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{MapBuilder, RecordBatch, StringBuilder, UInt32Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::{MemTable, TableType};
+use datafusion::datasource::TableType;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
@@ -43,7 +42,7 @@ fn samples_schema() -> SchemaRef {
     ]))
 }
 
-/// `series`: every series the catalog knows (head and loaded blocks).
+/// `series`: every series the catalog knows (head and loaded blocks), streamed.
 pub struct SeriesTable {
     storage: Arc<Storage>,
     allowed: Option<Arc<RoaringBitmap>>,
@@ -72,42 +71,39 @@ impl TableProvider for SeriesTable {
     fn table_type(&self) -> TableType {
         TableType::Base
     }
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters.iter().map(|f| pushdown_kind(f)).collect())
+    }
     async fn scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
-        limit: Option<usize>,
+        _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let (p, _) = pushed(filters);
         let catalog = self.storage.catalog();
         let n = catalog.len() as u32;
-        let ids: Vec<u32> = match &self.allowed {
-            Some(a) => a.iter().filter(|&i| i < n).collect(),
-            None => (0..n).collect(),
-        };
-        let labels = catalog.labels_many(ids.iter().copied());
-        let mut metric = StringBuilder::new();
-        let mut map = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
-        for l in &labels {
-            metric.append_option(l.metric_name());
-            for (k, v) in l.iter() {
-                map.keys().append_value(k);
-                map.values().append_value(v);
-            }
-            map.append(true)?;
+        let mut ids = p
+            .ids
+            .unwrap_or_else(|| RoaringBitmap::from_sorted_iter(0..n).expect("sorted"));
+        ids.remove_range(n..);
+        if let Some(a) = &self.allowed {
+            ids &= a.as_ref();
         }
-        let schema = series_schema();
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(UInt32Array::from(ids)),
-                Arc::new(metric.finish()),
-                Arc::new(map.finish()),
-            ],
-        )?;
-        MemTable::try_new(schema, vec![vec![batch]])?
-            .scan(state, projection, filters, limit)
-            .await
+        let projection = projection
+            .cloned()
+            .unwrap_or_else(|| (0..series_schema().fields().len()).collect());
+        Ok(Arc::new(super::series_scan::SeriesScanExec::new(
+            catalog.clone(),
+            ids.iter().collect(),
+            series_schema(),
+            projection,
+            state.config().target_partitions(),
+        )?))
     }
 }
 
@@ -242,6 +238,38 @@ fn apply(p: &mut Pushdown, e: &Expr) -> bool {
     }
 }
 
+/// Whether a filter narrows a scan (inexact: DataFusion applies it again on top).
+fn pushdown_kind(f: &Expr) -> TableProviderFilterPushDown {
+    let mut p = Pushdown {
+        min_t: i64::MIN,
+        max_t: i64::MAX,
+        ids: None,
+    };
+    if apply(&mut p, f) {
+        TableProviderFilterPushDown::Inexact
+    } else {
+        TableProviderFilterPushDown::Unsupported
+    }
+}
+
+/// What all pushable filters together narrow the scan to, and their text (for EXPLAIN).
+fn pushed(filters: &[Expr]) -> (Pushdown, Vec<String>) {
+    let mut p = Pushdown {
+        min_t: i64::MIN,
+        max_t: i64::MAX,
+        ids: None,
+    };
+    let mut text = Vec::new();
+    for f in filters {
+        let mut one = p.clone();
+        if apply(&mut one, f) {
+            p = one;
+            text.push(f.to_string());
+        }
+    }
+    (p, text)
+}
+
 #[async_trait]
 impl TableProvider for SamplesTable {
     fn schema(&self) -> SchemaRef {
@@ -254,22 +282,7 @@ impl TableProvider for SamplesTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        // Inexact: we narrow the scan; DataFusion re-applies the predicate on top.
-        Ok(filters
-            .iter()
-            .map(|f| {
-                let mut p = Pushdown {
-                    min_t: i64::MIN,
-                    max_t: i64::MAX,
-                    ids: None,
-                };
-                if apply(&mut p, f) {
-                    TableProviderFilterPushDown::Inexact
-                } else {
-                    TableProviderFilterPushDown::Unsupported
-                }
-            })
-            .collect())
+        Ok(filters.iter().map(|f| pushdown_kind(f)).collect())
     }
     async fn scan(
         &self,
@@ -278,19 +291,7 @@ impl TableProvider for SamplesTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let mut p = Pushdown {
-            min_t: i64::MIN,
-            max_t: i64::MAX,
-            ids: None,
-        };
-        let mut pushed = Vec::new();
-        for f in filters {
-            let mut one = p.clone();
-            if apply(&mut one, f) {
-                p = one;
-                pushed.push(f.to_string());
-            }
-        }
+        let (p, pushed) = pushed(filters);
         let mut ids = match p.ids {
             Some(ids) => ids,
             None => self.storage.series_ids(&[], p.min_t, p.max_t),

@@ -793,21 +793,22 @@ async fn load_blocks(
             keep.push(m.clone());
         }
     }
-    let loaded: Vec<(String, Result<LoadedBlock, StorageError>)> = futures::stream::iter(keep)
+    // Series files are read concurrently but registered in block order (see
+    // `LoadedBlock::register`).
+    keep.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut loaded = futures::stream::iter(keep)
         .map(|m| async move {
-            let id = m.id.clone();
-            (id, LoadedBlock::load(store, m, catalog).await)
+            let labels = LoadedBlock::read_labels(store, &m).await;
+            (m, labels)
         })
-        .buffered(16)
-        .collect()
-        .await;
+        .buffered(16);
     let mut blocks = Vec::new();
-    for (id, b) in loaded {
-        match b {
-            Ok(b) => blocks.push(Arc::new(b)),
+    while let Some((m, labels)) = loaded.next().await {
+        match labels {
+            Ok(labels) => blocks.push(Arc::new(LoadedBlock::register(m, &labels, catalog))),
             Err(e) if is_unreadable(&e) && !read_only => {
-                tracing::error!(block = %id, error = %e, "block cannot be read");
-                quarantine_block(store, &id).await?;
+                tracing::error!(block = %m.id, error = %e, "block cannot be read");
+                quarantine_block(store, &m.id).await?;
                 quarantined += 1;
             }
             Err(e) => return Err(e),

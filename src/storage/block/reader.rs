@@ -88,22 +88,26 @@ pub struct LoadedBlock {
 }
 
 impl LoadedBlock {
-    /// Reads the block's series file and registers its series in the catalog.
-    pub async fn load(
+    /// Reads the block's series file: its label sets, by local id.
+    pub async fn read_labels(
         store: &dyn ObjectStore,
-        meta: BlockMeta,
-        catalog: &Catalog,
-    ) -> Result<Self, StorageError> {
+        meta: &BlockMeta,
+    ) -> Result<Vec<Labels>, StorageError> {
         if meta.format_version > BLOCK_FORMAT_VERSION {
             return Err(StorageError::Format(format!(
                 "block {} has format version {}; this binary reads up to {BLOCK_FORMAT_VERSION}",
                 meta.id, meta.format_version
             )));
         }
-        let path = BlockPath::new(meta.id.clone());
-        let labels = read_series(store, &path).await?;
+        read_series(store, &BlockPath::new(meta.id.clone())).await
+    }
+
+    /// Registers a block's series in the catalog. Blocks are registered oldest first, so a
+    /// stable set of series gets global ids in label order, the order of every block's
+    /// local ids: a scan of a chunk of global ids then reads contiguous rows of each block.
+    pub fn register(meta: BlockMeta, labels: &[Labels], catalog: &Catalog) -> Self {
         let global_ids = catalog.get_or_insert_many(labels.iter());
-        Ok(Self::from_parts(meta, global_ids))
+        Self::from_parts(meta, global_ids)
     }
 
     pub fn from_parts(meta: BlockMeta, global_ids: Vec<SeriesId>) -> Self {
