@@ -1,5 +1,5 @@
 # Common commands. `make help` lists them.
-.PHONY: help run test bench bench-peers lint
+.PHONY: help run test bench bench-peers bench-sql lint
 
 help: ## This list
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -15,6 +15,9 @@ bench: ## Criterion micro-benchmarks and the storage report
 
 bench-peers: ## Quiver vs Prometheus and VictoriaMetrics, end to end (benches/peer/README.md; flags via ARGS="...")
 	python3 benches/peer/harness.py $(ARGS)
+
+bench-sql: ## Quiver SQL vs DuckDB on the same block Parquet files (benches/sql/duckdb_compare.py; flags via ARGS="...")
+	python3 benches/sql/duckdb_compare.py $(ARGS)
 
 lint: ## rustfmt and clippy as CI runs them
 	cargo fmt --check && cargo clippy --all-targets -- -D warnings

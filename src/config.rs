@@ -56,6 +56,10 @@ pub struct StorageArgs {
     /// Flush the head to blocks once it holds this many samples [default: 20000000]
     #[arg(long, env = "QUIVER_HEAD_MAX_SAMPLES")]
     pub head_max_samples: Option<usize>,
+    /// Decoded samples one compaction holds at a time, in bytes: inputs are merged a chunk
+    /// of series at a time under it, whatever the blocks' size [default: 268435456]
+    #[arg(long, env = "QUIVER_COMPACTION_MEMORY_LIMIT")]
+    pub compaction_memory_limit: Option<usize>,
 }
 
 /// `quiver serve` flags.
@@ -210,6 +214,7 @@ pub struct FileStorage {
     pub ooo_window: Option<String>,
     pub head_flush_interval: Option<String>,
     pub head_max_samples: Option<usize>,
+    pub compaction_memory_limit: Option<usize>,
     #[serde(default)]
     pub s3: S3Options,
 }
@@ -258,6 +263,7 @@ pub struct ResolvedStorage {
     pub ooo_window_ms: i64,
     pub head_flush_interval_ms: i64,
     pub head_max_samples: usize,
+    pub compaction_memory_limit: usize,
 }
 
 impl ResolvedStorage {
@@ -269,6 +275,7 @@ impl ResolvedStorage {
         o.ooo_window_ms = self.ooo_window_ms;
         o.head_flush_interval_ms = self.head_flush_interval_ms;
         o.head_max_samples = self.head_max_samples;
+        o.compaction_memory_bytes = self.compaction_memory_limit;
         o
     }
 }
@@ -350,6 +357,10 @@ pub fn resolve_storage(a: &StorageArgs, f: &FileStorage) -> anyhow::Result<Resol
             .head_max_samples
             .or(f.head_max_samples)
             .unwrap_or(20_000_000),
+        compaction_memory_limit: a
+            .compaction_memory_limit
+            .or(f.compaction_memory_limit)
+            .unwrap_or(256 << 20),
     };
     anyhow::ensure!(
         r.max_block_duration_ms % r.block_duration_ms == 0,

@@ -2,14 +2,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt32Type};
+use roaring::RoaringBitmap;
 
 use super::StorageError;
-use super::block::{BlockMeta, LoadedBlock, SeriesData, read_samples, write_block};
+use super::block::{BlockMeta, BlockWriter, LoadedBlock};
 use super::engine::{Storage, delete_block};
+use super::paths::BlockPath;
+use super::scan::{Run, merge_runs};
 use crate::catalog::SeriesId;
+use crate::model::Labels;
 
 /// What one compaction run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -103,60 +106,98 @@ impl Storage {
     }
 
     /// Merges `blocks` (in creation order) into one new block and swaps it in.
+    ///
+    /// A streaming k-way merge: the output's series (the union of the inputs', in label
+    /// order) are taken a chunk at a time; each input's rows for the chunk — contiguous in
+    /// it, as every block is in label order too — are read page-pruned, merged per series
+    /// (a later block wins on equal timestamps) and handed to the block writer, which
+    /// uploads row groups as they fill. Decoded samples held at once stay under
+    /// `compaction_memory_bytes`, whatever the size of the blocks.
     async fn merge(&self, blocks: &[Arc<LoadedBlock>]) -> Result<BlockMeta, StorageError> {
-        let mut per: HashMap<SeriesId, Vec<(i64, usize, f64)>> = HashMap::new();
-        for (rank, b) in blocks.iter().enumerate() {
-            for batch in read_samples(self.shared.store.as_ref(), &b.path).await? {
-                let ids = batch.column(0).as_primitive::<UInt32Type>();
-                let ts = batch.column(1).as_primitive::<Int64Type>();
-                let vs = batch.column(2).as_primitive::<Float64Type>();
-                for i in 0..batch.num_rows() {
-                    let local = ids.value(i) as usize;
-                    let global = *b.global_ids.get(local).ok_or_else(|| {
-                        StorageError::Corrupt(format!(
-                            "block {} references unknown series id {local}",
-                            b.meta.id
-                        ))
-                    })?;
-                    per.entry(global)
-                        .or_default()
-                        .push((ts.value(i), rank, vs.value(i)));
-                }
-            }
+        let mut union = RoaringBitmap::new();
+        for b in blocks {
+            union |= &b.present;
         }
-        let ids: Vec<SeriesId> = per.keys().copied().collect();
-        let labels = self.shared.catalog.labels_many(ids.iter().copied());
-        let mut rows: Vec<(SeriesId, _)> = ids.into_iter().zip(labels).collect();
-        rows.sort_by(|a, b| a.1.cmp(&b.1));
-        let mut series = Vec::with_capacity(rows.len());
-        let mut global_ids = Vec::with_capacity(rows.len());
-        for (id, labels) in rows {
-            let mut samples = per.remove(&id).unwrap_or_default();
-            samples.sort_by_key(|&(t, rank, _)| (t, rank));
-            let mut ts = Vec::with_capacity(samples.len());
-            let mut vals = Vec::with_capacity(samples.len());
-            for (t, _, v) in samples {
-                if ts.last() == Some(&t) {
-                    *vals.last_mut().expect("same length") = v;
-                } else {
-                    ts.push(t);
-                    vals.push(v);
-                }
-            }
-            series.push(SeriesData { labels, ts, vals });
-            global_ids.push(id);
+        let labels = self.shared.catalog.labels_opt_many(union.iter());
+        let mut order: Vec<(Arc<Labels>, SeriesId)> = Vec::with_capacity(labels.len());
+        for (id, l) in union.iter().zip(labels) {
+            let l = l.ok_or_else(|| {
+                StorageError::Corrupt(format!("series {id} of a block is not in the catalog"))
+            })?;
+            order.push((l, id));
         }
-        let level = blocks.iter().map(|b| b.meta.level).max().unwrap_or(1) + 1;
-        let parents = blocks.iter().map(|b| b.meta.id.clone()).collect();
-        let meta = write_block(
-            self.shared.store.as_ref(),
-            ulid::Ulid::new().to_string(),
-            &series,
-            level,
-            parents,
-            None,
-        )
-        .await?;
+        order.sort_by(|a, b| a.0.cmp(&b.0));
+
+        let budget = self.shared.opts.compaction_memory_bytes.max(1 << 20);
+        // Decoded bytes per sample while a chunk is held: the runs read from each input
+        // (16 B a sample) and the merged copy of a series.
+        const BYTES_PER_SAMPLE: usize = 32;
+        let samples: u64 = blocks.iter().map(|b| b.meta.num_samples).sum();
+        let mut per_series = (samples as usize)
+            .div_ceil(order.len().max(1))
+            .max(1)
+            .saturating_mul(BYTES_PER_SAMPLE);
+        let mut w = BlockWriter::new(self.shared.store.clone(), ulid::Ulid::new().to_string())?;
+        let mut global_ids = Vec::with_capacity(order.len());
+        let mut at = 0;
+        let written: Result<(), StorageError> = async {
+            while at < order.len() {
+                let take = (budget / per_series).clamp(1, order.len() - at);
+                let chunk = &order[at..at + take];
+                at += take;
+                let want: RoaringBitmap = chunk.iter().map(|(_, id)| *id).collect();
+                let mut runs: HashMap<SeriesId, Vec<Run>> = HashMap::new();
+                let mut held = 0usize;
+                for b in blocks {
+                    let locals = b.local_ids(&want);
+                    if locals.is_empty() {
+                        continue;
+                    }
+                    for (g, ts, vs) in self
+                        .shared
+                        .scan_block_pages(b, &locals, i64::MIN, i64::MAX)
+                        .await?
+                    {
+                        held += ts.len() * 16;
+                        runs.entry(g).or_default().push((ts, vs));
+                    }
+                }
+                self.shared
+                    .stats
+                    .compaction_peak_bytes
+                    .fetch_max(held as u64, Ordering::Relaxed);
+                for (labels, id) in chunk {
+                    let (ts, vals) = merge_runs(runs.remove(id).unwrap_or_default());
+                    w.push(labels.clone(), &ts, &vals).await?;
+                    global_ids.push(*id);
+                }
+                // Size the next chunk by what this one really held (series differ in length).
+                per_series = (held * BYTES_PER_SAMPLE / 16)
+                    .div_ceil(take)
+                    .max(BYTES_PER_SAMPLE);
+            }
+            Ok(())
+        }
+        .await;
+        let id = w.id().to_string();
+        let finished = match written {
+            Ok(()) => {
+                let level = blocks.iter().map(|b| b.meta.level).max().unwrap_or(1) + 1;
+                let parents = blocks.iter().map(|b| b.meta.id.clone()).collect();
+                w.finish(level, parents, None).await
+            }
+            Err(e) => Err(e),
+        };
+        let meta = match finished {
+            Ok(m) => m,
+            Err(e) => {
+                // Leave nothing half-written behind (a retry writes a new block).
+                if let Err(d) = delete_block(self.shared.store.as_ref(), &BlockPath::new(id.clone())).await {
+                    tracing::warn!(block = %id, error = %d, "could not remove a failed compaction's files");
+                }
+                return Err(e);
+            }
+        };
         tracing::info!(block = %meta.id, parents = blocks.len(), samples = meta.num_samples, "compacted blocks");
         let new = Arc::new(LoadedBlock::from_parts(meta.clone(), global_ids));
         let mut st = self.shared.state.write();

@@ -49,6 +49,9 @@ pub struct StorageOptions {
     /// Most bytes (estimated) the live and frozen heads of all tenants together may hold;
     /// beyond it appends fail with `Overloaded` until a flush frees memory.
     pub head_memory_limit: usize,
+    /// Decoded samples (bytes) one compaction holds at a time; it merges a chunk of series
+    /// at a time under this, so block size does not bound memory.
+    pub compaction_memory_bytes: usize,
     /// Samples in the live and frozen heads of every engine sharing these options (all
     /// tenants of a server: the clone shares the counter).
     pub head_samples: Arc<AtomicUsize>,
@@ -80,6 +83,7 @@ impl StorageOptions {
             clock: system_clock(),
             samples_cache: None,
             head_memory_limit: 2 << 30,
+            compaction_memory_bytes: 256 << 20,
             head_samples: Arc::default(),
             retry_blocks: false,
             journal: None,
@@ -107,6 +111,8 @@ pub struct StorageStats {
     pub wal_fsync_micros: AtomicU64,
     pub flushes: AtomicU64,
     pub compactions: AtomicU64,
+    /// Most decoded-sample bytes one compaction chunk held (tests, `/metrics`).
+    pub compaction_peak_bytes: AtomicU64,
     pub blocks_deleted: AtomicU64,
     pub wal_truncated_bytes: AtomicU64,
     /// Replayed WAL samples whose series declaration was missing (corruption).

@@ -67,7 +67,7 @@ impl Storage {
             for (_, (series, ids)) in windows {
                 let id = ulid::Ulid::new().to_string();
                 let written = write_block(
-                    self.shared.store.as_ref(),
+                    self.shared.store.clone(),
                     id.clone(),
                     &series,
                     1,

@@ -188,7 +188,7 @@ impl Shared {
     /// Reads the given local series of a block from its file: row groups are chosen by
     /// statistics, pages by the page index, then read as concurrent tasks (so decoding uses
     /// every core) and stitched back in order.
-    async fn scan_block_pages(
+    pub(super) async fn scan_block_pages(
         &self,
         block: &Arc<LoadedBlock>,
         locals: &[u32],

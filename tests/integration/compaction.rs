@@ -174,7 +174,7 @@ async fn crash_between_merge_and_parent_deletion_is_harmless() {
         vals: vec![1.0, 2.0, 3.0],
     };
     write_block(
-        s.store().as_ref(),
+        s.store().clone(),
         ulid::Ulid::new().to_string(),
         &[merged],
         2,

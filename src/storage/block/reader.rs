@@ -67,14 +67,6 @@ pub async fn read_postings(
     Ok(out)
 }
 
-/// All samples of a block, as stored (local series ids).
-pub async fn read_samples(
-    store: &dyn ObjectStore,
-    path: &BlockPath,
-) -> Result<Vec<RecordBatch>, StorageError> {
-    read_parquet(store, &path.samples()).await
-}
-
 /// A complete block known to the catalog: its meta and the local ↔ global id maps.
 #[derive(Debug)]
 pub struct LoadedBlock {

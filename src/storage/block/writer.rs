@@ -10,6 +10,8 @@ use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::file::metadata::{KeyValue, SortingColumn};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use object_store::buffered::BufWriter;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use roaring::RoaringBitmap;
 
@@ -68,56 +70,173 @@ fn to_parquet(batches: &[RecordBatch], props: WriterProperties) -> Result<Bytes,
     Ok(Bytes::from(buf))
 }
 
+/// Rows handed to the Parquet writer at a time.
+const WRITE_ROWS: usize = 8 * PAGE_ROWS;
+
+/// Writes one block series by series, in label order, without holding its samples: rows
+/// go to the Parquet writer as they come, which sends each finished row group to the store
+/// (a multipart upload once the file outgrows one part). Series and postings files, which
+/// grow with the series count, not the samples, are written by [`BlockWriter::finish`],
+/// then `meta.json` last.
+pub struct BlockWriter {
+    store: Arc<dyn ObjectStore>,
+    path: BlockPath,
+    samples: AsyncArrowWriter<BufWriter>,
+    ids: Vec<u32>,
+    ts: Vec<i64>,
+    vs: Vec<f64>,
+    labels: Vec<Arc<Labels>>,
+    min_t: i64,
+    max_t: i64,
+    n: u64,
+}
+
+impl BlockWriter {
+    pub fn new(store: Arc<dyn ObjectStore>, id: String) -> Result<Self, StorageError> {
+        let path = BlockPath::new(id);
+        let sorting = Some(vec![
+            SortingColumn {
+                column_idx: 0,
+                descending: false,
+                nulls_first: false,
+            },
+            SortingColumn {
+                column_idx: 1,
+                descending: false,
+                nulls_first: false,
+            },
+        ]);
+        // One put when the file stays under a part (10 MB), else a multipart upload.
+        let out = BufWriter::new(store.clone(), path.samples());
+        let samples = AsyncArrowWriter::try_new(out, samples_schema(), Some(props(sorting)))?;
+        Ok(BlockWriter {
+            store,
+            path,
+            samples,
+            ids: Vec::new(),
+            ts: Vec::new(),
+            vs: Vec::new(),
+            labels: Vec::new(),
+            min_t: i64::MAX,
+            max_t: i64::MIN,
+            n: 0,
+        })
+    }
+
+    /// The block's id.
+    pub fn id(&self) -> &str {
+        &self.path.id
+    }
+
+    /// Appends the next series: labels strictly above the previous series', samples sorted
+    /// by time. Its local id is its position.
+    pub async fn push(
+        &mut self,
+        labels: Arc<Labels>,
+        ts: &[i64],
+        vals: &[f64],
+    ) -> Result<(), StorageError> {
+        if self.labels.last().is_some_and(|l| **l >= *labels) {
+            return Err(StorageError::Corrupt(format!(
+                "block {}: series written out of label order",
+                self.path.id
+            )));
+        }
+        let local = self.labels.len() as u32;
+        self.labels.push(labels);
+        if let (Some(&f), Some(&l)) = (ts.first(), ts.last()) {
+            self.min_t = self.min_t.min(f);
+            self.max_t = self.max_t.max(l);
+        }
+        self.n += ts.len() as u64;
+        let mut at = 0;
+        while at < ts.len() {
+            let take = (WRITE_ROWS - self.ids.len()).min(ts.len() - at);
+            self.ids.extend(std::iter::repeat_n(local, take));
+            self.ts.extend_from_slice(&ts[at..at + take]);
+            self.vs.extend_from_slice(&vals[at..at + take]);
+            at += take;
+            if self.ids.len() >= WRITE_ROWS {
+                self.write_rows().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_rows(&mut self) -> Result<(), StorageError> {
+        let batch = samples_batch(
+            &samples_schema(),
+            &mut self.ids,
+            &mut self.ts,
+            &mut self.vs,
+        )?;
+        self.samples.write(&batch).await?;
+        Ok(())
+    }
+
+    /// Finishes the samples file, writes the series and postings files, then `meta.json`.
+    pub async fn finish(
+        mut self,
+        level: u32,
+        parents: Vec<String>,
+        wal: Option<WalSource>,
+    ) -> Result<BlockMeta, StorageError> {
+        if !self.ids.is_empty() {
+            self.write_rows().await?;
+        }
+        self.samples.close().await?;
+        let samples_bytes = self.store.head(&self.path.samples()).await?.size;
+        let (series_bytes, postings_bytes) = index_files(&self.labels)?;
+        let bytes = samples_bytes + (series_bytes.len() + postings_bytes.len()) as u64;
+        let (k2, k3) = (self.path.series(), self.path.postings());
+        let (b, c) = tokio::join!(
+            self.store.put(&k2, PutPayload::from_bytes(series_bytes)),
+            self.store.put(&k3, PutPayload::from_bytes(postings_bytes)),
+        );
+        b?;
+        c?;
+        let empty = self.n == 0;
+        let meta = BlockMeta {
+            format_version: BLOCK_FORMAT_VERSION,
+            id: self.path.id.clone(),
+            min_t: if empty { 0 } else { self.min_t },
+            max_t: if empty { 0 } else { self.max_t },
+            num_series: self.labels.len() as u64,
+            num_samples: self.n,
+            level,
+            parents,
+            wal,
+            bytes,
+        };
+        let json =
+            serde_json::to_vec_pretty(&meta).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        self.store
+            .put(&self.path.meta(), PutPayload::from(json))
+            .await?;
+        Ok(meta)
+    }
+}
+
 /// Writes a block from series sorted by labels (their index becomes the local series id).
 /// Files first, `meta.json` last. Returns the meta.
 pub async fn write_block(
-    store: &dyn ObjectStore,
+    store: Arc<dyn ObjectStore>,
     id: String,
     series: &[SeriesData],
     level: u32,
     parents: Vec<String>,
     wal: Option<WalSource>,
 ) -> Result<BlockMeta, StorageError> {
-    debug_assert!(series.windows(2).all(|w| w[0].labels < w[1].labels));
-    let path = BlockPath::new(id.clone());
-    let (mut min_t, mut max_t, mut n) = (i64::MAX, i64::MIN, 0usize);
+    let mut w = BlockWriter::new(store, id)?;
     for s in series {
-        if let (Some(f), Some(l)) = (s.ts.first(), s.ts.last()) {
-            min_t = min_t.min(*f);
-            max_t = max_t.max(*l);
-        }
-        n += s.ts.len();
+        w.push(s.labels.clone(), &s.ts, &s.vals).await?;
     }
+    w.finish(level, parents, wal).await
+}
 
-    // Samples, in record batches of about a row group each.
-    let schema = samples_schema();
-    let mut batches = Vec::new();
-    let (mut ids, mut ts, mut vs) = (Vec::new(), Vec::new(), Vec::new());
-    for (local, s) in series.iter().enumerate() {
-        ids.extend(std::iter::repeat_n(local as u32, s.ts.len()));
-        ts.extend_from_slice(&s.ts);
-        vs.extend_from_slice(&s.vals);
-        if ids.len() >= ROW_GROUP_ROWS {
-            batches.push(samples_batch(&schema, &mut ids, &mut ts, &mut vs)?);
-        }
-    }
-    if !ids.is_empty() || batches.is_empty() {
-        batches.push(samples_batch(&schema, &mut ids, &mut ts, &mut vs)?);
-    }
-    let sorting = Some(vec![
-        SortingColumn {
-            column_idx: 0,
-            descending: false,
-            nulls_first: false,
-        },
-        SortingColumn {
-            column_idx: 1,
-            descending: false,
-            nulls_first: false,
-        },
-    ]);
-    let samples = to_parquet(&batches, props(sorting))?;
-
+/// The series file (one row per label pair of each local id) and the postings file
+/// (label name, value, roaring bitmap of local ids) of a block's series.
+fn index_files(labels: &[Arc<Labels>]) -> Result<(Bytes, Bytes), StorageError> {
     // Series: one row per label pair; parquet dictionary-encodes the repeated strings.
     let series_schema = Arc::new(Schema::new(vec![
         Field::new("series_id", DataType::UInt32, false),
@@ -128,8 +247,8 @@ pub async fn write_block(
     let mut names = StringBuilder::new();
     let mut values = StringBuilder::new();
     let mut postings: std::collections::BTreeMap<(&str, &str), RoaringBitmap> = Default::default();
-    for (local, s) in series.iter().enumerate() {
-        for (name, value) in s.labels.iter() {
+    for (local, l) in labels.iter().enumerate() {
+        for (name, value) in l.iter() {
             sid.push(local as u32);
             names.append_value(name);
             values.append_value(value);
@@ -153,7 +272,6 @@ pub async fn write_block(
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .build(),
     )?;
-
     let postings_schema = Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, false),
         Field::new("value", DataType::Utf8, false),
@@ -185,32 +303,7 @@ pub async fn write_block(
             .build(),
     )?;
 
-    let bytes = (samples.len() + series_bytes.len() + postings_bytes.len()) as u64;
-    let (k1, k2, k3) = (path.samples(), path.series(), path.postings());
-    let (a, b, c) = tokio::join!(
-        store.put(&k1, PutPayload::from_bytes(samples)),
-        store.put(&k2, PutPayload::from_bytes(series_bytes)),
-        store.put(&k3, PutPayload::from_bytes(postings_bytes)),
-    );
-    a?;
-    b?;
-    c?;
-    let meta = BlockMeta {
-        format_version: BLOCK_FORMAT_VERSION,
-        id,
-        min_t: if n == 0 { 0 } else { min_t },
-        max_t: if n == 0 { 0 } else { max_t },
-        num_series: series.len() as u64,
-        num_samples: n as u64,
-        level,
-        parents,
-        wal,
-        bytes,
-    };
-    let json =
-        serde_json::to_vec_pretty(&meta).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-    store.put(&path.meta(), PutPayload::from(json)).await?;
-    Ok(meta)
+    Ok((series_bytes, postings_bytes))
 }
 
 fn samples_batch(
