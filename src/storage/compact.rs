@@ -192,7 +192,9 @@ impl Storage {
             Ok(m) => m,
             Err(e) => {
                 // Leave nothing half-written behind (a retry writes a new block).
-                if let Err(d) = delete_block(self.shared.store.as_ref(), &BlockPath::new(id.clone())).await {
+                if let Err(d) =
+                    delete_block(self.shared.store.as_ref(), &BlockPath::new(id.clone())).await
+                {
                     tracing::warn!(block = %id, error = %d, "could not remove a failed compaction's files");
                 }
                 return Err(e);

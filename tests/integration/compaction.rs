@@ -189,3 +189,104 @@ async fn crash_between_merge_and_parent_deletion_is_harmless() {
     assert_eq!(everything(&s).await, before);
     assert_eq!(block_files(&s).await, 4, "parents deleted");
 }
+
+/// Acceptance (streaming compaction): blocks holding many times more decoded samples than
+/// the memory given to compaction merge into one block with every sample, the right count
+/// and the newest write winning — while no chunk of the merge held more than that memory.
+/// Series come and go between blocks, so the merge interleaves different series sets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_streams_blocks_larger_than_its_memory_limit() {
+    const LIMIT: usize = 1 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let day0 = 20_000 * 24 * H;
+    let clock = Arc::new(AtomicI64::new(day0 + 30 * H));
+    let s = {
+        let mut o = StorageOptions::new(&dir);
+        let c = clock.clone();
+        o.clock = Arc::new(move || c.load(Ordering::SeqCst));
+        o.compaction_memory_bytes = LIMIT;
+        let store = objstore::build(None, &dir, &Default::default()).unwrap();
+        Storage::open(o, store).await.unwrap()
+    };
+    // What the store must hold afterwards: (series, t) -> the value written last.
+    let mut want: std::collections::BTreeMap<(String, i64), u64> = Default::default();
+    let mut write = |series: &mut Vec<_>, i: usize, t: i64, v: f64| {
+        let l = labels(&[("__name__", "quiver_big"), ("i", &format!("{i:04}"))]);
+        want.insert((l.to_string(), t), v.to_bits());
+        series.push((l, vec![(t, v)]));
+    };
+    // Four 2 h blocks of 10 s samples; series 0..300 in the first two, 150..450 in the
+    // last two; then a block rewriting every 7th sample of series 200..260 in block two.
+    let mut flushes = Vec::new();
+    for part in 0..4i64 {
+        let ids = if part < 2 { 0..300 } else { 150..450 };
+        let mut series = Vec::new();
+        for i in ids {
+            for k in 0..720 {
+                let t = day0 + part * 2 * H + k * 10_000;
+                // Irregular values, so the files do not compress to nothing.
+                let v = ((i as i64 * 7919 + k * 104_729) % 1_000_003) as f64 / 7.0;
+                write(&mut series, i, t, v);
+            }
+        }
+        flushes.push(series);
+    }
+    let mut rewrite = Vec::new();
+    for i in 200..260 {
+        for k in (0..720).step_by(7) {
+            write(&mut rewrite, i, day0 + 2 * H + k * 10_000, -(k as f64));
+        }
+    }
+    flushes.push(rewrite);
+    for series in flushes {
+        // One request per series keeps batches small; merge the single-sample entries.
+        let mut by: std::collections::BTreeMap<String, (quiver::model::Labels, Vec<(i64, f64)>)> =
+            Default::default();
+        for (l, mut smp) in series {
+            by.entry(l.to_string())
+                .or_insert_with(|| (l, Vec::new()))
+                .1
+                .append(&mut smp);
+        }
+        let b: Vec<_> = by.into_values().collect();
+        s.append(batch(b), WriteWindow::Any).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    let before: u64 = s.blocks().iter().map(|b| b.num_samples).sum();
+    let decoded = before as usize * 16;
+    assert!(
+        decoded > 10 * LIMIT,
+        "the inputs hold {decoded} decoded bytes, not over 10x the {LIMIT} B limit"
+    );
+    let report = s.compact().await.unwrap();
+    assert!(!report.merged.is_empty());
+    let blocks = s.blocks();
+    assert_eq!(blocks.len(), 1, "one block for the day: {blocks:?}");
+    assert_eq!(blocks[0].num_samples as usize, want.len());
+    assert_eq!(blocks[0].num_series, 450);
+    let peak = s
+        .stats()
+        .compaction_peak_bytes
+        .load(std::sync::atomic::Ordering::Relaxed) as usize;
+    assert!(
+        peak > 0 && peak <= LIMIT,
+        "a merge chunk held {peak} B of decoded samples; the limit is {LIMIT} B"
+    );
+    let got: std::collections::BTreeMap<(String, i64), u64> = everything(&s)
+        .await
+        .into_iter()
+        .flat_map(|(l, ts, vs)| {
+            ts.into_iter()
+                .zip(vs)
+                .map(move |(t, v)| ((l.clone(), t), v))
+        })
+        .collect();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "samples changed by compaction");
+    // Reopened from the store alone, the merged block answers the same.
+    drop(s);
+    let s = open(&dir, clock).await;
+    assert_eq!(s.blocks().len(), 1);
+    assert_eq!(everything(&s).await.len(), 450);
+}

@@ -6,11 +6,11 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::file::metadata::{KeyValue, SortingColumn};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
-use datafusion::parquet::arrow::AsyncArrowWriter;
 use object_store::buffered::BufWriter;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use roaring::RoaringBitmap;
@@ -164,12 +164,7 @@ impl BlockWriter {
     }
 
     async fn write_rows(&mut self) -> Result<(), StorageError> {
-        let batch = samples_batch(
-            &samples_schema(),
-            &mut self.ids,
-            &mut self.ts,
-            &mut self.vs,
-        )?;
+        let batch = samples_batch(&samples_schema(), &mut self.ids, &mut self.ts, &mut self.vs)?;
         self.samples.write(&batch).await?;
         Ok(())
     }
