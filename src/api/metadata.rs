@@ -112,7 +112,12 @@ pub(super) async fn series(
         let (a, b) = range(&p)?;
         let limit = p.limit()?;
         let ids = selected(&storage, &access, &sets, a, b);
-        let mut labels = storage.catalog().labels_many(ids.iter());
+        let mut labels: Vec<_> = storage
+            .catalog()
+            .labels_many(ids.iter())
+            .into_iter()
+            .flatten()
+            .collect();
         labels.sort();
         let mut warnings = vec![];
         if limit > 0 && labels.len() > limit {

@@ -29,6 +29,7 @@ pub struct Metrics {
     results_cache_bytes: IntGauge,
     samples_cache_bytes: IntGauge,
     pub auth_failures: IntCounterVec,
+    object_store_requests: IntCounterVec,
     tenants: IntGauge,
     samples_appended: IntCounter,
     wal_fsyncs: IntCounter,
@@ -121,6 +122,18 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
                     "Requests refused by authentication or authorization, by reason.",
                 ),
                 &["reason"],
+            )
+            .expect("valid metric");
+            r.register(Box::new(c.clone())).expect("unique metric");
+            c
+        },
+        object_store_requests: {
+            let c = IntCounterVec::new(
+                Opts::new(
+                    "quiver_object_store_requests_total",
+                    "Object-store requests, by operation and by block file (samples, series, postings, meta, other).",
+                ),
+                &["operation", "file"],
             )
             .expect("valid metric");
             r.register(Box::new(c.clone())).expect("unique metric");
@@ -252,6 +265,9 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
     m.block_bytes.set(bytes);
     m.series.set(series);
     m.tenants.set(tenants.len() as i64);
+    for (op, file, n) in crate::storage::counted::requests() {
+        catch_up(&m.object_store_requests.with_label_values(&[op, file]), n);
+    }
     let mut buf = Vec::new();
     let encoder = TextEncoder::new();
     if let Err(e) = encoder.encode(&m.registry.gather(), &mut buf) {

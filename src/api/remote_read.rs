@@ -166,7 +166,11 @@ async fn answer(
             }
         };
         let labels = storage.catalog().labels_many(runs.iter().map(|r| r.id));
-        let mut series: Vec<_> = runs.into_iter().zip(labels).collect();
+        let mut series: Vec<_> = runs
+            .into_iter()
+            .zip(labels)
+            .filter_map(|(r, l)| Some((r, l?)))
+            .collect();
         series.sort_by(|a, b| a.1.cmp(&b.1));
         let timeseries = series
             .into_iter()

@@ -1,7 +1,8 @@
 //! Catalog: the process-wide series registry and roaring-bitmap label index.
 //!
 //! Every distinct label set seen in the head or in any loaded block gets a dense global id
-//! (`u32`) for the life of the process. Blocks keep their own dense local ids on disk; a
+//! (`u32`); once no block or head holds a series any more (retention), [`Catalog::remove`]
+//! drops its labels and postings (its id is not reused: a tombstone of one pointer stays). Blocks keep their own dense local ids on disk; a
 //! block maps local → global when loaded. Postings (label name → value → global ids) answer
 //! matchers, label names and label values without touching samples. Which series exist in a
 //! time range is the union of the presence bitmaps of the sources (head, blocks) overlapping it.
@@ -20,7 +21,10 @@ pub type SeriesId = u32;
 #[derive(Default)]
 struct Inner {
     ids: HashMap<Arc<Labels>, SeriesId>,
-    labels: Vec<Arc<Labels>>,
+    /// By id; `None` once removed.
+    labels: Vec<Option<Arc<Labels>>>,
+    /// Ids whose series are in the catalog.
+    live: RoaringBitmap,
     postings: HashMap<String, BTreeMap<String, RoaringBitmap>>,
 }
 
@@ -58,30 +62,63 @@ impl Catalog {
     }
 
     pub fn labels(&self, id: SeriesId) -> Option<Arc<Labels>> {
-        self.inner.read().labels.get(id as usize).cloned()
+        self.inner.read().labels.get(id as usize).cloned().flatten()
     }
 
-    /// Label sets for many ids at once.
-    pub fn labels_many(&self, ids: impl IntoIterator<Item = SeriesId>) -> Vec<Arc<Labels>> {
+    /// Label sets for many ids at once, each `None` when the id is not (or no longer) in
+    /// the catalog: a reader that took ids before a retention run removed them skips them.
+    pub fn labels_many(&self, ids: impl IntoIterator<Item = SeriesId>) -> Vec<Option<Arc<Labels>>> {
         let r = self.inner.read();
         ids.into_iter()
-            .filter_map(|id| r.labels.get(id as usize).cloned())
+            .map(|id| r.labels.get(id as usize).cloned().flatten())
             .collect()
     }
 
-    /// Label sets for many ids, `None` where an id is not (or no longer) in the catalog.
-    pub fn labels_opt_many(
-        &self,
-        ids: impl IntoIterator<Item = SeriesId>,
-    ) -> Vec<Option<Arc<Labels>>> {
-        let r = self.inner.read();
-        ids.into_iter()
-            .map(|id| r.labels.get(id as usize).cloned())
-            .collect()
-    }
-
+    /// Series in the catalog.
     pub fn len(&self) -> usize {
+        self.inner.read().live.len() as usize
+    }
+
+    /// Ids of the series in the catalog.
+    pub fn live(&self) -> RoaringBitmap {
+        self.inner.read().live.clone()
+    }
+
+    /// Ids ever handed out (live ones and tombstones).
+    pub fn ids_allocated(&self) -> usize {
         self.inner.read().labels.len()
+    }
+
+    /// Removes these series (labels, postings); returns how many were in the catalog.
+    /// The caller guarantees no source holds them and no writer is registering them.
+    pub fn remove(&self, dead: &RoaringBitmap) -> usize {
+        let mut w = self.inner.write();
+        let dead = dead & &w.live;
+        for id in &dead {
+            let Some(labels) = w.labels.get_mut(id as usize).and_then(Option::take) else {
+                continue;
+            };
+            w.ids.remove(&labels);
+            for (n, v) in labels.iter() {
+                let Some(values) = w.postings.get_mut(n) else {
+                    continue;
+                };
+                if let Some(b) = values.get_mut(v) {
+                    b.remove(id);
+                    if b.is_empty() {
+                        values.remove(v);
+                    }
+                }
+                if values.is_empty() {
+                    w.postings.remove(n);
+                }
+            }
+        }
+        w.live -= &dead;
+        if w.ids.capacity() > 2 * w.ids.len() + 1024 {
+            w.ids.shrink_to_fit();
+        }
+        dead.len() as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -92,7 +129,7 @@ impl Catalog {
     /// dictionary of their label, never against every series.
     pub fn select(&self, matchers: &[Matcher]) -> RoaringBitmap {
         let r = self.inner.read();
-        let all = || RoaringBitmap::from_sorted_iter(0..r.labels.len() as u32).expect("sorted");
+        let all = || r.live.clone();
         let mut result: Option<RoaringBitmap> = None;
         // Apply narrowing matchers first so that subtractive ones work on a small set.
         let mut ordered: Vec<&Matcher> = matchers.iter().collect();
@@ -145,7 +182,7 @@ impl Catalog {
     pub fn label_names(&self, within: &RoaringBitmap) -> Vec<String> {
         let r = self.inner.read();
         // Every series selected (the common "all time, no match[]" case): no intersections.
-        if within.len() as usize == r.labels.len() {
+        if *within == r.live {
             let mut names: Vec<String> = r.postings.keys().cloned().collect();
             names.sort();
             return names;
@@ -166,7 +203,7 @@ impl Catalog {
         let Some(values) = r.postings.get(name) else {
             return vec![];
         };
-        if within.len() as usize == r.labels.len() {
+        if *within == r.live {
             return values.keys().cloned().collect();
         }
         // Few selected series relative to the label's values: read their label sets instead
@@ -174,7 +211,12 @@ impl Catalog {
         if (within.len() as usize) < values.len().saturating_mul(256) {
             let mut set: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
             for id in within {
-                if let Some(v) = r.labels.get(id as usize).and_then(|l| l.get(name)) {
+                if let Some(v) = r
+                    .labels
+                    .get(id as usize)
+                    .and_then(Option::as_ref)
+                    .and_then(|l| l.get(name))
+                {
                     set.insert(v);
                 }
             }
@@ -218,7 +260,8 @@ fn insert(w: &mut Inner, labels: &Labels) -> SeriesId {
             .insert(id);
     }
     w.ids.insert(arc.clone(), id);
-    w.labels.push(arc);
+    w.labels.push(Some(arc));
+    w.live.insert(id);
     id
 }
 

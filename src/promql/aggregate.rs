@@ -327,6 +327,8 @@ impl Engine {
         let mut groups: Vec<Arc<Labels>> = Vec::new();
         let mut group_of = HashMap::new();
         for (id, l) in ids.iter().zip(&labels) {
+            // Removed by retention since it was selected: nothing to aggregate.
+            let Some(l) = l else { continue };
             let unnamed = super::eval::drop_name(l);
             if !seen.insert(unnamed.clone()) {
                 return Ok(None);

@@ -117,10 +117,12 @@ impl Engine {
         let mut out: Vec<Raw> = runs
             .into_iter()
             .zip(labels)
-            .map(|(r, labels)| Raw {
-                labels,
-                ts: r.ts,
-                vals: r.vals,
+            .filter_map(|(r, labels)| {
+                Some(Raw {
+                    labels: labels?,
+                    ts: r.ts,
+                    vals: r.vals,
+                })
             })
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));

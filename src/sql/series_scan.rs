@@ -166,7 +166,7 @@ fn rows(
     schema: &SchemaRef,
     projection: &[usize],
 ) -> DfResult<RecordBatch> {
-    let labels = catalog.labels_opt_many(ids.iter().copied());
+    let labels = catalog.labels_many(ids.iter().copied());
     let mut kept = Vec::with_capacity(labels.len());
     let mut metric = StringBuilder::new();
     let mut map = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());

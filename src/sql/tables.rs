@@ -86,11 +86,11 @@ impl TableProvider for SeriesTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let (p, _) = pushed(filters);
         let catalog = self.storage.catalog();
-        let n = catalog.len() as u32;
-        let mut ids = p
-            .ids
-            .unwrap_or_else(|| RoaringBitmap::from_sorted_iter(0..n).expect("sorted"));
-        ids.remove_range(n..);
+        let live = catalog.live();
+        let mut ids = match p.ids {
+            Some(ids) => ids & &live,
+            None => live,
+        };
         if let Some(a) = &self.allowed {
             ids &= a.as_ref();
         }

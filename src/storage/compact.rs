@@ -20,6 +20,8 @@ pub struct CompactionReport {
     pub merged: Vec<BlockMeta>,
     pub expired: Vec<String>,
     pub deleted: usize,
+    /// Series removed from the catalog because no block or head holds them any more.
+    pub forgotten: usize,
 }
 
 impl Storage {
@@ -96,6 +98,9 @@ impl Storage {
             .stats
             .blocks_deleted
             .fetch_add(report.deleted as u64, std::sync::atomic::Ordering::Relaxed);
+        if !report.expired.is_empty() || report.deleted > 0 {
+            report.forgotten = self.forget_series().await;
+        }
         if !report.merged.is_empty() {
             self.shared.stats.compactions.fetch_add(
                 report.merged.len() as u64,
@@ -103,6 +108,35 @@ impl Storage {
             );
         }
         Ok(report)
+    }
+
+    /// Removes from the catalog (labels, postings) every series that no block — loaded or
+    /// waiting for deletion — and no head holds: retention's expired series leave memory,
+    /// `/api/v1/series` and the label APIs. Appends wait meanwhile (`registration`).
+    pub async fn forget_series(&self) -> usize {
+        let _gate = self.registration.write().await;
+        let held = {
+            let st = self.shared.state.read();
+            let mut held = RoaringBitmap::new();
+            for b in st.blocks.iter().chain(&st.graveyard) {
+                held |= &b.present;
+            }
+            for h in st
+                .frozen
+                .iter()
+                .map(|(_, h)| h)
+                .chain(std::iter::once(&st.head))
+            {
+                held |= h.read().present();
+            }
+            held
+        };
+        let dead = self.shared.catalog.live() - held;
+        let n = self.shared.catalog.remove(&dead);
+        if n > 0 {
+            tracing::info!(series = n, "expired series removed from the catalog");
+        }
+        n
     }
 
     /// Merges `blocks` (in creation order) into one new block and swaps it in.
@@ -118,7 +152,7 @@ impl Storage {
         for b in blocks {
             union |= &b.present;
         }
-        let labels = self.shared.catalog.labels_opt_many(union.iter());
+        let labels = self.shared.catalog.labels_many(union.iter());
         let mut order: Vec<(Arc<Labels>, SeriesId)> = Vec::with_capacity(labels.len());
         for (id, l) in union.iter().zip(labels) {
             let l = l.ok_or_else(|| {

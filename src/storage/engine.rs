@@ -171,6 +171,10 @@ pub struct Storage {
     wal_tx: Option<tokio::sync::mpsc::UnboundedSender<WalCmd>>,
     /// Serialises flush and compaction (both rewrite the block list).
     pub(super) maintenance: tokio::sync::Mutex<()>,
+    /// Held (shared) by an append from registering its series until they are in the head,
+    /// and (exclusive) while series no source holds are removed from the catalog: a series
+    /// being written is never removed between the two.
+    pub(super) registration: tokio::sync::RwLock<()>,
 }
 
 impl Storage {
@@ -258,6 +262,7 @@ impl Storage {
             shared,
             wal_tx,
             maintenance: tokio::sync::Mutex::new(()),
+            registration: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -367,6 +372,7 @@ impl Storage {
                 }
             )));
         }
+        let _registering = self.registration.read().await;
         let ids = self
             .shared
             .catalog

@@ -20,7 +20,19 @@ fn split_head(
 ) -> BTreeMap<i64, (Vec<SeriesData>, Vec<SeriesId>)> {
     let mut series: Vec<(SeriesId, _)> = head.iter().collect();
     let labels = catalog.labels_many(series.iter().map(|(id, _)| *id));
-    let mut rows: Vec<_> = series.drain(..).zip(labels).collect();
+    let mut rows: Vec<_> = series
+        .drain(..)
+        .zip(labels)
+        .filter_map(|(s, l)| match l {
+            Some(l) => Some((s, l)),
+            None => {
+                // Cannot happen: series of a head are never removed (`Storage::forget_series`
+                // runs under the registration gate and skips every head's series).
+                tracing::error!(series = s.0, "head series missing from the catalog");
+                None
+            }
+        })
+        .collect();
     rows.sort_by(|a, b| a.1.cmp(&b.1));
     let mut out: BTreeMap<i64, (Vec<SeriesData>, Vec<SeriesId>)> = BTreeMap::new();
     for ((id, buf), labels) in rows {

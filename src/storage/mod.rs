@@ -11,6 +11,7 @@
 
 pub mod block;
 mod compact;
+pub mod counted;
 pub mod durable;
 mod engine;
 mod error;

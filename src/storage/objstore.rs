@@ -32,6 +32,16 @@ pub fn build(
     data_dir: &Path,
     s3: &S3Options,
 ) -> Result<Arc<dyn ObjectStore>, StorageError> {
+    let inner = build_uncounted(url, data_dir, s3)?;
+    Ok(Arc::new(super::counted::CountedStore::new(inner)))
+}
+
+/// The store for `url`, its requests not counted.
+fn build_uncounted(
+    url: Option<&str>,
+    data_dir: &Path,
+    s3: &S3Options,
+) -> Result<Arc<dyn ObjectStore>, StorageError> {
     match url.filter(|u| !u.is_empty() && *u != "file://") {
         None => Ok(Arc::new(super::durable::SyncedLocalStore::new(data_dir)?)),
         Some(u) => {

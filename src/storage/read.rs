@@ -97,11 +97,13 @@ impl Storage {
         let mut out: Vec<SeriesResult> = runs
             .into_iter()
             .zip(labels)
-            .map(|(r, labels)| SeriesResult {
-                id: r.id,
-                labels,
-                ts: r.ts,
-                vals: r.vals,
+            .filter_map(|(r, labels)| {
+                Some(SeriesResult {
+                    id: r.id,
+                    labels: labels?,
+                    ts: r.ts,
+                    vals: r.vals,
+                })
             })
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));

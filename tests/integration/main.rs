@@ -2,6 +2,7 @@
 
 mod api;
 mod bad_input;
+mod catalog_lifecycle;
 mod compaction;
 mod crash;
 mod differential;

@@ -1,0 +1,179 @@
+//! Object-store requests counted by operation and by the block file they touch, for
+//! `/metrics` (`quiver_object_store_requests_total{operation, file}`) and for tests that
+//! check what a code path reads — e.g. that startup reads only index files, never samples.
+//!
+//! Counters are process-wide, like the rest of `/metrics`: every store built by
+//! `objstore::build` is wrapped.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+};
+
+/// Operations counted.
+pub const OPERATIONS: [&str; 8] = [
+    "get",
+    "get_range",
+    "head",
+    "put",
+    "multipart",
+    "list",
+    "delete",
+    "copy",
+];
+/// Files told apart: a block's samples, series, postings and meta; anything else.
+pub const FILES: [&str; 5] = ["samples", "series", "postings", "meta", "other"];
+
+static COUNTS: [[AtomicU64; FILES.len()]; OPERATIONS.len()] =
+    [const { [const { AtomicU64::new(0) }; FILES.len()] }; OPERATIONS.len()];
+
+fn file_of(p: &Path) -> usize {
+    match p.filename() {
+        Some("samples.parquet") => 0,
+        Some("series.parquet") => 1,
+        Some("postings.parquet") => 2,
+        Some("meta.json") => 3,
+        _ => 4,
+    }
+}
+
+fn count(op: usize, p: Option<&Path>) {
+    let f = p.map_or(FILES.len() - 1, file_of);
+    COUNTS[op][f].fetch_add(1, Ordering::Relaxed);
+}
+
+/// `(operation, file, requests)` for every counter that is not zero.
+pub fn requests() -> Vec<(&'static str, &'static str, u64)> {
+    let mut out = Vec::new();
+    for (o, row) in COUNTS.iter().enumerate() {
+        for (f, c) in row.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            if n > 0 {
+                out.push((OPERATIONS[o], FILES[f], n));
+            }
+        }
+    }
+    out
+}
+
+/// Requests of `operation` on `file` so far.
+pub fn requests_of(operation: &str, file: &str) -> u64 {
+    let (Some(o), Some(f)) = (
+        OPERATIONS.iter().position(|x| *x == operation),
+        FILES.iter().position(|x| *x == file),
+    ) else {
+        return 0;
+    };
+    COUNTS[o][f].load(Ordering::Relaxed)
+}
+
+/// Delegates every call to `inner`, counting it first.
+pub struct CountedStore {
+    inner: Arc<dyn ObjectStore>,
+}
+
+impl CountedStore {
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        CountedStore { inner }
+    }
+}
+
+impl fmt::Display for CountedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Counted({})", self.inner)
+    }
+}
+
+impl fmt::Debug for CountedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CountedStore({:?})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for CountedStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        count(3, Some(location));
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        count(4, Some(location));
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let op = if options.head {
+            2
+        } else if options.range.is_some() {
+            1
+        } else {
+            0
+        };
+        count(op, Some(location));
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> Result<Vec<bytes::Bytes>> {
+        count(1, Some(location));
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        count(6, None);
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        count(5, None);
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        count(5, None);
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        count(5, None);
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        count(7, Some(to));
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        count(7, Some(to));
+        self.inner.rename_opts(from, to, options).await
+    }
+}
