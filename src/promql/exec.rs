@@ -120,8 +120,10 @@ impl DisplayAs for RangeFnExec {
     }
 }
 
-/// Series are computed in chunks of this many, one output batch each.
+/// Series are computed in chunks of at most this many, one output batch each...
 const CHUNK: usize = 256;
+/// ...and of about this many samples (64 MB decoded), whatever the range.
+const CHUNK_SAMPLES: usize = 4 << 20;
 
 impl ExecutionPlan for RangeFnExec {
     fn name(&self) -> &str {
@@ -156,7 +158,9 @@ impl ExecutionPlan for RangeFnExec {
         _ctx: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let scan = self.scan.clone();
-        let chunks = scan.scan.part(partition, self.partitions).chunks(CHUNK);
+        let part = scan.scan.part(partition, self.partitions);
+        let series = part.series_per_chunk(CHUNK_SAMPLES, CHUNK);
+        let chunks = part.chunks(series);
         let stream = chunks.map(move |chunk| {
             let chunk = chunk.map_err(|e| DataFusionError::External(Box::new(e)))?;
             let n: usize = chunk.iter().map(SeriesRun::len).sum();

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::Statistics;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
@@ -24,6 +26,7 @@ use datafusion::physical_expr::{
     EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr,
 };
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -31,12 +34,16 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit};
 
 use crate::storage::{Scan, SeriesRun};
 
-/// Series read per step of a partition.
+/// Most series read per step of a partition.
 const CHUNK_SERIES: usize = 512;
+/// Most decoded bytes a partition reads per step.
+const CHUNK_BYTES: usize = 32 << 20;
+/// Bytes a sample takes in a chunk and its batches: series id, timestamp, value.
+const BYTES_PER_SAMPLE: usize = 20;
 /// Rows per output batch.
 const BATCH_ROWS: usize = 64 * 1024;
 
@@ -150,6 +157,27 @@ impl ExecutionPlan for SamplesScanExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
+    /// Estimated rows, so the planner builds joins on the small side (`series`) and not
+    /// on `samples`.
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> DfResult<Arc<Statistics>> {
+        let rows = self
+            .spec
+            .scan
+            .num_series()
+            .saturating_mul(self.spec.scan.samples_per_series());
+        let rows = match args.partition() {
+            Some(_) => rows.div_ceil(self.partitions),
+            None => rows,
+        };
+        Ok(Arc::new(
+            Statistics::new_unknown(&self.schema).with_num_rows(Precision::Inexact(rows)),
+        ))
+    }
+
     fn with_new_children(
         self: Arc<Self>,
         _children: Vec<Arc<dyn ExecutionPlan>>,
@@ -164,10 +192,16 @@ impl ExecutionPlan for SamplesScanExec {
     ) -> DfResult<SendableRecordBatchStream> {
         let spec = self.spec.clone();
         let schema = self.schema.clone();
-        let chunks = spec
-            .scan
-            .part(partition, self.partitions)
-            .chunks(CHUNK_SERIES);
+        // Chunks sized to a share of the memory pool: every partition holds one chunk (and
+        // DataFusion's operators above need the rest).
+        let pool = match ctx.memory_pool().memory_limit() {
+            MemoryLimit::Finite(n) => n,
+            _ => usize::MAX,
+        };
+        let chunk_bytes = (pool / (4 * self.partitions)).clamp(1 << 20, CHUNK_BYTES);
+        let part = spec.scan.part(partition, self.partitions);
+        let series = part.series_per_chunk(chunk_bytes / BYTES_PER_SAMPLE, CHUNK_SERIES);
+        let chunks = part.chunks(series);
         // Each chunk is reserved in the pool while its batches are alive downstream of the
         // scan's own buffer; a pool too small for one chunk fails the query, not the process.
         let reservation = Arc::new(parking_lot::Mutex::new(
@@ -194,8 +228,7 @@ impl ExecutionPlan for SamplesScanExec {
                         )));
                     }
                 }
-                // 20 bytes a sample: series id, timestamp, value.
-                reservation.lock().try_resize(n * 20)?;
+                reservation.lock().try_resize(n * BYTES_PER_SAMPLE)?;
                 emitted.fetch_add(n, Ordering::Relaxed);
                 to_batches(&spec, &schema, chunk)
             })

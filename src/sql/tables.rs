@@ -304,7 +304,7 @@ impl TableProvider for SamplesTable {
             .cloned()
             .unwrap_or_else(|| (0..samples_schema().fields().len()).collect());
         let spec = super::scan::ScanSpec {
-            scan: self.storage.scan(&ids, p.min_t, p.max_t),
+            scan: self.storage.scan(&ids, p.min_t, p.max_t).without_caching(),
             pushed,
             budget: self.budget.clone(),
             projection,

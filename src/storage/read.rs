@@ -129,13 +129,15 @@ impl Shared {
 
     /// Reads the given local series of a block, through the decoded-samples cache when
     /// there is one: cached series are sliced to the time range; for a read covering at
-    /// least an eighth of the block the others are read whole, cached, then sliced.
+    /// least an eighth of the block the others are read whole, cached (when `populate`),
+    /// then sliced.
     pub(super) async fn scan_block(
         &self,
         block: &Arc<LoadedBlock>,
         locals: &[u32],
         min_t: i64,
         max_t: i64,
+        populate: bool,
     ) -> Result<Vec<ScannedSeries>, StorageError> {
         let cache = self.opts.samples_cache.as_ref();
         let Some((cache, key)) = cache.zip(ulid::Ulid::from_string(&block.meta.id).ok()) else {
@@ -167,7 +169,7 @@ impl Shared {
         let covered = max_t
             .min(block.meta.max_t)
             .saturating_sub(min_t.max(block.meta.min_t));
-        if covered.saturating_mul(8) < block.meta.max_t - block.meta.min_t {
+        if !populate || covered.saturating_mul(8) < block.meta.max_t - block.meta.min_t {
             out.extend(self.scan_block_pages(block, &missing, min_t, max_t).await?);
             return Ok(out);
         }

@@ -58,6 +58,8 @@ pub struct Scan {
     range: Range<usize>,
     min_t: i64,
     max_t: i64,
+    /// Whether block reads fill the decoded-samples cache.
+    populate_cache: bool,
 }
 
 impl Storage {
@@ -101,11 +103,19 @@ impl Storage {
             ids: Arc::new(ids),
             min_t,
             max_t,
+            populate_cache: true,
         }
     }
 }
 
 impl Scan {
+    /// A scan that reads cached series but caches nothing: for whole-table analytics
+    /// (SQL), which would otherwise evict the series dashboards keep reading.
+    pub fn without_caching(mut self) -> Self {
+        self.populate_cache = false;
+        self
+    }
+
     /// Series this scan (or part) reads.
     pub fn ids(&self) -> &[SeriesId] {
         &self.ids[self.range.clone()]
@@ -148,6 +158,32 @@ impl Scan {
             range: self.range.end..self.range.end,
             ..self.clone()
         })
+    }
+
+    /// Samples one series of the scan holds, estimated from the blocks' metadata (samples
+    /// per series, scaled by how much of each block's time range the scan covers) and the
+    /// heads; at least 1.
+    pub fn samples_per_series(&self) -> usize {
+        let mut est = 0f64;
+        for b in self.blocks.iter() {
+            let m = &b.meta;
+            let span = (m.max_t - m.min_t).max(1) as f64;
+            let covered = (self.max_t.min(m.max_t) as f64 - self.min_t.max(m.min_t) as f64 + 1.0)
+                .clamp(0.0, span + 1.0);
+            est += m.num_samples as f64 / (m.num_series.max(1) as f64) * (covered / (span + 1.0));
+        }
+        for h in self.heads.iter() {
+            let h = h.read();
+            est += h.num_samples() as f64 / (h.num_series().max(1) as f64);
+        }
+        (est.ceil() as usize).max(1)
+    }
+
+    /// Series per chunk so that a chunk holds about `samples` samples (by
+    /// [`Scan::samples_per_series`]), between 1 and `max_series`. One series is the least a
+    /// chunk can hold, however long it is.
+    pub fn series_per_chunk(&self, samples: usize, max_series: usize) -> usize {
+        (samples / self.samples_per_series()).clamp(1, max_series.max(1))
     }
 
     /// The scan as a stream of chunks of at most `series` series each, in ascending id;
@@ -199,10 +235,10 @@ impl Scan {
             .map(|b| (b.clone(), b.local_ids(&wanted)))
             .filter(|(_, locals)| !locals.is_empty())
             .collect();
-        let shared = &self.shared;
-        let scans = work
-            .into_iter()
-            .map(|(b, locals)| async move { shared.scan_block(&b, &locals, min_t, max_t).await });
+        let (shared, populate) = (&self.shared, self.populate_cache);
+        let scans = work.into_iter().map(|(b, locals)| async move {
+            shared.scan_block(&b, &locals, min_t, max_t, populate).await
+        });
         let mut scans = futures::stream::iter(scans).buffered(2);
         while let Some(scanned) = scans.next().await {
             for (g, ts, vs) in scanned? {

@@ -21,6 +21,7 @@ mod s3_outage;
 mod schema;
 mod security;
 mod self_metrics;
+mod sql_bounded;
 mod sql_examples;
 mod support;
 mod tls;
