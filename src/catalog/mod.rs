@@ -145,13 +145,23 @@ impl Catalog {
                                 set |= b;
                             }
                         }
-                        _ => {
-                            for (v, b) in values {
-                                if m.matches(v) {
-                                    set |= b;
+                        // `a|b|c`: direct lookups, not a regex test of every value.
+                        _ => match m.literal_alternatives() {
+                            Some(literals) => {
+                                for v in literals {
+                                    if let Some(b) = values.get(&v) {
+                                        set |= b;
+                                    }
                                 }
                             }
-                        }
+                            None => {
+                                for (v, b) in values {
+                                    if m.matches(v) {
+                                        set |= b;
+                                    }
+                                }
+                            }
+                        },
                     }
                 }
                 result = Some(match result {

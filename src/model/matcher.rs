@@ -69,6 +69,37 @@ impl Matcher {
         })
     }
 
+    /// For a regex that is an alternation of literals (`a|b|c`, also `(a|b)` and with
+    /// backslash-escaped punctuation, as Grafana's multi-value variables produce) the
+    /// literals, so they can be looked up directly instead of testing every label value.
+    pub fn literal_alternatives(&self) -> Option<Vec<String>> {
+        if !matches!(self.op, MatchOp::Re(_)) {
+            return None;
+        }
+        let p = self.value.as_str();
+        let p = p
+            .strip_prefix('(')
+            .and_then(|x| x.strip_suffix(')'))
+            .filter(|x| !x.contains(['(', ')']))
+            .unwrap_or(p);
+        let mut out = vec![String::new()];
+        let mut chars = p.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '|' => out.push(String::new()),
+                '\\' => match chars.next() {
+                    Some(n) if n.is_ascii_punctuation() => out.last_mut()?.push(n),
+                    _ => return None,
+                },
+                '.' | '+' | '*' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '^' | '$' => {
+                    return None;
+                }
+                c => out.last_mut()?.push(c),
+            }
+        }
+        Some(out)
+    }
+
     pub fn matches(&self, value: &str) -> bool {
         match &self.op {
             MatchOp::Equal => value == self.value,
@@ -103,6 +134,46 @@ impl std::fmt::Display for Matcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literal_alternations_are_recognised_and_agree_with_the_regex() {
+        let cases: [(&str, Option<&[&str]>); 8] = [
+            ("a|b|c", Some(&["a", "b", "c"])),
+            ("(web|db)", Some(&["web", "db"])),
+            ("10\\.0\\.0\\.1|host", Some(&["10.0.0.1", "host"])),
+            ("plain", Some(&["plain"])),
+            ("a.*", None),
+            ("(?i)a|b", None),
+            ("(a)|(b)", None),
+            ("a\\d", None),
+        ];
+        for (p, want) in cases {
+            let m = Matcher::regex("l", p, false).unwrap();
+            let got = m.literal_alternatives();
+            assert_eq!(
+                got.as_deref(),
+                want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                    .as_deref(),
+                "{p}"
+            );
+            // Whatever the literals are, the regex matches exactly them.
+            for lit in got.unwrap_or_default() {
+                assert!(m.matches(&lit), "{p} should match {lit}");
+            }
+            for other in ["", "x", "a b", "10x0x0x1", "web|db"] {
+                let listed = want.is_some_and(|w| w.contains(&other));
+                if want.is_some() {
+                    assert_eq!(m.matches(other), listed, "{p} vs {other}");
+                }
+            }
+        }
+        assert!(
+            Matcher::regex("l", "a|b", true)
+                .unwrap()
+                .literal_alternatives()
+                .is_none()
+        );
+    }
 
     #[test]
     fn regex_is_anchored_and_dot_matches_newline() {
