@@ -57,6 +57,18 @@ impl Catalog {
         sets.into_iter().map(|l| insert(&mut w, l)).collect()
     }
 
+    /// As [`Catalog::get_or_insert_many`], taking the label sets (no copy is made of the
+    /// new ones): a block's series at startup.
+    pub fn get_or_insert_owned(&self, sets: Vec<Labels>) -> Vec<SeriesId> {
+        let mut w = self.inner.write();
+        sets.into_iter()
+            .map(|l| match w.ids.get(&l) {
+                Some(&id) => id,
+                None => insert_owned(&mut w, l),
+            })
+            .collect()
+    }
+
     pub fn get_or_insert(&self, labels: &Labels) -> SeriesId {
         self.get_or_insert_many([labels])[0]
     }
@@ -256,19 +268,31 @@ impl Catalog {
 }
 
 fn insert(w: &mut Inner, labels: &Labels) -> SeriesId {
-    if let Some(&id) = w.ids.get(labels) {
-        return id;
+    match w.ids.get(labels) {
+        Some(&id) => id,
+        None => insert_owned(w, labels.clone()),
     }
+}
+
+/// Registers a label set not in the catalog yet.
+fn insert_owned(w: &mut Inner, labels: Labels) -> SeriesId {
     let id = w.labels.len() as SeriesId;
-    let arc = Arc::new(labels.clone());
     for (n, v) in labels.iter() {
-        w.postings
-            .entry(n.to_string())
-            .or_default()
-            .entry(v.to_string())
-            .or_default()
-            .insert(id);
+        // Names and values are mostly known already: look them up before allocating keys.
+        if !w.postings.contains_key(n) {
+            w.postings.insert(n.to_string(), BTreeMap::new());
+        }
+        let values = w.postings.get_mut(n).expect("just ensured");
+        match values.get_mut(v) {
+            Some(b) => {
+                b.insert(id);
+            }
+            None => {
+                values.insert(v.to_string(), RoaringBitmap::from_iter([id]));
+            }
+        }
     }
+    let arc = Arc::new(labels);
     w.ids.insert(arc.clone(), id);
     w.labels.push(Some(arc));
     w.live.insert(id);

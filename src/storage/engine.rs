@@ -817,7 +817,7 @@ async fn load_blocks(
     let mut blocks = Vec::new();
     while let Some((m, labels)) = loaded.next().await {
         match labels {
-            Ok(labels) => blocks.push(Arc::new(LoadedBlock::register(m, &labels, catalog))),
+            Ok(labels) => blocks.push(Arc::new(LoadedBlock::register(m, labels, catalog))),
             Err(e) if is_unreadable(&e) && !read_only => {
                 tracing::error!(block = %m.id, error = %e, "block cannot be read");
                 quarantine_block(store, &m.id).await?;

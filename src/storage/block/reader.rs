@@ -76,7 +76,10 @@ pub struct LoadedBlock {
     pub global_ids: Vec<SeriesId>,
     /// Global ids present in this block.
     pub present: RoaringBitmap,
-    local_of: HashMap<SeriesId, u32>,
+    /// Local id of each global id, unless the global ids ascend with the local ones (the
+    /// usual case, see `register`): then a binary search in `global_ids` finds it, and a
+    /// million-series block saves the map.
+    local_of: Option<HashMap<SeriesId, u32>>,
 }
 
 impl LoadedBlock {
@@ -97,18 +100,20 @@ impl LoadedBlock {
     /// Registers a block's series in the catalog. Blocks are registered oldest first, so a
     /// stable set of series gets global ids in label order, the order of every block's
     /// local ids: a scan of a chunk of global ids then reads contiguous rows of each block.
-    pub fn register(meta: BlockMeta, labels: &[Labels], catalog: &Catalog) -> Self {
-        let global_ids = catalog.get_or_insert_many(labels.iter());
+    pub fn register(meta: BlockMeta, labels: Vec<Labels>, catalog: &Catalog) -> Self {
+        let global_ids = catalog.get_or_insert_owned(labels);
         Self::from_parts(meta, global_ids)
     }
 
     pub fn from_parts(meta: BlockMeta, global_ids: Vec<SeriesId>) -> Self {
         let present = global_ids.iter().copied().collect();
-        let local_of = global_ids
-            .iter()
-            .enumerate()
-            .map(|(l, &g)| (g, l as u32))
-            .collect();
+        let local_of = (!global_ids.windows(2).all(|w| w[0] < w[1])).then(|| {
+            global_ids
+                .iter()
+                .enumerate()
+                .map(|(l, &g)| (g, l as u32))
+                .collect()
+        });
         LoadedBlock {
             path: BlockPath::new(meta.id.clone()),
             meta,
@@ -120,14 +125,21 @@ impl LoadedBlock {
 
     /// Local id of a global id this block holds.
     pub fn local_of(&self, global: SeriesId) -> Option<u32> {
-        self.local_of.get(&global).copied()
+        match &self.local_of {
+            Some(m) => m.get(&global).copied(),
+            None => self
+                .global_ids
+                .binary_search(&global)
+                .ok()
+                .map(|l| l as u32),
+        }
     }
 
     /// Local ids (sorted) of the given global ids that this block holds.
     pub fn local_ids(&self, global: &RoaringBitmap) -> Vec<u32> {
         let mut v: Vec<u32> = (global & &self.present)
             .iter()
-            .filter_map(|g| self.local_of.get(&g).copied())
+            .filter_map(|g| self.local_of(g))
             .collect();
         v.sort_unstable();
         v
