@@ -1,5 +1,5 @@
 # Common commands. `make help` lists them.
-.PHONY: help run test bench bench-peers bench-sql lint
+.PHONY: help run test bench bench-peers bench-scale bench-sql lint
 
 help: ## This list
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -15,6 +15,9 @@ bench: ## Criterion micro-benchmarks and the storage report
 
 bench-peers: ## Quiver vs Prometheus and VictoriaMetrics, end to end (benches/peer/README.md; flags via ARGS="...")
 	python3 benches/peer/harness.py $(ARGS)
+
+bench-scale: ## Quiver vs Prometheus and VictoriaMetrics on 1M series: restart, RSS, fan-out and label queries (benches/scale/million.py; flags via ARGS="...")
+	python3 benches/scale/million.py $(ARGS)
 
 bench-sql: ## Quiver SQL vs DuckDB on the same block Parquet files (benches/sql/duckdb_compare.py; flags via ARGS="...")
 	python3 benches/sql/duckdb_compare.py $(ARGS)
