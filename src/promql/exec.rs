@@ -121,9 +121,11 @@ impl DisplayAs for RangeFnExec {
 }
 
 /// Series are computed in chunks of at most this many, one output batch each...
-const CHUNK: usize = 256;
-/// ...and of about this many samples (64 MB decoded), whatever the range.
+const CHUNK: usize = 4096;
+/// ...of about this many samples read (64 MB decoded), whatever the range...
 const CHUNK_SAMPLES: usize = 4 << 20;
+/// ...and at most this many output rows (series × steps; 48 MB).
+const CHUNK_ROWS: usize = 4 << 20;
 
 impl ExecutionPlan for RangeFnExec {
     fn name(&self) -> &str {
@@ -159,7 +161,11 @@ impl ExecutionPlan for RangeFnExec {
     ) -> DfResult<SendableRecordBatchStream> {
         let scan = self.scan.clone();
         let part = scan.scan.part(partition, self.partitions);
-        let series = part.series_per_chunk(CHUNK_SAMPLES, CHUNK);
+        // A chunk's output is series × steps rows: bound both what it reads and what it
+        // emits. Each chunk read has a fixed cost (a pass over the blocks' row groups), so
+        // an instant query reads its part in one or two chunks, not dozens.
+        let max_series = (CHUNK_ROWS / scan.ends.len().max(1)).clamp(1, CHUNK);
+        let series = part.series_per_chunk(CHUNK_SAMPLES, max_series);
         let chunks = part.chunks(series);
         let stream = chunks.map(move |chunk| {
             let chunk = chunk.map_err(|e| DataFusionError::External(Box::new(e)))?;

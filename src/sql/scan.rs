@@ -39,7 +39,7 @@ use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit};
 use crate::storage::{Scan, SeriesRun};
 
 /// Most series read per step of a partition.
-const CHUNK_SERIES: usize = 512;
+const CHUNK_SERIES: usize = 8192;
 /// Most decoded bytes a partition reads per step.
 const CHUNK_BYTES: usize = 32 << 20;
 /// Bytes a sample takes in a chunk and its batches: series id, timestamp, value.
