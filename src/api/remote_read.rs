@@ -140,10 +140,9 @@ async fn answer(
         }
         // The samples cap is charged chunk by chunk, so an over-limit read stops early.
         // As Prometheus's --storage.remote.read-sample-limit: refuse rather than answer part.
-        let scan = storage.scan(&ids, q.start_timestamp_ms, q.end_timestamp_ms);
-        let per_chunk = scan.series_per_chunk(4 << 20, 16 << 10);
-        let runs = scan
-            .collect(per_chunk, |n| {
+        let runs = storage
+            .scan(&ids, q.start_timestamp_ms, q.end_timestamp_ms)
+            .collect_all(|n| {
                 total += n;
                 if total > max_samples {
                     Err(ReadError::TooManySamples)

@@ -83,12 +83,6 @@ pub fn matcher_sets(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, PromqlErro
     Ok(sets)
 }
 
-/// Samples a selector reads per step of its scan (the limit is checked between steps;
-/// each step has a fixed cost, a pass over the blocks' row groups)...
-const SCAN_CHUNK_SAMPLES: usize = 4 << 20;
-/// ...and at most this many series.
-const SCAN_CHUNK_SERIES: usize = 16 << 10;
-
 impl Engine {
     /// Raw samples of every series matching `vs` in `[min_t, max_t]`.
     pub(super) async fn fetch(
@@ -108,8 +102,7 @@ impl Engine {
         // Boxed: this future is part of every evaluator level's state, and nested queries
         // recurse thousands of levels deep (`promql::guard`).
         let scan = self.storage.scan(&ids, min_t, max_t);
-        let per_chunk = scan.series_per_chunk(SCAN_CHUNK_SAMPLES, SCAN_CHUNK_SERIES);
-        let runs = Box::pin(scan.collect(per_chunk, |n| self.charge(n))).await?;
+        let runs = Box::pin(scan.collect_all(|n| self.charge(n))).await?;
         let labels = self
             .storage
             .catalog()

@@ -23,6 +23,24 @@ use crate::storage::Storage;
 
 pub use tables::{SamplesTable, SeriesTable};
 
+/// Statistics of a leaf that knows roughly how many rows it emits, split evenly over its
+/// partitions: enough for the planner to build joins on the smaller side.
+fn estimated_rows(
+    schema: &datafusion::arrow::datatypes::Schema,
+    rows: usize,
+    partitions: usize,
+    partition: Option<usize>,
+) -> Arc<datafusion::common::Statistics> {
+    let rows = match partition {
+        Some(_) => rows.div_ceil(partitions.max(1)),
+        None => rows,
+    };
+    Arc::new(
+        datafusion::common::Statistics::new_unknown(schema)
+            .with_num_rows(datafusion::common::stats::Precision::Inexact(rows)),
+    )
+}
+
 /// View definitions shipped in `sql/views.sql`.
 pub const VIEWS_SQL: &str = include_str!("../../sql/views.sql");
 

@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::Statistics;
-use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
@@ -164,17 +163,13 @@ impl ExecutionPlan for SamplesScanExec {
         _input_stats: &[Arc<Statistics>],
         args: &StatisticsArgs,
     ) -> DfResult<Arc<Statistics>> {
-        let rows = self
-            .spec
-            .scan
-            .num_series()
-            .saturating_mul(self.spec.scan.samples_per_series());
-        let rows = match args.partition() {
-            Some(_) => rows.div_ceil(self.partitions),
-            None => rows,
-        };
-        Ok(Arc::new(
-            Statistics::new_unknown(&self.schema).with_num_rows(Precision::Inexact(rows)),
+        let scan = &self.spec.scan;
+        let rows = scan.num_series().saturating_mul(scan.samples_per_series());
+        Ok(super::estimated_rows(
+            &self.schema,
+            rows,
+            self.partitions,
+            args.partition(),
         ))
     }
 

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, MapBuilder, RecordBatch, StringBuilder, UInt32Array};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::Statistics;
-use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::TaskContext;
@@ -131,13 +130,11 @@ impl ExecutionPlan for SeriesScanExec {
         _input_stats: &[Arc<Statistics>],
         args: &StatisticsArgs,
     ) -> DfResult<Arc<Statistics>> {
-        let rows = self.ids.len();
-        let rows = match args.partition() {
-            Some(_) => rows.div_ceil(self.partitions),
-            None => rows,
-        };
-        Ok(Arc::new(
-            Statistics::new_unknown(&self.schema).with_num_rows(Precision::Inexact(rows)),
+        Ok(super::estimated_rows(
+            &self.schema,
+            self.ids.len(),
+            self.partitions,
+            args.partition(),
         ))
     }
 

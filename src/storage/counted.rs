@@ -18,7 +18,7 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 
-/// Operations counted.
+/// Operations counted (indices: the constants below).
 pub const OPERATIONS: [&str; 8] = [
     "get",
     "get_range",
@@ -29,6 +29,14 @@ pub const OPERATIONS: [&str; 8] = [
     "delete",
     "copy",
 ];
+const GET: usize = 0;
+const GET_RANGE: usize = 1;
+const HEAD: usize = 2;
+const PUT: usize = 3;
+const MULTIPART: usize = 4;
+const LIST: usize = 5;
+const DELETE: usize = 6;
+const COPY: usize = 7;
 /// Files told apart: a block's samples, series, postings and meta; anything else.
 pub const FILES: [&str; 5] = ["samples", "series", "postings", "meta", "other"];
 
@@ -106,7 +114,7 @@ impl ObjectStore for CountedStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        count(3, Some(location));
+        count(PUT, Some(location));
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -115,17 +123,17 @@ impl ObjectStore for CountedStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        count(4, Some(location));
+        count(MULTIPART, Some(location));
         self.inner.put_multipart_opts(location, opts).await
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         let op = if options.head {
-            2
+            HEAD
         } else if options.range.is_some() {
-            1
+            GET_RANGE
         } else {
-            0
+            GET
         };
         count(op, Some(location));
         self.inner.get_opts(location, options).await
@@ -136,7 +144,7 @@ impl ObjectStore for CountedStore {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> Result<Vec<bytes::Bytes>> {
-        count(1, Some(location));
+        count(GET_RANGE, Some(location));
         self.inner.get_ranges(location, ranges).await
     }
 
@@ -144,12 +152,12 @@ impl ObjectStore for CountedStore {
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
-        count(6, None);
+        count(DELETE, None);
         self.inner.delete_stream(locations)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        count(5, None);
+        count(LIST, None);
         self.inner.list(prefix)
     }
 
@@ -158,22 +166,22 @@ impl ObjectStore for CountedStore {
         prefix: Option<&Path>,
         offset: &Path,
     ) -> BoxStream<'static, Result<ObjectMeta>> {
-        count(5, None);
+        count(LIST, None);
         self.inner.list_with_offset(prefix, offset)
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        count(5, None);
+        count(LIST, None);
         self.inner.list_with_delimiter(prefix).await
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        count(7, Some(to));
+        count(COPY, Some(to));
         self.inner.copy_opts(from, to, options).await
     }
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-        count(7, Some(to));
+        count(COPY, Some(to));
         self.inner.rename_opts(from, to, options).await
     }
 }

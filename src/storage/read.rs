@@ -91,7 +91,7 @@ impl Storage {
         let ids = self.shared.catalog.select(matchers);
         let runs = self
             .scan(&ids, min_t, max_t)
-            .collect(4096, |_| Ok::<_, StorageError>(()))
+            .collect_all(|_| Ok::<_, StorageError>(()))
             .await?;
         let labels = self.shared.catalog.labels_many(runs.iter().map(|r| r.id));
         let mut out: Vec<SeriesResult> = runs

@@ -220,6 +220,17 @@ impl Scan {
         Ok(out)
     }
 
+    /// [`Scan::collect`] in chunks of about 4M samples (64 MB decoded), at most 16,384
+    /// series: small enough to stop early at a limit, large enough that the fixed cost of
+    /// a chunk (a pass over each block's row groups) stays negligible.
+    pub async fn collect_all<E: From<StorageError>>(
+        self,
+        charge: impl FnMut(usize) -> Result<(), E>,
+    ) -> Result<Vec<SeriesRun>, E> {
+        let series = self.series_per_chunk(4 << 20, 16 << 10);
+        self.collect(series, charge).await
+    }
+
     /// Samples of `ids` (ascending, a sub-slice of the scan's) from every source.
     async fn read(&self, ids: &[SeriesId]) -> Result<Vec<SeriesRun>, StorageError> {
         let (min_t, max_t) = (self.min_t, self.max_t);
