@@ -15,17 +15,43 @@ use roaring::RoaringBitmap;
 
 use crate::model::{Labels, MatchOp, Matcher};
 
+mod posting;
+pub use posting::Posting;
+
 /// Global series id, dense per process.
 pub type SeriesId = u32;
 
-#[derive(Default)]
+/// ahash keys drawn from the standard library's per-process random keys (ahash is built
+/// without its own runtime RNG, as arrow builds it).
+fn random_state() -> ahash::RandomState {
+    use std::hash::BuildHasher;
+    let std = std::collections::hash_map::RandomState::new();
+    let k = |i: u64| std.hash_one(i);
+    ahash::RandomState::with_seeds(k(0), k(1), k(2), k(3))
+}
+
 struct Inner {
-    ids: HashMap<Arc<Labels>, SeriesId>,
+    /// `ahash`, randomly keyed per process: SipHash was a third of startup with a million
+    /// series, and label sets come from clients, so the hash must stay keyed.
+    ids: HashMap<Arc<Labels>, SeriesId, ahash::RandomState>,
     /// By id; `None` once removed.
     labels: Vec<Option<Arc<Labels>>>,
     /// Ids whose series are in the catalog.
     live: RoaringBitmap,
-    postings: HashMap<String, BTreeMap<String, RoaringBitmap>>,
+    /// Label name → value → series. Keys are boxed (16 bytes, not 24): a label with a
+    /// unique value per series has as many keys as there are series.
+    postings: HashMap<Box<str>, BTreeMap<Box<str>, Posting>, ahash::RandomState>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            ids: HashMap::with_hasher(random_state()),
+            labels: Vec::new(),
+            live: RoaringBitmap::new(),
+            postings: HashMap::with_hasher(random_state()),
+        }
+    }
 }
 
 /// Series registry plus postings. Cheap to share; all methods take `&self`.
@@ -115,11 +141,8 @@ impl Catalog {
                 let Some(values) = w.postings.get_mut(n) else {
                     continue;
                 };
-                if let Some(b) = values.get_mut(v) {
-                    b.remove(id);
-                    if b.is_empty() {
-                        values.remove(v);
-                    }
+                if values.get_mut(v).is_some_and(|b| b.remove(id)) {
+                    values.remove(v);
                 }
                 if values.is_empty() {
                     w.postings.remove(n);
@@ -147,29 +170,29 @@ impl Catalog {
         let mut ordered: Vec<&Matcher> = matchers.iter().collect();
         ordered.sort_by_key(|m| m.matches_empty());
         for m in ordered {
-            let values = r.postings.get(&m.name);
+            let values = r.postings.get(m.name.as_str());
             if !m.matches_empty() {
                 let mut set = RoaringBitmap::new();
                 if let Some(values) = values {
                     match &m.op {
                         MatchOp::Equal => {
-                            if let Some(b) = values.get(&m.value) {
-                                set |= b;
+                            if let Some(b) = values.get(m.value.as_str()) {
+                                b.union_into(&mut set);
                             }
                         }
                         // `a|b|c`: direct lookups, not a regex test of every value.
                         _ => match m.literal_alternatives() {
                             Some(literals) => {
                                 for v in literals {
-                                    if let Some(b) = values.get(&v) {
-                                        set |= b;
+                                    if let Some(b) = values.get(v.as_str()) {
+                                        b.union_into(&mut set);
                                     }
                                 }
                             }
                             None => {
                                 for (v, b) in values {
                                     if m.matches(v) {
-                                        set |= b;
+                                        b.union_into(&mut set);
                                     }
                                 }
                             }
@@ -186,7 +209,7 @@ impl Catalog {
                 if let Some(values) = values {
                     for (v, b) in values {
                         if !m.matches(v) {
-                            exclude |= b;
+                            b.union_into(&mut exclude);
                         }
                     }
                 }
@@ -205,7 +228,7 @@ impl Catalog {
         let r = self.inner.read();
         // Every series selected (the common "all time, no match[]" case): no intersections.
         if *within == r.live {
-            let mut names: Vec<String> = r.postings.keys().cloned().collect();
+            let mut names: Vec<String> = r.postings.keys().map(|n| n.to_string()).collect();
             names.sort();
             return names;
         }
@@ -213,7 +236,7 @@ impl Catalog {
             .postings
             .iter()
             .filter(|(_, values)| values.values().any(|b| !b.is_disjoint(within)))
-            .map(|(n, _)| n.clone())
+            .map(|(n, _)| n.to_string())
             .collect();
         names.sort();
         names
@@ -226,7 +249,7 @@ impl Catalog {
             return vec![];
         };
         if *within == r.live {
-            return values.keys().cloned().collect();
+            return values.keys().map(|v| v.to_string()).collect();
         }
         // Few selected series relative to the label's values: read their label sets instead
         // of testing every value's postings against the selection.
@@ -247,7 +270,7 @@ impl Catalog {
         values
             .iter()
             .filter(|(_, b)| !b.is_disjoint(within))
-            .map(|(v, _)| v.clone())
+            .map(|(v, _)| v.to_string())
             .collect()
     }
 
@@ -259,7 +282,7 @@ impl Catalog {
             for (v, b) in values {
                 let c = b.intersection_len(within);
                 if c > 0 {
-                    out.insert((n.clone(), v.clone(), c));
+                    out.insert((n.to_string(), v.to_string(), c));
                 }
             }
         }
@@ -280,15 +303,13 @@ fn insert_owned(w: &mut Inner, labels: Labels) -> SeriesId {
     for (n, v) in labels.iter() {
         // Names and values are mostly known already: look them up before allocating keys.
         if !w.postings.contains_key(n) {
-            w.postings.insert(n.to_string(), BTreeMap::new());
+            w.postings.insert(n.into(), BTreeMap::new());
         }
         let values = w.postings.get_mut(n).expect("just ensured");
         match values.get_mut(v) {
-            Some(b) => {
-                b.insert(id);
-            }
+            Some(b) => b.insert(id),
             None => {
-                values.insert(v.to_string(), RoaringBitmap::from_iter([id]));
+                values.insert(v.into(), Posting::One(id));
             }
         }
     }

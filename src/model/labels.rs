@@ -18,8 +18,18 @@ pub enum LabelError {
 
 /// A series identity: label pairs sorted by name, names unique, no empty values
 /// (Prometheus treats an empty value as an absent label).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Labels(Vec<(String, String)>);
+///
+/// Stored compactly, as Prometheus's `stringlabels` does: every name and value concatenated
+/// in one string plus the end offset of each, two allocations per label set however many
+/// pairs it has. The catalog holds one of these per series ever seen (a million series
+/// should not cost a gigabyte), and hashing and equality are one pass over bytes.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct Labels {
+    /// `name0 value0 name1 value1 …` without separators.
+    text: Box<str>,
+    /// End offset in `text` of each name and value, in that order.
+    ends: Box<[u32]>,
+}
 
 impl Labels {
     /// Validates and sorts label pairs as Prometheus does on ingest.
@@ -39,44 +49,110 @@ impl Labels {
         if pairs.is_empty() {
             return Err(LabelError::NoLabels);
         }
-        Ok(Labels(pairs))
+        Ok(Self::from_sorted_unchecked(pairs))
+    }
+
+    /// Validates and sorts borrowed pairs (e.g. a block's series file) without allocating a
+    /// string per name and value.
+    pub fn from_strs(pairs: &mut [(&str, &str)]) -> Result<Self, LabelError> {
+        pairs.sort_by(|a, b| a.0.cmp(b.0));
+        let mut kept = pairs.iter().filter(|(_, v)| !v.is_empty()).peekable();
+        if kept.peek().is_none() {
+            return Err(LabelError::NoLabels);
+        }
+        let mut prev: Option<&str> = None;
+        for (n, v) in kept.clone() {
+            if n.is_empty() {
+                return Err(LabelError::EmptyName {
+                    value: v.to_string(),
+                });
+            }
+            if prev == Some(*n) {
+                return Err(LabelError::Duplicate {
+                    name: n.to_string(),
+                });
+            }
+            prev = Some(n);
+        }
+        Ok(Self::from_sorted_strs(kept.copied()))
     }
 
     /// Builds from pairs already known to be valid and sorted (e.g. read back from a block).
     pub fn from_sorted_unchecked(pairs: Vec<(String, String)>) -> Self {
-        debug_assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0));
-        Labels(pairs)
+        Self::from_sorted_strs(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+    }
+
+    /// As [`Labels::from_sorted_unchecked`], from borrowed pairs.
+    pub fn from_sorted_strs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> Self {
+        let (mut len, mut count) = (0, 0);
+        for (n, v) in pairs.clone() {
+            len += n.len() + v.len();
+            count += 2;
+        }
+        let mut text = String::with_capacity(len);
+        let mut ends = Vec::with_capacity(count);
+        for (n, v) in pairs {
+            text.push_str(n);
+            ends.push(text.len() as u32);
+            text.push_str(v);
+            ends.push(text.len() as u32);
+        }
+        let l = Labels {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        };
+        debug_assert!(l.iter().zip(l.iter().skip(1)).all(|(a, b)| a.0 < b.0));
+        l
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|(n, _)| n.as_str().cmp(name))
-            .ok()
-            .map(|i| self.0[i].1.as_str())
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     pub fn metric_name(&self) -> Option<&str> {
         self.get(METRIC_NAME)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + Clone + '_ {
+        self.ends.chunks_exact(2).scan(0usize, |start, e| {
+            let (n_end, v_end) = (e[0] as usize, e[1] as usize);
+            let pair = (&self.text[*start..n_end], &self.text[n_end..v_end]);
+            *start = v_end;
+            Some(pair)
+        })
+    }
+
+    /// The pairs as owned strings, for building a derived label set.
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        self.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.ends.len() / 2
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.ends.is_empty()
     }
 
-    pub fn pairs(&self) -> &[(String, String)] {
-        &self.0
+    /// Heap bytes held (for memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.text.len() + self.ends.len() * 4
     }
+}
 
-    pub fn into_pairs(self) -> Vec<(String, String)> {
-        self.0
+/// Label order: pair by pair, name then value (the order of a sorted `Vec<(name, value)>`).
+impl Ord for Labels {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.iter().cmp(other.iter())
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -138,5 +214,53 @@ mod tests {
             Err(LabelError::EmptyName { .. })
         ));
         assert_eq!(Labels::new(vec![]), Err(LabelError::NoLabels));
+    }
+
+    #[test]
+    fn packed_form_keeps_pairs_order_and_validation() {
+        let sets: Vec<Vec<(String, String)>> = vec![
+            vec![p("a", "1")],
+            vec![p("a", "1"), p("b", "")],
+            vec![p("a", "10")],
+            vec![p("a", "1"), p("b", "2")],
+            vec![p("ab", "1")],
+            vec![p("__name__", "x"), p("a", "1")],
+            vec![p("b", "1"), p("a", "2")],
+        ];
+        let mut labels: Vec<Labels> = sets
+            .iter()
+            .map(|s| Labels::new(s.clone()).unwrap())
+            .collect();
+        // "a=1" and "a=1,b=" are one series (empty values are absent labels).
+        assert_eq!(labels[0], labels[1]);
+        for (l, s) in labels.iter().zip(&sets) {
+            let mut borrowed: Vec<(&str, &str)> =
+                s.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            assert_eq!(&Labels::from_strs(&mut borrowed).unwrap(), l);
+        }
+        // Label order is the order of the sorted pair vectors.
+        let mut by_pairs = labels.clone();
+        by_pairs.sort_by_key(|l| l.to_pairs());
+        labels.sort();
+        assert_eq!(labels, by_pairs);
+        let l = Labels::new(vec![p("b", "2"), p("a", "1")]).unwrap();
+        assert_eq!(l.iter().collect::<Vec<_>>(), vec![("a", "1"), ("b", "2")]);
+        assert_eq!(
+            (l.get("a"), l.get("b"), l.get("c")),
+            (Some("1"), Some("2"), None)
+        );
+        assert_eq!(l.len(), 2);
+        let mut dup = vec![("a", "1"), ("a", "2")];
+        assert!(matches!(
+            Labels::from_strs(&mut dup),
+            Err(LabelError::Duplicate { .. })
+        ));
+        let mut none = vec![("a", "")];
+        assert_eq!(Labels::from_strs(&mut none), Err(LabelError::NoLabels));
+        let mut unnamed = vec![("", "1")];
+        assert!(matches!(
+            Labels::from_strs(&mut unnamed),
+            Err(LabelError::EmptyName { .. })
+        ));
     }
 }

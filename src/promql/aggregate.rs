@@ -13,22 +13,16 @@ use crate::model::{Labels, METRIC_NAME};
 
 /// The labels a series contributes to its aggregation group.
 pub(super) fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {
-    let pairs = match m {
-        None => vec![],
-        Some(LabelModifier::Include(ls)) => l
-            .pairs()
-            .iter()
-            .filter(|(n, _)| ls.labels.iter().any(|x| x == n))
-            .cloned()
-            .collect(),
-        Some(LabelModifier::Exclude(ls)) => l
-            .pairs()
-            .iter()
-            .filter(|(n, _)| n != METRIC_NAME && !ls.labels.iter().any(|x| x == n))
-            .cloned()
-            .collect(),
-    };
-    Labels::from_sorted_unchecked(pairs)
+    match m {
+        None => Labels::default(),
+        Some(LabelModifier::Include(ls)) => {
+            Labels::from_sorted_strs(l.iter().filter(|(n, _)| ls.labels.iter().any(|x| x == n)))
+        }
+        Some(LabelModifier::Exclude(ls)) => Labels::from_sorted_strs(
+            l.iter()
+                .filter(|(n, _)| *n != METRIC_NAME && !ls.labels.iter().any(|x| x == n)),
+        ),
+    }
 }
 
 fn fmt_value_label(v: f64) -> String {

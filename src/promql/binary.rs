@@ -43,22 +43,19 @@ fn elem(op: &str, l: f64, r: f64) -> (f64, bool) {
 fn signature(l: &Labels, m: Option<&LabelModifier>) -> Vec<(String, String)> {
     match m {
         Some(LabelModifier::Include(ls)) => l
-            .pairs()
             .iter()
             .filter(|(n, _)| ls.labels.iter().any(|x| x == n))
-            .cloned()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect(),
         Some(LabelModifier::Exclude(ls)) => l
-            .pairs()
             .iter()
-            .filter(|(n, _)| n != METRIC_NAME && !ls.labels.iter().any(|x| x == n))
-            .cloned()
+            .filter(|(n, _)| *n != METRIC_NAME && !ls.labels.iter().any(|x| x == n))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect(),
         None => l
-            .pairs()
             .iter()
-            .filter(|(n, _)| n != METRIC_NAME)
-            .cloned()
+            .filter(|(n, _)| *n != METRIC_NAME)
+            .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect(),
     }
 }
@@ -372,7 +369,7 @@ fn result_metric(
     matching: Option<&LabelModifier>,
     include: &[String],
 ) -> Labels {
-    let mut pairs: Vec<(String, String)> = many.pairs().to_vec();
+    let mut pairs: Vec<(String, String)> = many.to_pairs();
     if drop {
         pairs.retain(|(n, _)| n != METRIC_NAME);
     }

@@ -381,12 +381,8 @@ pub(super) fn drop_name(l: &Arc<Labels>) -> Arc<Labels> {
     if l.metric_name().is_none() {
         return l.clone();
     }
-    Arc::new(Labels::from_sorted_unchecked(
-        l.pairs()
-            .iter()
-            .filter(|(n, _)| n != crate::model::METRIC_NAME)
-            .cloned()
-            .collect(),
+    Arc::new(Labels::from_sorted_strs(
+        l.iter().filter(|(n, _)| *n != crate::model::METRIC_NAME),
     ))
 }
 

@@ -553,10 +553,9 @@ fn unwrap_paren(e: &Expr) -> &Expr {
 /// Labels with `name` set to `value` (removed when empty).
 pub(super) fn set_label(l: &Labels, name: &str, value: &str) -> Labels {
     let mut pairs: Vec<(String, String)> = l
-        .pairs()
         .iter()
-        .filter(|(n, _)| n != name)
-        .cloned()
+        .filter(|(n, _)| *n != name)
+        .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect();
     if !value.is_empty() {
         pairs.push((name.to_string(), value.to_string()));
@@ -668,13 +667,10 @@ impl Engine {
                 continue;
             };
             let Some(bound) = parse_le(le) else { continue };
-            let key = Arc::new(Labels::from_sorted_unchecked(
+            let key = Arc::new(Labels::from_sorted_strs(
                 s.labels
-                    .pairs()
                     .iter()
-                    .filter(|(k, _)| k != "le" && k != METRIC_NAME)
-                    .cloned()
-                    .collect(),
+                    .filter(|(k, _)| *k != "le" && *k != METRIC_NAME),
             ));
             groups.entry(key).or_default().push((bound, s));
         }

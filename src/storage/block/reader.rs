@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::UInt32Type;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -23,28 +24,48 @@ async fn read_parquet(
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Label sets of a block, indexed by local series id.
+/// Label sets of a block, indexed by local series id. Names and values are borrowed from
+/// the decoded columns until each label set is packed (no string per pair).
 pub async fn read_series(
     store: &dyn ObjectStore,
     path: &BlockPath,
 ) -> Result<Vec<Labels>, StorageError> {
-    let mut pairs: Vec<Vec<(String, String)>> = Vec::new();
-    for b in read_parquet(store, &path.series()).await? {
-        let ids = b.column(0).as_primitive::<UInt32Type>();
-        let names = b.column(1).as_string::<i32>();
-        let values = b.column(2).as_string::<i32>();
-        for i in 0..b.num_rows() {
-            let id = ids.value(i) as usize;
-            if pairs.len() <= id {
-                pairs.resize_with(id + 1, Vec::new);
-            }
-            pairs[id].push((names.value(i).to_string(), values.value(i).to_string()));
-        }
+    let batches = read_parquet(store, &path.series()).await?;
+    let Some(first) = batches.first() else {
+        return Ok(vec![]);
+    };
+    let b = concat_batches(&first.schema(), &batches)?;
+    drop(batches);
+    let ids = b.column(0).as_primitive::<UInt32Type>().values();
+    let names = b.column(1).as_string::<i32>();
+    let values = b.column(2).as_string::<i32>();
+    // Rows grouped by local id (a counting sort: the file is in id order already, but
+    // nothing needs to rely on it).
+    let n = ids.iter().map(|&id| id as usize + 1).max().unwrap_or(0);
+    let mut start = vec![0u32; n + 1];
+    for &id in ids {
+        start[id as usize + 1] += 1;
     }
-    pairs
-        .into_iter()
-        .map(|p| {
-            Labels::new(p).map_err(|e| StorageError::Corrupt(format!("block {}: {e}", path.id)))
+    for i in 0..n {
+        start[i + 1] += start[i];
+    }
+    let mut next = start.clone();
+    let mut rows = vec![0u32; ids.len()];
+    for (row, &id) in ids.iter().enumerate() {
+        rows[next[id as usize] as usize] = row as u32;
+        next[id as usize] += 1;
+    }
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    (0..n)
+        .map(|id| {
+            pairs.clear();
+            pairs.extend(
+                rows[start[id] as usize..start[id + 1] as usize]
+                    .iter()
+                    .map(|&r| (names.value(r as usize), values.value(r as usize))),
+            );
+            Labels::from_strs(&mut pairs)
+                .map_err(|e| StorageError::Corrupt(format!("block {}: {e}", path.id)))
         })
         .collect()
 }
