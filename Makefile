@@ -1,5 +1,5 @@
 # Common commands. `make help` lists them.
-.PHONY: help run test bench bench-peers bench-scale bench-sql lint
+.PHONY: help run test bench bench-peers bench-scale bench-sql bench-compaction lint
 
 help: ## This list
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ bench-scale: ## Quiver vs Prometheus and VictoriaMetrics on 1M series: restart, 
 
 bench-sql: ## Quiver SQL vs DuckDB on the same block Parquet files (benches/sql/duckdb_compare.py; flags via ARGS="...")
 	python3 benches/sql/duckdb_compare.py $(ARGS)
+
+bench-compaction: ## Peak RSS of Quiver compacting a day of 10k series (benches/compaction/day.py; flags via ARGS="...")
+	python3 benches/compaction/day.py $(ARGS)
 
 lint: ## rustfmt and clippy as CI runs them
 	cargo fmt --check && cargo clippy --all-targets -- -D warnings
