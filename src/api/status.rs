@@ -55,41 +55,24 @@ pub(super) async fn tsdb(Ready(storage, access): Ready) -> Response {
         all &= allowed;
         num_series = num_series.min(all.len() as usize);
     }
-    let card = storage.catalog().cardinality(&all);
-    let top = |mut v: Vec<(String, u64)>| {
-        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        v.truncate(10);
+    let card = storage.catalog().cardinality(&all, 10);
+    let top = |v: Vec<(String, u64)>| {
         v.into_iter()
             .map(|(name, value)| json!({"name": name, "value": value}))
             .collect::<Vec<_>>()
     };
-    let by_metric: Vec<(String, u64)> = card
-        .iter()
-        .filter(|(n, _, _)| n == "__name__")
-        .map(|(_, v, c)| (v.clone(), *c))
-        .collect();
-    let mut values_per_label: std::collections::BTreeMap<String, u64> = Default::default();
-    let mut bytes_per_label: std::collections::BTreeMap<String, u64> = Default::default();
-    for (n, v, c) in &card {
-        *values_per_label.entry(n.clone()).or_default() += 1;
-        *bytes_per_label.entry(n.clone()).or_default() += (v.len() as u64) * c;
-    }
-    let pairs: Vec<(String, u64)> = card
-        .iter()
-        .map(|(n, v, c)| (format!("{n}={v}"), *c))
-        .collect();
     success(json!({
         "headStats": {
             "numSeries": num_series,
-            "numLabelPairs": card.len(),
+            "numLabelPairs": card.label_pairs,
             "chunkCount": 0,
             "minTime": range.map_or(0, |r| r.0),
             "maxTime": range.map_or(0, |r| r.1),
         },
-        "seriesCountByMetricName": top(by_metric),
-        "labelValueCountByLabelName": top(values_per_label.into_iter().collect()),
-        "memoryInBytesByLabelName": top(bytes_per_label.into_iter().collect()),
-        "seriesCountByLabelValuePair": top(pairs),
+        "seriesCountByMetricName": top(card.series_by_metric),
+        "labelValueCountByLabelName": top(card.values_by_label),
+        "memoryInBytesByLabelName": top(card.bytes_by_label),
+        "seriesCountByLabelValuePair": top(card.series_by_pair),
     }))
 }
 

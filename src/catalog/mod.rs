@@ -7,7 +7,7 @@
 //! matchers, label names and label values without touching samples. Which series exist in a
 //! time range is the union of the presence bitmaps of the sources (head, blocks) overlapping it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -15,7 +15,9 @@ use roaring::RoaringBitmap;
 
 use crate::model::{Labels, MatchOp, Matcher};
 
+mod cardinality;
 mod posting;
+pub use cardinality::Cardinality;
 pub use posting::Posting;
 
 /// Global series id, dense per process.
@@ -272,21 +274,6 @@ impl Catalog {
             .filter(|(_, b)| !b.is_disjoint(within))
             .map(|(v, _)| v.to_string())
             .collect()
-    }
-
-    /// `(name, value, series count)` for the status/tsdb cardinality view.
-    pub fn cardinality(&self, within: &RoaringBitmap) -> BTreeSet<(String, String, u64)> {
-        let r = self.inner.read();
-        let mut out = BTreeSet::new();
-        for (n, values) in &r.postings {
-            for (v, b) in values {
-                let c = b.intersection_len(within);
-                if c > 0 {
-                    out.insert((n.to_string(), v.to_string(), c));
-                }
-            }
-        }
-        out
     }
 }
 

@@ -54,6 +54,17 @@ impl Posting {
         }
     }
 
+    pub fn len(&self) -> u64 {
+        match self {
+            Posting::One(_) => 1,
+            Posting::Many(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn is_disjoint(&self, other: &RoaringBitmap) -> bool {
         match self {
             Posting::One(x) => !other.contains(*x),

@@ -35,7 +35,8 @@ use futures::StreamExt;
 
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit};
 
-use crate::storage::{Scan, SeriesRun};
+use crate::catalog::SeriesId;
+use crate::storage::{Piece, Scan, SeriesPieces};
 
 /// Most series read per step of a partition.
 const CHUNK_SERIES: usize = 8192;
@@ -43,8 +44,11 @@ const CHUNK_SERIES: usize = 8192;
 const CHUNK_BYTES: usize = 32 << 20;
 /// Bytes a sample takes in a chunk and its batches: series id, timestamp, value.
 const BYTES_PER_SAMPLE: usize = 20;
-/// Rows per output batch.
+/// Rows per output batch built from small pieces.
 const BATCH_ROWS: usize = 64 * 1024;
+/// A piece at least this long is a batch of its own, its decoded columns passed on as they
+/// are (DataFusion's default batch size).
+const PASS_THROUGH_ROWS: usize = 8192;
 
 /// What one scan of `samples` reads.
 #[derive(Clone)]
@@ -196,7 +200,7 @@ impl ExecutionPlan for SamplesScanExec {
         let chunk_bytes = (pool / (4 * self.partitions)).clamp(1 << 20, CHUNK_BYTES);
         let part = spec.scan.part(partition, self.partitions);
         let series = part.series_per_chunk(chunk_bytes / BYTES_PER_SAMPLE, CHUNK_SERIES);
-        let chunks = part.chunks(series);
+        let chunks = part.piece_chunks(series);
         // Each chunk is reserved in the pool while its batches are alive downstream of the
         // scan's own buffer; a pool too small for one chunk fails the query, not the process.
         let reservation = Arc::new(parking_lot::Mutex::new(
@@ -214,7 +218,7 @@ impl ExecutionPlan for SamplesScanExec {
             })
             .map(move |chunk| {
                 let chunk = chunk.map_err(|e| DataFusionError::External(Box::new(e)))?;
-                let n: usize = chunk.iter().map(SeriesRun::len).sum();
+                let n: usize = chunk.iter().map(SeriesPieces::len).sum();
                 if let Some((max, used)) = &spec.budget {
                     let total = used.fetch_add(n, Ordering::Relaxed) + n;
                     if total > *max {
@@ -239,51 +243,162 @@ impl ExecutionPlan for SamplesScanExec {
     }
 }
 
-/// Cuts one chunk of series (ascending ids) into batches of at most `BATCH_ROWS` rows.
+/// Turns one chunk of series (ascending ids) into batches: a long piece goes out as its
+/// decoded columns (no copy), short ones are copied together into batches of up to
+/// `BATCH_ROWS` rows; only the projected columns are built.
 fn to_batches(
     spec: &ScanSpec,
     schema: &SchemaRef,
-    series: Vec<SeriesRun>,
+    series: Vec<SeriesPieces>,
 ) -> DfResult<Vec<RecordBatch>> {
     let mut out = Vec::new();
-    let (mut sid, mut ts, mut vs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut pending: Vec<(SeriesId, Piece)> = Vec::new();
+    let mut rows = 0;
     for s in series {
-        let mut at = 0;
-        while at < s.ts.len() {
-            let take = (BATCH_ROWS - sid.len()).min(s.ts.len() - at);
-            sid.extend(std::iter::repeat_n(s.id, take));
-            ts.extend_from_slice(&s.ts[at..at + take]);
-            vs.extend_from_slice(&s.vals[at..at + take]);
-            at += take;
-            if sid.len() >= BATCH_ROWS {
-                out.push(batch(spec, schema, &mut sid, &mut ts, &mut vs)?);
+        for p in s.pieces {
+            if p.len() >= PASS_THROUGH_ROWS {
+                if !pending.is_empty() {
+                    out.push(batch(spec, schema, &std::mem::take(&mut pending), rows)?);
+                    rows = 0;
+                }
+                let n = p.len();
+                out.push(batch(spec, schema, &[(s.id, p)], n)?);
+                continue;
+            }
+            rows += p.len();
+            pending.push((s.id, p));
+            if rows >= BATCH_ROWS {
+                out.push(batch(spec, schema, &std::mem::take(&mut pending), rows)?);
+                rows = 0;
             }
         }
     }
-    if !sid.is_empty() {
-        out.push(batch(spec, schema, &mut sid, &mut ts, &mut vs)?);
+    if !pending.is_empty() {
+        out.push(batch(spec, schema, &pending, rows)?);
     }
     Ok(out)
 }
 
+/// One batch of the projected columns of `pieces` (`rows` samples in all).
 fn batch(
     spec: &ScanSpec,
     schema: &SchemaRef,
-    sid: &mut Vec<u32>,
-    ts: &mut Vec<i64>,
-    vs: &mut Vec<f64>,
+    pieces: &[(SeriesId, Piece)],
+    rows: usize,
 ) -> DfResult<RecordBatch> {
-    let n = sid.len();
-    let cols: [datafusion::arrow::array::ArrayRef; 3] = [
-        Arc::new(UInt32Array::from(std::mem::take(sid))),
-        Arc::new(Int64Array::from(std::mem::take(ts))),
-        Arc::new(Float64Array::from(std::mem::take(vs))),
-    ];
-    let projected: Vec<_> = spec.projection.iter().map(|&c| cols[c].clone()).collect();
-    let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
+    let column = |c: usize| -> datafusion::arrow::array::ArrayRef {
+        match (c, pieces) {
+            (1, [(_, p)]) => Arc::new(Int64Array::new(p.ts.clone(), None)),
+            (2, [(_, p)]) => Arc::new(Float64Array::new(p.vals.clone(), None)),
+            (0, _) => {
+                let mut v = Vec::with_capacity(rows);
+                for (id, p) in pieces {
+                    v.extend(std::iter::repeat_n(*id, p.len()));
+                }
+                Arc::new(UInt32Array::from(v))
+            }
+            (1, _) => {
+                let mut v = Vec::with_capacity(rows);
+                for (_, p) in pieces {
+                    v.extend_from_slice(&p.ts);
+                }
+                Arc::new(Int64Array::from(v))
+            }
+            _ => {
+                let mut v = Vec::with_capacity(rows);
+                for (_, p) in pieces {
+                    v.extend_from_slice(&p.vals);
+                }
+                Arc::new(Float64Array::from(v))
+            }
+        }
+    };
+    let projected: Vec<_> = spec.projection.iter().map(|&c| column(c)).collect();
+    let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
     Ok(RecordBatch::try_new_with_options(
         schema.clone(),
         projected,
         &options,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{
+        DataType, Field, Float64Type, Int64Type, Schema, UInt32Type,
+    };
+    use roaring::RoaringBitmap;
+
+    use super::*;
+    use crate::storage::Storage;
+
+    /// Long pieces pass through as they are, short ones are copied together; either way
+    /// the rows, their order and the projection are those of the pieces.
+    #[tokio::test]
+    async fn batches_hold_the_pieces_in_order_for_every_projection() {
+        let storage = Storage::in_memory().await.unwrap();
+        let piece = |start: i64, n: usize| {
+            let ts: Vec<i64> = (0..n as i64).map(|i| start + i).collect();
+            let vals = ts.iter().map(|&t| t as f64 * 0.5).collect();
+            Piece::new(ts, vals)
+        };
+        let series = vec![
+            SeriesPieces {
+                id: 1,
+                pieces: vec![piece(0, 10), piece(10, PASS_THROUGH_ROWS)],
+            },
+            SeriesPieces {
+                id: 2,
+                pieces: vec![piece(0, 3)],
+            },
+            SeriesPieces {
+                id: 5,
+                pieces: vec![piece(100, BATCH_ROWS), piece(200_000, 7)],
+            },
+        ];
+        let mut want: Vec<(u32, i64, f64)> = Vec::new();
+        for s in &series {
+            for p in &s.pieces {
+                want.extend(p.ts.iter().zip(p.vals.iter()).map(|(&t, &v)| (s.id, t, v)));
+            }
+        }
+        let full = Arc::new(Schema::new(vec![
+            Field::new("series_id", DataType::UInt32, false),
+            Field::new("timestamp", DataType::Int64, false),
+            Field::new("value", DataType::Float64, false),
+        ]));
+        for projection in [vec![0, 1, 2], vec![2], vec![1, 0], vec![]] {
+            let spec = ScanSpec {
+                scan: storage.scan(&RoaringBitmap::new(), 0, 1),
+                pushed: vec![],
+                budget: None,
+                projection: projection.clone(),
+                limit: None,
+            };
+            let schema = Arc::new(full.project(&projection).unwrap());
+            let batches = to_batches(&spec, &schema, series.clone()).unwrap();
+            assert!(
+                batches.len() >= 3,
+                "pass-through pieces are batches of their own"
+            );
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            assert_eq!(rows, want.len());
+            let mut at = 0;
+            for b in &batches {
+                for (i, &c) in projection.iter().enumerate() {
+                    let col = b.column(i);
+                    for r in 0..b.num_rows() {
+                        let (id, t, v) = want[at + r];
+                        match c {
+                            0 => assert_eq!(col.as_primitive::<UInt32Type>().value(r), id),
+                            1 => assert_eq!(col.as_primitive::<Int64Type>().value(r), t),
+                            _ => assert_eq!(col.as_primitive::<Float64Type>().value(r), v),
+                        }
+                    }
+                }
+                at += b.num_rows();
+            }
+        }
+    }
 }

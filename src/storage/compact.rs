@@ -10,7 +10,8 @@ use super::StorageError;
 use super::block::{BlockMeta, BlockWriter, LoadedBlock};
 use super::engine::{Storage, delete_block};
 use super::paths::BlockPath;
-use super::scan::{Run, merge_runs};
+use super::read::Piece;
+use super::scan::merge_sources;
 use crate::catalog::SeriesId;
 use crate::model::Labels;
 
@@ -180,20 +181,20 @@ impl Storage {
                 let chunk = &order[at..at + take];
                 at += take;
                 let want: RoaringBitmap = chunk.iter().map(|(_, id)| *id).collect();
-                let mut runs: HashMap<SeriesId, Vec<Run>> = HashMap::new();
+                let mut runs: HashMap<SeriesId, Vec<Vec<Piece>>> = HashMap::new();
                 let mut held = 0usize;
                 for b in blocks {
                     let locals = b.local_ids(&want);
                     if locals.is_empty() {
                         continue;
                     }
-                    for (g, ts, vs) in self
+                    for (g, pieces) in self
                         .shared
                         .scan_block_pages(b, &locals, i64::MIN, i64::MAX)
                         .await?
                     {
-                        held += ts.len() * 16;
-                        runs.entry(g).or_default().push((ts, vs));
+                        held += pieces.iter().map(Piece::len).sum::<usize>() * 16;
+                        runs.entry(g).or_default().push(pieces);
                     }
                 }
                 self.shared
@@ -201,8 +202,14 @@ impl Storage {
                     .compaction_peak_bytes
                     .fetch_max(held as u64, Ordering::Relaxed);
                 for (labels, id) in chunk {
-                    let (ts, vals) = merge_runs(runs.remove(id).unwrap_or_default());
-                    w.push(labels.clone(), &ts, &vals).await?;
+                    let merged = merge_sources(runs.remove(id).unwrap_or_default());
+                    match merged.as_slice() {
+                        [one] => w.push(labels.clone(), &one.ts, &one.vals).await?,
+                        pieces => {
+                            let (ts, vals) = Piece::to_vecs(pieces);
+                            w.push(labels.clone(), &ts, &vals).await?
+                        }
+                    }
                     global_ids.push(*id);
                 }
                 // Size the next chunk by what this one really held (series differ in length).

@@ -63,14 +63,25 @@ impl SyncedLocalStore {
         blocking(move || sync_path(&root, &file, &key, journal.as_ref())).await
     }
 
-    /// fsyncs the directory that held `location` (after a delete).
+    /// fsyncs the directory that held `location` (after a delete). A block directory left
+    /// empty is removed too (object stores have no directories: otherwise every deleted
+    /// block leaves one behind, and startup lists and probes each of them).
     async fn sync_parent(&self, location: &Path) -> Result<()> {
         let file = self.inner.path_to_filesystem(location)?;
         let root = self.root.clone();
         blocking(move || {
-            if let Some(dir) = file.parent().filter(|d| d.starts_with(&root))
-                && dir.exists()
-            {
+            let Some(dir) = file.parent().filter(|d| d.starts_with(&root) && *d != root) else {
+                return Ok(());
+            };
+            let in_blocks = dir
+                .parent()
+                .is_some_and(|p| p == root.join(super::paths::BLOCKS_DIR));
+            // Fails (and is left alone) while the directory still holds files.
+            if in_blocks && std::fs::remove_dir(dir).is_ok() {
+                if let Some(parent) = dir.parent() {
+                    std::fs::File::open(parent)?.sync_all()?;
+                }
+            } else if dir.exists() {
                 std::fs::File::open(dir)?.sync_all()?;
             }
             Ok(())
@@ -288,5 +299,36 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(&back[..], b"x");
+    }
+
+    #[tokio::test]
+    async fn deleting_a_blocks_last_file_removes_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SyncedLocalStore::new(dir.path()).unwrap();
+        for key in [
+            "blocks/b1/meta.json",
+            "blocks/b1/samples.parquet",
+            "wal/00000001",
+        ] {
+            store
+                .put(&Path::from(key), b"x".to_vec().into())
+                .await
+                .unwrap();
+        }
+        let b1 = dir.path().join("blocks/b1");
+        store
+            .delete(&Path::from("blocks/b1/meta.json"))
+            .await
+            .unwrap();
+        assert!(b1.is_dir(), "still holds samples.parquet");
+        store
+            .delete(&Path::from("blocks/b1/samples.parquet"))
+            .await
+            .unwrap();
+        assert!(!b1.exists());
+        assert!(dir.path().join("blocks").is_dir());
+        // Only block directories go: other directories stay as they are.
+        store.delete(&Path::from("wal/00000001")).await.unwrap();
+        assert!(dir.path().join("wal").is_dir());
     }
 }

@@ -27,8 +27,8 @@ mod wal_pool;
 
 pub use engine::{Clock, Storage, StorageOptions, StorageStats, WriteWindow};
 pub use error::StorageError;
-pub use read::{SamplesCache, SeriesResult, samples_cache};
-pub use scan::{Scan, SeriesRun};
+pub use read::{Piece, SamplesCache, SeriesResult, samples_cache};
+pub use scan::{Scan, SeriesPieces, SeriesRun};
 pub use tenants::Tenants;
 
 /// Format version of the data directory as a whole (`VERSION` file; see `migrations/`).

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::AsArray;
+use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt32Type};
 use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
 use datafusion::parquet::arrow::arrow_reader::{
@@ -147,10 +148,8 @@ impl Shared {
         let mut out = Vec::with_capacity(locals.len());
         let mut missing = Vec::new();
         let slice = |g: SeriesId, run: &CachedRun, out: &mut Vec<ScannedSeries>| {
-            let a = run.ts.partition_point(|&t| t < min_t);
-            let b = run.ts.partition_point(|&t| t <= max_t);
-            if a < b {
-                out.push((g, run.ts[a..b].to_vec(), run.vals[a..b].to_vec()));
+            if let Some(p) = run.0.clip(min_t, max_t) {
+                out.push((g, vec![p]));
             }
         };
         for &l in locals {
@@ -171,27 +170,29 @@ impl Shared {
             .saturating_sub(min_t.max(block.meta.min_t));
         if !populate || covered.saturating_mul(8) < block.meta.max_t - block.meta.min_t {
             out.extend(self.scan_block_pages(block, &missing, min_t, max_t).await?);
+            out.sort_unstable_by_key(|(g, _)| *g);
             return Ok(out);
         }
         let whole = self
             .scan_block_pages(block, &missing, i64::MIN, i64::MAX)
             .await?;
-        for (g, mut ts, mut vals) in whole {
-            // The cache is weighed by length; drop growth slack so that is the real size.
-            ts.shrink_to_fit();
-            vals.shrink_to_fit();
-            let run = Arc::new(CachedRun { ts, vals });
+        for (g, pieces) in whole {
+            // Cached runs own exactly their samples (a slice would pin the whole decoded
+            // batch, and the cache weighs entries by length).
+            let run = Arc::new(CachedRun(Piece::concat(&pieces)));
             slice(g, &run, &mut out);
             if let Some(l) = block.local_of(g) {
                 cache.insert((key, l), run);
             }
         }
+        out.sort_unstable_by_key(|(g, _)| *g);
         Ok(out)
     }
 
     /// Reads the given local series of a block from its file: row groups are chosen by
     /// statistics, pages by the page index, then read as concurrent tasks (so decoding uses
-    /// every core) and stitched back in order.
+    /// every core) and stitched back in order. Series come back ascending, each as slices
+    /// of the decoded columns (no copy).
     pub(super) async fn scan_block_pages(
         &self,
         block: &Arc<LoadedBlock>,
@@ -254,14 +255,11 @@ impl Shared {
         while let Some(part) = parts.next().await {
             let part =
                 part.map_err(|e| StorageError::Corrupt(format!("block scan task: {e}")))??;
-            for (g, ts, vs) in part {
-                // A series may continue from the previous row group.
+            for (g, piece) in part {
+                // A series may continue from the previous batch or row group.
                 match out.last_mut() {
-                    Some(last) if last.0 == g => {
-                        last.1.extend(ts);
-                        last.2.extend(vs);
-                    }
-                    _ => out.push((g, ts, vs)),
+                    Some(last) if last.0 == g => last.1.push(piece),
+                    _ => out.push((g, vec![piece])),
                 }
             }
         }
@@ -269,8 +267,68 @@ impl Shared {
     }
 }
 
-/// A series' samples from one block: global id, timestamps, values.
-type ScannedSeries = (SeriesId, Vec<i64>, Vec<f64>);
+/// A series' samples from one block: global id and its pieces, in time order.
+pub(super) type ScannedSeries = (SeriesId, Vec<Piece>);
+
+/// Samples of one series from one source, ascending: slices of decoded columns (cheap to
+/// clone and slice; they share the decoded buffers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Piece {
+    pub ts: ScalarBuffer<i64>,
+    pub vals: ScalarBuffer<f64>,
+}
+
+impl Piece {
+    pub fn new(ts: Vec<i64>, vals: Vec<f64>) -> Self {
+        Piece {
+            ts: ts.into(),
+            vals: vals.into(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    /// The part within `[min_t, max_t]`, if any (no copy).
+    pub fn clip(&self, min_t: i64, max_t: i64) -> Option<Piece> {
+        let a = self.ts.partition_point(|&t| t < min_t);
+        let b = self.ts.partition_point(|&t| t <= max_t);
+        (a < b).then(|| Piece {
+            ts: self.ts.slice(a, b - a),
+            vals: self.vals.slice(a, b - a),
+        })
+    }
+
+    /// The pieces' samples in one owned piece (one copy; none for a single piece that
+    /// already spans its whole buffer).
+    pub fn concat(pieces: &[Piece]) -> Piece {
+        if let [p] = pieces
+            && p.ts.inner().capacity() == p.ts.inner().len()
+            && p.vals.inner().capacity() == p.vals.inner().len()
+        {
+            return p.clone();
+        }
+        let (ts, vals) = Piece::to_vecs(pieces);
+        Piece::new(ts, vals)
+    }
+
+    /// The pieces' samples as vectors (one copy).
+    pub fn to_vecs(pieces: &[Piece]) -> (Vec<i64>, Vec<f64>) {
+        let n = pieces.iter().map(Piece::len).sum();
+        let mut ts = Vec::with_capacity(n);
+        let mut vals = Vec::with_capacity(n);
+        for p in pieces {
+            ts.extend_from_slice(&p.ts);
+            vals.extend_from_slice(&p.vals);
+        }
+        (ts, vals)
+    }
+}
 
 /// One row group of a block's samples file, read on its own task.
 struct RowGroupScan {
@@ -286,7 +344,7 @@ struct RowGroupScan {
 }
 
 impl RowGroupScan {
-    async fn run(self) -> Result<Vec<ScannedSeries>, StorageError> {
+    async fn run(self) -> Result<Vec<(SeriesId, Piece)>, StorageError> {
         #[allow(deprecated)]
         let reader = ParquetObjectReader::new(self.store, self.block.path.samples());
         let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.meta)
@@ -296,13 +354,14 @@ impl RowGroupScan {
             builder = builder.with_row_selection(s);
         }
         let mut stream = builder.build()?;
-        let mut out: Vec<ScannedSeries> = Vec::new();
+        let mut out: Vec<(SeriesId, Piece)> = Vec::new();
         while let Some(batch) = stream.try_next().await? {
             let ids = batch.column(0).as_primitive::<UInt32Type>().values();
             let ts = batch.column(1).as_primitive::<Int64Type>().values();
             let vs = batch.column(2).as_primitive::<Float64Type>().values();
             // Rows are sorted by (series, timestamp): take each series' run as a whole,
-            // cut to the time range by binary search, and copy it as slices.
+            // cut to the time range by binary search, and keep it as slices of the
+            // decoded columns.
             let mut i = 0;
             while i < ids.len() {
                 let local = ids[i];
@@ -313,13 +372,13 @@ impl RowGroupScan {
                     let b = i + ts[i..j].partition_point(|&t| t <= self.max_t);
                     if a < b {
                         let g = self.block.global_ids[local as usize];
-                        match out.last_mut() {
-                            Some(last) if last.0 == g => {
-                                last.1.extend_from_slice(&ts[a..b]);
-                                last.2.extend_from_slice(&vs[a..b]);
-                            }
-                            _ => out.push((g, ts[a..b].to_vec(), vs[a..b].to_vec())),
-                        }
+                        out.push((
+                            g,
+                            Piece {
+                                ts: ts.slice(a, b - a),
+                                vals: vs.slice(a, b - a),
+                            },
+                        ));
                     }
                 }
                 i = j;
@@ -389,10 +448,7 @@ pub(super) fn footer_cache() -> FooterCache {
 }
 
 /// All samples of one series in one block, decoded (stale markers included).
-pub struct CachedRun {
-    ts: Vec<i64>,
-    vals: Vec<f64>,
-}
+pub struct CachedRun(Piece);
 
 /// Decoded samples keyed by (block ULID, local series id). Blocks are immutable and a
 /// compaction writes a new block id, so entries never go stale; bounded by bytes.
@@ -402,7 +458,7 @@ pub fn samples_cache(max_bytes: u64) -> SamplesCache {
     moka::sync::Cache::builder()
         .max_capacity(max_bytes)
         .weigher(|_: &(u128, u32), r: &Arc<CachedRun>| {
-            u32::try_from(r.ts.len() * 16 + 64).unwrap_or(u32::MAX)
+            u32::try_from(r.0.len() * 16 + 64).unwrap_or(u32::MAX)
         })
         .build()
 }

@@ -27,6 +27,7 @@ use super::StorageError;
 use super::block::LoadedBlock;
 use super::engine::{Shared, Storage};
 use super::head::Head;
+use super::read::Piece;
 use crate::catalog::SeriesId;
 
 /// One series' samples in the scanned range, ascending, one per timestamp (stale markers
@@ -192,6 +193,16 @@ impl Scan {
         self,
         series: usize,
     ) -> impl Stream<Item = Result<Vec<SeriesRun>, StorageError>> + Send + 'static {
+        self.piece_chunks(series)
+            .map(|chunk| Ok(chunk?.into_iter().map(SeriesPieces::into_run).collect()))
+    }
+
+    /// As [`Scan::chunks`], each series as slices of the decoded columns (not copied into
+    /// vectors): for readers that copy them once into their own output (SQL batches).
+    pub fn piece_chunks(
+        self,
+        series: usize,
+    ) -> impl Stream<Item = Result<Vec<SeriesPieces>, StorageError>> + Send + 'static {
         let series = series.max(1);
         let starts: Vec<usize> = self.range.clone().step_by(series).collect();
         futures::stream::iter(starts).then(move |a| {
@@ -211,11 +222,12 @@ impl Scan {
         mut charge: impl FnMut(usize) -> Result<(), E>,
     ) -> Result<Vec<SeriesRun>, E> {
         let mut out = Vec::with_capacity(self.num_series());
-        let mut chunks = std::pin::pin!(self.chunks(series));
+        let mut chunks = std::pin::pin!(self.piece_chunks(series));
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk?;
-            charge(chunk.iter().map(SeriesRun::len).sum())?;
-            out.extend(chunk);
+            // Charged before the chunk is copied out of its decoded columns.
+            charge(chunk.iter().map(SeriesPieces::len).sum())?;
+            out.extend(chunk.into_iter().map(SeriesPieces::into_run));
         }
         Ok(out)
     }
@@ -232,12 +244,12 @@ impl Scan {
     }
 
     /// Samples of `ids` (ascending, a sub-slice of the scan's) from every source.
-    async fn read(&self, ids: &[SeriesId]) -> Result<Vec<SeriesRun>, StorageError> {
+    async fn read(&self, ids: &[SeriesId]) -> Result<Vec<SeriesPieces>, StorageError> {
         let (min_t, max_t) = (self.min_t, self.max_t);
         let wanted = RoaringBitmap::from_sorted_iter(ids.iter().copied())
             .map_err(|e| StorageError::Corrupt(format!("scan ids not sorted: {e}")))?;
-        // Per series: one run per contributing source, in precedence order.
-        let mut runs: HashMap<SeriesId, Vec<Run>> = HashMap::new();
+        // Per series: the pieces of each contributing source, in precedence order.
+        let mut sources: HashMap<SeriesId, Vec<Vec<Piece>>> = HashMap::new();
         // Blocks are read a few at a time (each spreads its row groups over tasks), and
         // their results taken in block order, which is the precedence order.
         let work: Vec<(Arc<LoadedBlock>, Vec<u32>)> = self
@@ -252,8 +264,8 @@ impl Scan {
         });
         let mut scans = futures::stream::iter(scans).buffered(2);
         while let Some(scanned) = scans.next().await {
-            for (g, ts, vs) in scanned? {
-                runs.entry(g).or_default().push((ts, vs));
+            for (g, pieces) in scanned? {
+                sources.entry(g).or_default().push(pieces);
             }
         }
         for h in self.heads.iter() {
@@ -268,24 +280,84 @@ impl Scan {
                 if let Some(buf) = h.get(id) {
                     let (lo, hi) = buf.range(min_t, max_t);
                     if lo < hi {
-                        runs.entry(id)
-                            .or_default()
-                            .push((buf.ts[lo..hi].to_vec(), buf.vals[lo..hi].to_vec()));
+                        sources.entry(id).or_default().push(vec![Piece::new(
+                            buf.ts[lo..hi].to_vec(),
+                            buf.vals[lo..hi].to_vec(),
+                        )]);
                     }
                 }
             }
         }
-        let mut out: Vec<SeriesRun> = runs
+        let mut out: Vec<SeriesPieces> = sources
             .into_iter()
-            .map(|(id, r)| {
-                let (ts, vals) = merge_runs(r);
-                SeriesRun { id, ts, vals }
+            .map(|(id, s)| SeriesPieces {
+                id,
+                pieces: merge_sources(s),
             })
-            .filter(|r| !r.is_empty())
+            .filter(|s| !s.pieces.is_empty())
             .collect();
-        out.sort_unstable_by_key(|r| r.id);
+        out.sort_unstable_by_key(|s| s.id);
         Ok(out)
     }
+}
+
+/// One series' samples in the scanned range from every source, merged: pieces in time
+/// order, no timestamp twice.
+#[derive(Debug, Clone)]
+pub struct SeriesPieces {
+    pub id: SeriesId,
+    pub pieces: Vec<Piece>,
+}
+
+impl SeriesPieces {
+    pub fn len(&self) -> usize {
+        self.pieces.iter().map(Piece::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The samples copied into one run.
+    pub fn into_run(self) -> SeriesRun {
+        let (ts, vals) = Piece::to_vecs(&self.pieces);
+        SeriesRun {
+            id: self.id,
+            ts,
+            vals,
+        }
+    }
+}
+
+/// Merges one series' samples from several sources (each a list of pieces in time order,
+/// the sources in precedence order). The usual case — consecutive blocks, then the head,
+/// not overlapping in time — keeps the pieces as they are, in time order; sources that
+/// overlap are merged by [`merge_runs`] (later source wins on equal timestamps).
+pub(super) fn merge_sources(mut sources: Vec<Vec<Piece>>) -> Vec<Piece> {
+    sources.retain(|s| s.iter().any(|p| !p.is_empty()));
+    for s in &mut sources {
+        s.retain(|p| !p.is_empty());
+    }
+    if sources.len() <= 1 {
+        return sources.pop().unwrap_or_default();
+    }
+    let first = |s: &Vec<Piece>| s[0].ts[0];
+    let last = |s: &Vec<Piece>| *s[s.len() - 1].ts.last().expect("non-empty");
+    let mut order: Vec<usize> = (0..sources.len()).collect();
+    order.sort_by_key(|&i| first(&sources[i]));
+    if order
+        .windows(2)
+        .all(|w| last(&sources[w[0]]) < first(&sources[w[1]]))
+    {
+        let mut slots: Vec<Option<Vec<Piece>>> = sources.into_iter().map(Some).collect();
+        return order
+            .into_iter()
+            .flat_map(|i| slots[i].take().expect("each source once"))
+            .collect();
+    }
+    let runs = sources.iter().map(|s| Piece::to_vecs(s)).collect();
+    let (ts, vals) = merge_runs(runs);
+    vec![Piece::new(ts, vals)]
 }
 
 /// One source's samples of a series: timestamps and values.
