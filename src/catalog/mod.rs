@@ -86,15 +86,68 @@ impl Catalog {
     }
 
     /// As [`Catalog::get_or_insert_many`], taking the label sets (no copy is made of the
-    /// new ones): a block's series at startup.
+    /// new ones): a block's series at startup. New series get their postings in bulk: per
+    /// label name, the new values sorted once and merged into the value map (a sorted
+    /// build when the name is new), instead of one tree insert per label pair — a million
+    /// series' first block is most of a restart.
     pub fn get_or_insert_owned(&self, sets: Vec<Labels>) -> Vec<SeriesId> {
         let mut w = self.inner.write();
-        sets.into_iter()
+        let w = &mut *w;
+        w.ids.reserve(sets.len());
+        let mut fresh: Vec<(SeriesId, Arc<Labels>)> = Vec::new();
+        let ids = sets
+            .into_iter()
             .map(|l| match w.ids.get(&l) {
                 Some(&id) => id,
-                None => insert_owned(&mut w, l),
+                None => {
+                    let id = w.labels.len() as SeriesId;
+                    let arc = Arc::new(l);
+                    w.ids.insert(arc.clone(), id);
+                    w.labels.push(Some(arc.clone()));
+                    w.live.insert(id);
+                    fresh.push((id, arc));
+                    id
+                }
             })
-            .collect()
+            .collect();
+        let mut by_name: HashMap<&str, Vec<(&str, SeriesId)>, ahash::RandomState> =
+            HashMap::with_hasher(random_state());
+        for (id, l) in &fresh {
+            for (n, v) in l.iter() {
+                by_name.entry(n).or_default().push((v, *id));
+            }
+        }
+        for (name, mut pairs) in by_name {
+            // Stable: ids stay ascending within a value.
+            pairs.sort_by(|a, b| a.0.cmp(b.0));
+            let grouped = pairs.chunk_by(|a, b| a.0 == b.0).map(|g| {
+                let posting = match g {
+                    [(_, id)] => Posting::One(*id),
+                    _ => Posting::Many(
+                        RoaringBitmap::from_sorted_iter(g.iter().map(|(_, id)| *id))
+                            .expect("ids ascend within a value"),
+                    ),
+                };
+                (Box::<str>::from(g[0].0), posting)
+            });
+            match w.postings.get_mut(name) {
+                Some(values) => {
+                    for (v, p) in grouped {
+                        match values.get_mut(&v) {
+                            Some(have) => have.merge(p),
+                            None => {
+                                values.insert(v, p);
+                            }
+                        }
+                    }
+                }
+                None => {
+                    // Sorted input: the tree is built bottom-up, no search per value.
+                    w.postings.insert(name.into(), grouped.collect());
+                }
+            }
+        }
+        ids
     }
 
     pub fn get_or_insert(&self, labels: &Labels) -> SeriesId {
@@ -355,5 +408,48 @@ mod tests {
             c.label_values("job", &RoaringBitmap::from_iter([b])),
             vec!["db"]
         );
+    }
+
+    /// Bulk registration (a block at startup) indexes exactly as one-by-one registration:
+    /// same ids, same answers for every matcher, label name and value.
+    #[test]
+    fn bulk_registration_indexes_like_single_inserts() {
+        let set = |i: u32| {
+            l(&[
+                ("__name__", if i.is_multiple_of(3) { "a" } else { "b" }),
+                ("pod", &format!("p{}", i % 50)),
+                ("zone", &format!("z{}", i % 4)),
+                ("uniq", &format!("u{i}")),
+            ])
+        };
+        let (bulk, single) = (Catalog::new(), Catalog::new());
+        for i in 0..20 {
+            assert_eq!(bulk.get_or_insert(&set(i)), single.get_or_insert(&set(i)));
+        }
+        // Existing, new, and new values of existing names; a brand-new label name.
+        let mut sets: Vec<Labels> = (10..120).map(set).collect();
+        sets.push(l(&[("__name__", "a"), ("fresh", "x")]));
+        let got = bulk.get_or_insert_owned(sets.clone());
+        let want: Vec<SeriesId> = sets.iter().map(|s| single.get_or_insert(s)).collect();
+        assert_eq!(got, want);
+        let all = single.live();
+        assert_eq!(bulk.live(), all);
+        assert_eq!(bulk.label_names(&all), single.label_names(&all));
+        for name in ["__name__", "pod", "zone", "uniq", "fresh"] {
+            assert_eq!(
+                bulk.label_values(name, &all),
+                single.label_values(name, &all)
+            );
+        }
+        for ms in [
+            vec![Matcher::equal("__name__", "a")],
+            vec![Matcher::equal("pod", "p7"), Matcher::equal("zone", "z3")],
+            vec![Matcher::regex("uniq", "u1.*", false).unwrap()],
+            vec![Matcher::equal("fresh", "x")],
+            vec![Matcher::not_equal("pod", "p1")],
+        ] {
+            assert_eq!(bulk.select(&ms), single.select(&ms), "{ms:?}");
+        }
+        assert_eq!(bulk.cardinality(&all, 100), single.cardinality(&all, 100));
     }
 }

@@ -25,6 +25,18 @@ impl Posting {
         }
     }
 
+    /// Adds another posting's ids.
+    pub fn merge(&mut self, other: Posting) {
+        match other {
+            Posting::One(id) => self.insert(id),
+            Posting::Many(b) => {
+                let mut acc = RoaringBitmap::new();
+                self.union_into(&mut acc);
+                *self = Posting::Many(acc | b);
+            }
+        }
+    }
+
     /// Removes `id`; true when the posting is empty afterwards.
     pub fn remove(&mut self, id: SeriesId) -> bool {
         match self {
