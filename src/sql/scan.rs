@@ -36,7 +36,7 @@ use futures::StreamExt;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit};
 
 use crate::catalog::SeriesId;
-use crate::storage::{Piece, Scan, SeriesPieces};
+use crate::storage::{Columns, Piece, Scan, SeriesPieces};
 
 /// Most series read per step of a partition.
 const CHUNK_SERIES: usize = 8192;
@@ -69,6 +69,10 @@ pub struct SamplesScanExec {
     spec: ScanSpec,
     schema: SchemaRef,
     partitions: usize,
+    /// Rows go out in storage order, only the projected columns decoded (see
+    /// `storage::column_scan`): the projection declares no order and no two sources can
+    /// hold the same sample.
+    storage_order: bool,
     properties: Arc<PlanProperties>,
 }
 
@@ -80,6 +84,8 @@ impl SamplesScanExec {
         // Each partition is sorted by (series_id, timestamp) when both are emitted.
         let pos = |c: usize| spec.projection.iter().position(|&p| p == c);
         let mut eq = EquivalenceProperties::new(schema.clone());
+        let ordered = pos(0).is_some() && pos(1).is_some();
+        let storage_order = !ordered && spec.scan.sources_disjoint();
         if let (Some(sid), Some(ts)) = (pos(0), pos(1)) {
             let sort = |i: usize| {
                 PhysicalSortExpr::new_default(
@@ -100,6 +106,7 @@ impl SamplesScanExec {
             spec,
             schema,
             partitions,
+            storage_order,
             properties: Arc::new(properties),
         })
     }
@@ -130,6 +137,9 @@ impl DisplayAs for SamplesScanExec {
             self.partitions,
             cols.join(", ")
         )?;
+        if self.storage_order {
+            write!(f, ", order=storage")?;
+        }
         if !self.spec.pushed.is_empty() {
             write!(f, ", pushed=[{}]", self.spec.pushed.join(", "))?;
         }
@@ -200,6 +210,11 @@ impl ExecutionPlan for SamplesScanExec {
         let chunk_bytes = (pool / (4 * self.partitions)).clamp(1 << 20, CHUNK_BYTES);
         let part = spec.scan.part(partition, self.partitions);
         let series = part.series_per_chunk(chunk_bytes / BYTES_PER_SAMPLE, CHUNK_SERIES);
+        if self.storage_order {
+            return Ok(storage_order_stream(
+                spec, schema, part, series, ctx, partition,
+            ));
+        }
         let chunks = part.piece_chunks(series);
         // Each chunk is reserved in the pool while its batches are alive downstream of the
         // scan's own buffer; a pool too small for one chunk fails the query, not the process.
@@ -241,6 +256,66 @@ impl ExecutionPlan for SamplesScanExec {
             stream,
         )))
     }
+}
+
+/// A partition in storage order: each decoded batch handed on with the projected columns,
+/// charged to the samples budget and reserved in the pool as it arrives.
+fn storage_order_stream(
+    spec: ScanSpec,
+    schema: SchemaRef,
+    part: Scan,
+    series: usize,
+    ctx: Arc<TaskContext>,
+    partition: usize,
+) -> SendableRecordBatchStream {
+    let has = |c: usize| spec.projection.contains(&c);
+    let cols = Columns {
+        series_id: has(0),
+        timestamp: has(1),
+        value: has(2),
+    };
+    let reservation = parking_lot::Mutex::new(
+        MemoryConsumer::new(format!("SamplesScanExec[{partition}]")).register(ctx.memory_pool()),
+    );
+    let emitted = Arc::new(AtomicUsize::new(0));
+    let (limit, seen) = (spec.limit, emitted.clone());
+    let out_schema = schema.clone();
+    let stream = part
+        .column_batches(cols, series)
+        .take_while(move |_| {
+            let more = limit.is_none_or(|l| seen.load(Ordering::Relaxed) < l);
+            async move { more }
+        })
+        .map(move |b| {
+            let b = b.map_err(|e| DataFusionError::External(Box::new(e)))?;
+            if let Some((max, used)) = &spec.budget {
+                let total = used.fetch_add(b.rows, Ordering::Relaxed) + b.rows;
+                if total > *max {
+                    return Err(DataFusionError::ResourcesExhausted(format!(
+                        "the query reads more than {max} samples (--query-max-samples); narrow it by timestamp or series_id"
+                    )));
+                }
+            }
+            reservation.lock().try_resize(b.rows * BYTES_PER_SAMPLE)?;
+            emitted.fetch_add(b.rows, Ordering::Relaxed);
+            let column = |c: usize| {
+                match c {
+                    0 => b.series_id.clone(),
+                    1 => b.timestamp.clone(),
+                    _ => b.value.clone(),
+                }
+                .expect("decoded because projected")
+            };
+            let projected: Vec<_> = spec.projection.iter().map(|&c| column(c)).collect();
+            let options =
+                datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(b.rows));
+            Ok(RecordBatch::try_new_with_options(
+                out_schema.clone(),
+                projected,
+                &options,
+            )?)
+        });
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
 }
 
 /// Turns one chunk of series (ascending ids) into batches: a long piece goes out as its

@@ -10,6 +10,7 @@
 //! [`Storage::compact`] merges blocks of one window and drops expired ones.
 
 pub mod block;
+mod column_scan;
 mod compact;
 pub mod counted;
 pub mod durable;
@@ -25,6 +26,7 @@ pub mod tenants;
 pub mod wal;
 mod wal_pool;
 
+pub use column_scan::{ColumnBatch, Columns};
 pub use engine::{Clock, Storage, StorageOptions, StorageStats, WriteWindow};
 pub use error::StorageError;
 pub use read::{Piece, SamplesCache, SeriesResult, samples_cache};

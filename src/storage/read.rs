@@ -114,7 +114,10 @@ impl Storage {
 
 impl Shared {
     /// The block's sample-file footer, from the cache or read once from the store.
-    async fn footer(&self, block: &LoadedBlock) -> Result<ArrowReaderMetadata, StorageError> {
+    pub(super) async fn footer(
+        &self,
+        block: &LoadedBlock,
+    ) -> Result<ArrowReaderMetadata, StorageError> {
         if let Some(m) = self.footers.get(&block.meta.id) {
             return Ok(m);
         }
@@ -202,30 +205,7 @@ impl Shared {
     ) -> Result<Vec<ScannedSeries>, StorageError> {
         let meta = self.footer(block).await?;
         let (lo, hi) = (locals[0], *locals.last().expect("non-empty"));
-        let groups: Vec<usize> = meta
-            .metadata()
-            .row_groups()
-            .iter()
-            .enumerate()
-            .filter(|(_, rg)| {
-                let ids_overlap = match rg.column(0).statistics() {
-                    Some(Statistics::Int32(s)) => match (s.min_opt(), s.max_opt()) {
-                        (Some(a), Some(b)) => (*a as u32) <= hi && (*b as u32) >= lo,
-                        _ => true,
-                    },
-                    _ => true,
-                };
-                let ts_overlap = match rg.column(1).statistics() {
-                    Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
-                        (Some(a), Some(b)) => *a <= max_t && *b >= min_t,
-                        _ => true,
-                    },
-                    _ => true,
-                };
-                ids_overlap && ts_overlap
-            })
-            .map(|(i, _)| i)
-            .collect();
+        let groups = row_groups(meta.metadata(), lo, hi, min_t, max_t);
         // Dense membership table over local ids (they are small and dense per block).
         let mut wanted = vec![false; hi as usize + 1];
         for &l in locals {
@@ -388,10 +368,42 @@ impl RowGroupScan {
     }
 }
 
+/// Row groups whose statistics overlap local ids `[lo, hi]` and `[min_t, max_t]`.
+pub(super) fn row_groups(
+    meta: &ParquetMetaData,
+    lo: u32,
+    hi: u32,
+    min_t: i64,
+    max_t: i64,
+) -> Vec<usize> {
+    meta.row_groups()
+        .iter()
+        .enumerate()
+        .filter(|(_, rg)| {
+            let ids_overlap = match rg.column(0).statistics() {
+                Some(Statistics::Int32(s)) => match (s.min_opt(), s.max_opt()) {
+                    (Some(a), Some(b)) => (*a as u32) <= hi && (*b as u32) >= lo,
+                    _ => true,
+                },
+                _ => true,
+            };
+            let ts_overlap = match rg.column(1).statistics() {
+                Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                    (Some(a), Some(b)) => *a <= max_t && *b >= min_t,
+                    _ => true,
+                },
+                _ => true,
+            };
+            ids_overlap && ts_overlap
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// Rows of row group `rg` worth decoding, by the page index: pages whose series ids include
 /// a wanted one, intersected with pages whose timestamps overlap `[min_t, max_t]`. `None`
 /// when the file has no page index (then the whole row group is read).
-fn page_selection(
+pub(super) fn page_selection(
     meta: &ParquetMetaData,
     rg: usize,
     wanted: &[bool],

@@ -53,8 +53,8 @@ impl SeriesRun {
 #[derive(Clone)]
 pub struct Scan {
     shared: Arc<Shared>,
-    blocks: Arc<Vec<Arc<LoadedBlock>>>,
-    heads: Arc<Vec<Arc<RwLock<Head>>>>,
+    pub(super) blocks: Arc<Vec<Arc<LoadedBlock>>>,
+    pub(super) heads: Arc<Vec<Arc<RwLock<Head>>>>,
     ids: Arc<Vec<SeriesId>>,
     range: Range<usize>,
     min_t: i64,
@@ -115,6 +115,18 @@ impl Scan {
     pub fn without_caching(mut self) -> Self {
         self.populate_cache = false;
         self
+    }
+
+    /// The same scan over the heads only (no blocks).
+    pub(super) fn heads_only(&self) -> Scan {
+        Scan {
+            blocks: Arc::new(Vec::new()),
+            ..self.clone()
+        }
+    }
+
+    pub(super) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// Series this scan (or part) reads.
