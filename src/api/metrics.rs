@@ -28,6 +28,7 @@ pub struct Metrics {
     pub results_cache_misses: IntCounter,
     results_cache_bytes: IntGauge,
     samples_cache_bytes: IntGauge,
+    compaction_peak_bytes: IntGauge,
     pub auth_failures: IntCounterVec,
     object_store_requests: IntCounterVec,
     tenants: IntGauge,
@@ -114,6 +115,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &r,
             "quiver_samples_cache_bytes",
             "Approximate bytes of decoded block samples held in memory.",
+        ),
+        compaction_peak_bytes: gauge(
+            &r,
+            "quiver_compaction_peak_chunk_bytes",
+            "Most decoded-sample bytes one compaction chunk has held since start (bounded by --compaction-memory-limit), largest over tenants.",
         ),
         auth_failures: {
             let c = IntCounterVec::new(
@@ -230,6 +236,13 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
             .inc_by(fsync_s - m.wal_fsync_seconds.get());
     }
     catch_up(&m.flushes, sum(&|x| x.flushes.load(Ordering::Relaxed)));
+    m.compaction_peak_bytes.set(
+        tenants
+            .iter()
+            .map(|(_, s)| s.stats().compaction_peak_bytes.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0) as i64,
+    );
     catch_up(
         &m.compactions,
         sum(&|x| x.compactions.load(Ordering::Relaxed)),

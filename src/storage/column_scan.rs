@@ -13,12 +13,15 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::filter;
 use datafusion::arrow::datatypes::{Int64Type, UInt32Type};
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
 #[allow(deprecated)]
 use datafusion::parquet::arrow::async_reader::ParquetObjectReader;
 use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use datafusion::parquet::file::statistics::Statistics;
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use roaring::RoaringBitmap;
 
@@ -86,10 +89,8 @@ impl Scan {
         let from_blocks = futures::stream::iter(blocks)
             .then(move |b| {
                 let locals = b.local_ids(&wanted);
-                let scan = scan.clone();
-                async move { block_batches(&scan, b, locals, cols).await }
+                block_stream(scan.clone(), b, locals, cols)
             })
-            .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
             .try_flatten();
         let from_heads = heads_only
             .piece_chunks(series)
@@ -100,112 +101,165 @@ impl Scan {
     }
 }
 
-/// One block's rows for the scan: its row groups in order, each decoded with the projection
-/// and filtered to the scan's series and time range where they do not cover it.
-async fn block_batches(
-    scan: &Scan,
+/// What reading one block's part of a scan needs, shared by its row groups.
+struct BlockRead {
+    store: Arc<dyn object_store::ObjectStore>,
+    block: Arc<LoadedBlock>,
+    meta: ArrowReaderMetadata,
+    /// Membership of local ids `0..=hi`.
+    table: Vec<bool>,
+    lo: u32,
+    hi: u32,
+    /// Every local id in `[lo, hi]` is wanted.
+    contiguous: bool,
+    /// The time range cuts the block.
+    cut_time: bool,
+    min_t: i64,
+    max_t: i64,
+    cols: Columns,
+}
+
+/// One block's rows for the scan, streamed: its row groups in order, each decoded with
+/// the projection and filtered to the scan's series and time range where they do not
+/// cover it. Memory is a decoded batch, not the block.
+async fn block_stream(
+    scan: Scan,
     block: Arc<LoadedBlock>,
     locals: Vec<u32>,
     cols: Columns,
-) -> Result<Vec<ColumnBatch>, StorageError> {
+) -> Result<BoxStream<'static, Result<ColumnBatch, StorageError>>, StorageError> {
     let (Some(&lo), Some(&hi)) = (locals.first(), locals.last()) else {
-        return Ok(vec![]);
+        return Ok(futures::stream::empty().boxed());
     };
     let (min_t, max_t) = scan.time_range();
     let shared = scan.shared();
     let meta = shared.footer(&block).await?;
-    let md = meta.metadata().clone();
-    // Every local id in [lo, hi] wanted: a range test replaces the membership table.
-    let contiguous = (hi - lo) as usize + 1 == locals.len();
     let mut table = vec![false; hi as usize + 1];
     for &l in &locals {
         table[l as usize] = true;
     }
-    let cut_time = block.meta.min_t < min_t || block.meta.max_t > max_t;
-    let mut out = Vec::new();
-    for g in row_groups(&md, lo, hi, min_t, max_t) {
-        let selection = page_selection(&md, g, &table, min_t, max_t);
+    let groups = row_groups(meta.metadata(), lo, hi, min_t, max_t);
+    let read = Arc::new(BlockRead {
+        store: shared.store.clone(),
+        cut_time: block.meta.min_t < min_t || block.meta.max_t > max_t,
+        block,
+        meta,
+        table,
+        lo,
+        hi,
+        contiguous: (hi - lo) as usize + 1 == locals.len(),
+        min_t,
+        max_t,
+        cols,
+    });
+    Ok(futures::stream::iter(groups)
+        .then(move |g| read.clone().group(g))
+        .try_flatten()
+        .boxed())
+}
+
+impl BlockRead {
+    /// Row group `g`'s rows, a decoded batch at a time.
+    async fn group(
+        self: Arc<Self>,
+        g: usize,
+    ) -> Result<BoxStream<'static, Result<ColumnBatch, StorageError>>, StorageError> {
+        let md = self.meta.metadata();
+        let selection = page_selection(md, g, &self.table, self.min_t, self.max_t);
         if selection.as_ref().is_some_and(|s| !s.selects_any()) {
-            continue;
+            return Ok(futures::stream::empty().boxed());
         }
         // Ids are needed unless every row of the group is one of ours.
-        let group_inside = contiguous
+        let inside = self.contiguous
             && match md.row_group(g).column(0).statistics() {
-                Some(datafusion::parquet::file::statistics::Statistics::Int32(s)) => {
-                    matches!((s.min_opt(), s.max_opt()), (Some(a), Some(b)) if *a as u32 >= lo && *b as u32 <= hi)
-                }
+                Some(Statistics::Int32(s)) => matches!(
+                    (s.min_opt(), s.max_opt()),
+                    (Some(a), Some(b)) if *a as u32 >= self.lo && *b as u32 <= self.hi
+                ),
                 _ => false,
             };
-        let need_ids = cols.series_id || !group_inside;
-        let need_ts = cols.timestamp || cut_time;
-        let leaves: Vec<usize> = [(need_ids, 0), (need_ts, 1), (cols.value, 2)]
-            .into_iter()
-            .filter_map(|(on, i)| on.then_some(i))
-            .collect();
+        let cols = self.cols;
+        let leaves: Vec<usize> = [
+            (cols.series_id || !inside, 0),
+            (cols.timestamp || self.cut_time, 1),
+            (cols.value, 2),
+        ]
+        .into_iter()
+        .filter_map(|(on, i)| on.then_some(i))
+        .collect();
         #[allow(deprecated)]
-        let reader = ParquetObjectReader::new(shared.store.clone(), block.path.samples());
+        let reader = ParquetObjectReader::new(self.store.clone(), self.block.path.samples());
         let mask = ProjectionMask::leaves(md.file_metadata().schema_descr(), leaves.clone());
-        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta.clone())
-            .with_row_groups(vec![g])
-            .with_projection(mask)
-            .with_batch_size(BATCH_ROWS);
+        let mut builder =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.meta.clone())
+                .with_row_groups(vec![g])
+                .with_projection(mask)
+                .with_batch_size(BATCH_ROWS);
         if let Some(s) = selection {
             builder = builder.with_row_selection(s);
         }
-        let mut stream = builder.build()?;
-        while let Some(batch) = stream.try_next().await? {
-            let col = |leaf: usize| {
-                leaves
-                    .iter()
-                    .position(|&l| l == leaf)
-                    .map(|i| batch.column(i).clone())
-            };
-            let (ids, ts, vals) = (col(0), col(1), col(2));
-            let mut keep: Option<Vec<bool>> = None;
-            if !group_inside {
-                let ids = ids.as_ref().expect("decoded").as_primitive::<UInt32Type>();
-                keep = Some(
-                    ids.values()
-                        .iter()
-                        .map(|&l| table.get(l as usize).copied().unwrap_or(false))
-                        .collect(),
-                );
-            }
-            if cut_time {
-                let ts = ts.as_ref().expect("decoded").as_primitive::<Int64Type>();
-                let k = keep.get_or_insert_with(|| vec![true; ts.len()]);
-                for (k, &t) in k.iter_mut().zip(ts.values().iter()) {
-                    *k &= t >= min_t && t <= max_t;
-                }
-            }
-            let rows_in = batch.num_rows();
-            let (rows, ids, ts, vals) = match keep {
-                Some(k) if k.iter().any(|&x| !x) => {
-                    let mask = BooleanArray::from(k);
-                    let f = |a: Option<ArrayRef>| a.map(|a| filter(&a, &mask)).transpose();
-                    let rows = mask.true_count();
-                    (rows, f(ids)?, f(ts)?, f(vals)?)
-                }
-                _ => (rows_in, ids, ts, vals),
-            };
-            let series_id = match (cols.series_id, ids) {
-                (true, Some(ids)) => Some(Arc::new(UInt32Array::from_iter_values(
-                    ids.as_primitive::<UInt32Type>()
-                        .values()
-                        .iter()
-                        .map(|&l| block.global_ids[l as usize]),
-                )) as ArrayRef),
-                _ => None,
-            };
-            out.push(ColumnBatch {
-                rows,
-                series_id,
-                timestamp: ts.filter(|_| cols.timestamp),
-                value: vals.filter(|_| cols.value),
-            });
-        }
+        let stream = builder.build()?;
+        Ok(stream
+            .map(move |batch| self.convert(&batch?, &leaves, inside))
+            .boxed())
     }
-    Ok(out)
+
+    /// A decoded batch (columns `leaves`) filtered to the scan and cut to the wanted columns.
+    fn convert(
+        &self,
+        batch: &RecordBatch,
+        leaves: &[usize],
+        inside: bool,
+    ) -> Result<ColumnBatch, StorageError> {
+        let col = |leaf: usize| {
+            leaves
+                .iter()
+                .position(|&l| l == leaf)
+                .map(|i| batch.column(i).clone())
+        };
+        let (ids, ts, vals) = (col(0), col(1), col(2));
+        let mut keep: Option<Vec<bool>> = None;
+        if !inside {
+            let ids = ids.as_ref().expect("decoded").as_primitive::<UInt32Type>();
+            keep = Some(
+                ids.values()
+                    .iter()
+                    .map(|&l| self.table.get(l as usize).copied().unwrap_or(false))
+                    .collect(),
+            );
+        }
+        if self.cut_time {
+            let ts = ts.as_ref().expect("decoded").as_primitive::<Int64Type>();
+            let k = keep.get_or_insert_with(|| vec![true; ts.len()]);
+            for (k, &t) in k.iter_mut().zip(ts.values().iter()) {
+                *k &= t >= self.min_t && t <= self.max_t;
+            }
+        }
+        let (rows, ids, ts, vals) = match keep {
+            Some(k) if k.iter().any(|&x| !x) => {
+                let mask = BooleanArray::from(k);
+                let f = |a: Option<ArrayRef>| a.map(|a| filter(&a, &mask)).transpose();
+                (mask.true_count(), f(ids)?, f(ts)?, f(vals)?)
+            }
+            _ => (batch.num_rows(), ids, ts, vals),
+        };
+        let cols = self.cols;
+        let series_id = match (cols.series_id, ids) {
+            (true, Some(ids)) => Some(Arc::new(UInt32Array::from_iter_values(
+                ids.as_primitive::<UInt32Type>()
+                    .values()
+                    .iter()
+                    .map(|&l| self.block.global_ids[l as usize]),
+            )) as ArrayRef),
+            _ => None,
+        };
+        Ok(ColumnBatch {
+            rows,
+            series_id,
+            timestamp: ts.filter(|_| cols.timestamp),
+            value: vals.filter(|_| cols.value),
+        })
+    }
 }
 
 /// A chunk of the heads' merged samples as one batch of the wanted columns.
