@@ -110,16 +110,27 @@ impl Catalog {
                 }
             })
             .collect();
-        let mut by_name: HashMap<&str, Vec<(&str, SeriesId)>, ahash::RandomState> =
-            HashMap::with_hasher(random_state());
+        // Label sets of one block mostly have the same names in the same order: the i-th
+        // pair's name is checked against the i-th name seen before a search.
+        let mut by_name: Vec<(&str, Vec<(&str, SeriesId)>)> = Vec::new();
         for (id, l) in &fresh {
-            for (n, v) in l.iter() {
-                by_name.entry(n).or_default().push((v, *id));
+            for (i, (n, v)) in l.iter().enumerate() {
+                let at = match by_name.get(i) {
+                    Some((name, _)) if *name == n => i,
+                    _ => match by_name.iter().position(|(name, _)| *name == n) {
+                        Some(at) => at,
+                        None => {
+                            by_name.push((n, Vec::new()));
+                            by_name.len() - 1
+                        }
+                    },
+                };
+                by_name[at].1.push((v, *id));
             }
         }
         for (name, mut pairs) in by_name {
-            // Stable: ids stay ascending within a value.
-            pairs.sort_by(|a, b| a.0.cmp(b.0));
+            // Ids ascending within a value (the bitmap is built from them in order).
+            pairs.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
             let grouped = pairs.chunk_by(|a, b| a.0 == b.0).map(|g| {
                 let posting = match g {
                     [(_, id)] => Posting::One(*id),
