@@ -1,5 +1,7 @@
 """A/B of two Quiver binaries on one data dir: the peer query set, every query instant and
-over 1 h / 6 h / 24 h, once untimed then --reps timed passes, one binary after the other.
+over 1 h / 6 h / 24 h, once untimed then --reps timed passes; both binaries serve at once
+and every cell runs on both in each pass, the order alternating (run one after the other,
+the second binary came out ~16 % faster with the same binary on both sides).
 
     python3 benches/peer/ab.py --data-dir DIR --at UNIX_SECONDS OLD_BINARY NEW_BINARY
 
@@ -7,7 +9,7 @@ Prints per-cell medians (ms), new/old ratios and the totals. Use a data dir load
 peer benchmark (`harness.py --keep`) or `benches/sql/duckdb_compare.py --keep`; --at is the
 data end (e.g. `timestamp(up)` at the last scrape). Results-cache bypassed (`nocache=1`).
 """
-import argparse, json, signal, socket, statistics, subprocess, time, urllib.parse, urllib.request
+import argparse, json, os, shutil, signal, tempfile, socket, statistics, subprocess, time, urllib.parse, urllib.request
 from pathlib import Path
 
 RANGES = [("instant", 0, 0), ("1h", 3600, 15), ("6h", 6 * 3600, 30), ("24h", 86400, 120)]
@@ -29,42 +31,66 @@ def queries():
     return out
 
 
-def run_binary(binary, data_dir, at, reps):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    p = subprocess.Popen([binary, "serve", "--data-dir", data_dir, "--listen", f"127.0.0.1:{port}"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+class Server:
+    """One binary serving the data dir on a free port (both run at once, so the cells can
+    alternate between them: whichever runs second in a pass tends to be faster)."""
+
+    def __init__(self, binary, data_dir):
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        self.p = subprocess.Popen([binary, "serve", "--data-dir", data_dir, "--listen", f"127.0.0.1:{port}"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(600):
             try:
-                if urllib.request.urlopen(base + "/-/ready").status == 200:
-                    break
+                if urllib.request.urlopen(self.base + "/-/ready").status == 200:
+                    return
             except Exception:
                 time.sleep(0.1)
-        def one(q, r):
-            _, span, step = r
-            if span == 0:
-                url = base + "/api/v1/query?" + urllib.parse.urlencode({"query": q, "time": at, "nocache": "1"})
-            else:
-                end = (int(at) // step) * step
-                url = base + "/api/v1/query_range?" + urllib.parse.urlencode(
-                    {"query": q, "start": end - span, "end": end, "step": step, "nocache": "1"})
-            a = time.time()
-            urllib.request.urlopen(url, timeout=120).read()
-            return (time.time() - a) * 1000
+
+    def time(self, q, r, at):
+        _, span, step = r
+        if span == 0:
+            url = self.base + "/api/v1/query?" + urllib.parse.urlencode({"query": q, "time": at, "nocache": "1"})
+        else:
+            end = (int(at) // step) * step
+            url = self.base + "/api/v1/query_range?" + urllib.parse.urlencode(
+                {"query": q, "start": end - span, "end": end, "step": step, "nocache": "1"})
+        a = time.time()
+        urllib.request.urlopen(url, timeout=120).read()
+        return (time.time() - a) * 1000
+
+    def stop(self):
+        self.p.send_signal(signal.SIGTERM)
+        self.p.wait()
+
+
+def run_both(old_bin, new_bin, data_dir, at, reps):
+    """Per-cell medians of both binaries; each cell runs on both in every pass, the order
+    alternating between passes and cells."""
+    # Each server gets its own hard-linked copy (blocks are immutable; WAL and locks are
+    # per copy), removed at the end.
+    tmp = tempfile.mkdtemp(prefix="quiver-ab-", dir="/var/tmp")
+    dirs = [os.path.join(tmp, x) for x in ("old", "new")]
+    for d in dirs:
+        shutil.copytree(data_dir, d, copy_function=os.link)
+    servers = [Server(old_bin, dirs[0]), Server(new_bin, dirs[1])]
+    try:
         qs = queries()
-        for _, q in qs:
-            for r in RANGES:
-                one(q, r)
-        cells = {}
-        for _ in range(reps):
-            for n, q in qs:
-                for r in RANGES:
-                    cells.setdefault(f"{n} {r[0]}", []).append(one(q, r))
-        return {k: statistics.median(v) for k, v in cells.items()}
+        cells = [(f"{n} {r[0]}", q, r) for n, q in qs for r in RANGES]
+        for _, q, r in cells:
+            for s in servers:
+                s.time(q, r, at)
+        got = [{}, {}]
+        for rep in range(reps):
+            for i, (name, q, r) in enumerate(cells):
+                order = (0, 1) if (rep + i) % 2 == 0 else (1, 0)
+                for k in order:
+                    got[k].setdefault(name, []).append(servers[k].time(q, r, at))
+        return [{k: statistics.median(v) for k, v in g.items()} for g in got]
     finally:
-        p.send_signal(signal.SIGTERM)
-        p.wait()
+        for s in servers:
+            s.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main():
@@ -75,8 +101,7 @@ def main():
     ap.add_argument("old")
     ap.add_argument("new")
     a = ap.parse_args()
-    old = run_binary(a.old, a.data_dir, a.at, a.reps)
-    new = run_binary(a.new, a.data_dir, a.at, a.reps)
+    old, new = run_both(a.old, a.new, a.data_dir, a.at, a.reps)
     rows = sorted(((k, old[k], new[k], new[k] / old[k]) for k in old), key=lambda r: -r[3])
     print("| cell | old ms | new ms | new/old |\n|---|---|---|---|")
     for k, o, n, r in rows:
