@@ -93,7 +93,11 @@ impl Catalog {
     pub fn get_or_insert_owned(&self, sets: Vec<Labels>) -> Vec<SeriesId> {
         let mut w = self.inner.write();
         let w = &mut *w;
-        w.ids.reserve(sets.len());
+        // A first block is all new series: size the map once. Later blocks mostly repeat
+        // known series; reserving for all of them would double the map for nothing.
+        if w.ids.is_empty() {
+            w.ids.reserve(sets.len());
+        }
         let mut fresh: Vec<(SeriesId, Arc<Labels>)> = Vec::new();
         let ids = sets
             .into_iter()

@@ -33,7 +33,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryReservation};
 
 use crate::catalog::SeriesId;
 use crate::storage::{Columns, Piece, Scan, SeriesPieces};
@@ -234,16 +234,7 @@ impl ExecutionPlan for SamplesScanExec {
             .map(move |chunk| {
                 let chunk = chunk.map_err(|e| DataFusionError::External(Box::new(e)))?;
                 let n: usize = chunk.iter().map(SeriesPieces::len).sum();
-                if let Some((max, used)) = &spec.budget {
-                    let total = used.fetch_add(n, Ordering::Relaxed) + n;
-                    if total > *max {
-                        return Err(DataFusionError::ResourcesExhausted(format!(
-                            "the query reads more than {max} samples (--query-max-samples); narrow it by timestamp or series_id"
-                        )));
-                    }
-                }
-                reservation.lock().try_resize(n * BYTES_PER_SAMPLE)?;
-                emitted.fetch_add(n, Ordering::Relaxed);
+                charge(&spec, &reservation.lock(), &emitted, n)?;
                 to_batches(&spec, &schema, chunk)
             })
             .map(|r| match r {
@@ -256,6 +247,28 @@ impl ExecutionPlan for SamplesScanExec {
             stream,
         )))
     }
+}
+
+/// Accounts `rows` samples just read by a partition: charged to the session's samples
+/// budget (refused past it), held in the memory pool (the partition's reservation is
+/// resized to them), and counted toward a pushed-down LIMIT.
+fn charge(
+    spec: &ScanSpec,
+    reservation: &MemoryReservation,
+    emitted: &AtomicUsize,
+    rows: usize,
+) -> DfResult<()> {
+    if let Some((max, used)) = &spec.budget {
+        let total = used.fetch_add(rows, Ordering::Relaxed) + rows;
+        if total > *max {
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "the query reads more than {max} samples (--query-max-samples); narrow it by timestamp or series_id"
+            )));
+        }
+    }
+    reservation.try_resize(rows * BYTES_PER_SAMPLE)?;
+    emitted.fetch_add(rows, Ordering::Relaxed);
+    Ok(())
 }
 
 /// A partition in storage order: each decoded batch handed on with the projected columns,
@@ -288,16 +301,7 @@ fn storage_order_stream(
         })
         .map(move |b| {
             let b = b.map_err(|e| DataFusionError::External(Box::new(e)))?;
-            if let Some((max, used)) = &spec.budget {
-                let total = used.fetch_add(b.rows, Ordering::Relaxed) + b.rows;
-                if total > *max {
-                    return Err(DataFusionError::ResourcesExhausted(format!(
-                        "the query reads more than {max} samples (--query-max-samples); narrow it by timestamp or series_id"
-                    )));
-                }
-            }
-            reservation.lock().try_resize(b.rows * BYTES_PER_SAMPLE)?;
-            emitted.fetch_add(b.rows, Ordering::Relaxed);
+            charge(&spec, &reservation.lock(), &emitted, b.rows)?;
             let column = |c: usize| {
                 match c {
                     0 => b.series_id.clone(),
