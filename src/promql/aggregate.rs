@@ -337,7 +337,7 @@ impl Engine {
         let times: Vec<i64> = ctx.steps.iter().collect();
         let scan = super::exec::RangeScan {
             scan: self
-                .storage
+                .snapshot()
                 .scan(&ids, lo.saturating_sub(range_ms).saturating_add(1), hi),
             function,
             group_of: Arc::new(group_of),

@@ -71,6 +71,9 @@ pub struct Engine {
     annotations: parking_lot::Mutex<Annotations>,
     /// Series the caller may see (enforced matchers); `None`: all.
     allowed: Option<roaring::RoaringBitmap>,
+    /// The storage as the query's first selector found it: every selector of the query
+    /// reads this one snapshot, so samples arriving meanwhile are in all of them or none.
+    snapshot: std::sync::OnceLock<crate::storage::Snapshot>,
 }
 
 impl Engine {
@@ -81,7 +84,13 @@ impl Engine {
             loaded: AtomicUsize::new(0),
             annotations: Default::default(),
             allowed: None,
+            snapshot: Default::default(),
         }
+    }
+
+    /// The query's snapshot of the storage, taken on first use.
+    pub(super) fn snapshot(&self) -> &crate::storage::Snapshot {
+        self.snapshot.get_or_init(|| self.storage.snapshot())
     }
 
     /// Restricts every selector to these series (a principal's enforced matchers). This is

@@ -101,7 +101,7 @@ impl Engine {
         // the chunk that crosses it instead of reading everything first.
         // Boxed: this future is part of every evaluator level's state, and nested queries
         // recurse thousands of levels deep (`promql::guard`).
-        let scan = self.storage.scan(&ids, min_t, max_t);
+        let scan = self.snapshot().scan(&ids, min_t, max_t);
         let runs = Box::pin(scan.collect_all(|n| self.charge(n))).await?;
         let labels = self
             .storage

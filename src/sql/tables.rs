@@ -10,7 +10,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPu
 use datafusion::physical_plan::ExecutionPlan;
 use roaring::RoaringBitmap;
 
-use crate::storage::Storage;
+use crate::storage::{Snapshot, Storage};
 
 fn series_schema() -> SchemaRef {
     let map = DataType::Map(
@@ -114,6 +114,9 @@ pub struct SamplesTable {
     /// Samples all scans of this table together may load (`None`: unlimited), and how many
     /// they have loaded: a scan still materialises its selection, so this bounds memory.
     budget: Option<(usize, Arc<std::sync::atomic::AtomicUsize>)>,
+    /// The storage as the session's first scan found it: every scan of the table (a
+    /// self-join, a subquery) reads this one snapshot. Quiver makes a session per statement.
+    snapshot: std::sync::OnceLock<Snapshot>,
 }
 
 impl SamplesTable {
@@ -122,6 +125,7 @@ impl SamplesTable {
             storage,
             allowed: None,
             budget: None,
+            snapshot: Default::default(),
         }
     }
 
@@ -304,7 +308,11 @@ impl TableProvider for SamplesTable {
             .cloned()
             .unwrap_or_else(|| (0..samples_schema().fields().len()).collect());
         let spec = super::scan::ScanSpec {
-            scan: self.storage.scan(&ids, p.min_t, p.max_t).without_caching(),
+            scan: self
+                .snapshot
+                .get_or_init(|| self.storage.snapshot())
+                .scan(&ids, p.min_t, p.max_t)
+                .without_caching(),
             pushed,
             budget: self.budget.clone(),
             projection,

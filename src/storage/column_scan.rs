@@ -52,9 +52,8 @@ const BATCH_ROWS: usize = 64 * 1024;
 
 impl Scan {
     /// Whether the scan's sources cannot hold the same sample twice: no block's time range
-    /// meets another block's or a head's. Heads are checked as they are now; a head sample
-    /// appended later inside a block's range would be read twice (as the ordered scan, the
-    /// live head is not isolated; see docs/ARCHITECTURE.md).
+    /// meets another block's or a head's. A head's range as it is now covers the commits
+    /// the scan reads (it only grows), so the answer holds for the scan's snapshot.
     pub fn sources_disjoint(&self) -> bool {
         let mut ranges: Vec<(i64, i64)> = self
             .blocks
@@ -64,7 +63,7 @@ impl Scan {
         let heads: Vec<(i64, i64)> = self
             .heads
             .iter()
-            .filter_map(|h| h.read().time_range())
+            .filter_map(|(h, _)| h.read().time_range())
             .collect();
         ranges.sort_unstable();
         let blocks_apart = ranges.windows(2).all(|w| w[0].1 < w[1].0);

@@ -145,8 +145,9 @@ pub(super) struct Shared {
     pub blocks_unavailable: parking_lot::Mutex<Option<String>>,
 }
 
-/// Estimated head memory per sample: a timestamp and a value, plus vector slack.
-pub const HEAD_BYTES_PER_SAMPLE: usize = 24;
+/// Estimated head memory per entry: a timestamp, a value and a commit sequence, plus
+/// vector slack.
+pub const HEAD_BYTES_PER_SAMPLE: usize = 28;
 
 struct AppendReq {
     series: Vec<(SeriesId, Arc<Labels>)>,
@@ -398,12 +399,10 @@ impl Storage {
             None => {
                 let head = self.shared.state.read().head.clone();
                 let mut h = head.write();
-                let before = h.num_samples();
-                for (id, t, v) in samples {
-                    h.append(id, t, v, now);
-                }
+                let before = h.entries();
+                h.commit(samples, now);
                 o.head_samples
-                    .fetch_add(h.num_samples() - before, Ordering::Relaxed);
+                    .fetch_add(h.entries() - before, Ordering::Relaxed);
                 drop(h);
                 apply_metadata(&self.shared, batch.metadata);
             }
@@ -431,7 +430,7 @@ impl Storage {
         let head = self.shared.state.read().head.clone();
         let h = head.read();
         let o = &self.shared.opts;
-        h.num_samples() >= o.head_max_samples
+        h.entries() >= o.head_max_samples
             // Memory pressure over all tenants: every head with samples frees some.
             || (h.num_samples() > 0
                 && o.head_samples
@@ -630,16 +629,16 @@ fn commit(shared: &Shared, w: &mut WalWriter, pending: &mut Vec<AppendReq>) {
             let now = (shared.opts.clock)();
             let head = shared.state.read().head.clone();
             let mut h = head.write();
-            let before = h.num_samples();
-            for req in pending.iter() {
-                for &(id, t, v) in &req.samples {
-                    h.append(id, t, v, now);
-                }
-            }
+            let before = h.entries();
+            // One commit for the group: a snapshot sees all of it or none.
+            h.commit(
+                pending.iter().flat_map(|req| req.samples.iter().copied()),
+                now,
+            );
             shared
                 .opts
                 .head_samples
-                .fetch_add(h.num_samples() - before, Ordering::Relaxed);
+                .fetch_add(h.entries() - before, Ordering::Relaxed);
             drop(h);
             for req in pending.drain(..) {
                 apply_metadata(shared, req.metadata);
@@ -695,14 +694,16 @@ fn replay_wal(
                 for ((r, _), id) in series.iter().zip(ids) {
                     refs.insert(*r, id);
                 }
+                let mut found = Vec::with_capacity(samples.len());
                 for (r, t, v) in samples {
                     if let Some(&id) = refs.get(&r) {
-                        h.append(id, t, v, now);
-                        total += 1;
+                        found.push((id, t, v));
                     } else {
                         orphans += 1;
                     }
                 }
+                total += found.len() as u64;
+                h.commit(found, now);
             }
             Replayed::Metadata(md) => apply_metadata(shared, md),
         })?;
@@ -724,7 +725,7 @@ fn replay_wal(
     shared
         .opts
         .head_samples
-        .fetch_add(head.read().num_samples(), Ordering::Relaxed);
+        .fetch_add(head.read().entries(), Ordering::Relaxed);
     tracing::info!(samples = total, next_segment = next, "WAL replayed");
     Ok(next)
 }

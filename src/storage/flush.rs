@@ -36,15 +36,16 @@ fn split_head(
     rows.sort_by(|a, b| a.1.cmp(&b.1));
     let mut out: BTreeMap<i64, (Vec<SeriesData>, Vec<SeriesId>)> = BTreeMap::new();
     for ((id, buf), labels) in rows {
+        let (ts, vals) = buf.read_all();
         let mut i = 0;
-        while i < buf.ts.len() {
-            let w = buf.ts[i].div_euclid(window_ms);
-            let end = buf.ts.partition_point(|&t| t.div_euclid(window_ms) <= w);
+        while i < ts.len() {
+            let w = ts[i].div_euclid(window_ms);
+            let end = ts.partition_point(|&t| t.div_euclid(window_ms) <= w);
             let e = out.entry(w).or_default();
             e.0.push(SeriesData {
                 labels: labels.clone(),
-                ts: buf.ts[i..end].to_vec(),
-                vals: buf.vals[i..end].to_vec(),
+                ts: ts[i..end].to_vec(),
+                vals: vals[i..end].to_vec(),
             });
             e.1.push(id);
             i = end;
@@ -121,7 +122,7 @@ impl Storage {
                     .retain(|(s, h)| !(*s == seg && Arc::ptr_eq(h, &head)));
             }
             // Its samples are in blocks now: they no longer count against the memory limit.
-            let written = head.read().num_samples();
+            let written = head.read().entries();
             let _ = opts.head_samples.fetch_update(
                 std::sync::atomic::Ordering::Relaxed,
                 std::sync::atomic::Ordering::Relaxed,

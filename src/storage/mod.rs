@@ -30,7 +30,7 @@ pub use column_scan::{ColumnBatch, Columns};
 pub use engine::{Clock, Storage, StorageOptions, StorageStats, WriteWindow};
 pub use error::StorageError;
 pub use read::{Piece, SamplesCache, SeriesResult, samples_cache};
-pub use scan::{Scan, SeriesPieces, SeriesRun};
+pub use scan::{Scan, SeriesPieces, SeriesRun, Snapshot};
 pub use tenants::Tenants;
 
 /// Format version of the data directory as a whole (`VERSION` file; see `migrations/`).

@@ -11,9 +11,11 @@
 //! therefore follows the chunk, not the selection. SQL's `samples` table, PromQL selectors
 //! and the fused range-function operator, and remote read all read through here.
 //!
-//! The live head is read under its lock chunk by chunk: a sample appended while a scan runs
-//! may be seen by a later chunk and not an earlier one (Prometheus isolates head appends
-//! per query; see docs/ARCHITECTURE.md, known gaps).
+//! A [`Snapshot`] fixes the sources and each head's commit sequence ([`super::head`]) once;
+//! every scan made from it reads the heads as of that moment, however long it runs and
+//! however many chunks it reads. A query takes one snapshot for all its scans (a PromQL
+//! query's selectors, a SQL statement's table scans), so `x - x` is zero and a self-join
+//! matches itself while samples keep arriving.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -26,7 +28,7 @@ use roaring::RoaringBitmap;
 use super::StorageError;
 use super::block::LoadedBlock;
 use super::engine::{Shared, Storage};
-use super::head::Head;
+use super::head::{Head, Seq};
 use super::read::Piece;
 use crate::catalog::SeriesId;
 
@@ -49,12 +51,22 @@ impl SeriesRun {
     }
 }
 
+/// The storage at one moment: the blocks, and the frozen and live heads with the commit
+/// each is read up to. Holding it keeps a concurrent compaction from deleting its blocks.
+#[derive(Clone)]
+pub struct Snapshot {
+    shared: Arc<Shared>,
+    blocks: Arc<Vec<Arc<LoadedBlock>>>,
+    heads: Arc<Vec<(Arc<RwLock<Head>>, Seq)>>,
+}
+
 /// A scan of series `ids[range]` over `[min_t, max_t]`. Cheap to clone and split.
 #[derive(Clone)]
 pub struct Scan {
     shared: Arc<Shared>,
     pub(super) blocks: Arc<Vec<Arc<LoadedBlock>>>,
-    pub(super) heads: Arc<Vec<Arc<RwLock<Head>>>>,
+    /// Each head with the commit it is read up to.
+    pub(super) heads: Arc<Vec<(Arc<RwLock<Head>>, Seq)>>,
     ids: Arc<Vec<SeriesId>>,
     range: Range<usize>,
     min_t: i64,
@@ -64,31 +76,50 @@ pub struct Scan {
 }
 
 impl Storage {
+    /// The storage as it is now, for every scan of one query.
+    pub fn snapshot(&self) -> Snapshot {
+        let st = self.shared.state.read();
+        // Under the state lock: a flush moving a frozen head into blocks, or a freeze
+        // starting a new head, is entirely before or after this.
+        let heads = st
+            .frozen
+            .iter()
+            .map(|(_, h)| h)
+            .chain(std::iter::once(&st.head))
+            .map(|h| (h.clone(), h.read().seq()))
+            .collect();
+        Snapshot {
+            shared: self.shared.clone(),
+            blocks: Arc::new(st.blocks.clone()),
+            heads: Arc::new(heads),
+        }
+    }
+
+    /// A scan of the given series over `[min_t, max_t]` in a snapshot of its own (see
+    /// [`Snapshot::scan`]).
+    pub fn scan(&self, ids: &RoaringBitmap, min_t: i64, max_t: i64) -> Scan {
+        self.snapshot().scan(ids, min_t, max_t)
+    }
+}
+
+impl Snapshot {
     /// A scan of the given series over `[min_t, max_t]`, narrowed to the series some
     /// source overlapping the range holds.
     pub fn scan(&self, ids: &RoaringBitmap, min_t: i64, max_t: i64) -> Scan {
-        let (blocks, heads) = {
-            let st = self.shared.state.read();
-            let blocks: Vec<Arc<LoadedBlock>> = st
-                .blocks
-                .iter()
-                .filter(|b| b.meta.overlaps(min_t, max_t))
-                .cloned()
-                .collect();
-            let heads: Vec<Arc<RwLock<Head>>> = st
-                .frozen
-                .iter()
-                .map(|(_, h)| h.clone())
-                .chain(std::iter::once(st.head.clone()))
-                .collect();
-            (blocks, heads)
-        };
+        let blocks: Vec<Arc<LoadedBlock>> = self
+            .blocks
+            .iter()
+            .filter(|b| b.meta.overlaps(min_t, max_t))
+            .cloned()
+            .collect();
         let mut present = RoaringBitmap::new();
         for b in &blocks {
             present |= &b.present;
         }
-        for h in &heads {
+        for (h, _) in self.heads.iter() {
             let h = h.read();
+            // A head's range and series include later commits: a superset, read as of
+            // the snapshot by `Scan::read`.
             if h.time_range()
                 .is_some_and(|(a, b)| a <= max_t && b >= min_t)
             {
@@ -99,7 +130,7 @@ impl Storage {
         Scan {
             shared: self.shared.clone(),
             blocks: Arc::new(blocks),
-            heads: Arc::new(heads),
+            heads: self.heads.clone(),
             range: 0..ids.len(),
             ids: Arc::new(ids),
             min_t,
@@ -185,7 +216,7 @@ impl Scan {
                 .clamp(0.0, span + 1.0);
             est += m.num_samples as f64 / (m.num_series.max(1) as f64) * (covered / (span + 1.0));
         }
-        for h in self.heads.iter() {
+        for (h, _) in self.heads.iter() {
             let h = h.read();
             est += h.num_samples() as f64 / (h.num_series().max(1) as f64);
         }
@@ -280,7 +311,7 @@ impl Scan {
                 sources.entry(g).or_default().push(pieces);
             }
         }
-        for h in self.heads.iter() {
+        for (h, seq) in self.heads.iter() {
             let h = h.read();
             if !h
                 .time_range()
@@ -289,14 +320,11 @@ impl Scan {
                 continue;
             }
             for id in &wanted & h.present() {
-                if let Some(buf) = h.get(id) {
-                    let (lo, hi) = buf.range(min_t, max_t);
-                    if lo < hi {
-                        sources.entry(id).or_default().push(vec![Piece::new(
-                            buf.ts[lo..hi].to_vec(),
-                            buf.vals[lo..hi].to_vec(),
-                        )]);
-                    }
+                if let Some((ts, vals)) = h.get(id).and_then(|b| b.read(min_t, max_t, *seq)) {
+                    sources
+                        .entry(id)
+                        .or_default()
+                        .push(vec![Piece::new(ts, vals)]);
                 }
             }
         }
@@ -538,5 +566,73 @@ mod tests {
             .await;
         assert!(err.is_err());
         assert_eq!(seen, 1200, "stopped at the third chunk of 4 series");
+    }
+
+    /// A scan, and every scan of its snapshot, reads the heads as of the snapshot: commits
+    /// that land while it runs (new samples in and out of order, overwritten values, a new
+    /// series) and a flush moving the head into a block change nothing it reads.
+    #[tokio::test]
+    async fn a_snapshot_reads_the_head_as_it_was() {
+        use futures::StreamExt;
+        let s = Storage::in_memory().await.unwrap();
+        let t0 = s.now_ms() - 3_600_000;
+        let batch = |series: std::ops::Range<i64>, ts: &[i64], v: f64| WriteBatch {
+            series: series
+                .map(|i| SeriesSamples {
+                    labels: Labels::new(vec![
+                        ("__name__".into(), "m".into()),
+                        ("i".into(), format!("{i:02}")),
+                    ])
+                    .unwrap(),
+                    samples: ts.iter().map(|&k| (t0 + k * 1_000, v + k as f64)).collect(),
+                })
+                .collect(),
+            metadata: vec![],
+        };
+        let w = WriteWindow::Backfill;
+        s.append(batch(0..20, &[0, 1, 2, 3], 0.0), w).await.unwrap();
+        s.flush().await.unwrap();
+        s.append(batch(0..20, &[10, 12, 14], 100.0), w)
+            .await
+            .unwrap();
+        let ids = |s: &Storage| s.catalog().select(&[Matcher::equal("__name__", "m")]);
+        let read_all =
+            |scan: super::Scan| scan.collect(3, |_| Ok::<_, crate::storage::StorageError>(()));
+        let before = read_all(s.scan(&ids(&s), i64::MIN, i64::MAX))
+            .await
+            .unwrap();
+        assert_eq!(before.len(), 20);
+
+        let snap = s.snapshot();
+        let mut chunks = Box::pin(snap.scan(&ids(&s), i64::MIN, i64::MAX).chunks(3));
+        let mut got = chunks.next().await.unwrap().unwrap();
+        // Commits while the scan is between chunks: later samples, an out-of-order one,
+        // overwrites of head and block samples, and a new series.
+        s.append(batch(0..21, &[16, 11, 12, 2], 900.0), w)
+            .await
+            .unwrap();
+        while let Some(c) = chunks.next().await {
+            got.extend(c.unwrap());
+        }
+        assert_eq!(got, before, "a scan between commits");
+        // The head goes to a block; the snapshot still holds and reads it as it was.
+        s.flush().await.unwrap();
+        let again = read_all(snap.scan(&ids(&s), i64::MIN, i64::MAX))
+            .await
+            .unwrap();
+        assert_eq!(
+            again, before,
+            "a second scan of the snapshot, after a flush"
+        );
+        // A new snapshot sees everything.
+        let now = read_all(s.scan(&ids(&s), i64::MIN, i64::MAX))
+            .await
+            .unwrap();
+        assert_eq!(now.len(), 21);
+        assert_eq!(now[0].ts.len(), 4 + 3 + 2);
+        assert_eq!(
+            now[0].vals[2], 902.0,
+            "a block sample overwritten by the new head"
+        );
     }
 }

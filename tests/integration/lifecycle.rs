@@ -312,8 +312,8 @@ async fn head_memory_limit_holds_across_tenants() {
     use quiver::storage::{StorageError, StorageOptions, Tenants, WriteWindow};
     let (_tmp, dir) = tempdir();
     let mut opts = StorageOptions::new(&dir);
-    // 1,000 samples of ~24 bytes.
-    opts.head_memory_limit = 24_000;
+    // 1,000 samples of ~28 bytes (`HEAD_BYTES_PER_SAMPLE`).
+    opts.head_memory_limit = 28_000;
     let store = std::sync::Arc::new(quiver::storage::durable::SyncedLocalStore::new(&dir).unwrap());
     let tenants = Tenants::new(opts, store);
     tenants.open_all().await.unwrap();

@@ -133,3 +133,51 @@ async fn explain_shows_a_parallel_datafusion_plan() {
         "{plan}"
     );
 }
+
+/// Every selector of one query reads one snapshot of the storage: samples committed after
+/// the query's first read (here between two evaluations on one engine) are in none of its
+/// selectors, on the fused path and the evaluator's alike; a new query sees them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_reads_one_snapshot() {
+    let s = storage().await;
+    let opts = QueryOptions {
+        partitions: 2,
+        ..Default::default()
+    };
+    let queries = [
+        "sum by (job) (rate(req_total[5m]))",
+        "sum by (job) (req_total)",
+    ];
+    async fn run(engine: &Engine, q: &str) -> String {
+        let expr = Engine::parse(q).unwrap();
+        let v = engine
+            .range(&expr, 300_000, 5_700_000, 60_000)
+            .await
+            .unwrap();
+        format!("{v:?}")
+    }
+    let engine = Engine::new(s.clone(), opts.clone());
+    let mut first = Vec::new();
+    for q in queries {
+        first.push(run(&engine, q).await);
+    }
+    // Overwrites of head samples and new samples, for every series.
+    let later: Vec<_> = (0..60)
+        .map(|i| {
+            let job = format!("job{}", i % 4);
+            let inst = format!("i{i}");
+            let l = labels(&[
+                ("__name__", "req_total"),
+                ("job", &job),
+                ("instance", &inst),
+            ]);
+            (l, (300..420).map(|k| (k * 15_000 + 337, 1e6)).collect())
+        })
+        .collect();
+    s.append(batch(later), WriteWindow::Any).await.unwrap();
+    for (q, want) in queries.iter().zip(&first) {
+        assert_eq!(&run(&engine, q).await, want, "{q}: the query's snapshot");
+        let fresh = Engine::new(s.clone(), opts.clone());
+        assert_ne!(&run(&fresh, q).await, want, "{q}: a new query");
+    }
+}

@@ -70,7 +70,7 @@ async fn writes_back_off_while_s3_is_down_and_nothing_acknowledged_is_lost() {
             "1",
             "--head-max-samples",
             "3000",
-            // ~40,000 samples of 24 bytes.
+            // ~35,000 samples of 28 bytes.
             "--head-memory-limit",
             "1000000",
         ],
