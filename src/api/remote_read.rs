@@ -126,6 +126,8 @@ async fn answer(
     }
     let mut results = Vec::with_capacity(req.queries.len());
     let mut total = 0usize;
+    // Every query of the request reads the storage as of one moment.
+    let snapshot = storage.snapshot();
     for q in &req.queries {
         if let Err(e) = cancel.check() {
             return bad(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
@@ -140,7 +142,7 @@ async fn answer(
         }
         // The samples cap is charged chunk by chunk, so an over-limit read stops early.
         // As Prometheus's --storage.remote.read-sample-limit: refuse rather than answer part.
-        let runs = storage
+        let runs = snapshot
             .scan(&ids, q.start_timestamp_ms, q.end_timestamp_ms)
             .collect_all(|n| {
                 total += n;
