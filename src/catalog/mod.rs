@@ -15,8 +15,10 @@ use roaring::RoaringBitmap;
 
 use crate::model::{Labels, MatchOp, Matcher};
 
+mod block_postings;
 mod cardinality;
 mod posting;
+pub use block_postings::BlockPostings;
 pub use cardinality::Cardinality;
 pub use posting::Posting;
 
@@ -91,15 +93,31 @@ impl Catalog {
     /// build when the name is new), instead of one tree insert per label pair — a million
     /// series' first block is most of a restart.
     pub fn get_or_insert_owned(&self, sets: Vec<Labels>) -> Vec<SeriesId> {
+        self.get_or_insert_indexed(sets, None).0
+    }
+
+    /// As [`Catalog::get_or_insert_owned`], with the block's own postings (its index
+    /// file: per name, values ascending with their local ids). When every series of the
+    /// block is new — a first block at startup, which is most of a restart — the postings
+    /// are taken from it (local id + the first new id) instead of sorting the values;
+    /// postings that do not account for exactly the block's label pairs are not used.
+    /// Returns the ids and whether the block's postings were used.
+    pub fn get_or_insert_indexed(
+        &self,
+        sets: Vec<Labels>,
+        block_postings: Option<BlockPostings>,
+    ) -> (Vec<SeriesId>, bool) {
         let mut w = self.inner.write();
         let w = &mut *w;
+        let n = sets.len();
+        let pairs: usize = sets.iter().map(Labels::len).sum();
         // A first block is all new series: size the map once. Later blocks mostly repeat
         // known series; reserving for all of them would double the map for nothing.
         if w.ids.is_empty() {
             w.ids.reserve(sets.len());
         }
         let mut fresh: Vec<(SeriesId, Arc<Labels>)> = Vec::new();
-        let ids = sets
+        let ids: Vec<SeriesId> = sets
             .into_iter()
             .map(|l| match w.ids.get(&l) {
                 Some(&id) => id,
@@ -113,7 +131,35 @@ impl Catalog {
                     id
                 }
             })
-            .collect();
+            .collect::<Vec<SeriesId>>();
+        if let Some(bp) = block_postings
+            && fresh.len() == n
+            && bp.fits(n, pairs)
+        {
+            // All new, so the ids are consecutive in local order.
+            let base = fresh.first().map_or(0, |(id, _)| *id);
+            for (name, values) in bp.names {
+                let grouped = values
+                    .into_iter()
+                    .map(|(v, local)| (v, Posting::from_local(local, base)));
+                match w.postings.get_mut(&*name) {
+                    Some(have) => {
+                        for (v, p) in grouped {
+                            match have.get_mut(&v) {
+                                Some(x) => x.merge(p),
+                                None => {
+                                    have.insert(v, p);
+                                }
+                            }
+                        }
+                    }
+                    None => {
+                        w.postings.insert(name, grouped.collect());
+                    }
+                }
+            }
+            return (ids, true);
+        }
         // Label sets of one block mostly have the same names in the same order: the i-th
         // pair's name is checked against the i-th name seen before a search.
         let mut by_name: Vec<(&str, Vec<(&str, SeriesId)>)> = Vec::new();
@@ -162,7 +208,7 @@ impl Catalog {
                 }
             }
         }
-        ids
+        (ids, false)
     }
 
     pub fn get_or_insert(&self, labels: &Labels) -> SeriesId {
@@ -447,24 +493,112 @@ mod tests {
         let got = bulk.get_or_insert_owned(sets.clone());
         let want: Vec<SeriesId> = sets.iter().map(|s| single.get_or_insert(s)).collect();
         assert_eq!(got, want);
-        let all = single.live();
-        assert_eq!(bulk.live(), all);
-        assert_eq!(bulk.label_names(&all), single.label_names(&all));
+        assert_same_index(&bulk, &single);
+    }
+
+    fn block_set(i: u32) -> Labels {
+        l(&[
+            ("__name__", if i.is_multiple_of(3) { "a" } else { "b" }),
+            ("pod", &format!("p{}", i % 50)),
+            ("zone", &format!("z{}", i % 4)),
+            ("uniq", &format!("u{i:04}")),
+        ])
+    }
+
+    fn assert_same_index(got: &Catalog, want: &Catalog) {
+        let all = want.live();
+        assert_eq!(got.live(), all);
+        assert_eq!(got.label_names(&all), want.label_names(&all));
         for name in ["__name__", "pod", "zone", "uniq", "fresh"] {
-            assert_eq!(
-                bulk.label_values(name, &all),
-                single.label_values(name, &all)
-            );
+            assert_eq!(got.label_values(name, &all), want.label_values(name, &all));
         }
         for ms in [
             vec![Matcher::equal("__name__", "a")],
             vec![Matcher::equal("pod", "p7"), Matcher::equal("zone", "z3")],
             vec![Matcher::regex("uniq", "u1.*", false).unwrap()],
+            vec![Matcher::equal("uniq", "u0042")],
             vec![Matcher::equal("fresh", "x")],
             vec![Matcher::not_equal("pod", "p1")],
         ] {
-            assert_eq!(bulk.select(&ms), single.select(&ms), "{ms:?}");
+            assert_eq!(got.select(&ms), want.select(&ms), "{ms:?}");
         }
-        assert_eq!(bulk.cardinality(&all, 100), single.cardinality(&all, 100));
+        assert_eq!(got.cardinality(&all, 100), want.cardinality(&all, 100));
+    }
+
+    /// A block's label sets (sorted: local id order) and its postings file's rows, as the
+    /// block writer makes them.
+    fn block(range: std::ops::Range<u32>) -> (Vec<Labels>, Vec<(String, String, RoaringBitmap)>) {
+        let mut sets: Vec<Labels> = range.map(block_set).collect();
+        sets.sort();
+        let mut p: BTreeMap<(String, String), RoaringBitmap> = BTreeMap::new();
+        for (local, s) in sets.iter().enumerate() {
+            for (n, v) in s.iter() {
+                p.entry((n.into(), v.into()))
+                    .or_default()
+                    .insert(local as u32);
+            }
+        }
+        (sets, p.into_iter().map(|((n, v), b)| (n, v, b)).collect())
+    }
+
+    fn postings(rows: &[(String, String, RoaringBitmap)]) -> Option<BlockPostings> {
+        BlockPostings::from_sorted(
+            rows.iter()
+                .map(|(n, v, b)| (n.as_str(), v.as_str(), b.clone())),
+        )
+    }
+
+    /// A block whose series are all new takes its postings from its index file, into an
+    /// empty catalog or after others; a block repeating series, or postings that do not
+    /// account for its label pairs, build them from the label sets. Every way indexes as
+    /// single inserts do.
+    #[test]
+    fn a_blocks_postings_file_indexes_like_single_inserts() {
+        let single = Catalog::new();
+        let single_block = |sets: &[Labels]| -> Vec<SeriesId> {
+            sets.iter().map(|s| single.get_or_insert(s)).collect()
+        };
+        let got = Catalog::new();
+        // Into an empty catalog.
+        let (sets, rows) = block(0..300);
+        assert_eq!(
+            got.get_or_insert_indexed(sets.clone(), postings(&rows)),
+            (single_block(&sets), true)
+        );
+        assert_same_index(&got, &single);
+        // All new, after 300 others (local ids shifted), on existing names and values.
+        let (sets, rows) = block(300..400);
+        assert_eq!(
+            got.get_or_insert_indexed(sets.clone(), postings(&rows)),
+            (single_block(&sets), true)
+        );
+        assert_same_index(&got, &single);
+        // Some series known: the file's local ids are not the new ids.
+        let (sets, rows) = block(350..450);
+        assert_eq!(
+            got.get_or_insert_indexed(sets.clone(), postings(&rows)),
+            (single_block(&sets), false)
+        );
+        assert_same_index(&got, &single);
+        // A postings file missing a row, or with an id past the block, is not used.
+        let (sets, mut rows) = block(450..500);
+        rows.remove(7);
+        assert_eq!(
+            got.get_or_insert_indexed(sets.clone(), postings(&rows)),
+            (single_block(&sets), false)
+        );
+        let (sets, mut rows) = block(500..550);
+        let first = rows[3].2.min().unwrap();
+        rows[3].2.remove(first);
+        rows[3].2.insert(10_000);
+        assert_eq!(
+            got.get_or_insert_indexed(sets.clone(), postings(&rows)),
+            (single_block(&sets), false)
+        );
+        assert_same_index(&got, &single);
+        // Rows out of order are refused.
+        let (_, mut rows) = block(0..10);
+        rows.swap(0, 1);
+        assert!(postings(&rows).is_none());
     }
 }

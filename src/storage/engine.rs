@@ -807,18 +807,27 @@ async fn load_blocks(
         }
     }
     // Series files are read concurrently but registered in block order (see
-    // `LoadedBlock::register`).
+    // `LoadedBlock::register`). The first block goes into an empty catalog (all its series
+    // new), so its postings file is read too and used as its postings; later blocks mostly
+    // repeat series, whose postings are already there.
     keep.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut loaded = futures::stream::iter(keep)
-        .map(|m| async move {
+    let first_into_empty = catalog.is_empty();
+    let mut loaded = futures::stream::iter(keep.into_iter().enumerate())
+        .map(|(i, m)| async move {
             let labels = LoadedBlock::read_labels(store, &m).await;
-            (m, labels)
+            let postings = match (i, first_into_empty, &labels) {
+                (0, true, Ok(_)) => read_postings_or_none(store, &m).await,
+                _ => None,
+            };
+            (m, labels.map(|l| (l, postings)))
         })
         .buffered(16);
     let mut blocks = Vec::new();
-    while let Some((m, labels)) = loaded.next().await {
-        match labels {
-            Ok(labels) => blocks.push(Arc::new(LoadedBlock::register(m, labels, catalog))),
+    while let Some((m, read)) = loaded.next().await {
+        match read {
+            Ok((labels, postings)) => blocks.push(Arc::new(LoadedBlock::register_indexed(
+                m, labels, postings, catalog,
+            ))),
             Err(e) if is_unreadable(&e) && !read_only => {
                 tracing::error!(block = %m.id, error = %e, "block cannot be read");
                 quarantine_block(store, &m.id).await?;
@@ -836,6 +845,25 @@ async fn load_blocks(
     );
     let metadata = load_metadata(store).await?;
     Ok((blocks, metadata, quarantined))
+}
+
+/// A block's postings file for registering it, or `None` (with a warning) when it cannot
+/// be used: the series file alone is enough to build the postings.
+async fn read_postings_or_none(
+    store: &dyn ObjectStore,
+    m: &BlockMeta,
+) -> Option<crate::catalog::BlockPostings> {
+    match super::block::read_postings(store, &BlockPath::new(m.id.clone())).await {
+        Ok(Some(p)) => Some(p),
+        Ok(None) => {
+            tracing::warn!(block = %m.id, "postings file out of order; building postings from the series file");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(block = %m.id, error = %e, "postings file unreadable; building postings from the series file");
+            None
+        }
+    }
 }
 
 /// Errors that say the object store could not be reached (retry), as opposed to data

@@ -73,7 +73,8 @@ async fn restart_reads_only_index_files_and_expired_series_leave_the_catalog() {
     drop(s);
     drop(tenants);
 
-    // Restart: 48 meta.json and 48 series.parquet reads; no samples file touched.
+    // Restart: 48 meta.json and 48 series.parquet reads, the first block's postings file
+    // (its postings when it registers into the empty catalog); no samples file touched.
     let before = counts();
     let tenants = Arc::new(Tenants::new(
         opts(&dir, &clock),
@@ -91,6 +92,7 @@ async fn restart_reads_only_index_files_and_expired_series_leave_the_catalog() {
     }
     assert_eq!(delta(&before, "get", "meta"), 48);
     assert_eq!(delta(&before, "get", "series"), 48);
+    assert_eq!(delta(&before, "get", "postings"), 1);
     assert_eq!(s.catalog().len(), 300);
     let old_labels = Arc::downgrade(
         &s.catalog()

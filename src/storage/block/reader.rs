@@ -8,7 +8,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use roaring::RoaringBitmap;
 
 use super::meta::{BLOCK_FORMAT_VERSION, BlockMeta};
-use crate::catalog::{Catalog, SeriesId};
+use crate::catalog::{BlockPostings, Catalog, SeriesId};
 use crate::model::Labels;
 use crate::storage::StorageError;
 use crate::storage::paths::BlockPath;
@@ -70,22 +70,24 @@ pub async fn read_series(
         .collect()
 }
 
-/// Postings of a block: `(name, value, local ids)`.
+/// Postings of a block, as its index file holds them; `None` when the rows are not in
+/// the writer's order (the caller then builds postings from the label sets).
 pub async fn read_postings(
     store: &dyn ObjectStore,
     path: &BlockPath,
-) -> Result<Vec<(String, String, RoaringBitmap)>, StorageError> {
-    let mut out = Vec::new();
-    for b in read_parquet(store, &path.postings()).await? {
+) -> Result<Option<BlockPostings>, StorageError> {
+    let batches = read_parquet(store, &path.postings()).await?;
+    let mut rows = Vec::new();
+    for b in &batches {
         let names = b.column(0).as_string::<i32>();
         let values = b.column(1).as_string::<i32>();
         let bms = b.column(2).as_binary::<i32>();
         for i in 0..b.num_rows() {
             let bm = RoaringBitmap::deserialize_from(bms.value(i))?;
-            out.push((names.value(i).to_string(), values.value(i).to_string(), bm));
+            rows.push((names.value(i), values.value(i), bm));
         }
     }
-    Ok(out)
+    Ok(BlockPostings::from_sorted(rows))
 }
 
 /// A complete block known to the catalog: its meta and the local ↔ global id maps.
@@ -122,7 +124,19 @@ impl LoadedBlock {
     /// stable set of series gets global ids in label order, the order of every block's
     /// local ids: a scan of a chunk of global ids then reads contiguous rows of each block.
     pub fn register(meta: BlockMeta, labels: Vec<Labels>, catalog: &Catalog) -> Self {
-        let global_ids = catalog.get_or_insert_owned(labels);
+        Self::register_indexed(meta, labels, None, catalog)
+    }
+
+    /// As [`LoadedBlock::register`], with the block's postings file (used when all its
+    /// series are new to the catalog: see [`Catalog::get_or_insert_indexed`]).
+    pub fn register_indexed(
+        meta: BlockMeta,
+        labels: Vec<Labels>,
+        postings: Option<BlockPostings>,
+        catalog: &Catalog,
+    ) -> Self {
+        let (global_ids, from_postings) = catalog.get_or_insert_indexed(labels, postings);
+        tracing::debug!(block = %meta.id, from_postings, "block registered");
         Self::from_parts(meta, global_ids)
     }
 
