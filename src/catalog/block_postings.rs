@@ -5,8 +5,9 @@ use roaring::RoaringBitmap;
 
 use super::{Posting, SeriesId};
 
-/// One label name's values (ascending) with the block-local ids holding them.
-pub(super) type NameValues = (Box<str>, Vec<(Box<str>, RoaringBitmap)>);
+/// One label name's values (ascending) with the block-local ids holding them (a value of
+/// one series kept as its id: a unique label has as many values as the block has series).
+pub(super) type NameValues = (Box<str>, Vec<(Box<str>, Posting)>);
 
 /// Per label name (ascending), its values with their block-local ids.
 #[derive(Debug, Default)]
@@ -22,6 +23,10 @@ impl BlockPostings {
     ) -> Option<Self> {
         let mut names: Vec<NameValues> = Vec::new();
         for (n, v, ids) in rows {
+            let ids = match ids.len() {
+                1 => Posting::One(ids.min().expect("one id")),
+                _ => Posting::Many(ids),
+            };
             match names.last_mut() {
                 Some((last, values)) if &**last == n => {
                     if values.last().is_some_and(|(lv, _)| &**lv >= v) {
@@ -44,7 +49,11 @@ impl BlockPostings {
         let mut total = 0u64;
         for (_, values) in &self.names {
             for (_, ids) in values {
-                match ids.max() {
+                let max = match ids {
+                    Posting::One(id) => Some(*id),
+                    Posting::Many(b) => b.max(),
+                };
+                match max {
                     Some(m) if (m as usize) < series => total += ids.len(),
                     _ => return false,
                 }
@@ -56,16 +65,14 @@ impl BlockPostings {
 
 impl Posting {
     /// A posting of block-local ids as global ids `base + local`.
-    pub(super) fn from_local(local: RoaringBitmap, base: SeriesId) -> Posting {
-        if local.len() == 1 {
-            return Posting::One(base + local.min().expect("one id"));
+    pub(super) fn from_local(local: Posting, base: SeriesId) -> Posting {
+        match local {
+            Posting::One(l) => Posting::One(base + l),
+            Posting::Many(b) if base == 0 => Posting::Many(b),
+            Posting::Many(b) => Posting::Many(
+                RoaringBitmap::from_sorted_iter(b.iter().map(|l| base + l))
+                    .expect("ascending ids stay ascending"),
+            ),
         }
-        if base == 0 {
-            return Posting::Many(local);
-        }
-        Posting::Many(
-            RoaringBitmap::from_sorted_iter(local.iter().map(|l| base + l))
-                .expect("ascending ids stay ascending"),
-        )
     }
 }

@@ -77,17 +77,29 @@ pub async fn read_postings(
     path: &BlockPath,
 ) -> Result<Option<BlockPostings>, StorageError> {
     let batches = read_parquet(store, &path.postings()).await?;
-    let mut rows = Vec::new();
-    for b in &batches {
+    let rows = batches.iter().flat_map(|b| {
         let names = b.column(0).as_string::<i32>();
         let values = b.column(1).as_string::<i32>();
         let bms = b.column(2).as_binary::<i32>();
-        for i in 0..b.num_rows() {
-            let bm = RoaringBitmap::deserialize_from(bms.value(i))?;
-            rows.push((names.value(i), values.value(i), bm));
+        (0..b.num_rows()).map(move |i| {
+            let bm = RoaringBitmap::deserialize_from(bms.value(i));
+            bm.map(|bm| (names.value(i), values.value(i), bm))
+        })
+    });
+    // Each bitmap becomes a posting as it is read: a block of a million unique values
+    // holds a million ids, not a million bitmaps.
+    let mut err = None;
+    let postings = BlockPostings::from_sorted(rows.map_while(|r| match r {
+        Ok(r) => Some(r),
+        Err(e) => {
+            err = Some(e);
+            None
         }
+    }));
+    match err {
+        Some(e) => Err(e.into()),
+        None => Ok(postings),
     }
-    Ok(BlockPostings::from_sorted(rows))
 }
 
 /// A complete block known to the catalog: its meta and the local ↔ global id maps.
