@@ -12,7 +12,7 @@ use super::value::{Series, Value};
 use crate::model::{Labels, METRIC_NAME};
 
 /// The labels a series contributes to its aggregation group.
-pub(super) fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {
+pub(crate) fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {
     match m {
         None => Labels::default(),
         Some(LabelModifier::Include(ls)) => {
@@ -404,6 +404,11 @@ impl Engine {
             is_range: start != end,
             query_step: if start == end { 0 } else { step },
         };
+        if self.opts.planner
+            && let Some(text) = self.explain_planned(expr, ctx).await?
+        {
+            return Ok(text);
+        }
         let mut e = expr;
         while let Expr::Paren(p) = e {
             e = &p.expr;

@@ -26,6 +26,9 @@ pub struct QueryOptions {
     pub partitions: usize,
     /// Deadline and cancellation of this query.
     pub cancel: super::Cancel,
+    /// Run the expressions that lower to DataFusion plans as plans (`false`: the
+    /// step-vector evaluator runs everything; the oracle of the differential tests).
+    pub planner: bool,
 }
 
 impl Default for QueryOptions {
@@ -39,6 +42,7 @@ impl Default for QueryOptions {
                 .map(|n| n.get())
                 .unwrap_or(2),
             cancel: super::Cancel::default(),
+            planner: true,
         }
     }
 }
@@ -74,6 +78,8 @@ pub struct Engine {
     /// The storage as the query's first selector found it: every selector of the query
     /// reads this one snapshot, so samples arriving meanwhile are in all of them or none.
     snapshot: std::sync::OnceLock<crate::storage::Snapshot>,
+    /// Nodes this engine ran as DataFusion plans.
+    planned: AtomicUsize,
 }
 
 impl Engine {
@@ -85,7 +91,17 @@ impl Engine {
             annotations: Default::default(),
             allowed: None,
             snapshot: Default::default(),
+            planned: AtomicUsize::new(0),
         }
+    }
+
+    /// How many nodes (subtrees) ran as DataFusion plans so far.
+    pub fn planned_nodes(&self) -> usize {
+        self.planned.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn count_planned(&self) {
+        self.planned.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The query's snapshot of the storage, taken on first use.
@@ -275,7 +291,14 @@ impl Engine {
                     "range vector must be passed to a function or be the top of an instant query",
                 )),
                 Expr::Call(call) => self.call(call, ctx).await,
-                Expr::Aggregate(a) => self.aggregate(a, ctx).await,
+                Expr::Aggregate(a) => {
+                    if self.opts.planner
+                        && let Some(v) = self.planned(expr, ctx).await?
+                    {
+                        return Ok(v);
+                    }
+                    self.aggregate(a, ctx).await
+                }
                 Expr::Binary(b) => self.binary(b, ctx).await,
                 Expr::Extension(_) => Err(PromqlError::exec("unsupported expression extension")),
             }

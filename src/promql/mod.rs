@@ -11,6 +11,7 @@ mod eval;
 mod exec;
 mod functions;
 pub mod guard;
+mod plan;
 mod range_fns;
 mod selector;
 pub mod value;

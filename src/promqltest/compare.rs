@@ -270,3 +270,49 @@ fn points_differ(
     }
     None
 }
+
+/// Whether two results agree: the same kind, the same series (by labels), values equal as
+/// [`almost_equal`] says at every point.
+pub fn same_value(a: Value, b: Value) -> Result<(), String> {
+    let close = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) => almost_equal(x, y),
+        (None, None) => true,
+        _ => false,
+    };
+    match (a, b) {
+        (Value::Scalar(x), Value::Scalar(y)) => {
+            if x.len() == y.len() && x.iter().zip(&y).all(|(p, q)| close(Some(*p), Some(*q))) {
+                Ok(())
+            } else {
+                Err(format!("scalars differ: {x:?} vs {y:?}"))
+            }
+        }
+        (Value::String(x), Value::String(y)) if x == y => Ok(()),
+        (Value::Vector(mut x), Value::Vector(mut y)) => {
+            x.sort_by(|p, q| p.labels.cmp(&q.labels));
+            y.sort_by(|p, q| p.labels.cmp(&q.labels));
+            if x.len() != y.len() {
+                return Err(format!("{} series vs {}", x.len(), y.len()));
+            }
+            for (p, q) in x.iter().zip(&y) {
+                if p.labels != q.labels {
+                    return Err(format!("series {} vs {}", p.labels, q.labels));
+                }
+                if p.vals.len() != q.vals.len()
+                    || !p.vals.iter().zip(&q.vals).all(|(u, v)| close(*u, *v))
+                {
+                    return Err(format!("{}: {:?} vs {:?}", p.labels, p.vals, q.vals));
+                }
+            }
+            Ok(())
+        }
+        (Value::Matrix(x), Value::Matrix(y)) => {
+            if x == y {
+                Ok(())
+            } else {
+                Err("matrices differ".into())
+            }
+        }
+        (x, y) => Err(format!("{} vs {}", x.type_name(), y.type_name())),
+    }
+}

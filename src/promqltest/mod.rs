@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use compare::check;
+pub use compare::same_value as compare_values;
 use script::{Command, Eval, EvalKind};
 
 use crate::ingest::{SeriesSamples, WriteBatch};
@@ -75,11 +76,31 @@ async fn fresh_storage() -> Result<Arc<Storage>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// What each eval of a file is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The expected result the file states.
+    Conformance,
+    /// The step-vector evaluator's result: the eval passes when the DataFusion planner
+    /// ran some of it and both agree, and is skipped when nothing in it was planned.
+    Differential,
+}
+
 /// Runs one script; `report` receives each failing eval's description.
 pub async fn run_file(
     path: &Path,
     index: Option<&(Index, std::path::PathBuf)>,
     report: &mut dyn FnMut(String),
+) -> Result<Counts, String> {
+    run_file_as(path, index, report, Mode::Conformance).await
+}
+
+/// [`run_file`] checking each eval as `mode` says.
+pub async fn run_file_as(
+    path: &Path,
+    index: Option<&(Index, std::path::PathBuf)>,
+    report: &mut dyn FnMut(String),
+    mode: Mode,
 ) -> Result<Counts, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let cmds = script::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -136,7 +157,10 @@ pub async fn run_file(
                 {
                     Outcome::Skip("needs native histograms".into())
                 } else {
-                    run_eval(&storage, &ev).await
+                    match mode {
+                        Mode::Conformance => run_eval(&storage, &ev).await,
+                        Mode::Differential => differ(&storage, &ev).await,
+                    }
                 };
                 if clean == Some(true) {
                     counts.clean_total += 1;
@@ -234,4 +258,46 @@ async fn run_eval(storage: &Arc<Storage>, ev: &Eval) -> Outcome {
     };
     let annotations = engine.take_annotations();
     check(ev, result, &annotations)
+}
+
+/// Runs `ev` on the evaluator alone and with the planner; see [`Mode::Differential`].
+async fn differ(storage: &Arc<Storage>, ev: &Eval) -> Outcome {
+    let Ok(expr) = Engine::parse(&ev.expr) else {
+        return Outcome::Skip("does not parse".into());
+    };
+    let run = |planner: bool| {
+        let engine = Engine::new(
+            storage.clone(),
+            QueryOptions {
+                planner,
+                ..QueryOptions::default()
+            },
+        );
+        let expr = &expr;
+        async move {
+            let r = match ev.kind {
+                EvalKind::Instant { at } => engine.instant(expr, at).await,
+                EvalKind::Range { start, end, step } => engine.range(expr, start, end, step).await,
+            };
+            (r, engine.planned_nodes(), engine.take_annotations())
+        }
+    };
+    let (want, _, want_ann) = run(false).await;
+    let (got, planned, got_ann) = run(true).await;
+    if planned == 0 {
+        return Outcome::Skip("nothing planned".into());
+    }
+    if want_ann != got_ann {
+        return Outcome::Fail(format!(
+            "annotations differ: evaluator {want_ann:?}, planner {got_ann:?}"
+        ));
+    }
+    match (want, got) {
+        (Err(a), Err(b)) if a.to_string() == b.to_string() => Outcome::Pass,
+        (Ok(a), Ok(b)) => match compare::same_value(a, b) {
+            Ok(()) => Outcome::Pass,
+            Err(why) => Outcome::Fail(why),
+        },
+        (a, b) => Outcome::Fail(format!("evaluator {a:?}\nplanner {b:?}")),
+    }
 }

@@ -83,3 +83,40 @@ async fn experimental_promql_tests_run_to_the_end() {
         );
     }
 }
+
+/// The planner against the evaluator (its oracle) on every eval of the upstream files that
+/// the planner runs any part of: the same series, values and annotations. Counts how many
+/// evals the planner takes part in, so a lowering that stops being used shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planner_agrees_with_the_evaluator_on_upstream_tests() {
+    use quiver::promqltest::{Mode, run_file_as};
+    let Some(dir) = corpus() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have ../shared/promql-tests"
+        );
+        eprintln!(
+            "SKIPPED planner_agrees_with_the_evaluator_on_upstream_tests: ../shared/promql-tests not found"
+        );
+        return;
+    };
+    let mut total = Counts::default();
+    let mut failures = Vec::new();
+    for f in &test_files(&dir) {
+        let c = run_file_as(f, None, &mut |m| failures.push(m), Mode::Differential)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        total.add(&c);
+    }
+    eprintln!(
+        "planner vs evaluator: {} agreed, {} differed, {} not planned",
+        total.passed, total.failed, total.skipped
+    );
+    assert!(
+        failures.is_empty(),
+        "planner differs:\n{}",
+        failures.join("\n")
+    );
+    // 87 when written (aggregations of selectors): a lowering that stops being used fails.
+    assert!(total.passed >= 80, "only {} evals planned", total.passed);
+}

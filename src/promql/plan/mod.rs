@@ -1,0 +1,345 @@
+//! PromQL lowered to DataFusion plans.
+//!
+//! **Data model.** Every instant-vector node is a stream of `(series, step, value)` rows:
+//! `series` indexes the node's *series table* (the label set of each output series),
+//! `step` indexes the query's steps. Series tables are known when the query is planned —
+//! the catalog resolves selectors to series before any sample is read, and every node's
+//! output labels follow from its inputs' labels (aggregation groups, dropped names) — so
+//! labels never travel with samples: operators are numeric, a grouping is a `u32 → u32` map
+//! fixed at planning, and the rows are three fixed-width columns whatever the labels.
+//!
+//! **Operators**, one per file with its logical node, physical planning, execution and
+//! tests: [`vector_select`] (a leaf over the storage scan, one partition per series range),
+//! [`regroup`] (maps input series to output groups). [`aggregate`] lowers `sum`, `avg`,
+//! `count`, `group`, `min` and `max` onto DataFusion's hash aggregation (partial per
+//! partition, repartitioned by group, final) with Prometheus's arithmetic ([`udaf`]).
+//!
+//! A node kind without a lowering yet makes [`Engine::lower`] answer `None`, and the
+//! step-vector evaluator runs that subtree (see `docs/conformance.md`).
+
+mod aggregate;
+mod regroup;
+mod udaf;
+mod vector_select;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt32Type};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
+use datafusion::physical_plan::{ExecutionPlan, displayable};
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use promql_parser::parser::Expr;
+
+use super::error::PromqlError;
+use super::eval::{Ctx, Engine};
+use super::value::{Series, Value};
+use crate::model::Labels;
+
+/// Column names of a vector node's rows.
+pub(super) const SERIES: &str = "series";
+pub(super) const STEP: &str = "step";
+pub(super) const VALUE: &str = "value";
+
+/// `(series u32, step u32, value f64)`.
+pub(super) fn rows_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(SERIES, DataType::UInt32, false),
+        Field::new(STEP, DataType::UInt32, false),
+        Field::new(VALUE, DataType::Float64, false),
+    ]))
+}
+
+/// A lowered instant-vector expression: its plan, and the label set of each series its
+/// rows name.
+pub(super) struct Lowered {
+    pub plan: LogicalPlan,
+    pub series: Vec<Arc<Labels>>,
+}
+
+/// What every lowering of one query shares.
+pub(super) struct PlanCtx<'a> {
+    pub engine: &'a Engine,
+    pub ctx: Ctx,
+    /// Samples read by every scan of the plan, against `--query-max-samples`.
+    pub charged: Arc<AtomicUsize>,
+}
+
+impl PlanCtx<'_> {
+    /// Lowers `expr`, or `None` when some node in it has no lowering yet.
+    pub fn lower(&self, expr: &Expr) -> Result<Option<Lowered>, PromqlError> {
+        self.engine.check()?;
+        match expr {
+            Expr::Paren(p) => self.lower(&p.expr),
+            Expr::VectorSelector(vs) => vector_select::lower(self, vs).map(Some),
+            Expr::Aggregate(a) => aggregate::lower(self, a),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl Engine {
+    /// Lowers `expr` evaluated over `ctx` to a DataFusion plan, or `None` when some node
+    /// has no lowering yet.
+    pub(super) fn lower(&self, expr: &Expr, ctx: Ctx) -> Result<Option<Lowered>, PromqlError> {
+        PlanCtx {
+            engine: self,
+            ctx,
+            charged: Default::default(),
+        }
+        .lower(expr)
+    }
+
+    /// Evaluates `expr` as a DataFusion plan when it has one.
+    pub(super) async fn planned(
+        &self,
+        expr: &Expr,
+        ctx: Ctx,
+    ) -> Result<Option<Value>, PromqlError> {
+        let Some(lowered) = self.lower(expr, ctx)? else {
+            return Ok(None);
+        };
+        let n = ctx.steps.len();
+        self.check_points(lowered.series.len(), n)?;
+        let session = self.session().map_err(df_error)?;
+        let physical = session
+            .state()
+            .create_physical_plan(&lowered.plan)
+            .await
+            .map_err(df_error)?;
+        let batches = datafusion::physical_plan::collect(physical, session.task_ctx())
+            .await
+            .map_err(df_error)?;
+        self.count_planned();
+        Ok(Some(Value::Vector(assemble(&lowered.series, n, &batches)?)))
+    }
+
+    /// A DataFusion session for one query's plan: Quiver's operators, the query's memory
+    /// pool and partitions.
+    fn session(&self) -> DfResult<SessionContext> {
+        let config = SessionConfig::new().with_target_partitions(self.opts.partitions.max(1));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.opts.memory_limit_bytes, 1.0)
+            .build_arc()?;
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_query_planner(Arc::new(PromQueryPlanner))
+            .build();
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    /// The logical and physical plans of `expr`, when it lowers.
+    pub(super) async fn explain_planned(
+        &self,
+        expr: &Expr,
+        ctx: Ctx,
+    ) -> Result<Option<String>, PromqlError> {
+        let Some(lowered) = self.lower(expr, ctx)? else {
+            return Ok(None);
+        };
+        let session = self.session().map_err(df_error)?;
+        let state = session.state();
+        let optimized = state.optimize(&lowered.plan).map_err(df_error)?;
+        let physical = state
+            .create_physical_plan(&lowered.plan)
+            .await
+            .map_err(df_error)?;
+        Ok(Some(format!(
+            "logical plan:\n{}\n\nphysical plan:\n{}",
+            optimized.display_indent(),
+            displayable(physical.as_ref()).indent(true)
+        )))
+    }
+}
+
+/// Rows of a vector plan as series over the steps; series without a value are left out.
+fn assemble(
+    table: &[Arc<Labels>],
+    steps: usize,
+    batches: &[RecordBatch],
+) -> Result<Vec<Series>, PromqlError> {
+    let mut out: Vec<Series> = table
+        .iter()
+        .map(|l| Series::new(l.clone(), steps))
+        .collect();
+    for b in batches {
+        let series = b.column(0).as_primitive::<UInt32Type>();
+        let step = b.column(1).as_primitive::<UInt32Type>();
+        let value = b.column(2).as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            let (s, t) = (series.value(i) as usize, step.value(i) as usize);
+            let slot = out
+                .get_mut(s)
+                .and_then(|x| x.vals.get_mut(t))
+                .ok_or_else(|| PromqlError::exec(format!("plan row ({s}, {t}) out of range")))?;
+            *slot = Some(value.value(i));
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(out)
+}
+
+/// A DataFusion error as the query's error: limits, timeouts and cancellation keep their
+/// kind.
+pub(super) fn df_error(e: DataFusionError) -> PromqlError {
+    match e.find_root() {
+        DataFusionError::External(inner) => match inner.downcast_ref::<PromqlError>() {
+            Some(PromqlError::TooManySamples) => PromqlError::TooManySamples,
+            Some(PromqlError::Timeout) => PromqlError::Timeout,
+            Some(PromqlError::Canceled) => PromqlError::Canceled,
+            _ => PromqlError::exec(e.to_string()),
+        },
+        _ => PromqlError::exec(e.to_string()),
+    }
+}
+
+/// A query error inside DataFusion.
+pub(super) fn external(e: PromqlError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// DataFusion's planner with Quiver's operators.
+#[derive(Debug)]
+struct PromQueryPlanner;
+
+#[async_trait]
+impl QueryPlanner for PromQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn datafusion::catalog::Session,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(PromExtensionPlanner)])
+            .create_physical_plan(logical_plan, session)
+            .await
+    }
+}
+
+/// Plans each operator's logical node as its execution plan.
+struct PromExtensionPlanner;
+
+#[async_trait]
+impl ExtensionPlanner for PromExtensionPlanner {
+    async fn plan_extension(
+        &self,
+        _planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        session: &dyn datafusion::catalog::Session,
+        _planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
+    ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+        let partitions = session.config().target_partitions();
+        if let Some(n) = node.as_any().downcast_ref::<vector_select::VectorSelect>() {
+            return Ok(Some(n.plan(partitions)));
+        }
+        if let Some(n) = node.as_any().downcast_ref::<regroup::Regroup>() {
+            return Ok(Some(n.plan(physical_inputs)?));
+        }
+        Ok(None)
+    }
+}
+
+/// Logical nodes compare and hash by identity: each is made once per query, from state
+/// (scans, maps) that has no cheaper equality.
+pub(super) fn ptr_cmp<T>(a: &Arc<T>, b: &Arc<T>) -> std::cmp::Ordering {
+    (Arc::as_ptr(a) as usize).cmp(&(Arc::as_ptr(b) as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::ingest::{SeriesSamples, WriteBatch};
+    use crate::model::Labels;
+    use crate::promql::{Engine, QueryOptions, Value};
+    use crate::storage::{Storage, WriteWindow};
+
+    async fn storage() -> Arc<Storage> {
+        let s = Storage::in_memory().await.unwrap();
+        let series = (0..8)
+            .map(|i| SeriesSamples {
+                labels: Labels::new(vec![
+                    ("__name__".into(), "http_requests".into()),
+                    ("job".into(), if i < 4 { "api" } else { "app" }.into()),
+                    (
+                        "group".into(),
+                        if i % 4 < 2 { "production" } else { "canary" }.into(),
+                    ),
+                    ("instance".into(), (i % 2).to_string()),
+                ])
+                .unwrap(),
+                samples: (0..11)
+                    .map(|k| (k * 300_000, (k * 10 * (i + 1)) as f64))
+                    .collect(),
+            })
+            .collect();
+        s.append(
+            WriteBatch {
+                series,
+                metadata: vec![],
+            },
+            WriteWindow::Any,
+        )
+        .await
+        .unwrap();
+        Arc::new(s)
+    }
+
+    /// Planned and evaluated, every partition count, instant and range: the same series
+    /// and values.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plans_agree_with_the_evaluator() {
+        let s = storage().await;
+        for q in [
+            "sum(http_requests)",
+            "min(http_requests)",
+            "max by (group) (http_requests)",
+            "avg without (instance) (http_requests)",
+            "count by (job) (http_requests)",
+            "group by (instance) (http_requests)",
+            "sum(sum by (group) (http_requests{job=\"api\"})) by (job)",
+            "sum by (job) (max by (job, group) (http_requests))",
+        ] {
+            let expr = Engine::parse(q).unwrap();
+            for partitions in [1, 2, 3, 8] {
+                let opts = |planner| QueryOptions {
+                    planner,
+                    partitions,
+                    ..QueryOptions::default()
+                };
+                for (start, end) in [(3_000_000, 3_000_000), (0, 3_000_000)] {
+                    let run = |planner| {
+                        let e = Engine::new(s.clone(), opts(planner));
+                        let expr = expr.clone();
+                        async move {
+                            let v = e.range(&expr, start, end, 60_000).await.unwrap();
+                            (v, e.planned_nodes())
+                        }
+                    };
+                    let (want, _) = run(false).await;
+                    let (got, planned) = run(true).await;
+                    assert!(planned > 0, "{q}: not planned");
+                    let e = Engine::new(s.clone(), opts(true));
+                    let plan = e.explain(&expr, start, end, 60_000).await.unwrap();
+                    assert!(
+                        crate::promqltest::compare_values(want.clone(), got.clone()).is_ok(),
+                        "{q}, {partitions} partitions, {start}..{end}:\n{want:?}\n{got:?}\n{plan}"
+                    );
+                    let Value::Vector(v) = got else { panic!() };
+                    assert!(!v.is_empty());
+                }
+            }
+        }
+    }
+}
