@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// Longest a query may run; also caps the `timeout` parameter [default: 2m]
     #[arg(long, env = "QUIVER_QUERY_TIMEOUT")]
     pub query_timeout: Option<String>,
+    /// PromQL engine: `planner` (DataFusion plans where lowered, the evaluator elsewhere)
+    /// or `evaluator` (the step-vector evaluator only) [default: planner]
+    #[arg(long, env = "QUIVER_QUERY_ENGINE")]
+    pub query_engine: Option<String>,
     /// CORS: origins allowed, as a fully anchored regex [default: any origin]
     #[arg(long, env = "QUIVER_CORS_ORIGIN")]
     pub cors_origin: Option<String>,
@@ -156,6 +160,7 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub query_max_samples: Option<usize>,
     pub query_timeout: Option<String>,
+    pub query_engine: Option<String>,
     pub cors_origin: Option<String>,
     pub max_concurrent_queries: Option<usize>,
     pub write_samples_per_second: Option<f64>,
@@ -227,6 +232,8 @@ pub struct ServeConfig {
     pub compaction_interval_ms: i64,
     pub json_logs: bool,
     pub query_max_samples: usize,
+    /// Run lowered PromQL as DataFusion plans (`--query-engine planner`).
+    pub query_planner: bool,
     pub query_timeout_ms: i64,
     pub query_max_depth: usize,
     pub query_max_length: usize,
@@ -382,6 +389,15 @@ impl ServeArgs {
             .clone()
             .or(f.log_format.clone())
             .unwrap_or_else(|| "text".into());
+        let query_engine = self
+            .query_engine
+            .clone()
+            .or(f.query_engine.clone())
+            .unwrap_or_else(|| "planner".into());
+        anyhow::ensure!(
+            query_engine == "planner" || query_engine == "evaluator",
+            "--query-engine must be planner or evaluator, got {query_engine:?}"
+        );
         anyhow::ensure!(
             log_format == "text" || log_format == "json",
             "--log-format must be text or json"
@@ -402,6 +418,7 @@ impl ServeArgs {
                 .query_max_samples
                 .or(f.query_max_samples)
                 .unwrap_or(50_000_000),
+            query_planner: query_engine == "planner",
             query_timeout_ms: dur(
                 "query-timeout",
                 self.query_timeout.as_ref(),
@@ -561,5 +578,18 @@ mod tests {
         );
         let bad: Result<FileConfig, _> = toml::from_str("nope = 1");
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn query_engine_is_planner_or_evaluator() {
+        let with = |e: Option<&str>| ServeArgs {
+            query_engine: e.map(Into::into),
+            ..Default::default()
+        };
+        assert!(with(None).resolve().unwrap().query_planner);
+        assert!(with(Some("planner")).resolve().unwrap().query_planner);
+        assert!(!with(Some("evaluator")).resolve().unwrap().query_planner);
+        let err = with(Some("fast")).resolve().unwrap_err().to_string();
+        assert!(err.contains("--query-engine"), "{err}");
     }
 }

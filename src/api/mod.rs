@@ -70,6 +70,8 @@ pub struct Limits {
     pub sql_max_rows: usize,
     /// Decompressed size of a remote-read request, bytes.
     pub remote_read_max_bytes: usize,
+    /// PromQL runs lowered expressions as DataFusion plans (`--query-engine`).
+    pub query_planner: bool,
 }
 
 impl Default for Limits {
@@ -80,6 +82,7 @@ impl Default for Limits {
             sql_memory_bytes: 1 << 30,
             sql_max_rows: 1_000_000,
             remote_read_max_bytes: 32 << 20,
+            query_planner: true,
         }
     }
 }

@@ -21,6 +21,7 @@ const MAX_POINTS: i64 = 11_000;
 fn options(p: &Params, st: &AppState) -> Result<QueryOptions, ApiError> {
     let mut o = QueryOptions {
         max_samples: st.limits.max_samples,
+        planner: st.limits.query_planner,
         ..QueryOptions::default()
     };
     if let Some(lb) = p.duration("lookback_delta")? {

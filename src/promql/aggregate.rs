@@ -344,7 +344,7 @@ impl Engine {
             ends: Arc::new(ends),
             range_ms,
             times: Arc::new(times),
-            charged: Default::default(),
+            charged: self.loaded(),
             max_samples: self.opts.max_samples,
             cancel: self.opts.cancel.clone(),
         };

@@ -71,7 +71,8 @@ pub struct Annotations {
 pub struct Engine {
     pub(super) storage: Arc<Storage>,
     pub(super) opts: QueryOptions,
-    loaded: AtomicUsize,
+    /// Samples loaded by the query so far, by the evaluator and every plan it runs.
+    loaded: Arc<AtomicUsize>,
     annotations: parking_lot::Mutex<Annotations>,
     /// Series the caller may see (enforced matchers); `None`: all.
     allowed: Option<roaring::RoaringBitmap>,
@@ -87,7 +88,7 @@ impl Engine {
         Engine {
             storage,
             opts,
-            loaded: AtomicUsize::new(0),
+            loaded: Default::default(),
             annotations: Default::default(),
             allowed: None,
             snapshot: Default::default(),
@@ -148,6 +149,11 @@ impl Engine {
     /// Annotations of the last query, cleared.
     pub fn take_annotations(&self) -> Annotations {
         std::mem::take(&mut *self.annotations.lock())
+    }
+
+    /// The query's loaded-samples counter, for plans that charge it as they read.
+    pub(super) fn loaded(&self) -> Arc<AtomicUsize> {
+        self.loaded.clone()
     }
 
     /// Counts loaded samples against the limit.

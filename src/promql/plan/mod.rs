@@ -92,7 +92,7 @@ impl Engine {
         PlanCtx {
             engine: self,
             ctx,
-            charged: Default::default(),
+            charged: self.loaded(),
         }
         .lower(expr)
     }
@@ -294,6 +294,36 @@ mod tests {
         .await
         .unwrap();
         Arc::new(s)
+    }
+
+    /// Every plan of a query charges the query's one sample counter: two planned
+    /// subtrees under an evaluated node may not each load up to the limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plans_share_the_querys_sample_limit() {
+        let s = storage().await;
+        let run = |q: &str, max_samples: usize| {
+            let e = Engine::new(
+                s.clone(),
+                QueryOptions {
+                    max_samples,
+                    ..QueryOptions::default()
+                },
+            );
+            let expr = Engine::parse(q).unwrap();
+            async move { e.range(&expr, 0, 3_000_000, 60_000).await }
+        };
+        let one = "sum(http_requests)";
+        let mut n = 1;
+        while run(one, n).await.is_err() {
+            n += 1;
+        }
+        assert!(n > 8, "the selector reads every series: {n}");
+        let two = "sum(http_requests) + max(http_requests)";
+        assert!(matches!(
+            run(two, n).await,
+            Err(crate::promql::PromqlError::TooManySamples)
+        ));
+        assert!(run(two, 2 * n).await.is_ok());
     }
 
     /// Planned and evaluated, every partition count, instant and range: the same series
