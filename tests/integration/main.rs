@@ -5,6 +5,7 @@ mod bad_input;
 mod catalog_lifecycle;
 mod compaction;
 mod crash;
+mod deploy_kit;
 mod differential;
 mod durability;
 mod grafana;
