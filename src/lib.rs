@@ -11,6 +11,7 @@ pub mod duration;
 pub mod ingest;
 pub mod migrations;
 pub mod model;
+pub mod ops;
 pub mod promql;
 pub mod promqltest;
 pub mod server;

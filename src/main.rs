@@ -72,6 +72,38 @@ enum Command {
     /// Print an argon2id hash of a password read from standard input, for
     /// `[[auth.users]] password_hash` in the config file.
     HashPassword,
+    /// The blocks of a data dir or bucket: `list` them, or `verify` every file (counts,
+    /// sort order, time range, index); exits 1 when a block has a problem.
+    Blocks {
+        #[command(subcommand)]
+        action: BlocksAction,
+    },
+    /// Series counts by metric name, label name and label pair (as `/api/v1/status/tsdb`,
+    /// over every stored series; like `promtool tsdb analyze`).
+    Cardinality {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Entries per list
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Print the lists as JSON (the status endpoint's names) instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BlocksAction {
+    /// One line per block: time range, series, samples, bytes, level, parents.
+    List {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Read every file of every block and check it against its meta.json.
+    Verify {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
 }
 
 fn init_tracing(json: bool) {
@@ -136,6 +168,32 @@ fn main() {
                 let engine = quiver::promql::Engine::new(storage, Default::default());
                 let expr = quiver::promql::Engine::parse(&query)?;
                 print!("{}", engine.explain(&expr, start, end, step).await?);
+                Ok(())
+            }
+            Command::Blocks { action } => {
+                let (storage, verify) = match action {
+                    BlocksAction::List { storage } => (storage, false),
+                    BlocksAction::Verify { storage } => (storage, true),
+                };
+                let r = config::resolve_storage(&storage, &Default::default())?;
+                let store = objstore::build(r.url.as_deref(), &r.data_dir, &r.s3)?;
+                let (text, ok) = quiver::ops::blocks(&store, verify).await?;
+                print!("{text}");
+                anyhow::ensure!(ok, "some blocks have problems (listed above)");
+                Ok(())
+            }
+            Command::Cardinality {
+                storage,
+                limit,
+                json,
+            } => {
+                let storage = open_read_only(&storage).await?;
+                let v = quiver::ops::cardinality(&storage, limit);
+                if json {
+                    println!("{v}");
+                } else {
+                    print!("{}", quiver::ops::cardinality_text(&v));
+                }
                 Ok(())
             }
             Command::HashPassword => {

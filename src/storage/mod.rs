@@ -23,6 +23,7 @@ pub mod paths;
 mod read;
 mod scan;
 pub mod tenants;
+pub mod verify;
 pub mod wal;
 mod wal_pool;
 

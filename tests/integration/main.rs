@@ -11,6 +11,7 @@ mod durability;
 mod grafana;
 mod hostile;
 mod lifecycle;
+mod ops_cli;
 mod prometheus_peer;
 mod promql_conformance;
 mod promql_fuzz;

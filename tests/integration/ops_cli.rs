@@ -1,0 +1,172 @@
+//! Operator commands on real data dirs: `quiver blocks list|verify` finds a truncated file
+//! and a block whose samples are out of order; `quiver cardinality` says what
+//! `/api/v1/status/tsdb` says on the same data.
+
+use std::path::Path;
+use std::process::Command;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use quiver::storage::{Storage, StorageOptions, WriteWindow, objstore};
+
+use crate::support::{BIN, Server, batch, labels, now_ms, tempdir};
+
+/// A data dir with two flushed blocks of 30 series over three metrics.
+async fn data_dir(dir: &Path) {
+    let store = objstore::build(None, dir, &Default::default()).unwrap();
+    let s = Storage::open(StorageOptions::new(dir), store)
+        .await
+        .unwrap();
+    let t0 = now_ms() - 3_600_000;
+    for part in 0..2i64 {
+        let series = (0..30)
+            .map(|i| {
+                let name = ["up", "http_requests_total", "node_load1"][i % 3];
+                let l = labels(&[
+                    ("__name__", name),
+                    ("job", &format!("job{}", i % 4)),
+                    ("instance", &format!("i{i}")),
+                ]);
+                let samples = (0..50)
+                    .map(|k| (t0 + part * 600_000 + k * 10_000, (i * k as usize) as f64))
+                    .collect();
+                (l, samples)
+            })
+            .collect();
+        s.append(batch(series), WriteWindow::Any).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    s.close().await;
+}
+
+fn quiver(args: &[&str], dir: &Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .expect("run quiver");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn samples_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("blocks"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("samples.parquet"))
+        .filter(|p| p.exists())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_verify_finds_truncated_and_unsorted_blocks() {
+    let (_tmp, dir) = tempdir();
+    data_dir(&dir).await;
+    let (ok, text) = quiver(&["blocks", "list"], &dir);
+    assert!(ok, "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains("  1  -")).count(),
+        2,
+        "{text}"
+    );
+    let (ok, text) = quiver(&["blocks", "verify"], &dir);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("2 blocks verified, 0 with problems"),
+        "{text}"
+    );
+
+    let files = samples_files(&dir);
+    // Out of order: the first block's rows reversed, rewritten as a valid Parquet file.
+    let bytes = bytes::Bytes::from(std::fs::read(&files[0]).unwrap());
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    let schema = batches[0].schema();
+    let all = datafusion::arrow::compute::concat_batches(&schema, &batches).unwrap();
+    let rev: Vec<u32> = (0..all.num_rows() as u32).rev().collect();
+    let idx = datafusion::arrow::array::UInt32Array::from(rev);
+    let columns = all
+        .columns()
+        .iter()
+        .map(|c| datafusion::arrow::compute::take(c, &idx, None).unwrap())
+        .collect();
+    let reversed = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let mut out = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut out, schema, None).unwrap();
+    w.write(&reversed).unwrap();
+    w.close().unwrap();
+    std::fs::write(&files[0], out).unwrap();
+    // Truncated: the second block's samples file cut in half.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&files[1])
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len / 2).unwrap();
+    drop(f);
+
+    let (ok, text) = quiver(&["blocks", "verify"], &dir);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("2 blocks verified, 2 with problems"),
+        "{text}"
+    );
+    assert!(
+        text.contains("not sorted by (series_id, timestamp)"),
+        "{text}"
+    );
+    let block = |p: &std::path::PathBuf| {
+        p.parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string()
+    };
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&block(&files[1])) && l.contains("samples.parquet")),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cardinality_matches_status_tsdb() {
+    let (_tmp, dir) = tempdir();
+    data_dir(&dir).await;
+    let (ok, text) = quiver(&["cardinality", "--json"], &dir);
+    assert!(ok, "{text}");
+    let cli: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(cli["numSeries"], 30);
+    let server = Server::start(&dir, &[], &[]).await;
+    let body = reqwest::get(format!("{}/api/v1/status/tsdb", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let api = &api["data"];
+    for key in [
+        "seriesCountByMetricName",
+        "labelValueCountByLabelName",
+        "memoryInBytesByLabelName",
+        "seriesCountByLabelValuePair",
+    ] {
+        assert!(!cli[key].as_array().unwrap().is_empty(), "{key}");
+        assert_eq!(cli[key], api[key], "{key}");
+    }
+    assert_eq!(cli["numLabelPairs"], api["headStats"]["numLabelPairs"]);
+    let (ok, text) = quiver(&["cardinality"], &dir);
+    assert!(ok && text.contains("http_requests_total"), "{text}");
+}
