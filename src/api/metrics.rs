@@ -46,6 +46,9 @@ pub struct Metrics {
     blocks: IntGauge,
     block_bytes: IntGauge,
     series: IntGauge,
+    head_memory_bytes: IntGauge,
+    head_memory_limit_bytes: IntGauge,
+    process: super::process_metrics::ProcessMetrics,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -198,7 +201,21 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "quiver_catalog_series",
             "Series known to the label index.",
         ),
-        registry: r,
+        head_memory_bytes: gauge(
+            &r,
+            "quiver_head_memory_bytes",
+            "Estimated memory of every tenant's unflushed samples (live and frozen heads), against quiver_head_memory_limit_bytes.",
+        ),
+        head_memory_limit_bytes: gauge(
+            &r,
+            "quiver_head_memory_limit_bytes",
+            "--head-memory-limit: beyond it writes are refused (503).",
+        ),
+        process: super::process_metrics::ProcessMetrics::register(&r),
+        registry: {
+            crate::storage::telemetry::register(&r).expect("unique metrics");
+            r
+        },
     }
 });
 
@@ -278,6 +295,16 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
     m.block_bytes.set(bytes);
     m.series.set(series);
     m.tenants.set(tenants.len() as i64);
+    if let Some((_, s)) = tenants.first() {
+        // One counter and one limit over all tenants (`StorageOptions::head_samples`).
+        let o = s.options();
+        let entries = o.head_samples.load(Ordering::Relaxed);
+        m.head_memory_bytes
+            .set(entries.saturating_mul(crate::storage::HEAD_BYTES_PER_SAMPLE) as i64);
+        m.head_memory_limit_bytes
+            .set(o.head_memory_limit.min(i64::MAX as usize) as i64);
+    }
+    m.process.update();
     for (op, file, n) in crate::storage::counted::requests() {
         catch_up(&m.object_store_requests.with_label_values(&[op, file]), n);
     }

@@ -10,6 +10,7 @@ pub mod limits;
 mod metadata;
 pub mod metrics;
 pub mod params;
+mod process_metrics;
 mod query;
 pub mod query_runtime;
 mod remote_read;

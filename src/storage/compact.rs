@@ -41,6 +41,17 @@ impl Storage {
     }
 
     async fn compact_sealed(&self, sealed_before: i64) -> Result<CompactionReport, StorageError> {
+        let start = std::time::Instant::now();
+        let r = self.compact_windows(sealed_before).await;
+        if r.as_ref()
+            .is_ok_and(|c| !c.merged.is_empty() || !c.expired.is_empty() || c.deleted > 0)
+        {
+            super::telemetry::COMPACTION_DURATION.observe(start.elapsed().as_secs_f64());
+        }
+        r
+    }
+
+    async fn compact_windows(&self, sealed_before: i64) -> Result<CompactionReport, StorageError> {
         let _guard = self.maintenance.lock().await;
         if let Some(why) = self.blocks_unavailable() {
             return Err(StorageError::Unavailable(format!(

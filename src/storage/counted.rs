@@ -115,7 +115,10 @@ impl ObjectStore for CountedStore {
         opts: PutOptions,
     ) -> Result<PutResult> {
         count(PUT, Some(location));
-        self.inner.put_opts(location, payload, opts).await
+        let start = std::time::Instant::now();
+        let r = self.inner.put_opts(location, payload, opts).await;
+        super::telemetry::observe(OPERATIONS[PUT], start, &r);
+        r
     }
 
     async fn put_multipart_opts(
@@ -124,7 +127,10 @@ impl ObjectStore for CountedStore {
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
         count(MULTIPART, Some(location));
-        self.inner.put_multipart_opts(location, opts).await
+        let start = std::time::Instant::now();
+        let r = self.inner.put_multipart_opts(location, opts).await;
+        super::telemetry::observe(OPERATIONS[MULTIPART], start, &r);
+        r
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
@@ -136,7 +142,10 @@ impl ObjectStore for CountedStore {
             GET
         };
         count(op, Some(location));
-        self.inner.get_opts(location, options).await
+        let start = std::time::Instant::now();
+        let r = self.inner.get_opts(location, options).await;
+        super::telemetry::observe(OPERATIONS[op], start, &r);
+        r
     }
 
     async fn get_ranges(
@@ -145,7 +154,10 @@ impl ObjectStore for CountedStore {
         ranges: &[Range<u64>],
     ) -> Result<Vec<bytes::Bytes>> {
         count(GET_RANGE, Some(location));
-        self.inner.get_ranges(location, ranges).await
+        let start = std::time::Instant::now();
+        let r = self.inner.get_ranges(location, ranges).await;
+        super::telemetry::observe(OPERATIONS[GET_RANGE], start, &r);
+        r
     }
 
     fn delete_stream(
@@ -172,12 +184,18 @@ impl ObjectStore for CountedStore {
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         count(LIST, None);
-        self.inner.list_with_delimiter(prefix).await
+        let start = std::time::Instant::now();
+        let r = self.inner.list_with_delimiter(prefix).await;
+        super::telemetry::observe(OPERATIONS[LIST], start, &r);
+        r
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         count(COPY, Some(to));
-        self.inner.copy_opts(from, to, options).await
+        let start = std::time::Instant::now();
+        let r = self.inner.copy_opts(from, to, options).await;
+        super::telemetry::observe(OPERATIONS[COPY], start, &r);
+        r
     }
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {

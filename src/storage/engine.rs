@@ -619,6 +619,7 @@ fn commit(shared: &Shared, w: &mut WalWriter, pending: &mut Vec<AppendReq>) {
     }
     let start = std::time::Instant::now();
     let res = w.sync();
+    super::telemetry::WAL_FSYNC_DURATION.observe(start.elapsed().as_secs_f64());
     shared.stats.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
     shared
         .stats

@@ -58,6 +58,15 @@ impl Storage {
     /// Writes the head out as blocks and truncates the WAL. Returns the new blocks' metas.
     /// Heads left frozen by an earlier failed flush are written first.
     pub async fn flush(&self) -> Result<Vec<BlockMeta>, StorageError> {
+        let start = std::time::Instant::now();
+        let r = self.flush_heads().await;
+        if r.as_ref().is_ok_and(|b| !b.is_empty()) {
+            super::telemetry::FLUSH_DURATION.observe(start.elapsed().as_secs_f64());
+        }
+        r
+    }
+
+    async fn flush_heads(&self) -> Result<Vec<BlockMeta>, StorageError> {
         let _guard = self.maintenance.lock().await;
         // Until the blocks are listed a new block could collide with a leftover one.
         if let Some(why) = self.blocks_unavailable() {

@@ -22,13 +22,16 @@ pub mod objstore;
 pub mod paths;
 mod read;
 mod scan;
+pub mod telemetry;
 pub mod tenants;
 pub mod verify;
 pub mod wal;
 mod wal_pool;
 
 pub use column_scan::{ColumnBatch, Columns};
-pub use engine::{Clock, Storage, StorageOptions, StorageStats, WriteWindow};
+pub use engine::{
+    Clock, HEAD_BYTES_PER_SAMPLE, Storage, StorageOptions, StorageStats, WriteWindow,
+};
 pub use error::StorageError;
 pub use read::{Piece, SamplesCache, SeriesResult, samples_cache};
 pub use scan::{Scan, SeriesPieces, SeriesRun, Snapshot};

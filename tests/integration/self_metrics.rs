@@ -45,6 +45,34 @@ async fn metrics_endpoint_is_valid_exposition() {
         "{body}"
     );
     assert!(body.contains("quiver_head_series 1"), "{body}");
+    // Process metrics, read from /proc: a server holds at least a few MB resident.
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{name} missing:\n{body}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("process_resident_memory_bytes") > 4e6, "{body}");
+    assert!(value("process_open_fds") > 3.0, "{body}");
+    assert!(value("process_start_time_seconds") > 1.7e9, "{body}");
+    assert!(value("process_cpu_seconds_total") > 0.0, "{body}");
+    // The write's fsync was timed; head memory is 28 B × 1 sample of the 2 GiB limit.
+    assert!(
+        value("quiver_wal_fsync_duration_seconds_count") >= 1.0,
+        "{body}"
+    );
+    assert_eq!(value("quiver_head_memory_bytes"), 28.0, "{body}");
+    assert_eq!(
+        value("quiver_head_memory_limit_bytes"),
+        (2u64 << 30) as f64,
+        "{body}"
+    );
+    // Startup listed the (local) store: its latency is recorded by operation.
+    assert!(
+        value("quiver_object_store_request_duration_seconds_count{operation=\"list\"}") >= 1.0,
+        "{body}"
+    );
     if Command::new("promtool").arg("--version").output().is_err() {
         assert!(std::env::var("CI").is_err(), "promtool is required in CI");
         eprintln!("SKIPPED promtool check metrics: promtool not installed");
