@@ -136,7 +136,9 @@ class Facts:
         config_rs = (ROOT / "src/config.rs").read_text()
         objstore_rs = (ROOT / "src/storage/objstore.rs").read_text()
         main_rs = (ROOT / "src/main.rs").read_text()
-        metrics_rs = (ROOT / "src/api/metrics.rs").read_text()
+        # Metrics are declared in /metrics' module and in the storage engine's telemetry.
+        metrics_rs = "".join((ROOT / f).read_text() for f in (
+            "src/api/metrics.rs", "src/storage/telemetry.rs", "src/api/process_metrics.rs"))
         self.flags: set[str] = set()
         self.env: set[str] = set()
         for struct in ("ServeArgs", "StorageArgs"):
@@ -162,7 +164,7 @@ class Facts:
         listen = re.search(r'unwrap_or_else\(\|\| "(127\.0\.0\.1:\d+)"', config_rs)
         self.default_port = int(listen.group(1).rsplit(":", 1)[1])
         names = set(re.findall(r'"(quiver_[a-z0-9_]+)"', metrics_rs))
-        hist = set(re.findall(r'HistogramOpts::new\(\s*"(quiver_[a-z0-9_]+)"', metrics_rs))
+        hist = set(re.findall(r'(?:HistogramOpts::new|histogram)\(\s*"(quiver_[a-z0-9_]+)"', metrics_rs))
         self.histograms = hist
         self.metrics = (names - hist) | {h + s for h in hist for s in ("_bucket", "_sum", "_count")}
         self.rust_version = re.search(r'rust-version = "([\d.]+)"',
@@ -715,6 +717,10 @@ def check_alerts(facts: Facts) -> str:
     r = run([promtool, "check", "rules", str(DEPLOY / "quiver-alerts.yml")])
     check(r.returncode == 0, "promtool check rules:\n" + r.stdout + r.stderr)
     doc = load_yaml_all((DEPLOY / "quiver-alerts.yml").read_text())[0]
+    # Runbooks: every alert links a heading of docs/operations.md (GitHub's anchor rules).
+    ops = (ROOT / "docs/operations.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 _-]", "", h.strip().lower()).replace(" ", "-")
+               for h in re.findall(r"^#{2,4} (.+)$", ops, re.M)}
     n = 0
     for g in doc["groups"]:
         for rule in g["rules"]:
@@ -722,7 +728,11 @@ def check_alerts(facts: Facts) -> str:
             for m in metric_names(rule["expr"]):
                 if m.startswith("quiver_"):
                     check(m in facts.metrics, f"alert {rule['alert']}: metric {m} does not exist")
-    return f"promtool check rules: {r.stdout.strip().splitlines()[-1]}; {n} rules, all quiver_* metrics exist"
+            url = rule.get("annotations", {}).get("runbook_url", "")
+            anchor = url.partition("docs/operations.md#")[2]
+            check(anchor in anchors, f"alert {rule['alert']}: runbook_url {url!r} is not a heading of docs/operations.md")
+    return (f"promtool check rules: {r.stdout.strip().splitlines()[-1]}; {n} rules, all quiver_* metrics exist, "
+            "every runbook_url is a heading of docs/operations.md")
 
 
 # ------------------------------------------------------------------ optional: a real Quiver

@@ -143,7 +143,7 @@ pub struct ServeArgs {
     #[arg(long, env = "QUIVER_MAX_TENANTS")]
     pub max_tenants: Option<usize>,
     /// Memory the heads (live and waiting to be flushed) of all tenants together may hold, in
-    /// bytes (~24 per sample); beyond it writes get 503 with Retry-After [default: 2147483648]
+    /// bytes (~28 per sample); beyond it writes get 503 with Retry-After [default: 2147483648]
     #[arg(long, env = "QUIVER_HEAD_MEMORY_LIMIT")]
     pub head_memory_limit: Option<usize>,
     #[command(flatten)]

@@ -170,3 +170,37 @@ async fn cardinality_matches_status_tsdb() {
     let (ok, text) = quiver(&["cardinality"], &dir);
     assert!(ok && text.contains("http_requests_total"), "{text}");
 }
+
+/// docs/operations.md carries `quiver serve --help` verbatim, so the configuration
+/// reference cannot drift from the flags. `QUIVER_UPDATE_DOCS=1` rewrites the block.
+#[test]
+fn configuration_reference_matches_serve_help() {
+    // No inherited QUIVER_* variables: clap would print their values in the help.
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let begin =
+        "<!-- BEGIN serve --help (generated: tests keep this equal to `quiver serve --help`) -->\n";
+    let end = "<!-- END serve --help -->";
+    let (Some(a), Some(b)) = (doc.find(begin), doc.find(end)) else {
+        panic!("docs/operations.md lacks the serve --help markers");
+    };
+    let want = format!("```text\n{}\n```\n", help.trim_end());
+    let have = &doc[a + begin.len()..b];
+    if have != want && std::env::var("QUIVER_UPDATE_DOCS").is_ok() {
+        let updated = format!("{}{want}{}", &doc[..a + begin.len()], &doc[b..]);
+        std::fs::write(&path, updated).unwrap();
+        return;
+    }
+    assert_eq!(
+        have, want,
+        "docs/operations.md's configuration reference differs from `quiver serve --help`; \
+         run the test with QUIVER_UPDATE_DOCS=1 to regenerate it"
+    );
+}
