@@ -134,6 +134,10 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             )
             .expect("valid metric");
             r.register(Box::new(c.clone())).expect("unique metric");
+            // Exported at 0 from the start: a rate over a missing series is "no data".
+            for reason in crate::auth::AuthError::REASONS {
+                c.with_label_values(&[reason]);
+            }
             c
         },
         object_store_requests: {

@@ -205,6 +205,18 @@ impl AuthError {
         }
     }
 
+    /// Every [`AuthError::reason`], so the counter exports each at 0 from the start.
+    pub const REASONS: [&'static str; 8] = [
+        "missing",
+        "scheme",
+        "token",
+        "password",
+        "forbidden",
+        "tenant",
+        "bad_tenant",
+        "matchers",
+    ];
+
     /// Short label for the auth-failure counter.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -63,6 +63,10 @@ pub static COMPACTION_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
 pub fn register(r: &Registry) -> prometheus::Result<()> {
     r.register(Box::new(OBJECT_STORE_DURATION.clone()))?;
     r.register(Box::new(OBJECT_STORE_ERRORS.clone()))?;
+    // Exported at 0 from the start: a rate over a missing series is "no data".
+    for op in super::counted::OPERATIONS {
+        OBJECT_STORE_ERRORS.with_label_values(&[op]);
+    }
     r.register(Box::new(WAL_FSYNC_DURATION.clone()))?;
     r.register(Box::new(FLUSH_DURATION.clone()))?;
     r.register(Box::new(COMPACTION_DURATION.clone()))?;
