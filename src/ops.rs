@@ -118,7 +118,7 @@ pub fn cardinality_text(v: &Value) -> String {
         for e in v[key].as_array().into_iter().flatten() {
             out.push_str(&format!(
                 "{:>12}  {}\n",
-                e["value"],
+                e["value"].as_u64().unwrap_or_default(),
                 e["name"].as_str().unwrap_or_default()
             ));
         }
