@@ -49,11 +49,6 @@ impl Engine {
             Some(p) => Some(self.eval(p, ctx).await?),
             None => None,
         };
-        if param.is_none()
-            && let Some(v) = self.fused(a, &op, ctx).await?
-        {
-            return Ok(v);
-        }
         let input = match self.eval(&a.expr, ctx).await? {
             Value::Vector(v) => v,
             other => {
@@ -273,121 +268,7 @@ impl Engine {
 }
 
 impl Engine {
-    /// The fused DataFusion plan for `op(range_fn(selector[range]))`, when it applies.
-    pub(super) async fn fused_plan(
-        &self,
-        a: &AggregateExpr,
-        op: &str,
-        ctx: Ctx,
-    ) -> Result<Option<(super::exec::RangeScan, Vec<Arc<Labels>>)>, PromqlError> {
-        use promql_parser::parser::Expr;
-        if !super::exec::supported_aggregation(op) || a.param.is_some() {
-            return Ok(None);
-        }
-        let Expr::Call(call) = &*a.expr else {
-            return Ok(None);
-        };
-        let Some(function) = super::range_fns::RangeFn::parse(call.func.name)
-            .filter(|f| f.fusable() && call.args.args.len() == 1)
-        else {
-            return Ok(None);
-        };
-        let Expr::MatrixSelector(ms) = &*call.args.args[0] else {
-            return Ok(None);
-        };
-        let vs = &ms.vs;
-        let ends = super::selector::eval_times(
-            &ctx,
-            super::selector::at_ms(&vs.at, &ctx),
-            super::selector::offset_ms(&vs.offset),
-        );
-        let mut ids = roaring::RoaringBitmap::new();
-        for set in super::selector::matcher_sets(vs)? {
-            ids |= self.storage.catalog().select(&set);
-        }
-        let (Some(&lo), Some(&hi)) = (ends.iter().min(), ends.iter().max()) else {
-            return Ok(None);
-        };
-        let range_ms = super::eval::duration_ms(ms.range);
-        ids &= self
-            .storage
-            .series_ids(&[], lo.saturating_sub(range_ms).saturating_add(1), hi);
-        self.scope(&mut ids);
-        // The range function drops `__name__`; two series that then collide would be an
-        // error the evaluator reports, so leave those to it.
-        let labels = self.storage.catalog().labels_many(ids.iter());
-        let mut seen = std::collections::HashSet::new();
-        let mut group_index: HashMap<Labels, u32> = HashMap::new();
-        let mut groups: Vec<Arc<Labels>> = Vec::new();
-        let mut group_of = HashMap::new();
-        for (id, l) in ids.iter().zip(&labels) {
-            // Removed by retention since it was selected: nothing to aggregate.
-            let Some(l) = l else { continue };
-            let unnamed = super::eval::drop_name(l);
-            if !seen.insert(unnamed.clone()) {
-                return Ok(None);
-            }
-            let g = group_labels(&unnamed, &a.modifier);
-            let gi = *group_index.entry(g.clone()).or_insert_with(|| {
-                groups.push(Arc::new(g));
-                (groups.len() - 1) as u32
-            });
-            group_of.insert(id, gi);
-        }
-        let times: Vec<i64> = ctx.steps.iter().collect();
-        let scan = super::exec::RangeScan {
-            scan: self
-                .snapshot()
-                .scan(&ids, lo.saturating_sub(range_ms).saturating_add(1), hi),
-            function,
-            group_of: Arc::new(group_of),
-            ends: Arc::new(ends),
-            range_ms,
-            times: Arc::new(times),
-            charged: self.loaded(),
-            max_samples: self.opts.max_samples,
-            cancel: self.opts.cancel.clone(),
-        };
-        Ok(Some((scan, groups)))
-    }
-
-    async fn fused(
-        &self,
-        a: &AggregateExpr,
-        op: &str,
-        ctx: Ctx,
-    ) -> Result<Option<Value>, PromqlError> {
-        let Some((scan, groups)) = self.fused_plan(a, op, ctx).await? else {
-            return Ok(None);
-        };
-        let df = |e: datafusion::error::DataFusionError| match e.find_root() {
-            datafusion::error::DataFusionError::External(inner) => {
-                match inner.downcast_ref::<PromqlError>() {
-                    Some(PromqlError::TooManySamples) => PromqlError::TooManySamples,
-                    Some(PromqlError::Timeout) => PromqlError::Timeout,
-                    Some(PromqlError::Canceled) => PromqlError::Canceled,
-                    _ => PromqlError::exec(e.to_string()),
-                }
-            }
-            _ => PromqlError::exec(e.to_string()),
-        };
-        let (session, plan) =
-            super::exec::plan(scan, op, self.opts.partitions, self.opts.memory_limit_bytes)
-                .await
-                .map_err(df)?;
-        let rows = super::exec::run(&session, plan).await.map_err(df)?;
-        let n = ctx.steps.len();
-        self.check_points(groups.len(), n)?;
-        let mut out: Vec<Series> = groups.into_iter().map(|g| Series::new(g, n)).collect();
-        for (g, step, v) in rows {
-            out[g as usize].vals[step] = Some(if op == "group" { 1.0 } else { v });
-        }
-        Ok(Some(Value::Vector(
-            out.into_iter().filter(|s| !s.is_empty()).collect(),
-        )))
-    }
-
-    /// The DataFusion physical plan of a query, when it has one.
+    /// The DataFusion logical and physical plans of a query, when it lowers.
     pub async fn explain(
         &self,
         expr: &promql_parser::parser::Expr,
@@ -395,7 +276,6 @@ impl Engine {
         end: i64,
         step: i64,
     ) -> Result<String, PromqlError> {
-        use promql_parser::parser::Expr;
         let ctx = Ctx {
             steps: super::value::Steps::new(start, end, step),
             query_start: start,
@@ -408,24 +288,6 @@ impl Engine {
             && let Some(text) = self.explain_planned(expr, ctx).await?
         {
             return Ok(text);
-        }
-        let mut e = expr;
-        while let Expr::Paren(p) = e {
-            e = &p.expr;
-        }
-        if let Expr::Aggregate(a) = e {
-            let op = a.op.to_string().to_lowercase();
-            if let Some((scan, _)) = self.fused_plan(a, &op, ctx).await? {
-                let (_, plan) = super::exec::plan(
-                    scan,
-                    &op,
-                    self.opts.partitions,
-                    self.opts.memory_limit_bytes,
-                )
-                .await
-                .map_err(|e| PromqlError::exec(e.to_string()))?;
-                return Ok(super::exec::explain(&plan));
-            }
         }
         Ok(
             "evaluated by the step-vector evaluator (no DataFusion plan for this expression yet)\n"

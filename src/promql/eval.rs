@@ -296,7 +296,14 @@ impl Engine {
                 Expr::MatrixSelector(_) | Expr::Subquery(_) => Err(PromqlError::exec(
                     "range vector must be passed to a function or be the top of an instant query",
                 )),
-                Expr::Call(call) => self.call(call, ctx).await,
+                Expr::Call(call) => {
+                    if self.opts.planner
+                        && let Some(v) = self.planned(expr, ctx).await?
+                    {
+                        return Ok(v);
+                    }
+                    self.call(call, ctx).await
+                }
                 Expr::Aggregate(a) => {
                     if self.opts.planner
                         && let Some(v) = self.planned(expr, ctx).await?

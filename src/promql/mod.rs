@@ -8,7 +8,6 @@ mod binary;
 pub mod cancel;
 mod error;
 mod eval;
-mod exec;
 mod functions;
 pub mod guard;
 mod plan;

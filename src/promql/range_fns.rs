@@ -83,13 +83,6 @@ impl RangeFn {
         RANGE_FNS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
     }
 
-    pub(super) fn name(self) -> &'static str {
-        RANGE_FNS
-            .iter()
-            .find(|(_, f)| *f == self)
-            .map_or("?", |(n, _)| n)
-    }
-
     /// Counter functions whose windows sum up counter resets.
     fn counts_resets(self) -> bool {
         matches!(self, RangeFn::Rate | RangeFn::Increase)

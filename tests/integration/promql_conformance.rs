@@ -117,6 +117,6 @@ async fn planner_agrees_with_the_evaluator_on_upstream_tests() {
         "planner differs:\n{}",
         failures.join("\n")
     );
-    // 87 when written (aggregations of selectors): a lowering that stops being used fails.
-    assert!(total.passed >= 80, "only {} evals planned", total.passed);
+    // 252 when written: a lowering that stops being used fails.
+    assert!(total.passed >= 240, "only {} evals planned", total.passed);
 }

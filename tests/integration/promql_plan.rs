@@ -1,5 +1,5 @@
-//! The fused DataFusion path for `agg(range_fn(selector))`: same answers as the evaluator,
-//! and a physical plan with parallel partitions.
+//! `agg(range_fn(selector))` as a DataFusion plan (the planner's range-function operator
+//! under its aggregation): same answers as the evaluator, and a parallel physical plan.
 
 use std::sync::Arc;
 
@@ -72,7 +72,16 @@ async fn fused_aggregation_matches_the_evaluator() {
             .range(&Engine::parse(fused).unwrap(), 300_000, 5_700_000, 60_000)
             .await
             .unwrap();
-        let want = engine
+        assert!(engine.planned_nodes() > 0, "{fused}: not planned");
+        // The reference: the step-vector evaluator alone.
+        let evaluator = Engine::new(
+            s.clone(),
+            QueryOptions {
+                planner: false,
+                ..opts.clone()
+            },
+        );
+        let want = evaluator
             .range(
                 &Engine::parse(reference).unwrap(),
                 300_000,
@@ -121,7 +130,11 @@ async fn explain_shows_a_parallel_datafusion_plan() {
         .await
         .unwrap();
     eprintln!("{plan}");
-    assert!(plan.contains("RangeFnExec: function=rate"), "{plan}");
+    assert!(
+        plan.contains("RangeFnSelectExec: rate(req_total[5m])"),
+        "{plan}"
+    );
+    assert!(plan.contains("RegroupExec"), "{plan}");
     assert!(plan.contains("partitions=2"), "{plan}");
     assert!(plan.contains("AggregateExec: mode=Partial"), "{plan}");
     assert!(

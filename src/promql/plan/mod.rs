@@ -10,6 +10,7 @@
 //!
 //! **Operators**, one per file with its logical node, physical planning, execution and
 //! tests: [`vector_select`] (a leaf over the storage scan, one partition per series range),
+//! [`range_fn`] (a range function of a matrix selector, the same kind of leaf),
 //! [`regroup`] (maps input series to output groups). [`aggregate`] lowers `sum`, `avg`,
 //! `count`, `group`, `min` and `max` onto DataFusion's hash aggregation (partial per
 //! partition, repartitioned by group, final) with Prometheus's arithmetic ([`udaf`]).
@@ -18,6 +19,7 @@
 //! step-vector evaluator runs that subtree (see `docs/conformance.md`).
 
 mod aggregate;
+mod range_fn;
 mod regroup;
 mod udaf;
 mod vector_select;
@@ -79,6 +81,7 @@ impl PlanCtx<'_> {
         match expr {
             Expr::Paren(p) => self.lower(&p.expr),
             Expr::VectorSelector(vs) => vector_select::lower(self, vs).map(Some),
+            Expr::Call(call) => range_fn::lower(self, call),
             Expr::Aggregate(a) => aggregate::lower(self, a),
             _ => Ok(None),
         }
@@ -241,6 +244,9 @@ impl ExtensionPlanner for PromExtensionPlanner {
     ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
         let partitions = session.config().target_partitions();
         if let Some(n) = node.as_any().downcast_ref::<vector_select::VectorSelect>() {
+            return Ok(Some(n.plan(partitions)));
+        }
+        if let Some(n) = node.as_any().downcast_ref::<range_fn::RangeFnSelect>() {
             return Ok(Some(n.plan(partitions)));
         }
         if let Some(n) = node.as_any().downcast_ref::<regroup::Regroup>() {
