@@ -2,15 +2,21 @@
 //! `sum` Kahan-compensated, `avg` as Prometheus averages (compensated sum, then an
 //! incremental mean once the sum would overflow), `min` and `max` ignoring NaN unless every
 //! value is NaN. Each keeps a mergeable state, so partial aggregates per partition combine
-//! in the final one.
+//! in the final one, and each has a grouped accumulator (one state vector for all groups,
+//! updated a batch at a time) — the per-group `Accumulator` objects DataFusion falls back
+//! to otherwise made `sum by (…) (rate(…))` 1.2–3× slower than DataFusion's own `sum`.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray};
-use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::{Accumulator, AggregateUDF, Volatility, create_udaf};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
+};
 
 use crate::promql::range_fns::kahan_inc;
 
@@ -18,16 +24,234 @@ fn f64s(a: &ArrayRef) -> &datafusion::arrow::array::PrimitiveArray<Float64Type> 
     a.as_primitive::<Float64Type>()
 }
 
-/// Kahan-compensated sum.
+/// One group's running aggregate.
+trait GroupState: Default + std::fmt::Debug + Send + Sync + 'static {
+    const NAME: &'static str;
+    /// Float64 columns of the partial state.
+    const STATE_LEN: usize;
+    fn add(&mut self, v: f64);
+    /// Merges row `i` of a partial state's columns.
+    fn merge_row(
+        &mut self,
+        cols: &[&datafusion::arrow::array::PrimitiveArray<Float64Type>],
+        i: usize,
+    );
+    fn value(&self) -> Option<f64>;
+    fn state(&self) -> Vec<f64>;
+}
+
+/// `sum` as an aggregate function.
 pub(super) fn prom_sum() -> AggregateUDF {
-    create_udaf(
-        "prom_sum",
-        vec![DataType::Float64],
-        Arc::new(DataType::Float64),
-        Volatility::Immutable,
-        Arc::new(|_| Ok(Box::new(Sum::default()))),
-        Arc::new(vec![DataType::Float64, DataType::Float64]),
-    )
+    AggregateUDF::from(PromAgg::<Sum>::new())
+}
+
+/// `avg` as an aggregate function.
+pub(super) fn prom_avg() -> AggregateUDF {
+    AggregateUDF::from(PromAgg::<Avg>::new())
+}
+
+/// `max`: NaN only when every value is NaN.
+pub(super) fn prom_max() -> AggregateUDF {
+    AggregateUDF::from(PromAgg::<Extreme<true>>::new())
+}
+
+/// `min`, likewise. (DataFusion's float `min` is not: it can answer NaN for a partition and
+/// then drop it.)
+pub(super) fn prom_min() -> AggregateUDF {
+    AggregateUDF::from(PromAgg::<Extreme<false>>::new())
+}
+
+#[derive(Debug)]
+struct PromAgg<S> {
+    signature: Signature,
+    state: PhantomData<fn() -> S>,
+}
+
+// One function per state type: equal and hashed by that.
+impl<S: GroupState> PartialEq for PromAgg<S> {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl<S: GroupState> Eq for PromAgg<S> {}
+
+impl<S: GroupState> std::hash::Hash for PromAgg<S> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        S::NAME.hash(state);
+    }
+}
+
+impl<S: GroupState> PromAgg<S> {
+    fn new() -> Self {
+        PromAgg {
+            signature: Signature::exact(vec![DataType::Float64], Volatility::Immutable),
+            state: PhantomData,
+        }
+    }
+}
+
+impl<S: GroupState> AggregateUDFImpl for PromAgg<S> {
+    fn name(&self) -> &str {
+        S::NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn accumulator(&self, _args: AccumulatorArgs) -> DfResult<Box<dyn Accumulator>> {
+        Ok(Box::new(Single(S::default())))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> DfResult<Vec<FieldRef>> {
+        Ok((0..S::STATE_LEN)
+            .map(|i| {
+                Arc::new(Field::new(
+                    format!("{}[{i}]", args.name),
+                    DataType::Float64,
+                    true,
+                ))
+            })
+            .collect())
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        _args: AccumulatorArgs,
+    ) -> DfResult<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(Groups::<S> { states: Vec::new() }))
+    }
+}
+
+/// One group, for aggregations without a grouping.
+#[derive(Debug)]
+struct Single<S>(S);
+
+impl<S: GroupState> Accumulator for Single<S> {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
+        for v in f64s(&values[0]).iter().flatten() {
+            self.0.add(v);
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> DfResult<ScalarValue> {
+        Ok(ScalarValue::Float64(self.0.value()))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+    }
+
+    fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
+        Ok(self
+            .0
+            .state()
+            .into_iter()
+            .map(|x| ScalarValue::Float64(Some(x)))
+            .collect())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
+        let cols: Vec<_> = states.iter().map(f64s).collect();
+        for i in 0..cols[0].len() {
+            self.0.merge_row(&cols, i);
+        }
+        Ok(())
+    }
+}
+
+/// Every group's state in one vector, indexed by DataFusion's group index.
+struct Groups<S> {
+    states: Vec<S>,
+}
+
+impl<S: GroupState> GroupsAccumulator for Groups<S> {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> DfResult<()> {
+        self.states.resize_with(total_num_groups, S::default);
+        let v = f64s(&values[0]);
+        for (i, &g) in group_indices.iter().enumerate() {
+            if v.is_null(i) || opt_filter.is_some_and(|f| !f.value(i) || f.is_null(i)) {
+                continue;
+            }
+            self.states[g].add(v.value(i));
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> DfResult<ArrayRef> {
+        let taken = emit_to.take_needed(&mut self.states);
+        Ok(Arc::new(
+            taken.iter().map(S::value).collect::<Float64Array>(),
+        ))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> DfResult<Vec<ArrayRef>> {
+        let taken = emit_to.take_needed(&mut self.states);
+        let rows: Vec<Vec<f64>> = taken.iter().map(S::state).collect();
+        Ok((0..S::STATE_LEN)
+            .map(|c| {
+                Arc::new(rows.iter().map(|r| Some(r[c])).collect::<Float64Array>()) as ArrayRef
+            })
+            .collect())
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> DfResult<()> {
+        self.states.resize_with(total_num_groups, S::default);
+        let cols: Vec<_> = values.iter().map(f64s).collect();
+        for (i, &g) in group_indices.iter().enumerate() {
+            self.states[g].merge_row(&cols, i);
+        }
+        Ok(())
+    }
+
+    /// Each input row as the partial state of a group of its own (DataFusion skips the
+    /// partial aggregation when it does not reduce the rows).
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> DfResult<Vec<ArrayRef>> {
+        let v = f64s(&values[0]);
+        let rows: Vec<Vec<f64>> = (0..v.len())
+            .map(|i| {
+                let mut s = S::default();
+                if !v.is_null(i) && !opt_filter.is_some_and(|f| !f.value(i) || f.is_null(i)) {
+                    s.add(v.value(i));
+                }
+                s.state()
+            })
+            .collect();
+        Ok((0..S::STATE_LEN)
+            .map(|c| {
+                Arc::new(rows.iter().map(|r| Some(r[c])).collect::<Float64Array>()) as ArrayRef
+            })
+            .collect())
+    }
+
+    fn size(&self) -> usize {
+        self.states.capacity() * std::mem::size_of::<S>()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -36,61 +260,34 @@ struct Sum {
     c: f64,
 }
 
-impl Sum {
+impl GroupState for Sum {
+    const NAME: &'static str = "prom_sum";
+    const STATE_LEN: usize = 2;
+
     fn add(&mut self, v: f64) {
         (self.sum, self.c) = kahan_inc(v, self.sum, self.c);
     }
-}
 
-impl Accumulator for Sum {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
-        for v in f64s(&values[0]).iter().flatten() {
-            self.add(v);
-        }
-        Ok(())
+    fn merge_row(
+        &mut self,
+        cols: &[&datafusion::arrow::array::PrimitiveArray<Float64Type>],
+        i: usize,
+    ) {
+        self.add(cols[0].value(i));
+        self.c += cols[1].value(i);
     }
 
-    fn evaluate(&mut self) -> DfResult<ScalarValue> {
-        let s = if self.sum.is_infinite() {
+    fn value(&self) -> Option<f64> {
+        Some(if self.sum.is_infinite() {
             self.sum
         } else {
             self.sum + self.c
-        };
-        Ok(ScalarValue::Float64(Some(s)))
+        })
     }
 
-    fn size(&self) -> usize {
-        std::mem::size_of_val(self)
+    fn state(&self) -> Vec<f64> {
+        vec![self.sum, self.c]
     }
-
-    fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
-        Ok(vec![
-            ScalarValue::Float64(Some(self.sum)),
-            ScalarValue::Float64(Some(self.c)),
-        ])
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
-        let (s, c) = (f64s(&states[0]), f64s(&states[1]));
-        for i in 0..s.len() {
-            self.add(s.value(i));
-            self.c += c.value(i);
-        }
-        Ok(())
-    }
-}
-
-/// Prometheus's `avg`.
-pub(super) fn prom_avg() -> AggregateUDF {
-    create_udaf(
-        "prom_avg",
-        vec![DataType::Float64],
-        Arc::new(DataType::Float64),
-        Volatility::Immutable,
-        Arc::new(|_| Ok(Box::new(Avg::default()))),
-        // count, sum, c, mean, cmean, incremental (0/1)
-        Arc::new(vec![DataType::Float64; 6]),
-    )
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -104,28 +301,7 @@ struct Avg {
 }
 
 impl Avg {
-    /// One value, as Prometheus's aggregation adds it.
-    fn add(&mut self, v: f64) {
-        self.count += 1.0;
-        if self.count == 1.0 {
-            self.sum = v;
-            return;
-        }
-        if !self.incremental {
-            let (ns, nc) = kahan_inc(v, self.sum, self.c);
-            if !ns.is_infinite() {
-                (self.sum, self.c) = (ns, nc);
-                return;
-            }
-            self.incremental = true;
-            self.mean = self.sum / (self.count - 1.0);
-            self.cmean = self.c / (self.count - 1.0);
-        }
-        let q = (self.count - 1.0) / self.count;
-        (self.mean, self.cmean) = kahan_inc(v / self.count, q * self.mean, q * self.cmean);
-    }
-
-    fn value(&self) -> f64 {
+    fn mean_value(&self) -> f64 {
         if self.incremental {
             self.mean + self.cmean
         } else {
@@ -152,7 +328,7 @@ impl Avg {
         }
         // Weighted means: no sum or difference that could overflow; infinities combine
         // as they would in a sum (∞ + -∞ is NaN).
-        let (a, b) = (self.value(), o.value());
+        let (a, b) = (self.mean_value(), o.mean_value());
         self.mean = a * (self.count / n) + b * (o.count / n);
         self.cmean = 0.0;
         self.count = n;
@@ -160,114 +336,99 @@ impl Avg {
     }
 }
 
-impl Accumulator for Avg {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
-        for v in f64s(&values[0]).iter().flatten() {
-            self.add(v);
+impl GroupState for Avg {
+    const NAME: &'static str = "prom_avg";
+    const STATE_LEN: usize = 6;
+
+    /// One value, as Prometheus's aggregation adds it.
+    fn add(&mut self, v: f64) {
+        self.count += 1.0;
+        if self.count == 1.0 {
+            self.sum = v;
+            return;
         }
-        Ok(())
-    }
-
-    fn evaluate(&mut self) -> DfResult<ScalarValue> {
-        Ok(ScalarValue::Float64(
-            (self.count > 0.0).then(|| self.value()),
-        ))
-    }
-
-    fn size(&self) -> usize {
-        std::mem::size_of_val(self)
-    }
-
-    fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
-        let f = |x: f64| ScalarValue::Float64(Some(x));
-        Ok(vec![
-            f(self.count),
-            f(self.sum),
-            f(self.c),
-            f(self.mean),
-            f(self.cmean),
-            f(if self.incremental { 1.0 } else { 0.0 }),
-        ])
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
-        let cols: Vec<_> = states.iter().map(f64s).collect();
-        for i in 0..cols[0].len() {
-            self.merge(Avg {
-                count: cols[0].value(i),
-                sum: cols[1].value(i),
-                c: cols[2].value(i),
-                mean: cols[3].value(i),
-                cmean: cols[4].value(i),
-                incremental: cols[5].value(i) != 0.0,
-            });
+        if !self.incremental {
+            let (ns, nc) = kahan_inc(v, self.sum, self.c);
+            if !ns.is_infinite() {
+                (self.sum, self.c) = (ns, nc);
+                return;
+            }
+            self.incremental = true;
+            self.mean = self.sum / (self.count - 1.0);
+            self.cmean = self.c / (self.count - 1.0);
         }
-        Ok(())
+        let q = (self.count - 1.0) / self.count;
+        (self.mean, self.cmean) = kahan_inc(v / self.count, q * self.mean, q * self.cmean);
+    }
+
+    fn merge_row(
+        &mut self,
+        cols: &[&datafusion::arrow::array::PrimitiveArray<Float64Type>],
+        i: usize,
+    ) {
+        self.merge(Avg {
+            count: cols[0].value(i),
+            sum: cols[1].value(i),
+            c: cols[2].value(i),
+            mean: cols[3].value(i),
+            cmean: cols[4].value(i),
+            incremental: cols[5].value(i) != 0.0,
+        });
+    }
+
+    fn value(&self) -> Option<f64> {
+        (self.count > 0.0).then(|| self.mean_value())
+    }
+
+    fn state(&self) -> Vec<f64> {
+        vec![
+            self.count,
+            self.sum,
+            self.c,
+            self.mean,
+            self.cmean,
+            if self.incremental { 1.0 } else { 0.0 },
+        ]
     }
 }
 
-/// Prometheus's `max`: NaN only when every value is NaN.
-pub(super) fn prom_max() -> AggregateUDF {
-    extreme("prom_max", true)
-}
-
-/// Prometheus's `min`, likewise. (DataFusion's float `min` is not: it can answer NaN for a
-/// partition and then drop it.)
-pub(super) fn prom_min() -> AggregateUDF {
-    extreme("prom_min", false)
-}
-
-fn extreme(name: &str, max: bool) -> AggregateUDF {
-    create_udaf(
-        name,
-        vec![DataType::Float64],
-        Arc::new(DataType::Float64),
-        Volatility::Immutable,
-        Arc::new(move |_| Ok(Box::new(Extreme { max, value: None }))),
-        Arc::new(vec![DataType::Float64]),
-    )
-}
-
-#[derive(Debug)]
-struct Extreme {
-    max: bool,
+/// `max` (`MAX`) or `min`; `None` until a value arrives (NaN in the state is a value).
+#[derive(Debug, Default)]
+struct Extreme<const MAX: bool> {
     value: Option<f64>,
 }
 
-impl Extreme {
+impl<const MAX: bool> GroupState for Extreme<MAX> {
+    const NAME: &'static str = if MAX { "prom_max" } else { "prom_min" };
+    const STATE_LEN: usize = 2;
+
     fn add(&mut self, v: f64) {
         match self.value {
-            Some(m) if !m.is_nan() && !(if self.max { v > m } else { v < m }) => {}
+            Some(m) if !m.is_nan() && !(if MAX { v > m } else { v < m }) => {}
             _ => self.value = Some(v),
         }
     }
-}
 
-impl Accumulator for Extreme {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
-        for v in f64s(&values[0]).iter().flatten() {
-            self.add(v);
+    fn merge_row(
+        &mut self,
+        cols: &[&datafusion::arrow::array::PrimitiveArray<Float64Type>],
+        i: usize,
+    ) {
+        // Column 0 says whether the partial state has a value, column 1 holds it.
+        if cols[0].value(i) != 0.0 {
+            self.add(cols[1].value(i));
         }
-        Ok(())
     }
 
-    fn evaluate(&mut self) -> DfResult<ScalarValue> {
-        Ok(ScalarValue::Float64(self.value))
+    fn value(&self) -> Option<f64> {
+        self.value
     }
 
-    fn size(&self) -> usize {
-        std::mem::size_of_val(self)
-    }
-
-    fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
-        Ok(vec![ScalarValue::Float64(self.value)])
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
-        for v in f64s(&states[0]).iter().flatten() {
-            self.add(v);
+    fn state(&self) -> Vec<f64> {
+        match self.value {
+            Some(v) => vec![1.0, v],
+            None => vec![0.0, 0.0],
         }
-        Ok(())
     }
 }
 
@@ -299,14 +460,7 @@ mod tests {
         for xs in &cases {
             for cut in 0..=xs.len() {
                 let (a, b) = xs.split_at(cut);
-                let mut s = Sum::default();
-                let mut s2 = Sum::default();
-                a.iter().for_each(|&v| s.add(v));
-                b.iter().for_each(|&v| s2.add(v));
-                let (sum2, c2) = (s2.sum, s2.c);
-                s.add(sum2);
-                s.c += c2;
-                let got = s.evaluate().unwrap();
+                let got = merged::<Sum>(a, b);
                 let want = rf::sum(xs);
                 // A sum that overflows depends on the order of its terms (here -Inf in
                 // sequence, NaN as -Inf + Inf from two halves), in Prometheus too.
@@ -315,28 +469,34 @@ mod tests {
                     assert!(same(&got, want), "sum {xs:?} cut {cut}: {got:?} vs {want}");
                 }
 
-                let (mut p, mut q) = (Avg::default(), Avg::default());
-                a.iter().for_each(|&v| p.add(v));
-                b.iter().for_each(|&v| q.add(v));
-                p.merge(q);
-                let got = p.evaluate().unwrap();
+                let got = merged::<Avg>(a, b);
                 let want = rf::avg(xs);
                 assert!(same(&got, want), "avg {xs:?} cut {cut}: {got:?} vs {want}");
 
-                for max in [true, false] {
-                    let mut m = Extreme { max, value: None };
-                    let mut n = Extreme { max, value: None };
-                    a.iter().for_each(|&v| m.add(v));
-                    b.iter().for_each(|&v| n.add(v));
-                    if let Some(v) = n.value {
-                        m.add(v);
-                    }
-                    let want = if max { rf::max(xs) } else { rf::min(xs) };
-                    let got = m.evaluate().unwrap();
-                    assert!(same(&got, want), "max={max} {xs:?} cut {cut}");
-                }
+                let got = merged::<Extreme<true>>(a, b);
+                assert!(same(&got, rf::max(xs)), "max {xs:?} cut {cut}");
+                let got = merged::<Extreme<false>>(a, b);
+                assert!(same(&got, rf::min(xs)), "min {xs:?} cut {cut}");
             }
         }
+    }
+
+    /// `a` and `b` aggregated in two groups' partial states (through the grouped
+    /// accumulator's `state`), merged into one group by `merge_batch`, then evaluated.
+    fn merged<S: GroupState>(a: &[f64], b: &[f64]) -> ScalarValue {
+        let mut partial = Groups::<S> { states: Vec::new() };
+        let values: Vec<f64> = a.iter().chain(b).copied().collect();
+        let groups: Vec<usize> = (0..values.len())
+            .map(|i| usize::from(i >= a.len()))
+            .collect();
+        let arr: ArrayRef = Arc::new(Float64Array::from(values));
+        partial.update_batch(&[arr], &groups, None, 2).unwrap();
+        let state = partial.state(EmitTo::All).unwrap();
+        let mut last = Groups::<S> { states: Vec::new() };
+        last.merge_batch(&state, &[0, 0], 1).unwrap();
+        let out = last.evaluate(EmitTo::All).unwrap();
+        let out = out.as_primitive::<Float64Type>();
+        ScalarValue::Float64((!out.is_null(0)).then(|| out.value(0)))
     }
 
     fn same(got: &ScalarValue, want: f64) -> bool {
