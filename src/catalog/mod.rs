@@ -110,7 +110,12 @@ impl Catalog {
         let mut w = self.inner.write();
         let w = &mut *w;
         let n = sets.len();
-        let pairs: usize = sets.iter().map(Labels::len).sum();
+        // Only checked against a postings file, so only counted when there is one.
+        let pairs: usize = if block_postings.is_some() {
+            sets.iter().map(Labels::len).sum()
+        } else {
+            0
+        };
         // A first block is all new series: size the map once. Later blocks mostly repeat
         // known series; reserving for all of them would double the map for nothing.
         if w.ids.is_empty() {

@@ -9,8 +9,9 @@
 //! fixed at planning, and the rows are three fixed-width columns whatever the labels.
 //!
 //! **Operators**, one per file with its logical node, physical planning, execution and
-//! tests: [`vector_select`] (a leaf over the storage scan, one partition per series range),
-//! [`range_fn`] (a range function of a matrix selector, the same kind of leaf),
+//! tests: [`leaf`] (what every leaf over the storage scan shares: one partition per series
+//! range, chunked reads charged to the query's limit), [`vector_select`] and [`range_fn`]
+//! (its two sources: instant selection, a range function of a matrix selector),
 //! [`regroup`] (maps input series to output groups). [`aggregate`] lowers `sum`, `avg`,
 //! `count`, `group`, `min` and `max` onto DataFusion's hash aggregation (partial per
 //! partition, repartitioned by group, final) with Prometheus's arithmetic ([`udaf`]).
@@ -19,6 +20,7 @@
 //! step-vector evaluator runs that subtree (see `docs/conformance.md`).
 
 mod aggregate;
+mod leaf;
 mod range_fn;
 mod regroup;
 mod udaf;
@@ -243,10 +245,7 @@ impl ExtensionPlanner for PromExtensionPlanner {
         _planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
     ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
         let partitions = session.config().target_partitions();
-        if let Some(n) = node.as_any().downcast_ref::<vector_select::VectorSelect>() {
-            return Ok(Some(n.plan(partitions)));
-        }
-        if let Some(n) = node.as_any().downcast_ref::<range_fn::RangeFnSelect>() {
+        if let Some(n) = node.as_any().downcast_ref::<leaf::Leaf>() {
             return Ok(Some(n.plan(partitions)));
         }
         if let Some(n) = node.as_any().downcast_ref::<regroup::Regroup>() {
@@ -258,8 +257,8 @@ impl ExtensionPlanner for PromExtensionPlanner {
 
 /// Logical nodes compare and hash by identity: each is made once per query, from state
 /// (scans, maps) that has no cheaper equality.
-pub(super) fn ptr_cmp<T>(a: &Arc<T>, b: &Arc<T>) -> std::cmp::Ordering {
-    (Arc::as_ptr(a) as usize).cmp(&(Arc::as_ptr(b) as usize))
+pub(super) fn ptr_cmp<T: ?Sized>(a: &Arc<T>, b: &Arc<T>) -> std::cmp::Ordering {
+    (Arc::as_ptr(a) as *const () as usize).cmp(&(Arc::as_ptr(b) as *const () as usize))
 }
 
 #[cfg(test)]

@@ -1,0 +1,261 @@
+//! What the planner's leaves share: a logical node and an operator over the query's
+//! storage snapshot, one output partition per contiguous series-id range, each streaming
+//! its part a chunk of series at a time and charging the samples read against the
+//! query's one limit as each chunk arrives. A [`LeafSource`] says what is read and how a
+//! chunk of series becomes rows ([`super::vector_select`], [`super::range_fn`]).
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchema, DFSchemaRef};
+use datafusion::error::Result as DfResult;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{
+    Expr as DfExpr, Extension, LogicalPlan, UserDefinedLogicalNodeCore,
+};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use futures::StreamExt;
+
+use super::{PlanCtx, df_error, external, ptr_cmp, rows_schema};
+use crate::promql::error::PromqlError;
+use crate::storage::{Scan, SeriesRun};
+
+/// A leaf's reading and computing.
+pub(crate) trait LeafSource: Send + Sync + 'static {
+    /// The node's name in plans (`VectorSelect`, `RangeFnSelect`; the operator adds `Exec`).
+    fn name(&self) -> &'static str;
+    /// The expression as written, for plans.
+    fn text(&self) -> &str;
+    /// The selected series over the samples any step reads.
+    fn scan(&self) -> &Scan;
+    fn steps(&self) -> usize;
+    /// `(series, step, value)` rows of one chunk of series.
+    fn rows(&self, chunk: &[SeriesRun]) -> DfResult<RecordBatch>;
+}
+
+/// The query's sample limit, charged by every leaf of its plans.
+#[derive(Clone)]
+struct Budget {
+    charged: Arc<AtomicUsize>,
+    max_samples: usize,
+    cancel: crate::promql::Cancel,
+}
+
+/// The logical node.
+#[derive(Clone)]
+pub(crate) struct Leaf {
+    source: Arc<dyn LeafSource>,
+    budget: Budget,
+    schema: DFSchemaRef,
+}
+
+impl Leaf {
+    pub(super) fn plan_node(
+        p: &PlanCtx,
+        source: impl LeafSource,
+    ) -> Result<LogicalPlan, PromqlError> {
+        let leaf = Leaf {
+            source: Arc::new(source),
+            budget: Budget {
+                charged: p.charged.clone(),
+                max_samples: p.engine.opts.max_samples,
+                cancel: p.engine.opts.cancel.clone(),
+            },
+            schema: Arc::new(DFSchema::try_from(rows_schema().as_ref().clone()).map_err(df_error)?),
+        };
+        Ok(LogicalPlan::Extension(Extension {
+            node: Arc::new(leaf),
+        }))
+    }
+
+    pub(super) fn plan(&self, partitions: usize) -> Arc<dyn ExecutionPlan> {
+        Arc::new(LeafExec::new(
+            self.source.clone(),
+            self.budget.clone(),
+            partitions,
+        ))
+    }
+}
+
+impl fmt::Debug for Leaf {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        UserDefinedLogicalNodeCore::fmt_for_explain(self, f)
+    }
+}
+
+// Compared and hashed by identity: each is made once per query, from a scan.
+impl PartialEq for Leaf {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.source, &other.source)
+    }
+}
+
+impl Eq for Leaf {}
+
+impl PartialOrd for Leaf {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(ptr_cmp(&self.source, &other.source))
+    }
+}
+
+impl Hash for Leaf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.source) as *const () as usize).hash(state);
+    }
+}
+
+impl UserDefinedLogicalNodeCore for Leaf {
+    fn name(&self) -> &str {
+        self.source.name()
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<DfExpr> {
+        vec![]
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let s = &self.source;
+        write!(
+            f,
+            "{}: {}, series={}, steps={}",
+            s.name(),
+            s.text(),
+            s.scan().num_series(),
+            s.steps()
+        )
+    }
+
+    fn with_exprs_and_inputs(
+        &self,
+        _exprs: Vec<DfExpr>,
+        _inputs: Vec<LogicalPlan>,
+    ) -> DfResult<Self> {
+        Ok(self.clone())
+    }
+}
+
+/// The operator: one partition per contiguous series-id range of the scan.
+pub(crate) struct LeafExec {
+    source: Arc<dyn LeafSource>,
+    budget: Budget,
+    partitions: usize,
+    properties: Arc<PlanProperties>,
+}
+
+impl LeafExec {
+    fn new(source: Arc<dyn LeafSource>, budget: Budget, partitions: usize) -> Self {
+        let partitions = partitions.clamp(1, source.scan().num_series().max(1));
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(rows_schema()),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        LeafExec {
+            source,
+            budget,
+            partitions,
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl fmt::Debug for LeafExec {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}Exec({})", self.source.name(), self.source.text())
+    }
+}
+
+impl DisplayAs for LeafExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let s = &self.source;
+        write!(
+            f,
+            "{}Exec: {}, series={}, blocks={}, steps={}, partitions={}",
+            s.name(),
+            s.text(),
+            s.scan().num_series(),
+            s.scan().num_blocks(),
+            s.steps(),
+            self.partitions
+        )
+    }
+}
+
+/// Series per chunk at most, samples read per chunk about (64 MB decoded), and rows out
+/// per chunk at most (series × steps; 48 MB).
+const CHUNK: usize = 4096;
+const CHUNK_SAMPLES: usize = 4 << 20;
+const CHUNK_ROWS: usize = 4 << 20;
+
+impl ExecutionPlan for LeafExec {
+    fn name(&self) -> &str {
+        "LeafExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _ctx: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let (source, budget) = (self.source.clone(), self.budget.clone());
+        let part = source.scan().part(partition, self.partitions);
+        // Each chunk read has a fixed cost (a pass over the blocks' row groups), so an
+        // instant query reads its part in one or two chunks, not dozens.
+        let max_series = (CHUNK_ROWS / source.steps().max(1)).clamp(1, CHUNK);
+        let series = part.series_per_chunk(CHUNK_SAMPLES, max_series);
+        let stream = part.chunks(series).map(move |chunk| {
+            let chunk = chunk.map_err(|e| external(PromqlError::Storage(e)))?;
+            let n: usize = chunk.iter().map(SeriesRun::len).sum();
+            if budget.charged.fetch_add(n, Ordering::Relaxed) + n > budget.max_samples {
+                return Err(external(PromqlError::TooManySamples));
+            }
+            budget.cancel.check().map_err(external)?;
+            source.rows(&chunk)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            rows_schema(),
+            stream,
+        )))
+    }
+}
