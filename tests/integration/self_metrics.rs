@@ -28,9 +28,20 @@ async fn metrics_endpoint_is_valid_exposition() {
     let _ = reqwest::get(format!("{}/api/v1/query?query=sum(", server.url))
         .await
         .unwrap();
+    // The server's CPU time (user + system ticks of 10 ms) around the scrape.
+    let pid = server.child.id();
+    let cpu_s = || -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .collect();
+        (f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()) as f64 / 100.0
+    };
+    let cpu_before = cpu_s();
     let r = reqwest::get(format!("{}/metrics", server.url))
         .await
         .unwrap();
+    let cpu_after = cpu_s();
     assert!(
         r.headers()["content-type"]
             .to_str()
@@ -56,7 +67,11 @@ async fn metrics_endpoint_is_valid_exposition() {
     assert!(value("process_resident_memory_bytes") > 4e6, "{body}");
     assert!(value("process_open_fds") > 3.0, "{body}");
     assert!(value("process_start_time_seconds") > 1.7e9, "{body}");
-    assert!(value("process_cpu_seconds_total") > 0.0, "{body}");
+    let cpu = value("process_cpu_seconds_total");
+    assert!(
+        (cpu_before..=cpu_after).contains(&cpu),
+        "{cpu_before} <= {cpu} <= {cpu_after}"
+    );
     // The write's fsync was timed; head memory is 28 B × 1 sample of the 2 GiB limit.
     assert!(
         value("quiver_wal_fsync_duration_seconds_count") >= 1.0,
