@@ -15,32 +15,17 @@ fn is_comparison(op: &str) -> bool {
     matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")
 }
 
-fn is_set(op: &str) -> bool {
+pub(super) fn is_set(op: &str) -> bool {
     matches!(op, "and" | "or" | "unless")
 }
 
 /// `(value, keep)` as Prometheus's vectorElemBinop for floats.
 fn elem(op: &str, l: f64, r: f64) -> (f64, bool) {
-    match op {
-        "+" => (l + r, true),
-        "-" => (l - r, true),
-        "*" => (l * r, true),
-        "/" => (l / r, true),
-        "%" => (l % r, true),
-        "^" => (l.powf(r), true),
-        "atan2" => (l.atan2(r), true),
-        "==" => (l, l == r),
-        "!=" => (l, l != r),
-        ">" => (l, l > r),
-        "<" => (l, l < r),
-        ">=" => (l, l >= r),
-        "<=" => (l, l <= r),
-        _ => (f64::NAN, false),
-    }
+    super::value_fn::ArithOp::parse(op).map_or((f64::NAN, false), |o| o.apply(l, r))
 }
 
 /// Matching key of a series under `on(...)` / `ignoring(...)` (never `__name__` by default).
-fn signature(l: &Labels, m: Option<&LabelModifier>) -> Vec<(String, String)> {
+pub(super) fn signature(l: &Labels, m: Option<&LabelModifier>) -> Vec<(String, String)> {
     match m {
         Some(LabelModifier::Include(ls)) => l
             .iter()
@@ -361,7 +346,7 @@ fn vector_vector(
     Ok(order.into_iter().filter_map(|l| out.remove(&l)).collect())
 }
 
-fn result_metric(
+pub(super) fn result_metric(
     many: &Labels,
     one: &Labels,
     drop: bool,

@@ -67,13 +67,37 @@ pub struct Annotations {
     pub infos: Vec<String>,
 }
 
+/// A query's annotations, shared with the operators of its plans.
+#[derive(Clone, Default)]
+pub(crate) struct Annotator(Arc<parking_lot::Mutex<Annotations>>);
+
+impl Annotator {
+    /// Records a warning (`PromQL warning: …`), once.
+    pub fn warn(&self, msg: String) {
+        let msg = format!("PromQL warning: {msg}");
+        let mut a = self.0.lock();
+        if !a.warnings.contains(&msg) {
+            a.warnings.push(msg);
+        }
+    }
+
+    /// Records an info (`PromQL info: …`), once.
+    pub fn info(&self, msg: String) {
+        let msg = format!("PromQL info: {msg}");
+        let mut a = self.0.lock();
+        if !a.infos.contains(&msg) {
+            a.infos.push(msg);
+        }
+    }
+}
+
 /// Evaluates PromQL against a storage.
 pub struct Engine {
     pub(super) storage: Arc<Storage>,
     pub(super) opts: QueryOptions,
     /// Samples loaded by the query so far, by the evaluator and every plan it runs.
     loaded: Arc<AtomicUsize>,
-    annotations: parking_lot::Mutex<Annotations>,
+    annotations: Annotator,
     /// Series the caller may see (enforced matchers); `None`: all.
     allowed: Option<roaring::RoaringBitmap>,
     /// The storage as the query's first selector found it: every selector of the query
@@ -130,25 +154,22 @@ impl Engine {
 
     /// Records a warning (`PromQL warning: …`), once.
     pub(super) fn warn(&self, msg: String) {
-        let msg = format!("PromQL warning: {msg}");
-        let mut a = self.annotations.lock();
-        if !a.warnings.contains(&msg) {
-            a.warnings.push(msg);
-        }
+        self.annotations.warn(msg)
     }
 
     /// Records an info (`PromQL info: …`), once.
     pub(super) fn info(&self, msg: String) {
-        let msg = format!("PromQL info: {msg}");
-        let mut a = self.annotations.lock();
-        if !a.infos.contains(&msg) {
-            a.infos.push(msg);
-        }
+        self.annotations.info(msg)
+    }
+
+    /// Where this query's annotations go, for operators that find them while running.
+    pub(super) fn annotator(&self) -> Annotator {
+        self.annotations.clone()
     }
 
     /// Annotations of the last query, cleared.
     pub fn take_annotations(&self) -> Annotations {
-        std::mem::take(&mut *self.annotations.lock())
+        std::mem::take(&mut *self.annotations.0.lock())
     }
 
     /// The query's loaded-samples counter, for plans that charge it as they read.
@@ -275,21 +296,26 @@ impl Engine {
                 Expr::NumberLiteral(l) => Ok(Value::Scalar(vec![l.val; n])),
                 Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
                 Expr::Paren(p) => self.eval(&p.expr, ctx).await,
-                Expr::Unary(u) => match self.eval(&u.expr, ctx).await? {
-                    Value::Scalar(v) => Ok(Value::Scalar(v.into_iter().map(|x| -x).collect())),
-                    Value::Vector(vs) => Ok(Value::Vector(merge_same_labels(
-                        vs.into_iter()
-                            .map(|s| Series {
-                                labels: drop_name(&s.labels),
-                                vals: s.vals.into_iter().map(|v| v.map(|x| -x)).collect(),
-                            })
-                            .collect(),
-                    )?)),
-                    other => Err(PromqlError::exec(format!(
-                        "unary minus on {}",
-                        other.type_name()
-                    ))),
-                },
+                Expr::Unary(u) => {
+                    if let Some(v) = self.planned_vector(expr, ctx).await? {
+                        return Ok(v);
+                    }
+                    match self.eval(&u.expr, ctx).await? {
+                        Value::Scalar(v) => Ok(Value::Scalar(v.into_iter().map(|x| -x).collect())),
+                        Value::Vector(vs) => Ok(Value::Vector(merge_same_labels(
+                            vs.into_iter()
+                                .map(|s| Series {
+                                    labels: drop_name(&s.labels),
+                                    vals: s.vals.into_iter().map(|v| v.map(|x| -x)).collect(),
+                                })
+                                .collect(),
+                        )?)),
+                        other => Err(PromqlError::exec(format!(
+                            "unary minus on {}",
+                            other.type_name()
+                        ))),
+                    }
+                }
                 Expr::VectorSelector(vs) => {
                     Ok(Value::Vector(self.vector_selector(vs, &ctx).await?))
                 }
@@ -297,25 +323,35 @@ impl Engine {
                     "range vector must be passed to a function or be the top of an instant query",
                 )),
                 Expr::Call(call) => {
-                    if self.opts.planner
-                        && let Some(v) = self.planned(expr, ctx).await?
-                    {
+                    if let Some(v) = self.planned_vector(expr, ctx).await? {
                         return Ok(v);
                     }
                     self.call(call, ctx).await
                 }
                 Expr::Aggregate(a) => {
-                    if self.opts.planner
-                        && let Some(v) = self.planned(expr, ctx).await?
-                    {
+                    if let Some(v) = self.planned_vector(expr, ctx).await? {
                         return Ok(v);
                     }
                     self.aggregate(a, ctx).await
                 }
-                Expr::Binary(b) => self.binary(b, ctx).await,
+                Expr::Binary(b) => {
+                    if let Some(v) = self.planned_vector(expr, ctx).await? {
+                        return Ok(v);
+                    }
+                    self.binary(b, ctx).await
+                }
                 Expr::Extension(_) => Err(PromqlError::exec("unsupported expression extension")),
             }
         })
+    }
+
+    /// `expr` run as a DataFusion plan, when the planner is on, `expr` is an instant
+    /// vector and every node in it has a lowering.
+    async fn planned_vector(&self, expr: &Expr, ctx: Ctx) -> Result<Option<Value>, PromqlError> {
+        if !self.opts.planner || expr.value_type() != parser::value::ValueType::Vector {
+            return Ok(None);
+        }
+        self.planned(expr, ctx).await
     }
 
     /// A matrix selector or subquery as input to a range function.

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{Datelike, TimeZone, Timelike};
 use promql_parser::parser::{Call, Expr};
 
 use super::error::PromqlError;
@@ -12,6 +11,7 @@ use super::eval::{Ctx, Engine, drop_name, merge_same_labels};
 use super::range_fns::{self as rf, RangeFn, Window};
 use super::selector::{matcher_sets, window};
 use super::value::{Series, Value};
+use super::value_fn::{self, ValueFn};
 use crate::model::{Labels, METRIC_NAME, MatchOp};
 
 fn scalar_arg(v: Value, f: &str) -> Result<Vec<f64>, PromqlError> {
@@ -54,43 +54,6 @@ fn map_values(series: Vec<Series>, keep_name: bool, f: impl Fn(f64) -> f64) -> V
             vals: s.vals.into_iter().map(|v| v.map(&f)).collect(),
         })
         .collect()
-}
-
-fn date_part(name: &str, v: f64) -> f64 {
-    if !v.is_finite() {
-        return f64::NAN;
-    }
-    let Some(dt) = chrono::Utc.timestamp_opt(v.floor() as i64, 0).single() else {
-        return f64::NAN;
-    };
-    (match name {
-        "minute" => dt.minute(),
-        "hour" => dt.hour(),
-        "day_of_month" => dt.day(),
-        "day_of_week" => dt.weekday().num_days_from_sunday(),
-        "day_of_year" => dt.ordinal(),
-        "month" => dt.month(),
-        "year" => dt.year() as u32,
-        "days_in_month" => {
-            let (y, m) = (dt.year(), dt.month());
-            let next = if m == 12 {
-                chrono::NaiveDate::from_ymd_opt(y + 1, 1, 1)
-            } else {
-                chrono::NaiveDate::from_ymd_opt(y, m + 1, 1)
-            };
-            let first = chrono::NaiveDate::from_ymd_opt(y, m, 1);
-            match (next, first) {
-                (Some(n), Some(f)) => (n - f).num_days() as u32,
-                _ => return f64::NAN,
-            }
-        }
-        _ => return f64::NAN,
-    }) as f64
-}
-
-/// PromQL's `round`: halves round up (towards +Inf), as `math.Floor(x + 0.5)`.
-fn go_round(x: f64) -> f64 {
-    (x + 0.5).floor()
 }
 
 impl Engine {
@@ -215,39 +178,8 @@ impl Engine {
             | "acos" | "acosh" | "asin" | "asinh" | "atan" | "atanh" | "cos" | "cosh" | "sin"
             | "sinh" | "tan" | "tanh" | "deg" | "rad" => {
                 let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
-                let f: fn(f64) -> f64 = match name {
-                    "abs" => f64::abs,
-                    "ceil" => f64::ceil,
-                    "floor" => f64::floor,
-                    "exp" => f64::exp,
-                    "sqrt" => f64::sqrt,
-                    "ln" => f64::ln,
-                    "log2" => f64::log2,
-                    "log10" => f64::log10,
-                    "sgn" => |x: f64| {
-                        if x > 0.0 {
-                            1.0
-                        } else if x < 0.0 {
-                            -1.0
-                        } else {
-                            x
-                        }
-                    },
-                    "acos" => f64::acos,
-                    "acosh" => f64::acosh,
-                    "asin" => f64::asin,
-                    "asinh" => f64::asinh,
-                    "atan" => f64::atan,
-                    "atanh" => f64::atanh,
-                    "cos" => f64::cos,
-                    "cosh" => f64::cosh,
-                    "sin" => f64::sin,
-                    "sinh" => f64::sinh,
-                    "tan" => f64::tan,
-                    "tanh" => f64::tanh,
-                    "deg" => f64::to_degrees,
-                    _ => f64::to_radians,
-                };
+                let (_, f) = super::value_fn::unary_fn(name)
+                    .ok_or_else(|| PromqlError::exec(format!("unknown function {name}")))?;
                 Ok(Value::Vector(merge_same_labels(map_values(vs, false, f))?))
             }
             "round" => {
@@ -264,7 +196,7 @@ impl Engine {
                             .vals
                             .iter()
                             .zip(&to)
-                            .map(|(v, t)| v.map(|x| go_round(x * (1.0 / t)) / (1.0 / t)))
+                            .map(|(v, t)| v.map(|x| super::value_fn::round(x, *t)))
                             .collect(),
                     })
                     .collect();
@@ -282,22 +214,9 @@ impl Engine {
                     let mut o = Series::new(drop_name(&s.labels), n);
                     for i in 0..n {
                         let Some(v) = s.vals[i] else { continue };
-                        o.vals[i] = match name {
-                            "clamp_min" => {
-                                Some(v.max(a[i]).max(if a[i].is_nan() { f64::NAN } else { v }))
-                            }
-                            "clamp_max" => Some(if a[i].is_nan() { f64::NAN } else { v.min(a[i]) }),
-                            _ => {
-                                let (lo, hi) = (a[i], b[i]);
-                                if hi < lo {
-                                    None
-                                } else if lo.is_nan() || hi.is_nan() {
-                                    Some(f64::NAN)
-                                } else {
-                                    Some(v.max(lo).min(hi))
-                                }
-                            }
-                        };
+                        let f = ValueFn::function(name)
+                            .ok_or_else(|| PromqlError::exec(format!("unknown function {name}")))?;
+                        o.vals[i] = value_fn::clamp(&f, v, a[i], b[i]);
                     }
                     if !o.is_empty() {
                         out.push(o);
@@ -347,7 +266,7 @@ impl Engine {
                 Ok(Value::Vector(merge_same_labels(map_values(
                     vs,
                     false,
-                    |v| date_part(name, v),
+                    |v| value_fn::date_part(name, v),
                 ))?))
             }
             "label_replace" => {
@@ -704,7 +623,7 @@ impl Engine {
     }
 }
 
-fn parse_le(s: &str) -> Option<f64> {
+pub(super) fn parse_le(s: &str) -> Option<f64> {
     match s {
         "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
         "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
@@ -725,7 +644,7 @@ fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
 }
 
 /// Prometheus's `BucketQuantile` over `(upper bound, cumulative count)`.
-fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
+pub(super) fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
     if q.is_nan() {
         return (f64::NAN, false);
     }

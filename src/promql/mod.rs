@@ -14,6 +14,7 @@ mod plan;
 mod range_fns;
 mod selector;
 pub mod value;
+mod value_fn;
 
 pub use cancel::Cancel;
 pub use error::PromqlError;

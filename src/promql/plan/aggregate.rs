@@ -58,7 +58,7 @@ pub(super) fn lower(p: &PlanCtx, a: &AggregateExpr) -> Result<Option<Lowered>, P
         "group" => lit(1.0f64),
         _ => col("agg"),
     };
-    let plan = LogicalPlanBuilder::from(Regroup::plan_node(input.plan, map, groups.len()))
+    let plan = LogicalPlanBuilder::from(Regroup::plan_node(input.plan, map, groups.len())?)
         .aggregate(vec![col(SERIES), col(STEP)], vec![agg.alias("agg")])
         .and_then(|b| b.project(vec![col(SERIES), col(STEP), out.alias(VALUE)]))
         .and_then(|b| b.build())

@@ -1,0 +1,155 @@
+//! Instant functions of one vector: element-wise math, `round`, `clamp*`, date parts and
+//! `timestamp` of a computed vector become a [`MapValues`] operator; `label_replace` and
+//! `label_join` only rename series in the series table (no operator: no sample changes).
+//!
+//! Every result loses or changes labels; a result whose series would collide (two input
+//! series with one output label set) is left to the evaluator, which reports the
+//! collision at the steps where both have a value.
+
+use std::sync::Arc;
+
+use promql_parser::parser::{Call, Expr};
+
+use super::map_values::MapValues;
+use super::scalar::scalar;
+use super::{Lowered, PlanCtx, unique};
+use crate::model::Labels;
+use crate::promql::error::PromqlError;
+use crate::promql::eval::drop_name;
+use crate::promql::functions::set_label;
+use crate::promql::value_fn::ValueFn;
+
+pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
+    let name = call.func.name;
+    let args = &call.args.args;
+    match name {
+        "label_replace" | "label_join" => return relabel(p, call),
+        "timestamp" => {
+            // Of a selector it is the sample's time, which the rows do not carry.
+            if args.len() != 1 || matches!(unparen(&args[0]), Expr::VectorSelector(_)) {
+                return Ok(None);
+            }
+            let times = p.ctx.steps.iter().map(|t| t as f64 / 1000.0).collect();
+            return map(p, &args[0], ValueFn::StepTime, times, vec![]);
+        }
+        _ => {}
+    }
+    let Some(f) = ValueFn::function(name) else {
+        return Ok(None);
+    };
+    let Some(first) = args.first() else {
+        // `hour()` and friends of the evaluation time: no vector to map.
+        return Ok(None);
+    };
+    let n = p.ctx.steps.len();
+    let param = |i: usize, default: f64| match args.get(i) {
+        Some(e) => scalar(p, e),
+        None => Some(vec![default; n]),
+    };
+    let (a, b) = match f {
+        ValueFn::Round => (param(1, 1.0), Some(vec![])),
+        ValueFn::Clamp => (param(1, f64::NAN), param(2, f64::NAN)),
+        ValueFn::ClampMin | ValueFn::ClampMax => (param(1, f64::NAN), Some(vec![])),
+        _ => (Some(vec![]), Some(vec![])),
+    };
+    let (Some(a), Some(b)) = (a, b) else {
+        return Ok(None);
+    };
+    map(p, first, f, a, b)
+}
+
+/// `f` over the vector `arg`, the result's series renamed as `f` does.
+pub(super) fn map(
+    p: &PlanCtx,
+    arg: &Expr,
+    f: ValueFn,
+    a: Vec<f64>,
+    b: Vec<f64>,
+) -> Result<Option<Lowered>, PromqlError> {
+    let Some(input) = p.lower(arg)? else {
+        return Ok(None);
+    };
+    let series: Vec<Arc<Labels>> = if f.drops_name() {
+        input.series.iter().map(drop_name).collect()
+    } else {
+        input.series
+    };
+    if !unique(&series) {
+        return Ok(None);
+    }
+    Ok(Some(Lowered {
+        plan: MapValues::plan_node(input.plan, f, a, b)?,
+        series,
+    }))
+}
+
+/// `label_replace(v, dst, replacement, src, regex)`, `label_join(v, dst, sep, src...)`:
+/// the same rows under new label sets. Invalid arguments are left to the evaluator, which
+/// words the error.
+fn relabel(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
+    let args = &call.args.args;
+    let strings: Option<Vec<String>> = args[1..].iter().map(|e| string(e)).collect();
+    let Some(strings) = strings else {
+        return Ok(None);
+    };
+    let relabel: Box<Relabel> = match call.func.name {
+        "label_replace" => {
+            let [dst, repl, src, re] = strings.as_slice() else {
+                return Ok(None);
+            };
+            let Ok(re) = regex::Regex::new(&format!("^(?s:{re})$")) else {
+                return Ok(None);
+            };
+            if dst.is_empty() {
+                return Ok(None);
+            }
+            let (dst, repl, src) = (dst.clone(), repl.clone(), src.clone());
+            Box::new(move |l| match re.captures(l.get(&src).unwrap_or("")) {
+                Some(caps) => {
+                    let mut v = String::new();
+                    caps.expand(&repl, &mut v);
+                    Arc::new(set_label(l, &dst, &v))
+                }
+                None => l.clone(),
+            })
+        }
+        _ => {
+            let [dst, sep, srcs @ ..] = strings.as_slice() else {
+                return Ok(None);
+            };
+            let (dst, sep, srcs) = (dst.clone(), sep.clone(), srcs.to_vec());
+            Box::new(move |l| {
+                let joined: Vec<&str> = srcs.iter().map(|s| l.get(s).unwrap_or("")).collect();
+                Arc::new(set_label(l, &dst, &joined.join(&sep)))
+            })
+        }
+    };
+    let Some(input) = p.lower(&args[0])? else {
+        return Ok(None);
+    };
+    let series: Vec<Arc<Labels>> = input.series.iter().map(relabel).collect();
+    if !unique(&series) {
+        return Ok(None);
+    }
+    Ok(Some(Lowered {
+        plan: input.plan,
+        series,
+    }))
+}
+
+/// A new label set for each series.
+type Relabel = dyn Fn(&Arc<Labels>) -> Arc<Labels>;
+
+fn unparen(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unparen(&p.expr),
+        other => other,
+    }
+}
+
+fn string(e: &Expr) -> Option<String> {
+    match unparen(e) {
+        Expr::StringLiteral(s) => Some(s.val.clone()),
+        _ => None,
+    }
+}

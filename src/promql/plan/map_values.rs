@@ -1,0 +1,95 @@
+//! A function of each sample value and the scalars at its step ([`ValueFn`]): element-wise
+//! math, `round`, `clamp*`, date parts, unary minus, arithmetic and comparison with a
+//! scalar. Series keep their ids (the lowering renames them in the series table, e.g.
+//! without `__name__`); samples a comparison or `clamp` leaves out are dropped.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, BooleanArray, Float64Array, RecordBatch};
+use datafusion::arrow::datatypes::{Float64Type, SchemaRef, UInt32Type};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::LogicalPlan;
+
+use super::regroup::filter;
+use super::rows_schema;
+use super::unary::{RowOp, Unary};
+use crate::promql::error::PromqlError;
+use crate::promql::value_fn::ValueFn;
+
+/// The mapping.
+pub(crate) struct MapValues {
+    pub(super) f: ValueFn,
+    /// The function's scalar parameters at every step (empty when it has none).
+    pub(super) a: Arc<Vec<f64>>,
+    pub(super) b: Arc<Vec<f64>>,
+}
+
+impl MapValues {
+    pub(super) fn plan_node(
+        input: LogicalPlan,
+        f: ValueFn,
+        a: Vec<f64>,
+        b: Vec<f64>,
+    ) -> Result<LogicalPlan, PromqlError> {
+        Unary::plan_node(
+            input,
+            MapValues {
+                f,
+                a: Arc::new(a),
+                b: Arc::new(b),
+            },
+        )
+    }
+}
+
+impl RowOp for MapValues {
+    fn name(&self) -> &'static str {
+        "MapValues"
+    }
+
+    fn describe(&self) -> String {
+        let param = |p: &[f64]| match p {
+            [] => String::new(),
+            [first, rest @ ..] if rest.iter().all(|x| x.to_bits() == first.to_bits()) => {
+                format!(", {first}")
+            }
+            _ => ", <per step>".to_string(),
+        };
+        format!("{}{}{}", self.f.name(), param(&self.a), param(&self.b))
+    }
+
+    fn schema(&self) -> SchemaRef {
+        rows_schema()
+    }
+
+    fn keeps_series(&self) -> bool {
+        true
+    }
+
+    fn apply(&self, batch: RecordBatch) -> DfResult<RecordBatch> {
+        let step = batch.column(1).as_primitive::<UInt32Type>();
+        let value = batch.column(2).as_primitive::<Float64Type>();
+        let at = |p: &[f64], i: u32| p.get(i as usize).copied().unwrap_or(f64::NAN);
+        let mut out = Vec::with_capacity(batch.num_rows());
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for (&s, &v) in step.values().iter().zip(value.values()) {
+            let r = self.f.apply(v, at(&self.a, s), at(&self.b, s));
+            keep.push(r.is_some());
+            out.push(r.unwrap_or(f64::NAN));
+        }
+        let dropped = keep.iter().any(|k| !k);
+        let b = RecordBatch::try_new(
+            rows_schema(),
+            vec![
+                batch.column(0).clone(),
+                batch.column(1).clone(),
+                Arc::new(Float64Array::from(out)),
+            ],
+        )?;
+        filter(b, dropped.then(|| BooleanArray::from(keep)))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}

@@ -1,0 +1,70 @@
+//! Scalars known when the query is planned: number literals, `time()`, `pi()`, `start()`,
+//! `end()`, `range()`, `step()`, and arithmetic, `-`, `min_of`/`max_of` over them — one
+//! value per step, handed to operators as parameters. A scalar that depends on samples
+//! (`scalar(x)`) is not one: its expression is left to the evaluator.
+
+use promql_parser::parser::Expr;
+
+use super::PlanCtx;
+use crate::promql::value_fn::ArithOp;
+
+/// The value of `e` at every step, or `None` when it is not a plan-time scalar.
+pub(super) fn scalar(p: &PlanCtx, e: &Expr) -> Option<Vec<f64>> {
+    let ctx = &p.ctx;
+    let n = ctx.steps.len();
+    match e {
+        Expr::NumberLiteral(l) => Some(vec![l.val; n]),
+        Expr::Paren(inner) => scalar(p, &inner.expr),
+        Expr::Unary(u) => Some(scalar(p, &u.expr)?.into_iter().map(|x| -x).collect()),
+        Expr::Binary(b) => {
+            let l = scalar(p, &b.lhs)?;
+            let r = scalar(p, &b.rhs)?;
+            let op = ArithOp::parse(&b.op.to_string().to_lowercase())?;
+            Some(
+                l.iter()
+                    .zip(&r)
+                    .map(|(&x, &y)| {
+                        let (v, keep) = op.apply(x, y);
+                        if op.is_comparison() {
+                            if keep { 1.0 } else { 0.0 }
+                        } else {
+                            v
+                        }
+                    })
+                    .collect(),
+            )
+        }
+        Expr::Call(call) => {
+            let args = &call.args.args;
+            let secs = |ms: i64| ms as f64 / 1000.0;
+            match (call.func.name, args.len()) {
+                ("time", 0) => Some(ctx.steps.iter().map(secs).collect()),
+                ("pi", 0) => Some(vec![std::f64::consts::PI; n]),
+                ("start", 0) => Some(vec![secs(ctx.query_start); n]),
+                ("end", 0) => Some(vec![secs(ctx.query_end); n]),
+                ("range", 0) => Some(vec![secs(ctx.query_end - ctx.query_start); n]),
+                ("step", 0) => Some(vec![secs(ctx.query_step); n]),
+                (f @ ("min_of" | "max_of"), 2) => {
+                    let a = scalar(p, &args[0])?;
+                    let b = scalar(p, &args[1])?;
+                    Some(
+                        a.iter()
+                            .zip(&b)
+                            .map(|(&x, &y)| {
+                                if x.is_nan() || y.is_nan() {
+                                    f64::NAN
+                                } else if f == "min_of" {
+                                    x.min(y)
+                                } else {
+                                    x.max(y)
+                                }
+                            })
+                            .collect(),
+                    )
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}

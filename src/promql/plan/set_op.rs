@@ -1,0 +1,142 @@
+//! `and`, `unless` and `or` as joins on `(match group, step)`.
+//!
+//! Every series of both sides is keyed with its signature's id ([`Keyed`]; signatures are
+//! labels, so they are numbered when the query is planned). `and` is a left semi-join,
+//! `unless` a left anti-join, `or` the left side and, unioned with it, the right side's
+//! anti-join with the left. The result keeps the left side's series; `or` adds the right
+//! side's, a right series with the same labels as a left one sharing its id (it has the
+//! same signature, so the two never both have a sample at a step).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::{Column, JoinType};
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, col};
+use promql_parser::parser::BinaryExpr;
+
+use super::keyed::{KEY, Keyed};
+use super::regroup::{DROP, Regroup};
+use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error};
+use crate::model::Labels;
+use crate::promql::binary::signature;
+use crate::promql::error::PromqlError;
+
+pub(super) fn lower(p: &PlanCtx, op: &str, b: &BinaryExpr) -> Result<Option<Lowered>, PromqlError> {
+    let matching = b.modifier.as_ref().and_then(|m| m.matching.as_ref());
+    let Some(lhs) = p.lower(&b.lhs)? else {
+        return Ok(None);
+    };
+    let Some(rhs) = p.lower(&b.rhs)? else {
+        return Ok(None);
+    };
+    let mut ids: HashMap<Vec<(String, String)>, u32> = HashMap::new();
+    let lkeys: Vec<u32> = lhs
+        .series
+        .iter()
+        .map(|l| {
+            let next = ids.len() as u32;
+            *ids.entry(signature(l, matching)).or_insert(next)
+        })
+        .collect();
+    // A right series whose signature no left series has changes nothing for `and` and
+    // `unless`, and for `or` nothing removes its samples.
+    let rkeys: Vec<u32> = rhs
+        .series
+        .iter()
+        .map(|l| ids.get(&signature(l, matching)).copied().unwrap_or(DROP))
+        .collect();
+    match op {
+        "and" | "unless" => {
+            let join = if op == "and" {
+                JoinType::LeftSemi
+            } else {
+                JoinType::LeftAnti
+            };
+            let plan = keyed_join(
+                Keyed::plan_node(lhs.plan, lkeys, "signature")?,
+                Keyed::plan_node(rhs.plan, rkeys, "signature")?,
+                join,
+            )?;
+            Ok(Some(Lowered {
+                plan,
+                series: lhs.series,
+            }))
+        }
+        _ => {
+            // Right series not matched by signature pass whole: key them apart.
+            let mut next = ids.len() as u32;
+            let rkeys: Vec<u32> = rkeys
+                .into_iter()
+                .map(|k| {
+                    if k != DROP {
+                        return k;
+                    }
+                    next += 1;
+                    next - 1
+                })
+                .collect();
+            let mut series = lhs.series.clone();
+            let left_index: HashMap<&Arc<Labels>, u32> = lhs
+                .series
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l, i as u32))
+                .collect();
+            let map: Vec<u32> = rhs
+                .series
+                .iter()
+                .map(|l| match left_index.get(l) {
+                    Some(&i) => i,
+                    None => {
+                        series.push(l.clone());
+                        (series.len() - 1) as u32
+                    }
+                })
+                .collect();
+            let right_only = keyed_join(
+                Keyed::plan_node(rhs.plan, rkeys, "signature")?,
+                Keyed::plan_node(lhs.plan.clone(), lkeys, "signature")?,
+                JoinType::LeftAnti,
+            )?;
+            let right_only = Regroup::plan_node(right_only, map, series.len())?;
+            let plan = LogicalPlanBuilder::from(lhs.plan)
+                .union(right_only)
+                .and_then(|b| b.build())
+                .map_err(df_error)?;
+            Ok(Some(Lowered { plan, series }))
+        }
+    }
+}
+
+/// The rows of keyed `left` that `join` keeps against keyed `right` on `(key, step)`, as
+/// `(series, step, value)`.
+fn keyed_join(
+    left: LogicalPlan,
+    right: LogicalPlan,
+    join: JoinType,
+) -> Result<LogicalPlan, PromqlError> {
+    let q = |t: &str, c: &str| Column::new(Some(t), c);
+    LogicalPlanBuilder::from(left)
+        .alias("l")
+        .and_then(|l| {
+            let r = LogicalPlanBuilder::from(right).alias("r")?.build()?;
+            l.join(
+                r,
+                join,
+                (
+                    vec![q("l", KEY), q("l", STEP)],
+                    vec![q("r", KEY), q("r", STEP)],
+                ),
+                None,
+            )
+        })
+        .and_then(|j| {
+            j.project(vec![
+                col(q("l", SERIES)).alias(SERIES),
+                col(q("l", STEP)).alias(STEP),
+                col(q("l", VALUE)).alias(VALUE),
+            ])
+        })
+        .and_then(|b| b.build())
+        .map_err(df_error)
+}
