@@ -268,6 +268,17 @@ impl Engine {
 }
 
 impl Engine {
+    /// Why a query is not one DataFusion plan, or `None` when it is.
+    pub async fn fallback(
+        &self,
+        expr: &promql_parser::parser::Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<Option<String>, PromqlError> {
+        self.plan_fallback(expr, explain_ctx(self, start, end, step))
+    }
+
     /// The DataFusion logical and physical plans of a query, when it lowers.
     pub async fn explain(
         &self,
@@ -276,14 +287,7 @@ impl Engine {
         end: i64,
         step: i64,
     ) -> Result<String, PromqlError> {
-        let ctx = Ctx {
-            steps: super::value::Steps::new(start, end, step),
-            query_start: start,
-            query_end: end,
-            lookback: self.opts.lookback_ms,
-            is_range: start != end,
-            query_step: if start == end { 0 } else { step },
-        };
+        let ctx = explain_ctx(self, start, end, step);
         if self.opts.planner
             && let Some(text) = self.explain_planned(expr, ctx).await?
         {
@@ -293,5 +297,17 @@ impl Engine {
             "evaluated by the step-vector evaluator (no DataFusion plan for this expression yet)\n"
                 .into(),
         )
+    }
+}
+
+/// The context `explain` and `fallback` plan a query in.
+fn explain_ctx(e: &Engine, start: i64, end: i64, step: i64) -> Ctx {
+    Ctx {
+        steps: super::value::Steps::new(start, end, step),
+        query_start: start,
+        query_end: end,
+        lookback: e.opts.lookback_ms,
+        is_range: start != end,
+        query_step: if start == end { 0 } else { step },
     }
 }

@@ -29,6 +29,9 @@ pub struct QueryOptions {
     /// Run the expressions that lower to DataFusion plans as plans (`false`: the
     /// step-vector evaluator runs everything; the oracle of the differential tests).
     pub planner: bool,
+    /// Serialise every DataFusion plan to bytes and run the decoded copy (the codec's
+    /// test: a plan that runs after the round trip is self-contained).
+    pub roundtrip_plans: bool,
 }
 
 impl Default for QueryOptions {
@@ -43,6 +46,7 @@ impl Default for QueryOptions {
                 .unwrap_or(2),
             cancel: super::Cancel::default(),
             planner: true,
+            roundtrip_plans: false,
         }
     }
 }

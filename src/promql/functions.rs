@@ -323,58 +323,16 @@ impl Engine {
                 }
                 Ok(Value::Vector(merge_same_labels(out)?))
             }
-            "sort" | "sort_desc" => {
+            "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
                 let mut vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
                 if n > 1 || ctx.is_range {
                     self.warn("sort is ineffective for range queries since results are always ordered by labels".into());
-                }
-                if n == 1 {
-                    let key = |s: &Series| s.vals[0].unwrap_or(f64::NAN);
-                    let desc = name == "sort_desc";
-                    vs.sort_by(|a, b| {
-                        let (x, y) = (key(a), key(b));
-                        // NaN always sorts last.
-                        match (x.is_nan(), y.is_nan()) {
-                            (true, true) => std::cmp::Ordering::Equal,
-                            (true, false) => std::cmp::Ordering::Greater,
-                            (false, true) => std::cmp::Ordering::Less,
-                            _ if desc => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
-                            _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
-                        }
-                    });
-                }
-                Ok(Value::Vector(vs))
-            }
-            "sort_by_label" | "sort_by_label_desc" => {
-                let mut vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
-                if n > 1 || ctx.is_range {
-                    self.warn(
-                        "sort is ineffective for range queries since results are always ordered by labels".into(),
-                    );
                 }
                 let names: Vec<String> = args[1..]
                     .iter()
                     .map(|a| string_arg(a))
                     .collect::<Result<_, _>>()?;
-                vs.sort_by(|a, b| {
-                    for l in &names {
-                        let o =
-                            natord(a.labels.get(l).unwrap_or(""), b.labels.get(l).unwrap_or(""));
-                        if o != std::cmp::Ordering::Equal {
-                            return if name == "sort_by_label_desc" {
-                                o.reverse()
-                            } else {
-                                o
-                            };
-                        }
-                    }
-                    let o = a.labels.cmp(&b.labels);
-                    if name == "sort_by_label_desc" {
-                        o.reverse()
-                    } else {
-                        o
-                    }
-                });
+                sort_vector(name, &names, &mut vs);
                 Ok(Value::Vector(vs))
             }
             "absent" => {
@@ -485,7 +443,45 @@ pub(super) fn set_label(l: &Labels, name: &str, value: &str) -> Labels {
 
 /// `absent()`'s output: 1 where nothing was present, labelled from the selector's equality
 /// matchers (not when a name appears twice).
-fn absent_result(arg: &Expr, present: &[bool]) -> Vec<Series> {
+/// `sort`, `sort_desc` (by the value of an instant vector; NaN last), `sort_by_label`,
+/// `sort_by_label_desc` (by `names` in natural order, then all labels); stable.
+pub(super) fn sort_vector(name: &str, names: &[String], vs: &mut [Series]) {
+    match name {
+        "sort" | "sort_desc" => {
+            if vs.first().is_none_or(|s| s.vals.len() != 1) {
+                return;
+            }
+            let key = |s: &Series| s.vals[0].unwrap_or(f64::NAN);
+            let desc = name == "sort_desc";
+            vs.sort_by(|a, b| {
+                let (x, y) = (key(a), key(b));
+                // NaN always sorts last.
+                match (x.is_nan(), y.is_nan()) {
+                    (true, true) => std::cmp::Ordering::Equal,
+                    (true, false) => std::cmp::Ordering::Greater,
+                    (false, true) => std::cmp::Ordering::Less,
+                    _ if desc => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
+                    _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+                }
+            });
+        }
+        _ => {
+            let desc = name == "sort_by_label_desc";
+            vs.sort_by(|a, b| {
+                for l in names {
+                    let o = natord(a.labels.get(l).unwrap_or(""), b.labels.get(l).unwrap_or(""));
+                    if o != std::cmp::Ordering::Equal {
+                        return if desc { o.reverse() } else { o };
+                    }
+                }
+                let o = a.labels.cmp(&b.labels);
+                if desc { o.reverse() } else { o }
+            });
+        }
+    }
+}
+
+pub(super) fn absent_result(arg: &Expr, present: &[bool]) -> Vec<Series> {
     if present.iter().all(|p| *p) {
         return vec![];
     }

@@ -83,33 +83,17 @@ impl RangeFn {
         RANGE_FNS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
     }
 
+    /// The function's PromQL name (its current one: `double_exponential_smoothing`).
+    pub(super) fn name(self) -> &'static str {
+        RANGE_FNS
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map_or("", |(n, _)| n)
+    }
+
     /// Counter functions whose windows sum up counter resets.
     fn counts_resets(self) -> bool {
         matches!(self, RangeFn::Rate | RangeFn::Increase)
-    }
-
-    /// Functions the DataFusion range-function operator computes: no scalar parameters,
-    /// and the result drops the metric name.
-    pub(super) fn fusable(self) -> bool {
-        use RangeFn::*;
-        matches!(
-            self,
-            Rate | Increase
-                | Delta
-                | Irate
-                | Idelta
-                | Deriv
-                | Resets
-                | Changes
-                | AvgOverTime
-                | MinOverTime
-                | MaxOverTime
-                | SumOverTime
-                | CountOverTime
-                | StddevOverTime
-                | StdvarOverTime
-                | PresentOverTime
-        )
     }
 }
 

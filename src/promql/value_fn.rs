@@ -176,7 +176,6 @@ impl ValueFn {
     }
 
     /// The inverse of [`ValueFn::name`].
-    #[allow(dead_code)] // For the plan codec.
     pub fn from_name(name: &str) -> Option<ValueFn> {
         match name {
             "neg" => return Some(ValueFn::Neg),

@@ -25,7 +25,7 @@ pub enum Outcome {
 }
 
 /// Counts for one file (and totals).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counts {
     pub passed: usize,
     pub failed: usize,
@@ -33,10 +33,15 @@ pub struct Counts {
     /// Of the evals `eval-index.tsv` tags as neither native-histogram nor experimental.
     pub clean_passed: usize,
     pub clean_total: usize,
+    /// Why evals were skipped, and how many each.
+    pub skips: std::collections::BTreeMap<String, usize>,
 }
 
 impl Counts {
     pub fn add(&mut self, o: &Counts) {
+        for (why, n) in &o.skips {
+            *self.skips.entry(why.clone()).or_default() += n;
+        }
         self.passed += o.passed;
         self.failed += o.failed;
         self.skipped += o.skipped;
@@ -84,6 +89,12 @@ pub enum Mode {
     /// The step-vector evaluator's result: the eval passes when the DataFusion planner
     /// ran some of it and both agree, and is skipped when nothing in it was planned.
     Differential,
+    /// As [`Mode::Differential`], with every physical plan serialised and the decoded
+    /// copy run (the plan codec's test).
+    Codec,
+    /// Whether the whole expression becomes one DataFusion plan: passes when it does,
+    /// skipped with the reason when it does not.
+    Coverage,
 }
 
 /// Runs one script; `report` receives each failing eval's description.
@@ -159,7 +170,9 @@ pub async fn run_file_as(
                 } else {
                     match mode {
                         Mode::Conformance => run_eval(&storage, &ev).await,
-                        Mode::Differential => differ(&storage, &ev).await,
+                        Mode::Differential => differ(&storage, &ev, false).await,
+                        Mode::Codec => differ(&storage, &ev, true).await,
+                        Mode::Coverage => coverage(&storage, &ev).await,
                     }
                 };
                 if clean == Some(true) {
@@ -182,7 +195,10 @@ pub async fn run_file_as(
                             why.replace('\n', "\n    ")
                         ));
                     }
-                    Outcome::Skip(_) => counts.skipped += 1,
+                    Outcome::Skip(why) => {
+                        counts.skipped += 1;
+                        *counts.skips.entry(why).or_default() += 1;
+                    }
                 }
             }
         }
@@ -260,8 +276,26 @@ async fn run_eval(storage: &Arc<Storage>, ev: &Eval) -> Outcome {
     check(ev, result, &annotations)
 }
 
-/// Runs `ev` on the evaluator alone and with the planner; see [`Mode::Differential`].
-async fn differ(storage: &Arc<Storage>, ev: &Eval) -> Outcome {
+/// Whether `ev` is one DataFusion plan; see [`Mode::Coverage`].
+async fn coverage(storage: &Arc<Storage>, ev: &Eval) -> Outcome {
+    let Ok(expr) = Engine::parse(&ev.expr) else {
+        return Outcome::Skip("does not parse".into());
+    };
+    let engine = Engine::new(storage.clone(), QueryOptions::default());
+    let (start, end, step) = match ev.kind {
+        EvalKind::Instant { at } => (at, at, 1),
+        EvalKind::Range { start, end, step } => (start, end, step),
+    };
+    match engine.fallback(&expr, start, end, step).await {
+        Ok(None) => Outcome::Pass,
+        Ok(Some(why)) => Outcome::Skip(why),
+        Err(e) => Outcome::Skip(format!("planning error: {e}")),
+    }
+}
+
+/// Runs `ev` on the evaluator alone and with the planner (serialising its plans when
+/// `roundtrip_plans`); see [`Mode::Differential`].
+async fn differ(storage: &Arc<Storage>, ev: &Eval, roundtrip_plans: bool) -> Outcome {
     let Ok(expr) = Engine::parse(&ev.expr) else {
         return Outcome::Skip("does not parse".into());
     };
@@ -270,6 +304,7 @@ async fn differ(storage: &Arc<Storage>, ev: &Eval) -> Outcome {
             storage.clone(),
             QueryOptions {
                 planner,
+                roundtrip_plans,
                 ..QueryOptions::default()
             },
         );

@@ -89,27 +89,37 @@ async fn experimental_promql_tests_run_to_the_end() {
 /// evals the planner takes part in, so a lowering that stops being used shows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planner_agrees_with_the_evaluator_on_upstream_tests() {
-    use quiver::promqltest::{Mode, run_file_as};
+    // 386 when written: a lowering that stops being used fails.
+    differential(quiver::promqltest::Mode::Differential, 380).await
+}
+
+/// The same, with every physical plan serialised through the plan codec and the decoded
+/// copy run (the copy must also display exactly as the original).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_survive_serialisation_on_upstream_tests() {
+    differential(quiver::promqltest::Mode::Codec, 380).await
+}
+
+async fn differential(mode: quiver::promqltest::Mode, at_least: usize) {
+    use quiver::promqltest::run_file_as;
     let Some(dir) = corpus() else {
         assert!(
             std::env::var("CI").is_err(),
             "CI must have ../shared/promql-tests"
         );
-        eprintln!(
-            "SKIPPED planner_agrees_with_the_evaluator_on_upstream_tests: ../shared/promql-tests not found"
-        );
+        eprintln!("SKIPPED {mode:?} differential test: ../shared/promql-tests not found");
         return;
     };
     let mut total = Counts::default();
     let mut failures = Vec::new();
     for f in &test_files(&dir) {
-        let c = run_file_as(f, None, &mut |m| failures.push(m), Mode::Differential)
+        let c = run_file_as(f, None, &mut |m| failures.push(m), mode)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         total.add(&c);
     }
     eprintln!(
-        "planner vs evaluator: {} agreed, {} differed, {} not planned",
+        "planner ({mode:?}) vs evaluator: {} agreed, {} differed, {} not planned",
         total.passed, total.failed, total.skipped
     );
     assert!(
@@ -117,6 +127,67 @@ async fn planner_agrees_with_the_evaluator_on_upstream_tests() {
         "planner differs:\n{}",
         failures.join("\n")
     );
-    // 252 when written: a lowering that stops being used fails.
-    assert!(total.passed >= 240, "only {} evals planned", total.passed);
+    assert!(
+        total.passed >= at_least,
+        "only {} evals planned",
+        total.passed
+    );
+}
+
+/// Every upstream expression planned whole or not, and why not: each reason a node is
+/// left to the evaluator must be listed in `docs/conformance.md` ("Still evaluated"),
+/// and no listed reason may be stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fallback_is_documented() {
+    use quiver::promqltest::{Mode, run_file_as};
+    let Some(dir) = corpus() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have ../shared/promql-tests"
+        );
+        eprintln!("SKIPPED every_fallback_is_documented: ../shared/promql-tests not found");
+        return;
+    };
+    let mut total = Counts::default();
+    for f in &test_files(&dir) {
+        let c = run_file_as(f, None, &mut |_| {}, Mode::Coverage)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        total.add(&c);
+    }
+    eprintln!(
+        "planned whole: {} evals; not: {}",
+        total.passed, total.skipped
+    );
+    for (why, n) in &total.skips {
+        eprintln!("  {n:4}  {why}");
+    }
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/conformance.md"))
+        .unwrap();
+    let section = doc
+        .split("### Still evaluated")
+        .nth(1)
+        .expect("docs/conformance.md has a \"### Still evaluated\" section");
+    let section = section.split("\n#").next().unwrap_or(section);
+    let listed: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("- `"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    let mut undocumented = Vec::new();
+    for why in total.skips.keys() {
+        let known = why == "needs native histograms" || listed.iter().any(|l| why == l);
+        if !known {
+            undocumented.push(why.clone());
+        }
+    }
+    assert!(
+        undocumented.is_empty(),
+        "fallbacks missing from docs/conformance.md \"Still evaluated\": {undocumented:#?}"
+    );
+    let stale: Vec<&&str> = listed
+        .iter()
+        .filter(|l| !total.skips.contains_key(**l))
+        .collect();
+    assert!(stale.is_empty(), "listed but never seen: {stale:?}");
 }

@@ -2,7 +2,8 @@
 //! aggregations: the input's series are mapped to their groups ([`Regroup`]), then
 //! DataFusion aggregates per `(group, step)` — partially in every input partition,
 //! repartitioned by group, then finally — with Prometheus's arithmetic ([`super::udaf`]).
-//! The groups' label sets are the output series table.
+//! The groups' label sets are the output series table. `stddev`, `stdvar`, `quantile`,
+//! `topk`, `bottomk` and `limitk` fold each group's samples together ([`GroupFold`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +13,11 @@ use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{LogicalPlanBuilder, cast, col, lit};
 use promql_parser::parser::AggregateExpr;
 
+use super::fold::Fold;
+use super::group_fold::{GroupFn, GroupFold};
+use super::keyed::Keyed;
 use super::regroup::Regroup;
+use super::scalar::scalar;
 use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error, udaf};
 use crate::model::Labels;
 use crate::promql::aggregate::group_labels;
@@ -25,26 +30,16 @@ fn lowered(op: &str) -> bool {
 
 pub(super) fn lower(p: &PlanCtx, a: &AggregateExpr) -> Result<Option<Lowered>, PromqlError> {
     let op = a.op.to_string().to_lowercase();
+    if let Some(f) = GroupFn::parse(&op) {
+        return lower_fold(p, a, f);
+    }
     if a.param.is_some() || !lowered(&op) {
         return Ok(None);
     }
     let Some(input) = p.lower(&a.expr)? else {
         return Ok(None);
     };
-    // Groups are fixed by labels, so the map is made here, once.
-    let mut groups: Vec<Arc<Labels>> = Vec::new();
-    let mut index: HashMap<Labels, u32> = HashMap::new();
-    let map: Vec<u32> = input
-        .series
-        .iter()
-        .map(|l| {
-            let g = group_labels(l, &a.modifier);
-            *index.entry(g.clone()).or_insert_with(|| {
-                groups.push(Arc::new(g));
-                (groups.len() - 1) as u32
-            })
-        })
-        .collect();
+    let (map, groups) = grouping(&input.series, a);
     let v = col(VALUE);
     let agg = match op.as_str() {
         "sum" => udaf::prom_sum().call(vec![v]),
@@ -67,4 +62,64 @@ pub(super) fn lower(p: &PlanCtx, a: &AggregateExpr) -> Result<Option<Lowered>, P
         plan,
         series: groups,
     }))
+}
+
+/// Each input series' group, and the groups' label sets (fixed by labels, so made here,
+/// once).
+fn grouping(series: &[Arc<Labels>], a: &AggregateExpr) -> (Vec<u32>, Vec<Arc<Labels>>) {
+    let mut groups: Vec<Arc<Labels>> = Vec::new();
+    let mut index: HashMap<Labels, u32> = HashMap::new();
+    let map = series
+        .iter()
+        .map(|l| {
+            let g = group_labels(l, &a.modifier);
+            *index.entry(g.clone()).or_insert_with(|| {
+                groups.push(Arc::new(g));
+                (groups.len() - 1) as u32
+            })
+        })
+        .collect();
+    (map, groups)
+}
+
+/// `stddev`, `stdvar`, `quantile`, `topk`, `bottomk`, `limitk`: a fold per group.
+fn lower_fold(p: &PlanCtx, a: &AggregateExpr, f: GroupFn) -> Result<Option<Lowered>, PromqlError> {
+    let param = match (&a.param, f) {
+        (None, GroupFn::Stddev | GroupFn::Stdvar) => vec![],
+        (Some(e), GroupFn::Quantile | GroupFn::TopK | GroupFn::BottomK | GroupFn::LimitK) => {
+            match scalar(p, e) {
+                Some(v) => v,
+                None => {
+                    return p.decline(format!(
+                        "{} with a parameter that is not a plan-time scalar",
+                        f.name()
+                    ));
+                }
+            }
+        }
+        _ => return Ok(None),
+    };
+    // A NaN k is the evaluator's error to word.
+    if f.selects() && param.iter().any(|k| k.is_nan()) {
+        return p.decline(format!("{} with a NaN parameter (an error)", f.name()));
+    }
+    if f == GroupFn::Quantile {
+        p.engine.check_quantile(&param);
+    }
+    let Some(input) = p.lower(&a.expr)? else {
+        return Ok(None);
+    };
+    let (map, groups) = grouping(&input.series, a);
+    let mut order: Vec<u32> = (0..input.series.len() as u32).collect();
+    order.sort_by(|x, y| input.series[*x as usize].cmp(&input.series[*y as usize]));
+    let mut rank = vec![0u32; order.len()];
+    for (r, s) in order.into_iter().enumerate() {
+        rank[s as usize] = r as u32;
+    }
+    let plan = Fold::plan_node(
+        Keyed::plan_node(input.plan, map, "group")?,
+        GroupFold { f, param, rank },
+    )?;
+    let series = if f.selects() { input.series } else { groups };
+    Ok(Some(Lowered { plan, series }))
 }

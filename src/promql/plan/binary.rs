@@ -27,7 +27,7 @@ pub(super) fn lower(p: &PlanCtx, b: &BinaryExpr) -> Result<Option<Lowered>, Prom
                 set_op::lower(p, &op, b)
             } else {
                 let Some(op) = ArithOp::parse(&op) else {
-                    return Ok(None);
+                    return p.decline(format!("operator {op}"));
                 };
                 vector_match::lower(p, op, b, return_bool)
             }
@@ -44,8 +44,11 @@ fn with_scalar(
     scalar_left: bool,
     return_bool: bool,
 ) -> Result<Option<Lowered>, PromqlError> {
-    let (Some(op), Some(values)) = (ArithOp::parse(op), scalar(p, s)) else {
-        return Ok(None);
+    let Some(op) = ArithOp::parse(op) else {
+        return p.decline(format!("operator {op}"));
+    };
+    let Some(values) = scalar(p, s) else {
+        return p.decline("a scalar operand that is not a plan-time scalar (scalar())");
     };
     let f = ValueFn::Scalar {
         op,

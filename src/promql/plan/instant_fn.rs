@@ -24,10 +24,28 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
     let args = &call.args.args;
     match name {
         "label_replace" | "label_join" => return relabel(p, call),
+        "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
+            // The order is the result's, applied when it is assembled (`value_order`);
+            // rows have none.
+            if args[1..].iter().any(|e| string(e).is_none()) {
+                return p.decline("sort_by_label() with a label that is not a string literal");
+            }
+            if p.ctx.steps.len() > 1 || p.ctx.is_range {
+                p.engine.warn("sort is ineffective for range queries since results are always ordered by labels".into());
+            }
+            return p.lower(&args[0]);
+        }
+        "vector" => {
+            let Some(v) = args.first().and_then(|e| scalar(p, e)) else {
+                return p.decline("vector() of a scalar that is not a plan-time scalar (scalar())");
+            };
+            return super::constant::lower(v).map(Some);
+        }
+        "absent" | "absent_over_time" => return super::absent::lower(p, call),
         "timestamp" => {
             // Of a selector it is the sample's time, which the rows do not carry.
             if args.len() != 1 || matches!(unparen(&args[0]), Expr::VectorSelector(_)) {
-                return Ok(None);
+                return p.decline("timestamp() of a selector");
             }
             let times = p.ctx.steps.iter().map(|t| t as f64 / 1000.0).collect();
             return map(p, &args[0], ValueFn::StepTime, times, vec![]);
@@ -39,7 +57,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
     };
     let Some(first) = args.first() else {
         // `hour()` and friends of the evaluation time: no vector to map.
-        return Ok(None);
+        return p.decline(format!("{name}() without argument"));
     };
     let n = p.ctx.steps.len();
     let param = |i: usize, default: f64| match args.get(i) {
@@ -53,7 +71,9 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         _ => (Some(vec![]), Some(vec![])),
     };
     let (Some(a), Some(b)) = (a, b) else {
-        return Ok(None);
+        return p.decline(format!(
+            "{name}() with a parameter that is not a plan-time scalar"
+        ));
     };
     map(p, first, f, a, b)
 }
@@ -75,7 +95,7 @@ pub(super) fn map(
         input.series
     };
     if !unique(&series) {
-        return Ok(None);
+        return p.decline("result series that would collide");
     }
     Ok(Some(Lowered {
         plan: MapValues::plan_node(input.plan, f, a, b)?,
@@ -90,18 +110,19 @@ fn relabel(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
     let args = &call.args.args;
     let strings: Option<Vec<String>> = args[1..].iter().map(|e| string(e)).collect();
     let Some(strings) = strings else {
-        return Ok(None);
+        return p.decline("label function with invalid arguments (the evaluator words the error)");
     };
     let relabel: Box<Relabel> = match call.func.name {
         "label_replace" => {
+            let invalid = "label function with invalid arguments (the evaluator words the error)";
             let [dst, repl, src, re] = strings.as_slice() else {
-                return Ok(None);
+                return p.decline(invalid);
             };
             let Ok(re) = regex::Regex::new(&format!("^(?s:{re})$")) else {
-                return Ok(None);
+                return p.decline(invalid);
             };
             if dst.is_empty() {
-                return Ok(None);
+                return p.decline(invalid);
             }
             let (dst, repl, src) = (dst.clone(), repl.clone(), src.clone());
             Box::new(move |l| match re.captures(l.get(&src).unwrap_or("")) {
@@ -115,7 +136,9 @@ fn relabel(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
         }
         _ => {
             let [dst, sep, srcs @ ..] = strings.as_slice() else {
-                return Ok(None);
+                return p.decline(
+                    "label function with invalid arguments (the evaluator words the error)",
+                );
             };
             let (dst, sep, srcs) = (dst.clone(), sep.clone(), srcs.to_vec());
             Box::new(move |l| {
@@ -129,7 +152,7 @@ fn relabel(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
     };
     let series: Vec<Arc<Labels>> = input.series.iter().map(relabel).collect();
     if !unique(&series) {
-        return Ok(None);
+        return p.decline("result series that would collide");
     }
     Ok(Some(Lowered {
         plan: input.plan,

@@ -41,14 +41,27 @@ pub(crate) trait LeafSource: Send + Sync + 'static {
     fn steps(&self) -> usize;
     /// `(series, step, value)` rows of one chunk of series.
     fn rows(&self, chunk: &[SeriesRun]) -> DfResult<RecordBatch>;
+    /// For downcasting (the plan codec).
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// The query's sample limit, charged by every leaf of its plans.
 #[derive(Clone)]
-struct Budget {
+pub(super) struct Budget {
     charged: Arc<AtomicUsize>,
     max_samples: usize,
     cancel: crate::promql::Cancel,
+}
+
+impl Budget {
+    /// The limit of `engine`'s query, charged to `charged`.
+    pub(super) fn of(engine: &crate::promql::Engine, charged: Arc<AtomicUsize>) -> Budget {
+        Budget {
+            charged,
+            max_samples: engine.opts.max_samples,
+            cancel: engine.opts.cancel.clone(),
+        }
+    }
 }
 
 /// The logical node.
@@ -66,11 +79,7 @@ impl Leaf {
     ) -> Result<LogicalPlan, PromqlError> {
         let leaf = Leaf {
             source: Arc::new(source),
-            budget: Budget {
-                charged: p.charged.clone(),
-                max_samples: p.engine.opts.max_samples,
-                cancel: p.engine.opts.cancel.clone(),
-            },
+            budget: Budget::of(p.engine, p.charged.clone()),
             schema: Arc::new(DFSchema::try_from(rows_schema().as_ref().clone()).map_err(df_error)?),
         };
         Ok(LogicalPlan::Extension(Extension {
@@ -154,14 +163,14 @@ impl UserDefinedLogicalNodeCore for Leaf {
 
 /// The operator: one partition per contiguous series-id range of the scan.
 pub(crate) struct LeafExec {
-    source: Arc<dyn LeafSource>,
+    pub(super) source: Arc<dyn LeafSource>,
     budget: Budget,
-    partitions: usize,
+    pub(super) partitions: usize,
     properties: Arc<PlanProperties>,
 }
 
 impl LeafExec {
-    fn new(source: Arc<dyn LeafSource>, budget: Budget, partitions: usize) -> Self {
+    pub(super) fn new(source: Arc<dyn LeafSource>, budget: Budget, partitions: usize) -> Self {
         let partitions = partitions.clamp(1, source.scan().num_series().max(1));
         let properties = PlanProperties::new(
             EquivalenceProperties::new(rows_schema()),

@@ -19,8 +19,13 @@
 //! A node kind without a lowering yet makes [`Engine::lower`] answer `None`, and the
 //! step-vector evaluator runs that subtree (see `docs/conformance.md`).
 
+mod absent;
 mod aggregate;
 mod binary;
+mod codec;
+mod constant;
+mod fold;
+mod group_fold;
 mod histogram_quantile;
 mod instant_fn;
 mod keyed;
@@ -83,11 +88,33 @@ pub(super) struct PlanCtx<'a> {
     pub ctx: Ctx,
     /// Samples read by every scan of the plan, against `--query-max-samples`.
     pub charged: Arc<AtomicUsize>,
+    /// Why the expression has no plan: the first node that declined.
+    pub declined: parking_lot::Mutex<Option<String>>,
 }
 
 impl PlanCtx<'_> {
     /// Lowers `expr`, or `None` when some node in it has no lowering yet.
     pub fn lower(&self, expr: &Expr) -> Result<Option<Lowered>, PromqlError> {
+        let lowered = self.lower_node(expr)?;
+        if lowered.is_none() {
+            let mut d = self.declined.lock();
+            if d.is_none() {
+                *d = Some(node_kind(expr));
+            }
+        }
+        Ok(lowered)
+    }
+
+    /// Declines to lower a node, saying why (kept when it is the first reason).
+    pub fn decline(&self, why: impl Into<String>) -> Result<Option<Lowered>, PromqlError> {
+        let mut d = self.declined.lock();
+        if d.is_none() {
+            *d = Some(why.into());
+        }
+        Ok(None)
+    }
+
+    fn lower_node(&self, expr: &Expr) -> Result<Option<Lowered>, PromqlError> {
         self.engine.check()?;
         match expr {
             Expr::Paren(p) => self.lower(&p.expr),
@@ -113,16 +140,54 @@ impl PlanCtx<'_> {
     }
 }
 
+/// A node's kind, as the reason it was not lowered when its lowering gave none.
+fn node_kind(expr: &Expr) -> String {
+    match expr {
+        Expr::Aggregate(a) => format!("{} aggregation", a.op.to_string().to_lowercase()),
+        Expr::Call(c) => format!("{}()", c.func.name),
+        Expr::Subquery(_) => "subquery".into(),
+        Expr::MatrixSelector(_) => "range vector".into(),
+        Expr::Binary(b) => format!(
+            "{} {} {}",
+            b.lhs.value_type(),
+            b.op.to_string().to_lowercase(),
+            b.rhs.value_type()
+        ),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => "literal".into(),
+        other => format!("{} expression", other.value_type()),
+    }
+}
+
 impl Engine {
     /// Lowers `expr` evaluated over `ctx` to a DataFusion plan, or `None` when some node
     /// has no lowering yet.
     pub(super) fn lower(&self, expr: &Expr, ctx: Ctx) -> Result<Option<Lowered>, PromqlError> {
+        self.plan_ctx(ctx).lower(expr)
+    }
+
+    fn plan_ctx(&self, ctx: Ctx) -> PlanCtx<'_> {
         PlanCtx {
             engine: self,
             ctx,
             charged: self.loaded(),
+            declined: Default::default(),
         }
-        .lower(expr)
+    }
+
+    /// Why `expr`, evaluated over `ctx`, is not one DataFusion plan (`None`: it is).
+    pub(super) fn plan_fallback(
+        &self,
+        expr: &Expr,
+        ctx: Ctx,
+    ) -> Result<Option<String>, PromqlError> {
+        if expr.value_type() != promql_parser::parser::value::ValueType::Vector {
+            return Ok(Some(format!("{} result", expr.value_type())));
+        }
+        let p = self.plan_ctx(ctx);
+        if p.lower(expr)?.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(p.declined.lock().take().unwrap_or_default()))
     }
 
     /// Evaluates `expr` as a DataFusion plan when it has one.
@@ -142,11 +207,18 @@ impl Engine {
             .create_physical_plan(&lowered.plan)
             .await
             .map_err(df_error)?;
+        let physical = if self.opts.roundtrip_plans {
+            codec::roundtrip(self, physical, &session).map_err(df_error)?
+        } else {
+            physical
+        };
         let batches = datafusion::physical_plan::collect(physical, session.task_ctx())
             .await
             .map_err(df_error)?;
         self.count_planned();
-        Ok(Some(Value::Vector(assemble(&lowered.series, n, &batches)?)))
+        let mut out = assemble(&lowered.series, n, &batches)?;
+        value_order(expr, &mut out);
+        Ok(Some(Value::Vector(out)))
     }
 
     /// A DataFusion session for one query's plan: Quiver's operators, the query's memory
@@ -217,6 +289,48 @@ fn assemble(
     Ok(out)
 }
 
+/// An instant `topk`/`bottomk` answers in value order (as the evaluator does), `sort*()`
+/// as it says, the rest in label order.
+fn value_order(expr: &Expr, out: &mut [Series]) {
+    let mut e = expr;
+    while let Expr::Paren(p) = e {
+        e = &p.expr;
+    }
+    if let Expr::Call(c) = e
+        && c.func.name.starts_with("sort")
+    {
+        let names: Vec<String> = c.args.args[1..]
+            .iter()
+            .filter_map(|a| {
+                let mut a = &**a;
+                while let Expr::Paren(p) = a {
+                    a = &p.expr;
+                }
+                match a {
+                    Expr::StringLiteral(s) => Some(s.val.clone()),
+                    _ => None,
+                }
+            })
+            .collect();
+        crate::promql::functions::sort_vector(c.func.name, &names, out);
+        return;
+    }
+    let Expr::Aggregate(a) = e else { return };
+    if out.first().is_none_or(|s| s.vals.len() != 1) {
+        return;
+    }
+    let top = match a.op.to_string().to_lowercase().as_str() {
+        "topk" => true,
+        "bottomk" => false,
+        _ => return,
+    };
+    out.sort_by(|x, y| {
+        let (a, b) = (x.vals[0].unwrap_or(f64::NAN), y.vals[0].unwrap_or(f64::NAN));
+        let o = a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal);
+        if top { o.reverse() } else { o }
+    });
+}
+
 /// A DataFusion error as the query's error: limits, timeouts and cancellation keep their
 /// kind.
 pub(super) fn df_error(e: DataFusionError) -> PromqlError {
@@ -271,13 +385,13 @@ impl ExtensionPlanner for PromExtensionPlanner {
         if let Some(n) = node.as_any().downcast_ref::<leaf::Leaf>() {
             return Ok(Some(n.plan(partitions)));
         }
+        if let Some(n) = node.as_any().downcast_ref::<constant::Constant>() {
+            return Ok(Some(n.plan()));
+        }
         if let Some(n) = node.as_any().downcast_ref::<unary::Unary>() {
             return Ok(Some(n.plan(physical_inputs)?));
         }
-        if let Some(n) = node
-            .as_any()
-            .downcast_ref::<histogram_quantile::HistogramQuantile>()
-        {
+        if let Some(n) = node.as_any().downcast_ref::<fold::Fold>() {
             return Ok(Some(n.plan(physical_inputs)?));
         }
         Ok(None)
@@ -410,12 +524,32 @@ mod tests {
             "http_requests{job=\"api\"} or http_requests",
             "histogram_quantile(0.9, label_replace(http_requests, \"le\", \"$1\", \"instance\", \"(.*)\"))",
             "histogram_quantile(0.5, sum by (le, job) (label_replace(http_requests, \"le\", \"+Inf\", \"group\", \"canary\") or label_replace(http_requests, \"le\", \"0.5\", \"group\", \"production\")))",
+            "stddev by (job) (http_requests)",
+            "stdvar without (instance) (http_requests)",
+            "quantile by (group) (0.3, http_requests)",
+            "topk(2, http_requests)",
+            "bottomk by (job) (1, http_requests)",
+            "limitk by (group) (1.5, http_requests)",
+            "topk by (job) (1, sum by (job, group) (http_requests))",
+            "quantile_over_time(0.5, http_requests[10m])",
+            "predict_linear(http_requests[15m], 600)",
+            "last_over_time(http_requests[10m])",
+            "double_exponential_smoothing(http_requests[20m], 0.5, 0.5)",
+            "vector(time())",
+            "sum(http_requests) + on() vector(1)",
+            "absent(http_requests{job=\"nope\", group=\"x\"})",
+            "absent(http_requests > 900)",
+            "absent_over_time(http_requests{instance=\"7\"}[5m])",
+            "sort_desc(http_requests)",
+            "sort_by_label(http_requests, \"instance\")",
         ] {
             let expr = Engine::parse(q).unwrap();
             for partitions in [1, 2, 3, 8] {
                 let opts = |planner| QueryOptions {
                     planner,
                     partitions,
+                    // Every planned run goes through the plan codec as well.
+                    roundtrip_plans: planner && partitions != 1,
                     ..QueryOptions::default()
                 };
                 for (start, end) in [(3_000_000, 3_000_000), (0, 3_000_000)] {

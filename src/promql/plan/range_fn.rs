@@ -1,5 +1,6 @@
-//! A range function of a matrix selector — `rate(x[5m])`, `avg_over_time(x[1h])`, … (the
-//! functions `range_fns::RangeFn::fusable` lists) — per series and step.
+//! A range function of a matrix selector — `rate(x[5m])`, `quantile_over_time(0.9,
+//! x[1h])`, … every one PromQL has, with its scalar parameters fixed at planning — per
+//! series and step.
 //!
 //! A [`Leaf`] source like [`super::vector_select`]: the selected series (their labels
 //! without `__name__`) are the series table; each chunk of series read from the query's
@@ -15,6 +16,7 @@ use datafusion::error::Result as DfResult;
 use promql_parser::parser::{Call, Expr};
 
 use super::leaf::{Leaf, LeafSource};
+use super::scalar::scalar;
 use super::{Lowered, PlanCtx, external, rows_schema};
 use crate::catalog::SeriesId;
 use crate::model::Labels;
@@ -28,19 +30,52 @@ use crate::storage::{Scan, SeriesRun};
 
 /// Lowers `f(selector[range])`, or `None` when the call is not such a function.
 pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
-    let Some(function) = RangeFn::parse(call.func.name).filter(|f| f.fusable()) else {
+    let Some(function) = RangeFn::parse(call.func.name) else {
         return Ok(None);
     };
-    let [arg] = call.args.args.as_slice() else {
-        return Ok(None);
+    let args = &call.args.args;
+    let param = |i: usize| args.get(i).and_then(|e| scalar(p, e));
+    // The range argument, and the function's scalar parameters at every step.
+    let (arg, p1, p2) = match function {
+        RangeFn::QuantileOverTime => {
+            let (Some(q), Some(arg)) = (param(0), args.get(1)) else {
+                return Ok(None);
+            };
+            (arg, q, vec![])
+        }
+        RangeFn::PredictLinear => {
+            let (Some(d), Some(arg)) = (param(1), args.first()) else {
+                return Ok(None);
+            };
+            (arg, d, vec![])
+        }
+        RangeFn::DoubleExponentialSmoothing => {
+            let (Some(sf), Some(tf), Some(arg)) = (param(1), param(2), args.first()) else {
+                return Ok(None);
+            };
+            // Out-of-range factors are the evaluator's error to word.
+            let valid = |x: &f64| *x > 0.0 && *x < 1.0;
+            if !sf.iter().all(valid) || !tf.iter().all(valid) {
+                return Ok(None);
+            }
+            (arg, sf, tf)
+        }
+        _ => match args.as_slice() {
+            [arg] => (arg, vec![], vec![]),
+            _ => return Ok(None),
+        },
     };
     let mut arg = &**arg;
     while let Expr::Paren(inner) = arg {
         arg = &inner.expr;
     }
     let Expr::MatrixSelector(ms) = arg else {
-        return Ok(None);
+        return p.decline("subquery");
     };
+    if function == RangeFn::QuantileOverTime {
+        p.engine.check_quantile(&p1);
+    }
+    let keep_name = matches!(function, RangeFn::LastOverTime | RangeFn::FirstOverTime);
     let (engine, ctx) = (p.engine, &p.ctx);
     let vs = &ms.vs;
     let ends = eval_times(ctx, at_ms(&vs.at, ctx), offset_ms(&vs.offset));
@@ -68,12 +103,12 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         // Removed by retention since it was selected: nothing to read.
         let Some(l) = l else { continue };
         names.insert(l.metric_name().unwrap_or("").to_string());
-        let unnamed = drop_name(&l);
-        if !seen.insert(unnamed.clone()) {
-            return Ok(None);
+        let out = if keep_name { l } else { drop_name(&l) };
+        if !seen.insert(out.clone()) {
+            return p.decline("series that collide once __name__ is dropped");
         }
         index.insert(id, series.len() as u32);
-        series.push(unnamed);
+        series.push(out);
     }
     if matches!(function, RangeFn::Rate | RangeFn::Increase) {
         // As the evaluator words it, once per name.
@@ -93,6 +128,8 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         group_of: Arc::new(index),
         ends: Arc::new(ends),
         range_ms,
+        p1: Arc::new(p1),
+        p2: Arc::new(p2),
         times: Arc::new(ctx.steps.iter().collect()),
         cancel: engine.opts.cancel.clone(),
         text: format!("{}({})", call.func.name, ms),
@@ -123,25 +160,32 @@ impl LeafSource for RangeScan {
     fn rows(&self, chunk: &[SeriesRun]) -> DfResult<RecordBatch> {
         compute_chunk(self, chunk)
     }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 /// What one range-function scan needs.
 #[derive(Clone)]
-struct RangeScan {
+pub(super) struct RangeScan {
     /// The selected series over the widest window of any step.
-    scan: Scan,
-    function: RangeFn,
+    pub scan: Scan,
+    pub function: RangeFn,
     /// Index in the series table of each selected series.
-    group_of: Arc<HashMap<SeriesId, u32>>,
+    pub group_of: Arc<HashMap<SeriesId, u32>>,
     /// Window end of every step, and the window length.
-    ends: Arc<Vec<i64>>,
-    range_ms: i64,
+    pub ends: Arc<Vec<i64>>,
+    pub range_ms: i64,
+    /// The function's scalar parameters at every step (empty: none).
+    pub p1: Arc<Vec<f64>>,
+    pub p2: Arc<Vec<f64>>,
     /// Evaluation time of every step (for functions that need it).
-    times: Arc<Vec<i64>>,
+    pub times: Arc<Vec<i64>>,
     /// Deadline and cancellation of the query, checked in the window loops.
-    cancel: crate::promql::Cancel,
+    pub cancel: crate::promql::Cancel,
     /// The call as written, for plans.
-    text: String,
+    pub text: String,
 }
 
 fn compute_chunk(scan: &RangeScan, series: &[SeriesRun]) -> DfResult<RecordBatch> {
@@ -172,7 +216,9 @@ fn compute_chunk(scan: &RangeScan, series: &[SeriesRun]) -> DfResult<RecordBatch
             scan.range_ms,
             || scan.cancel.check().is_ok(),
             |i, w| {
-                if let Some(v) = window_value(scan.function, w, f64::NAN, f64::NAN, scan.times[i]) {
+                let at = |p: &[f64]| p.get(i).copied().unwrap_or(f64::NAN);
+                let (p1, p2) = (at(&scan.p1), at(&scan.p2));
+                if let Some(v) = window_value(scan.function, w, p1, p2, scan.times[i]) {
                     series_col.push(g);
                     step.push(i as u32);
                     val.push(v);

@@ -2,18 +2,21 @@
 //!
 //! Every series of both sides is keyed with its signature's id ([`Keyed`]; signatures are
 //! labels, so they are numbered when the query is planned). `and` is a left semi-join,
-//! `unless` a left anti-join, `or` the left side and, unioned with it, the right side's
-//! anti-join with the left. The result keeps the left side's series; `or` adds the right
-//! side's, a right series with the same labels as a left one sharing its id (it has the
-//! same signature, so the two never both have a sample at a step).
+//! `unless` a left anti-join, `or` a fold ([`Or`]) over both sides' rows partitioned by
+//! signature (each side read once). The result keeps the left side's series; `or` adds
+//! the right side's, a right series with the same labels as a left one sharing its id (it
+//! has the same signature, so the two never both have a sample at a step).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::common::{Column, JoinType};
+use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, col};
 use promql_parser::parser::BinaryExpr;
 
+use super::fold::{Cell, Fold, Folder, rows};
 use super::keyed::{KEY, Keyed};
 use super::regroup::{DROP, Regroup};
 use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error};
@@ -63,18 +66,17 @@ pub(super) fn lower(p: &PlanCtx, op: &str, b: &BinaryExpr) -> Result<Option<Lowe
             }))
         }
         _ => {
-            // Right series not matched by signature pass whole: key them apart.
+            // Right series no left signature matches pass whole: key them apart.
             let mut next = ids.len() as u32;
-            let rkeys: Vec<u32> = rkeys
-                .into_iter()
-                .map(|k| {
-                    if k != DROP {
-                        return k;
-                    }
-                    next += 1;
-                    next - 1
-                })
-                .collect();
+            let rkeys = rkeys.into_iter().map(|k| {
+                if k != DROP {
+                    return k;
+                }
+                next += 1;
+                next - 1
+            });
+            let nleft = lhs.series.len();
+            let keys: Vec<u32> = lkeys.iter().copied().chain(rkeys).collect();
             let mut series = lhs.series.clone();
             let left_index: HashMap<&Arc<Labels>, u32> = lhs
                 .series
@@ -82,7 +84,8 @@ pub(super) fn lower(p: &PlanCtx, op: &str, b: &BinaryExpr) -> Result<Option<Lowe
                 .enumerate()
                 .map(|(i, l)| (l, i as u32))
                 .collect();
-            let map: Vec<u32> = rhs
+            // Each right series' result series: the left one with its labels, or its own.
+            let right_to: Vec<u32> = rhs
                 .series
                 .iter()
                 .map(|l| match left_index.get(l) {
@@ -93,18 +96,64 @@ pub(super) fn lower(p: &PlanCtx, op: &str, b: &BinaryExpr) -> Result<Option<Lowe
                     }
                 })
                 .collect();
-            let right_only = keyed_join(
-                Keyed::plan_node(rhs.plan, rkeys, "signature")?,
-                Keyed::plan_node(lhs.plan.clone(), lkeys, "signature")?,
-                JoinType::LeftAnti,
+            // Right rows numbered after the left ones, so the fold tells the sides apart.
+            let shifted = (nleft as u32..(nleft + rhs.series.len()) as u32).collect();
+            let right = Regroup::plan_node(rhs.plan, shifted, nleft + rhs.series.len())?;
+            let plan =
+                LogicalPlanBuilder::from(Keyed::plan_node(lhs.plan, keys.clone(), "signature")?)
+                    .union(Keyed::plan_node(right, keys, "signature")?)
+                    .and_then(|b| b.build())
+                    .map_err(df_error)?;
+            let plan = Fold::plan_node(
+                plan,
+                Or {
+                    left: nleft as u32,
+                    right_to: Arc::new(right_to),
+                },
             )?;
-            let right_only = Regroup::plan_node(right_only, map, series.len())?;
-            let plan = LogicalPlanBuilder::from(lhs.plan)
-                .union(right_only)
-                .and_then(|b| b.build())
-                .map_err(df_error)?;
             Ok(Some(Lowered { plan, series }))
         }
+    }
+}
+
+/// `or` per signature and step: the left side's samples, or the right side's when the
+/// left has none.
+pub(crate) struct Or {
+    /// Input series below this are the left side's (and keep their ids).
+    pub(super) left: u32,
+    /// Result series of each right series.
+    pub(super) right_to: Arc<Vec<u32>>,
+}
+
+impl Folder for Or {
+    fn name(&self) -> &'static str {
+        "Or"
+    }
+
+    fn describe(&self) -> String {
+        format!("{} left series, {} right", self.left, self.right_to.len())
+    }
+
+    fn fold(&self, cells: Vec<((u32, u32), Cell)>) -> DfResult<RecordBatch> {
+        let (mut s, mut t, mut v) = (Vec::new(), Vec::new(), Vec::new());
+        for ((_, step), cell) in cells {
+            let left = cell.iter().any(|(series, _)| *series < self.left);
+            for (series, x) in cell {
+                let out = match (left, series.checked_sub(self.left)) {
+                    (_, None) => series,
+                    (false, Some(j)) => self.right_to[j as usize],
+                    (true, Some(_)) => continue,
+                };
+                s.push(out);
+                t.push(step);
+                v.push(x);
+            }
+        }
+        rows(s, t, v)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 

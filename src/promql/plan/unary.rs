@@ -40,7 +40,6 @@ pub(crate) trait RowOp: Send + Sync + 'static {
     fn keeps_series(&self) -> bool;
     fn apply(&self, batch: RecordBatch) -> DfResult<RecordBatch>;
     /// For downcasting (the plan codec).
-    #[allow(dead_code)] // For the plan codec.
     fn as_any(&self) -> &dyn std::any::Any;
 }
 
@@ -169,11 +168,6 @@ impl UnaryExec {
             op,
             properties: Arc::new(properties),
         }
-    }
-
-    #[allow(dead_code)] // For the plan codec.
-    pub(super) fn input(&self) -> &Arc<dyn ExecutionPlan> {
-        &self.input
     }
 }
 

@@ -47,7 +47,9 @@ pub(super) fn lower(
         }
         VectorMatchCardinality::OneToOne => vec![],
         // Only set operators match many to many.
-        VectorMatchCardinality::ManyToMany => return Ok(None),
+        VectorMatchCardinality::ManyToMany => {
+            return p.decline("many-to-many matching of an arithmetic operator");
+        }
     };
     let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
     let Some(lhs) = p.lower(&b.lhs)? else {
@@ -64,7 +66,7 @@ pub(super) fn lower(
             .insert(signature(l, matching), i as u32)
             .is_some()
         {
-            return Ok(None);
+            return p.decline("vector matching with a match group twice on the one side");
         }
     }
     let drop_name = !op.is_comparison() || return_bool;
@@ -77,7 +79,7 @@ pub(super) fn lower(
         match one_by_sig.get(&sig) {
             Some(&o) => {
                 if one_to_one && !many_sigs.insert(sig) {
-                    return Ok(None);
+                    return p.decline("one-to-one matching with a match group twice on a side");
                 }
                 keys.push(o);
                 outputs.push(series.len() as u32);
@@ -97,7 +99,7 @@ pub(super) fn lower(
         }
     }
     if !unique(&series) {
-        return Ok(None);
+        return p.decline("vector matching whose result series would collide");
     }
     let many_plan = Keyed::plan_node(many.plan, keys, "match group")?;
     let qualified = |t: &str, c: &str| Column::new(Some(t), c);

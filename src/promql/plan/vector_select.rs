@@ -20,15 +20,15 @@ use crate::promql::selector::{at_ms, eval_times, matcher_sets, offset_ms};
 use crate::storage::{Scan, SeriesRun};
 
 /// What the operator reads and how.
-struct Selection {
+pub(super) struct Selection {
     /// The selected series (ascending id: the series table's order) over the samples any
     /// step can look back to.
-    scan: Scan,
+    pub scan: Scan,
     /// Evaluation time of every step (`@` and `offset` applied).
-    times: Arc<Vec<i64>>,
-    lookback: i64,
+    pub times: Arc<Vec<i64>>,
+    pub lookback: i64,
     /// The selector as written, for plans.
-    text: String,
+    pub text: String,
 }
 
 /// Lowers a vector selector; its series table is its series in ascending id.
@@ -100,6 +100,10 @@ impl LeafSource for Selection {
 
     fn rows(&self, chunk: &[SeriesRun]) -> DfResult<RecordBatch> {
         select_chunk(self, chunk)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 

@@ -1,0 +1,108 @@
+//! `absent(v)` and `absent_over_time(m)`: one series (labels from the selector's equality
+//! matchers, as the evaluator derives them) with 1 at every step where the input has no
+//! sample. The input's rows are counted per step by DataFusion's aggregation (partial per
+//! partition, then final), and a single-partition [`Fold`] answers for the steps no count
+//! reached — so it must see every step's count, hence one partition.
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::error::Result as DfResult;
+use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::logical_expr::{LogicalPlanBuilder, cast, col};
+use promql_parser::parser::{Call, Expr};
+
+use super::fold::{Cell, Fold, Folder, rows};
+use super::keyed::Keyed;
+use super::regroup::Regroup;
+use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error, range_fn};
+use crate::promql::error::PromqlError;
+use crate::promql::functions::absent_result;
+
+pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
+    let [arg] = call.args.args.as_slice() else {
+        return Ok(None);
+    };
+    let input = if call.func.name == "absent_over_time" {
+        // Where `count_over_time` has a value, the window holds a sample.
+        let mut counted = call.clone();
+        counted.func.name = "count_over_time";
+        range_fn::lower(p, &counted)?
+    } else {
+        p.lower(arg)?
+    };
+    let Some(input) = input else {
+        return Ok(None);
+    };
+    let unparen = |mut e: &Expr| {
+        while let Expr::Paren(inner) = e {
+            e = &inner.expr;
+        }
+        e.clone()
+    };
+    let Some(labels) = absent_result(&unparen(arg), &[false])
+        .into_iter()
+        .next()
+        .map(|s| s.labels)
+    else {
+        return Ok(None);
+    };
+    let n = input.series.len();
+    let plan = LogicalPlanBuilder::from(Regroup::plan_node(input.plan, vec![0; n], 1)?)
+        .aggregate(
+            vec![col(SERIES), col(STEP)],
+            vec![count(col(VALUE)).alias("n")],
+        )
+        .and_then(|b| {
+            b.project(vec![
+                col(SERIES),
+                col(STEP),
+                cast(col("n"), datafusion::arrow::datatypes::DataType::Float64).alias(VALUE),
+            ])
+        })
+        .and_then(|b| b.build())
+        .map_err(df_error)?;
+    let plan = Fold::plan_node(
+        Keyed::plan_node(plan, vec![0], "the input")?,
+        Absent {
+            steps: p.ctx.steps.len() as u32,
+        },
+    )?;
+    Ok(Some(Lowered {
+        plan,
+        series: vec![labels],
+    }))
+}
+
+/// 1 at the steps without a cell.
+pub(crate) struct Absent {
+    pub(super) steps: u32,
+}
+
+impl Folder for Absent {
+    fn name(&self) -> &'static str {
+        "Absent"
+    }
+
+    fn describe(&self) -> String {
+        format!("over {} steps", self.steps)
+    }
+
+    fn fold(&self, cells: Vec<((u32, u32), Cell)>) -> DfResult<RecordBatch> {
+        let mut present = vec![false; self.steps as usize];
+        for ((_, step), _) in cells {
+            if let Some(p) = present.get_mut(step as usize) {
+                *p = true;
+            }
+        }
+        let steps: Vec<u32> = (0..self.steps).filter(|&i| !present[i as usize]).collect();
+        let n = steps.len();
+        rows(vec![0; n], steps, vec![1.0; n])
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn single(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,198 @@
+//! `vector(s)` of a plan-time scalar: one series without labels, `s` at every step — a
+//! leaf that makes its rows from the values, a chunk of steps at a time (a subquery's inner
+//! grid can have a step per second for days).
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Float64Array, RecordBatch, UInt32Array};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchema, DFSchemaRef};
+use datafusion::error::Result as DfResult;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{
+    Expr as DfExpr, Extension, LogicalPlan, UserDefinedLogicalNodeCore,
+};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+
+use super::{Lowered, df_error, ptr_cmp, rows_schema};
+use crate::model::Labels;
+use crate::promql::error::PromqlError;
+
+/// Steps per batch.
+const CHUNK: usize = 8192;
+
+pub(super) fn lower(values: Vec<f64>) -> Result<Lowered, PromqlError> {
+    let node = Constant {
+        values: Arc::new(values),
+        schema: Arc::new(DFSchema::try_from(rows_schema().as_ref().clone()).map_err(df_error)?),
+    };
+    Ok(Lowered {
+        plan: LogicalPlan::Extension(Extension {
+            node: Arc::new(node),
+        }),
+        series: vec![Arc::new(Labels::default())],
+    })
+}
+
+/// The logical node.
+#[derive(Clone)]
+pub(crate) struct Constant {
+    values: Arc<Vec<f64>>,
+    schema: DFSchemaRef,
+}
+
+impl Constant {
+    pub(super) fn plan(&self) -> Arc<dyn ExecutionPlan> {
+        Arc::new(ConstantExec::new(self.values.clone()))
+    }
+}
+
+impl fmt::Debug for Constant {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        UserDefinedLogicalNodeCore::fmt_for_explain(self, f)
+    }
+}
+
+impl PartialEq for Constant {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.values, &other.values)
+    }
+}
+
+impl Eq for Constant {}
+
+impl PartialOrd for Constant {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(ptr_cmp(&self.values, &other.values))
+    }
+}
+
+impl Hash for Constant {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.values) as usize).hash(state);
+    }
+}
+
+impl UserDefinedLogicalNodeCore for Constant {
+    fn name(&self) -> &str {
+        "Constant"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<DfExpr> {
+        vec![]
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "Constant: {} steps", self.values.len())
+    }
+
+    fn with_exprs_and_inputs(
+        &self,
+        _exprs: Vec<DfExpr>,
+        _inputs: Vec<LogicalPlan>,
+    ) -> DfResult<Self> {
+        Ok(self.clone())
+    }
+}
+
+/// The operator: one partition.
+pub(crate) struct ConstantExec {
+    pub(super) values: Arc<Vec<f64>>,
+    properties: Arc<PlanProperties>,
+}
+
+impl ConstantExec {
+    pub(super) fn new(values: Arc<Vec<f64>>) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(rows_schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        ConstantExec {
+            values,
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl fmt::Debug for ConstantExec {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "ConstantExec({} steps)", self.values.len())
+    }
+}
+
+impl DisplayAs for ConstantExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "ConstantExec: {} steps", self.values.len())
+    }
+}
+
+impl ExecutionPlan for ConstantExec {
+    fn name(&self) -> &str {
+        "ConstantExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _ctx: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let values = self.values.clone();
+        let chunks = values.len().div_ceil(CHUNK);
+        let stream = futures::stream::iter((0..chunks).map(move |c| {
+            let lo = c * CHUNK;
+            let hi = (lo + CHUNK).min(values.len());
+            Ok(RecordBatch::try_new(
+                rows_schema(),
+                vec![
+                    Arc::new(UInt32Array::from(vec![0u32; hi - lo])),
+                    Arc::new(UInt32Array::from_iter_values(lo as u32..hi as u32)),
+                    Arc::new(Float64Array::from(values[lo..hi].to_vec())),
+                ],
+            )?)
+        }));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            rows_schema(),
+            stream,
+        )))
+    }
+}
