@@ -56,6 +56,13 @@ enum Command {
         /// Step (seconds or a Prometheus duration)
         #[arg(long, default_value = "60s")]
         step: String,
+        /// Also run the plan and print each operator's metrics (rows, time), as
+        /// `EXPLAIN ANALYZE`
+        #[arg(long)]
+        analyze: bool,
+        /// Parallelism of the plan [default: the CPUs]
+        #[arg(long)]
+        partitions: Option<usize>,
         /// The PromQL expression
         query: String,
     },
@@ -152,6 +159,8 @@ fn main() {
                 start,
                 end,
                 step,
+                analyze,
+                partitions,
                 query,
             } => {
                 use quiver::api::params::{parse_duration, parse_time};
@@ -165,9 +174,18 @@ fn main() {
                     None => end - 3_600_000,
                 };
                 let step = parse_duration(&step).map_err(anyhow::Error::msg)?;
-                let engine = quiver::promql::Engine::new(storage, Default::default());
+                let mut opts = quiver::promql::QueryOptions::default();
+                if let Some(p) = partitions {
+                    opts.partitions = p.max(1);
+                }
+                let engine = quiver::promql::Engine::new(storage, opts);
                 let expr = quiver::promql::Engine::parse(&query)?;
-                print!("{}", engine.explain(&expr, start, end, step).await?);
+                let text = if analyze {
+                    engine.explain_analyze(&expr, start, end, step).await?
+                } else {
+                    engine.explain(&expr, start, end, step).await?
+                };
+                print!("{text}");
                 Ok(())
             }
             Command::Blocks { action } => {

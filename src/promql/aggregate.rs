@@ -287,16 +287,42 @@ impl Engine {
         end: i64,
         step: i64,
     ) -> Result<String, PromqlError> {
+        self.explain_as(expr, start, end, step, false).await
+    }
+
+    /// [`Engine::explain`], with the plan run and each operator's metrics (output rows,
+    /// elapsed compute) in the physical plan.
+    pub async fn explain_analyze(
+        &self,
+        expr: &promql_parser::parser::Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<String, PromqlError> {
+        self.explain_as(expr, start, end, step, true).await
+    }
+
+    async fn explain_as(
+        &self,
+        expr: &promql_parser::parser::Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+        analyze: bool,
+    ) -> Result<String, PromqlError> {
         let ctx = explain_ctx(self, start, end, step);
-        if self.opts.planner
-            && let Some(text) = self.explain_planned(expr, ctx).await?
-        {
+        if !self.opts.planner {
+            return Ok(
+                "evaluated by the step-vector evaluator (--query-engine evaluator)\n".into(),
+            );
+        }
+        if let Some(text) = self.explain_planned(expr, ctx, analyze).await? {
             return Ok(text);
         }
-        Ok(
-            "evaluated by the step-vector evaluator (no DataFusion plan for this expression yet)\n"
-                .into(),
-        )
+        let why = self.plan_fallback(expr, ctx)?.unwrap_or_default();
+        Ok(format!(
+            "not one DataFusion plan ({why}): that node runs in the step-vector evaluator, the subtrees under it that lower run as plans\n"
+        ))
     }
 }
 

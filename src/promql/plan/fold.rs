@@ -23,6 +23,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::expressions::Column as PhysColumn;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
@@ -157,6 +158,7 @@ pub(crate) struct FoldExec {
     input: Arc<dyn ExecutionPlan>,
     pub(super) folder: Arc<dyn Folder>,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl FoldExec {
@@ -175,6 +177,7 @@ impl FoldExec {
             input,
             folder,
             properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 }
@@ -224,6 +227,10 @@ impl ExecutionPlan for FoldExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn with_new_children(
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
@@ -243,9 +250,11 @@ impl ExecutionPlan for FoldExec {
         let folder = self.folder.clone();
         let reservation = MemoryConsumer::new(format!("{}[{partition}]", folder.name()))
             .register(ctx.memory_pool());
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
         let fold = async move {
             let mut cells: HashMap<(u32, u32), Cell> = HashMap::new();
             while let Some(b) = input.try_next().await? {
+                let _timer = baseline.elapsed_compute().timer();
                 reservation.try_grow(b.num_rows() * SAMPLE_BYTES)?;
                 let series = b.column(0).as_primitive::<UInt32Type>();
                 let step = b.column(1).as_primitive::<UInt32Type>();
@@ -258,11 +267,13 @@ impl ExecutionPlan for FoldExec {
                         .push((series.value(i), value.value(i)));
                 }
             }
+            let _timer = baseline.elapsed_compute().timer();
             let mut cells: Vec<_> = cells.into_iter().collect();
             cells.sort_unstable_by_key(|(k, _)| *k);
-            let out = folder.fold(cells);
+            let out = folder.fold(cells)?;
             drop(reservation);
-            out
+            baseline.record_output(out.num_rows());
+            Ok(out)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             rows_schema(),

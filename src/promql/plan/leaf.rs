@@ -19,6 +19,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -167,6 +168,7 @@ pub(crate) struct LeafExec {
     budget: Budget,
     pub(super) partitions: usize,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl LeafExec {
@@ -183,6 +185,7 @@ impl LeafExec {
             budget,
             partitions,
             properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 }
@@ -235,6 +238,10 @@ impl ExecutionPlan for LeafExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn with_new_children(
         self: Arc<Self>,
         _children: Vec<Arc<dyn ExecutionPlan>>,
@@ -253,14 +260,18 @@ impl ExecutionPlan for LeafExec {
         // instant query reads its part in one or two chunks, not dozens.
         let max_series = (CHUNK_ROWS / source.steps().max(1)).clamp(1, CHUNK);
         let series = part.series_per_chunk(CHUNK_SAMPLES, max_series);
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
         let stream = part.chunks(series).map(move |chunk| {
             let chunk = chunk.map_err(|e| external(PromqlError::Storage(e)))?;
+            let _timer = baseline.elapsed_compute().timer();
             let n: usize = chunk.iter().map(SeriesRun::len).sum();
             if budget.charged.fetch_add(n, Ordering::Relaxed) + n > budget.max_samples {
                 return Err(external(PromqlError::TooManySamples));
             }
             budget.cancel.check().map_err(external)?;
-            source.rows(&chunk)
+            let rows = source.rows(&chunk)?;
+            baseline.record_output(rows.num_rows());
+            Ok(rows)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             rows_schema(),

@@ -237,11 +237,13 @@ impl Engine {
         Ok(SessionContext::new_with_state(state))
     }
 
-    /// The logical and physical plans of `expr`, when it lowers.
+    /// The logical and physical plans of `expr`, when it lowers; `analyze` runs the plan
+    /// and shows each operator's metrics.
     pub(super) async fn explain_planned(
         &self,
         expr: &Expr,
         ctx: Ctx,
+        analyze: bool,
     ) -> Result<Option<String>, PromqlError> {
         let Some(lowered) = self.lower(expr, ctx)? else {
             return Ok(None);
@@ -253,11 +255,30 @@ impl Engine {
             .create_physical_plan(&lowered.plan)
             .await
             .map_err(df_error)?;
-        Ok(Some(format!(
-            "logical plan:\n{}\n\nphysical plan:\n{}",
-            optimized.display_indent(),
-            displayable(physical.as_ref()).indent(true)
-        )))
+        let mut text = format!(
+            "logical plan:\n{}\n\nphysical plan:\n",
+            optimized.display_indent()
+        );
+        if analyze {
+            let started = std::time::Instant::now();
+            let batches = datafusion::physical_plan::collect(physical.clone(), session.task_ctx())
+                .await
+                .map_err(df_error)?;
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            let series = assemble(&lowered.series, ctx.steps.len(), &batches)?.len();
+            text.push_str(&format!(
+                "{}\nran in {:?}: {rows} rows, {series} series, {} samples read\n",
+                datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+                    physical.as_ref()
+                )
+                .indent(true),
+                started.elapsed(),
+                self.loaded().load(std::sync::atomic::Ordering::Relaxed),
+            ));
+        } else {
+            text.push_str(&displayable(physical.as_ref()).indent(true).to_string());
+        }
+        Ok(Some(text))
     }
 }
 

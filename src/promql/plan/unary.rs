@@ -17,6 +17,7 @@ use datafusion::logical_expr::{
     Expr as DfExpr, Extension, LogicalPlan, UserDefinedLogicalNodeCore,
 };
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -146,6 +147,7 @@ pub(crate) struct UnaryExec {
     input: Arc<dyn ExecutionPlan>,
     pub(super) op: Arc<dyn RowOp>,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl UnaryExec {
@@ -167,6 +169,7 @@ impl UnaryExec {
             input,
             op,
             properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 }
@@ -203,6 +206,10 @@ impl ExecutionPlan for UnaryExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn maintains_input_order(&self) -> Vec<bool> {
         vec![true]
     }
@@ -223,10 +230,14 @@ impl ExecutionPlan for UnaryExec {
         ctx: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let op = self.op.clone();
-        let stream = self
-            .input
-            .execute(partition, ctx)?
-            .map(move |b| op.apply(b?));
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let stream = self.input.execute(partition, ctx)?.map(move |b| {
+            let b = b?;
+            let _timer = baseline.elapsed_compute().timer();
+            let out = op.apply(b)?;
+            baseline.record_output(out.num_rows());
+            Ok(out)
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.op.schema(),
             stream,
