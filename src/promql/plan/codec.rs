@@ -33,6 +33,7 @@ use super::map_values::MapValues;
 use super::range_fn::RangeScan;
 use super::regroup::Regroup;
 use super::set_op::Or;
+use super::subquery::SubqueryWindow;
 use super::udaf;
 use super::unary::{RowOp, UnaryExec};
 use super::vector_match::Combine;
@@ -154,6 +155,22 @@ struct FoldNode {
     /// `Or`: the left side's series count; `Absent`: the steps.
     #[prost(uint32, tag = "7")]
     left: u32,
+    /// `SubqueryWindow`: the call as written, the inner grid, the outer window ends,
+    /// length and evaluation times, the second parameter.
+    #[prost(string, tag = "8")]
+    text: String,
+    #[prost(int64, tag = "9")]
+    inner_start: i64,
+    #[prost(int64, tag = "10")]
+    inner_step: i64,
+    #[prost(sint64, repeated, tag = "11")]
+    ends: Vec<i64>,
+    #[prost(int64, tag = "12")]
+    range_ms: i64,
+    #[prost(sint64, repeated, tag = "13")]
+    times: Vec<i64>,
+    #[prost(double, repeated, tag = "14")]
+    param2: Vec<f64>,
 }
 
 /// Encodes Quiver's operators; decodes them into one query's context.
@@ -337,6 +354,16 @@ impl PlanCodec {
             n.function = g.f.name().to_string();
             n.param = g.param.clone();
             n.rank = g.rank.clone();
+        } else if let Some(w) = any.downcast_ref::<SubqueryWindow>() {
+            n.function = w.function.name().to_string();
+            n.text = w.text.clone();
+            n.inner_start = w.inner_start;
+            n.inner_step = w.inner_step;
+            n.ends = w.ends.clone();
+            n.range_ms = w.range_ms;
+            n.times = w.times.clone();
+            n.param = w.p1.clone();
+            n.param2 = w.p2.clone();
         } else if let Some(a) = any.downcast_ref::<Absent>() {
             n.left = a.steps;
         } else if let Some(o) = any.downcast_ref::<Or>() {
@@ -371,6 +398,23 @@ impl PlanCodec {
                 })
             }
             "Absent" => Arc::new(Absent { steps: n.left }),
+            "SubqueryWindow" => {
+                let Some(function) = RangeFn::parse(&n.function) else {
+                    return internal_err!("unknown range function {}", n.function);
+                };
+                Arc::new(SubqueryWindow {
+                    function,
+                    text: n.text,
+                    inner_start: n.inner_start,
+                    inner_step: n.inner_step,
+                    ends: n.ends,
+                    range_ms: n.range_ms,
+                    p1: n.param,
+                    p2: n.param2,
+                    times: n.times,
+                    cancel: self.cancel.clone(),
+                })
+            }
             "Or" => Arc::new(Or {
                 left: n.left,
                 right_to: Arc::new(n.rank),

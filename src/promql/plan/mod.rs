@@ -35,6 +35,7 @@ mod range_fn;
 mod regroup;
 mod scalar;
 mod set_op;
+mod subquery;
 mod udaf;
 mod unary;
 mod vector_match;
@@ -556,6 +557,10 @@ mod tests {
             "predict_linear(http_requests[15m], 600)",
             "last_over_time(http_requests[10m])",
             "double_exponential_smoothing(http_requests[20m], 0.5, 0.5)",
+            "max_over_time(rate(http_requests[10m])[30m:2m])",
+            "sum_over_time(sum by (job) (http_requests)[20m:])",
+            "quantile_over_time(0.9, (http_requests * 2)[25m:3m] offset 5m)",
+            "rate(http_requests[20m:1m] @ 2000)",
             "vector(time())",
             "sum(http_requests) + on() vector(1)",
             "absent(http_requests{job=\"nope\", group=\"x\"})",

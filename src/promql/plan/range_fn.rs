@@ -69,13 +69,17 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
     while let Expr::Paren(inner) = arg {
         arg = &inner.expr;
     }
-    let Expr::MatrixSelector(ms) = arg else {
-        return p.decline("subquery");
-    };
     if function == RangeFn::QuantileOverTime {
         p.engine.check_quantile(&p1);
     }
     let keep_name = matches!(function, RangeFn::LastOverTime | RangeFn::FirstOverTime);
+    let ms = match arg {
+        Expr::MatrixSelector(ms) => ms,
+        Expr::Subquery(sq) => {
+            return super::subquery::lower(p, call.func.name, function, sq, p1, p2, keep_name);
+        }
+        _ => return Ok(None),
+    };
     let (engine, ctx) = (p.engine, &p.ctx);
     let vs = &ms.vs;
     let ends = eval_times(ctx, at_ms(&vs.at, ctx), offset_ms(&vs.offset));
@@ -110,18 +114,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         index.insert(id, series.len() as u32);
         series.push(out);
     }
-    if matches!(function, RangeFn::Rate | RangeFn::Increase) {
-        // As the evaluator words it, once per name.
-        for m in names.iter().filter(|m| {
-            !["_total", "_sum", "_count", "_bucket"]
-                .iter()
-                .any(|suf| m.ends_with(suf))
-        }) {
-            engine.info(format!(
-                "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {m:?}"
-            ));
-        }
-    }
+    counter_info(engine, function, &names);
     let scan = RangeScan {
         scan,
         function,
@@ -138,6 +131,27 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         plan: Leaf::plan_node(p, scan)?,
         series,
     }))
+}
+
+/// `rate` and `increase` of a series whose name does not say counter: an info, as the
+/// evaluator words it, once per name.
+pub(super) fn counter_info(
+    engine: &crate::promql::Engine,
+    function: RangeFn,
+    names: &std::collections::BTreeSet<String>,
+) {
+    if !matches!(function, RangeFn::Rate | RangeFn::Increase) {
+        return;
+    }
+    for m in names.iter().filter(|m| {
+        !["_total", "_sum", "_count", "_bucket"]
+            .iter()
+            .any(|suf| m.ends_with(suf))
+    }) {
+        engine.info(format!(
+            "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {m:?}"
+        ));
+    }
 }
 
 impl LeafSource for RangeScan {

@@ -1,0 +1,171 @@
+//! A range function of a subquery — `max_over_time(rate(x[5m])[1h:1m])`: the inner
+//! expression is lowered over the subquery's own grid (as the evaluator aligns it), and a
+//! [`Fold`] keyed by inner series gathers each series' points and runs the evaluator's
+//! window kernels over them at every outer step.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::error::Result as DfResult;
+use promql_parser::parser::SubqueryExpr;
+use promql_parser::parser::value::ValueType;
+
+use super::fold::{Cell, Fold, Folder, rows};
+use super::keyed::Keyed;
+use super::range_fn::counter_info;
+use super::{Lowered, PlanCtx, external};
+use crate::model::Labels;
+use crate::promql::error::PromqlError;
+use crate::promql::eval::{Ctx, drop_name, duration_ms};
+use crate::promql::functions::window_value;
+use crate::promql::range_fns::{self as rf, RangeFn};
+use crate::promql::selector::{at_ms, eval_times, offset_ms};
+use crate::promql::value::Steps;
+
+pub(super) fn lower(
+    p: &PlanCtx,
+    name: &str,
+    function: RangeFn,
+    sq: &SubqueryExpr,
+    p1: Vec<f64>,
+    p2: Vec<f64>,
+    keep_name: bool,
+) -> Result<Option<Lowered>, PromqlError> {
+    if sq.expr.value_type() != ValueType::Vector {
+        return p.decline("subquery of a scalar");
+    }
+    let engine = p.engine;
+    let ctx = &p.ctx;
+    // The inner grid, exactly as the evaluator aligns it.
+    let range_ms = duration_ms(sq.range);
+    let step = sq
+        .step
+        .map(duration_ms)
+        .filter(|s| *s > 0)
+        .unwrap_or(engine.opts.default_subquery_step_ms);
+    let ends = eval_times(ctx, at_ms(&sq.at, ctx), offset_ms(&sq.offset));
+    let (Some(&lo), Some(&hi)) = (ends.iter().min(), ends.iter().max()) else {
+        return Ok(None);
+    };
+    let bound = lo.saturating_sub(range_ms);
+    let mut start = step * (bound / step);
+    if start <= bound {
+        start = start.saturating_add(step);
+    }
+    let inner_ctx = Ctx {
+        steps: Steps::new(start, hi, step),
+        ..*ctx
+    };
+    engine.check_points(1, inner_ctx.steps.len())?;
+    let inner_p = PlanCtx {
+        engine,
+        ctx: inner_ctx,
+        charged: p.charged.clone(),
+        declined: Default::default(),
+    };
+    let Some(inner) = inner_p.lower(&sq.expr)? else {
+        let why = inner_p.declined.lock().take().unwrap_or_default();
+        return p.decline(why);
+    };
+    let mut names = BTreeSet::new();
+    let mut series: Vec<Arc<Labels>> = Vec::with_capacity(inner.series.len());
+    let mut seen = std::collections::HashSet::new();
+    for l in &inner.series {
+        names.insert(l.metric_name().unwrap_or("").to_string());
+        let out = if keep_name { l.clone() } else { drop_name(l) };
+        if !seen.insert(out.clone()) {
+            return p.decline("series that collide once __name__ is dropped");
+        }
+        series.push(out);
+    }
+    counter_info(engine, function, &names);
+    let n = inner.series.len();
+    let window = SubqueryWindow {
+        function,
+        text: format!("{name}({sq})"),
+        inner_start: start,
+        inner_step: step,
+        ends,
+        range_ms,
+        p1,
+        p2,
+        times: ctx.steps.iter().collect(),
+        cancel: engine.opts.cancel.clone(),
+    };
+    let plan = Fold::plan_node(
+        Keyed::plan_node(inner.plan, (0..n as u32).collect(), "series")?,
+        window,
+    )?;
+    Ok(Some(Lowered { plan, series }))
+}
+
+/// The fold: the window function over each inner series' points.
+pub(crate) struct SubqueryWindow {
+    pub(super) function: RangeFn,
+    pub(super) text: String,
+    /// The inner grid: its first step and step length (an inner step index is a time).
+    pub(super) inner_start: i64,
+    pub(super) inner_step: i64,
+    /// Window end of every outer step, and the window length.
+    pub(super) ends: Vec<i64>,
+    pub(super) range_ms: i64,
+    /// The function's scalar parameters per outer step.
+    pub(super) p1: Vec<f64>,
+    pub(super) p2: Vec<f64>,
+    /// Evaluation time of every outer step.
+    pub(super) times: Vec<i64>,
+    pub(super) cancel: crate::promql::Cancel,
+}
+
+impl Folder for SubqueryWindow {
+    fn name(&self) -> &'static str {
+        "SubqueryWindow"
+    }
+
+    fn describe(&self) -> String {
+        format!("{}, {} steps", self.text, self.ends.len())
+    }
+
+    fn fold(&self, cells: Vec<((u32, u32), Cell)>) -> DfResult<RecordBatch> {
+        let (mut s, mut t, mut v) = (Vec::new(), Vec::new(), Vec::new());
+        let at = |p: &[f64], i: usize| p.get(i).copied().unwrap_or(f64::NAN);
+        // Cells come sorted by (series, step): one run per series, in time order.
+        let mut i = 0;
+        while i < cells.len() {
+            let series = cells[i].0.0;
+            let (mut ts, mut vals) = (Vec::new(), Vec::new());
+            while i < cells.len() && cells[i].0.0 == series {
+                let ((_, step), cell) = &cells[i];
+                if let Some(&(_, x)) = cell.first() {
+                    ts.push(self.inner_start + *step as i64 * self.inner_step);
+                    vals.push(x);
+                }
+                i += 1;
+            }
+            rf::for_each_window(
+                self.function,
+                &ts,
+                &vals,
+                &self.ends,
+                self.range_ms,
+                || self.cancel.check().is_ok(),
+                |k, w| {
+                    let (p1, p2) = (at(&self.p1, k), at(&self.p2, k));
+                    if let Some(x) = window_value(self.function, w, p1, p2, self.times[k]) {
+                        s.push(series);
+                        t.push(k as u32);
+                        v.push(x);
+                    }
+                },
+            );
+        }
+        // A cancelled query's windows stopped early: never hand on partial results.
+        self.cancel.check().map_err(external)?;
+        rows(s, t, v)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
