@@ -40,8 +40,7 @@ fn sum_rate(c: &mut Criterion) {
     // 6 h at a 60 s step: 361 steps.
     let steps = 361;
     g.throughput(Throughput::Elements((series as u64 * 4 / 10) * steps));
-    // The fused DataFusion plan with 1 and 2 partitions, and the plain evaluator (the
-    // parentheses keep the planner from fusing).
+    // The DataFusion plan with 1 and 2 partitions, and the step-vector evaluator.
     for partitions in [1usize, 2] {
         g.bench_function(
             format!("sum_by_rate_{series}_series_6h_step60s/datafusion_{partitions}_partitions"),
@@ -60,13 +59,18 @@ fn sum_rate(c: &mut Criterion) {
             },
         );
     }
-    let unfused = Engine::parse("sum by (job) ((rate(node_cpu_seconds_total[5m])))").unwrap();
     g.bench_function(
         format!("sum_by_rate_{series}_series_6h_step60s/evaluator"),
         |b| {
             b.to_async(&rt).iter(|| {
-                let engine = Engine::new(storage.clone(), QueryOptions::default());
-                let expr = unfused.clone();
+                let engine = Engine::new(
+                    storage.clone(),
+                    QueryOptions {
+                        planner: false,
+                        ..QueryOptions::default()
+                    },
+                );
+                let expr = expr.clone();
                 async move { engine.range(&expr, 0, 6 * 3_600_000, 60_000).await.unwrap() }
             })
         },

@@ -30,6 +30,7 @@ use super::histogram_quantile::HistogramQuantile;
 use super::keyed::Keyed;
 use super::leaf::{Budget, LeafExec, LeafSource};
 use super::map_values::MapValues;
+use super::merge::Merge;
 use super::range_fn::RangeScan;
 use super::regroup::Regroup;
 use super::set_op::Or;
@@ -108,6 +109,9 @@ struct LeafNode {
     p1: Vec<f64>,
     #[prost(double, repeated, tag = "15")]
     p2: Vec<f64>,
+    /// An instant selection's rows carry sample times (`timestamp(v)`).
+    #[prost(bool, tag = "16")]
+    timestamps: bool,
 }
 
 /// A row operator.
@@ -216,6 +220,7 @@ impl PlanCodec {
         if let Some(s) = source.downcast_ref::<Selection>() {
             node.times = s.times.to_vec();
             node.lookback = s.lookback;
+            node.timestamps = s.timestamps;
         } else if let Some(r) = source.downcast_ref::<RangeScan>() {
             node.function = r.function.name().to_string();
             node.ends = r.ends.to_vec();
@@ -242,6 +247,7 @@ impl PlanCodec {
                 times: Arc::new(n.times),
                 lookback: n.lookback,
                 text: n.text,
+                timestamps: n.timestamps,
             }),
             "RangeFnSelect" => {
                 let Some(function) = RangeFn::parse(&n.function) else {
@@ -364,6 +370,7 @@ impl PlanCodec {
             n.times = w.times.clone();
             n.param = w.p1.clone();
             n.param2 = w.p2.clone();
+        } else if any.is::<Merge>() {
         } else if let Some(a) = any.downcast_ref::<Absent>() {
             n.left = a.steps;
         } else if let Some(o) = any.downcast_ref::<Or>() {
@@ -398,6 +405,7 @@ impl PlanCodec {
                 })
             }
             "Absent" => Arc::new(Absent { steps: n.left }),
+            "Merge" => Arc::new(Merge),
             "SubqueryWindow" => {
                 let Some(function) = RangeFn::parse(&n.function) else {
                     return internal_err!("unknown range function {}", n.function);

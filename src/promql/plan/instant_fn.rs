@@ -11,8 +11,9 @@ use std::sync::Arc;
 use promql_parser::parser::{Call, Expr};
 
 use super::map_values::MapValues;
+use super::merge::merged;
 use super::scalar::scalar;
-use super::{Lowered, PlanCtx, unique};
+use super::{Lowered, PlanCtx};
 use crate::model::Labels;
 use crate::promql::error::PromqlError;
 use crate::promql::eval::drop_name;
@@ -43,9 +44,14 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         }
         "absent" | "absent_over_time" => return super::absent::lower(p, call),
         "timestamp" => {
-            // Of a selector it is the sample's time, which the rows do not carry.
-            if args.len() != 1 || matches!(unparen(&args[0]), Expr::VectorSelector(_)) {
-                return p.decline("timestamp() of a selector");
+            let [arg] = args.as_slice() else {
+                return Ok(None);
+            };
+            // Of a selector it is the time of the sample the selector picks.
+            if let Expr::VectorSelector(vs) = unparen(arg) {
+                let selected = super::vector_select::lower_timestamps(p, vs)?;
+                let series = selected.series.iter().map(drop_name).collect();
+                return merged(selected.plan, series).map(Some);
             }
             let times = p.ctx.steps.iter().map(|t| t as f64 / 1000.0).collect();
             return map(p, &args[0], ValueFn::StepTime, times, vec![]);
@@ -56,8 +62,13 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         return Ok(None);
     };
     let Some(first) = args.first() else {
-        // `hour()` and friends of the evaluation time: no vector to map.
-        return p.decline(format!("{name}() without argument"));
+        // `hour()` and friends: of the evaluation time, `vector(time())`.
+        let times = p.ctx.steps.iter().map(|t| t as f64 / 1000.0).collect();
+        let constant = super::constant::lower(times)?;
+        return Ok(Some(Lowered {
+            plan: MapValues::plan_node(constant.plan, f, vec![], vec![])?,
+            series: constant.series,
+        }));
     };
     let n = p.ctx.steps.len();
     let param = |i: usize, default: f64| match args.get(i) {
@@ -94,13 +105,7 @@ pub(super) fn map(
     } else {
         input.series
     };
-    if !unique(&series) {
-        return p.decline("result series that would collide");
-    }
-    Ok(Some(Lowered {
-        plan: MapValues::plan_node(input.plan, f, a, b)?,
-        series,
-    }))
+    merged(MapValues::plan_node(input.plan, f, a, b)?, series).map(Some)
 }
 
 /// `label_replace(v, dst, replacement, src, regex)`, `label_join(v, dst, sep, src...)`:
@@ -151,13 +156,7 @@ fn relabel(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
         return Ok(None);
     };
     let series: Vec<Arc<Labels>> = input.series.iter().map(relabel).collect();
-    if !unique(&series) {
-        return p.decline("result series that would collide");
-    }
-    Ok(Some(Lowered {
-        plan: input.plan,
-        series,
-    }))
+    merged(input.plan, series).map(Some)
 }
 
 /// A new label set for each series.

@@ -31,6 +31,7 @@ mod instant_fn;
 mod keyed;
 mod leaf;
 mod map_values;
+mod merge;
 mod range_fn;
 mod regroup;
 mod scalar;
@@ -361,6 +362,8 @@ pub(super) fn df_error(e: DataFusionError) -> PromqlError {
             Some(PromqlError::TooManySamples) => PromqlError::TooManySamples,
             Some(PromqlError::Timeout) => PromqlError::Timeout,
             Some(PromqlError::Canceled) => PromqlError::Canceled,
+            // An operator's PromQL error, worded as the evaluator words it.
+            Some(PromqlError::Execution(msg)) => PromqlError::exec(msg.clone()),
             _ => PromqlError::exec(e.to_string()),
         },
         _ => PromqlError::exec(e.to_string()),
@@ -568,6 +571,12 @@ mod tests {
             "absent_over_time(http_requests{instance=\"7\"}[5m])",
             "sort_desc(http_requests)",
             "sort_by_label(http_requests, \"instance\")",
+            "timestamp(http_requests)",
+            "time() - timestamp(http_requests offset 1m)",
+            "hour()",
+            "day_of_week()",
+            // Series that share labels once renamed but never a step: merged.
+            "label_replace(http_requests{instance=\"0\"} > 60 or http_requests{instance=\"1\"} < 30, \"instance\", \"x\", \"\", \"\")",
         ] {
             let expr = Engine::parse(q).unwrap();
             for partitions in [1, 2, 3, 8] {
@@ -602,6 +611,39 @@ mod tests {
                     );
                     let Value::Vector(v) = got else { panic!() };
                     assert!(!v.is_empty(), "{q}: empty");
+                }
+            }
+        }
+    }
+
+    /// Series that share a label set once renamed, with samples at the same step: both
+    /// engines fail with Prometheus's error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn collisions_fail_as_in_the_evaluator() {
+        let s = storage().await;
+        for q in [
+            "label_replace(http_requests, \"instance\", \"x\", \"\", \"\")",
+            "-label_replace(http_requests, \"instance\", \"x\", \"\", \"\")",
+            "rate(label_replace(http_requests, \"instance\", \"x\", \"\", \"\")[10m:1m])",
+        ] {
+            let expr = Engine::parse(q).unwrap();
+            for planner in [false, true] {
+                let e = Engine::new(
+                    s.clone(),
+                    QueryOptions {
+                        planner,
+                        ..QueryOptions::default()
+                    },
+                );
+                let err = e.range(&expr, 0, 3_000_000, 60_000).await.unwrap_err();
+                assert_eq!(
+                    err.to_string(),
+                    "vector cannot contain metrics with the same labelset",
+                    "{q}, planner {planner}"
+                );
+                if planner {
+                    let why = e.fallback(&expr, 0, 3_000_000, 60_000).await.unwrap();
+                    assert_eq!(why, None, "{q}: not planned whole");
                 }
             }
         }

@@ -16,6 +16,7 @@ use datafusion::error::Result as DfResult;
 use promql_parser::parser::{Call, Expr};
 
 use super::leaf::{Leaf, LeafSource};
+use super::merge::merged;
 use super::scalar::scalar;
 use super::{Lowered, PlanCtx, external, rows_schema};
 use crate::catalog::SeriesId;
@@ -97,7 +98,6 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         .scan(&ids, lo.saturating_sub(range_ms).saturating_add(1), hi);
     let mut series: Vec<Arc<Labels>> = Vec::with_capacity(scan.num_series());
     let mut index: HashMap<u32, u32> = HashMap::with_capacity(scan.num_series());
-    let mut seen = std::collections::HashSet::new();
     let mut names = std::collections::BTreeSet::new();
     for (&id, l) in scan
         .ids()
@@ -108,9 +108,6 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         let Some(l) = l else { continue };
         names.insert(l.metric_name().unwrap_or("").to_string());
         let out = if keep_name { l } else { drop_name(&l) };
-        if !seen.insert(out.clone()) {
-            return p.decline("series that collide once __name__ is dropped");
-        }
         index.insert(id, series.len() as u32);
         series.push(out);
     }
@@ -127,10 +124,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         cancel: engine.opts.cancel.clone(),
         text: format!("{}({})", call.func.name, ms),
     };
-    Ok(Some(Lowered {
-        plan: Leaf::plan_node(p, scan)?,
-        series,
-    }))
+    merged(Leaf::plan_node(p, scan)?, series).map(Some)
 }
 
 /// `rate` and `increase` of a series whose name does not say counter: an info, as the

@@ -13,6 +13,7 @@ use promql_parser::parser::value::ValueType;
 
 use super::fold::{Cell, Fold, Folder, rows};
 use super::keyed::Keyed;
+use super::merge::merged;
 use super::range_fn::counter_info;
 use super::{Lowered, PlanCtx, external};
 use crate::model::Labels;
@@ -70,14 +71,9 @@ pub(super) fn lower(
     };
     let mut names = BTreeSet::new();
     let mut series: Vec<Arc<Labels>> = Vec::with_capacity(inner.series.len());
-    let mut seen = std::collections::HashSet::new();
     for l in &inner.series {
         names.insert(l.metric_name().unwrap_or("").to_string());
-        let out = if keep_name { l.clone() } else { drop_name(l) };
-        if !seen.insert(out.clone()) {
-            return p.decline("series that collide once __name__ is dropped");
-        }
-        series.push(out);
+        series.push(if keep_name { l.clone() } else { drop_name(l) });
     }
     counter_info(engine, function, &names);
     let n = inner.series.len();
@@ -97,7 +93,7 @@ pub(super) fn lower(
         Keyed::plan_node(inner.plan, (0..n as u32).collect(), "series")?,
         window,
     )?;
-    Ok(Some(Lowered { plan, series }))
+    merged(plan, series).map(Some)
 }
 
 /// The fold: the window function over each inner series' points.

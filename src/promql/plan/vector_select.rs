@@ -29,10 +29,23 @@ pub(super) struct Selection {
     pub lookback: i64,
     /// The selector as written, for plans.
     pub text: String,
+    /// Rows carry the picked sample's time in seconds instead of its value
+    /// (`timestamp(selector)`).
+    pub timestamps: bool,
 }
 
 /// Lowers a vector selector; its series table is its series in ascending id.
 pub(super) fn lower(p: &PlanCtx, vs: &VectorSelector) -> Result<Lowered, PromqlError> {
+    select(p, vs, false)
+}
+
+/// `timestamp(selector)`: the time of the sample each step picks (labels kept; the caller
+/// drops `__name__`).
+pub(super) fn lower_timestamps(p: &PlanCtx, vs: &VectorSelector) -> Result<Lowered, PromqlError> {
+    select(p, vs, true)
+}
+
+fn select(p: &PlanCtx, vs: &VectorSelector, timestamps: bool) -> Result<Lowered, PromqlError> {
     let engine = p.engine;
     let times = eval_times(&p.ctx, at_ms(&vs.at, &p.ctx), offset_ms(&vs.offset));
     let lo = times.iter().copied().min().unwrap_or(0);
@@ -73,7 +86,12 @@ pub(super) fn lower(p: &PlanCtx, vs: &VectorSelector) -> Result<Lowered, PromqlE
         scan,
         times: Arc::new(times),
         lookback,
-        text: vs.to_string(),
+        text: if timestamps {
+            format!("timestamp({vs})")
+        } else {
+            vs.to_string()
+        },
+        timestamps,
     };
     Ok(Lowered {
         plan: Leaf::plan_node(p, sel)?,
@@ -124,7 +142,7 @@ fn select_chunk(sel: &Selection, chunk: &[SeriesRun]) -> DfResult<RecordBatch> {
             if t > te - sel.lookback && !is_stale_marker(v) {
                 series.push(index as u32);
                 step.push(i as u32);
-                value.push(v);
+                value.push(if sel.timestamps { t as f64 / 1000.0 } else { v });
             }
         }
     }
