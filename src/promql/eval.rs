@@ -124,7 +124,8 @@ impl Engine {
         }
     }
 
-    /// How many nodes (subtrees) ran as DataFusion plans so far.
+    /// How many nodes (subtrees) were lowered and run as DataFusion plans so far (whether
+    /// or not the plan then succeeded).
     pub fn planned_nodes(&self) -> usize {
         self.planned.load(Ordering::Relaxed)
     }

@@ -201,6 +201,9 @@ impl Engine {
         let Some(lowered) = self.lower(expr, ctx)? else {
             return Ok(None);
         };
+        // Counted once lowered: a plan that then fails (a limit, a per-step PromQL error)
+        // still ran as a plan.
+        self.count_planned();
         let n = ctx.steps.len();
         self.check_points(lowered.series.len(), n)?;
         let session = self.session().map_err(df_error)?;
@@ -217,7 +220,6 @@ impl Engine {
         let batches = datafusion::physical_plan::collect(physical, session.task_ctx())
             .await
             .map_err(df_error)?;
-        self.count_planned();
         let mut out = assemble(&lowered.series, n, &batches)?;
         value_order(expr, &mut out);
         Ok(Some(Value::Vector(out)))
