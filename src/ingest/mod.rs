@@ -60,6 +60,17 @@ pub enum IngestError {
     TooLarge { size: usize, limit: usize },
     #[error("unsupported {what}: {value:?}")]
     Unsupported { what: &'static str, value: String },
+    /// Samples of a kind Quiver does not store yet: the whole request is refused rather
+    /// than stored in part, so the sender sees the loss.
+    #[error(
+        "{kind} are not stored yet: the request carries {count} in {series} series and was refused whole (nothing written); stop sending them ({hint})"
+    )]
+    Unstored {
+        kind: &'static str,
+        count: usize,
+        series: usize,
+        hint: &'static str,
+    },
     #[error("reading input: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -72,7 +72,7 @@ pub struct Exemplar {
     pub timestamp: i64,
 }
 
-/// Native histogram; only its presence is used today (counted and skipped).
+/// Native histogram; only its presence is used today (a request carrying one is refused).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Histogram {
     #[prost(double, tag = "3")]

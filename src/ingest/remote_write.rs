@@ -26,10 +26,10 @@ pub fn decode(body: &[u8]) -> Result<WriteBatch, IngestError> {
 
 /// Converts a decoded `WriteRequest`, validating every label set.
 pub fn from_proto(req: prompb::WriteRequest) -> Result<WriteBatch, IngestError> {
+    refuse_unstored(&req)?;
     let mut series = Vec::with_capacity(req.timeseries.len());
     for ts in req.timeseries {
         if ts.samples.is_empty() {
-            // Exemplar- or histogram-only series carry no float samples to store.
             continue;
         }
         let pairs: Vec<(String, String)> =
@@ -60,6 +60,37 @@ pub fn from_proto(req: prompb::WriteRequest) -> Result<WriteBatch, IngestError> 
         })
         .collect();
     Ok(WriteBatch { series, metadata })
+}
+
+/// Native histograms and exemplars are not stored yet: a request carrying any is refused
+/// (400) with what it held, never acknowledged with them dropped.
+fn refuse_unstored(req: &prompb::WriteRequest) -> Result<(), IngestError> {
+    let count = |f: fn(&prompb::TimeSeries) -> usize| {
+        req.timeseries
+            .iter()
+            .map(f)
+            .filter(|&n| n > 0)
+            .fold((0, 0), |(n, s), k| (n + k, s + 1))
+    };
+    let (n, s) = count(|ts| ts.histograms.len());
+    if n > 0 {
+        return Err(IngestError::Unstored {
+            kind: "native histograms",
+            count: n,
+            series: s,
+            hint: "remote_write send_native_histograms: false, or scrape classic histograms",
+        });
+    }
+    let (n, s) = count(|ts| ts.exemplars.len());
+    if n > 0 {
+        return Err(IngestError::Unstored {
+            kind: "exemplars",
+            count: n,
+            series: s,
+            hint: "remote_write send_exemplars: false",
+        });
+    }
+    Ok(())
 }
 
 /// Encodes a batch as a remote-write 1.0 body (used by tests, benchmarks and self-monitoring).

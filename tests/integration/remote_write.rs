@@ -102,3 +102,88 @@ async fn flushed_blocks_and_wal_together_read_back_exactly() {
         .collect();
     assert_eq!(parse_rows(rows), want);
 }
+
+/// A remote-write request carrying native histograms or exemplars (which Quiver does not
+/// store yet) is refused whole with a 400 that says what and how to stop sending them —
+/// never acknowledged with part of it dropped; the float samples beside them are not
+/// written either, and a plain request afterwards is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unstored_sample_kinds_are_refused_not_dropped() {
+    use prost::Message;
+    use quiver::ingest::prompb;
+    let (_tmp, dir) = tempdir();
+    let server = Server::start(&dir, &[], &[]).await;
+    let client = reqwest::Client::new();
+    let now = now_ms();
+    let series = |name: &str| prompb::TimeSeries {
+        labels: vec![prompb::Label {
+            name: "__name__".into(),
+            value: name.into(),
+        }],
+        samples: vec![prompb::Sample {
+            value: 1.0,
+            timestamp: now,
+        }],
+        ..Default::default()
+    };
+    let mut with_histogram = series("quiver_refused_a");
+    with_histogram.histograms.push(prompb::Histogram {
+        sum: 3.0,
+        schema: 0,
+        timestamp: now,
+    });
+    let mut with_exemplar = series("quiver_refused_b");
+    with_exemplar.exemplars.push(prompb::Exemplar {
+        labels: vec![prompb::Label {
+            name: "trace_id".into(),
+            value: "abc".into(),
+        }],
+        value: 1.0,
+        timestamp: now,
+    });
+    for (ts, kind) in [
+        (with_histogram, "native histograms"),
+        (with_exemplar, "exemplars"),
+    ] {
+        let req = prompb::WriteRequest {
+            timeseries: vec![series("quiver_refused_floats"), ts],
+            metadata: vec![],
+        };
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .unwrap();
+        let r = post_write(&client, &server.url, body).await;
+        assert_eq!(r.status(), 400, "{kind}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains(&format!("{kind} are not stored yet")) && text.contains("1 in 1 series"),
+            "{text}"
+        );
+    }
+    let count = |q: &'static str| {
+        let (c, url) = (client.clone(), server.url.clone());
+        async move {
+            let text = c
+                .get(format!("{url}/api/v1/query"))
+                .query(&[("query", q)])
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            v["data"]["result"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(count("{__name__=~\"quiver_refused_.*\"}").await, 0);
+    let ok = prompb::WriteRequest {
+        timeseries: vec![series("quiver_refused_floats")],
+        metadata: vec![],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&ok.encode_to_vec())
+        .unwrap();
+    assert_eq!(post_write(&client, &server.url, body).await.status(), 204);
+    assert_eq!(count("quiver_refused_floats").await, 1);
+}
