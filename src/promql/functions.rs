@@ -124,7 +124,10 @@ impl Engine {
                         }
                     }
                 }
-                Ok(Value::Vector(absent_result(&args[0], &present)))
+                Ok(Value::Vector(absent_result(
+                    unwrap_paren(&args[0]),
+                    &present,
+                )))
             }
             "time" => Ok(Value::Scalar(
                 ctx.steps.iter().map(|t| t as f64 / 1000.0).collect(),
@@ -340,7 +343,10 @@ impl Engine {
                 let present: Vec<bool> = (0..n)
                     .map(|i| vs.iter().any(|s| s.vals[i].is_some()))
                     .collect();
-                Ok(Value::Vector(absent_result(&args[0], &present)))
+                Ok(Value::Vector(absent_result(
+                    unwrap_paren(&args[0]),
+                    &present,
+                )))
             }
             "histogram_quantile" => {
                 let q = scalar_arg(self.eval(&args[0], ctx).await?, name)?;

@@ -298,17 +298,25 @@ pub(crate) fn round(v: f64, to: f64) -> f64 {
 
 /// `clamp`, `clamp_min`, `clamp_max` (`b` only for `clamp`).
 pub(crate) fn clamp(f: &ValueFn, v: f64, a: f64, b: f64) -> Option<f64> {
+    // Go's math.Max and math.Min answer NaN when either argument is NaN; Rust's ignore it.
+    let go = |x: f64, y: f64, max: bool| {
+        if x.is_nan() || y.is_nan() {
+            f64::NAN
+        } else if max {
+            x.max(y)
+        } else {
+            x.min(y)
+        }
+    };
     match f {
-        ValueFn::ClampMin => Some(v.max(a).max(if a.is_nan() { f64::NAN } else { v })),
-        ValueFn::ClampMax => Some(if a.is_nan() { f64::NAN } else { v.min(a) }),
+        ValueFn::ClampMin => Some(go(a, v, true)),
+        ValueFn::ClampMax => Some(go(a, v, false)),
         _ => {
             let (lo, hi) = (a, b);
             if hi < lo {
                 None
-            } else if lo.is_nan() || hi.is_nan() {
-                Some(f64::NAN)
             } else {
-                Some(v.max(lo).min(hi))
+                Some(go(lo, go(hi, v, false), true))
             }
         }
     }
@@ -384,6 +392,26 @@ mod tests {
         assert_eq!(gt.apply(3.0, 5.0, 0.0), Some(3.0));
         assert_eq!(gt.apply(7.0, 5.0, 0.0), None);
         assert_eq!(ValueFn::Clamp.apply(1.0, 2.0, 1.0), None);
+        // NaN in, NaN out, as Go's math.Max/Min (Rust's ignore NaN).
+        assert!(
+            ValueFn::ClampMin
+                .apply(f64::NAN, 1.0, 0.0)
+                .unwrap()
+                .is_nan()
+        );
+        assert!(
+            ValueFn::ClampMin
+                .apply(1.0, f64::NAN, 0.0)
+                .unwrap()
+                .is_nan()
+        );
+        assert!(
+            ValueFn::ClampMax
+                .apply(f64::NAN, 1.0, 0.0)
+                .unwrap()
+                .is_nan()
+        );
+        assert!(ValueFn::Clamp.apply(f64::NAN, 0.0, 1.0).unwrap().is_nan());
         assert_eq!(round(2.5, 1.0), 3.0);
         assert_eq!(round(-2.5, 1.0), -2.0);
     }

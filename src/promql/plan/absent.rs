@@ -22,9 +22,10 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         return Ok(None);
     };
     let input = if call.func.name == "absent_over_time" {
-        // Where `count_over_time` has a value, the window holds a sample.
+        // Where `last_over_time` has a value, the window holds a sample; it keeps
+        // `__name__`, so series differing only by name stay apart (no collision to check).
         let mut counted = call.clone();
-        counted.func.name = "count_over_time";
+        counted.func.name = "last_over_time";
         range_fn::lower(p, &counted)?
     } else {
         p.lower(arg)?

@@ -238,6 +238,13 @@ impl PlanCodec {
     }
 
     fn decode_leaf(&self, n: LeafNode) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if n.source == "RangeFnSelect" && n.times.len() != n.ends.len() {
+            return internal_err!(
+                "range function with {} steps and {} windows",
+                n.times.len(),
+                n.ends.len()
+            );
+        }
         let ids = roaring::RoaringBitmap::deserialize_from(n.ids.as_slice())
             .map_err(|err| internal_datafusion_err!("series ids: {err}"))?;
         let scan = self.snapshot.scan(&ids, n.min_t, n.max_t);
@@ -404,12 +411,18 @@ impl PlanCodec {
                     rank: n.rank,
                 })
             }
-            "Absent" => Arc::new(Absent { steps: n.left }),
+            // A step count is a grid the query already holds: never more than its limit.
+            "Absent" if n.left as usize <= self.budget.max_samples() => {
+                Arc::new(Absent { steps: n.left })
+            }
             "Merge" => Arc::new(Merge),
             "SubqueryWindow" => {
                 let Some(function) = RangeFn::parse(&n.function) else {
                     return internal_err!("unknown range function {}", n.function);
                 };
+                if n.times.len() != n.ends.len() || n.inner_step <= 0 {
+                    return internal_err!("subquery window with an inconsistent grid");
+                }
                 Arc::new(SubqueryWindow {
                     function,
                     text: n.text,

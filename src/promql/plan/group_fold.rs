@@ -79,7 +79,9 @@ impl Folder for GroupFold {
     fn fold(&self, cells: Vec<((u32, u32), Cell)>) -> DfResult<RecordBatch> {
         let (mut s, mut t, mut v) = (Vec::new(), Vec::new(), Vec::new());
         for ((group, step), mut cell) in cells {
-            cell.sort_unstable_by_key(|(series, _)| self.rank[*series as usize]);
+            cell.sort_unstable_by_key(|(series, _)| {
+                self.rank.get(*series as usize).copied().unwrap_or(u32::MAX)
+            });
             let param = self.param.get(step as usize).copied().unwrap_or(f64::NAN);
             let mut values: Vec<f64> = cell.iter().map(|(_, x)| *x).collect();
             let one = match self.f {

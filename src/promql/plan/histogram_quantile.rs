@@ -52,8 +52,13 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         for &i in &members {
             keys[i] = g as u32;
         }
-        // The evaluator names a histogram after its first bucket series.
-        let name = input.series[members[0]].metric_name().unwrap_or("");
+        // The evaluator names a histogram after its first bucket series in label order.
+        let first = members
+            .iter()
+            .map(|&i| &input.series[i])
+            .min()
+            .expect("a histogram has a bucket");
+        let name = first.metric_name().unwrap_or("");
         names.push(name.strip_suffix("_bucket").unwrap_or(name).to_string());
         series.push(Arc::new(labels));
     }
@@ -98,12 +103,17 @@ impl Folder for HistogramQuantile {
         for ((g, step), cell) in cells {
             let mut buckets: Vec<(f64, f64)> = cell
                 .into_iter()
-                .map(|(series, value)| (self.les[series as usize], value))
+                .map(|(series, value)| {
+                    (
+                        self.les.get(series as usize).copied().unwrap_or(f64::NAN),
+                        value,
+                    )
+                })
                 .collect();
             let phi = self.phi.get(step as usize).copied().unwrap_or(f64::NAN);
             let (q, forced) = bucket_quantile(phi, &mut buckets);
             if forced {
-                let name = &self.names[g as usize];
+                let name = self.names.get(g as usize).map_or("", String::as_str);
                 self.annotator.info(format!("input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {name:?}"));
             }
             s.push(g);

@@ -55,6 +55,11 @@ pub(super) struct Budget {
 }
 
 impl Budget {
+    /// The most samples the query may read.
+    pub(super) fn max_samples(&self) -> usize {
+        self.max_samples
+    }
+
     /// The limit of `engine`'s query, charged to `charged`.
     pub(super) fn of(engine: &crate::promql::Engine, charged: Arc<AtomicUsize>) -> Budget {
         Budget {

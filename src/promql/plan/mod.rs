@@ -118,6 +118,9 @@ impl PlanCtx<'_> {
 
     fn lower_node(&self, expr: &Expr) -> Result<Option<Lowered>, PromqlError> {
         self.engine.check()?;
+        if self.ctx.steps.len() > u32::MAX as usize {
+            return self.decline("more steps than a plan's u32 step index");
+        }
         match expr {
             Expr::Paren(p) => self.lower(&p.expr),
             Expr::VectorSelector(vs) => vector_select::lower(self, vs).map(Some),
@@ -368,6 +371,9 @@ pub(super) fn df_error(e: DataFusionError) -> PromqlError {
             Some(PromqlError::Execution(msg)) => PromqlError::exec(msg.clone()),
             _ => PromqlError::exec(e.to_string()),
         },
+        DataFusionError::ResourcesExhausted(msg) => PromqlError::exec(format!(
+            "query processing would use more memory than a query may (--query-memory-limit): {msg}"
+        )),
         _ => PromqlError::exec(e.to_string()),
     }
 }
@@ -570,6 +576,7 @@ mod tests {
             "sum(http_requests) + on() vector(1)",
             "absent(http_requests{job=\"nope\", group=\"x\"})",
             "absent(http_requests > 900)",
+            "absent((http_requests{job=\"nope\"}))",
             "absent_over_time(http_requests{instance=\"7\"}[5m])",
             "sort_desc(http_requests)",
             "sort_by_label(http_requests, \"instance\")",
@@ -646,6 +653,32 @@ mod tests {
                 if planner {
                     let why = e.fallback(&expr, 0, 3_000_000, 60_000).await.unwrap();
                     assert_eq!(why, None, "{q}: not planned whole");
+                }
+            }
+        }
+    }
+
+    /// A subquery's window values (inner series × outer steps) are bounded like the
+    /// evaluator's, even when few samples are read and the result is one series.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subquery_windows_are_bounded_as_in_the_evaluator() {
+        let s = storage().await;
+        let expr = Engine::parse("sum(max_over_time(http_requests[10m:10m]))").unwrap();
+        // 3001 steps × 8 series = 24008 window values.
+        for (max_samples, ok) in [(20_000, false), (30_000, true)] {
+            for planner in [false, true] {
+                let e = Engine::new(
+                    s.clone(),
+                    QueryOptions {
+                        planner,
+                        max_samples,
+                        ..QueryOptions::default()
+                    },
+                );
+                let r = e.range(&expr, 0, 3_000_000, 1000).await;
+                assert_eq!(r.is_ok(), ok, "planner {planner}, limit {max_samples}");
+                if !ok {
+                    assert!(matches!(r, Err(crate::promql::PromqlError::TooManySamples)));
                 }
             }
         }

@@ -226,7 +226,13 @@ fn compute_chunk(scan: &RangeScan, series: &[SeriesRun]) -> DfResult<RecordBatch
             |i, w| {
                 let at = |p: &[f64]| p.get(i).copied().unwrap_or(f64::NAN);
                 let (p1, p2) = (at(&scan.p1), at(&scan.p2));
-                if let Some(v) = window_value(scan.function, w, p1, p2, scan.times[i]) {
+                if let Some(v) = window_value(
+                    scan.function,
+                    w,
+                    p1,
+                    p2,
+                    scan.times.get(i).copied().unwrap_or(0),
+                ) {
                     series_col.push(g);
                     step.push(i as u32);
                     val.push(v);

@@ -141,7 +141,10 @@ impl Folder for Or {
             for (series, x) in cell {
                 let out = match (left, series.checked_sub(self.left)) {
                     (_, None) => series,
-                    (false, Some(j)) => self.right_to[j as usize],
+                    (false, Some(j)) => match self.right_to.get(j as usize) {
+                        Some(&out) => out,
+                        None => continue,
+                    },
                     (true, Some(_)) => continue,
                 };
                 s.push(out);

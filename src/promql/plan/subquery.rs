@@ -75,6 +75,10 @@ pub(super) fn lower(
         names.insert(l.metric_name().unwrap_or("").to_string());
         series.push(if keep_name { l.clone() } else { drop_name(l) });
     }
+    // Every inner series becomes a point per inner step and a window value per outer step
+    // (the fold builds them): bounded as the evaluator bounds them.
+    engine.check_points(inner.series.len(), inner_ctx.steps.len())?;
+    engine.check_points(inner.series.len(), ctx.steps.len())?;
     counter_info(engine, function, &names);
     let n = inner.series.len();
     let window = SubqueryWindow {
@@ -148,7 +152,13 @@ impl Folder for SubqueryWindow {
                 || self.cancel.check().is_ok(),
                 |k, w| {
                     let (p1, p2) = (at(&self.p1, k), at(&self.p2, k));
-                    if let Some(x) = window_value(self.function, w, p1, p2, self.times[k]) {
+                    if let Some(x) = window_value(
+                        self.function,
+                        w,
+                        p1,
+                        p2,
+                        self.times.get(k).copied().unwrap_or(0),
+                    ) {
                         s.push(series);
                         t.push(k as u32);
                         v.push(x);
