@@ -106,6 +106,7 @@ fn lower_fold(p: &PlanCtx, a: &AggregateExpr, f: GroupFn) -> Result<Option<Lower
     if f == GroupFn::Quantile {
         p.engine.check_quantile(&param);
     }
+    p.hold(param.len())?;
     let Some(input) = p.lower(&a.expr)? else {
         return Ok(None);
     };

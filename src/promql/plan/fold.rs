@@ -194,8 +194,9 @@ impl DisplayAs for FoldExec {
     }
 }
 
-/// Bytes a gathered sample holds (its cell entry and a share of the map).
-const SAMPLE_BYTES: usize = 48;
+/// Bytes a gathered sample holds: its cell entry, the cell's own allocation (most cells
+/// hold one sample) and a share of the map.
+const SAMPLE_BYTES: usize = 128;
 
 impl ExecutionPlan for FoldExec {
     fn name(&self) -> &str {

@@ -29,6 +29,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
     let Some(phi) = scalar(p, phi) else {
         return Ok(None);
     };
+    p.hold(phi.len())?;
     let Some(input) = p.lower(buckets)? else {
         return Ok(None);
     };

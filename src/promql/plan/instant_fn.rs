@@ -40,6 +40,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
             let Some(v) = args.first().and_then(|e| scalar(p, e)) else {
                 return p.decline("vector() of a scalar that is not a plan-time scalar (scalar())");
             };
+            p.hold(v.len())?;
             return super::constant::lower(v).map(Some);
         }
         "absent" | "absent_over_time" => return super::absent::lower(p, call),
@@ -63,6 +64,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
     };
     let Some(first) = args.first() else {
         // `hour()` and friends: of the evaluation time, `vector(time())`.
+        p.hold(p.ctx.steps.len())?;
         let times = p.ctx.steps.iter().map(|t| t as f64 / 1000.0).collect();
         let constant = super::constant::lower(times)?;
         return Ok(Some(Lowered {
@@ -97,6 +99,7 @@ pub(super) fn map(
     a: Vec<f64>,
     b: Vec<f64>,
 ) -> Result<Option<Lowered>, PromqlError> {
+    p.hold(a.len() + b.len())?;
     let Some(input) = p.lower(arg)? else {
         return Ok(None);
     };

@@ -92,6 +92,10 @@ pub(super) struct PlanCtx<'a> {
     pub charged: Arc<AtomicUsize>,
     /// Why the expression has no plan: the first node that declined.
     pub declined: parking_lot::Mutex<Option<String>>,
+    /// Per-step values the plan's nodes hold (times, window ends, parameters), bounded by
+    /// `--query-max-samples` like the evaluator's points: a deep expression over a fine
+    /// subquery grid must not allocate gigabytes before reading a sample.
+    pub held: Arc<AtomicUsize>,
 }
 
 impl PlanCtx<'_> {
@@ -105,6 +109,18 @@ impl PlanCtx<'_> {
             }
         }
         Ok(lowered)
+    }
+
+    /// Accounts for `n` per-step values a node keeps.
+    pub fn hold(&self, n: usize) -> Result<(), PromqlError> {
+        let total = self
+            .held
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed)
+            .saturating_add(n);
+        if total > self.engine.opts.max_samples {
+            return Err(PromqlError::TooManySamples);
+        }
+        Ok(())
     }
 
     /// Declines to lower a node, saying why (kept when it is the first reason).
@@ -176,6 +192,7 @@ impl Engine {
             ctx,
             charged: self.loaded(),
             declined: Default::default(),
+            held: Default::default(),
         }
     }
 
@@ -682,5 +699,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Per-step values plan nodes hold (times, window ends, parameters) count against the
+    /// query's limit: a wide expression over a fine subquery grid is refused before it
+    /// allocates them, however few samples it reads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plan_memory_is_bounded() {
+        let s = storage().await;
+        // A 600,001-step inner grid; two constants hold 1.2M values, over a 1M limit.
+        let expr = Engine::parse("max_over_time((vector(1) + on() vector(2))[10m:1ms])").unwrap();
+        let e = Engine::new(
+            s.clone(),
+            QueryOptions {
+                max_samples: 1_000_000,
+                ..QueryOptions::default()
+            },
+        );
+        assert!(matches!(
+            e.instant(&expr, 3_000_000).await,
+            Err(crate::promql::PromqlError::TooManySamples)
+        ));
+        let narrow = Engine::parse("max_over_time(vector(1)[10m:1ms])").unwrap();
+        assert!(e.instant(&narrow, 3_000_000).await.is_ok());
     }
 }

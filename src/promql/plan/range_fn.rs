@@ -87,6 +87,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
     let lo = ends.iter().copied().min().unwrap_or(0);
     let hi = ends.iter().copied().max().unwrap_or(0);
     let range_ms = duration_ms(ms.range);
+    p.hold(2 * ends.len() + p1.len() + p2.len())?;
     let catalog = engine.storage.catalog();
     let mut ids = roaring::RoaringBitmap::new();
     for set in matcher_sets(vs)? {

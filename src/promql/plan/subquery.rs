@@ -64,6 +64,7 @@ pub(super) fn lower(
         ctx: inner_ctx,
         charged: p.charged.clone(),
         declined: Default::default(),
+        held: p.held.clone(),
     };
     let Some(inner) = inner_p.lower(&sq.expr)? else {
         let why = inner_p.declined.lock().take().unwrap_or_default();
@@ -79,6 +80,7 @@ pub(super) fn lower(
     // (the fold builds them): bounded as the evaluator bounds them.
     engine.check_points(inner.series.len(), inner_ctx.steps.len())?;
     engine.check_points(inner.series.len(), ctx.steps.len())?;
+    p.hold(2 * ends.len() + p1.len() + p2.len())?;
     counter_info(engine, function, &names);
     let n = inner.series.len();
     let window = SubqueryWindow {

@@ -51,6 +51,7 @@ fn select(p: &PlanCtx, vs: &VectorSelector, timestamps: bool) -> Result<Lowered,
     let lo = times.iter().copied().min().unwrap_or(0);
     let hi = times.iter().copied().max().unwrap_or(0);
     let lookback = p.ctx.lookback;
+    p.hold(times.len())?;
     let catalog = engine.storage.catalog();
     let mut ids = roaring::RoaringBitmap::new();
     for ms in matcher_sets(vs)? {
