@@ -107,3 +107,20 @@ impl Folder for Absent {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::UInt32Type;
+
+    use super::*;
+
+    #[test]
+    fn one_at_every_step_without_a_sample() {
+        let b = Absent { steps: 4 }
+            .fold(vec![((0, 1), vec![(0, 3.0)]), ((0, 2), vec![(0, 1.0)])])
+            .unwrap();
+        let steps: Vec<u32> = b.column(1).as_primitive::<UInt32Type>().values().to_vec();
+        assert_eq!(steps, vec![0, 3]);
+    }
+}

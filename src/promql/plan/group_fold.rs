@@ -127,3 +127,73 @@ impl Folder for GroupFold {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{AsArray, RecordBatch};
+    use datafusion::arrow::datatypes::{Float64Type, UInt32Type};
+
+    use super::*;
+
+    fn triples(b: &RecordBatch) -> Vec<(u32, u32, f64)> {
+        let (s, t, v) = (
+            b.column(0).as_primitive::<UInt32Type>(),
+            b.column(1).as_primitive::<UInt32Type>(),
+            b.column(2).as_primitive::<Float64Type>(),
+        );
+        (0..b.num_rows())
+            .map(|i| (s.value(i), t.value(i), v.value(i)))
+            .collect()
+    }
+
+    fn fold(f: GroupFn, param: f64, cell: Vec<(u32, f64)>) -> Vec<(u32, u32, f64)> {
+        let g = GroupFold {
+            f,
+            param: vec![param],
+            // Label order: series 2, 0, 1.
+            rank: vec![1, 2, 0],
+        };
+        triples(&g.fold(vec![((0, 0), cell)]).unwrap())
+    }
+
+    #[test]
+    fn topk_ranks_nan_last_and_breaks_ties_by_label_order() {
+        let cell = vec![(0, 5.0), (1, f64::NAN), (2, 5.0)];
+        assert_eq!(
+            fold(GroupFn::TopK, 2.0, cell.clone()),
+            vec![(2, 0, 5.0), (0, 0, 5.0)]
+        );
+        let bottom = fold(GroupFn::BottomK, 3.0, cell.clone());
+        assert_eq!(bottom.len(), 3);
+        assert!(bottom[2].2.is_nan(), "NaN last for bottomk too");
+        assert!(
+            fold(GroupFn::TopK, 0.5, cell).is_empty(),
+            "k < 1 selects none"
+        );
+    }
+
+    #[test]
+    fn limitk_counts_as_the_evaluator() {
+        let cell = vec![(0, 1.0), (1, 2.0), (2, 3.0)];
+        // Taken while fewer than k: 1.5 takes two, in label order.
+        assert_eq!(
+            fold(GroupFn::LimitK, 1.5, cell.clone()),
+            vec![(2, 0, 3.0), (0, 0, 1.0)]
+        );
+        assert_eq!(fold(GroupFn::LimitK, 0.5, cell).len(), 1);
+    }
+
+    #[test]
+    fn one_value_per_group_for_stddev_and_quantile() {
+        let cell = vec![(0, 1.0), (1, 3.0)];
+        assert_eq!(
+            fold(GroupFn::Stdvar, f64::NAN, cell.clone()),
+            vec![(0, 0, 1.0)]
+        );
+        assert_eq!(
+            fold(GroupFn::Stddev, f64::NAN, cell.clone()),
+            vec![(0, 0, 1.0)]
+        );
+        assert_eq!(fold(GroupFn::Quantile, 0.5, cell), vec![(0, 0, 2.0)]);
+    }
+}

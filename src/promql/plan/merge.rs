@@ -78,3 +78,27 @@ impl Folder for Merge {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_samples_of_one_series_at_a_step_fail_as_prometheus() {
+        assert_eq!(
+            Merge
+                .fold(vec![((0, 0), vec![(0, 1.0)]), ((0, 1), vec![(1, 2.0)])])
+                .unwrap()
+                .num_rows(),
+            2
+        );
+        let err = Merge
+            .fold(vec![((0, 0), vec![(0, 1.0), (1, 2.0)])])
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("vector cannot contain metrics with the same labelset"),
+            "{err}"
+        );
+    }
+}

@@ -192,3 +192,38 @@ fn keyed_join(
         .and_then(|b| b.build())
         .map_err(df_error)
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Float64Type, UInt32Type};
+
+    use super::*;
+
+    /// Left rows win their (signature, step); right rows appear where no left row is, under
+    /// their result series.
+    #[test]
+    fn or_keeps_the_left_and_fills_from_the_right() {
+        let or = Or {
+            left: 2,
+            right_to: Arc::new(vec![0, 5]),
+        };
+        let b = or
+            .fold(vec![
+                ((0, 0), vec![(1, 1.0), (2, 9.0)]),
+                ((0, 1), vec![(2, 8.0)]),
+                ((1, 1), vec![(3, 7.0)]),
+            ])
+            .unwrap();
+        let got: Vec<(u32, u32, f64)> = (0..b.num_rows())
+            .map(|i| {
+                (
+                    b.column(0).as_primitive::<UInt32Type>().value(i),
+                    b.column(1).as_primitive::<UInt32Type>().value(i),
+                    b.column(2).as_primitive::<Float64Type>().value(i),
+                )
+            })
+            .collect();
+        assert_eq!(got, vec![(1, 0, 1.0), (0, 1, 8.0), (5, 1, 7.0)]);
+    }
+}

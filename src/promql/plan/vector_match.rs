@@ -216,3 +216,72 @@ impl RowOp for Combine {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{AsArray, Float64Array, RecordBatch, UInt32Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, UInt32Type};
+
+    use super::*;
+
+    fn pairs() -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new(SERIES, DataType::UInt32, false),
+            Field::new(STEP, DataType::UInt32, false),
+            Field::new(MANY, DataType::Float64, false),
+            Field::new(ONE, DataType::Float64, false),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(UInt32Array::from(vec![0, 1, 2])),
+                Arc::new(UInt32Array::from(vec![0, 0, 1])),
+                Arc::new(Float64Array::from(vec![1.0, 5.0, 3.0])),
+                Arc::new(Float64Array::from(vec![2.0, 2.0, 2.0])),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn apply(c: Combine) -> Vec<(u32, u32, f64)> {
+        let b = c.apply(pairs()).unwrap();
+        (0..b.num_rows())
+            .map(|i| {
+                (
+                    b.column(0).as_primitive::<UInt32Type>().value(i),
+                    b.column(1).as_primitive::<UInt32Type>().value(i),
+                    b.column(2).as_primitive::<Float64Type>().value(i),
+                )
+            })
+            .collect()
+    }
+
+    /// Many-side series map to their result series (or drop); a comparison keeps the left
+    /// operand's value, which is the one side's under `group_right`.
+    #[test]
+    fn combine_maps_series_and_filters_comparisons() {
+        let outputs = Arc::new(vec![4, DROP, 7]);
+        let sub = apply(Combine {
+            op: ArithOp::Sub,
+            return_bool: false,
+            one_on_left: false,
+            outputs: outputs.clone(),
+        });
+        assert_eq!(sub, vec![(4, 0, -1.0), (7, 1, 1.0)]);
+        let gt = apply(Combine {
+            op: ArithOp::Gt,
+            return_bool: false,
+            one_on_left: true,
+            outputs: outputs.clone(),
+        });
+        // 2 > 1 holds (value: the one side's 2); 2 > 3 does not.
+        assert_eq!(gt, vec![(4, 0, 2.0)]);
+        let gt_bool = apply(Combine {
+            op: ArithOp::Gt,
+            return_bool: true,
+            one_on_left: false,
+            outputs,
+        });
+        assert_eq!(gt_bool, vec![(4, 0, 0.0), (7, 1, 1.0)]);
+    }
+}
