@@ -25,6 +25,15 @@ pub(crate) fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {
     }
 }
 
+/// An instant `topk` (descending) or `bottomk` result in value order, ties kept in order.
+pub(super) fn sort_by_value(out: &mut [Series], top: bool) {
+    out.sort_by(|x, y| {
+        let (a, b) = (x.vals[0].unwrap_or(f64::NAN), y.vals[0].unwrap_or(f64::NAN));
+        let o = a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal);
+        if top { o.reverse() } else { o }
+    });
+}
+
 fn fmt_value_label(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
@@ -98,18 +107,8 @@ impl Engine {
                     }
                     for (_, mut members) in per_group {
                         let top = op == "topk";
-                        members.sort_by(|x, y| {
-                            // NaN ranks last either way; ties keep input (label) order.
-                            match (x.0.is_nan(), y.0.is_nan()) {
-                                (true, true) => std::cmp::Ordering::Equal,
-                                (true, false) => std::cmp::Ordering::Greater,
-                                (false, true) => std::cmp::Ordering::Less,
-                                _ if top => {
-                                    y.0.partial_cmp(&x.0).unwrap_or(std::cmp::Ordering::Equal)
-                                }
-                                _ => x.0.partial_cmp(&y.0).unwrap_or(std::cmp::Ordering::Equal),
-                            }
-                        });
+                        // NaN ranks last either way; ties keep input (label) order.
+                        members.sort_by(|x, y| super::value_fn::nan_last(x.0, y.0, top));
                         for (_, si) in members.into_iter().take(kk) {
                             selected[si][i] = true;
                         }
@@ -131,12 +130,7 @@ impl Engine {
                     }
                 }
                 if n == 1 {
-                    let top = op == "topk";
-                    out.sort_by(|x, y| {
-                        let (a, b) = (x.vals[0].unwrap_or(f64::NAN), y.vals[0].unwrap_or(f64::NAN));
-                        let o = a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal);
-                        if top { o.reverse() } else { o }
-                    });
+                    sort_by_value(&mut out, op == "topk");
                 }
                 Ok(Value::Vector(out))
             }

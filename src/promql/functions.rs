@@ -34,7 +34,7 @@ fn vector_arg(v: Value, f: &str) -> Result<Vec<Series>, PromqlError> {
     }
 }
 
-fn string_arg(e: &Expr) -> Result<String, PromqlError> {
+pub(super) fn string_arg(e: &Expr) -> Result<String, PromqlError> {
     match e {
         Expr::StringLiteral(s) => Ok(s.val.clone()),
         Expr::Paren(p) => string_arg(&p.expr),
@@ -426,7 +426,7 @@ impl Engine {
     }
 }
 
-fn unwrap_paren(e: &Expr) -> &Expr {
+pub(super) fn unwrap_paren(e: &Expr) -> &Expr {
     match e {
         Expr::Paren(p) => unwrap_paren(&p.expr),
         other => other,
@@ -459,17 +459,7 @@ pub(super) fn sort_vector(name: &str, names: &[String], vs: &mut [Series]) {
             }
             let key = |s: &Series| s.vals[0].unwrap_or(f64::NAN);
             let desc = name == "sort_desc";
-            vs.sort_by(|a, b| {
-                let (x, y) = (key(a), key(b));
-                // NaN always sorts last.
-                match (x.is_nan(), y.is_nan()) {
-                    (true, true) => std::cmp::Ordering::Equal,
-                    (true, false) => std::cmp::Ordering::Greater,
-                    (false, true) => std::cmp::Ordering::Less,
-                    _ if desc => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
-                    _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
-                }
-            });
+            vs.sort_by(|a, b| value_fn::nan_last(key(a), key(b), desc));
         }
         _ => {
             let desc = name == "sort_by_label_desc";
@@ -487,11 +477,13 @@ pub(super) fn sort_vector(name: &str, names: &[String], vs: &mut [Series]) {
     }
 }
 
+/// `absent`'s result: labels from the argument's equality matchers (parentheses unwrapped,
+/// as Prometheus unwraps call arguments), 1 where nothing was present.
 pub(super) fn absent_result(arg: &Expr, present: &[bool]) -> Vec<Series> {
     if present.iter().all(|p| *p) {
         return vec![];
     }
-    let vs = match arg {
+    let vs = match unwrap_paren(arg) {
         Expr::VectorSelector(vs) => Some(vs),
         Expr::MatrixSelector(ms) => Some(&ms.vs),
         _ => None,

@@ -240,6 +240,18 @@ impl ValueFn {
     }
 }
 
+/// Value order with NaN last either way (`sort`, `sort_desc`, `topk`, `bottomk`).
+pub(crate) fn nan_last(x: f64, y: f64, desc: bool) -> std::cmp::Ordering {
+    use std::cmp::Ordering::*;
+    match (x.is_nan(), y.is_nan()) {
+        (true, true) => Equal,
+        (true, false) => Greater,
+        (false, true) => Less,
+        _ if desc => y.partial_cmp(&x).unwrap_or(Equal),
+        _ => x.partial_cmp(&y).unwrap_or(Equal),
+    }
+}
+
 /// A function of one value.
 pub(crate) type F64Fn = fn(f64) -> f64;
 

@@ -8,11 +8,12 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{LogicalPlanBuilder, cast, col};
-use promql_parser::parser::{Call, Expr};
+use promql_parser::parser::Call;
 
-use super::fold::{Cell, Fold, Folder, rows};
+use super::fold::{Cell, Fold, Folder};
 use super::keyed::Keyed;
 use super::regroup::Regroup;
+use super::rows;
 use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error, range_fn};
 use crate::promql::error::PromqlError;
 use crate::promql::functions::absent_result;
@@ -33,13 +34,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
     let Some(input) = input else {
         return Ok(None);
     };
-    let unparen = |mut e: &Expr| {
-        while let Expr::Paren(inner) = e {
-            e = &inner.expr;
-        }
-        e.clone()
-    };
-    let Some(labels) = absent_result(&unparen(arg), &[false])
+    let Some(labels) = absent_result(arg, &[false])
         .into_iter()
         .next()
         .map(|s| s.labels)

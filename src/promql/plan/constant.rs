@@ -3,10 +3,8 @@
 //! grid can have a step per second for days).
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Float64Array, RecordBatch, UInt32Array};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, DFSchemaRef};
 use datafusion::error::Result as DfResult;
@@ -22,7 +20,8 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 
-use super::{Lowered, df_error, ptr_cmp, rows_schema};
+use super::identity_node;
+use super::{Lowered, df_error, rows, rows_schema};
 use crate::model::Labels;
 use crate::promql::error::PromqlError;
 
@@ -55,31 +54,8 @@ impl Constant {
     }
 }
 
-impl fmt::Debug for Constant {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        UserDefinedLogicalNodeCore::fmt_for_explain(self, f)
-    }
-}
-
-impl PartialEq for Constant {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.values, &other.values)
-    }
-}
-
-impl Eq for Constant {}
-
-impl PartialOrd for Constant {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(ptr_cmp(&self.values, &other.values))
-    }
-}
-
-impl Hash for Constant {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (Arc::as_ptr(&self.values) as usize).hash(state);
-    }
-}
+// Compared and hashed by identity: each is made once per query.
+identity_node!(Constant, values);
 
 impl UserDefinedLogicalNodeCore for Constant {
     fn name(&self) -> &str {
@@ -181,14 +157,11 @@ impl ExecutionPlan for ConstantExec {
         let stream = futures::stream::iter((0..chunks).map(move |c| {
             let lo = c * CHUNK;
             let hi = (lo + CHUNK).min(values.len());
-            Ok(RecordBatch::try_new(
-                rows_schema(),
-                vec![
-                    Arc::new(UInt32Array::from(vec![0u32; hi - lo])),
-                    Arc::new(UInt32Array::from_iter_values(lo as u32..hi as u32)),
-                    Arc::new(Float64Array::from(values[lo..hi].to_vec())),
-                ],
-            )?)
+            rows(
+                vec![0; hi - lo],
+                (lo as u32..hi as u32).collect(),
+                values[lo..hi].to_vec(),
+            )
         }));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             rows_schema(),

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
@@ -31,8 +30,9 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
+use super::identity_node;
 use super::keyed::KEY;
-use super::{df_error, ptr_cmp, rows_schema};
+use super::{df_error, rows_schema};
 use crate::promql::error::PromqlError;
 
 /// The samples of one group at one step: `(input series, value)` in arrival order.
@@ -90,32 +90,8 @@ impl Fold {
     }
 }
 
-impl fmt::Debug for Fold {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        UserDefinedLogicalNodeCore::fmt_for_explain(self, f)
-    }
-}
-
 // Compared and hashed by identity: each is made once per query.
-impl PartialEq for Fold {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.folder, &other.folder) && self.input == other.input
-    }
-}
-
-impl Eq for Fold {}
-
-impl PartialOrd for Fold {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(ptr_cmp(&self.folder, &other.folder))
-    }
-}
-
-impl Hash for Fold {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (Arc::as_ptr(&self.folder) as *const () as usize).hash(state);
-    }
-}
+identity_node!(Fold, folder, input);
 
 impl UserDefinedLogicalNodeCore for Fold {
     fn name(&self) -> &str {
@@ -281,17 +257,4 @@ impl ExecutionPlan for FoldExec {
             futures::stream::once(fold).boxed(),
         )))
     }
-}
-
-/// Rows from `(series, step, value)` triples.
-pub(super) fn rows(s: Vec<u32>, t: Vec<u32>, v: Vec<f64>) -> DfResult<RecordBatch> {
-    use datafusion::arrow::array::{Float64Array, UInt32Array};
-    Ok(RecordBatch::try_new(
-        rows_schema(),
-        vec![
-            Arc::new(UInt32Array::from(s)),
-            Arc::new(UInt32Array::from(t)),
-            Arc::new(Float64Array::from(v)),
-        ],
-    )?)
 }

@@ -7,8 +7,10 @@
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
 
-use super::fold::{Cell, Folder, rows};
+use super::fold::{Cell, Folder};
+use super::rows;
 use crate::promql::range_fns as rf;
+use crate::promql::value_fn::nan_last;
 
 /// Which aggregation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,13 +108,7 @@ impl Folder for GroupFold {
             if self.f != GroupFn::LimitK {
                 let top = self.f == GroupFn::TopK;
                 // NaN ranks last either way; ties keep label order (a stable sort).
-                cell.sort_by(|x, y| match (x.1.is_nan(), y.1.is_nan()) {
-                    (true, true) => std::cmp::Ordering::Equal,
-                    (true, false) => std::cmp::Ordering::Greater,
-                    (false, true) => std::cmp::Ordering::Less,
-                    _ if top => y.1.partial_cmp(&x.1).unwrap_or(std::cmp::Ordering::Equal),
-                    _ => x.1.partial_cmp(&y.1).unwrap_or(std::cmp::Ordering::Equal),
-                });
+                cell.sort_by(|x, y| nan_last(x.1, y.1, top));
             }
             for (series, x) in cell.into_iter().take(k) {
                 s.push(series);

@@ -12,9 +12,10 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
 use promql_parser::parser::Call;
 
-use super::fold::{Cell, Fold, Folder, rows};
+use super::fold::{Cell, Fold, Folder};
 use super::keyed::Keyed;
 use super::regroup::DROP;
+use super::rows;
 use super::scalar::scalar;
 use super::{Lowered, PlanCtx};
 use crate::model::{Labels, METRIC_NAME};

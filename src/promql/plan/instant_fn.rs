@@ -17,7 +17,7 @@ use super::{Lowered, PlanCtx};
 use crate::model::Labels;
 use crate::promql::error::PromqlError;
 use crate::promql::eval::drop_name;
-use crate::promql::functions::set_label;
+use crate::promql::functions::{set_label, string_arg, unwrap_paren};
 use crate::promql::value_fn::ValueFn;
 
 pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
@@ -28,7 +28,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
             // The order is the result's, applied when it is assembled (`value_order`);
             // rows have none.
-            if args[1..].iter().any(|e| string(e).is_none()) {
+            if args[1..].iter().any(|e| string_arg(e).is_err()) {
                 return p.decline("sort_by_label() with a label that is not a string literal");
             }
             if p.ctx.steps.len() > 1 || p.ctx.is_range {
@@ -49,7 +49,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
                 return Ok(None);
             };
             // Of a selector it is the time of the sample the selector picks.
-            if let Expr::VectorSelector(vs) = unparen(arg) {
+            if let Expr::VectorSelector(vs) = unwrap_paren(arg) {
                 let selected = super::vector_select::lower_timestamps(p, vs)?;
                 let series = selected.series.iter().map(drop_name).collect();
                 return merged(selected.plan, series).map(Some);
@@ -116,7 +116,7 @@ pub(super) fn map(
 /// words the error.
 fn relabel(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
     let args = &call.args.args;
-    let strings: Option<Vec<String>> = args[1..].iter().map(|e| string(e)).collect();
+    let strings: Option<Vec<String>> = args[1..].iter().map(|e| string_arg(e).ok()).collect();
     let Some(strings) = strings else {
         return p.decline("label function with invalid arguments (the evaluator words the error)");
     };
@@ -164,17 +164,3 @@ fn relabel(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
 
 /// A new label set for each series.
 type Relabel = dyn Fn(&Arc<Labels>) -> Arc<Labels>;
-
-fn unparen(e: &Expr) -> &Expr {
-    match e {
-        Expr::Paren(p) => unparen(&p.expr),
-        other => other,
-    }
-}
-
-fn string(e: &Expr) -> Option<String> {
-    match unparen(e) {
-        Expr::StringLiteral(s) => Some(s.val.clone()),
-        _ => None,
-    }
-}

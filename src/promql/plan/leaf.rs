@@ -5,7 +5,6 @@
 //! chunk of series becomes rows ([`super::vector_select`], [`super::range_fn`]).
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -27,7 +26,8 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::{PlanCtx, df_error, external, ptr_cmp, rows_schema};
+use super::identity_node;
+use super::{PlanCtx, df_error, external, rows_schema};
 use crate::promql::error::PromqlError;
 use crate::storage::{Scan, SeriesRun};
 
@@ -102,32 +102,8 @@ impl Leaf {
     }
 }
 
-impl fmt::Debug for Leaf {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        UserDefinedLogicalNodeCore::fmt_for_explain(self, f)
-    }
-}
-
-// Compared and hashed by identity: each is made once per query, from a scan.
-impl PartialEq for Leaf {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.source, &other.source)
-    }
-}
-
-impl Eq for Leaf {}
-
-impl PartialOrd for Leaf {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(ptr_cmp(&self.source, &other.source))
-    }
-}
-
-impl Hash for Leaf {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (Arc::as_ptr(&self.source) as *const () as usize).hash(state);
-    }
-}
+// Compared and hashed by identity: each is made once per query.
+identity_node!(Leaf, source);
 
 impl UserDefinedLogicalNodeCore for Leaf {
     fn name(&self) -> &str {

@@ -12,9 +12,10 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::LogicalPlan;
 
-use super::fold::{Cell, Fold, Folder, rows};
+use super::fold::{Cell, Fold, Folder};
 use super::keyed::Keyed;
 use super::regroup::Regroup;
+use super::rows;
 use super::{Lowered, external, unique};
 use crate::model::Labels;
 use crate::promql::error::PromqlError;

@@ -77,6 +77,19 @@ pub(super) fn rows_schema() -> SchemaRef {
     ]))
 }
 
+/// A batch of rows from its three columns.
+pub(super) fn rows(series: Vec<u32>, step: Vec<u32>, value: Vec<f64>) -> DfResult<RecordBatch> {
+    use datafusion::arrow::array::{Float64Array, UInt32Array};
+    Ok(RecordBatch::try_new(
+        rows_schema(),
+        vec![
+            Arc::new(UInt32Array::from(series)),
+            Arc::new(UInt32Array::from(step)),
+            Arc::new(Float64Array::from(value)),
+        ],
+    )?)
+}
+
 /// A lowered instant-vector expression: its plan, and the label set of each series its
 /// rows name.
 pub(super) struct Lowered {
@@ -337,43 +350,27 @@ fn assemble(
 /// An instant `topk`/`bottomk` answers in value order (as the evaluator does), `sort*()`
 /// as it says, the rest in label order.
 fn value_order(expr: &Expr, out: &mut [Series]) {
-    let mut e = expr;
-    while let Expr::Paren(p) = e {
-        e = &p.expr;
-    }
+    use crate::promql::functions::{sort_vector, string_arg, unwrap_paren};
+    let e = unwrap_paren(expr);
     if let Expr::Call(c) = e
         && c.func.name.starts_with("sort")
     {
         let names: Vec<String> = c.args.args[1..]
             .iter()
-            .filter_map(|a| {
-                let mut a = &**a;
-                while let Expr::Paren(p) = a {
-                    a = &p.expr;
-                }
-                match a {
-                    Expr::StringLiteral(s) => Some(s.val.clone()),
-                    _ => None,
-                }
-            })
+            .filter_map(|a| string_arg(a).ok())
             .collect();
-        crate::promql::functions::sort_vector(c.func.name, &names, out);
+        sort_vector(c.func.name, &names, out);
         return;
     }
     let Expr::Aggregate(a) = e else { return };
     if out.first().is_none_or(|s| s.vals.len() != 1) {
         return;
     }
-    let top = match a.op.to_string().to_lowercase().as_str() {
-        "topk" => true,
-        "bottomk" => false,
-        _ => return,
-    };
-    out.sort_by(|x, y| {
-        let (a, b) = (x.vals[0].unwrap_or(f64::NAN), y.vals[0].unwrap_or(f64::NAN));
-        let o = a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal);
-        if top { o.reverse() } else { o }
-    });
+    match a.op.to_string().to_lowercase().as_str() {
+        "topk" => crate::promql::aggregate::sort_by_value(out, true),
+        "bottomk" => crate::promql::aggregate::sort_by_value(out, false),
+        _ => {}
+    }
 }
 
 /// A DataFusion error as the query's error: limits, timeouts and cancellation keep their
@@ -454,6 +451,41 @@ pub(super) fn unique(series: &[Arc<Labels>]) -> bool {
     let mut seen = std::collections::HashSet::with_capacity(series.len());
     series.iter().all(|l| seen.insert(l))
 }
+
+/// `Debug` as the node explains itself, and equality, order and hash by the identity of
+/// its state `field` (made once per query, with no cheaper equality) and, when named, its
+/// `input` plan.
+macro_rules! identity_node {
+    ($node:ty, $field:ident $(, $input:ident)?) => {
+        impl std::fmt::Debug for $node {
+            fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                datafusion::logical_expr::UserDefinedLogicalNodeCore::fmt_for_explain(self, f)
+            }
+        }
+
+        impl PartialEq for $node {
+            fn eq(&self, other: &Self) -> bool {
+                std::sync::Arc::ptr_eq(&self.$field, &other.$field)
+                    $(&& self.$input == other.$input)?
+            }
+        }
+
+        impl Eq for $node {}
+
+        impl PartialOrd for $node {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(super::ptr_cmp(&self.$field, &other.$field))
+            }
+        }
+
+        impl std::hash::Hash for $node {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                std::hash::Hash::hash(&(std::sync::Arc::as_ptr(&self.$field) as *const () as usize), state);
+            }
+        }
+    };
+}
+pub(super) use identity_node;
 
 /// Logical nodes compare and hash by identity: each is made once per query, from state
 /// (scans, maps) that has no cheaper equality.

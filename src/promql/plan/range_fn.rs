@@ -11,19 +11,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Float64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
 use promql_parser::parser::{Call, Expr};
 
 use super::leaf::{Leaf, LeafSource};
 use super::merge::merged;
 use super::scalar::scalar;
-use super::{Lowered, PlanCtx, external, rows_schema};
+use super::{Lowered, PlanCtx, external, rows};
 use crate::catalog::SeriesId;
 use crate::model::Labels;
 use crate::promql::error::PromqlError;
 use crate::promql::eval::{drop_name, duration_ms};
-use crate::promql::functions::window_value;
+use crate::promql::functions::{unwrap_paren, window_value};
 use crate::promql::range_fns as rf;
 use crate::promql::range_fns::RangeFn;
 use crate::promql::selector::{at_ms, eval_times, matcher_sets, offset_ms};
@@ -66,10 +66,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
             _ => return Ok(None),
         },
     };
-    let mut arg = &**arg;
-    while let Expr::Paren(inner) = arg {
-        arg = &inner.expr;
-    }
+    let arg = unwrap_paren(arg);
     if function == RangeFn::QuantileOverTime {
         p.engine.check_quantile(&p1);
     }
@@ -243,12 +240,5 @@ fn compute_chunk(scan: &RangeScan, series: &[SeriesRun]) -> DfResult<RecordBatch
     }
     // A cancelled query's windows stopped early: never hand on partial sums.
     scan.cancel.check().map_err(external)?;
-    Ok(RecordBatch::try_new(
-        rows_schema(),
-        vec![
-            Arc::new(UInt32Array::from(series_col)),
-            Arc::new(UInt32Array::from(step)),
-            Arc::new(Float64Array::from(val)),
-        ],
-    )?)
+    rows(series_col, step, val)
 }

@@ -16,9 +16,10 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, col};
 use promql_parser::parser::BinaryExpr;
 
-use super::fold::{Cell, Fold, Folder, rows};
+use super::fold::{Cell, Fold, Folder};
 use super::keyed::{KEY, Keyed};
 use super::regroup::{DROP, Regroup};
+use super::rows;
 use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error};
 use crate::model::Labels;
 use crate::promql::binary::signature;

@@ -11,10 +11,11 @@ use datafusion::error::Result as DfResult;
 use promql_parser::parser::SubqueryExpr;
 use promql_parser::parser::value::ValueType;
 
-use super::fold::{Cell, Fold, Folder, rows};
+use super::fold::{Cell, Fold, Folder};
 use super::keyed::Keyed;
 use super::merge::merged;
 use super::range_fn::counter_info;
+use super::rows;
 use super::{Lowered, PlanCtx, external};
 use crate::model::Labels;
 use crate::promql::error::PromqlError;

@@ -4,7 +4,6 @@
 //! [`super::keyed`], [`super::map_values`], [`super::vector_match`]'s combine).
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
@@ -25,7 +24,8 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::{df_error, ptr_cmp};
+use super::df_error;
+use super::identity_node;
 use crate::promql::error::PromqlError;
 
 /// A stateless batch-to-batch mapping.
@@ -79,32 +79,8 @@ impl Unary {
     }
 }
 
-impl fmt::Debug for Unary {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        UserDefinedLogicalNodeCore::fmt_for_explain(self, f)
-    }
-}
-
 // Compared and hashed by identity: each is made once per query.
-impl PartialEq for Unary {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.op, &other.op) && self.input == other.input
-    }
-}
-
-impl Eq for Unary {}
-
-impl PartialOrd for Unary {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(ptr_cmp(&self.op, &other.op))
-    }
-}
-
-impl Hash for Unary {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (Arc::as_ptr(&self.op) as *const () as usize).hash(state);
-    }
-}
+identity_node!(Unary, op, input);
 
 impl UserDefinedLogicalNodeCore for Unary {
     fn name(&self) -> &str {

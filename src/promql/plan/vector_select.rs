@@ -7,12 +7,12 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Float64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
 use promql_parser::parser::VectorSelector;
 
 use super::leaf::{Leaf, LeafSource};
-use super::{Lowered, PlanCtx, rows_schema};
+use super::{Lowered, PlanCtx, rows};
 use crate::catalog::SeriesId;
 use crate::model::is_stale_marker;
 use crate::promql::error::PromqlError;
@@ -147,12 +147,5 @@ fn select_chunk(sel: &Selection, chunk: &[SeriesRun]) -> DfResult<RecordBatch> {
             }
         }
     }
-    Ok(RecordBatch::try_new(
-        rows_schema(),
-        vec![
-            Arc::new(UInt32Array::from(series)),
-            Arc::new(UInt32Array::from(step)),
-            Arc::new(Float64Array::from(value)),
-        ],
-    )?)
+    rows(series, step, value)
 }
