@@ -527,3 +527,75 @@ pub(super) fn roundtrip(
     }
     Ok(copy)
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion_proto::physical_plan::DefaultPhysicalProtoConverter;
+
+    use super::*;
+    use crate::promql::QueryOptions;
+    use crate::storage::Storage;
+
+    /// Decoding takes sizes from bytes: a node whose vectors disagree, or that would
+    /// allocate more than the query may hold, is an error, never a panic or a huge
+    /// allocation.
+    #[tokio::test]
+    async fn decoding_refuses_inconsistent_or_oversized_nodes() {
+        let storage = Arc::new(Storage::in_memory().await.unwrap());
+        let engine = Engine::new(
+            storage,
+            QueryOptions {
+                max_samples: 1000,
+                ..QueryOptions::default()
+            },
+        );
+        let codec = PlanCodec::new(&engine);
+        let (ctx, conv) = (TaskContext::default(), DefaultPhysicalProtoConverter {});
+        let input: Arc<dyn ExecutionPlan> = Arc::new(ConstantExec::new(Arc::new(vec![1.0])));
+        let decode = |kind: Kind, inputs: &[Arc<dyn ExecutionPlan>]| {
+            let bytes = Node { kind: Some(kind) }.encode_to_vec();
+            codec.try_decode(&bytes, inputs, &ctx, &conv).is_ok()
+        };
+        let absent = |steps| {
+            Kind::Fold(FoldNode {
+                folder: "Absent".into(),
+                left: steps,
+                ..Default::default()
+            })
+        };
+        assert!(decode(absent(10), std::slice::from_ref(&input)));
+        assert!(!decode(absent(u32::MAX), std::slice::from_ref(&input)));
+        let window = |times: Vec<i64>| {
+            Kind::Fold(FoldNode {
+                folder: "SubqueryWindow".into(),
+                function: "rate".into(),
+                inner_step: 1000,
+                ends: vec![1, 2],
+                times,
+                ..Default::default()
+            })
+        };
+        assert!(decode(window(vec![1, 2]), std::slice::from_ref(&input)));
+        assert!(!decode(window(vec![1]), std::slice::from_ref(&input)));
+        let mut ids = Vec::new();
+        roaring::RoaringBitmap::new()
+            .serialize_into(&mut ids)
+            .unwrap();
+        let leaf = |times: Vec<i64>| {
+            Kind::Leaf(LeafNode {
+                source: "RangeFnSelect".into(),
+                function: "rate".into(),
+                ids: ids.clone(),
+                ends: vec![1, 2],
+                times,
+                partitions: 1,
+                ..Default::default()
+            })
+        };
+        assert!(decode(leaf(vec![1, 2]), &[]));
+        assert!(!decode(leaf(vec![1]), &[]));
+        // A leaf with an input, and bytes that are no node at all.
+        assert!(!decode(leaf(vec![1, 2]), std::slice::from_ref(&input)));
+        assert!(codec.try_decode(&[0xff, 0xff], &[], &ctx, &conv).is_err());
+    }
+}
