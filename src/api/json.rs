@@ -5,6 +5,7 @@
 use std::fmt::Write;
 
 use crate::model::Labels;
+use crate::model::histogram::{FloatHistogram, boundary_rule};
 use crate::promql::{Steps, Value};
 
 /// `1435781451.781`, `1.05` → `1.050`, whole seconds without a fraction.
@@ -65,6 +66,64 @@ fn fmt_point(t: i64, v: f64, out: &mut String) {
     out.push_str("\"]");
 }
 
+/// `[t, {"count":…,"sum":…,"buckets":[[rule,"lower","upper","count"],…]}]`, Prometheus's
+/// histogram sample (buckets with a zero count left out, as Prometheus does).
+fn fmt_hist_point(t: i64, h: &FloatHistogram, out: &mut String) {
+    out.push('[');
+    fmt_ts(t, out);
+    out.push_str(",{\"count\":\"");
+    fmt_value(h.count, out);
+    out.push_str("\",\"sum\":\"");
+    fmt_value(h.sum, out);
+    out.push('"');
+    let mut first = true;
+    for b in h.all_buckets() {
+        if b.count == 0.0 {
+            continue;
+        }
+        out.push_str(if first { ",\"buckets\":[" } else { "," });
+        first = false;
+        out.push('[');
+        out.push_str(&boundary_rule(&b).to_string());
+        for v in [b.lower, b.upper, b.count] {
+            out.push_str(",\"");
+            fmt_value(v, out);
+            out.push('"');
+        }
+        out.push(']');
+    }
+    if !first {
+        out.push(']');
+    }
+    out.push_str("}]");
+}
+
+/// A series' `"values":[…]` and `"histograms":[…]` (each only when it has points).
+fn fmt_points<'a>(
+    floats: impl Iterator<Item = (i64, f64)>,
+    hists: impl Iterator<Item = (i64, &'a FloatHistogram)>,
+    out: &mut String,
+) {
+    let mut first = true;
+    for (t, v) in floats {
+        out.push_str(if first { ",\"values\":[" } else { "," });
+        first = false;
+        fmt_point(t, v, out);
+    }
+    if !first {
+        out.push(']');
+    }
+    let mut first = true;
+    for (t, h) in hists {
+        out.push_str(if first { ",\"histograms\":[" } else { "," });
+        first = false;
+        fmt_hist_point(t, h, out);
+    }
+    if !first {
+        out.push(']');
+    }
+}
+
 /// `data` of an instant query.
 pub fn instant(v: &Value, t: i64) -> String {
     let mut s = String::new();
@@ -84,15 +143,26 @@ pub fn instant(v: &Value, t: i64) -> String {
             s.push_str(r#"{"resultType":"vector","result":["#);
             let mut first = true;
             for se in series {
-                let Some(v) = se.vals[0] else { continue };
+                if !se.has(0) {
+                    continue;
+                }
                 if !first {
                     s.push(',');
                 }
                 first = false;
                 s.push_str(r#"{"metric":"#);
                 fmt_labels(&se.labels, &mut s);
-                s.push_str(r#","value":"#);
-                fmt_point(t, v, &mut s);
+                match (se.vals[0], se.hist(0)) {
+                    (Some(v), _) => {
+                        s.push_str(r#","value":"#);
+                        fmt_point(t, v, &mut s);
+                    }
+                    (None, Some(h)) => {
+                        s.push_str(r#","histogram":"#);
+                        fmt_hist_point(t, h, &mut s);
+                    }
+                    (None, None) => {}
+                }
                 s.push('}');
             }
             s.push(']');
@@ -105,14 +175,12 @@ pub fn instant(v: &Value, t: i64) -> String {
                 }
                 s.push_str(r#"{"metric":"#);
                 fmt_labels(&se.labels, &mut s);
-                s.push_str(r#","values":["#);
-                for (k, (t, v)) in se.ts.iter().zip(&se.vals).enumerate() {
-                    if k > 0 {
-                        s.push(',');
-                    }
-                    fmt_point(*t, *v, &mut s);
-                }
-                s.push_str("]}");
+                fmt_points(
+                    se.ts.iter().copied().zip(se.vals.iter().copied()),
+                    se.hts.iter().copied().zip(se.hists.iter().map(|h| &**h)),
+                    &mut s,
+                );
+                s.push('}');
             }
             s.push(']');
         }
@@ -144,18 +212,15 @@ pub fn range(v: &Value, steps: Steps) -> String {
                 }
                 s.push_str(r#"{"metric":"#);
                 fmt_labels(&se.labels, &mut s);
-                s.push_str(r#","values":["#);
-                let mut first = true;
-                for (i, v) in se.vals.iter().enumerate() {
-                    if let Some(v) = v {
-                        if !first {
-                            s.push(',');
-                        }
-                        first = false;
-                        fmt_point(steps.at(i), *v, &mut s);
-                    }
-                }
-                s.push_str("]}");
+                fmt_points(
+                    se.vals
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, v)| v.map(|v| (steps.at(i), v))),
+                    (0..se.hists.len()).filter_map(|i| se.hist(i).map(|h| (steps.at(i), &**h))),
+                    &mut s,
+                );
+                s.push('}');
             }
         }
         _ => {}

@@ -263,6 +263,7 @@ fn slice(value: &Value, run: Steps, sub: Steps) -> Value {
                 .filter_map(|s| {
                     let vals = s.vals[lo..hi].to_vec();
                     vals.iter().any(Option::is_some).then(|| Series {
+                        hists: Vec::new(),
                         labels: s.labels.clone(),
                         vals,
                     })
@@ -380,7 +381,11 @@ mod tests {
         let labels = Arc::new(Labels::new(vec![("a".into(), "b".into())]).expect("labels"));
         let vals = steps.iter().map(|t| Some(t as f64)).collect();
         Ok((
-            Value::Vector(vec![Series { labels, vals }]),
+            Value::Vector(vec![Series {
+                labels,
+                vals,
+                hists: Vec::new(),
+            }]),
             Annotations::default(),
         ))
     }

@@ -2,12 +2,15 @@
 //! validated [`WriteBatch`]es. Nothing here touches storage; `storage::Storage::append`
 //! decides what is accepted and makes it durable.
 
+pub mod native_histogram;
 pub mod prompb;
 pub mod remote_write;
 pub mod text;
 
 use thiserror::Error;
 
+use crate::model::exemplar::Exemplar;
+use crate::model::histogram::FloatHistogram;
 use crate::model::{LabelError, Labels};
 
 /// One series and its samples from a single request.
@@ -16,6 +19,21 @@ pub struct SeriesSamples {
     pub labels: Labels,
     /// `(timestamp ms, value)`; order as received.
     pub samples: Vec<(i64, f64)>,
+}
+
+/// One series' native-histogram samples from a single request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesHistograms {
+    pub labels: Labels,
+    /// `(timestamp ms, histogram)`; order as received.
+    pub samples: Vec<(i64, FloatHistogram)>,
+}
+
+/// One series' exemplars from a single request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesExemplars {
+    pub labels: Labels,
+    pub exemplars: Vec<Exemplar>,
 }
 
 /// Metric metadata as remote write sends it (one per metric family).
@@ -32,12 +50,28 @@ pub struct MetricMetadata {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteBatch {
     pub series: Vec<SeriesSamples>,
+    /// Native-histogram samples (a series may also appear in `series` with floats).
+    pub histograms: Vec<SeriesHistograms>,
+    pub exemplars: Vec<SeriesExemplars>,
     pub metadata: Vec<MetricMetadata>,
 }
 
 impl WriteBatch {
+    /// Float and histogram samples.
     pub fn sample_count(&self) -> usize {
+        self.float_count() + self.histogram_count()
+    }
+
+    pub fn float_count(&self) -> usize {
         self.series.iter().map(|s| s.samples.len()).sum()
+    }
+
+    pub fn histogram_count(&self) -> usize {
+        self.histograms.iter().map(|s| s.samples.len()).sum()
+    }
+
+    pub fn exemplar_count(&self) -> usize {
+        self.exemplars.iter().map(|s| s.exemplars.len()).sum()
     }
 }
 
@@ -70,6 +104,18 @@ pub enum IngestError {
         count: usize,
         series: usize,
         hint: &'static str,
+    },
+    #[error("invalid native histogram for series {labels} at {timestamp_ms}: {message}")]
+    Histogram {
+        labels: String,
+        timestamp_ms: i64,
+        message: String,
+    },
+    #[error("invalid exemplar for series {labels} at {timestamp_ms}: {message}")]
+    Exemplar {
+        labels: String,
+        timestamp_ms: i64,
+        message: String,
     },
     #[error("reading input: {0}")]
     Io(#[from] std::io::Error),

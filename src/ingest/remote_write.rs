@@ -2,9 +2,13 @@
 
 use prost::Message;
 
+use super::native_histogram::{self, Decoded};
 use super::prompb::{self, MetricType};
-use super::{IngestError, MetricMetadata, SeriesSamples, WriteBatch};
+use super::{
+    IngestError, MetricMetadata, SeriesExemplars, SeriesHistograms, SeriesSamples, WriteBatch,
+};
 use crate::model::Labels;
+use crate::model::exemplar::Exemplar;
 
 /// Upper bound on the decompressed size, so a small malicious body cannot make us allocate
 /// gigabytes (snappy states the decompressed length up front).
@@ -24,12 +28,13 @@ pub fn decode(body: &[u8]) -> Result<WriteBatch, IngestError> {
     from_proto(req)
 }
 
-/// Converts a decoded `WriteRequest`, validating every label set.
+/// Converts a decoded `WriteRequest`, validating every label set and histogram.
 pub fn from_proto(req: prompb::WriteRequest) -> Result<WriteBatch, IngestError> {
-    refuse_unstored(&req)?;
     let mut series = Vec::with_capacity(req.timeseries.len());
+    let mut histograms = Vec::new();
+    let mut exemplars = Vec::new();
     for ts in req.timeseries {
-        if ts.samples.is_empty() {
+        if ts.samples.is_empty() && ts.histograms.is_empty() && ts.exemplars.is_empty() {
             continue;
         }
         let pairs: Vec<(String, String)> =
@@ -38,12 +43,44 @@ pub fn from_proto(req: prompb::WriteRequest) -> Result<WriteBatch, IngestError> 
             labels: format_pairs(&pairs),
             source,
         })?;
-        let samples = ts
+        let mut samples: Vec<(i64, f64)> = ts
             .samples
             .into_iter()
             .map(|s| (s.timestamp, s.value))
             .collect();
-        series.push(SeriesSamples { labels, samples });
+        let mut hists = Vec::with_capacity(ts.histograms.len());
+        for h in &ts.histograms {
+            match native_histogram::from_proto(h) {
+                Ok(Decoded::Histogram(fh)) => hists.push((h.timestamp, fh)),
+                Ok(Decoded::Stale) => samples.push((h.timestamp, crate::model::stale_marker())),
+                Err(message) => {
+                    return Err(IngestError::Histogram {
+                        labels: labels.to_string(),
+                        timestamp_ms: h.timestamp,
+                        message,
+                    });
+                }
+            }
+        }
+        if !ts.exemplars.is_empty() {
+            exemplars.push(SeriesExemplars {
+                labels: labels.clone(),
+                exemplars: ts
+                    .exemplars
+                    .into_iter()
+                    .map(|e| exemplar(&labels, e.labels, e.value, e.timestamp))
+                    .collect::<Result<_, _>>()?,
+            });
+        }
+        if !hists.is_empty() {
+            histograms.push(SeriesHistograms {
+                labels: labels.clone(),
+                samples: hists,
+            });
+        }
+        if !samples.is_empty() {
+            series.push(SeriesSamples { labels, samples });
+        }
     }
     let metadata = req
         .metadata
@@ -59,38 +96,31 @@ pub fn from_proto(req: prompb::WriteRequest) -> Result<WriteBatch, IngestError> 
             unit: m.unit,
         })
         .collect();
-    Ok(WriteBatch { series, metadata })
+    Ok(WriteBatch {
+        series,
+        histograms,
+        exemplars,
+        metadata,
+    })
 }
 
-/// Native histograms and exemplars are not stored yet: a request carrying any is refused
-/// (400) with what it held, never acknowledged with them dropped.
-fn refuse_unstored(req: &prompb::WriteRequest) -> Result<(), IngestError> {
-    let count = |f: fn(&prompb::TimeSeries) -> usize| {
-        req.timeseries
-            .iter()
-            .map(f)
-            .filter(|&n| n > 0)
-            .fold((0, 0), |(n, s), k| (n + k, s + 1))
+/// Validates one exemplar of `series` (remote write 1.0 and 2.0).
+pub(super) fn exemplar(
+    series: &Labels,
+    labels: Vec<prompb::Label>,
+    value: f64,
+    ts: i64,
+) -> Result<Exemplar, IngestError> {
+    let pairs: Vec<(String, String)> = labels.into_iter().map(|l| (l.name, l.value)).collect();
+    let invalid = |message: String| IngestError::Exemplar {
+        labels: series.to_string(),
+        timestamp_ms: ts,
+        message,
     };
-    let (n, s) = count(|ts| ts.histograms.len());
-    if n > 0 {
-        return Err(IngestError::Unstored {
-            kind: "native histograms",
-            count: n,
-            series: s,
-            hint: "remote_write send_native_histograms: false, or scrape classic histograms",
-        });
-    }
-    let (n, s) = count(|ts| ts.exemplars.len());
-    if n > 0 {
-        return Err(IngestError::Unstored {
-            kind: "exemplars",
-            count: n,
-            series: s,
-            hint: "remote_write send_exemplars: false",
-        });
-    }
-    Ok(())
+    let labels = Exemplar::labels_from(pairs).map_err(|e| invalid(e.to_string()))?;
+    let e = Exemplar { labels, value, ts };
+    e.validate().map_err(invalid)?;
+    Ok(e)
 }
 
 /// Encodes a batch as a remote-write 1.0 body (used by tests, benchmarks and self-monitoring).
@@ -119,12 +149,56 @@ pub fn encode(batch: &WriteBatch) -> Vec<u8> {
                 exemplars: vec![],
                 histograms: vec![],
             })
+            .chain(batch.histograms.iter().map(|s| {
+                prompb::TimeSeries {
+                    labels: s
+                        .labels
+                        .iter()
+                        .map(|(n, v)| prompb::Label {
+                            name: n.to_string(),
+                            value: v.to_string(),
+                        })
+                        .collect(),
+                    samples: vec![],
+                    exemplars: vec![],
+                    histograms: s
+                        .samples
+                        .iter()
+                        .map(|(t, h)| native_histogram::to_proto(h, *t))
+                        .collect(),
+                }
+            }))
+            .chain(batch.exemplars.iter().map(|s| {
+                prompb::TimeSeries {
+                    labels: proto_labels(&s.labels),
+                    samples: vec![],
+                    exemplars: s
+                        .exemplars
+                        .iter()
+                        .map(|e| prompb::Exemplar {
+                            labels: proto_labels(&e.labels),
+                            value: e.value,
+                            timestamp: e.ts,
+                        })
+                        .collect(),
+                    histograms: vec![],
+                }
+            }))
             .collect(),
         metadata: vec![],
     };
     snap::raw::Encoder::new()
         .compress_vec(&req.encode_to_vec())
         .expect("snappy compression of an in-memory buffer cannot fail")
+}
+
+fn proto_labels(l: &Labels) -> Vec<prompb::Label> {
+    l.iter()
+        .map(|(n, v)| prompb::Label {
+            name: n.to_string(),
+            value: v.to_string(),
+        })
+        .collect()
 }
 
 fn format_pairs(pairs: &[(String, String)]) -> String {
@@ -139,6 +213,8 @@ mod tests {
 
     fn batch() -> WriteBatch {
         WriteBatch {
+            histograms: Vec::new(),
+            exemplars: Vec::new(),
             series: vec![SeriesSamples {
                 labels: Labels::new(vec![
                     ("__name__".into(), "up".into()),

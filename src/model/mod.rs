@@ -1,6 +1,8 @@
 //! The data model: a series is a sorted label set (`__name__` included), a sample is
 //! `(timestamp ms as i64, value as f64)`.
 
+pub mod exemplar;
+pub mod histogram;
 mod labels;
 mod matcher;
 

@@ -103,6 +103,8 @@ impl Engine {
                     for (si, s) in input.iter().enumerate() {
                         if let Some(v) = s.vals[i] {
                             per_group.entry(group_of[si]).or_default().push((v, si));
+                        } else if s.hist(i).is_some() {
+                            self.info(format!("ignored histogram in {op} aggregation"));
                         }
                     }
                     for (_, mut members) in per_group {
@@ -124,6 +126,7 @@ impl Engine {
                         .collect();
                     if vals.iter().any(Option::is_some) {
                         out.push(Series {
+                            hists: Vec::new(),
                             labels: s.labels,
                             vals,
                         });
@@ -153,7 +156,7 @@ impl Engine {
                 for i in 0..n {
                     let mut taken: HashMap<usize, usize> = HashMap::new();
                     for &si in &order {
-                        if input[si].vals[i].is_some() {
+                        if input[si].has(i) {
                             let t = taken.entry(group_of[si]).or_default();
                             if (*t as f64) < k[i] {
                                 *t += 1;
@@ -166,6 +169,12 @@ impl Engine {
                     .into_iter()
                     .enumerate()
                     .map(|(si, s)| Series {
+                        hists: s
+                            .hists
+                            .iter()
+                            .enumerate()
+                            .map(|(i, h)| if keep[si][i] { h.clone() } else { None })
+                            .collect(),
                         labels: s.labels,
                         vals: s
                             .vals
@@ -187,12 +196,15 @@ impl Engine {
                 for (si, s) in input.iter().enumerate() {
                     self.check()?;
                     for i in 0..n {
-                        if let Some(v) = s.vals[i] {
-                            let l = super::functions::set_label(
-                                &groups[group_of[si]],
-                                &label,
-                                &fmt_value_label(v),
-                            );
+                        // A histogram counts under Prometheus's text of it.
+                        let text = match (s.vals[i], s.hist(i)) {
+                            (Some(v), _) => fmt_value_label(v),
+                            (None, Some(h)) => h.to_string(),
+                            (None, None) => continue,
+                        };
+                        {
+                            let l =
+                                super::functions::set_label(&groups[group_of[si]], &label, &text);
                             if !out.contains_key(&l) {
                                 // Each distinct value is a new series of `n` steps: bound
                                 // them before allocating, not after.
@@ -218,10 +230,20 @@ impl Engine {
                 }
                 // Collect per group and step.
                 let mut vals: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); n]; groups.len()];
+                // Histograms (with their series' metric name), only when there are any.
+                let any_hists = input.iter().any(Series::has_hists);
+                let mut hvals: Vec<Vec<Vec<(&super::value::Hist, &str)>>> = if any_hists {
+                    vec![vec![Vec::new(); n]; groups.len()]
+                } else {
+                    Vec::new()
+                };
                 for (si, s) in input.iter().enumerate() {
                     for (i, v) in s.vals.iter().enumerate() {
                         if let Some(v) = v {
                             vals[group_of[si]][i].push(*v);
+                        } else if let Some(h) = s.hist(i) {
+                            let name = s.labels.metric_name().unwrap_or("");
+                            hvals[group_of[si]][i].push((h, name));
                         }
                     }
                 }
@@ -229,6 +251,37 @@ impl Engine {
                 for (g, per_step) in vals.into_iter().enumerate() {
                     let mut o = Series::new(groups[g].clone(), n);
                     for (i, mut xs) in per_step.into_iter().enumerate() {
+                        let hs: &[(&super::value::Hist, &str)] =
+                            hvals.get(g).map_or(&[], |h| h[i].as_slice());
+                        if !hs.is_empty() {
+                            match op.as_str() {
+                                "sum" | "avg" if xs.is_empty() => {
+                                    if let Some(h) =
+                                        super::histogram_agg::sum(self, hs, op == "avg")
+                                    {
+                                        o.set_hist(i, h);
+                                    }
+                                    continue;
+                                }
+                                "sum" | "avg" => {
+                                    self.warn(
+                                        "encountered a mix of histograms and floats for aggregation"
+                                            .into(),
+                                    );
+                                    continue;
+                                }
+                                "count" => {
+                                    o.vals[i] = Some((xs.len() + hs.len()) as f64);
+                                    continue;
+                                }
+                                "group" => {
+                                    o.vals[i] = Some(1.0);
+                                    continue;
+                                }
+                                // min, max, stddev, stdvar, quantile: floats only.
+                                _ => self.info(format!("ignored histogram in {op} aggregation")),
+                            }
+                        }
                         if xs.is_empty() {
                             continue;
                         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
 
+use super::binary_hist::{self, Elem, Operand, operand};
 use super::error::PromqlError;
 use super::eval::{Ctx, Engine, drop_name, merge_same_labels};
 use super::value::{Series, Value};
@@ -71,15 +72,21 @@ impl Engine {
                     .collect(),
             )),
             (Value::Vector(v), Value::Scalar(s)) => Ok(Value::Vector(vector_scalar(
+                self,
                 &op,
                 v,
                 &s,
                 false,
                 return_bool,
             )?)),
-            (Value::Scalar(s), Value::Vector(v)) => {
-                Ok(Value::Vector(vector_scalar(&op, v, &s, true, return_bool)?))
-            }
+            (Value::Scalar(s), Value::Vector(v)) => Ok(Value::Vector(vector_scalar(
+                self,
+                &op,
+                v,
+                &s,
+                true,
+                return_bool,
+            )?)),
             (Value::Vector(l), Value::Vector(r)) => {
                 if is_set(&op) {
                     Ok(Value::Vector(set_op(
@@ -91,6 +98,7 @@ impl Engine {
                     )?))
                 } else {
                     Ok(Value::Vector(vector_vector(
+                        self,
                         &op,
                         l,
                         r,
@@ -110,6 +118,7 @@ impl Engine {
 }
 
 fn vector_scalar(
+    e: &Engine,
     op: &str,
     v: Vec<Series>,
     s: &[f64],
@@ -137,16 +146,30 @@ fn vector_scalar(
                 }
             }));
         }
-        let s = Series {
+        let mut o = Series {
+            hists: Vec::new(),
             labels: if drop {
                 drop_name(&series.labels)
             } else {
-                series.labels
+                series.labels.clone()
             },
             vals,
         };
-        if !s.is_empty() {
-            out.push(s);
+        for (i, h) in series.hists.iter().enumerate() {
+            let Some(h) = h else { continue };
+            let (l, r) = if swap {
+                (Operand::F(s[i]), Operand::H(h))
+            } else {
+                (Operand::H(h), Operand::F(s[i]))
+            };
+            match binary_hist::elem(e, op, l, r, return_bool) {
+                Some(Elem::F(v)) => o.vals[i] = Some(v),
+                Some(Elem::H(h)) => o.set_hist(i, h),
+                None => {}
+            }
+        }
+        if !o.is_empty() {
+            out.push(o);
         }
     }
     if drop {
@@ -171,9 +194,9 @@ fn set_op(
         let mut map: HashMap<Vec<(String, String)>, Vec<bool>> = HashMap::new();
         for (s, sig) in series.iter().zip(sigs) {
             let e = map.entry(sig.clone()).or_insert_with(|| vec![false; n]);
-            for (i, v) in s.vals.iter().enumerate() {
-                if v.is_some() {
-                    e[i] = true;
+            for (i, p) in e.iter_mut().enumerate() {
+                if s.has(i) {
+                    *p = true;
                 }
             }
         }
@@ -186,21 +209,15 @@ fn set_op(
             let want = op == "and";
             for (s, sig) in l.into_iter().zip(&lsig) {
                 let p = rp.get(sig);
-                let vals: Vec<Option<f64>> = s
-                    .vals
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| {
-                        if p.is_some_and(|p| p[i]) == want {
-                            *v
-                        } else {
-                            None
-                        }
-                    })
-                    .collect();
+                let kept = |i: usize| p.is_some_and(|p| p[i]) == want;
                 let s = Series {
+                    vals: (0..s.vals.len())
+                        .map(|i| if kept(i) { s.vals[i] } else { None })
+                        .collect(),
+                    hists: (0..s.hists.len())
+                        .map(|i| if kept(i) { s.hists[i].clone() } else { None })
+                        .collect(),
                     labels: s.labels,
-                    vals,
                 };
                 if !s.is_empty() {
                     out.push(s);
@@ -212,15 +229,15 @@ fn set_op(
             out.extend(l.into_iter().filter(|s| !s.is_empty()));
             for (s, sig) in r.into_iter().zip(&rsig) {
                 let p = lp.get(sig);
-                let vals: Vec<Option<f64>> = s
-                    .vals
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| if p.is_some_and(|p| p[i]) { None } else { *v })
-                    .collect();
+                let kept = |i: usize| !p.is_some_and(|p| p[i]);
                 let s = Series {
+                    vals: (0..s.vals.len())
+                        .map(|i| if kept(i) { s.vals[i] } else { None })
+                        .collect(),
+                    hists: (0..s.hists.len())
+                        .map(|i| if kept(i) { s.hists[i].clone() } else { None })
+                        .collect(),
                     labels: s.labels,
-                    vals,
                 };
                 if !s.is_empty() {
                     out.push(s);
@@ -235,6 +252,7 @@ fn set_op(
 type SeenKey<'a> = (&'a [(String, String)], Arc<Labels>);
 
 fn vector_vector(
+    e: &Engine,
     op: &str,
     l: Vec<Series>,
     r: Vec<Series>,
@@ -272,7 +290,7 @@ fn vector_vector(
     for i in 0..n {
         by_sig.clear();
         for (oi, s) in one.iter().enumerate() {
-            if s.vals[i].is_none() {
+            if !s.has(i) {
                 continue;
             }
             if let Some(prev) = by_sig.insert(&one_sig[oi], oi) {
@@ -289,11 +307,13 @@ fn vector_vector(
         let mut seen_one_to_one: HashMap<&[(String, String)], ()> = HashMap::new();
         let mut seen_many: std::collections::HashSet<SeenKey> = Default::default();
         for (mi, s) in many.iter().enumerate() {
-            let Some(mv) = s.vals[i] else { continue };
+            let Some(mv) = operand(s, i) else { continue };
             let Some(&oi) = by_sig.get(many_sig[mi].as_slice()) else {
                 continue;
             };
-            let Some(ov) = one[oi].vals[i] else { continue };
+            let Some(ov) = operand(&one[oi], i) else {
+                continue;
+            };
             // Prometheus reports ambiguous one-to-one matches even for samples a filter drops.
             if one_to_one
                 && seen_one_to_one
@@ -305,13 +325,21 @@ fn vector_vector(
                 ));
             }
             let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
-            let (val, keep) = elem(op, lv, rv);
-            let val = if return_bool {
-                if keep { 1.0 } else { 0.0 }
-            } else if !keep {
-                continue;
-            } else {
-                val
+            let val = match (lv, rv) {
+                (Operand::F(lv), Operand::F(rv)) => {
+                    let (val, keep) = elem(op, lv, rv);
+                    if return_bool {
+                        Elem::F(if keep { 1.0 } else { 0.0 })
+                    } else if !keep {
+                        continue;
+                    } else {
+                        Elem::F(val)
+                    }
+                }
+                (lv, rv) => match binary_hist::elem(e, op, lv, rv, return_bool) {
+                    Some(v) => v,
+                    None => continue,
+                },
             };
             let labels = result_labels
                 .entry((mi, oi))
@@ -331,16 +359,19 @@ fn vector_vector(
                     "multiple matches for labels: grouping labels must ensure unique results",
                 ));
             }
-            let e = out.entry(labels.clone()).or_insert_with(|| {
+            let entry = out.entry(labels.clone()).or_insert_with(|| {
                 order.push(labels.clone());
                 Series::new(labels.clone(), n)
             });
-            if e.vals[i].is_some() {
+            if entry.has(i) {
                 return Err(PromqlError::exec(
                     "vector cannot contain metrics with the same labelset",
                 ));
             }
-            e.vals[i] = Some(val);
+            match val {
+                Elem::F(v) => entry.vals[i] = Some(v),
+                Elem::H(h) => entry.set_hist(i, h),
+            }
         }
     }
     Ok(order.into_iter().filter_map(|l| out.remove(&l)).collect())

@@ -167,6 +167,18 @@ impl Engine {
         self.annotations.info(msg)
     }
 
+    /// Records an annotation given whole (`PromQL warning: …` or `PromQL info: …`), as the
+    /// histogram module words them.
+    pub(super) fn annotate(&self, text: &str) {
+        if let Some(m) = text.strip_prefix("PromQL warning: ") {
+            self.warn(m.to_string())
+        } else if let Some(m) = text.strip_prefix("PromQL info: ") {
+            self.info(m.to_string())
+        } else {
+            self.warn(text.to_string())
+        }
+    }
+
     /// Where this query's annotations go, for operators that find them while running.
     pub(super) fn annotator(&self) -> Annotator {
         self.annotations.clone()
@@ -226,11 +238,14 @@ impl Engine {
                 let mut out = Vec::new();
                 for s in input.series {
                     let (a, b) = super::selector::window(&s.ts, end, input.range_ms);
-                    if a < b {
+                    let (ha, hb) = super::selector::window(&s.hts, end, input.range_ms);
+                    if a < b || ha < hb {
                         out.push(RangeSeries {
                             labels: s.labels,
                             ts: s.ts[a..b].to_vec(),
                             vals: s.vals[a..b].to_vec(),
+                            hts: s.hts[ha..hb].to_vec(),
+                            hists: s.hists[ha..hb].to_vec(),
                         });
                     }
                 }
@@ -312,6 +327,18 @@ impl Engine {
                                 .map(|s| Series {
                                     labels: drop_name(&s.labels),
                                     vals: s.vals.into_iter().map(|v| v.map(|x| -x)).collect(),
+                                    // `-h` is `h * -1`: a gauge histogram.
+                                    hists: s
+                                        .hists
+                                        .into_iter()
+                                        .map(|h| {
+                                            h.map(|h| {
+                                                let mut h = (*h).clone();
+                                                h.mul(-1.0);
+                                                Arc::new(h)
+                                            })
+                                        })
+                                        .collect(),
                                 })
                                 .collect(),
                         )?)),
@@ -410,21 +437,26 @@ impl Engine {
                                         vals.push(*v);
                                     }
                                 }
+                                let (mut hts, mut hists) = (Vec::new(), Vec::new());
+                                for (i, h) in s.hists.iter().enumerate() {
+                                    if let Some(h) = h {
+                                        hts.push(inner.steps.at(i));
+                                        hists.push(h.clone());
+                                    }
+                                }
                                 Ok(Raw {
                                     labels: s.labels,
                                     ts,
                                     vals,
+                                    hts,
+                                    hists,
                                 })
                             })
-                            .filter(|r| r.as_ref().map_or(true, |r| !r.ts.is_empty()))
+                            .filter(|r| r.as_ref().map_or(true, |r| !r.is_empty()))
                             .collect::<Result<_, PromqlError>>()?,
                         Value::Scalar(v) => {
                             let ts = inner.steps.iter().collect();
-                            vec![Raw {
-                                labels: Arc::new(Labels::default()),
-                                ts,
-                                vals: v,
-                            }]
+                            vec![Raw::floats(Arc::new(Labels::default()), ts, v)]
                         }
                         other => {
                             return Err(PromqlError::exec(format!(
@@ -480,14 +512,19 @@ pub(super) fn merge_same_labels(mut series: Vec<Series>) -> Result<Vec<Series>, 
     for s in series {
         match out.last_mut() {
             Some(last) if last.labels == s.labels => {
-                for (i, v) in s.vals.into_iter().enumerate() {
-                    if let Some(v) = v {
-                        if last.vals[i].is_some() {
-                            return Err(PromqlError::exec(
-                                "vector cannot contain metrics with the same labelset",
-                            ));
+                let dup =
+                    || PromqlError::exec("vector cannot contain metrics with the same labelset");
+                for i in 0..s.vals.len() {
+                    if let Some(v) = s.vals[i] {
+                        if last.has(i) {
+                            return Err(dup());
                         }
                         last.vals[i] = Some(v);
+                    } else if let Some(h) = s.hist(i) {
+                        if last.has(i) {
+                            return Err(dup());
+                        }
+                        last.set_hist(i, h.clone());
                     }
                 }
             }

@@ -9,6 +9,7 @@ use promql_parser::parser::{Call, Expr};
 use super::error::PromqlError;
 use super::eval::{Ctx, Engine, drop_name, merge_same_labels};
 use super::range_fns::{self as rf, RangeFn, Window};
+use super::range_hist;
 use super::selector::{matcher_sets, window};
 use super::value::{Series, Value};
 use super::value_fn::{self, ValueFn};
@@ -46,6 +47,7 @@ fn map_values(series: Vec<Series>, keep_name: bool, f: impl Fn(f64) -> f64) -> V
     series
         .into_iter()
         .map(|s| Series {
+            hists: Vec::new(),
             labels: if keep_name {
                 s.labels
             } else {
@@ -53,6 +55,8 @@ fn map_values(series: Vec<Series>, keep_name: bool, f: impl Fn(f64) -> f64) -> V
             },
             vals: s.vals.into_iter().map(|v| v.map(&f)).collect(),
         })
+        // Histograms are dropped (float functions): a series left empty goes.
+        .filter(|s| !s.is_empty())
         .collect()
 }
 
@@ -119,7 +123,8 @@ impl Engine {
                 for s in &input.series {
                     for (i, &end) in input.ends.iter().enumerate() {
                         let (a, b) = window(&s.ts, end, input.range_ms);
-                        if a < b {
+                        let (ha, hb) = window(&s.hts, end, input.range_ms);
+                        if a < b || ha < hb {
                             present[i] = true;
                         }
                     }
@@ -162,6 +167,7 @@ impl Engine {
             "vector" => {
                 let v = scalar_arg(self.eval(&args[0], ctx).await?, name)?;
                 Ok(Value::Vector(vec![Series {
+                    hists: Vec::new(),
                     labels: Arc::new(Labels::default()),
                     vals: v.into_iter().map(Some).collect(),
                 }]))
@@ -194,6 +200,7 @@ impl Engine {
                 let out = vs
                     .into_iter()
                     .map(|s| Series {
+                        hists: Vec::new(),
                         labels: drop_name(&s.labels),
                         vals: s
                             .vals
@@ -202,6 +209,7 @@ impl Engine {
                             .map(|(v, t)| v.map(|x| super::value_fn::round(x, *t)))
                             .collect(),
                     })
+                    .filter(|s| !s.is_empty())
                     .collect();
                 Ok(Value::Vector(merge_same_labels(out)?))
             }
@@ -232,10 +240,11 @@ impl Engine {
                 if let Expr::VectorSelector(vs) = inner {
                     // The time of the sample the selector picks, not the evaluation time.
                     let out = self
-                        .instant_selection(vs, &ctx, |t, _| t as f64 / 1000.0)
+                        .instant_selection(vs, &ctx, true)
                         .await?
                         .into_iter()
                         .map(|s| Series {
+                            hists: Vec::new(),
                             labels: drop_name(&s.labels),
                             vals: s.vals,
                         })
@@ -247,12 +256,10 @@ impl Engine {
                     .into_iter()
                     .map(|s| Series {
                         labels: drop_name(&s.labels),
-                        vals: s
-                            .vals
-                            .iter()
-                            .enumerate()
-                            .map(|(i, v)| v.map(|_| ctx.steps.at(i) as f64 / 1000.0))
+                        vals: (0..s.vals.len())
+                            .map(|i| s.has(i).then(|| ctx.steps.at(i) as f64 / 1000.0))
                             .collect(),
+                        hists: Vec::new(),
                     })
                     .collect();
                 Ok(Value::Vector(merge_same_labels(out)?))
@@ -262,6 +269,7 @@ impl Engine {
                 let vs = match args.first() {
                     Some(a) => vector_arg(self.eval(a, ctx).await?, name)?,
                     None => vec![Series {
+                        hists: Vec::new(),
                         labels: Arc::new(Labels::default()),
                         vals: ctx.steps.iter().map(|t| Some(t as f64 / 1000.0)).collect(),
                     }],
@@ -300,6 +308,7 @@ impl Engine {
                         None => s.labels.clone(),
                     };
                     out.push(Series {
+                        hists: s.hists,
                         labels,
                         vals: s.vals,
                     });
@@ -320,6 +329,7 @@ impl Engine {
                         srcs.iter().map(|l| s.labels.get(l).unwrap_or("")).collect();
                     let v = joined.join(&sep);
                     out.push(Series {
+                        hists: s.hists,
                         labels: Arc::new(set_label(&s.labels, &dst, &v)),
                         vals: s.vals,
                     });
@@ -335,14 +345,20 @@ impl Engine {
                     .iter()
                     .map(|a| string_arg(a))
                     .collect::<Result<_, _>>()?;
+                if matches!(name, "sort" | "sort_desc") {
+                    // Sorting by value keeps the floats only (Prometheus's filterFloats).
+                    vs = vs
+                        .into_iter()
+                        .map(Series::without_hists)
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                }
                 sort_vector(name, &names, &mut vs);
                 Ok(Value::Vector(vs))
             }
             "absent" => {
                 let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
-                let present: Vec<bool> = (0..n)
-                    .map(|i| vs.iter().any(|s| s.vals[i].is_some()))
-                    .collect();
+                let present: Vec<bool> = (0..n).map(|i| vs.iter().any(|s| s.has(i))).collect();
                 Ok(Value::Vector(absent_result(
                     unwrap_paren(&args[0]),
                     &present,
@@ -369,19 +385,21 @@ impl Engine {
         ctx: Ctx,
     ) -> Result<Value, PromqlError> {
         let input = self.range_input(arg, &ctx).await?;
-        if matches!(name, "rate" | "increase") {
-            for s in &input.series {
-                let m = s.labels.metric_name().unwrap_or("");
-                if !["_total", "_sum", "_count", "_bucket"]
+        // Rate of a counter-looking name, only where it gave floats (histograms say
+        // themselves whether they are counters).
+        let counter_info = |s: &super::selector::Raw, o: &Series| {
+            let m = s.labels.metric_name().unwrap_or("");
+            if matches!(name, "rate" | "increase")
+                && o.vals.iter().any(Option::is_some)
+                && !["_total", "_sum", "_count", "_bucket"]
                     .iter()
                     .any(|suf| m.ends_with(suf))
-                {
-                    self.info(format!(
-                        "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {m:?}"
-                    ));
-                }
+            {
+                self.info(format!(
+                    "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {m:?}"
+                ));
             }
-        }
+        };
         let keep_name = matches!(name, "last_over_time" | "first_over_time");
         let f = RangeFn::parse(name)
             .ok_or_else(|| PromqlError::exec(format!("{name}() is not a range function")))?;
@@ -398,6 +416,14 @@ impl Engine {
                 },
                 ctx.steps.len(),
             );
+            if !s.hists.is_empty() {
+                self.histogram_windows(f, s, &input, &p1, &p2, &ctx, &mut o)?;
+                counter_info(s, &o);
+                if !o.is_empty() {
+                    out.push(o);
+                }
+                continue;
+            }
             let keep_going = || self.check().is_ok();
             rf::for_each_window(
                 f,
@@ -416,6 +442,7 @@ impl Engine {
                     );
                 },
             );
+            counter_info(s, &o);
             if !o.is_empty() {
                 out.push(o);
             }
@@ -423,6 +450,69 @@ impl Engine {
         // The windows of a cancelled query stop early: never answer with what they left.
         self.check()?;
         Ok(Value::Vector(merge_same_labels(out)?))
+    }
+}
+
+impl Engine {
+    /// A range function over one series that holds native histograms: each window's
+    /// floats and histograms go to `range_hist`.
+    #[allow(clippy::too_many_arguments)]
+    fn histogram_windows(
+        &self,
+        f: RangeFn,
+        s: &super::selector::Raw,
+        input: &super::selector::RangeInput,
+        p1: &[f64],
+        p2: &[f64],
+        ctx: &Ctx,
+        o: &mut Series,
+    ) -> Result<(), PromqlError> {
+        let name = s.labels.metric_name().unwrap_or("");
+        let mut fw = rf::Windows::new(&s.ts, input.range_ms);
+        let mut hw = rf::Windows::new(&s.hts, input.range_ms);
+        for (i, &end) in input.ends.iter().enumerate() {
+            if i % 4096 == 0 {
+                self.check()?;
+            }
+            let (a, b) = fw.at(end);
+            let (ha, hb) = hw.at(end);
+            let (p1, p2) = (
+                p1.get(i).copied().unwrap_or(f64::NAN),
+                p2.get(i).copied().unwrap_or(f64::NAN),
+            );
+            let start = end.saturating_sub(input.range_ms);
+            let value = if ha >= hb {
+                if a >= b {
+                    continue;
+                }
+                let w = Window {
+                    ts: &s.ts[a..b],
+                    vals: &s.vals[a..b],
+                    start,
+                    end,
+                    range_ms: input.range_ms,
+                    no_resets: false,
+                };
+                window_value(f, &w, p1, p2, ctx.steps.at(i)).map(range_hist::Point::F)
+            } else {
+                let w = range_hist::Mixed {
+                    fts: &s.ts[a..b],
+                    fv: &s.vals[a..b],
+                    hts: &s.hts[ha..hb],
+                    hv: &s.hists[ha..hb],
+                    start,
+                    end,
+                    range_ms: input.range_ms,
+                };
+                range_hist::window_value(self, f, name, &w, p1, p2, ctx.steps.at(i))
+            };
+            match value {
+                Some(range_hist::Point::F(v)) => o.vals[i] = Some(v),
+                Some(range_hist::Point::H(h)) => o.set_hist(i, h),
+                None => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -513,6 +603,7 @@ pub(super) fn absent_result(arg: &Expr, present: &[bool]) -> Vec<Series> {
         }
     }
     vec![Series {
+        hists: Vec::new(),
         labels: Arc::new(Labels::from_sorted_unchecked(labels.into_iter().collect())),
         vals: present.iter().map(|p| (!p).then_some(1.0)).collect(),
     }]

@@ -5,13 +5,16 @@
 
 mod aggregate;
 mod binary;
+mod binary_hist;
 pub mod cancel;
 mod error;
 mod eval;
 mod functions;
 pub mod guard;
+mod histogram_agg;
 mod plan;
 mod range_fns;
+mod range_hist;
 mod selector;
 pub mod value;
 mod value_fn;

@@ -232,6 +232,28 @@ pub(super) fn extrapolated_rate(w: &Window, is_counter: bool, is_rate: bool) -> 
             prev = v;
         }
     }
+    Some(
+        result
+            * extrapolation_factor(
+                w,
+                (first_t, last_t),
+                n,
+                is_counter.then_some((first_v, result)),
+                is_rate,
+            ),
+    )
+}
+
+/// Prometheus's extrapolation of a window's change to its edges: by half an average
+/// sample interval at most, and for a counter (`zero_clamp`: the first value and the raw
+/// change, counts for histograms) not past the time it would have been zero.
+pub(super) fn extrapolation_factor(
+    w: &Window,
+    (first_t, last_t): (i64, i64),
+    n: usize,
+    zero_clamp: Option<(f64, f64)>,
+    is_rate: bool,
+) -> f64 {
     let mut to_start = (first_t - w.start) as f64 / 1000.0;
     let mut to_end = (w.end - last_t) as f64 / 1000.0;
     let sampled = (last_t - first_t) as f64 / 1000.0;
@@ -240,7 +262,10 @@ pub(super) fn extrapolated_rate(w: &Window, is_counter: bool, is_rate: bool) -> 
     if to_start >= threshold {
         to_start = avg / 2.0;
     }
-    if is_counter && result > 0.0 && first_v >= 0.0 {
+    if let Some((first_v, result)) = zero_clamp
+        && result > 0.0
+        && first_v >= 0.0
+    {
         let to_zero = sampled * (first_v / result);
         if to_zero < to_start {
             to_start = to_zero;
@@ -253,7 +278,7 @@ pub(super) fn extrapolated_rate(w: &Window, is_counter: bool, is_rate: bool) -> 
     if is_rate {
         factor /= w.range_ms as f64 / 1000.0;
     }
-    Some(result * factor)
+    factor
 }
 
 /// irate / idelta: the last two samples.

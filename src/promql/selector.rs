@@ -8,14 +8,36 @@ use promql_parser::parser::{AtModifier, Offset, VectorSelector};
 
 use super::error::PromqlError;
 use super::eval::{Ctx, Engine};
-use super::value::Series;
+use super::value::{Hist, Series};
 use crate::model::{Labels, METRIC_NAME, Matcher, is_stale_marker};
 
-/// Samples of one series, stale markers kept (instant selection needs them).
+/// Samples of one series, stale markers kept (instant selection needs them): floats, and
+/// native histograms with their own timestamps.
 pub(super) struct Raw {
     pub labels: Arc<Labels>,
     pub ts: Vec<i64>,
     pub vals: Vec<f64>,
+    pub hts: Vec<i64>,
+    pub hists: Vec<Hist>,
+}
+
+/// A series id with its float run and its histogram run.
+type Lanes = (u32, Vec<i64>, Vec<f64>, Vec<i64>, Vec<Hist>);
+
+impl Raw {
+    pub fn floats(labels: Arc<Labels>, ts: Vec<i64>, vals: Vec<f64>) -> Self {
+        Raw {
+            labels,
+            ts,
+            vals,
+            hts: Vec::new(),
+            hists: Vec::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty() && self.hts.is_empty()
+    }
 }
 
 /// Input of a range function: per series its samples (no stale markers), and for every
@@ -101,20 +123,43 @@ impl Engine {
         // the chunk that crosses it instead of reading everything first.
         // Boxed: this future is part of every evaluator level's state, and nested queries
         // recurse thousands of levels deep (`promql::guard`).
-        let scan = self.snapshot().scan(&ids, min_t, max_t);
+        let snapshot = self.snapshot();
+        let mut hists = if snapshot.may_have_histograms(&ids, min_t, max_t) {
+            let runs = snapshot.histograms(&ids, min_t, max_t).await?;
+            self.charge(runs.iter().map(|r| r.ts.len()).sum())?;
+            runs
+        } else {
+            Vec::new()
+        };
+        let scan = snapshot.scan(&ids, min_t, max_t);
         let runs = Box::pin(scan.collect_all(|n| self.charge(n))).await?;
+        // Both lanes by series id (each ascending), floats and histograms side by side.
+        let mut merged: Vec<Lanes> = Vec::with_capacity(runs.len() + hists.len());
+        let mut hs = std::mem::take(&mut hists).into_iter().peekable();
+        for r in runs {
+            while let Some(h) = hs.next_if(|h| h.id < r.id) {
+                merged.push((h.id, Vec::new(), Vec::new(), h.ts, h.hists));
+            }
+            match hs.next_if(|h| h.id == r.id) {
+                Some(h) => merged.push((r.id, r.ts, r.vals, h.ts, h.hists)),
+                None => merged.push((r.id, r.ts, r.vals, Vec::new(), Vec::new())),
+            }
+        }
+        merged.extend(hs.map(|h| (h.id, Vec::new(), Vec::new(), h.ts, h.hists)));
         let labels = self
             .storage
             .catalog()
-            .labels_many(runs.iter().map(|r| r.id));
-        let mut out: Vec<Raw> = runs
+            .labels_many(merged.iter().map(|r| r.0));
+        let mut out: Vec<Raw> = merged
             .into_iter()
             .zip(labels)
-            .filter_map(|(r, labels)| {
+            .filter_map(|((_, ts, vals, hts, hists), labels)| {
                 Some(Raw {
                     labels: labels?,
-                    ts: r.ts,
-                    vals: r.vals,
+                    ts,
+                    vals,
+                    hts,
+                    hists,
                 })
             })
             .collect();
@@ -129,16 +174,16 @@ impl Engine {
         vs: &VectorSelector,
         ctx: &Ctx,
     ) -> Result<Vec<Series>, PromqlError> {
-        self.instant_selection(vs, ctx, |_, v| v).await
+        self.instant_selection(vs, ctx, false).await
     }
 
-    /// Instant selection as above, reporting `value_of(sample time, sample value)` for the
-    /// selected sample (`timestamp()` reports the time instead of the value).
+    /// Instant selection as above; with `timestamps` every picked sample (float or
+    /// histogram) reports its time in seconds instead (`timestamp()`).
     pub(super) async fn instant_selection(
         &self,
         vs: &VectorSelector,
         ctx: &Ctx,
-        value_of: impl Fn(i64, f64) -> f64,
+        timestamps: bool,
     ) -> Result<Vec<Series>, PromqlError> {
         let times = eval_times(ctx, at_ms(&vs.at, ctx), offset_ms(&vs.offset));
         let (Some(&lo), Some(&hi)) = (times.iter().min(), times.iter().max()) else {
@@ -154,13 +199,36 @@ impl Engine {
             self.check()?;
             let mut s = Series::new(r.labels, times.len());
             for (i, &te) in times.iter().enumerate() {
-                let idx = r.ts.partition_point(|&t| t <= te);
-                if idx == 0 {
-                    continue;
-                }
-                let (t, v) = (r.ts[idx - 1], r.vals[idx - 1]);
-                if t > te - lookback && !is_stale_marker(v) {
-                    s.vals[i] = Some(value_of(t, v));
+                let fi = r.ts.partition_point(|&t| t <= te);
+                let hi = r.hts.partition_point(|&t| t <= te);
+                let float = (fi > 0).then(|| (r.ts[fi - 1], r.vals[fi - 1]));
+                let hist = (hi > 0).then(|| (r.hts[hi - 1], &r.hists[hi - 1]));
+                // The newer of the two kinds; a float stale marker ends both.
+                match (float, hist) {
+                    (Some((ft, _)), Some((ht, h))) if ht > ft => {
+                        if ht > te - lookback {
+                            if timestamps {
+                                s.vals[i] = Some(ht as f64 / 1000.0);
+                            } else {
+                                s.set_hist(i, h.clone());
+                            }
+                        }
+                    }
+                    (None, Some((ht, h))) => {
+                        if ht > te - lookback {
+                            if timestamps {
+                                s.vals[i] = Some(ht as f64 / 1000.0);
+                            } else {
+                                s.set_hist(i, h.clone());
+                            }
+                        }
+                    }
+                    (Some((t, v)), _) => {
+                        if t > te - lookback && !is_stale_marker(v) {
+                            s.vals[i] = Some(if timestamps { t as f64 / 1000.0 } else { v });
+                        }
+                    }
+                    (None, None) => {}
                 }
             }
             if !s.is_empty() {
@@ -199,7 +267,7 @@ impl Engine {
                 }
                 r
             })
-            .filter(|r| !r.ts.is_empty())
+            .filter(|r| !r.is_empty())
             .collect();
         Ok(RangeInput {
             series,

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::model::Labels;
+use crate::model::histogram::FloatHistogram;
 
 /// The evaluation grid: `start`, `start + step`, … ≤ `end` (ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,12 +55,19 @@ impl Steps {
     }
 }
 
-/// One series of an instant vector across all steps.
+/// A native-histogram sample as PromQL passes it around (shared: selections copy none).
+pub type Hist = Arc<FloatHistogram>;
+
+/// One series of an instant vector across all steps. At a step a series has a float, a
+/// native histogram, or nothing — never both.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     pub labels: Arc<Labels>,
-    /// `None` where the series has no value at that step.
+    /// `None` where the series has no float value at that step.
     pub vals: Vec<Option<f64>>,
+    /// Histogram values by step; empty when the series has none at any step (the common
+    /// case costs nothing), else as long as `vals`.
+    pub hists: Vec<Option<Hist>>,
 }
 
 impl Series {
@@ -67,11 +75,43 @@ impl Series {
         Series {
             labels,
             vals: vec![None; n],
+            hists: Vec::new(),
         }
     }
 
+    /// True when the series has neither a float nor a histogram at any step.
     pub fn is_empty(&self) -> bool {
-        self.vals.iter().all(Option::is_none)
+        self.vals.iter().all(Option::is_none) && self.hists.iter().all(Option::is_none)
+    }
+
+    /// The histogram at step `i`, if any.
+    pub fn hist(&self, i: usize) -> Option<&Hist> {
+        self.hists.get(i).and_then(Option::as_ref)
+    }
+
+    /// Sets the histogram at step `i` (and clears the float there).
+    pub fn set_hist(&mut self, i: usize, h: Hist) {
+        if self.hists.is_empty() {
+            self.hists = vec![None; self.vals.len()];
+        }
+        self.vals[i] = None;
+        self.hists[i] = Some(h);
+    }
+
+    /// True when any step holds a histogram.
+    pub fn has_hists(&self) -> bool {
+        self.hists.iter().any(Option::is_some)
+    }
+
+    /// Whether step `i` has a value of either kind.
+    pub fn has(&self, i: usize) -> bool {
+        self.vals[i].is_some() || self.hist(i).is_some()
+    }
+
+    /// Drops the histograms (for operators that keep only floats).
+    pub fn without_hists(mut self) -> Self {
+        self.hists = Vec::new();
+        self
     }
 }
 
@@ -81,6 +121,9 @@ pub struct RangeSeries {
     pub labels: Arc<Labels>,
     pub ts: Vec<i64>,
     pub vals: Vec<f64>,
+    /// Histogram samples, ascending (their own timestamps).
+    pub hts: Vec<i64>,
+    pub hists: Vec<Hist>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -3,7 +3,11 @@
 use std::collections::HashMap;
 
 use super::Outcome;
-use super::script::{Eval, EvalKind, Expected, MsgMatch, Points};
+use std::sync::Arc;
+
+use super::histogram_notation;
+use super::script::{Eval, EvalKind, Expected, MsgMatch, Point, Points};
+use crate::model::histogram::FloatHistogram;
 use crate::model::{Labels, is_stale_marker};
 use crate::promql::{Annotations, PromqlError, Value};
 
@@ -35,11 +39,86 @@ fn msg_matches(m: &MsgMatch, text: &str) -> bool {
     }
 }
 
-fn fmt_points(p: &[(i64, f64)]) -> String {
+/// A result sample: a float or a native histogram.
+#[derive(Debug, Clone)]
+enum Got {
+    F(f64),
+    H(Arc<FloatHistogram>),
+}
+
+impl std::fmt::Display for Got {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Got::F(v) => write!(f, "{v}"),
+            Got::H(h) => f.write_str(&histogram_notation::describe(h)),
+        }
+    }
+}
+
+fn fmt_point(p: &Point) -> String {
+    match p {
+        Point::Float(v) => v.to_string(),
+        Point::Hist(h, _) => histogram_notation::describe(h),
+    }
+}
+
+fn fmt_points(p: &[(i64, Got)]) -> String {
     p.iter()
         .map(|(t, v)| format!("{v}@{t}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+fn fmt_want(p: &[(i64, &Point)]) -> String {
+    p.iter()
+        .map(|(t, v)| format!("{}@{t}", fmt_point(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Why an expected point and a result point differ, if they do.
+fn point_differs(e: &Point, g: &Got) -> Option<String> {
+    match (e, g) {
+        (Point::Float(e), Got::F(g)) => {
+            (!almost_equal(*e, *g)).then(|| format!("expected {e}, got {g}"))
+        }
+        (Point::Hist(e, stated), Got::H(g)) => {
+            histogram_notation::matches(e, *stated, g, almost_equal).err()
+        }
+        (Point::Float(e), Got::H(g)) => Some(format!(
+            "expected float {e}, got histogram {}",
+            histogram_notation::describe(g)
+        )),
+        (Point::Hist(e, _), Got::F(g)) => Some(format!(
+            "expected histogram {}, got float {g}",
+            histogram_notation::describe(e)
+        )),
+    }
+}
+
+/// A vector series' points at step times `t(i)`: floats and histograms.
+fn series_points(s: crate::promql::Series, t: impl Fn(usize) -> i64) -> Vec<(i64, Got)> {
+    let mut out = Vec::new();
+    for i in 0..s.vals.len() {
+        if let Some(v) = s.vals[i] {
+            out.push((t(i), Got::F(v)));
+        } else if let Some(h) = s.hist(i) {
+            out.push((t(i), Got::H(h.clone())));
+        }
+    }
+    out
+}
+
+/// A matrix series' points, floats and histograms in time order.
+fn range_points(s: crate::promql::RangeSeries) -> Vec<(i64, Got)> {
+    let mut out: Vec<(i64, Got)> =
+        s.ts.into_iter()
+            .zip(s.vals)
+            .map(|(t, v)| (t, Got::F(v)))
+            .chain(s.hts.into_iter().zip(s.hists).map(|(t, h)| (t, Got::H(h))))
+            .collect();
+    out.sort_by_key(|(t, _)| *t);
+    out
 }
 
 /// Two-way cover: every expectation matches some annotation and every annotation some
@@ -116,7 +195,7 @@ fn describe(v: &Value) -> String {
 }
 
 /// A result series as labels and `(t, v)` points.
-type Normalized = (Labels, Vec<(i64, f64)>);
+type Normalized = (Labels, Vec<(i64, Got)>);
 /// Timestamp of expected position k.
 type StepTime = Box<dyn Fn(usize) -> i64>;
 
@@ -130,7 +209,11 @@ fn compare_series(ev: &Eval, exp: &[(Labels, Points)], value: Value) -> Outcome 
             let at = *at;
             (
                 vs.into_iter()
-                    .filter_map(|s| s.vals[0].map(|v| ((*s.labels).clone(), vec![(at, v)])))
+                    .filter_map(|s| {
+                        let labels = (*s.labels).clone();
+                        let pts = series_points(s, |_| at);
+                        (!pts.is_empty()).then_some((labels, pts))
+                    })
                     .collect(),
                 Box::new(move |_| at),
             )
@@ -138,7 +221,7 @@ fn compare_series(ev: &Eval, exp: &[(Labels, Points)], value: Value) -> Outcome 
         (EvalKind::Instant { at }, Value::Scalar(v)) => {
             let at = *at;
             (
-                vec![(Labels::default(), vec![(at, v[0])])],
+                vec![(Labels::default(), vec![(at, Got::F(v[0]))])],
                 Box::new(move |_| at),
             )
         }
@@ -148,7 +231,7 @@ fn compare_series(ev: &Eval, exp: &[(Labels, Points)], value: Value) -> Outcome 
             };
             (
                 m.into_iter()
-                    .map(|s| ((*s.labels).clone(), s.ts.into_iter().zip(s.vals).collect()))
+                    .map(|s| ((*s.labels).clone(), range_points(s)))
                     .collect(),
                 Box::new(move |k| start + k as i64 * step),
             )
@@ -157,14 +240,10 @@ fn compare_series(ev: &Eval, exp: &[(Labels, Points)], value: Value) -> Outcome 
             let (start, step) = (*start, *step);
             let mut out = Vec::new();
             for s in vs {
-                let pts: Vec<(i64, f64)> = s
-                    .vals
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, v)| v.map(|v| (start + i as i64 * step, v)))
-                    .collect();
+                let labels = (*s.labels).clone();
+                let pts = series_points(s, |i| start + i as i64 * step);
                 if !pts.is_empty() {
-                    out.push(((*s.labels).clone(), pts));
+                    out.push((labels, pts));
                 }
             }
             (out, Box::new(move |k| start + k as i64 * step))
@@ -174,7 +253,7 @@ fn compare_series(ev: &Eval, exp: &[(Labels, Points)], value: Value) -> Outcome 
             let pts = v
                 .iter()
                 .enumerate()
-                .map(|(i, v)| (start + i as i64 * step, *v))
+                .map(|(i, v)| (start + i as i64 * step, Got::F(*v)))
                 .collect();
             (
                 vec![(Labels::default(), pts)],
@@ -203,7 +282,7 @@ fn compare_series(ev: &Eval, exp: &[(Labels, Points)], value: Value) -> Outcome 
         }
         return Outcome::Pass;
     }
-    let mut by_labels: HashMap<&Labels, &Vec<(i64, f64)>> = HashMap::new();
+    let mut by_labels: HashMap<&Labels, &Vec<(i64, Got)>> = HashMap::new();
     for (l, p) in &got {
         if by_labels.insert(l, p).is_some() {
             return Outcome::Fail(format!("duplicate series {l} in result"));
@@ -226,13 +305,13 @@ fn compare_series(ev: &Eval, exp: &[(Labels, Points)], value: Value) -> Outcome 
     Outcome::Pass
 }
 
-fn labels_of(got: &[(Labels, Vec<(i64, f64)>)]) -> Vec<String> {
+fn labels_of(got: &[Normalized]) -> Vec<String> {
     got.iter().map(|(l, _)| l.to_string()).collect()
 }
 
 fn points_differ(
     exp: &Points,
-    got: &[(i64, f64)],
+    got: &[(i64, Got)],
     ts: &dyn Fn(usize) -> i64,
     instant: bool,
 ) -> Option<String> {
@@ -243,29 +322,32 @@ fn points_differ(
                 fmt_points(got)
             ));
         };
-        return (!almost_equal(*e, *g)).then(|| format!("expected {e}, got {g}"));
+        return point_differs(e, g);
     }
-    let want: Vec<(i64, f64)> = exp
+    let want: Vec<(i64, &Point)> = exp
         .iter()
         .enumerate()
-        .filter_map(|(k, v)| v.map(|v| (ts(k), v)))
+        .filter_map(|(k, v)| v.as_ref().map(|v| (ts(k), v)))
         .collect();
     if want.len() != got.len() {
         return Some(format!(
             "expected {} points [{}], got {} [{}]",
             want.len(),
-            fmt_points(&want),
+            fmt_want(&want),
             got.len(),
             fmt_points(got)
         ));
     }
     for ((wt, wv), (gt, gv)) in want.iter().zip(got) {
-        if wt != gt || !almost_equal(*wv, *gv) {
+        if wt != gt {
             return Some(format!(
                 "expected [{}], got [{}]",
-                fmt_points(&want),
+                fmt_want(&want),
                 fmt_points(got)
             ));
+        }
+        if let Some(why) = point_differs(wv, gv) {
+            return Some(format!("at {wt}: {why}"));
         }
     }
     None
@@ -302,6 +384,9 @@ pub fn same_value(a: Value, b: Value) -> Result<(), String> {
                     || !p.vals.iter().zip(&q.vals).all(|(u, v)| close(*u, *v))
                 {
                     return Err(format!("{}: {:?} vs {:?}", p.labels, p.vals, q.vals));
+                }
+                if (0..p.vals.len()).any(|i| p.hist(i) != q.hist(i)) {
+                    return Err(format!("{}: histograms differ", p.labels));
                 }
             }
             Ok(())

@@ -2,6 +2,8 @@
 //! engine that serve queries (a fresh in-memory store per file and after every `clear`).
 
 mod compare;
+pub mod histogram_notation;
+mod nhcb;
 pub mod script;
 
 use std::collections::HashMap;
@@ -10,9 +12,9 @@ use std::sync::Arc;
 
 use compare::check;
 pub use compare::same_value as compare_values;
-use script::{Command, Eval, EvalKind};
+use script::{Command, Eval, EvalKind, Point};
 
-use crate::ingest::{SeriesSamples, WriteBatch};
+use crate::ingest::{SeriesHistograms, SeriesSamples, WriteBatch};
 use crate::promql::{Engine, QueryOptions};
 use crate::storage::{Storage, WriteWindow};
 
@@ -120,31 +122,39 @@ pub async fn run_file_as(
         .map(|p| p.to_string_lossy().to_string());
     let mut storage = fresh_storage().await?;
     let mut counts = Counts::default();
-    let mut histograms_loaded = false;
-    let mut histogram_series: Vec<crate::model::Labels> = Vec::new();
     for cmd in cmds {
         match cmd {
             Command::Clear => {
                 storage = fresh_storage().await?;
-                histograms_loaded = false;
-                histogram_series.clear();
             }
             Command::Load {
                 interval,
-                series,
-                histograms,
-                histogram_series: hs,
+                mut series,
+                nhcb,
                 ..
             } => {
-                histograms_loaded |= histograms;
-                histogram_series.extend(hs);
+                if nhcb {
+                    let native = nhcb::convert(&series);
+                    series.extend(native);
+                }
                 let mut batch = WriteBatch::default();
                 for (labels, points) in series {
-                    let samples: Vec<(i64, f64)> = points
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, v)| v.map(|v| (i as i64 * interval, v)))
-                        .collect();
+                    let mut samples: Vec<(i64, f64)> = Vec::new();
+                    let mut hists = Vec::new();
+                    for (i, p) in points.iter().enumerate() {
+                        let t = i as i64 * interval;
+                        match p {
+                            Some(Point::Float(v)) => samples.push((t, *v)),
+                            Some(Point::Hist(h, _)) => hists.push((t, (**h).clone())),
+                            None => {}
+                        }
+                    }
+                    if !hists.is_empty() {
+                        batch.histograms.push(SeriesHistograms {
+                            labels: labels.clone(),
+                            samples: hists,
+                        });
+                    }
                     if !samples.is_empty() {
                         batch.series.push(SeriesSamples { labels, samples });
                     }
@@ -159,21 +169,11 @@ pub async fn run_file_as(
                     .as_ref()
                     .and_then(|r| index.and_then(|(i, _)| i.get(&(r.clone(), ev.line))))
                     .copied();
-                // Native-histogram samples are not stored: an eval that selects a series
-                // holding them cannot be evaluated faithfully.
-                let reads_histograms = selects_any(&ev.expr, &histogram_series);
-                let outcome = if ev.histograms
-                    || reads_histograms
-                    || (histograms_loaded && touches_histograms(&ev))
-                {
-                    Outcome::Skip("needs native histograms".into())
-                } else {
-                    match mode {
-                        Mode::Conformance => run_eval(&storage, &ev).await,
-                        Mode::Differential => differ(&storage, &ev, false).await,
-                        Mode::Codec => differ(&storage, &ev, true).await,
-                        Mode::Coverage => coverage(&storage, &ev).await,
-                    }
+                let outcome = match mode {
+                    Mode::Conformance => run_eval(&storage, &ev).await,
+                    Mode::Differential => differ(&storage, &ev, false).await,
+                    Mode::Codec => differ(&storage, &ev, true).await,
+                    Mode::Coverage => coverage(&storage, &ev).await,
                 };
                 if clean == Some(true) {
                     counts.clean_total += 1;
@@ -204,63 +204,6 @@ pub async fn run_file_as(
         }
     }
     Ok(counts)
-}
-
-/// Whether any selector of `expr` matches one of `series`.
-fn selects_any(expr: &str, series: &[crate::model::Labels]) -> bool {
-    use promql_parser::parser::Expr;
-    fn walk<'a>(e: &'a Expr, out: &mut Vec<&'a promql_parser::parser::VectorSelector>) {
-        match e {
-            Expr::Aggregate(a) => {
-                walk(&a.expr, out);
-                if let Some(p) = &a.param {
-                    walk(p, out);
-                }
-            }
-            Expr::Unary(u) => walk(&u.expr, out),
-            Expr::Binary(b) => {
-                walk(&b.lhs, out);
-                walk(&b.rhs, out);
-            }
-            Expr::Paren(p) => walk(&p.expr, out),
-            Expr::Subquery(s) => walk(&s.expr, out),
-            Expr::VectorSelector(vs) => out.push(vs),
-            Expr::MatrixSelector(ms) => out.push(&ms.vs),
-            Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, out)),
-            _ => {}
-        }
-    }
-    if series.is_empty() {
-        return false;
-    }
-    let Ok(parsed) = promql_parser::parser::parse(expr) else {
-        return false;
-    };
-    let mut selectors = Vec::new();
-    walk(&parsed, &mut selectors);
-    selectors.iter().any(|vs| {
-        crate::promql::selector_matchers(vs).is_ok_and(|sets| {
-            sets.iter().any(|set| {
-                series
-                    .iter()
-                    .any(|l| set.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
-            })
-        })
-    })
-}
-
-/// Heuristic for evals after a native-histogram load: functions that only make sense on them.
-fn touches_histograms(ev: &Eval) -> bool {
-    [
-        "histogram_count",
-        "histogram_sum",
-        "histogram_avg",
-        "histogram_fraction",
-        "histogram_stddev",
-        "histogram_stdvar",
-    ]
-    .iter()
-    .any(|f| ev.expr.contains(f))
 }
 
 async fn run_eval(storage: &Arc<Storage>, ev: &Eval) -> Outcome {

@@ -1,10 +1,22 @@
 //! Parser of Prometheus's promqltest script language (see `../shared/promql-tests/FORMAT.md`).
 
+use std::sync::Arc;
+
+use super::histogram_notation;
 use crate::duration::parse_duration_ms;
+use crate::model::histogram::FloatHistogram;
 use crate::model::{Labels, METRIC_NAME, STALE_NAN_BITS};
 
+/// One sample of a series description: a float, or a native histogram and whether the
+/// notation stated its counter-reset hint (only then is the hint compared).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Point {
+    Float(f64),
+    Hist(Arc<FloatHistogram>, bool),
+}
+
 /// A series description's samples: `None` = no sample at that position.
-pub type Points = Vec<Option<f64>>;
+pub type Points = Vec<Option<Point>>;
 
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -14,8 +26,10 @@ pub enum Command {
         interval: i64,
         series: Vec<(Labels, Points)>,
         histograms: bool,
-        /// Series with native-histogram samples (which are not stored).
+        /// Series with native-histogram samples.
         histogram_series: Vec<Labels>,
+        /// `load_with_nhcb`: classic histograms also become custom-bucket native ones.
+        nhcb: bool,
     },
     Eval(Eval),
 }
@@ -137,6 +151,7 @@ pub fn parse(text: &str) -> Result<Vec<Command>, String> {
                     series,
                     histograms,
                     histogram_series,
+                    nhcb: word == "load_with_nhcb",
                 });
             }
             w if w.starts_with("eval") => {
@@ -435,20 +450,14 @@ fn tokens(s: &str) -> Vec<String> {
 
 fn expand(tok: &str, out: &mut Points) -> Result<(), String> {
     if tok.starts_with("{{") {
-        // Native histogram sample: not stored; keep the position.
-        let times = tok
-            .rsplit_once("}}x")
-            .and_then(|(_, n)| n.parse::<usize>().ok())
-            .map_or(1, |n| n + 1);
-        out.extend(std::iter::repeat_n(None, times));
-        return Ok(());
+        return expand_histograms(tok, out);
     }
     if tok == "_" {
         out.push(None);
         return Ok(());
     }
     if tok == "stale" {
-        out.push(Some(f64::from_bits(STALE_NAN_BITS)));
+        out.push(Some(Point::Float(f64::from_bits(STALE_NAN_BITS))));
         return Ok(());
     }
     if let Some(n) = tok.strip_prefix("_x") {
@@ -457,7 +466,7 @@ fn expand(tok: &str, out: &mut Points) -> Result<(), String> {
         return Ok(());
     }
     if let Some(v) = parse_float(tok) {
-        out.push(Some(v));
+        out.push(Some(Point::Float(v)));
         return Ok(());
     }
     let (base, n) = tok
@@ -465,7 +474,7 @@ fn expand(tok: &str, out: &mut Points) -> Result<(), String> {
         .ok_or_else(|| format!("bad item {tok:?}"))?;
     let n: usize = n.parse().map_err(|_| format!("bad item {tok:?}"))?;
     if let Some(v) = parse_float(base) {
-        out.extend(std::iter::repeat_n(Some(v), n + 1));
+        out.extend(std::iter::repeat_n(Some(Point::Float(v)), n + 1));
         return Ok(());
     }
     // A+B or A-B: the operator is the first +/- after position 0 not part of an exponent.
@@ -478,8 +487,46 @@ fn expand(tok: &str, out: &mut Points) -> Result<(), String> {
     let d = if bytes[pos] == b'-' { -d } else { d };
     let mut v = a;
     for _ in 0..=n {
-        out.push(Some(v));
+        out.push(Some(Point::Float(v)));
         v += d;
+    }
+    Ok(())
+}
+
+/// `{{H}}`, `{{H}}xN` (N+1 copies), `{{H}}+{{D}}xN` / `{{H}}-{{D}}xN` (H, H±D, H±2D, …).
+fn expand_histograms(tok: &str, out: &mut Points) -> Result<(), String> {
+    let bad = || format!("bad histogram item {tok:?}");
+    let end = tok.find("}}").ok_or_else(bad)? + 2;
+    let (h, stated) = histogram_notation::parse(&tok[..end])?;
+    let rest = &tok[end..];
+    if rest.is_empty() {
+        out.push(Some(Point::Hist(Arc::new(h), stated)));
+        return Ok(());
+    }
+    if let Some(n) = rest.strip_prefix('x') {
+        let n: usize = n.parse().map_err(|_| bad())?;
+        let h = Arc::new(h);
+        out.extend((0..=n).map(|_| Some(Point::Hist(h.clone(), stated))));
+        return Ok(());
+    }
+    let sub = rest.starts_with('-');
+    let rest = rest
+        .strip_prefix('+')
+        .or_else(|| rest.strip_prefix('-'))
+        .ok_or_else(bad)?;
+    let dend = rest.find("}}").ok_or_else(bad)? + 2;
+    let (d, _) = histogram_notation::parse(&rest[..dend])?;
+    let n: usize = rest[dend..]
+        .strip_prefix('x')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(bad)?;
+    let mut cur = h;
+    for i in 0..=n {
+        out.push(Some(Point::Hist(Arc::new(cur.clone()), stated)));
+        if i < n {
+            let r = if sub { cur.sub(&d) } else { cur.add(&d) };
+            r.map_err(|e| format!("{tok}: {e}"))?;
+        }
     }
     Ok(())
 }
@@ -494,14 +541,11 @@ mod tests {
         assert_eq!(l.get("a"), Some("x,}y"));
         let v: Vec<String> = p
             .iter()
-            .map(|x| {
-                x.map_or("_".into(), |f| {
-                    if f.is_nan() {
-                        "stale".into()
-                    } else {
-                        f.to_string()
-                    }
-                })
+            .map(|x| match x {
+                None => "_".into(),
+                Some(Point::Float(f)) if f.is_nan() => "stale".into(),
+                Some(Point::Float(f)) => f.to_string(),
+                Some(Point::Hist(..)) => "h".into(),
             })
             .collect();
         assert_eq!(

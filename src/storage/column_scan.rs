@@ -311,6 +311,8 @@ mod tests {
         let s = Storage::in_memory().await.unwrap();
         let t0 = s.now_ms() - 3_600_000;
         let batch = |from: i64, to: i64| WriteBatch {
+            histograms: Vec::new(),
+            exemplars: Vec::new(),
             series: (0..40)
                 .map(|i| SeriesSamples {
                     labels: Labels::new(vec![

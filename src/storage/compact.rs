@@ -9,6 +9,9 @@ use roaring::RoaringBitmap;
 use super::StorageError;
 use super::block::{BlockMeta, BlockWriter, LoadedBlock};
 use super::engine::{Storage, delete_block};
+use super::exemplar_scan::read_block_exemplars;
+use super::head::{Ex, Hist};
+use super::hist_scan::read_block_histograms;
 use super::paths::BlockPath;
 use super::read::Piece;
 use super::scan::merge_sources;
@@ -183,6 +186,26 @@ impl Storage {
             .div_ceil(order.len().max(1))
             .max(1)
             .saturating_mul(BYTES_PER_SAMPLE);
+        // Histograms are read whole up front (a block's are few next to its floats), merged
+        // with the same precedence: a later block wins on a timestamp.
+        let mut hists: HashMap<SeriesId, std::collections::BTreeMap<i64, Hist>> = HashMap::new();
+        for b in blocks.iter().filter(|b| b.meta.num_histograms > 0) {
+            let rows =
+                read_block_histograms(self.shared.store.as_ref(), b, &union, i64::MIN, i64::MAX)
+                    .await?;
+            for (g, t, h) in rows {
+                hists.entry(g).or_default().insert(t, h);
+            }
+        }
+        let mut exemplars: HashMap<SeriesId, std::collections::BTreeMap<i64, Ex>> = HashMap::new();
+        for b in blocks.iter().filter(|b| b.meta.num_exemplars > 0) {
+            let rows =
+                read_block_exemplars(self.shared.store.as_ref(), b, &union, i64::MIN, i64::MAX)
+                    .await?;
+            for (g, e) in rows {
+                exemplars.entry(g).or_default().insert(e.ts, e);
+            }
+        }
         let mut w = BlockWriter::new(self.shared.store.clone(), ulid::Ulid::new().to_string())?;
         let mut global_ids = Vec::with_capacity(order.len());
         let mut at = 0;
@@ -214,11 +237,22 @@ impl Storage {
                     .fetch_max(held as u64, Ordering::Relaxed);
                 for (labels, id) in chunk {
                     let merged = merge_sources(runs.remove(id).unwrap_or_default());
+                    let h: Vec<(i64, Hist)> = hists
+                        .remove(id)
+                        .map(|m| m.into_iter().collect())
+                        .unwrap_or_default();
+                    let ex: Vec<Ex> = exemplars
+                        .remove(id)
+                        .map(|m| m.into_values().collect())
+                        .unwrap_or_default();
                     match merged.as_slice() {
-                        [one] => w.push(labels.clone(), &one.ts, &one.vals).await?,
+                        [one] => {
+                            w.push_all(labels.clone(), &one.ts, &one.vals, &h, &ex)
+                                .await?
+                        }
                         pieces => {
                             let (ts, vals) = Piece::to_vecs(pieces);
-                            w.push(labels.clone(), &ts, &vals).await?
+                            w.push_all(labels.clone(), &ts, &vals, &h, &ex).await?
                         }
                     }
                     global_ids.push(*id);

@@ -152,6 +152,8 @@ pub const HEAD_BYTES_PER_SAMPLE: usize = 28;
 struct AppendReq {
     series: Vec<(SeriesId, Arc<Labels>)>,
     samples: Vec<(SeriesId, i64, f64)>,
+    hists: Vec<(SeriesId, i64, super::head::Hist)>,
+    exemplars: Vec<(SeriesId, super::head::Ex)>,
     metadata: Vec<MetricMetadata>,
     reply: oneshot::Sender<Result<(), StorageError>>,
 }
@@ -328,30 +330,65 @@ impl Storage {
             WriteWindow::Backfill => (now - o.retention_ms, now + o.future_tolerance_ms),
             WriteWindow::Any => (i64::MIN, i64::MAX),
         };
+        let out_of_bounds = |labels: &crate::model::Labels, t: i64| StorageError::OutOfBounds {
+            labels: labels.to_string(),
+            timestamp_ms: t,
+            min_ms: min_ok,
+            max_ms: max_ok,
+        };
         for s in &batch.series {
             if let Some(&(t, _)) = s.samples.iter().find(|(t, _)| *t < min_ok || *t > max_ok) {
-                return Err(StorageError::OutOfBounds {
-                    labels: s.labels.to_string(),
-                    timestamp_ms: t,
-                    min_ms: min_ok,
-                    max_ms: max_ok,
-                });
+                return Err(out_of_bounds(&s.labels, t));
+            }
+        }
+        for s in &batch.histograms {
+            if let Some((t, _)) = s.samples.iter().find(|(t, _)| *t < min_ok || *t > max_ok) {
+                return Err(out_of_bounds(&s.labels, *t));
+            }
+        }
+        for s in &batch.exemplars {
+            if let Some(e) = s.exemplars.iter().find(|e| e.ts < min_ok || e.ts > max_ok) {
+                return Err(out_of_bounds(&s.labels, e.ts));
             }
         }
         let n = batch.sample_count();
+        let label_bytes = |l: &crate::model::Labels| {
+            8 + l.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>()
+        };
         // One request is one WAL record; replay refuses records over MAX_RECORD.
         let record_bytes: usize = batch
             .series
             .iter()
-            .map(|s| {
-                20 * s.samples.len()
-                    + 8
-                    + s.labels
-                        .iter()
-                        .map(|(k, v)| 8 + k.len() + v.len())
-                        .sum::<usize>()
-            })
+            .map(|s| 20 * s.samples.len() + label_bytes(&s.labels))
+            .chain(batch.histograms.iter().map(|s| {
+                s.samples
+                    .iter()
+                    .map(|(_, h)| 12 + super::hist_codec::encoded_len(h))
+                    .sum::<usize>()
+                    + label_bytes(&s.labels)
+            }))
+            .chain(batch.exemplars.iter().map(|s| {
+                s.exemplars
+                    .iter()
+                    .map(|e| 24 + label_bytes(&e.labels))
+                    .sum::<usize>()
+                    + label_bytes(&s.labels)
+            }))
             .sum();
+        // What the head will hold: histograms weigh more than one entry each.
+        let entries = n
+            + batch
+                .histograms
+                .iter()
+                .flat_map(|s| s.samples.iter())
+                .map(|(_, h)| super::head::histogram_weight(h))
+                .sum::<usize>()
+            + batch
+                .exemplars
+                .iter()
+                .flat_map(|s| s.exemplars.iter())
+                .map(|e| 1 + super::head::exemplar_weight(e))
+                .sum::<usize>();
         if record_bytes > super::wal::MAX_RECORD as usize {
             return Err(StorageError::Invalid(format!(
                 "a request of {n} samples (~{record_bytes} bytes) is too large for one WAL record ({} bytes); split it",
@@ -363,7 +400,7 @@ impl Storage {
             .head_samples
             .load(Ordering::Relaxed)
             .saturating_mul(HEAD_BYTES_PER_SAMPLE);
-        if held.saturating_add(n.saturating_mul(HEAD_BYTES_PER_SAMPLE)) > limit {
+        if held.saturating_add(entries.saturating_mul(HEAD_BYTES_PER_SAMPLE)) > limit {
             return Err(StorageError::Overloaded(format!(
                 "heads hold ~{held} bytes of samples not yet in blocks (limit {limit}, --head-memory-limit); this tenant has {} waiting for the object store",
                 match self.frozen_heads() {
@@ -374,14 +411,30 @@ impl Storage {
             )));
         }
         let _registering = self.registration.read().await;
-        let ids = self
-            .shared
-            .catalog
-            .get_or_insert_many(batch.series.iter().map(|s| &s.labels));
-        let mut samples = Vec::with_capacity(n);
+        let ids = self.shared.catalog.get_or_insert_many(
+            batch
+                .series
+                .iter()
+                .map(|s| &s.labels)
+                .chain(batch.histograms.iter().map(|s| &s.labels))
+                .chain(batch.exemplars.iter().map(|s| &s.labels)),
+        );
+        let mut samples = Vec::with_capacity(batch.float_count());
+        let mut hists = Vec::with_capacity(batch.histogram_count());
         let mut series = Vec::with_capacity(ids.len());
-        for (s, &id) in batch.series.into_iter().zip(&ids) {
+        let (float_ids, rest) = ids.split_at(batch.series.len());
+        let (hist_ids, ex_ids) = rest.split_at(batch.histograms.len());
+        let mut exemplars = Vec::with_capacity(batch.exemplar_count());
+        for (s, &id) in batch.exemplars.into_iter().zip(ex_ids) {
+            exemplars.extend(s.exemplars.into_iter().map(|e| (id, Arc::new(e))));
+            series.push((id, Arc::new(s.labels)));
+        }
+        for (s, &id) in batch.series.into_iter().zip(float_ids) {
             samples.extend(s.samples.iter().map(|&(t, v)| (id, t, v)));
+            series.push((id, Arc::new(s.labels)));
+        }
+        for (s, &id) in batch.histograms.into_iter().zip(hist_ids) {
+            hists.extend(s.samples.into_iter().map(|(t, h)| (id, t, Arc::new(h))));
             series.push((id, Arc::new(s.labels)));
         }
         match &self.wal_tx {
@@ -390,6 +443,8 @@ impl Storage {
                 tx.send(WalCmd::Append(AppendReq {
                     series,
                     samples,
+                    hists,
+                    exemplars,
                     metadata: batch.metadata,
                     reply,
                 }))
@@ -400,7 +455,7 @@ impl Storage {
                 let head = self.shared.state.read().head.clone();
                 let mut h = head.write();
                 let before = h.entries();
-                h.commit(samples, now);
+                h.commit_all(samples, hists, exemplars, now);
                 o.head_samples
                     .fetch_add(h.entries() - before, Ordering::Relaxed);
                 drop(h);
@@ -567,13 +622,15 @@ fn apply_cmds(
     for cmd in cmds {
         match cmd {
             WalCmd::Append(req) => {
-                let r = w.append(&req.series, &req.samples).and_then(|_| {
-                    if req.metadata.is_empty() {
-                        Ok(())
-                    } else {
-                        w.append_metadata(&req.metadata)
-                    }
-                });
+                let r = w
+                    .append(&req.series, &req.samples, &req.hists, &req.exemplars)
+                    .and_then(|_| {
+                        if req.metadata.is_empty() {
+                            Ok(())
+                        } else {
+                            w.append_metadata(&req.metadata)
+                        }
+                    });
                 match r {
                     Ok(()) => pending.push(req),
                     // Refused before anything was written (record too large): only this one.
@@ -632,8 +689,10 @@ fn commit(shared: &Shared, w: &mut WalWriter, pending: &mut Vec<AppendReq>) {
             let mut h = head.write();
             let before = h.entries();
             // One commit for the group: a snapshot sees all of it or none.
-            h.commit(
+            h.commit_all(
                 pending.iter().flat_map(|req| req.samples.iter().copied()),
+                pending.iter().flat_map(|req| req.hists.iter().cloned()),
+                pending.iter().flat_map(|req| req.exemplars.iter().cloned()),
                 now,
             );
             shared
@@ -688,7 +747,12 @@ fn replay_wal(
         let mut refs: std::collections::HashMap<u32, SeriesId> = Default::default();
         let mut h = head.write();
         let stats = wal::replay_segment(&path, write, |rec| match rec {
-            Replayed::Samples { series, samples } => {
+            Replayed::Samples {
+                series,
+                samples,
+                hists,
+                exemplars,
+            } => {
                 let ids = shared
                     .catalog
                     .get_or_insert_many(series.iter().map(|(_, l)| l));
@@ -703,8 +767,24 @@ fn replay_wal(
                         orphans += 1;
                     }
                 }
-                total += found.len() as u64;
-                h.commit(found, now);
+                let mut found_hists = Vec::with_capacity(hists.len());
+                for (r, t, hist) in hists {
+                    if let Some(&id) = refs.get(&r) {
+                        found_hists.push((id, t, Arc::new(hist)));
+                    } else {
+                        orphans += 1;
+                    }
+                }
+                let mut found_ex = Vec::with_capacity(exemplars.len());
+                for (r, e) in exemplars {
+                    if let Some(&id) = refs.get(&r) {
+                        found_ex.push((id, Arc::new(e)));
+                    } else {
+                        orphans += 1;
+                    }
+                }
+                total += (found.len() + found_hists.len()) as u64;
+                h.commit_all(found, found_hists, found_ex, now);
             }
             Replayed::Metadata(md) => apply_metadata(shared, md),
         })?;

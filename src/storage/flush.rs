@@ -13,42 +13,72 @@ use super::{StorageError, wal};
 use crate::catalog::{Catalog, SeriesId};
 
 /// Series of one head split by block window, sorted by labels, with their global ids.
+/// A series' float and histogram samples go to the same windows' blocks.
 fn split_head(
     catalog: &Catalog,
     head: &Head,
     window_ms: i64,
 ) -> BTreeMap<i64, (Vec<SeriesData>, Vec<SeriesId>)> {
-    let mut series: Vec<(SeriesId, _)> = head.iter().collect();
-    let labels = catalog.labels_many(series.iter().map(|(id, _)| *id));
-    let mut rows: Vec<_> = series
-        .drain(..)
+    let ids: Vec<SeriesId> = head.present().iter().collect();
+    let labels = catalog.labels_many(ids.iter().copied());
+    let mut rows: Vec<_> = ids
+        .into_iter()
         .zip(labels)
-        .filter_map(|(s, l)| match l {
-            Some(l) => Some((s, l)),
+        .filter_map(|(id, l)| match l {
+            Some(l) => Some((id, l)),
             None => {
                 // Cannot happen: series of a head are never removed (`Storage::forget_series`
                 // runs under the registration gate and skips every head's series).
-                tracing::error!(series = s.0, "head series missing from the catalog");
+                tracing::error!(series = id, "head series missing from the catalog");
                 None
             }
         })
         .collect();
     rows.sort_by(|a, b| a.1.cmp(&b.1));
     let mut out: BTreeMap<i64, (Vec<SeriesData>, Vec<SeriesId>)> = BTreeMap::new();
-    for ((id, buf), labels) in rows {
-        let (ts, vals) = buf.read_all();
+    for (id, labels) in rows {
+        let (ts, vals) = head.get(id).map(|b| b.read_all()).unwrap_or_default();
+        let (hts, hvals) = head
+            .get_histograms(id)
+            .map(|b| b.read_all())
+            .unwrap_or_default();
+        let mut per_window: BTreeMap<i64, SeriesData> = BTreeMap::new();
+        let empty = || SeriesData {
+            labels: labels.clone(),
+            ts: Vec::new(),
+            vals: Vec::new(),
+            hists: Vec::new(),
+            exemplars: Vec::new(),
+        };
         let mut i = 0;
         while i < ts.len() {
             let w = ts[i].div_euclid(window_ms);
             let end = ts.partition_point(|&t| t.div_euclid(window_ms) <= w);
-            let e = out.entry(w).or_default();
-            e.0.push(SeriesData {
-                labels: labels.clone(),
-                ts: ts[i..end].to_vec(),
-                vals: vals[i..end].to_vec(),
-            });
-            e.1.push(id);
+            let e = per_window.entry(w).or_insert_with(empty);
+            e.ts.extend_from_slice(&ts[i..end]);
+            e.vals.extend_from_slice(&vals[i..end]);
             i = end;
+        }
+        for (t, h) in hts.into_iter().zip(hvals) {
+            let e = per_window
+                .entry(t.div_euclid(window_ms))
+                .or_insert_with(empty);
+            e.hists.push((t, h));
+        }
+        let (ets, evals) = head
+            .get_exemplars(id)
+            .map(|b| b.read_all())
+            .unwrap_or_default();
+        for (t, ex) in ets.into_iter().zip(evals) {
+            let e = per_window
+                .entry(t.div_euclid(window_ms))
+                .or_insert_with(empty);
+            e.exemplars.push(ex);
+        }
+        for (w, data) in per_window {
+            let e = out.entry(w).or_default();
+            e.0.push(data);
+            e.1.push(id);
         }
     }
     out

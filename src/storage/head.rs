@@ -12,20 +12,30 @@
 //! head isolation). The cost is 4 bytes per sample and an entry per overwrite.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use roaring::RoaringBitmap;
 
 use crate::catalog::SeriesId;
+use crate::model::exemplar::Exemplar;
+use crate::model::histogram::FloatHistogram;
+
+/// A native-histogram sample as the head keeps it: shared, because readers copy runs out.
+pub type Hist = Arc<FloatHistogram>;
+/// An exemplar as the head keeps it.
+pub type Ex = Arc<Exemplar>;
 
 /// A head commit's sequence number; a snapshot reads commits up to one.
 pub type Seq = u32;
 
-#[derive(Debug, Default, Clone)]
-pub struct SeriesBuf {
+/// One series' samples of one kind: floats (`f64`) or native histograms ([`Hist`]). A series
+/// may hold both (a metric that changed type); each kind is its own run.
+#[derive(Debug, Clone)]
+pub struct SeriesBuf<V = f64> {
     /// Ascending; a timestamp repeats only where a later commit overwrote its value (the
     /// entries of one timestamp are in commit order).
     ts: Vec<i64>,
-    vals: Vec<f64>,
+    vals: Vec<V>,
     seqs: Vec<Seq>,
     max_seq: Seq,
     /// Entries kept for older snapshots after a later commit overwrote them.
@@ -42,8 +52,20 @@ enum Inserted {
     Superseded,
 }
 
-impl SeriesBuf {
-    fn insert(&mut self, t: i64, v: f64, seq: Seq) -> Inserted {
+impl<V> Default for SeriesBuf<V> {
+    fn default() -> Self {
+        SeriesBuf {
+            ts: Vec::new(),
+            vals: Vec::new(),
+            seqs: Vec::new(),
+            max_seq: 0,
+            superseded: 0,
+        }
+    }
+}
+
+impl<V: Clone> SeriesBuf<V> {
+    fn insert(&mut self, t: i64, v: V, seq: Seq) -> Inserted {
         self.max_seq = self.max_seq.max(seq);
         let at = match self.ts.last() {
             None => 0,
@@ -79,7 +101,7 @@ impl SeriesBuf {
 
     /// The samples with `min_t <= t <= max_t` as of commit `at` (one per timestamp, the
     /// newest value up to `at`), or `None` when there are none.
-    pub fn read(&self, min_t: i64, max_t: i64, at: Seq) -> Option<(Vec<i64>, Vec<f64>)> {
+    pub fn read(&self, min_t: i64, max_t: i64, at: Seq) -> Option<(Vec<i64>, Vec<V>)> {
         let lo = self.ts.partition_point(|&t| t < min_t);
         let hi = self.ts.partition_point(|&t| t <= max_t);
         if lo >= hi {
@@ -90,24 +112,24 @@ impl SeriesBuf {
             return Some((self.ts[lo..hi].to_vec(), self.vals[lo..hi].to_vec()));
         }
         let mut ts: Vec<i64> = Vec::with_capacity(hi - lo);
-        let mut vals: Vec<f64> = Vec::with_capacity(hi - lo);
+        let mut vals: Vec<V> = Vec::with_capacity(hi - lo);
         for i in lo..hi {
             if self.seqs[i] > at {
                 continue;
             }
             if ts.last() == Some(&self.ts[i]) {
                 // A newer commit's value for the same timestamp.
-                *vals.last_mut().expect("vals follow ts") = self.vals[i];
+                *vals.last_mut().expect("vals follow ts") = self.vals[i].clone();
             } else {
                 ts.push(self.ts[i]);
-                vals.push(self.vals[i]);
+                vals.push(self.vals[i].clone());
             }
         }
         (!ts.is_empty()).then_some((ts, vals))
     }
 
     /// Every sample, newest values (for writing the head out).
-    pub fn read_all(&self) -> (Vec<i64>, Vec<f64>) {
+    pub fn read_all(&self) -> (Vec<i64>, Vec<V>) {
         self.read(i64::MIN, i64::MAX, Seq::MAX).unwrap_or_default()
     }
 }
@@ -115,12 +137,22 @@ impl SeriesBuf {
 #[derive(Debug, Default)]
 pub struct Head {
     series: HashMap<SeriesId, SeriesBuf>,
+    /// Native-histogram samples, by series (most series have none).
+    hists: HashMap<SeriesId, SeriesBuf<Hist>>,
+    hist_present: RoaringBitmap,
+    /// Exemplars by series and time (not samples: no query reads them as values).
+    exemplars: HashMap<SeriesId, SeriesBuf<Ex>>,
+    num_exemplars: usize,
     present: RoaringBitmap,
     min_t: i64,
     max_t: i64,
     samples: usize,
     /// Overwritten entries kept for snapshots (memory, not samples).
     superseded: usize,
+    /// Histogram samples, and what they weigh beyond one entry each (see
+    /// [`histogram_weight`]): the memory limit counts entries.
+    hist_samples: usize,
+    hist_extra: usize,
     /// The last commit applied.
     seq: Seq,
     /// Wall-clock ms of the first append, for the time-based flush.
@@ -138,10 +170,65 @@ impl Head {
 
     /// Applies one commit: its samples become visible to snapshots together.
     pub fn commit(&mut self, samples: impl IntoIterator<Item = (SeriesId, i64, f64)>, now_ms: i64) {
+        self.commit_with_histograms(samples, std::iter::empty(), now_ms)
+    }
+
+    /// One commit of float and histogram samples.
+    pub fn commit_with_histograms(
+        &mut self,
+        samples: impl IntoIterator<Item = (SeriesId, i64, f64)>,
+        hists: impl IntoIterator<Item = (SeriesId, i64, Hist)>,
+        now_ms: i64,
+    ) {
+        self.commit_all(samples, hists, std::iter::empty(), now_ms)
+    }
+
+    /// One commit of floats, histograms and exemplars.
+    pub fn commit_all(
+        &mut self,
+        samples: impl IntoIterator<Item = (SeriesId, i64, f64)>,
+        hists: impl IntoIterator<Item = (SeriesId, i64, Hist)>,
+        exemplars: impl IntoIterator<Item = (SeriesId, Ex)>,
+        now_ms: i64,
+    ) {
         // Saturates rather than wraps: past 4 billion commits in one head (never, at any
         // real rate, before a flush) later commits read as one.
         let seq = self.seq.saturating_add(1);
         let mut any = false;
+        for (id, e) in exemplars {
+            any = true;
+            let weight = exemplar_weight(&e);
+            let t = e.ts;
+            self.present.insert(id);
+            match self.exemplars.entry(id).or_default().insert(t, e, seq) {
+                Inserted::New => self.num_exemplars += 1,
+                Inserted::Replaced => continue,
+                Inserted::Superseded => self.superseded += 1,
+            }
+            // Exemplars are held like samples (the memory limit counts them) but are not
+            // samples: `num_samples` and the time range leave them out.
+            self.hist_extra += 1 + weight;
+        }
+        for (id, t, mut h) in hists {
+            any = true;
+            let weight = histogram_weight(&h);
+            let floats = self.series.get(&id);
+            let buf = self.hists.entry(id).or_default();
+            read_back_hint(buf, floats, t, &mut h);
+            self.present.insert(id);
+            self.hist_present.insert(id);
+            match buf.insert(t, h, seq) {
+                Inserted::New => {
+                    self.samples += 1;
+                    self.hist_samples += 1;
+                }
+                Inserted::Replaced => continue,
+                Inserted::Superseded => self.superseded += 1,
+            }
+            self.hist_extra += weight;
+            self.min_t = self.min_t.min(t);
+            self.max_t = self.max_t.max(t);
+        }
         for (id, t, v) in samples {
             any = true;
             let buf = self.series.entry(id).or_insert_with(|| {
@@ -172,8 +259,9 @@ impl Head {
         self.seq
     }
 
+    /// True when the head holds nothing to flush (samples or exemplars).
     pub fn is_empty(&self) -> bool {
-        self.samples == 0
+        self.samples == 0 && self.num_exemplars == 0
     }
 
     pub fn num_samples(&self) -> usize {
@@ -183,16 +271,34 @@ impl Head {
     /// Entries held (samples plus values kept for snapshots): what the head's memory
     /// follows.
     pub fn entries(&self) -> usize {
-        self.samples + self.superseded
+        self.samples + self.superseded + self.hist_extra
+    }
+
+    /// Native-histogram samples held (included in [`Head::num_samples`]).
+    pub fn num_histograms(&self) -> usize {
+        self.hist_samples
     }
 
     pub fn num_series(&self) -> usize {
-        self.series.len()
+        self.present.len() as usize
     }
 
-    /// `(min_t, max_t)` of every commit, or `None` when empty.
+    /// `(min_t, max_t)` of every commit's samples, or `None` when it has none.
     pub fn time_range(&self) -> Option<(i64, i64)> {
-        (!self.is_empty()).then_some((self.min_t, self.max_t))
+        (self.samples > 0).then_some((self.min_t, self.max_t))
+    }
+
+    pub fn num_exemplars(&self) -> usize {
+        self.num_exemplars
+    }
+
+    pub fn get_exemplars(&self, id: SeriesId) -> Option<&SeriesBuf<Ex>> {
+        self.exemplars.get(&id)
+    }
+
+    /// Series with exemplars.
+    pub fn exemplar_series(&self) -> impl Iterator<Item = SeriesId> + '_ {
+        self.exemplars.keys().copied()
     }
 
     pub fn first_append_ms(&self) -> Option<i64> {
@@ -210,6 +316,80 @@ impl Head {
     pub fn iter(&self) -> impl Iterator<Item = (SeriesId, &SeriesBuf)> {
         self.series.iter().map(|(k, v)| (*k, v))
     }
+
+    pub fn get_histograms(&self, id: SeriesId) -> Option<&SeriesBuf<Hist>> {
+        self.hists.get(&id)
+    }
+
+    /// True when any series holds histogram samples.
+    pub fn has_histograms(&self) -> bool {
+        !self.hists.is_empty()
+    }
+
+    /// Series holding histogram samples.
+    pub fn histogram_series(&self) -> &RoaringBitmap {
+        &self.hist_present
+    }
+
+    pub fn iter_histograms(&self) -> impl Iterator<Item = (SeriesId, &SeriesBuf<Hist>)> {
+        self.hists.iter().map(|(k, v)| (*k, v))
+    }
+}
+
+/// The counter-reset hint a histogram is kept with, as Prometheus's chunks hand it back:
+/// `gauge` stays; a histogram appended in order right after a compatible histogram of the
+/// series (same schema, zero threshold and custom bounds, not a gauge, no float or stale
+/// marker between, and no counter reset relative to it) is `not_reset`; anything else —
+/// the first of a series, after a float, a written `reset` — is `unknown`, so readers
+/// detect resets from the data. Queries then see what they would see in Prometheus.
+fn read_back_hint(hists: &SeriesBuf<Hist>, floats: Option<&SeriesBuf>, t: i64, h: &mut Hist) {
+    use crate::model::histogram::CounterResetHint as H;
+    if h.hint == H::Gauge {
+        return;
+    }
+    let prev = match (hists.ts.last(), hists.vals.last()) {
+        (Some(&pt), Some(p)) if pt < t => Some((pt, p)),
+        _ => None,
+    };
+    let follows = prev.is_some_and(|(pt, p)| {
+        let float_between = floats.and_then(|f| f.ts.last()).is_some_and(|&ft| ft >= pt);
+        !float_between
+            && h.hint != H::CounterReset
+            && p.hint != H::Gauge
+            && p.schema == h.schema
+            && p.zero_threshold == h.zero_threshold
+            && p.custom_values == h.custom_values
+            && !{
+                let mut probe = (**h).clone();
+                probe.hint = H::Unknown;
+                probe.detect_reset(p)
+            }
+    });
+    let want = if follows {
+        H::NotCounterReset
+    } else {
+        H::Unknown
+    };
+    if h.hint != want {
+        Arc::make_mut(h).hint = want;
+    }
+}
+
+/// Head entries an exemplar costs beyond its first: its labels.
+pub fn exemplar_weight(e: &Exemplar) -> usize {
+    e.labels.heap_bytes() / super::HEAD_BYTES_PER_SAMPLE
+}
+
+/// Head entries a histogram costs beyond its first: its buckets (8 bytes each) and fixed
+/// fields against the ~28 bytes a float sample entry takes, so `--head-memory-limit` holds
+/// for histograms too.
+pub fn histogram_weight(h: &FloatHistogram) -> usize {
+    let buckets = h.positive_buckets.len()
+        + h.negative_buckets.len()
+        + h.custom_values.len()
+        + h.positive_spans.len()
+        + h.negative_spans.len();
+    (120 + 8 * buckets) / super::HEAD_BYTES_PER_SAMPLE
 }
 
 #[cfg(test)]

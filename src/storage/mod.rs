@@ -16,8 +16,11 @@ pub mod counted;
 pub mod durable;
 mod engine;
 mod error;
+mod exemplar_scan;
 mod flush;
 pub mod head;
+pub mod hist_codec;
+mod hist_scan;
 pub mod objstore;
 pub mod paths;
 mod read;
@@ -33,6 +36,7 @@ pub use engine::{
     Clock, HEAD_BYTES_PER_SAMPLE, Storage, StorageOptions, StorageStats, WriteWindow,
 };
 pub use error::StorageError;
+pub use hist_scan::HistRun;
 pub use read::{Piece, SamplesCache, SeriesResult, samples_cache};
 pub use scan::{Scan, SeriesPieces, SeriesRun, Snapshot};
 pub use tenants::Tenants;

@@ -42,6 +42,16 @@ impl BlockPath {
         self.file(SERIES_FILE)
     }
 
+    /// Native-histogram samples; present only when `meta.json` counts some.
+    pub fn histograms(&self) -> Path {
+        self.file("histograms.parquet")
+    }
+
+    /// Exemplars; present only when `meta.json` counts some.
+    pub fn exemplars(&self) -> Path {
+        self.file("exemplars.parquet")
+    }
+
     pub fn postings(&self) -> Path {
         self.file(POSTINGS_FILE)
     }

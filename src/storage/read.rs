@@ -518,6 +518,8 @@ mod tests {
             })
             .collect();
         let batch = WriteBatch {
+            histograms: Vec::new(),
+            exemplars: Vec::new(),
             series,
             metadata: vec![],
         };

@@ -55,9 +55,9 @@ impl SeriesRun {
 /// each is read up to. Holding it keeps a concurrent compaction from deleting its blocks.
 #[derive(Clone)]
 pub struct Snapshot {
-    shared: Arc<Shared>,
-    blocks: Arc<Vec<Arc<LoadedBlock>>>,
-    heads: Arc<Vec<(Arc<RwLock<Head>>, Seq)>>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) blocks: Arc<Vec<Arc<LoadedBlock>>>,
+    pub(super) heads: Arc<Vec<(Arc<RwLock<Head>>, Seq)>>,
 }
 
 /// A scan of series `ids[range]` over `[min_t, max_t]`. Cheap to clone and split.
@@ -500,6 +500,8 @@ mod tests {
         let s = Storage::in_memory().await.unwrap();
         let t0 = s.now_ms() - 3_600_000;
         let batch = |v: f64, n: i64| WriteBatch {
+            histograms: Vec::new(),
+            exemplars: Vec::new(),
             series: (0..40)
                 .map(|i| SeriesSamples {
                     labels: Labels::new(vec![
@@ -577,6 +579,8 @@ mod tests {
         let s = Storage::in_memory().await.unwrap();
         let t0 = s.now_ms() - 3_600_000;
         let batch = |series: std::ops::Range<i64>, ts: &[i64], v: f64| WriteBatch {
+            histograms: Vec::new(),
+            exemplars: Vec::new(),
             series: series
                 .map(|i| SeriesSamples {
                     labels: Labels::new(vec![

@@ -3,6 +3,8 @@
 //! A segment starts with `QWAL` + format version. Each record is
 //! `[u32 len][u32 crc32(payload)][payload]`, little-endian. Series are written once per
 //! segment (type 1 record declares `ref → labels`), so every segment replays on its own.
+//! A samples record may end with native-histogram samples (format 2), so a request's floats
+//! and histograms replay together.
 //! A record that is cut short or fails its checksum ends the segment: replay truncates the
 //! file there with a warning (a torn tail from a crash mid-write), never panics.
 
@@ -14,10 +16,14 @@ use std::sync::Arc;
 
 use crate::ingest::MetricMetadata;
 use crate::model::Labels;
+use crate::model::exemplar::Exemplar;
+use crate::model::histogram::FloatHistogram;
 
 const MAGIC: &[u8; 4] = b"QWAL";
-/// On-disk WAL format version (see `migrations/`).
-pub const WAL_FORMAT_VERSION: u32 = 1;
+/// On-disk WAL format version (see `migrations/`). 2 added histogram samples at the end of a
+/// samples record: a binary that reads only 1 must refuse such a segment rather than replay
+/// it without its histograms.
+pub const WAL_FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: u64 = 8;
 const REC_SERIES: u8 = 1;
 const REC_SAMPLES: u8 = 2;
@@ -159,6 +165,8 @@ impl WalWriter {
         &mut self,
         series: &[(u32, Arc<Labels>)],
         samples: &[(u32, i64, f64)],
+        hists: &[(u32, i64, Arc<FloatHistogram>)],
+        exemplars: &[(u32, Arc<Exemplar>)],
     ) -> io::Result<()> {
         self.recover()?;
         self.buf.clear();
@@ -181,6 +189,29 @@ impl WalWriter {
             put_u32(&mut self.buf, id);
             self.buf.extend_from_slice(&t.to_le_bytes());
             self.buf.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+        // Optional trailing sections: histograms, then exemplars (a record with exemplars
+        // always has the histogram section, perhaps empty).
+        if !hists.is_empty() || !exemplars.is_empty() {
+            put_u32(&mut self.buf, hists.len() as u32);
+            for (id, t, h) in hists {
+                put_u32(&mut self.buf, *id);
+                self.buf.extend_from_slice(&t.to_le_bytes());
+                super::hist_codec::encode(h, &mut self.buf);
+            }
+        }
+        if !exemplars.is_empty() {
+            put_u32(&mut self.buf, exemplars.len() as u32);
+            for (id, e) in exemplars {
+                put_u32(&mut self.buf, *id);
+                self.buf.extend_from_slice(&e.ts.to_le_bytes());
+                self.buf.extend_from_slice(&e.value.to_bits().to_le_bytes());
+                put_u32(&mut self.buf, e.labels.len() as u32);
+                for (n, v) in e.labels.iter() {
+                    put_str(&mut self.buf, n);
+                    put_str(&mut self.buf, v);
+                }
+            }
         }
         self.write_frame()?;
         for (id, _) in new {
@@ -260,6 +291,8 @@ pub enum Replayed {
     Samples {
         series: Vec<(u32, Labels)>,
         samples: Vec<(u32, i64, f64)>,
+        hists: Vec<(u32, i64, FloatHistogram)>,
+        exemplars: Vec<(u32, Exemplar)>,
     },
     Metadata(Vec<MetricMetadata>),
 }
@@ -367,7 +400,42 @@ fn decode_payload(p: &[u8]) -> Option<Replayed> {
             for _ in 0..n {
                 samples.push((r.u32()?, r.i64()?, f64::from_bits(r.i64()? as u64)));
             }
-            Some(Replayed::Samples { series, samples })
+            let mut hists = Vec::new();
+            if r.i < p.len() {
+                let n = r.u32()? as usize;
+                hists.reserve(n.min(1 << 16));
+                for _ in 0..n {
+                    let (id, t) = (r.u32()?, r.i64()?);
+                    let (h, used) = super::hist_codec::decode(&p[r.i..])?;
+                    r.i += used;
+                    hists.push((id, t, h));
+                }
+            }
+            let mut exemplars = Vec::new();
+            if r.i < p.len() {
+                let n = r.u32()? as usize;
+                exemplars.reserve(n.min(1 << 16));
+                for _ in 0..n {
+                    let (id, ts) = (r.u32()?, r.i64()?);
+                    let value = f64::from_bits(r.i64()? as u64);
+                    let nl = r.u32()? as usize;
+                    let mut pairs = Vec::with_capacity(nl.min(64));
+                    for _ in 0..nl {
+                        pairs.push((r.str()?, r.str()?));
+                    }
+                    let labels = Exemplar::labels_from(pairs).ok()?;
+                    exemplars.push((id, Exemplar { labels, value, ts }));
+                }
+            }
+            if r.i != p.len() {
+                return None;
+            }
+            Some(Replayed::Samples {
+                series,
+                samples,
+                hists,
+                exemplars,
+            })
         }
         REC_METADATA => serde_json::from_slice(&p[1..]).ok().map(Replayed::Metadata),
         _ => None,
@@ -437,8 +505,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = WalWriter::create(dir.path(), 1).unwrap();
         let s = vec![(7, labels("a"))];
-        w.append(&s, &[(7, 1000, 1.5)]).unwrap();
-        w.append(&s, &[(7, 2000, f64::from_bits(STALE_NAN_BITS))])
+        w.append(&s, &[(7, 1000, 1.5)], &[], &[]).unwrap();
+        w.append(&s, &[(7, 2000, f64::from_bits(STALE_NAN_BITS))], &[], &[])
             .unwrap();
         w.sync().unwrap();
         let mut declared = 0;
@@ -463,10 +531,11 @@ mod tests {
     fn torn_tail_is_truncated_at_every_cut_point() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = WalWriter::create(dir.path(), 1).unwrap();
-        w.append(&[(1, labels("a"))], &[(1, 10, 1.0)]).unwrap();
+        w.append(&[(1, labels("a"))], &[(1, 10, 1.0)], &[], &[])
+            .unwrap();
         w.sync().unwrap();
         let good_len = fs::metadata(segment_path(dir.path(), 1)).unwrap().len();
-        w.append(&[(2, labels("b"))], &[(2, 20, 2.0), (1, 30, 3.0)])
+        w.append(&[(2, labels("b"))], &[(2, 20, 2.0), (1, 30, 3.0)], &[], &[])
             .unwrap();
         w.sync().unwrap();
         let full = fs::read(segment_path(dir.path(), 1)).unwrap();

@@ -172,6 +172,8 @@ async fn crash_between_merge_and_parent_deletion_is_harmless() {
         labels: Arc::new(l),
         ts: vec![day0, day0 + 1000, day0 + 2000],
         vals: vec![1.0, 2.0, 3.0],
+        hists: vec![],
+        exemplars: vec![],
     };
     write_block(
         s.store().clone(),

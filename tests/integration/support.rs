@@ -123,6 +123,8 @@ pub fn labels(pairs: &[(&str, &str)]) -> Labels {
 
 pub fn batch(series: Vec<(Labels, Vec<(i64, f64)>)>) -> WriteBatch {
     WriteBatch {
+        histograms: Vec::new(),
+        exemplars: Vec::new(),
         series: series
             .into_iter()
             .map(|(labels, samples)| SeriesSamples { labels, samples })

@@ -50,7 +50,9 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
             };
             // Of a selector it is the time of the sample the selector picks.
             if let Expr::VectorSelector(vs) = unwrap_paren(arg) {
-                let selected = super::vector_select::lower_timestamps(p, vs)?;
+                let Some(selected) = super::vector_select::lower_timestamps(p, vs)? else {
+                    return Ok(None);
+                };
                 let series = selected.series.iter().map(drop_name).collect();
                 return merged(selected.plan, series).map(Some);
             }

@@ -64,6 +64,9 @@ use super::value::{Series, Value};
 use crate::model::Labels;
 
 /// Column names of a vector node's rows.
+/// Why a selector over native histograms is evaluated, not planned: plan rows carry floats.
+pub(super) const NEEDS_HISTOGRAMS: &str = "native histograms in the selection";
+
 pub(super) const SERIES: &str = "series";
 pub(super) const STEP: &str = "step";
 pub(super) const VALUE: &str = "value";
@@ -152,7 +155,7 @@ impl PlanCtx<'_> {
         }
         match expr {
             Expr::Paren(p) => self.lower(&p.expr),
-            Expr::VectorSelector(vs) => vector_select::lower(self, vs).map(Some),
+            Expr::VectorSelector(vs) => vector_select::lower(self, vs),
             Expr::Call(call) => match call.func.name {
                 "histogram_quantile" => histogram_quantile::lower(self, call),
                 _ => match range_fn::lower(self, call)? {
@@ -523,6 +526,8 @@ mod tests {
             .collect();
         s.append(
             WriteBatch {
+                histograms: Vec::new(),
+                exemplars: Vec::new(),
                 series,
                 metadata: vec![],
             },

@@ -91,9 +91,11 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         ids |= catalog.select(&set);
     }
     engine.scope(&mut ids);
-    let scan = engine
-        .snapshot()
-        .scan(&ids, lo.saturating_sub(range_ms).saturating_add(1), hi);
+    let from = lo.saturating_sub(range_ms).saturating_add(1);
+    if engine.snapshot().may_have_histograms(&ids, from, hi) {
+        return p.decline(super::NEEDS_HISTOGRAMS);
+    }
+    let scan = engine.snapshot().scan(&ids, from, hi);
     let mut series: Vec<Arc<Labels>> = Vec::with_capacity(scan.num_series());
     let mut index: HashMap<u32, u32> = HashMap::with_capacity(scan.num_series());
     let mut names = std::collections::BTreeSet::new();

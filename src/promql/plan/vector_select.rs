@@ -35,17 +35,24 @@ pub(super) struct Selection {
 }
 
 /// Lowers a vector selector; its series table is its series in ascending id.
-pub(super) fn lower(p: &PlanCtx, vs: &VectorSelector) -> Result<Lowered, PromqlError> {
+pub(super) fn lower(p: &PlanCtx, vs: &VectorSelector) -> Result<Option<Lowered>, PromqlError> {
     select(p, vs, false)
 }
 
 /// `timestamp(selector)`: the time of the sample each step picks (labels kept; the caller
 /// drops `__name__`).
-pub(super) fn lower_timestamps(p: &PlanCtx, vs: &VectorSelector) -> Result<Lowered, PromqlError> {
+pub(super) fn lower_timestamps(
+    p: &PlanCtx,
+    vs: &VectorSelector,
+) -> Result<Option<Lowered>, PromqlError> {
     select(p, vs, true)
 }
 
-fn select(p: &PlanCtx, vs: &VectorSelector, timestamps: bool) -> Result<Lowered, PromqlError> {
+fn select(
+    p: &PlanCtx,
+    vs: &VectorSelector,
+    timestamps: bool,
+) -> Result<Option<Lowered>, PromqlError> {
     let engine = p.engine;
     let times = eval_times(&p.ctx, at_ms(&vs.at, &p.ctx), offset_ms(&vs.offset));
     let lo = times.iter().copied().min().unwrap_or(0);
@@ -58,9 +65,11 @@ fn select(p: &PlanCtx, vs: &VectorSelector, timestamps: bool) -> Result<Lowered,
         ids |= catalog.select(&ms);
     }
     engine.scope(&mut ids);
-    let scan = engine
-        .snapshot()
-        .scan(&ids, lo.saturating_sub(lookback).saturating_add(1), hi);
+    let from = lo.saturating_sub(lookback).saturating_add(1);
+    if engine.snapshot().may_have_histograms(&ids, from, hi) {
+        return p.decline(super::NEEDS_HISTOGRAMS);
+    }
+    let scan = engine.snapshot().scan(&ids, from, hi);
     let labels = catalog.labels_many(scan.ids().iter().copied());
     // A series retention removed after the scan was made has no labels: leave it out.
     let (scan, series) = if labels.iter().all(Option::is_some) {
@@ -94,10 +103,10 @@ fn select(p: &PlanCtx, vs: &VectorSelector, timestamps: bool) -> Result<Lowered,
         },
         timestamps,
     };
-    Ok(Lowered {
+    Ok(Some(Lowered {
         plan: Leaf::plan_node(p, sel)?,
         series,
-    })
+    }))
 }
 
 impl LeafSource for Selection {

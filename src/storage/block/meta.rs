@@ -21,6 +21,13 @@ pub struct BlockMeta {
     pub max_t: i64,
     pub num_series: u64,
     pub num_samples: u64,
+    /// Native-histogram samples (in `histograms.parquet`, absent when 0); not in
+    /// `num_samples`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub num_histograms: u64,
+    /// Exemplars (in `exemplars.parquet`, absent when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub num_exemplars: u64,
     /// 1 for blocks cut from the head; parents' max + 1 for compacted blocks.
     pub level: u32,
     /// Blocks this one replaces (compaction). Readers hide any block listed here.
@@ -36,4 +43,8 @@ impl BlockMeta {
     pub fn overlaps(&self, min_t: i64, max_t: i64) -> bool {
         self.min_t <= max_t && self.max_t >= min_t
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

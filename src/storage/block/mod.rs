@@ -5,6 +5,8 @@
 //! local series id), `postings.parquet` (label name, value, roaring bitmap of local ids) and
 //! `meta.json`, written last: a block without its meta is incomplete and ignored.
 
+pub mod exemplars;
+pub mod histograms;
 mod meta;
 mod reader;
 mod writer;

@@ -19,6 +19,7 @@ use super::meta::{BLOCK_FORMAT_VERSION, BlockMeta, WalSource};
 use super::samples_schema;
 use crate::model::Labels;
 use crate::storage::StorageError;
+use crate::storage::head::{Ex, Hist};
 use crate::storage::paths::BlockPath;
 
 /// One series' samples, sorted by time, ready to be written.
@@ -27,6 +28,10 @@ pub struct SeriesData {
     pub labels: Arc<Labels>,
     pub ts: Vec<i64>,
     pub vals: Vec<f64>,
+    /// Native-histogram samples, sorted by time.
+    pub hists: Vec<(i64, Hist)>,
+    /// Exemplars, sorted by time.
+    pub exemplars: Vec<Ex>,
 }
 
 /// Rows per Parquet data page: small enough that the page index can skip to one series.
@@ -86,6 +91,10 @@ pub struct BlockWriter {
     ts: Vec<i64>,
     vs: Vec<f64>,
     labels: Vec<Arc<Labels>>,
+    /// Histogram rows `(local id, t, histogram)`, written at `finish` (histograms are few
+    /// next to floats; a block's are held until then).
+    hists: Vec<(u32, i64, Hist)>,
+    exemplars: Vec<(u32, Ex)>,
     min_t: i64,
     max_t: i64,
     n: u64,
@@ -117,6 +126,8 @@ impl BlockWriter {
             ts: Vec::new(),
             vs: Vec::new(),
             labels: Vec::new(),
+            hists: Vec::new(),
+            exemplars: Vec::new(),
             min_t: i64::MAX,
             max_t: i64::MIN,
             n: 0,
@@ -136,6 +147,19 @@ impl BlockWriter {
         ts: &[i64],
         vals: &[f64],
     ) -> Result<(), StorageError> {
+        self.push_all(labels, ts, vals, &[], &[]).await
+    }
+
+    /// [`BlockWriter::push`] with the series' histogram samples and exemplars (each sorted
+    /// by time).
+    pub async fn push_all(
+        &mut self,
+        labels: Arc<Labels>,
+        ts: &[i64],
+        vals: &[f64],
+        hists: &[(i64, Hist)],
+        exemplars: &[Ex],
+    ) -> Result<(), StorageError> {
         if self.labels.last().is_some_and(|l| **l >= *labels) {
             return Err(StorageError::Corrupt(format!(
                 "block {}: series written out of label order",
@@ -144,6 +168,18 @@ impl BlockWriter {
         }
         let local = self.labels.len() as u32;
         self.labels.push(labels);
+        if let (Some((f, _)), Some((l, _))) = (hists.first(), hists.last()) {
+            self.min_t = self.min_t.min(*f);
+            self.max_t = self.max_t.max(*l);
+        }
+        self.hists
+            .extend(hists.iter().map(|(t, h)| (local, *t, h.clone())));
+        if let (Some(f), Some(l)) = (exemplars.first(), exemplars.last()) {
+            self.min_t = self.min_t.min(f.ts);
+            self.max_t = self.max_t.max(l.ts);
+        }
+        self.exemplars
+            .extend(exemplars.iter().map(|e| (local, e.clone())));
         if let (Some(&f), Some(&l)) = (ts.first(), ts.last()) {
             self.min_t = self.min_t.min(f);
             self.max_t = self.max_t.max(l);
@@ -180,7 +216,25 @@ impl BlockWriter {
             self.write_rows().await?;
         }
         self.samples.close().await?;
-        let samples_bytes = self.store.head(&self.path.samples()).await?.size;
+        let mut samples_bytes = self.store.head(&self.path.samples()).await?.size;
+        if !self.hists.is_empty() {
+            let batch =
+                super::histograms::to_batch(self.hists.iter().map(|(id, t, h)| (*id, *t, &**h)))?;
+            let file = to_parquet(&[batch], props(None))?;
+            samples_bytes += file.len() as u64;
+            self.store
+                .put(&self.path.histograms(), PutPayload::from_bytes(file))
+                .await?;
+        }
+        if !self.exemplars.is_empty() {
+            let batch =
+                super::exemplars::to_batch(self.exemplars.iter().map(|(id, e)| (*id, &**e)))?;
+            let file = to_parquet(&[batch], props(None))?;
+            samples_bytes += file.len() as u64;
+            self.store
+                .put(&self.path.exemplars(), PutPayload::from_bytes(file))
+                .await?;
+        }
         let (series_bytes, postings_bytes) = index_files(&self.labels)?;
         let bytes = samples_bytes + (series_bytes.len() + postings_bytes.len()) as u64;
         let (k2, k3) = (self.path.series(), self.path.postings());
@@ -190,7 +244,7 @@ impl BlockWriter {
         );
         b?;
         c?;
-        let empty = self.n == 0;
+        let empty = self.n == 0 && self.hists.is_empty() && self.exemplars.is_empty();
         let meta = BlockMeta {
             format_version: BLOCK_FORMAT_VERSION,
             id: self.path.id.clone(),
@@ -198,6 +252,8 @@ impl BlockWriter {
             max_t: if empty { 0 } else { self.max_t },
             num_series: self.labels.len() as u64,
             num_samples: self.n,
+            num_histograms: self.hists.len() as u64,
+            num_exemplars: self.exemplars.len() as u64,
             level,
             parents,
             wal,
@@ -224,7 +280,8 @@ pub async fn write_block(
 ) -> Result<BlockMeta, StorageError> {
     let mut w = BlockWriter::new(store, id)?;
     for s in series {
-        w.push(s.labels.clone(), &s.ts, &s.vals).await?;
+        w.push_all(s.labels.clone(), &s.ts, &s.vals, &s.hists, &s.exemplars)
+            .await?;
     }
     w.finish(level, parents, wal).await
 }

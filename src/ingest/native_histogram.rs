@@ -1,0 +1,180 @@
+//! Native histograms on the wire (`prometheus.Histogram`, remote write 1.0 and 2.0) to and
+//! from [`FloatHistogram`]. Integer histograms carry bucket deltas; they are summed into
+//! absolute counts here, so everything after ingest sees one representation.
+
+use super::prompb::{self, histogram::Count, histogram::ZeroCount};
+use crate::model::histogram::{CounterResetHint, FloatHistogram, Span};
+use crate::model::is_stale_marker;
+
+/// What one wire histogram is: a histogram sample, or a stale marker (Prometheus marks a
+/// vanished histogram series with a histogram whose sum is the stale NaN; Quiver keeps
+/// staleness as the float marker for every series kind).
+#[derive(Debug)]
+pub enum Decoded {
+    Histogram(FloatHistogram),
+    Stale,
+}
+
+/// Converts and validates one histogram; the error says what is wrong with it.
+pub fn from_proto(h: &prompb::Histogram) -> Result<Decoded, String> {
+    if is_stale_marker(h.sum) {
+        return Ok(Decoded::Stale);
+    }
+    let integer = matches!(h.count, Some(Count::CountInt(_)) | None)
+        && (!h.positive_deltas.is_empty()
+            || !h.negative_deltas.is_empty()
+            || (h.positive_counts.is_empty() && h.negative_counts.is_empty()));
+    let count = match h.count {
+        Some(Count::CountInt(n)) => n as f64,
+        Some(Count::CountFloat(f)) => f,
+        None => 0.0,
+    };
+    let zero_count = match h.zero_count {
+        Some(ZeroCount::ZeroCountInt(n)) => n as f64,
+        Some(ZeroCount::ZeroCountFloat(f)) => f,
+        None => 0.0,
+    };
+    let side = |spans: &[prompb::BucketSpan], deltas: &[i64], counts: &[f64]| {
+        let spans: Vec<Span> = spans
+            .iter()
+            .map(|s| Span {
+                offset: s.offset,
+                length: s.length,
+            })
+            .collect();
+        let buckets = if integer {
+            let mut acc: i64 = 0;
+            let mut out = Vec::with_capacity(deltas.len());
+            for &d in deltas {
+                acc = acc
+                    .checked_add(d)
+                    .ok_or_else(|| "bucket count overflows".to_string())?;
+                if acc < 0 {
+                    return Err(format!("negative bucket count {acc}"));
+                }
+                out.push(acc as f64);
+            }
+            out
+        } else {
+            counts.to_vec()
+        };
+        Ok::<_, String>((spans, buckets))
+    };
+    let (positive_spans, positive_buckets) =
+        side(&h.positive_spans, &h.positive_deltas, &h.positive_counts)?;
+    let (negative_spans, negative_buckets) =
+        side(&h.negative_spans, &h.negative_deltas, &h.negative_counts)?;
+    let hint = match h.reset_hint {
+        1 => CounterResetHint::CounterReset,
+        2 => CounterResetHint::NotCounterReset,
+        3 => CounterResetHint::Gauge,
+        _ => CounterResetHint::Unknown,
+    };
+    let fh = FloatHistogram {
+        hint,
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        zero_count,
+        count,
+        sum: h.sum,
+        positive_spans,
+        negative_spans,
+        positive_buckets,
+        negative_buckets,
+        custom_values: h.custom_values.clone(),
+    };
+    fh.validate().map_err(|e| e.to_string())?;
+    Ok(Decoded::Histogram(fh))
+}
+
+/// The wire form of a histogram (float counts), for remote read and tests.
+pub fn to_proto(h: &FloatHistogram, timestamp: i64) -> prompb::Histogram {
+    let spans = |s: &[Span]| {
+        s.iter()
+            .map(|s| prompb::BucketSpan {
+                offset: s.offset,
+                length: s.length,
+            })
+            .collect()
+    };
+    prompb::Histogram {
+        count: Some(Count::CountFloat(h.count)),
+        sum: h.sum,
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        zero_count: Some(ZeroCount::ZeroCountFloat(h.zero_count)),
+        negative_spans: spans(&h.negative_spans),
+        negative_deltas: vec![],
+        negative_counts: h.negative_buckets.clone(),
+        positive_spans: spans(&h.positive_spans),
+        positive_deltas: vec![],
+        positive_counts: h.positive_buckets.clone(),
+        reset_hint: match h.hint {
+            CounterResetHint::Unknown => 0,
+            CounterResetHint::CounterReset => 1,
+            CounterResetHint::NotCounterReset => 2,
+            CounterResetHint::Gauge => 3,
+        },
+        timestamp,
+        custom_values: h.custom_values.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int_histogram() -> prompb::Histogram {
+        prompb::Histogram {
+            count: Some(Count::CountInt(9)),
+            sum: 18.5,
+            schema: 0,
+            zero_threshold: 0.001,
+            zero_count: Some(ZeroCount::ZeroCountInt(1)),
+            positive_spans: vec![
+                prompb::BucketSpan {
+                    offset: 0,
+                    length: 2,
+                },
+                prompb::BucketSpan {
+                    offset: 1,
+                    length: 1,
+                },
+            ],
+            positive_deltas: vec![2, 1, -1],
+            negative_spans: vec![prompb::BucketSpan {
+                offset: 0,
+                length: 1,
+            }],
+            negative_deltas: vec![1],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn integer_deltas_become_absolute_counts_and_back() {
+        let Decoded::Histogram(h) = from_proto(&int_histogram()).unwrap() else {
+            panic!("not a histogram")
+        };
+        assert_eq!(h.positive_buckets, vec![2.0, 3.0, 2.0]);
+        assert_eq!(h.negative_buckets, vec![1.0]);
+        assert_eq!((h.count, h.zero_count, h.sum), (9.0, 1.0, 18.5));
+        let Decoded::Histogram(back) = from_proto(&to_proto(&h, 5)).unwrap() else {
+            panic!("not a histogram")
+        };
+        assert_eq!(back, h);
+    }
+
+    #[test]
+    fn invalid_histograms_are_refused() {
+        let mut neg = int_histogram();
+        neg.positive_deltas = vec![2, -3, 1];
+        assert!(from_proto(&neg).unwrap_err().contains("negative"));
+        let mut short = int_histogram();
+        short.positive_deltas.pop();
+        assert!(from_proto(&short).is_err());
+        let mut stale = int_histogram();
+        stale.sum = crate::model::stale_marker();
+        assert!(matches!(from_proto(&stale), Ok(Decoded::Stale)));
+    }
+}

@@ -1,0 +1,114 @@
+//! Binary operators on elements where a native histogram is involved (Prometheus 3's
+//! `vectorElemBinop`): `h + h`, `h - h` (a gauge), `h * f`, `f * h`, `h / f`, and
+//! `h == h` / `h != h` (exact equality, the left histogram kept); every other combination
+//! drops the element with an info naming the operand types.
+
+use std::sync::Arc;
+
+use super::eval::Engine;
+use super::value::{Hist, Series};
+use crate::model::histogram::{CounterResetHint, FloatHistogram, annotation};
+
+/// One operand.
+#[derive(Clone, Copy)]
+pub(super) enum Operand<'a> {
+    F(f64),
+    H(&'a Hist),
+}
+
+/// An element's result.
+pub(super) enum Elem {
+    F(f64),
+    H(Hist),
+}
+
+/// The sample of `s` at step `i`, if any.
+pub(super) fn operand(s: &Series, i: usize) -> Option<Operand<'_>> {
+    match (s.vals[i], s.hist(i)) {
+        (Some(v), _) => Some(Operand::F(v)),
+        (None, Some(h)) => Some(Operand::H(h)),
+        (None, None) => None,
+    }
+}
+
+fn kind(o: &Operand) -> &'static str {
+    match o {
+        Operand::F(_) => "float",
+        Operand::H(_) => "histogram",
+    }
+}
+
+/// `l op r` where at least one side is a histogram; `None` drops the element (annotated).
+pub(super) fn elem(
+    e: &Engine,
+    op: &str,
+    l: Operand,
+    r: Operand,
+    return_bool: bool,
+) -> Option<Elem> {
+    let incompatible = || {
+        e.info(format!(
+            "incompatible sample types encountered for binary operator {op:?}: {} {op} {}",
+            kind(&l),
+            kind(&r)
+        ));
+        None
+    };
+    match (l, r) {
+        (Operand::F(f), Operand::H(h)) if op == "*" => Some(scaled(h, |x| x.mul(f))),
+        (Operand::H(h), Operand::F(f)) if op == "*" => Some(scaled(h, |x| x.mul(f))),
+        (Operand::H(h), Operand::F(f)) if op == "/" => Some(scaled(h, |x| x.div(f))),
+        (Operand::H(a), Operand::H(b)) => match op {
+            "+" | "-" => {
+                let mut out = FloatHistogram::clone(a);
+                let r = if op == "+" { out.add(b) } else { out.sub(b) };
+                let during = if op == "+" { "addition" } else { "subtraction" };
+                match r {
+                    Err(_) => {
+                        e.annotate(&format!(
+                            "{} {op}",
+                            annotation::INCOMPATIBLE_BUCKET_LAYOUT_IN_BINOP_WARNING
+                        ));
+                        None
+                    }
+                    Ok(o) if o.counter_reset_collision => {
+                        e.annotate(&format!(
+                            "{} {during}",
+                            annotation::COUNTER_RESET_COLLISION_WARNING
+                        ));
+                        None
+                    }
+                    Ok(o) => {
+                        if o.nhcb_bounds_reconciled {
+                            e.annotate(&format!(
+                                "{} {during}",
+                                annotation::MISMATCHED_CUSTOM_BUCKETS_INFO
+                            ));
+                        }
+                        if op == "-" {
+                            out.hint = CounterResetHint::Gauge;
+                        }
+                        out.compact(0);
+                        Some(Elem::H(Arc::new(out)))
+                    }
+                }
+            }
+            "==" | "!=" => {
+                let keep = a.equals(b) == (op == "==");
+                if return_bool {
+                    Some(Elem::F(if keep { 1.0 } else { 0.0 }))
+                } else {
+                    keep.then(|| Elem::H(a.clone()))
+                }
+            }
+            _ => incompatible(),
+        },
+        _ => incompatible(),
+    }
+}
+
+fn scaled(h: &Hist, f: impl FnOnce(&mut FloatHistogram) -> &mut FloatHistogram) -> Elem {
+    let mut out = FloatHistogram::clone(h);
+    f(&mut out).compact(0);
+    Elem::H(Arc::new(out))
+}
