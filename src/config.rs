@@ -139,6 +139,11 @@ pub struct ServeArgs {
     /// With authentication off, honour the tenant header (`X-Scope-OrgID`); off: one tenant
     #[arg(long, env = "QUIVER_MULTI_TENANCY")]
     pub multi_tenancy: bool,
+    /// Remote write 2.0: store a zero sample at a counter's created (start) timestamp, as
+    /// Prometheus's `created-timestamp-zero-ingestion` feature does; off: created timestamps
+    /// are read and not stored
+    #[arg(long, env = "QUIVER_CREATED_TIMESTAMP_ZERO_INGESTION")]
+    pub created_timestamp_zero_ingestion: bool,
     /// Most tenants (besides the default one) that may exist [default: 1000]
     #[arg(long, env = "QUIVER_MAX_TENANTS")]
     pub max_tenants: Option<usize>,
@@ -172,6 +177,7 @@ pub struct FileConfig {
     pub remote_read_max_bytes: Option<usize>,
     pub shutdown_grace_period: Option<String>,
     pub multi_tenancy: Option<bool>,
+    pub created_timestamp_zero_ingestion: Option<bool>,
     pub max_tenants: Option<usize>,
     pub head_memory_limit: Option<usize>,
     #[serde(default)]
@@ -242,6 +248,7 @@ pub struct ServeConfig {
     pub remote_read_max_bytes: usize,
     pub shutdown_grace_ms: i64,
     pub multi_tenancy: bool,
+    pub created_timestamp_zero_ingestion: bool,
     pub max_tenants: usize,
     pub head_memory_limit: usize,
     pub cors_origin: Option<regex::Regex>,
@@ -449,6 +456,8 @@ impl ServeArgs {
                 "30s",
             )?,
             multi_tenancy: self.multi_tenancy || f.multi_tenancy.unwrap_or(false),
+            created_timestamp_zero_ingestion: self.created_timestamp_zero_ingestion
+                || f.created_timestamp_zero_ingestion.unwrap_or(false),
             max_tenants: self.max_tenants.or(f.max_tenants).unwrap_or(1000),
             head_memory_limit: self
                 .head_memory_limit

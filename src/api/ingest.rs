@@ -4,7 +4,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{AppState, Ready};
 use crate::ingest::text::{BatchReader, TimestampUnit};
-use crate::ingest::{IngestError, WriteBatch, remote_write};
+use crate::ingest::{IngestError, WriteBatch, remote_write, remote_write_v2};
 use crate::storage::{StorageError, WriteWindow};
 use axum::extract::State;
 
@@ -71,20 +71,36 @@ pub(super) async fn remote_write(
             },
         );
     }
-    if let Some(ct) = headers.get("content-type").and_then(|v| v.to_str().ok())
-        && ct.contains("proto=io.prometheus.write.v2")
-    {
-        return ingest_error(
-            "remote write",
-            IngestError::Unsupported {
-                what: "remote write version",
-                value: ct.into(),
-            },
-        );
-    }
-    let batch = match remote_write::decode(&body) {
-        Ok(b) => b,
-        Err(e) => return ingest_error("remote write", e),
+    // Content negotiation by `proto=` (remote write 2.0 spec): 1.0 when absent.
+    let proto = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| {
+            ct.split(';')
+                .filter_map(|p| p.trim().strip_prefix("proto="))
+                .next()
+                .map(|p| p.trim_matches('"').to_string())
+        });
+    let (batch, written) = match proto.as_deref() {
+        None | Some("prometheus.WriteRequest") => match remote_write::decode(&body) {
+            Ok(b) => (b, None),
+            Err(e) => return ingest_error("remote write", e),
+        },
+        Some(remote_write_v2::PROTO) => {
+            match remote_write_v2::decode(&body, st.limits.created_zero) {
+                Ok((b, w)) => (b, Some(w)),
+                Err(e) => return ingest_error("remote write", e),
+            }
+        }
+        Some(other) => {
+            return ingest_error(
+                "remote write",
+                IngestError::Unsupported {
+                    what: "remote write protobuf message (proto=prometheus.WriteRequest or io.prometheus.write.v2.Request)",
+                    value: other.into(),
+                },
+            );
+        }
     };
     if !st.admission.write(&access.tenant, batch.sample_count()) {
         return rate_limited("remote write");
@@ -94,11 +110,27 @@ pub(super) async fn remote_write(
         Ok(_) => {
             st.results_cache
                 .note_write(&access.tenant, oldest, storage.now_ms());
-            StatusCode::NO_CONTENT.into_response()
+            match written {
+                // 2.0 says what was written (all of it: a request is stored whole).
+                Some(w) => (
+                    StatusCode::NO_CONTENT,
+                    [
+                        (WRITTEN_SAMPLES, w.samples.to_string()),
+                        (WRITTEN_HISTOGRAMS, w.histograms.to_string()),
+                        (WRITTEN_EXEMPLARS, w.exemplars.to_string()),
+                    ],
+                )
+                    .into_response(),
+                None => StatusCode::NO_CONTENT.into_response(),
+            }
         }
         Err(e) => storage_error("remote write", e),
     }
 }
+
+const WRITTEN_SAMPLES: &str = "X-Prometheus-Remote-Write-Samples-Written";
+const WRITTEN_HISTOGRAMS: &str = "X-Prometheus-Remote-Write-Histograms-Written";
+const WRITTEN_EXEMPLARS: &str = "X-Prometheus-Remote-Write-Exemplars-Written";
 
 /// Samples committed (WAL-durable) per import batch, and the text bytes one batch may
 /// hold (long label sets), so a batch stays small in memory and in the WAL.
@@ -267,10 +299,13 @@ impl std::io::Read for ChannelReader {
 
 /// Timestamp of the oldest sample in a batch (for results-cache invalidation).
 fn oldest_sample(batch: &WriteBatch) -> i64 {
-    batch
+    let floats = batch
         .series
         .iter()
-        .flat_map(|s| s.samples.iter().map(|(t, _)| *t))
-        .min()
-        .unwrap_or(i64::MAX)
+        .flat_map(|s| s.samples.iter().map(|(t, _)| *t));
+    let hists = batch
+        .histograms
+        .iter()
+        .flat_map(|s| s.samples.iter().map(|(t, _)| *t));
+    floats.chain(hists).min().unwrap_or(i64::MAX)
 }

@@ -4,6 +4,7 @@
 
 pub mod access;
 mod envelope;
+mod exemplars;
 mod ingest;
 pub mod json;
 pub mod limits;
@@ -73,6 +74,8 @@ pub struct Limits {
     pub remote_read_max_bytes: usize,
     /// PromQL runs lowered expressions as DataFusion plans (`--query-engine`).
     pub query_planner: bool,
+    /// Remote write 2.0 created timestamps become zero samples.
+    pub created_zero: bool,
 }
 
 impl Default for Limits {
@@ -84,6 +87,7 @@ impl Default for Limits {
             sql_max_rows: 1_000_000,
             remote_read_max_bytes: 32 << 20,
             query_planner: true,
+            created_zero: false,
         }
     }
 }
@@ -158,7 +162,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route(
             "/api/v1/query_exemplars",
-            get(query::query_exemplars).post(query::query_exemplars),
+            get(exemplars::query_exemplars).post(exemplars::query_exemplars),
         )
         .route(
             "/api/v1/format_query",

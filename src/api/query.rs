@@ -1,4 +1,4 @@
-//! `/api/v1/query`, `/api/v1/query_range`, `/api/v1/format_query`, `/api/v1/query_exemplars`.
+//! `/api/v1/query`, `/api/v1/query_range`, `/api/v1/format_query`, `/api/v1/parse_query`.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -297,16 +297,4 @@ pub(super) async fn parse_query(
             .map_err(|e| ApiError::internal(e.to_string()))
     })
     .await
-}
-
-/// Exemplars are not stored yet: a valid, empty answer (what Grafana's probe expects).
-pub(super) async fn query_exemplars(
-    State(st): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let p = Params::from_request(&method, &uri, &headers, &body);
-    on_query_runtime(&st, p, |_| Ok(success(serde_json::json!([])))).await
 }

@@ -261,12 +261,12 @@ fn slice(value: &Value, run: Steps, sub: Steps) -> Value {
             series
                 .iter()
                 .filter_map(|s| {
-                    let vals = s.vals[lo..hi].to_vec();
-                    vals.iter().any(Option::is_some).then(|| Series {
-                        hists: Vec::new(),
+                    let part = Series {
+                        hists: s.hists.get(lo..hi).map(<[_]>::to_vec).unwrap_or_default(),
                         labels: s.labels.clone(),
-                        vals,
-                    })
+                        vals: s.vals[lo..hi].to_vec(),
+                    };
+                    (!part.is_empty()).then_some(part)
                 })
                 .collect(),
         ),
@@ -323,6 +323,8 @@ fn assemble(parts: &[Arc<Extent>], steps: Steps) -> (Value, Annotations) {
                         for (i, j) in positions(p) {
                             if s.vals[i].is_some() {
                                 out.vals[j] = s.vals[i];
+                            } else if let Some(h) = s.hist(i) {
+                                out.set_hist(j, h.clone());
                             }
                         }
                     }
@@ -346,6 +348,12 @@ fn weight(e: &Extent) -> u32 {
             .iter()
             .map(|s| {
                 48 + s.vals.len() * 16
+                    + s.hists.len() * 8
+                    + s.hists
+                        .iter()
+                        .flatten()
+                        .map(|h| 128 + 8 * (h.positive_buckets.len() + h.negative_buckets.len()))
+                        .sum::<usize>()
                     + s.labels
                         .iter()
                         .map(|(n, v)| 48 + n.len() + v.len())

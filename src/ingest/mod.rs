@@ -5,6 +5,7 @@
 pub mod native_histogram;
 pub mod prompb;
 pub mod remote_write;
+pub mod remote_write_v2;
 pub mod text;
 
 use thiserror::Error;

@@ -117,6 +117,7 @@ pub fn to_proto(h: &FloatHistogram, timestamp: i64) -> prompb::Histogram {
         },
         timestamp,
         custom_values: h.custom_values.clone(),
+        start_timestamp: 0,
     }
 }
 

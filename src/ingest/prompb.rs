@@ -105,6 +105,9 @@ pub struct Histogram {
     pub timestamp: i64,
     #[prost(double, repeated, tag = "16")]
     pub custom_values: Vec<f64>,
+    /// Remote write 2.0 only: when the counter started (created timestamp), 0 if unknown.
+    #[prost(int64, tag = "17")]
+    pub start_timestamp: i64,
 }
 
 pub mod histogram {

@@ -8,6 +8,7 @@ use promql_parser::parser::{Call, Expr};
 
 use super::error::PromqlError;
 use super::eval::{Ctx, Engine, drop_name, merge_same_labels};
+use super::histogram_fns;
 use super::range_fns::{self as rf, RangeFn, Window};
 use super::range_hist;
 use super::selector::{matcher_sets, window};
@@ -368,7 +369,30 @@ impl Engine {
                 let q = scalar_arg(self.eval(&args[0], ctx).await?, name)?;
                 self.check_quantile(&q);
                 let vs = vector_arg(self.eval(&args[1], ctx).await?, name)?;
+                if vs.iter().any(Series::has_hists) {
+                    let classic = self.histogram_quantile(&q, vs.clone(), n)?;
+                    return Ok(Value::Vector(histogram_fns::quantile(
+                        self, &q, &vs, classic,
+                    )));
+                }
                 Ok(Value::Vector(self.histogram_quantile(&q, vs, n)?))
+            }
+            "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+            | "histogram_stdvar" => {
+                let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
+                let f = histogram_fns::stat(name).expect("listed above");
+                Ok(Value::Vector(merge_same_labels(histogram_fns::map(
+                    vs,
+                    |_, _, h| f(h),
+                ))?))
+            }
+            "histogram_fraction" => {
+                let lower = scalar_arg(self.eval(&args[0], ctx).await?, name)?;
+                let upper = scalar_arg(self.eval(&args[1], ctx).await?, name)?;
+                let vs = vector_arg(self.eval(&args[2], ctx).await?, name)?;
+                Ok(Value::Vector(merge_same_labels(histogram_fns::fraction(
+                    self, &lower, &upper, vs,
+                ))?))
             }
             other => Err(PromqlError::exec(format!(
                 "function {other}() is not supported yet"

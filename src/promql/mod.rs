@@ -12,6 +12,7 @@ mod eval;
 mod functions;
 pub mod guard;
 mod histogram_agg;
+mod histogram_fns;
 mod plan;
 mod range_fns;
 mod range_hist;

@@ -8,6 +8,7 @@
 
 mod bounded;
 mod cancel;
+mod lanes;
 mod scan;
 mod series_scan;
 mod tables;
@@ -91,6 +92,20 @@ pub async fn session_scoped(
         "series",
         Arc::new(SeriesTable::new(storage.clone()).restrict(allowed.clone())),
     )?;
+    for (name, lane) in [
+        ("histograms", lanes::Lane::Histograms),
+        ("exemplars", lanes::Lane::Exemplars),
+    ] {
+        ctx.register_table(
+            name,
+            Arc::new(lanes::LaneTable::new(
+                lane,
+                storage.clone(),
+                allowed.clone(),
+                max_samples,
+            )),
+        )?;
+    }
     ctx.register_table(
         "samples",
         Arc::new(

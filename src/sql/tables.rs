@@ -144,10 +144,10 @@ impl SamplesTable {
 
 /// What the filters let us skip.
 #[derive(Debug, Clone, PartialEq)]
-struct Pushdown {
-    min_t: i64,
-    max_t: i64,
-    ids: Option<RoaringBitmap>,
+pub(super) struct Pushdown {
+    pub(super) min_t: i64,
+    pub(super) max_t: i64,
+    pub(super) ids: Option<RoaringBitmap>,
 }
 
 fn lit_i64(e: &Expr) -> Option<i64> {
@@ -243,7 +243,7 @@ fn apply(p: &mut Pushdown, e: &Expr) -> bool {
 }
 
 /// Whether a filter narrows a scan (inexact: DataFusion applies it again on top).
-fn pushdown_kind(f: &Expr) -> TableProviderFilterPushDown {
+pub(super) fn pushdown_kind(f: &Expr) -> TableProviderFilterPushDown {
     let mut p = Pushdown {
         min_t: i64::MIN,
         max_t: i64::MAX,
@@ -257,7 +257,7 @@ fn pushdown_kind(f: &Expr) -> TableProviderFilterPushDown {
 }
 
 /// What all pushable filters together narrow the scan to, and their text (for EXPLAIN).
-fn pushed(filters: &[Expr]) -> (Pushdown, Vec<String>) {
+pub(super) fn pushed(filters: &[Expr]) -> (Pushdown, Vec<String>) {
     let mut p = Pushdown {
         min_t: i64::MIN,
         max_t: i64::MAX,

@@ -11,6 +11,7 @@ mod durability;
 mod grafana;
 mod hostile;
 mod lifecycle;
+mod native_histograms;
 mod ops_cli;
 mod prometheus_peer;
 mod promql_conformance;

@@ -1,0 +1,359 @@
+//! Prometheus remote write 2.0 (`io.prometheus.write.v2.Request`): snappy block-compressed
+//! protobuf whose label names and values are references into one symbol table, with
+//! per-series metadata, native histograms, exemplars and created (start) timestamps.
+//! Decoded into the same [`WriteBatch`] as 1.0, with what it held counted for the
+//! `X-Prometheus-Remote-Write-*-Written` response headers.
+
+use prost::Message;
+
+use super::native_histogram::{self, Decoded};
+use super::prompb;
+use super::remote_write::{MAX_DECOMPRESSED, exemplar};
+use super::{
+    IngestError, MetricMetadata, SeriesExemplars, SeriesHistograms, SeriesSamples, WriteBatch,
+};
+use crate::model::{Labels, METRIC_NAME};
+
+/// The `Content-Type` `proto=` value of remote write 2.0.
+pub const PROTO: &str = "io.prometheus.write.v2.Request";
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Request {
+    #[prost(string, repeated, tag = "4")]
+    pub symbols: Vec<String>,
+    #[prost(message, repeated, tag = "5")]
+    pub timeseries: Vec<TimeSeries>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TimeSeries {
+    /// Pairs of symbol references: name, value, name, value, …
+    #[prost(uint32, repeated, tag = "1")]
+    pub labels_refs: Vec<u32>,
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<Sample>,
+    #[prost(message, repeated, tag = "3")]
+    pub histograms: Vec<prompb::Histogram>,
+    #[prost(message, repeated, tag = "4")]
+    pub exemplars: Vec<Exemplar>,
+    #[prost(message, optional, tag = "5")]
+    pub metadata: Option<Metadata>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Exemplar {
+    #[prost(uint32, repeated, tag = "1")]
+    pub labels_refs: Vec<u32>,
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    #[prost(int64, tag = "3")]
+    pub timestamp: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Sample {
+    #[prost(double, tag = "1")]
+    pub value: f64,
+    #[prost(int64, tag = "2")]
+    pub timestamp: i64,
+    /// When the counter started (created timestamp), 0 if unknown.
+    #[prost(int64, tag = "3")]
+    pub start_timestamp: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Metadata {
+    /// 0 unspecified, then counter, gauge, histogram, gaugehistogram, summary, info,
+    /// stateset (the 1.0 enum's order).
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    #[prost(uint32, tag = "3")]
+    pub help_ref: u32,
+    #[prost(uint32, tag = "4")]
+    pub unit_ref: u32,
+}
+
+/// What a request holds, for the response headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    pub samples: usize,
+    pub histograms: usize,
+    pub exemplars: usize,
+}
+
+/// Decodes a remote-write 2.0 body. With `created_zero`, a sample's or histogram's
+/// created timestamp before its own adds a zero sample there (Prometheus's
+/// `created-timestamp-zero-ingestion`), so `rate` sees the counter start from zero.
+pub fn decode(body: &[u8], created_zero: bool) -> Result<(WriteBatch, Written), IngestError> {
+    let len = snap::raw::decompress_len(body)?;
+    if len > MAX_DECOMPRESSED {
+        return Err(IngestError::TooLarge {
+            size: len,
+            limit: MAX_DECOMPRESSED,
+        });
+    }
+    let raw = snap::raw::Decoder::new().decompress_vec(body)?;
+    from_proto(Request::decode(raw.as_slice())?, created_zero)
+}
+
+fn invalid(message: String) -> IngestError {
+    IngestError::Parse { line: 0, message }
+}
+
+/// `(name, value)` pairs of a reference list.
+fn resolve(symbols: &[String], refs: &[u32]) -> Result<Vec<(String, String)>, IngestError> {
+    if !refs.len().is_multiple_of(2) {
+        return Err(invalid(format!(
+            "labels_refs has an odd length ({})",
+            refs.len()
+        )));
+    }
+    let sym = |r: u32| {
+        symbols.get(r as usize).cloned().ok_or_else(|| {
+            invalid(format!(
+                "symbol reference {r} out of range (the table has {})",
+                symbols.len()
+            ))
+        })
+    };
+    refs.chunks_exact(2)
+        .map(|p| Ok((sym(p[0])?, sym(p[1])?)))
+        .collect()
+}
+
+pub fn from_proto(req: Request, created_zero: bool) -> Result<(WriteBatch, Written), IngestError> {
+    if req.symbols.first().is_some_and(|s| !s.is_empty()) {
+        return Err(invalid(
+            "the first symbol must be the empty string".to_string(),
+        ));
+    }
+    let mut batch = WriteBatch::default();
+    let mut written = Written::default();
+    for ts in req.timeseries {
+        let pairs = resolve(&req.symbols, &ts.labels_refs)?;
+        let labels = Labels::new(pairs.clone()).map_err(|source| IngestError::Labels {
+            labels: format!("{pairs:?}"),
+            source,
+        })?;
+        let mut samples: Vec<(i64, f64)> = Vec::with_capacity(ts.samples.len() + 1);
+        for s in &ts.samples {
+            if created_zero && s.start_timestamp != 0 && s.start_timestamp < s.timestamp {
+                samples.push((s.start_timestamp, 0.0));
+            }
+            samples.push((s.timestamp, s.value));
+        }
+        written.samples += ts.samples.len();
+        let mut hists = Vec::with_capacity(ts.histograms.len());
+        for h in &ts.histograms {
+            match native_histogram::from_proto(h) {
+                Ok(Decoded::Histogram(fh)) => {
+                    if created_zero && h.start_timestamp != 0 && h.start_timestamp < h.timestamp {
+                        hists.push((h.start_timestamp, zero_like(&fh)));
+                    }
+                    hists.push((h.timestamp, fh));
+                }
+                Ok(Decoded::Stale) => samples.push((h.timestamp, crate::model::stale_marker())),
+                Err(message) => {
+                    return Err(IngestError::Histogram {
+                        labels: labels.to_string(),
+                        timestamp_ms: h.timestamp,
+                        message,
+                    });
+                }
+            }
+        }
+        written.histograms += ts.histograms.len();
+        if !ts.exemplars.is_empty() {
+            let mut exs = Vec::with_capacity(ts.exemplars.len());
+            for e in ts.exemplars {
+                let pairs = resolve(&req.symbols, &e.labels_refs)?;
+                let labels_of_exemplar = pairs
+                    .into_iter()
+                    .map(|(name, value)| prompb::Label { name, value })
+                    .collect();
+                exs.push(exemplar(&labels, labels_of_exemplar, e.value, e.timestamp)?);
+            }
+            written.exemplars += exs.len();
+            batch.exemplars.push(SeriesExemplars {
+                labels: labels.clone(),
+                exemplars: exs,
+            });
+        }
+        if let Some(md) = ts.metadata
+            && let Some(m) = metadata(&req.symbols, &labels, &md)?
+            && !batch.metadata.contains(&m)
+        {
+            batch.metadata.push(m);
+        }
+        if !hists.is_empty() {
+            batch.histograms.push(SeriesHistograms {
+                labels: labels.clone(),
+                samples: hists,
+            });
+        }
+        if !samples.is_empty() {
+            batch.series.push(SeriesSamples { labels, samples });
+        }
+    }
+    Ok((batch, written))
+}
+
+/// A series' metadata as the metadata API serves it, keyed by its metric name; `None`
+/// when it says nothing (type unspecified, no help, no unit).
+fn metadata(
+    symbols: &[String],
+    labels: &Labels,
+    md: &Metadata,
+) -> Result<Option<MetricMetadata>, IngestError> {
+    let text = |r: u32| {
+        symbols.get(r as usize).cloned().ok_or_else(|| {
+            invalid(format!(
+                "metadata symbol reference {r} out of range (the table has {})",
+                symbols.len()
+            ))
+        })
+    };
+    let (help, unit) = (text(md.help_ref)?, text(md.unit_ref)?);
+    let metric_type = prompb::MetricType::try_from(md.r#type)
+        .unwrap_or(prompb::MetricType::Unknown)
+        .api_name();
+    let Some(name) = labels.get(METRIC_NAME) else {
+        return Ok(None);
+    };
+    if md.r#type == 0 && help.is_empty() && unit.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(MetricMetadata {
+        metric_family_name: name.to_string(),
+        metric_type: metric_type.to_string(),
+        help,
+        unit,
+    }))
+}
+
+/// The zero a created timestamp stands for: the histogram's layout, no observations.
+fn zero_like(
+    h: &crate::model::histogram::FloatHistogram,
+) -> crate::model::histogram::FloatHistogram {
+    crate::model::histogram::FloatHistogram {
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        custom_values: h.custom_values.clone(),
+        hint: h.hint,
+        ..crate::model::histogram::FloatHistogram::empty()
+    }
+}
+
+/// Encodes a batch as a remote-write 2.0 body (tests and tools): one symbol table, each
+/// series with its samples, histograms, exemplars and the metadata of its metric name.
+pub fn encode(batch: &WriteBatch) -> Vec<u8> {
+    let mut syms = Symbols::default();
+    let mut series: Vec<(Labels, TimeSeries)> = Vec::new();
+    let slot = |l: &Labels, series: &mut Vec<(Labels, TimeSeries)>| -> usize {
+        match series.iter().position(|(x, _)| x == l) {
+            Some(i) => i,
+            None => {
+                series.push((l.clone(), TimeSeries::default()));
+                series.len() - 1
+            }
+        }
+    };
+    for s in &batch.series {
+        let i = slot(&s.labels, &mut series);
+        series[i]
+            .1
+            .samples
+            .extend(s.samples.iter().map(|&(t, v)| Sample {
+                value: v,
+                timestamp: t,
+                start_timestamp: 0,
+            }));
+    }
+    for s in &batch.histograms {
+        let i = slot(&s.labels, &mut series);
+        series[i].1.histograms.extend(
+            s.samples
+                .iter()
+                .map(|(t, h)| native_histogram::to_proto(h, *t)),
+        );
+    }
+    for s in &batch.exemplars {
+        let i = slot(&s.labels, &mut series);
+        for e in &s.exemplars {
+            let r = syms.refs(&e.labels);
+            series[i].1.exemplars.push(Exemplar {
+                labels_refs: r,
+                value: e.value,
+                timestamp: e.ts,
+            });
+        }
+    }
+    let mut timeseries = Vec::with_capacity(series.len());
+    for (labels, mut ts) in series {
+        ts.labels_refs = syms.refs(&labels);
+        if let Some(md) = labels
+            .get(METRIC_NAME)
+            .and_then(|n| batch.metadata.iter().find(|m| m.metric_family_name == n))
+        {
+            let t = [
+                "unknown",
+                "counter",
+                "gauge",
+                "histogram",
+                "gaugehistogram",
+                "summary",
+                "info",
+                "stateset",
+            ]
+            .iter()
+            .position(|x| *x == md.metric_type)
+            .unwrap_or(0);
+            ts.metadata = Some(Metadata {
+                r#type: t as i32,
+                help_ref: syms.get(&md.help),
+                unit_ref: syms.get(&md.unit),
+            });
+        }
+        timeseries.push(ts);
+    }
+    let req = Request {
+        symbols: syms.table,
+        timeseries,
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy compression of an in-memory buffer cannot fail")
+}
+
+/// A symbol table being built: the empty string first.
+struct Symbols {
+    table: Vec<String>,
+    index: std::collections::HashMap<String, u32>,
+}
+
+impl Default for Symbols {
+    fn default() -> Self {
+        Symbols {
+            table: vec![String::new()],
+            index: [(String::new(), 0)].into(),
+        }
+    }
+}
+
+impl Symbols {
+    fn get(&mut self, s: &str) -> u32 {
+        if let Some(&r) = self.index.get(s) {
+            return r;
+        }
+        let r = self.table.len() as u32;
+        self.table.push(s.to_string());
+        self.index.insert(s.to_string(), r);
+        r
+    }
+
+    fn refs(&mut self, l: &Labels) -> Vec<u32> {
+        l.iter()
+            .flat_map(|(n, v)| [self.get(n), self.get(v)])
+            .collect()
+    }
+}
