@@ -144,6 +144,18 @@ pub struct ServeArgs {
     /// are read and not stored
     #[arg(long, env = "QUIVER_CREATED_TIMESTAMP_ZERO_INGESTION")]
     pub created_timestamp_zero_ingestion: bool,
+    /// OTLP: resource attributes (comma-separated raw keys) copied onto every series of
+    /// their resource, besides `target_info` [default: none]
+    #[arg(
+        long,
+        env = "QUIVER_OTLP_PROMOTE_RESOURCE_ATTRIBUTES",
+        value_delimiter = ','
+    )]
+    pub otlp_promote_resource_attributes: Vec<String>,
+    /// OTLP: explicit-bucket histograms become native histograms with custom buckets
+    /// instead of classic `_bucket`/`_sum`/`_count` series
+    #[arg(long, env = "QUIVER_OTLP_CONVERT_HISTOGRAMS_TO_NHCB")]
+    pub otlp_convert_histograms_to_nhcb: bool,
     /// Most tenants (besides the default one) that may exist [default: 1000]
     #[arg(long, env = "QUIVER_MAX_TENANTS")]
     pub max_tenants: Option<usize>,
@@ -178,6 +190,10 @@ pub struct FileConfig {
     pub shutdown_grace_period: Option<String>,
     pub multi_tenancy: Option<bool>,
     pub created_timestamp_zero_ingestion: Option<bool>,
+    /// `[otlp]`: the OTLP translation (`promote_resource_attributes`,
+    /// `convert_histograms_to_nhcb`).
+    #[serde(default)]
+    pub otlp: crate::ingest::otlp::OtlpConfig,
     pub max_tenants: Option<usize>,
     pub head_memory_limit: Option<usize>,
     #[serde(default)]
@@ -249,6 +265,7 @@ pub struct ServeConfig {
     pub shutdown_grace_ms: i64,
     pub multi_tenancy: bool,
     pub created_timestamp_zero_ingestion: bool,
+    pub otlp: crate::ingest::otlp::OtlpConfig,
     pub max_tenants: usize,
     pub head_memory_limit: usize,
     pub cors_origin: Option<regex::Regex>,
@@ -458,6 +475,15 @@ impl ServeArgs {
             multi_tenancy: self.multi_tenancy || f.multi_tenancy.unwrap_or(false),
             created_timestamp_zero_ingestion: self.created_timestamp_zero_ingestion
                 || f.created_timestamp_zero_ingestion.unwrap_or(false),
+            otlp: crate::ingest::otlp::OtlpConfig {
+                promote_resource_attributes: if self.otlp_promote_resource_attributes.is_empty() {
+                    f.otlp.promote_resource_attributes.clone()
+                } else {
+                    self.otlp_promote_resource_attributes.clone()
+                },
+                convert_histograms_to_nhcb: self.otlp_convert_histograms_to_nhcb
+                    || f.otlp.convert_histograms_to_nhcb,
+            },
             max_tenants: self.max_tenants.or(f.max_tenants).unwrap_or(1000),
             head_memory_limit: self
                 .head_memory_limit

@@ -69,6 +69,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     state.limits.sql_max_rows = cfg.sql_max_rows;
     state.limits.remote_read_max_bytes = cfg.remote_read_max_bytes;
     state.limits.created_zero = cfg.created_timestamp_zero_ingestion;
+    state.otlp = Arc::new(cfg.otlp.clone());
     crate::promql::guard::set_limits(cfg.query_max_depth, cfg.query_max_length);
     state.retention = cfg.retention_text.clone();
     state.cors_origin = cfg.cors_origin.clone();

@@ -4,7 +4,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{AppState, Ready};
 use crate::ingest::text::{BatchReader, TimestampUnit};
-use crate::ingest::{IngestError, WriteBatch, remote_write, remote_write_v2};
+use crate::ingest::{IngestError, WriteBatch, otlp, remote_write, remote_write_v2};
 use crate::storage::{StorageError, WriteWindow};
 use axum::extract::State;
 
@@ -131,6 +131,70 @@ pub(super) async fn remote_write(
 const WRITTEN_SAMPLES: &str = "X-Prometheus-Remote-Write-Samples-Written";
 const WRITTEN_HISTOGRAMS: &str = "X-Prometheus-Remote-Write-Histograms-Written";
 const WRITTEN_EXEMPLARS: &str = "X-Prometheus-Remote-Write-Exemplars-Written";
+
+/// `POST /api/v1/otlp/v1/metrics`: OTLP metrics over HTTP (`application/x-protobuf` or
+/// `application/json`, optionally gzip), translated as Prometheus 3 does (`ingest::otlp`).
+/// 200 with an empty body once durable; a request that cannot be translated whole is
+/// refused with 400 and nothing is written.
+#[tracing::instrument(skip_all, fields(bytes = body.len()))]
+pub(super) async fn otlp_metrics(
+    State(st): State<AppState>,
+    Ready(storage, access): Ready,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let what = "OTLP metrics";
+    let format = match headers.get("content-type").and_then(|v| v.to_str().ok()) {
+        Some(ct) if ct.split(';').next().map(str::trim) == Some("application/x-protobuf") => {
+            otlp::Format::Protobuf
+        }
+        Some(ct) if ct.split(';').next().map(str::trim) == Some("application/json") => {
+            otlp::Format::Json
+        }
+        other => {
+            return client_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                what,
+                format!(
+                    "unsupported content type {:?}, supported: application/x-protobuf, application/json",
+                    other.unwrap_or("")
+                ),
+            );
+        }
+    };
+    let gzip = match headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+    {
+        None | Some("") | Some("identity") => false,
+        Some(e) if e.eq_ignore_ascii_case("gzip") => true,
+        Some(other) => {
+            return ingest_error(
+                what,
+                IngestError::Unsupported {
+                    what: "content encoding (gzip or none)",
+                    value: other.into(),
+                },
+            );
+        }
+    };
+    let batch = match otlp::decode(&body, gzip, format).and_then(|r| otlp::translate(r, &st.otlp)) {
+        Ok(b) => b,
+        Err(e) => return ingest_error(what, e),
+    };
+    if !st.admission.write(&access.tenant, batch.sample_count()) {
+        return rate_limited(what);
+    }
+    let oldest = oldest_sample(&batch);
+    match storage.append(batch, WriteWindow::Recent).await {
+        Ok(_) => {
+            st.results_cache
+                .note_write(&access.tenant, oldest, storage.now_ms());
+            StatusCode::OK.into_response()
+        }
+        Err(e) => storage_error(what, e),
+    }
+}
 
 /// Samples committed (WAL-durable) per import batch, and the text bytes one batch may
 /// hold (long label sets), so a batch stays small in memory and in the WAL.

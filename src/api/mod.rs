@@ -57,6 +57,8 @@ pub struct AppState {
     pub results_cache: Arc<ResultsCache>,
     /// Where PromQL, SQL and remote-read work runs (not on the HTTP runtime).
     pub query_rt: query_runtime::QueryRuntime,
+    /// How OTLP metrics become series.
+    pub otlp: Arc<crate::ingest::otlp::OtlpConfig>,
 }
 
 /// Per-request limits (flags in `config`, listed in docs/operations.md).
@@ -109,6 +111,7 @@ impl AppState {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )
             .expect("query runtime"),
+            otlp: Arc::default(),
         }
     }
 
@@ -193,6 +196,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/alerts", get(status::alerts))
         .route("/api/v1/alertmanagers", get(status::alertmanagers))
         .route("/api/v1/write", post(ingest::remote_write))
+        .route("/api/v1/otlp/v1/metrics", post(ingest::otlp_metrics))
         .route("/api/v1/read", post(remote_read::read))
         .route(
             "/api/v1/import/prometheus",

@@ -3,6 +3,8 @@
 //! decides what is accepted and makes it durable.
 
 pub mod native_histogram;
+pub mod otlp;
+pub mod otlp_names;
 pub mod prompb;
 pub mod remote_write;
 pub mod remote_write_v2;

@@ -8,6 +8,7 @@
 use std::io::{BufRead, Read};
 
 use super::{IngestError, SeriesSamples, WriteBatch};
+use crate::model::exemplar::Exemplar;
 use crate::model::{Labels, METRIC_NAME};
 
 /// How timestamps in the input are written.
@@ -28,6 +29,9 @@ pub struct TextSample {
     pub labels: Labels,
     pub value: f64,
     pub timestamp_ms: Option<i64>,
+    /// An OpenMetrics exemplar (`… # {trace_id="…"} 0.5 1520879607.789`); its time is
+    /// the sample's when it has none.
+    pub exemplar: Option<Exemplar>,
 }
 
 /// Parses a single line. `Ok(None)` for blank lines, comments and `# EOF`.
@@ -92,8 +96,11 @@ pub fn parse_line(line: &str, unit: TimestampUnit) -> Result<Option<TextSample>,
     }
     pairs.push((METRIC_NAME.to_string(), name));
     let rest = std::str::from_utf8(&c.s[c.i..]).map_err(|_| "invalid UTF-8")?;
-    // An OpenMetrics exemplar follows " # "; it is not stored.
-    let rest = rest.split(" # ").next().unwrap_or("");
+    // An OpenMetrics exemplar follows " # ".
+    let (rest, exemplar_text) = match rest.split_once(" # ") {
+        Some((r, e)) => (r, Some(e)),
+        None => (rest, None),
+    };
     let mut fields = rest.split_ascii_whitespace();
     let value_str = fields.next().ok_or("missing value")?;
     let value = parse_value(value_str).ok_or_else(|| format!("invalid value {value_str:?}"))?;
@@ -107,11 +114,79 @@ pub fn parse_line(line: &str, unit: TimestampUnit) -> Result<Option<TextSample>,
         return Err(format!("unexpected text after timestamp: {extra:?}"));
     }
     let labels = Labels::new(pairs).map_err(|e| e.to_string())?;
+    let exemplar = match exemplar_text {
+        Some(e) => Some(parse_exemplar(e, unit)?),
+        None => None,
+    };
     Ok(Some(TextSample {
         labels,
         value,
         timestamp_ms,
+        exemplar,
     }))
+}
+
+/// `{name="value", …} value [timestamp]`; a missing timestamp is `i64::MIN` until the
+/// caller gives it the sample's.
+fn parse_exemplar(text: &str, unit: TimestampUnit) -> Result<Exemplar, String> {
+    let mut c = Cursor {
+        s: text.trim().as_bytes(),
+        i: 0,
+    };
+    if c.peek() != Some(b'{') {
+        return Err("exemplar: expected '{'".into());
+    }
+    c.i += 1;
+    let mut pairs = Vec::new();
+    loop {
+        c.skip_ws();
+        match c.peek() {
+            Some(b'}') => {
+                c.i += 1;
+                break;
+            }
+            None => return Err("exemplar: unterminated label set".into()),
+            _ => {}
+        }
+        let key = if c.peek() == Some(b'"') {
+            c.quoted()?
+        } else {
+            c.ident().ok_or("exemplar: expected label name")?
+        };
+        c.skip_ws();
+        if c.peek() != Some(b'=') {
+            return Err(format!("exemplar: expected '=' after {key:?}"));
+        }
+        c.i += 1;
+        c.skip_ws();
+        if c.peek() != Some(b'"') {
+            return Err(format!("exemplar: expected quoted value for {key:?}"));
+        }
+        pairs.push((key, c.quoted()?));
+        c.skip_ws();
+        match c.peek() {
+            Some(b',') => c.i += 1,
+            Some(b'}') => {}
+            _ => return Err("exemplar: expected ',' or '}'".into()),
+        }
+    }
+    let rest = std::str::from_utf8(&c.s[c.i..]).map_err(|_| "invalid UTF-8")?;
+    let mut fields = rest.split_ascii_whitespace();
+    let v = fields.next().ok_or("exemplar: missing value")?;
+    let value = parse_value(v).ok_or_else(|| format!("exemplar: invalid value {v:?}"))?;
+    let ts = match fields.next() {
+        None => i64::MIN,
+        Some(t) => {
+            parse_timestamp(t, unit).ok_or_else(|| format!("exemplar: invalid timestamp {t:?}"))?
+        }
+    };
+    if let Some(extra) = fields.next() {
+        return Err(format!("exemplar: unexpected {extra:?}"));
+    }
+    let labels = Exemplar::labels_from(pairs).map_err(|e| format!("exemplar: {e}"))?;
+    let e = Exemplar { labels, value, ts };
+    e.validate()?;
+    Ok(e)
 }
 
 fn parse_value(s: &str) -> Option<f64> {
@@ -288,6 +363,18 @@ impl<R: BufRead> BatchReader<R> {
                 })?;
             let Some(s) = parsed else { continue };
             let ts = s.timestamp_ms.unwrap_or(self.default_ts);
+            if let Some(mut e) = s.exemplar {
+                if e.ts == i64::MIN {
+                    e.ts = ts;
+                }
+                match batch.exemplars.last_mut() {
+                    Some(last) if last.labels == s.labels => last.exemplars.push(e),
+                    _ => batch.exemplars.push(super::SeriesExemplars {
+                        labels: s.labels.clone(),
+                        exemplars: vec![e],
+                    }),
+                }
+            }
             match batch.series.last_mut() {
                 Some(last) if last.labels == s.labels => last.samples.push((ts, s.value)),
                 _ => batch.series.push(SeriesSamples {
@@ -330,6 +417,26 @@ mod tests {
             TimestampUnit::Auto,
         );
         assert_eq!(s.timestamp_ms, Some(1520879607789));
+        let e = s.exemplar.unwrap();
+        assert_eq!(
+            (e.labels.to_string(), e.value),
+            (r#"{id="x"}"#.to_string(), 0.05)
+        );
+        let e = one(
+            r#"foo_total 8 # {trace_id="abc",span_id="d"} 1.5 1520879607.5"#,
+            TimestampUnit::Auto,
+        )
+        .exemplar
+        .unwrap();
+        assert_eq!((e.labels.len(), e.value, e.ts), (2, 1.5, 1520879607500));
+        assert!(parse_line("a 1 # {x=y} 1", TimestampUnit::Auto).is_err());
+        assert!(
+            parse_line(
+                &format!("a 1 # {{t=\"{}\"}} 1", "x".repeat(200)),
+                TimestampUnit::Auto
+            )
+            .is_err()
+        );
         assert_eq!(
             one("a 1 1520879607", TimestampUnit::Auto).timestamp_ms,
             Some(1520879607000)

@@ -169,4 +169,63 @@ async fn grafana_requests_get_what_grafana_parses() {
     )
     .await;
     assert_eq!((s, &v["data"]), (200, &serde_json::json!([])));
+
+    // Exemplars as a latency panel shows them: Grafana asks for the panel's expression over
+    // the dashboard range in seconds, and reads `seriesLabels` and each exemplar's labels,
+    // value (a string) and timestamp (seconds).
+    use prost::Message;
+    use quiver::ingest::prompb;
+    let label = |n: &str, v: &str| prompb::Label {
+        name: n.into(),
+        value: v.into(),
+    };
+    let with_exemplars = prompb::WriteRequest {
+        timeseries: vec![prompb::TimeSeries {
+            labels: vec![
+                label("__name__", "grafana_req_total"),
+                label("job", "web"),
+                label("code", "200"),
+            ],
+            exemplars: vec![prompb::Exemplar {
+                labels: vec![label("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736")],
+                value: 0.042,
+                timestamp: t0 + 20 * 15_000 + 123,
+            }],
+            ..Default::default()
+        }],
+        metadata: vec![],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&with_exemplars.encode_to_vec())
+        .unwrap();
+    assert_eq!(post_write(&c, &server.url, body).await.status(), 204);
+    let secs = |ms: i64| format!("{:.3}", ms as f64 / 1000.0);
+    let (s, v) = json(
+        c.get(u("/api/v1/query_exemplars"))
+            .query(&[
+                (
+                    "query",
+                    "sum by (job) (rate(grafana_req_total{job=\"web\"}[5m]))".to_string(),
+                ),
+                ("start", secs(now - 3_600_000)),
+                ("end", secs(now)),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["data"],
+        serde_json::json!([{
+            "seriesLabels": {"__name__": "grafana_req_total", "code": "200", "job": "web"},
+            "exemplars": [{
+                "labels": {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"},
+                "value": "0.042",
+                "timestamp": (t0 + 20 * 15_000 + 123) as f64 / 1000.0,
+            }],
+        }]),
+        "{v}"
+    );
 }

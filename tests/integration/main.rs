@@ -13,6 +13,7 @@ mod hostile;
 mod lifecycle;
 mod native_histograms;
 mod ops_cli;
+mod otlp;
 mod prometheus_peer;
 mod promql_conformance;
 mod promql_fuzz;
