@@ -167,6 +167,49 @@ async fn answer(
                 return bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
             }
         };
+        // Native histograms of the same series, charged by their size.
+        let mut hists: std::collections::HashMap<u32, Vec<prompb::Histogram>> = Default::default();
+        if snapshot.may_have_histograms(&ids, q.start_timestamp_ms, q.end_timestamp_ms) {
+            let found = match snapshot
+                .histograms(&ids, q.start_timestamp_ms, q.end_timestamp_ms)
+                .await
+            {
+                Ok(f) => f,
+                Err(e) => return bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            };
+            total += found
+                .iter()
+                .flat_map(|r| r.hists.iter())
+                .map(|h| h.sample_weight())
+                .sum::<usize>();
+            if total > max_samples {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "exceeded sample limit ({max_samples}, --query-max-samples); narrow the matchers or the time range"
+                    ),
+                );
+            }
+            for r in found {
+                hists.insert(
+                    r.id,
+                    r.ts.iter()
+                        .zip(&r.hists)
+                        .map(|(t, h)| crate::ingest::native_histogram::to_proto(h, *t))
+                        .collect(),
+                );
+            }
+        }
+        let mut runs = runs;
+        for id in hists.keys() {
+            if !runs.iter().any(|r| r.id == *id) {
+                runs.push(crate::storage::SeriesRun {
+                    id: *id,
+                    ts: vec![],
+                    vals: vec![],
+                });
+            }
+        }
         let labels = storage.catalog().labels_many(runs.iter().map(|r| r.id));
         let mut series: Vec<_> = runs
             .into_iter()
@@ -177,6 +220,7 @@ async fn answer(
         let timeseries = series
             .into_iter()
             .map(|(s, labels)| prompb::TimeSeries {
+                histograms: hists.remove(&s.id).unwrap_or_default(),
                 labels: labels
                     .iter()
                     .map(|(n, v)| prompb::Label {
@@ -194,7 +238,6 @@ async fn answer(
                     })
                     .collect(),
                 exemplars: vec![],
-                histograms: vec![],
             })
             .collect();
         results.push(prompb::QueryResult { timeseries });

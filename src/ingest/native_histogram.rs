@@ -178,4 +178,119 @@ mod tests {
         stale.sum = crate::model::stale_marker();
         assert!(matches!(from_proto(&stale), Ok(Decoded::Stale)));
     }
+
+    /// One side: spans (offsets up to i32's ends) and bucket deltas that fill them.
+    fn side() -> impl proptest::strategy::Strategy<Value = (Vec<prompb::BucketSpan>, Vec<i64>)> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            (
+                prop_oneof![4 => -3i32..4, 1 => Just(i32::MAX), 1 => Just(i32::MIN), 1 => Just(1 << 20)],
+                0u32..4,
+            ),
+            0..4,
+        )
+        .prop_flat_map(|spans| {
+            let n: usize = spans.iter().map(|s| s.1 as usize).sum();
+            (Just(spans), proptest::collection::vec(0i64..6, n))
+        })
+        .prop_map(|(spans, counts)| {
+            let mut prev = 0;
+            let deltas = counts
+                .iter()
+                .map(|&c| {
+                    let d = c - prev;
+                    prev = c;
+                    d
+                })
+                .collect();
+            let spans = spans
+                .into_iter()
+                .map(|(offset, length)| prompb::BucketSpan { offset, length })
+                .collect();
+            (spans, deltas)
+        })
+    }
+
+    fn arbitrary() -> impl proptest::strategy::Strategy<Value = prompb::Histogram> {
+        use proptest::prelude::*;
+        (
+            prop_oneof![4 => -4i32..9, 1 => Just(-53), 1 => Just(-5)],
+            side(),
+            side(),
+            prop_oneof![
+                Just(vec![]),
+                Just(vec![1.0, 10.0]),
+                Just(vec![0.5, 1.0, 2.0, 5.0, 10.0])
+            ],
+            0u64..50,
+            prop_oneof![Just(0.0), Just(0.001), Just(f64::NAN)],
+        )
+            .prop_map(|(schema, (ps, pd), (ns, nd), custom, count, zt)| {
+                let custom_schema = schema == -53;
+                prompb::Histogram {
+                    count: Some(Count::CountInt(count)),
+                    sum: count as f64 * 1.5,
+                    schema,
+                    zero_threshold: if custom_schema { 0.0 } else { zt },
+                    positive_spans: ps,
+                    positive_deltas: pd,
+                    negative_spans: if custom_schema { vec![] } else { ns },
+                    negative_deltas: if custom_schema { vec![] } else { nd },
+                    custom_values: if custom_schema { custom } else { vec![] },
+                    ..Default::default()
+                }
+            })
+    }
+
+    /// The property below is only as good as its valid inputs: most must decode.
+    #[test]
+    fn the_hostile_generator_makes_valid_histograms_too() {
+        use proptest::strategy::{Strategy, ValueTree};
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let valid = (0..500)
+            .filter(|_| {
+                let h = arbitrary().new_tree(&mut runner).unwrap().current();
+                matches!(from_proto(&h), Ok(Decoded::Histogram(_)))
+            })
+            .count();
+        assert!(
+            valid > 100,
+            "only {valid} of 500 generated histograms are valid"
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever a client sends, decoding either refuses it or yields a histogram every
+        /// operation handles without panicking (offsets near i32's ends included).
+        #[test]
+        fn hostile_histograms_are_refused_or_safe(a in arbitrary(), b in arbitrary()) {
+            use crate::model::histogram as h;
+            let (Ok(Decoded::Histogram(x)), Ok(Decoded::Histogram(y))) = (from_proto(&a), from_proto(&b)) else {
+                return Ok(());
+            };
+            for (p, q) in [(&x, &y), (&y, &x)] {
+                let mut s = p.clone();
+                let _ = s.add(q);
+                s.compact(0);
+                let mut d = p.clone();
+                let _ = d.sub(q);
+                let mut k = p.clone();
+                let mut comp = None;
+                let _ = k.kahan_add(q, &mut comp);
+                let _ = p.detect_reset(q);
+                let _ = p.equals(q);
+                let _ = p.copy_to_schema(-4);
+                let _ = p.all_buckets();
+                let _ = p.to_string();
+                for q in [0.0, 0.5, 1.0] {
+                    let _ = h::histogram_quantile(q, p);
+                }
+                let _ = h::histogram_fraction(-1.0, 10.0, p);
+                let _ = h::histogram_stddev(p);
+                let mut buf = Vec::new();
+                crate::storage::hist_codec::encode(p, &mut buf);
+                proptest::prop_assert!(crate::storage::hist_codec::decode(&buf).is_some());
+            }
+        }
+    }
 }

@@ -572,6 +572,12 @@ fn exponential(p: &ExponentialHistogramDataPoint) -> Result<FloatHistogram, Stri
         }
         // Trailing and leading empty buckets carry nothing.
         by_index.retain(|_, c| *c != 0.0);
+        if let Some((&i, _)) = by_index
+            .iter()
+            .find(|(i, _)| i.abs() > crate::model::histogram::MAX_BUCKET_INDEX)
+        {
+            return Err(format!("bucket index {i} is out of range"));
+        }
         let mut spans: Vec<Span> = Vec::new();
         let mut counts = Vec::with_capacity(by_index.len());
         let mut prev: Option<i64> = None;
@@ -590,10 +596,10 @@ fn exponential(p: &ExponentialHistogramDataPoint) -> Result<FloatHistogram, Stri
             counts.push(c);
             prev = Some(i);
         }
-        (spans, counts)
+        Ok((spans, counts))
     };
-    let (positive_spans, positive_buckets) = side(&p.positive);
-    let (negative_spans, negative_buckets) = side(&p.negative);
+    let (positive_spans, positive_buckets) = side(&p.positive)?;
+    let (negative_spans, negative_buckets) = side(&p.negative)?;
     let h = FloatHistogram {
         hint: CounterResetHint::Unknown,
         schema,

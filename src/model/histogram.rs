@@ -185,6 +185,12 @@ pub enum HistogramError {
         need: usize,
         have: usize,
     },
+    /// A bucket index beyond [`MAX_BUCKET_INDEX`]: its bounds are outside the `f64` range
+    /// at every schema, and index arithmetic must not overflow.
+    BucketIndexOutOfRange {
+        side: Side,
+        index: i64,
+    },
     CustomBoundsNaN,
     CustomBoundsNotIncreasing {
         previous: f64,
@@ -252,6 +258,10 @@ impl fmt::Display for HistogramError {
             SpansBucketsMismatch { side, need, have } => write!(
                 f,
                 "{side}: spans need {need} buckets, have {have} buckets: {SPANS_BUCKETS_MISMATCH}"
+            ),
+            BucketIndexOutOfRange { side, index } => write!(
+                f,
+                "{side}: bucket index {index} is outside ±{MAX_BUCKET_INDEX} (its bounds are beyond the float range)"
             ),
             CustomBoundsNaN => f.write_str("custom buckets: histogram custom bounds must not be NaN"),
             CustomBoundsNotIncreasing { previous, current } => write!(
@@ -653,8 +663,14 @@ fn compact_pairs(pairs: &[(i32, f64, f64)], max_empty: usize) -> Vec<(i32, f64, 
     out
 }
 
+/// Largest absolute bucket index accepted: at schema 8 (the finest) bucket 262,144 already
+/// ends at 2^1024, past `f64::MAX`; 2^24 leaves room and keeps index sums far from `i32`.
+pub const MAX_BUCKET_INDEX: i64 = 1 << 24;
+
 fn check_spans(spans: &[Span], num_buckets: usize, side: Side) -> Result<(), HistogramError> {
     let mut need = 0usize;
+    // The index after the last bucket so far (i64: offsets add up past i32).
+    let mut next: i64 = 0;
     for (n, span) in spans.iter().enumerate() {
         if n > 0 && span.offset < 0 {
             return Err(HistogramError::SpanNegativeOffset {
@@ -662,6 +678,13 @@ fn check_spans(spans: &[Span], num_buckets: usize, side: Side) -> Result<(), His
                 span_number: n + 1,
                 offset: span.offset,
             });
+        }
+        let first = next + span.offset as i64;
+        next = first + span.length as i64;
+        for index in [first, next - 1] {
+            if index.abs() > MAX_BUCKET_INDEX {
+                return Err(HistogramError::BucketIndexOutOfRange { side, index });
+            }
         }
         need += span.length as usize;
     }
@@ -925,6 +948,18 @@ impl FloatHistogram {
         c.reduce_resolution(target_schema)?;
         c.hint = CounterResetHint::Unknown;
         Ok(c)
+    }
+
+    /// What this histogram counts as against a samples limit: its size in 16-byte float
+    /// samples, at least one (Prometheus's `Size() / 16`).
+    pub fn sample_weight(&self) -> usize {
+        let bytes = 64
+            + 8 * (self.positive_buckets.len()
+                + self.negative_buckets.len()
+                + self.custom_values.len()
+                + self.positive_spans.len()
+                + self.negative_spans.len());
+        bytes.div_ceil(16)
     }
 
     pub fn avg(&self) -> f64 {

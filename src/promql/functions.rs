@@ -532,7 +532,12 @@ impl Engine {
             };
             match value {
                 Some(range_hist::Point::F(v)) => o.vals[i] = Some(v),
-                Some(range_hist::Point::H(h)) => o.set_hist(i, h),
+                Some(range_hist::Point::H(h)) => {
+                    // Every step makes a histogram of its own: count them like loaded
+                    // samples, so steps × series × buckets stays under the limit.
+                    self.charge(h.sample_weight())?;
+                    o.set_hist(i, h)
+                }
                 None => {}
             }
         }

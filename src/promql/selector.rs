@@ -126,7 +126,13 @@ impl Engine {
         let snapshot = self.snapshot();
         let mut hists = if snapshot.may_have_histograms(&ids, min_t, max_t) {
             let runs = snapshot.histograms(&ids, min_t, max_t).await?;
-            self.charge(runs.iter().map(|r| r.ts.len()).sum())?;
+            // As Prometheus counts them: a histogram weighs its size in 16-byte samples.
+            self.charge(
+                runs.iter()
+                    .flat_map(|r| r.hists.iter())
+                    .map(|h| h.sample_weight())
+                    .sum(),
+            )?;
             runs
         } else {
             Vec::new()

@@ -78,9 +78,16 @@ pub async fn blocks(
 /// Reads every file of a block and checks it against its meta.
 async fn verify_block(store: &Arc<dyn ObjectStore>, p: &BlockPath, m: &BlockMeta) -> Vec<String> {
     let mut problems = Vec::new();
-    // Sizes: the meta records the total of the three files.
+    // Sizes: the meta records the total of the block's files.
     let mut bytes = 0u64;
-    for key in [p.samples(), p.series(), p.postings()] {
+    let mut keys = vec![p.samples(), p.series(), p.postings()];
+    if m.num_histograms > 0 {
+        keys.push(p.histograms());
+    }
+    if m.num_exemplars > 0 {
+        keys.push(p.exemplars());
+    }
+    for key in keys {
         match store.head(&key).await {
             Ok(o) => bytes += o.size,
             Err(e) => problems.push(format!("{key}: {e}")),
@@ -130,7 +137,74 @@ async fn verify_block(store: &Arc<dyn ObjectStore>, p: &BlockPath, m: &BlockMeta
         Ok(more) => problems.extend(more),
         Err(e) => problems.push(format!("samples.parquet: {e}")),
     }
+    // Histograms and exemplars: every row decodes (histograms validate), of a series of the
+    // block, as many as the meta says.
+    if m.num_histograms > 0 {
+        match lane_rows(store, &p.histograms(), |b| {
+            super::block::histograms::from_batch(b, |_, _| true)
+                .map(|r| r.iter().map(|x| x.0).collect())
+        })
+        .await
+        {
+            Ok(ids) => problems.extend(lane_problems(
+                "histograms",
+                &ids,
+                labels.len(),
+                m.num_histograms,
+            )),
+            Err(e) => problems.push(format!("histograms.parquet: {e}")),
+        }
+    }
+    if m.num_exemplars > 0 {
+        match lane_rows(store, &p.exemplars(), |b| {
+            super::block::exemplars::from_batch(b, |_, _| true)
+                .map(|r| r.iter().map(|x| x.0).collect())
+        })
+        .await
+        {
+            Ok(ids) => problems.extend(lane_problems(
+                "exemplars",
+                &ids,
+                labels.len(),
+                m.num_exemplars,
+            )),
+            Err(e) => problems.push(format!("exemplars.parquet: {e}")),
+        }
+    }
     problems
+}
+
+/// The local series id of every row of a histograms or exemplars file.
+async fn lane_rows(
+    store: &Arc<dyn ObjectStore>,
+    key: &object_store::path::Path,
+    ids: impl Fn(&datafusion::arrow::array::RecordBatch) -> Result<Vec<u32>, StorageError>,
+) -> Result<Vec<u32>, StorageError> {
+    let bytes = store.get(key).await?.bytes().await?;
+    let reader =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
+            .build()?;
+    let mut out = Vec::new();
+    for b in reader {
+        out.extend(ids(&b?)?);
+    }
+    Ok(out)
+}
+
+fn lane_problems(what: &str, ids: &[u32], series: usize, want: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    if ids.len() as u64 != want {
+        out.push(format!(
+            "{what}.parquet has {} rows, meta.json says {want}",
+            ids.len()
+        ));
+    }
+    if let Some(id) = ids.iter().find(|&&id| id as usize >= series) {
+        out.push(format!(
+            "{what}.parquet names local series {id}, the block has {series}"
+        ));
+    }
+    out
 }
 
 async fn check_samples(

@@ -167,6 +167,59 @@ async fn get(client: &reqwest::Client, url: &str, path: &str, q: &[(&str, String
     text
 }
 
+/// Remote read of the integer histogram series: its histograms as Prometheus's wire form
+/// (float counts), rendered for comparison.
+async fn remote_read(url: &str, t0: i64) -> String {
+    let req = prompb::ReadRequest {
+        queries: vec![prompb::Query {
+            start_timestamp_ms: t0,
+            end_timestamp_ms: t0 + N * STEP,
+            matchers: vec![prompb::LabelMatcher {
+                r#type: 0,
+                name: "__name__".into(),
+                value: "quiver_nh_seconds".into(),
+            }],
+            hints: None,
+        }],
+        accepted_response_types: vec![],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{url}/api/v1/read"))
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(&r.bytes().await.unwrap())
+        .unwrap();
+    let resp = prompb::ReadResponse::decode(raw.as_slice()).unwrap();
+    let ts = &resp.results[0].timeseries;
+    assert_eq!(ts.len(), 1);
+    assert_eq!(ts[0].histograms.len(), N as usize);
+    let h = &ts[0].histograms[N as usize - 1];
+    assert_eq!(
+        (
+            h.count,
+            h.sum,
+            h.positive_counts.clone(),
+            h.negative_counts.clone()
+        ),
+        (
+            Some(Count::CountFloat(90.0)),
+            185.0,
+            vec![20.0, 30.0, 20.0],
+            vec![10.0]
+        )
+    );
+    format!("{ts:?}")
+}
+
 /// Everything the acceptance reads, as the server answers it.
 async fn answers(url: &str, t0: i64) -> Vec<String> {
     let c = reqwest::Client::new();
@@ -229,6 +282,7 @@ async fn answers(url: &str, t0: i64) -> Vec<String> {
         out.push(get(&c, url, "/api/v1/sql", &[("query", sql.into())]).await);
     }
     out.push(get(&c, url, "/api/v1/metadata", &[]).await);
+    out.push(remote_read(url, t0).await);
     out
 }
 
@@ -378,6 +432,18 @@ async fn histograms_and_exemplars_survive_restart_flush_and_compaction() {
         assert_eq!(blocks[0].num_exemplars, 4);
         s.close().await;
     }
+    // Every file of the merged block checks out against its meta (counts, decoding).
+    let verify = std::process::Command::new(BIN)
+        .args(["blocks", "verify", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
     let server = Server::start(&dir, &flags, &[]).await;
     let after = answers(&server.url, t0).await;
     // The later samples are outside every range above except SQL's, which reads all.
@@ -413,4 +479,56 @@ async fn histograms_and_exemplars_survive_restart_flush_and_compaction() {
             after[i]
         );
     }
+}
+
+/// Histograms weigh what they hold against `--query-max-samples`: the loaded ones by their
+/// size, and so does every histogram a range function makes per step — a query over big
+/// histograms is refused where the same query over floats runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histogram_queries_are_bounded_by_their_size() {
+    use quiver::promql::{Engine, PromqlError, QueryOptions};
+    let s = Arc::new(Storage::in_memory().await.unwrap());
+    let wide = |k: i64| {
+        let m = (k + 1) as f64;
+        FloatHistogram::from_absolute(
+            3,
+            0.0,
+            0.0,
+            160.0 * m,
+            m,
+            (0, vec![m; 160]),
+            (0, vec![]),
+            vec![],
+        )
+    };
+    let batch = WriteBatch {
+        histograms: vec![SeriesHistograms {
+            labels: labels(&[("__name__", "wide")]),
+            samples: (0..120).map(|k| (k * STEP, wide(k))).collect(),
+        }],
+        series: vec![SeriesSamples {
+            labels: labels(&[("__name__", "narrow")]),
+            samples: (0..120).map(|k| (k * STEP, k as f64)).collect(),
+        }],
+        ..Default::default()
+    };
+    s.append(batch, WriteWindow::Any).await.unwrap();
+    let run = |q: &str, max_samples: usize| {
+        let engine = Engine::new(
+            s.clone(),
+            QueryOptions {
+                max_samples,
+                ..QueryOptions::default()
+            },
+        );
+        let expr = Engine::parse(q).unwrap();
+        async move { engine.range(&expr, 60_000, 119 * STEP, STEP).await }
+    };
+    // 120 samples and 116 steps: fine as floats under 1,000, not as 160-bucket histograms.
+    assert!(run("rate(narrow[1m])", 1_000).await.is_ok());
+    assert!(matches!(
+        run("rate(wide[1m])", 1_000).await,
+        Err(PromqlError::TooManySamples)
+    ));
+    assert!(run("rate(wide[1m])", 1_000_000).await.is_ok());
 }
