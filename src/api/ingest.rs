@@ -81,13 +81,17 @@ pub(super) async fn remote_write(
                 .next()
                 .map(|p| p.trim_matches('"').to_string())
         });
-    let (batch, written) = match proto.as_deref() {
+    let (mut batch, written) = match proto.as_deref() {
         None | Some("prometheus.WriteRequest") => match remote_write::decode(&body) {
             Ok(b) => (b, None),
             Err(e) => return ingest_error("remote write", e),
         },
         Some(remote_write_v2::PROTO) => {
-            match remote_write_v2::decode(&body, st.limits.created_zero) {
+            let oldest = st
+                .limits
+                .created_zero
+                .then(|| storage.write_bounds(WriteWindow::Recent).0);
+            match remote_write_v2::decode(&body, oldest) {
                 Ok((b, w)) => (b, Some(w)),
                 Err(e) => return ingest_error("remote write", e),
             }
@@ -102,9 +106,16 @@ pub(super) async fn remote_write(
             );
         }
     };
-    if !st.admission.write(&access.tenant, batch.sample_count()) {
+    if !st.admission.write(&access.tenant, batch.admission_weight()) {
         return rate_limited("remote write");
     }
+    // Exemplars outside the write window are dropped here, so 2.0's written count is exact.
+    let (min_ok, max_ok) = storage.write_bounds(WriteWindow::Recent);
+    batch.retain_exemplars_within(min_ok, max_ok);
+    let written = written.map(|w| remote_write_v2::Written {
+        exemplars: batch.exemplar_count(),
+        ..w
+    });
     let oldest = oldest_sample(&batch);
     match storage.append(batch, WriteWindow::Recent).await {
         Ok(_) => {
@@ -182,7 +193,7 @@ pub(super) async fn otlp_metrics(
         Ok(b) => b,
         Err(e) => return ingest_error(what, e),
     };
-    if !st.admission.write(&access.tenant, batch.sample_count()) {
+    if !st.admission.write(&access.tenant, batch.admission_weight()) {
         return rate_limited(what);
     }
     let oldest = oldest_sample(&batch);
@@ -291,7 +302,7 @@ pub(super) async fn import_prometheus(
                 Ok(None) => return Ok(stored),
                 Err(e) => return Err((ImportStop::Ingest(e), stored)),
             };
-            if !st.admission.write(&access.tenant, batch.sample_count()) {
+            if !st.admission.write(&access.tenant, batch.admission_weight()) {
                 return Err((ImportStop::RateLimited, stored));
             }
             let oldest = oldest_sample(&batch);

@@ -40,6 +40,7 @@ pub struct Metrics {
     blocks_deleted: IntCounter,
     blocks_quarantined: IntCounter,
     wal_orphan_samples: IntCounter,
+    exemplars_dropped: IntCounter,
     frozen_heads: IntGauge,
     head_series: IntGauge,
     head_samples: IntGauge,
@@ -191,6 +192,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "quiver_wal_orphan_samples_total",
             "WAL samples that could not be replayed: their series declaration is missing (corruption).",
         ),
+        exemplars_dropped: counter(
+            &r,
+            "quiver_exemplars_dropped_total",
+            "Exemplars not stored (invalid labels or value, or outside the write window); their samples were.",
+        ),
         frozen_heads: gauge(
             &r,
             "quiver_frozen_heads",
@@ -279,6 +285,10 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
     catch_up(
         &m.wal_orphan_samples,
         sum(&|x| x.wal_orphan_samples.load(Ordering::Relaxed)),
+    );
+    catch_up(
+        &m.exemplars_dropped,
+        sum(&|x| x.exemplars_dropped.load(Ordering::Relaxed)),
     );
     let (mut head_series, mut head_samples, mut blocks, mut bytes, mut series) = (0, 0, 0, 0, 0);
     let mut frozen = 0;

@@ -57,6 +57,10 @@ pub struct WriteBatch {
     pub histograms: Vec<SeriesHistograms>,
     pub exemplars: Vec<SeriesExemplars>,
     pub metadata: Vec<MetricMetadata>,
+    /// Exemplars the request carried that are not stored (invalid labels, outside the
+    /// write window): like Prometheus, their samples are kept and the drop is counted
+    /// (`quiver_exemplars_dropped_total`) rather than failing the write.
+    pub dropped_exemplars: usize,
 }
 
 impl WriteBatch {
@@ -71,6 +75,28 @@ impl WriteBatch {
 
     pub fn histogram_count(&self) -> usize {
         self.histograms.iter().map(|s| s.samples.len()).sum()
+    }
+
+    /// What the write rate limit counts: floats, histograms by their size, exemplars.
+    pub fn admission_weight(&self) -> usize {
+        self.float_count()
+            + self
+                .histograms
+                .iter()
+                .flat_map(|s| s.samples.iter())
+                .map(|(_, h)| h.sample_weight())
+                .sum::<usize>()
+            + self.exemplar_count()
+    }
+
+    /// Drops exemplars outside `[min_t, max_t]` (counted in `dropped_exemplars`).
+    pub fn retain_exemplars_within(&mut self, min_t: i64, max_t: i64) {
+        for s in &mut self.exemplars {
+            let before = s.exemplars.len();
+            s.exemplars.retain(|e| e.ts >= min_t && e.ts <= max_t);
+            self.dropped_exemplars += before - s.exemplars.len();
+        }
+        self.exemplars.retain(|s| !s.exemplars.is_empty());
     }
 
     pub fn exemplar_count(&self) -> usize {

@@ -175,6 +175,8 @@ struct Out {
     hists: BTreeMap<Labels, Vec<(i64, FloatHistogram)>>,
     exemplars: BTreeMap<Labels, Vec<Exemplar>>,
     metadata: Vec<MetricMetadata>,
+    families: std::collections::HashSet<String>,
+    dropped: usize,
 }
 
 impl Out {
@@ -213,13 +215,18 @@ impl Base<'_> {
     }
 }
 
-fn exemplars(list: &[OtlpExemplar]) -> Result<Vec<Exemplar>, IngestError> {
+/// A data point's exemplars; ones without a value or with invalid labels are dropped
+/// (counted), as Prometheus keeps the samples.
+fn exemplars(list: &[OtlpExemplar], dropped: &mut usize) -> Result<Vec<Exemplar>, IngestError> {
     let mut out = Vec::with_capacity(list.len());
     for e in list {
         let value = match e.value {
             Some(exemplar::Value::AsDouble(d)) => d,
             Some(exemplar::Value::AsInt(i)) => i as f64,
-            None => return Err(bad("unsupported exemplar value type")),
+            None => {
+                *dropped += 1;
+                continue;
+            }
         };
         let mut pairs: Vec<(String, String)> = Vec::new();
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
@@ -243,7 +250,10 @@ fn exemplars(list: &[OtlpExemplar]) -> Result<Vec<Exemplar>, IngestError> {
         if runes <= crate::model::exemplar::MAX_EXEMPLAR_LABEL_RUNES {
             pairs = with_attrs;
         }
-        let labels = Exemplar::labels_from(pairs).map_err(|e| bad(e.to_string()))?;
+        let Ok(labels) = Exemplar::labels_from(pairs) else {
+            *dropped += 1;
+            continue;
+        };
         out.push(Exemplar {
             labels,
             value,
@@ -264,6 +274,9 @@ fn cumulative(temporality: i32, name: &str) -> Result<(), IngestError> {
 }
 
 const NO_RECORDED_VALUE: u32 = 1;
+
+/// How far back from a resource's latest point `target_info` samples go.
+const TARGET_INFO_SPAN_MS: i64 = 86_400_000;
 
 /// Translates a request.
 pub fn translate(
@@ -310,7 +323,7 @@ pub fn translate(
                     help: m.description.clone(),
                     unit: otlp_names::unit_name(&m.unit),
                 };
-                if !out.metadata.contains(&md) {
+                if out.families.insert(md.metric_family_name.clone()) {
                     out.metadata.push(md);
                 }
                 match data {
@@ -328,7 +341,7 @@ pub fn translate(
                             let t = ms(p.time_unix_nano);
                             seen(t);
                             let labels = base.labels(&p.attributes, &name, None)?;
-                            let ex = exemplars(&p.exemplars)?;
+                            let ex = exemplars(&p.exemplars, &mut out.dropped)?;
                             if !ex.is_empty() {
                                 out.exemplars.entry(labels.clone()).or_default().extend(ex);
                             }
@@ -352,7 +365,7 @@ pub fn translate(
                             let t = ms(p.time_unix_nano);
                             seen(t);
                             let labels = base.labels(&p.attributes, &name, None)?;
-                            let ex = exemplars(&p.exemplars)?;
+                            let ex = exemplars(&p.exemplars, &mut out.dropped)?;
                             if !ex.is_empty() {
                                 out.exemplars.entry(labels.clone()).or_default().extend(ex);
                             }
@@ -403,7 +416,9 @@ pub fn translate(
             }
             l.insert(METRIC_NAME.into(), "target_info".into());
             let labels = to_labels(l)?;
-            let mut t = earliest;
+            // One sample per 2m30s over the points' span — at most the last day's worth:
+            // points further apart are hostile or out of any write window anyway.
+            let mut t = earliest.max(latest.saturating_sub(TARGET_INFO_SPAN_MS));
             while t < latest {
                 out.float(labels.clone(), t, 1.0);
                 t += 150_000;
@@ -415,7 +430,7 @@ pub fn translate(
                 help: "Target metadata".into(),
                 unit: String::new(),
             };
-            if !out.metadata.contains(&md) {
+            if out.families.insert(md.metric_family_name.clone()) {
                 out.metadata.push(md);
             }
         }
@@ -437,6 +452,7 @@ pub fn translate(
             .map(|(labels, exemplars)| SeriesExemplars { labels, exemplars })
             .collect(),
         metadata: out.metadata,
+        dropped_exemplars: out.dropped,
     })
 }
 
@@ -474,13 +490,15 @@ fn classic(
         t,
         v(p.count as f64),
     );
-    let mut ex = exemplars(&p.exemplars)?;
+    let mut ex = exemplars(&p.exemplars, &mut out.dropped)?;
     ex.sort_by(|a, b| a.value.total_cmp(&b.value));
     let bucket = format!("{name}_bucket");
     let mut acc = 0u64;
     let mut ex = ex.into_iter().peekable();
     for (bound, n) in p.explicit_bounds.iter().zip(&p.bucket_counts) {
-        acc += n;
+        acc = acc
+            .checked_add(*n)
+            .ok_or_else(|| bad(format!("histogram {name:?}: bucket counts overflow")))?;
         let l = base.labels(
             &p.attributes,
             &bucket,
@@ -511,7 +529,7 @@ fn custom_buckets(
 ) -> Result<(), IngestError> {
     let t = ms(p.time_unix_nano);
     let labels = base.labels(&p.attributes, name, None)?;
-    let ex = exemplars(&p.exemplars)?;
+    let ex = exemplars(&p.exemplars, &mut out.dropped)?;
     if !ex.is_empty() {
         out.exemplars.entry(labels.clone()).or_default().extend(ex);
     }
@@ -549,6 +567,10 @@ fn custom_buckets(
 /// index). Prometheus's own merge misplaces buckets after an empty merged group; this one
 /// sums per index.
 fn exponential(p: &ExponentialHistogramDataPoint) -> Result<FloatHistogram, String> {
+    // OTLP defines scales -10..=20; below -4 Prometheus has no schema.
+    if p.scale > 20 {
+        return Err(format!("scale {} is above OTLP's maximum of 20", p.scale));
+    }
     if p.scale < -4 {
         return Err(format!(
             "cannot convert exponential to native histogram: scale must be >= -4, was {}",
@@ -621,6 +643,59 @@ fn exponential(p: &ExponentialHistogramDataPoint) -> Result<FloatHistogram, Stri
 mod tests {
     use super::*;
     use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
+
+    /// Points a lifetime apart make `target_info` samples for the last day only, not one
+    /// per 2m30s since 1970.
+    #[test]
+    fn target_info_samples_are_bounded() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+        use opentelemetry_proto::tonic::metrics::v1::{
+            Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+        };
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        let attr = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        };
+        let point = |ns: u64| NumberDataPoint {
+            time_unix_nano: ns,
+            value: Some(number_data_point::Value::AsDouble(1.0)),
+            ..Default::default()
+        };
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![attr("service.name", "s"), attr("host.name", "h")],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "g".into(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: vec![point(0), point(u64::MAX)],
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let b = translate(req, &OtlpConfig::default()).unwrap();
+        let info = b
+            .series
+            .iter()
+            .find(|s| s.labels.metric_name() == Some("target_info"))
+            .unwrap();
+        assert_eq!(
+            info.samples.len(),
+            577,
+            "one day of 2m30s steps and the last point"
+        );
+    }
 
     #[test]
     fn exponential_buckets_shift_by_one_and_merge_per_index() {

@@ -33,6 +33,7 @@ pub fn from_proto(req: prompb::WriteRequest) -> Result<WriteBatch, IngestError> 
     let mut series = Vec::with_capacity(req.timeseries.len());
     let mut histograms = Vec::new();
     let mut exemplars = Vec::new();
+    let mut dropped_exemplars = 0;
     for ts in req.timeseries {
         if ts.samples.is_empty() && ts.histograms.is_empty() && ts.exemplars.is_empty() {
             continue;
@@ -63,14 +64,19 @@ pub fn from_proto(req: prompb::WriteRequest) -> Result<WriteBatch, IngestError> 
             }
         }
         if !ts.exemplars.is_empty() {
-            exemplars.push(SeriesExemplars {
-                labels: labels.clone(),
-                exemplars: ts
-                    .exemplars
-                    .into_iter()
-                    .map(|e| exemplar(&labels, e.labels, e.value, e.timestamp))
-                    .collect::<Result<_, _>>()?,
-            });
+            let n = ts.exemplars.len();
+            let valid: Vec<Exemplar> = ts
+                .exemplars
+                .into_iter()
+                .filter_map(|e| exemplar(&labels, e.labels, e.value, e.timestamp).ok())
+                .collect();
+            dropped_exemplars += n - valid.len();
+            if !valid.is_empty() {
+                exemplars.push(SeriesExemplars {
+                    labels: labels.clone(),
+                    exemplars: valid,
+                });
+            }
         }
         if !hists.is_empty() {
             histograms.push(SeriesHistograms {
@@ -101,10 +107,12 @@ pub fn from_proto(req: prompb::WriteRequest) -> Result<WriteBatch, IngestError> 
         histograms,
         exemplars,
         metadata,
+        dropped_exemplars,
     })
 }
 
-/// Validates one exemplar of `series` (remote write 1.0 and 2.0).
+/// Validates one exemplar of `series` (remote write 1.0 and 2.0); an invalid one is dropped
+/// by the callers (its samples are kept, as in Prometheus).
 pub(super) fn exemplar(
     series: &Labels,
     labels: Vec<prompb::Label>,
@@ -215,6 +223,7 @@ mod tests {
         WriteBatch {
             histograms: Vec::new(),
             exemplars: Vec::new(),
+            dropped_exemplars: 0,
             series: vec![SeriesSamples {
                 labels: Labels::new(vec![
                     ("__name__".into(), "up".into()),

@@ -73,7 +73,8 @@ pub struct Metadata {
     pub unit_ref: u32,
 }
 
-/// What a request holds, for the response headers.
+/// What a request wrote, for the response headers (exemplars: after drops, see
+/// [`WriteBatch::dropped_exemplars`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Written {
     pub samples: usize,
@@ -81,10 +82,14 @@ pub struct Written {
     pub exemplars: usize,
 }
 
-/// Decodes a remote-write 2.0 body. With `created_zero`, a sample's or histogram's
-/// created timestamp before its own adds a zero sample there (Prometheus's
-/// `created-timestamp-zero-ingestion`), so `rate` sees the counter start from zero.
-pub fn decode(body: &[u8], created_zero: bool) -> Result<(WriteBatch, Written), IngestError> {
+/// Decodes a remote-write 2.0 body. With `created_zero: Some(oldest)`, a sample's or
+/// histogram's created timestamp before its own, and not before `oldest` (the write
+/// window), adds a zero sample there (Prometheus's `created-timestamp-zero-ingestion`), so
+/// `rate` sees the counter start from zero; older ones are skipped, never refused.
+pub fn decode(
+    body: &[u8],
+    created_zero: Option<i64>,
+) -> Result<(WriteBatch, Written), IngestError> {
     let len = snap::raw::decompress_len(body)?;
     if len > MAX_DECOMPRESSED {
         return Err(IngestError::TooLarge {
@@ -100,28 +105,46 @@ fn invalid(message: String) -> IngestError {
     IngestError::Parse { line: 0, message }
 }
 
-/// `(name, value)` pairs of a reference list.
-fn resolve(symbols: &[String], refs: &[u32]) -> Result<Vec<(String, String)>, IngestError> {
+/// Bytes of symbol text one request may resolve to: references repeat symbols for free on
+/// the wire, so a small body could otherwise name gigabytes of labels.
+pub const MAX_RESOLVED_BYTES: usize = MAX_DECOMPRESSED;
+
+/// `(name, value)` pairs of a reference list, each symbol's bytes charged to `budget`.
+fn resolve(
+    symbols: &[String],
+    refs: &[u32],
+    budget: &mut usize,
+) -> Result<Vec<(String, String)>, IngestError> {
     if !refs.len().is_multiple_of(2) {
         return Err(invalid(format!(
             "labels_refs has an odd length ({})",
             refs.len()
         )));
     }
-    let sym = |r: u32| {
-        symbols.get(r as usize).cloned().ok_or_else(|| {
+    let mut sym = |r: u32| {
+        let s = symbols.get(r as usize).ok_or_else(|| {
             invalid(format!(
                 "symbol reference {r} out of range (the table has {})",
                 symbols.len()
             ))
-        })
+        })?;
+        *budget = budget.checked_sub(s.len()).ok_or(IngestError::TooLarge {
+            size: MAX_RESOLVED_BYTES + 1,
+            limit: MAX_RESOLVED_BYTES,
+        })?;
+        Ok::<_, IngestError>(s.clone())
     };
     refs.chunks_exact(2)
         .map(|p| Ok((sym(p[0])?, sym(p[1])?)))
         .collect()
 }
 
-pub fn from_proto(req: Request, created_zero: bool) -> Result<(WriteBatch, Written), IngestError> {
+pub fn from_proto(
+    req: Request,
+    created_zero: Option<i64>,
+) -> Result<(WriteBatch, Written), IngestError> {
+    let created =
+        |ct: i64, t: i64| created_zero.is_some_and(|oldest| ct != 0 && ct >= oldest && ct < t);
     if req.symbols.first().is_some_and(|s| !s.is_empty()) {
         return Err(invalid(
             "the first symbol must be the empty string".to_string(),
@@ -129,15 +152,17 @@ pub fn from_proto(req: Request, created_zero: bool) -> Result<(WriteBatch, Writt
     }
     let mut batch = WriteBatch::default();
     let mut written = Written::default();
+    let mut budget = MAX_RESOLVED_BYTES;
+    let mut families = std::collections::HashSet::new();
     for ts in req.timeseries {
-        let pairs = resolve(&req.symbols, &ts.labels_refs)?;
+        let pairs = resolve(&req.symbols, &ts.labels_refs, &mut budget)?;
         let labels = Labels::new(pairs.clone()).map_err(|source| IngestError::Labels {
             labels: format!("{pairs:?}"),
             source,
         })?;
         let mut samples: Vec<(i64, f64)> = Vec::with_capacity(ts.samples.len() + 1);
         for s in &ts.samples {
-            if created_zero && s.start_timestamp != 0 && s.start_timestamp < s.timestamp {
+            if created(s.start_timestamp, s.timestamp) {
                 samples.push((s.start_timestamp, 0.0));
             }
             samples.push((s.timestamp, s.value));
@@ -147,7 +172,7 @@ pub fn from_proto(req: Request, created_zero: bool) -> Result<(WriteBatch, Writt
         for h in &ts.histograms {
             match native_histogram::from_proto(h) {
                 Ok(Decoded::Histogram(fh)) => {
-                    if created_zero && h.start_timestamp != 0 && h.start_timestamp < h.timestamp {
+                    if created(h.start_timestamp, h.timestamp) {
                         hists.push((h.start_timestamp, zero_like(&fh)));
                     }
                     hists.push((h.timestamp, fh));
@@ -166,22 +191,26 @@ pub fn from_proto(req: Request, created_zero: bool) -> Result<(WriteBatch, Writt
         if !ts.exemplars.is_empty() {
             let mut exs = Vec::with_capacity(ts.exemplars.len());
             for e in ts.exemplars {
-                let pairs = resolve(&req.symbols, &e.labels_refs)?;
+                let pairs = resolve(&req.symbols, &e.labels_refs, &mut budget)?;
                 let labels_of_exemplar = pairs
                     .into_iter()
                     .map(|(name, value)| prompb::Label { name, value })
                     .collect();
-                exs.push(exemplar(&labels, labels_of_exemplar, e.value, e.timestamp)?);
+                match exemplar(&labels, labels_of_exemplar, e.value, e.timestamp) {
+                    Ok(x) => exs.push(x),
+                    Err(_) => batch.dropped_exemplars += 1,
+                }
             }
-            written.exemplars += exs.len();
-            batch.exemplars.push(SeriesExemplars {
-                labels: labels.clone(),
-                exemplars: exs,
-            });
+            if !exs.is_empty() {
+                batch.exemplars.push(SeriesExemplars {
+                    labels: labels.clone(),
+                    exemplars: exs,
+                });
+            }
         }
         if let Some(md) = ts.metadata
-            && let Some(m) = metadata(&req.symbols, &labels, &md)?
-            && !batch.metadata.contains(&m)
+            && let Some(m) = metadata(&req.symbols, &labels, &md, &mut budget)?
+            && families.insert(m.metric_family_name.clone())
         {
             batch.metadata.push(m);
         }
@@ -204,16 +233,10 @@ fn metadata(
     symbols: &[String],
     labels: &Labels,
     md: &Metadata,
+    budget: &mut usize,
 ) -> Result<Option<MetricMetadata>, IngestError> {
-    let text = |r: u32| {
-        symbols.get(r as usize).cloned().ok_or_else(|| {
-            invalid(format!(
-                "metadata symbol reference {r} out of range (the table has {})",
-                symbols.len()
-            ))
-        })
-    };
-    let (help, unit) = (text(md.help_ref)?, text(md.unit_ref)?);
+    let pair = resolve(symbols, &[md.help_ref, md.unit_ref], budget)?;
+    let (help, unit) = pair.into_iter().next().expect("one pair");
     let metric_type = prompb::MetricType::try_from(md.r#type)
         .unwrap_or(prompb::MetricType::Unknown)
         .api_name();
@@ -355,5 +378,83 @@ impl Symbols {
         l.iter()
             .flat_map(|(n, v)| [self.get(n), self.get(v)])
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(refs: Vec<u32>, samples: Vec<Sample>) -> TimeSeries {
+        TimeSeries {
+            labels_refs: refs,
+            samples,
+            ..Default::default()
+        }
+    }
+
+    fn symbols() -> Vec<String> {
+        ["", "__name__", "c_total", "job", "a"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    #[test]
+    fn created_timestamps_become_zero_samples_inside_the_window_only() {
+        let s = |t, st| Sample {
+            value: 5.0,
+            timestamp: t,
+            start_timestamp: st,
+        };
+        let req = Request {
+            symbols: symbols(),
+            timeseries: vec![series(
+                vec![1, 2, 3, 4],
+                vec![s(10_000, 4_000), s(20_000, 500), s(30_000, 0)],
+            )],
+        };
+        let (b, w) = from_proto(req.clone(), None).unwrap();
+        assert_eq!(b.series[0].samples.len(), 3);
+        assert_eq!(w.samples, 3);
+        // On: the created timestamps at or after 1 000 add zeros; 500 is older: skipped.
+        let (b, w) = from_proto(req, Some(1_000)).unwrap();
+        assert_eq!(
+            b.series[0].samples,
+            vec![(4_000, 0.0), (10_000, 5.0), (20_000, 5.0), (30_000, 5.0)]
+        );
+        assert_eq!(w.samples, 3, "the zeros are not what the client sent");
+    }
+
+    #[test]
+    fn bad_symbol_references_and_oversized_resolutions_are_refused() {
+        let bad = |refs: Vec<u32>, symbols: Vec<String>| {
+            from_proto(
+                Request {
+                    symbols,
+                    timeseries: vec![series(refs, vec![])],
+                },
+                None,
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        assert!(bad(vec![1, 2, 3], symbols()).contains("odd length"));
+        assert!(bad(vec![1, 9], symbols()).contains("out of range"));
+        let mut first = symbols();
+        first[0] = "x".into();
+        assert!(bad(vec![1, 2], first).contains("empty string"));
+        // A 1 MiB symbol referenced by 300 series resolves to more than the budget.
+        let mut big = symbols();
+        big.push("v".repeat(1 << 20));
+        let timeseries = (0..300).map(|_| series(vec![1, 2, 3, 5], vec![])).collect();
+        let err = from_proto(
+            Request {
+                symbols: big,
+                timeseries,
+            },
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(err, IngestError::TooLarge { .. }), "{err}");
     }
 }

@@ -115,7 +115,8 @@ pub fn parse_line(line: &str, unit: TimestampUnit) -> Result<Option<TextSample>,
     }
     let labels = Labels::new(pairs).map_err(|e| e.to_string())?;
     let exemplar = match exemplar_text {
-        Some(e) => Some(parse_exemplar(e, unit)?),
+        // OpenMetrics exemplar timestamps are seconds whatever the samples' unit.
+        Some(e) => Some(parse_exemplar(e, TimestampUnit::Seconds)?),
         None => None,
     };
     Ok(Some(TextSample {

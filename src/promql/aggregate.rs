@@ -259,6 +259,7 @@ impl Engine {
                                     if let Some(h) =
                                         super::histogram_agg::sum(self, hs, op == "avg")
                                     {
+                                        self.charge(h.sample_weight())?;
                                         o.set_hist(i, h);
                                     }
                                     continue;

@@ -162,7 +162,7 @@ fn vector_scalar(
             } else {
                 (Operand::H(h), Operand::F(s[i]))
             };
-            match binary_hist::elem(e, op, l, r, return_bool) {
+            match binary_hist::elem(e, op, l, r, return_bool)? {
                 Some(Elem::F(v)) => o.vals[i] = Some(v),
                 Some(Elem::H(h)) => o.set_hist(i, h),
                 None => {}
@@ -336,7 +336,7 @@ fn vector_vector(
                         Elem::F(val)
                     }
                 }
-                (lv, rv) => match binary_hist::elem(e, op, lv, rv, return_bool) {
+                (lv, rv) => match binary_hist::elem(e, op, lv, rv, return_bool)? {
                     Some(v) => v,
                     None => continue,
                 },

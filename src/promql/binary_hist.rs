@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use super::error::PromqlError;
 use super::eval::Engine;
 use super::value::{Hist, Series};
 use crate::model::histogram::{CounterResetHint, FloatHistogram, annotation};
@@ -39,13 +40,24 @@ fn kind(o: &Operand) -> &'static str {
 }
 
 /// `l op r` where at least one side is a histogram; `None` drops the element (annotated).
+/// A histogram made here is charged to the query's sample limit by its size.
 pub(super) fn elem(
     e: &Engine,
     op: &str,
     l: Operand,
     r: Operand,
     return_bool: bool,
-) -> Option<Elem> {
+) -> Result<Option<Elem>, PromqlError> {
+    let out = compute(e, op, l, r, return_bool);
+    if let Some(Elem::H(h)) = &out
+        && !matches!((l, r), (Operand::H(a), _) if Arc::ptr_eq(a, h))
+    {
+        e.charge(h.sample_weight())?;
+    }
+    Ok(out)
+}
+
+fn compute(e: &Engine, op: &str, l: Operand, r: Operand, return_bool: bool) -> Option<Elem> {
     let incompatible = || {
         e.info(format!(
             "incompatible sample types encountered for binary operator {op:?}: {} {op} {}",

@@ -219,6 +219,27 @@ impl Engine {
         }
     }
 
+    /// `-s`: floats negated; a histogram is `h * -1` (a gauge), a new one charged by size.
+    fn negate(&self, s: Series) -> Result<Series, PromqlError> {
+        let mut hists = Vec::with_capacity(s.hists.len());
+        for h in s.hists {
+            hists.push(match h {
+                Some(h) => {
+                    let mut h = (*h).clone();
+                    h.mul(-1.0);
+                    self.charge(h.sample_weight())?;
+                    Some(Arc::new(h))
+                }
+                None => None,
+            });
+        }
+        Ok(Series {
+            labels: drop_name(&s.labels),
+            vals: s.vals.into_iter().map(|v| v.map(|x| -x)).collect(),
+            hists,
+        })
+    }
+
     /// Instant query at `t` (ms).
     pub async fn instant(&self, expr: &Expr, t: i64) -> Result<Value, PromqlError> {
         self.loaded.store(0, Ordering::Relaxed);
@@ -324,23 +345,8 @@ impl Engine {
                         Value::Scalar(v) => Ok(Value::Scalar(v.into_iter().map(|x| -x).collect())),
                         Value::Vector(vs) => Ok(Value::Vector(merge_same_labels(
                             vs.into_iter()
-                                .map(|s| Series {
-                                    labels: drop_name(&s.labels),
-                                    vals: s.vals.into_iter().map(|v| v.map(|x| -x)).collect(),
-                                    // `-h` is `h * -1`: a gauge histogram.
-                                    hists: s
-                                        .hists
-                                        .into_iter()
-                                        .map(|h| {
-                                            h.map(|h| {
-                                                let mut h = (*h).clone();
-                                                h.mul(-1.0);
-                                                Arc::new(h)
-                                            })
-                                        })
-                                        .collect(),
-                                })
-                                .collect(),
+                                .map(|s| self.negate(s))
+                                .collect::<Result<_, _>>()?,
                         )?)),
                         other => Err(PromqlError::exec(format!(
                             "unary minus on {}",
@@ -441,7 +447,7 @@ impl Engine {
                                 for (i, h) in s.hists.iter().enumerate() {
                                     if let Some(h) = h {
                                         hts.push(inner.steps.at(i));
-                                        hists.push(h.clone());
+                                        hists.push(subquery_hint(h));
                                     }
                                 }
                                 Ok(Raw {
@@ -532,4 +538,19 @@ pub(super) fn merge_same_labels(mut series: Vec<Series>) -> Result<Vec<Series>, 
         }
     }
     Ok(out)
+}
+
+/// A histogram of a subquery's inner result: its counter-reset hint said something about
+/// the sample before it in storage, not in the subquery's steps, so `reset` and `not_reset`
+/// become `unknown` (gauges stay gauges), as in Prometheus.
+fn subquery_hint(h: &super::value::Hist) -> super::value::Hist {
+    use crate::model::histogram::CounterResetHint as H;
+    match h.hint {
+        H::CounterReset | H::NotCounterReset => {
+            let mut c = (**h).clone();
+            c.hint = H::Unknown;
+            Arc::new(c)
+        }
+        _ => h.clone(),
+    }
 }

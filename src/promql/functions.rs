@@ -373,7 +373,7 @@ impl Engine {
                     let classic = self.histogram_quantile(&q, vs.clone(), n)?;
                     return Ok(Value::Vector(histogram_fns::quantile(
                         self, &q, &vs, classic,
-                    )));
+                    )?));
                 }
                 Ok(Value::Vector(self.histogram_quantile(&q, vs, n)?))
             }

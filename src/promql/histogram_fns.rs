@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::eval::{Engine, drop_name};
+use super::error::PromqlError;
+use super::eval::{Engine, drop_name, merge_same_labels};
 use super::value::Series;
 use crate::model::Labels;
 use crate::model::histogram::{self, FloatHistogram, HistogramInfo};
@@ -57,7 +58,12 @@ pub(super) fn fraction(e: &Engine, lower: &[f64], upper: &[f64], vs: Vec<Series>
 /// The native half of `histogram_quantile(q, v)`, merged into the classic half's result
 /// `classic`: a native and a classic histogram with the same labels at one step are both
 /// dropped with Prometheus's warning.
-pub(super) fn quantile(e: &Engine, q: &[f64], vs: &[Series], classic: Vec<Series>) -> Vec<Series> {
+pub(super) fn quantile(
+    e: &Engine,
+    q: &[f64],
+    vs: &[Series],
+    classic: Vec<Series>,
+) -> Result<Vec<Series>, PromqlError> {
     let native = map(
         vs.iter().filter(|s| s.has_hists()).cloned().collect(),
         |i, name, h| {
@@ -66,8 +72,10 @@ pub(super) fn quantile(e: &Engine, q: &[f64], vs: &[Series], classic: Vec<Series
             v
         },
     );
+    // Two histograms whose labels differ only in the name collide, as in Prometheus.
+    let native = merge_same_labels(native)?;
     if native.is_empty() {
-        return classic;
+        return Ok(classic);
     }
     let names: BTreeMap<Arc<Labels>, String> = vs
         .iter()
@@ -99,5 +107,5 @@ pub(super) fn quantile(e: &Engine, q: &[f64], vs: &[Series], classic: Vec<Series
             by_labels.insert(s.labels.clone(), s);
         }
     }
-    by_labels.into_values().filter(|s| !s.is_empty()).collect()
+    Ok(by_labels.into_values().filter(|s| !s.is_empty()).collect())
 }

@@ -313,6 +313,7 @@ mod tests {
         let batch = |from: i64, to: i64| WriteBatch {
             histograms: Vec::new(),
             exemplars: Vec::new(),
+            dropped_exemplars: 0,
             series: (0..40)
                 .map(|i| SeriesSamples {
                     labels: Labels::new(vec![

@@ -188,13 +188,18 @@ impl Storage {
             .saturating_mul(BYTES_PER_SAMPLE);
         // Histograms are read whole up front (a block's are few next to its floats), merged
         // with the same precedence: a later block wins on a timestamp.
-        let mut hists: HashMap<SeriesId, std::collections::BTreeMap<i64, Hist>> = HashMap::new();
-        for b in blocks.iter().filter(|b| b.meta.num_histograms > 0) {
+        let mut hists: HashMap<SeriesId, std::collections::BTreeMap<i64, (usize, Hist)>> =
+            HashMap::new();
+        for (source, b) in blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.meta.num_histograms > 0)
+        {
             let rows =
                 read_block_histograms(self.shared.store.as_ref(), b, &union, i64::MIN, i64::MAX)
                     .await?;
             for (g, t, h) in rows {
-                hists.entry(g).or_default().insert(t, h);
+                hists.entry(g).or_default().insert(t, (source, h));
             }
         }
         let mut exemplars: HashMap<SeriesId, std::collections::BTreeMap<i64, Ex>> = HashMap::new();
@@ -239,7 +244,7 @@ impl Storage {
                     let merged = merge_sources(runs.remove(id).unwrap_or_default());
                     let h: Vec<(i64, Hist)> = hists
                         .remove(id)
-                        .map(|m| m.into_iter().collect())
+                        .map(crate::storage::hist_scan::merge_sources)
                         .unwrap_or_default();
                     let ex: Vec<Ex> = exemplars
                         .remove(id)

@@ -117,6 +117,8 @@ pub struct StorageStats {
     pub wal_truncated_bytes: AtomicU64,
     /// Replayed WAL samples whose series declaration was missing (corruption).
     pub wal_orphan_samples: AtomicU64,
+    /// Exemplars not stored: invalid, or outside the write window.
+    pub exemplars_dropped: AtomicU64,
     /// Blocks moved aside at startup because they could not be read.
     pub blocks_quarantined: AtomicU64,
 }
@@ -317,7 +319,19 @@ impl Storage {
         self.shared.metadata.read().clone()
     }
 
-    /// Makes a batch durable and visible, or rejects it whole. Returns the samples stored.
+    /// The timestamps a write of this kind may carry (`[min, max]`, ms).
+    pub fn write_bounds(&self, window: WriteWindow) -> (i64, i64) {
+        let now = self.now_ms();
+        let o = &self.shared.opts;
+        match window {
+            WriteWindow::Recent => (now - o.ooo_window_ms, now + o.future_tolerance_ms),
+            WriteWindow::Backfill => (now - o.retention_ms, now + o.future_tolerance_ms),
+            WriteWindow::Any => (i64::MIN, i64::MAX),
+        }
+    }
+
+    /// Makes a batch durable and visible, or rejects it whole (exemplars excepted: see
+    /// `WriteBatch::dropped_exemplars`). Returns the samples stored.
     pub async fn append(
         &self,
         batch: WriteBatch,
@@ -346,10 +360,18 @@ impl Storage {
                 return Err(out_of_bounds(&s.labels, *t));
             }
         }
-        for s in &batch.exemplars {
-            if let Some(e) = s.exemplars.iter().find(|e| e.ts < min_ok || e.ts > max_ok) {
-                return Err(out_of_bounds(&s.labels, e.ts));
-            }
+        // Exemplars outside the window are dropped, not the request (Prometheus's rule).
+        let mut batch = batch;
+        batch.retain_exemplars_within(min_ok, max_ok);
+        if batch.dropped_exemplars > 0 {
+            tracing::warn!(
+                exemplars = batch.dropped_exemplars,
+                "exemplars not stored (invalid or outside the write window); their samples are kept"
+            );
+            self.shared
+                .stats
+                .exemplars_dropped
+                .fetch_add(batch.dropped_exemplars as u64, Ordering::Relaxed);
         }
         let n = batch.sample_count();
         let label_bytes = |l: &crate::model::Labels| {
@@ -487,7 +509,7 @@ impl Storage {
         let o = &self.shared.opts;
         h.entries() >= o.head_max_samples
             // Memory pressure over all tenants: every head with samples frees some.
-            || (h.num_samples() > 0
+            || (!h.is_empty()
                 && o.head_samples
                     .load(Ordering::Relaxed)
                     .saturating_mul(HEAD_BYTES_PER_SAMPLE)

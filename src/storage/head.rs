@@ -64,7 +64,50 @@ impl<V> Default for SeriesBuf<V> {
     }
 }
 
-impl<V: Clone> SeriesBuf<V> {
+impl SeriesBuf<Hist> {
+    /// Entries after `t` whose hint says "no reset since the previous sample" revert to
+    /// `unknown` (readers then detect resets from the data, which gives the same answer
+    /// wherever the hint was right).
+    fn forget_hints_after(&mut self, t: i64) {
+        use crate::model::histogram::CounterResetHint as H;
+        let p = self.ts.partition_point(|&x| x <= t);
+        let Some(&next) = self.ts.get(p) else { return };
+        for i in p..self.ts.len() {
+            if self.ts[i] != next {
+                break;
+            }
+            if self.vals[i].hint == H::NotCounterReset {
+                Arc::make_mut(&mut self.vals[i]).hint = H::Unknown;
+            }
+        }
+    }
+}
+
+/// Whether two values are the same write (bit for bit for floats: stale markers and NaNs).
+pub trait SameValue {
+    fn same(&self, other: &Self) -> bool;
+}
+
+impl SameValue for f64 {
+    fn same(&self, other: &Self) -> bool {
+        self.to_bits() == other.to_bits()
+    }
+}
+
+impl SameValue for Hist {
+    fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(self, other) || (self.equals(other) && self.hint == other.hint)
+    }
+}
+
+impl SameValue for Ex {
+    fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(self, other)
+            || (self.labels == other.labels && self.value.to_bits() == other.value.to_bits())
+    }
+}
+
+impl<V: Clone + SameValue> SeriesBuf<V> {
     fn insert(&mut self, t: i64, v: V, seq: Seq) -> Inserted {
         self.max_seq = self.max_seq.max(seq);
         let at = match self.ts.last() {
@@ -74,6 +117,11 @@ impl<V: Clone> SeriesBuf<V> {
                 // After every entry at `t`: the newest of a timestamp is its last entry.
                 let p = self.ts.partition_point(|&x| x <= t);
                 if p > 0 && self.ts[p - 1] == t {
+                    // Rewriting the value already there (a retried request, a created
+                    // timestamp's zero sent again) changes nothing and keeps nothing.
+                    if self.vals[p - 1].same(&v) {
+                        return Inserted::Replaced;
+                    }
                     if self.seqs[p - 1] == seq {
                         self.vals[p - 1] = v;
                         return Inserted::Replaced;
@@ -215,6 +263,11 @@ impl Head {
             let floats = self.series.get(&id);
             let buf = self.hists.entry(id).or_default();
             read_back_hint(buf, floats, t, &mut h);
+            // Out of order or an overwrite: the sample after it no longer follows what its
+            // `not_reset` hint was derived from.
+            if buf.ts.last().is_some_and(|&last| t <= last) {
+                buf.forget_hints_after(t);
+            }
             self.present.insert(id);
             self.hist_present.insert(id);
             match buf.insert(t, h, seq) {
@@ -450,6 +503,47 @@ mod tests {
         assert_eq!(h.get(2).unwrap().read_all(), (vec![10], vec![6.0]));
         assert_eq!(h.num_samples(), 6);
         assert_eq!(h.entries(), 8);
+    }
+
+    /// A histogram appended right after a compatible one is kept as `not_reset` (what
+    /// Prometheus's chunks hand back); one inserted before it out of order makes that hint
+    /// `unknown` again, so a reader detects the reset the new sample makes.
+    #[test]
+    fn histogram_hints_follow_their_neighbours() {
+        use crate::model::histogram::{CounterResetHint as H, FloatHistogram};
+        let h = |count: f64| {
+            Arc::new(FloatHistogram::from_absolute(
+                0,
+                0.0,
+                0.0,
+                count,
+                count,
+                (0, vec![count]),
+                (0, vec![]),
+                vec![],
+            ))
+        };
+        let mut head = Head::new();
+        head.commit_with_histograms([], [(1, 0, h(10.0)), (1, 60_000, h(20.0))], 0);
+        let hints = |head: &Head| -> Vec<H> {
+            head.get_histograms(1)
+                .unwrap()
+                .read_all()
+                .1
+                .iter()
+                .map(|h| h.hint)
+                .collect()
+        };
+        assert_eq!(hints(&head), vec![H::Unknown, H::NotCounterReset]);
+        head.commit_with_histograms([], [(1, 30_000, h(100.0))], 0);
+        assert_eq!(hints(&head), vec![H::Unknown, H::Unknown, H::Unknown]);
+        // A decrease is a reset: never `not_reset`.
+        head.commit_with_histograms([], [(1, 90_000, h(5.0))], 0);
+        assert_eq!(hints(&head)[3], H::Unknown);
+        // Writing the same histogram again keeps nothing extra.
+        let entries = head.entries();
+        head.commit_with_histograms([], [(1, 90_000, h(5.0))], 0);
+        assert_eq!(head.entries(), entries);
     }
 
     /// Within one commit a repeated timestamp replaces in place: nothing is kept for it.

@@ -30,7 +30,7 @@ impl Snapshot {
         self.blocks.iter().any(|b| {
             b.meta.num_histograms > 0
                 && b.meta.overlaps(min_t, max_t)
-                && !b.present.is_disjoint(ids)
+                && !b.hist_present.is_disjoint(ids)
         }) || self.heads.iter().any(|(h, _)| {
             let h = h.read();
             !h.histogram_series().is_disjoint(ids)
@@ -44,18 +44,25 @@ impl Snapshot {
         min_t: i64,
         max_t: i64,
     ) -> Result<Vec<HistRun>, StorageError> {
-        let mut merged: HashMap<SeriesId, BTreeMap<i64, Hist>> = HashMap::new();
+        // Each value with the source it came from (precedence order).
+        let mut merged: HashMap<SeriesId, BTreeMap<i64, (usize, Hist)>> = HashMap::new();
+        let mut source = 0;
         for b in self.blocks.iter() {
-            if b.meta.num_histograms == 0 || !b.meta.overlaps(min_t, max_t) {
+            if b.meta.num_histograms == 0
+                || !b.meta.overlaps(min_t, max_t)
+                || b.hist_present.is_disjoint(ids)
+            {
                 continue;
             }
+            source += 1;
             for (g, t, h) in
                 read_block_histograms(self.shared.store.as_ref(), b, ids, min_t, max_t).await?
             {
-                merged.entry(g).or_default().insert(t, h);
+                merged.entry(g).or_default().insert(t, (source, h));
             }
         }
         for (h, seq) in self.heads.iter() {
+            source += 1;
             let h = h.read();
             if !h.has_histograms() {
                 continue;
@@ -65,20 +72,40 @@ impl Snapshot {
                     .get_histograms(id)
                     .and_then(|b| b.read(min_t, max_t, *seq))
                 {
-                    merged.entry(id).or_default().extend(ts.into_iter().zip(hs));
+                    merged
+                        .entry(id)
+                        .or_default()
+                        .extend(ts.into_iter().zip(hs.into_iter().map(|h| (source, h))));
                 }
             }
         }
         let mut out: Vec<HistRun> = merged
             .into_iter()
             .map(|(id, m)| {
-                let (ts, hists) = m.into_iter().unzip();
+                let (ts, hists) = merge_sources(m).into_iter().unzip();
                 HistRun { id, ts, hists }
             })
             .collect();
         out.sort_unstable_by_key(|r| r.id);
         Ok(out)
     }
+}
+
+/// A series' histograms from several sources in time order. Where the source changes, a
+/// `not_reset` hint was derived against a sample the reader no longer sees before it: it
+/// becomes `unknown` (Prometheus's merging iterator does the same).
+pub(super) fn merge_sources(m: BTreeMap<i64, (usize, Hist)>) -> Vec<(i64, Hist)> {
+    use crate::model::histogram::CounterResetHint as H;
+    let mut out = Vec::with_capacity(m.len());
+    let mut prev_source = None;
+    for (t, (source, mut h)) in m {
+        if prev_source.is_some_and(|p| p != source) && h.hint == H::NotCounterReset {
+            std::sync::Arc::make_mut(&mut h).hint = H::Unknown;
+        }
+        prev_source = Some(source);
+        out.push((t, h));
+    }
+    out
 }
 
 /// One block's histograms of `ids` in the range, with global ids.

@@ -520,6 +520,7 @@ mod tests {
         let batch = WriteBatch {
             histograms: Vec::new(),
             exemplars: Vec::new(),
+            dropped_exemplars: 0,
             series,
             metadata: vec![],
         };

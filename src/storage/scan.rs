@@ -502,6 +502,7 @@ mod tests {
         let batch = |v: f64, n: i64| WriteBatch {
             histograms: Vec::new(),
             exemplars: Vec::new(),
+            dropped_exemplars: 0,
             series: (0..40)
                 .map(|i| SeriesSamples {
                     labels: Labels::new(vec![
@@ -581,6 +582,7 @@ mod tests {
         let batch = |series: std::ops::Range<i64>, ts: &[i64], v: f64| WriteBatch {
             histograms: Vec::new(),
             exemplars: Vec::new(),
+            dropped_exemplars: 0,
             series: series
                 .map(|i| SeriesSamples {
                     labels: Labels::new(vec![

@@ -303,6 +303,8 @@ pub struct ReplayStats {
     pub records: u64,
     /// Bytes cut off a torn or corrupt tail.
     pub truncated_bytes: u64,
+    /// Intact records that did not decode (skipped, not replayed).
+    pub undecodable: u64,
 }
 
 /// Reads every intact record of a segment; truncates a torn tail in place.
@@ -340,14 +342,25 @@ pub fn replay_segment(
     let mut pos = HEADER_LEN as usize;
     while pos < data.len() {
         match decode_frame(&data[pos..]) {
-            Some((payload, used)) => match decode_payload(payload) {
-                Some(rec) => {
-                    f(rec);
-                    stats.records += 1;
-                    pos += used;
+            Some((payload, used)) => {
+                match decode_payload(payload) {
+                    Some(rec) => {
+                        f(rec);
+                        stats.records += 1;
+                    }
+                    // Intact (its checksum holds) but not understood: not a torn tail, so
+                    // the records after it are kept; this one is reported, not replayed.
+                    None => {
+                        tracing::error!(
+                            path = %path.display(),
+                            offset = pos,
+                            "WAL record passes its checksum but does not decode; skipping it"
+                        );
+                        stats.undecodable += 1;
+                    }
                 }
-                None => break,
-            },
+                pos += used;
+            }
             None => break,
         }
     }
@@ -525,6 +538,43 @@ mod tests {
         assert_eq!(stats.truncated_bytes, 0);
         assert_eq!(w.rotate().unwrap(), 1);
         assert_eq!(list_segments(dir.path()).unwrap(), vec![1, 2]);
+    }
+
+    /// A record whose checksum holds but which does not decode (unknown type) is skipped;
+    /// the acknowledged records after it are replayed, not cut off as a torn tail.
+    #[test]
+    fn an_intact_undecodable_record_does_not_truncate_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(dir.path(), 1).unwrap();
+        w.append(&[(1, labels("a"))], &[(1, 10, 1.0)], &[], &[])
+            .unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = fs::read(&path).unwrap();
+        let payload = [9u8, 1, 2, 3];
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        fs::write(&path, &bytes).unwrap();
+        let mut w = WalWriter::create(dir.path(), 2).unwrap();
+        w.append(&[(2, labels("b"))], &[(2, 20, 2.0)], &[], &[])
+            .unwrap();
+        w.sync().unwrap();
+        // Segment 2 is separate; append segment 2's bytes after the bad record in 1.
+        let tail = fs::read(segment_path(dir.path(), 2)).unwrap();
+        let mut joined = fs::read(&path).unwrap();
+        joined.extend_from_slice(&tail[HEADER_LEN as usize..]);
+        fs::write(&path, &joined).unwrap();
+        let mut got = Vec::new();
+        let stats = replay_segment(&path, true, |r| {
+            if let Replayed::Samples { samples, .. } = r {
+                got.extend(samples.into_iter().map(|(i, t, _)| (i, t)));
+            }
+        })
+        .unwrap();
+        assert_eq!(got, vec![(1, 10), (2, 20)]);
+        assert_eq!((stats.undecodable, stats.truncated_bytes), (1, 0));
     }
 
     #[test]

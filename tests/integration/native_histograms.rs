@@ -150,6 +150,7 @@ fn request_v2(t0: i64) -> (Vec<u8>, WriteBatch) {
                 unit: "bytes".into(),
             },
         ],
+        dropped_exemplars: 0,
     };
     (remote_write_v2::encode(&batch), batch)
 }
@@ -531,4 +532,13 @@ async fn histogram_queries_are_bounded_by_their_size() {
         Err(PromqlError::TooManySamples)
     ));
     assert!(run("rate(wide[1m])", 1_000_000).await.is_ok());
+    // Loading them fits 15,000; making a new one per step does not.
+    assert!(run("wide", 15_000).await.is_ok());
+    for q in ["-wide", "wide * 2", "wide + wide", "sum(wide)"] {
+        assert!(
+            matches!(run(q, 15_000).await, Err(PromqlError::TooManySamples)),
+            "{q}"
+        );
+        assert!(run(q, 1_000_000).await.is_ok(), "{q}");
+    }
 }

@@ -104,12 +104,12 @@ async fn flushed_blocks_and_wal_together_read_back_exactly() {
 }
 
 /// A remote-write request carrying an invalid native histogram (bucket counts that do not
-/// fill its spans) or an invalid exemplar (labels over OpenMetrics' 128 characters) is
-/// refused whole with a 400 that names the series — never acknowledged with part of it
-/// dropped; the float samples beside them are not written either, and a plain request
-/// afterwards is.
+/// fill its spans) is refused whole with a 400 that names the series — never acknowledged
+/// with part of it dropped; the float samples beside it are not written either. An invalid
+/// exemplar (labels over OpenMetrics' 128 characters, or older than the write window) is
+/// dropped as Prometheus drops it: the samples are stored, the drop is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_histograms_and_exemplars_are_refused_whole() {
+async fn invalid_histograms_are_refused_whole_invalid_exemplars_dropped() {
     use prost::Message;
     use quiver::ingest::prompb;
     let (_tmp, dir) = tempdir();
@@ -139,37 +139,23 @@ async fn invalid_histograms_and_exemplars_are_refused_whole() {
         timestamp: now,
         ..Default::default()
     });
-    let mut with_exemplar = series("quiver_refused_b");
-    with_exemplar.exemplars.push(prompb::Exemplar {
-        labels: vec![prompb::Label {
-            name: "trace_id".into(),
-            value: "x".repeat(200),
-        }],
-        value: 1.0,
-        timestamp: now,
-    });
-    for (ts, kind) in [
-        (
-            with_histogram,
-            "invalid native histogram for series quiver_refused_a",
-        ),
-        (
-            with_exemplar,
-            "invalid exemplar for series quiver_refused_b",
-        ),
-    ] {
+    let send = |ts: Vec<prompb::TimeSeries>| {
         let req = prompb::WriteRequest {
-            timeseries: vec![series("quiver_refused_floats"), ts],
+            timeseries: ts,
             metadata: vec![],
         };
         let body = snap::raw::Encoder::new()
             .compress_vec(&req.encode_to_vec())
             .unwrap();
-        let r = post_write(&client, &server.url, body).await;
-        assert_eq!(r.status(), 400, "{kind}");
-        let text = r.text().await.unwrap();
-        assert!(text.contains(kind), "{text}");
-    }
+        post_write(&client, &server.url, body)
+    };
+    let r = send(vec![series("quiver_refused_floats"), with_histogram]).await;
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("invalid native histogram for series quiver_refused_a"),
+        "{text}"
+    );
     let count = |q: &'static str| {
         let (c, url) = (client.clone(), server.url.clone());
         async move {
@@ -187,13 +173,35 @@ async fn invalid_histograms_and_exemplars_are_refused_whole() {
         }
     };
     assert_eq!(count("{__name__=~\"quiver_refused_.*\"}").await, 0);
-    let ok = prompb::WriteRequest {
-        timeseries: vec![series("quiver_refused_floats")],
-        metadata: vec![],
-    };
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&ok.encode_to_vec())
+
+    let mut with_exemplars = series("quiver_exemplar_b");
+    for (value, ts) in [("x".repeat(200), now), ("ok".to_string(), now - 86_400_000)] {
+        with_exemplars.exemplars.push(prompb::Exemplar {
+            labels: vec![prompb::Label {
+                name: "trace_id".into(),
+                value,
+            }],
+            value: 1.0,
+            timestamp: ts,
+        });
+    }
+    assert_eq!(send(vec![with_exemplars]).await.status(), 204);
+    assert_eq!(count("quiver_exemplar_b").await, 1);
+    let metrics = client
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
         .unwrap();
-    assert_eq!(post_write(&client, &server.url, body).await.status(), 204);
-    assert_eq!(count("quiver_refused_floats").await, 1);
+    assert!(
+        metrics.contains("quiver_exemplars_dropped_total 2"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("exemplars"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

@@ -125,6 +125,7 @@ pub fn batch(series: Vec<(Labels, Vec<(i64, f64)>)>) -> WriteBatch {
     WriteBatch {
         histograms: Vec::new(),
         exemplars: Vec::new(),
+        dropped_exemplars: 0,
         series: series
             .into_iter()
             .map(|(labels, samples)| SeriesSamples { labels, samples })

@@ -528,6 +528,7 @@ mod tests {
             WriteBatch {
                 histograms: Vec::new(),
                 exemplars: Vec::new(),
+                dropped_exemplars: 0,
                 series,
                 metadata: vec![],
             },

@@ -70,7 +70,8 @@ pub fn from_batch(
     mut keep: impl FnMut(u32, i64) -> bool,
 ) -> Result<Vec<(u32, Exemplar)>, StorageError> {
     let corrupt = |what: String| StorageError::Corrupt(format!("exemplars file: {what}"));
-    if b.num_columns() != 5 {
+    // Column types are checked before any downcast (which would panic on a foreign file).
+    if b.schema().fields() != exemplars_schema().fields() {
         return Err(corrupt("unexpected columns".into()));
     }
     let ids = b.column(0).as_primitive::<UInt32Type>();

@@ -134,7 +134,8 @@ pub fn from_batch(
     mut keep: impl FnMut(u32, i64) -> bool,
 ) -> Result<Vec<(u32, i64, FloatHistogram)>, StorageError> {
     let corrupt = |what: &str| StorageError::Corrupt(format!("histograms file: {what}"));
-    if b.num_columns() != 15 {
+    // Column types are checked before any downcast (which would panic on a foreign file).
+    if b.schema().fields() != histograms_schema().fields() {
         return Err(corrupt("unexpected columns"));
     }
     let ids = b.column(0).as_primitive::<UInt32Type>();

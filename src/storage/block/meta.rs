@@ -1,7 +1,10 @@
 use serde::{Deserialize, Serialize};
 
-/// Format version of block files (see `migrations/`).
-pub const BLOCK_FORMAT_VERSION: u32 = 1;
+/// Format version of block files (see `migrations/`): the newest this binary reads and writes.
+/// 2 added `histograms.parquet` and `exemplars.parquet`; a block without either is still
+/// written as 1, so older binaries keep reading float-only blocks, and refuse (rather than
+/// compact away) the files they do not know.
+pub const BLOCK_FORMAT_VERSION: u32 = 2;
 
 /// Which WAL flush produced a block, so a restart can tell a finished flush from a torn one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +28,10 @@ pub struct BlockMeta {
     /// `num_samples`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub num_histograms: u64,
+    /// Local ids of the series with histograms: a roaring bitmap (portable serialization),
+    /// base64. Readers skip blocks whose histograms are all of other series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram_series: Option<String>,
     /// Exemplars (in `exemplars.parquet`, absent when 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub num_exemplars: u64,

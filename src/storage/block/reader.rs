@@ -111,6 +111,8 @@ pub struct LoadedBlock {
     pub global_ids: Vec<SeriesId>,
     /// Global ids present in this block.
     pub present: RoaringBitmap,
+    /// Global ids of the series with histograms in this block.
+    pub hist_present: RoaringBitmap,
     /// Local id of each global id, unless the global ids ascend with the local ones (the
     /// usual case, see `register`): then a binary search in `global_ids` finds it, and a
     /// million-series block saves the map.
@@ -161,11 +163,13 @@ impl LoadedBlock {
                 .map(|(l, &g)| (g, l as u32))
                 .collect()
         });
+        let hist_present = histogram_series(&meta, &global_ids, &present);
         LoadedBlock {
             path: BlockPath::new(meta.id.clone()),
             meta,
             global_ids,
             present,
+            hist_present,
             local_of,
         }
     }
@@ -190,6 +194,30 @@ impl LoadedBlock {
             .collect();
         v.sort_unstable();
         v
+    }
+}
+
+/// The global ids of a block's series with histograms, from its meta (all of its series
+/// when the meta does not say which, so nothing is skipped by mistake).
+fn histogram_series(
+    meta: &BlockMeta,
+    global_ids: &[SeriesId],
+    present: &RoaringBitmap,
+) -> RoaringBitmap {
+    if meta.num_histograms == 0 {
+        return RoaringBitmap::new();
+    }
+    let locals = meta.histogram_series.as_deref().and_then(|b| {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(b).ok()?;
+        RoaringBitmap::deserialize_from(bytes.as_slice()).ok()
+    });
+    match locals {
+        Some(l) => l
+            .iter()
+            .filter_map(|local| global_ids.get(local as usize).copied())
+            .collect(),
+        None => present.clone(),
     }
 }
 

@@ -246,13 +246,26 @@ impl BlockWriter {
         c?;
         let empty = self.n == 0 && self.hists.is_empty() && self.exemplars.is_empty();
         let meta = BlockMeta {
-            format_version: BLOCK_FORMAT_VERSION,
+            format_version: if self.hists.is_empty() && self.exemplars.is_empty() {
+                1
+            } else {
+                BLOCK_FORMAT_VERSION
+            },
             id: self.path.id.clone(),
             min_t: if empty { 0 } else { self.min_t },
             max_t: if empty { 0 } else { self.max_t },
             num_series: self.labels.len() as u64,
             num_samples: self.n,
             num_histograms: self.hists.len() as u64,
+            histogram_series: (!self.hists.is_empty()).then(|| {
+                use base64::Engine as _;
+                let locals: RoaringBitmap = self.hists.iter().map(|(id, _, _)| *id).collect();
+                let mut bytes = Vec::with_capacity(locals.serialized_size());
+                locals
+                    .serialize_into(&mut bytes)
+                    .expect("writing to a Vec cannot fail");
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            }),
             num_exemplars: self.exemplars.len() as u64,
             level,
             parents,
