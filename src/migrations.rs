@@ -17,12 +17,21 @@ pub struct Migration {
 }
 
 /// Every step, oldest first. Version 1 is the initial layout and needs no rewrite.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_initial",
-    doc: include_str!("../migrations/0001_initial.md"),
-    apply: |_| Ok(()),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_initial",
+        doc: include_str!("../migrations/0001_initial.md"),
+        apply: |_| Ok(()),
+    },
+    // Native histograms and exemplars: new WAL record sections and block files only.
+    Migration {
+        version: 2,
+        name: "0002_histograms_exemplars",
+        doc: include_str!("../migrations/0002_histograms_exemplars.md"),
+        apply: |_| Ok(()),
+    },
+];
 
 /// For read-only opens: an existing data dir must have exactly this binary's format.
 pub fn check_readable(dir: &Path) -> Result<(), StorageError> {
@@ -86,14 +95,17 @@ mod tests {
             std::fs::read_to_string(d.path().join("VERSION"))
                 .unwrap()
                 .trim(),
-            "1"
+            "2"
         );
         std::fs::write(d.path().join("VERSION"), "99").unwrap();
         let err = check_and_upgrade(d.path()).unwrap_err().to_string();
         assert!(
-            err.contains("format version 99, newer than this binary supports (1)"),
+            err.contains("format version 99, newer than this binary supports (2)"),
             "{err}"
         );
+        // A version-1 dir upgrades in place (nothing to rewrite).
+        std::fs::write(d.path().join("VERSION"), "1").unwrap();
+        assert_eq!(check_and_upgrade(d.path()).unwrap(), 2);
     }
 
     #[test]

@@ -42,4 +42,4 @@ pub use scan::{Scan, SeriesPieces, SeriesRun, Snapshot};
 pub use tenants::Tenants;
 
 /// Format version of the data directory as a whole (`VERSION` file; see `migrations/`).
-pub const DATA_FORMAT_VERSION: u32 = 1;
+pub const DATA_FORMAT_VERSION: u32 = 2;
