@@ -32,6 +32,42 @@ async fn sql_examples_run() {
         .map(|(l, _)| (l, vec![(240 * 30_000, 1.0)]))
         .collect();
     storage.append(batch(head), WriteWindow::Any).await.unwrap();
+    // A native histogram series with an exemplar (examples 06 and 07).
+    let hist = |k: i64| {
+        let m = (k + 1) as f64;
+        quiver::model::histogram::FloatHistogram::from_absolute(
+            0,
+            0.0,
+            0.0,
+            3.0 * m,
+            4.5 * m,
+            (0, vec![m, 2.0 * m]),
+            (0, vec![]),
+            vec![],
+        )
+    };
+    let l = labels(&[("__name__", "quiver_example_seconds"), ("job", "api")]);
+    storage
+        .append(
+            quiver::ingest::WriteBatch {
+                histograms: vec![quiver::ingest::SeriesHistograms {
+                    labels: l.clone(),
+                    samples: (0..10).map(|k| (k * 30_000, hist(k))).collect(),
+                }],
+                exemplars: vec![quiver::ingest::SeriesExemplars {
+                    labels: l,
+                    exemplars: vec![quiver::model::exemplar::Exemplar {
+                        labels: labels(&[("trace_id", "abc")]),
+                        value: 0.3,
+                        ts: 60_000,
+                    }],
+                }],
+                ..Default::default()
+            },
+            WriteWindow::Any,
+        )
+        .await
+        .unwrap();
     let ctx = sql::session(storage).await.unwrap();
 
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/examples");
