@@ -50,9 +50,6 @@ pub(super) async fn query_exemplars(
     let max = st.limits.max_samples;
     st.query_rt
         .run(timeout, move |cancel| async move {
-            let q = p.get("query").ok_or_else(|| {
-                ApiError::bad_data("invalid parameter \"query\": query is required")
-            })?;
             let start = p.time("start", Some(MIN_TIME))?.expect("default");
             let end = p.time("end", Some(MAX_TIME))?.expect("default");
             if end < start {
@@ -60,7 +57,7 @@ pub(super) async fn query_exemplars(
                     "invalid parameter \"end\": end timestamp must not be before start time",
                 ));
             }
-            let expr = crate::promql::Engine::parse(q).map_err(ApiError::from_promql)?;
+            let expr = super::query::parsed_query(&p)?;
             let mut sels = Vec::new();
             selectors(&expr, &mut sels);
             let mut ids = RoaringBitmap::new();

@@ -247,7 +247,7 @@ async fn cached_range(
 }
 
 /// The `query` parameter, parsed (bad_data when missing or invalid).
-fn parsed_query(p: &Params) -> Result<promql_parser::parser::Expr, ApiError> {
+pub(super) fn parsed_query(p: &Params) -> Result<promql_parser::parser::Expr, ApiError> {
     let q = p
         .get("query")
         .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is required"))?;

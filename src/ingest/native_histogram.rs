@@ -64,12 +64,11 @@ pub fn from_proto(h: &prompb::Histogram) -> Result<Decoded, String> {
         side(&h.positive_spans, &h.positive_deltas, &h.positive_counts)?;
     let (negative_spans, negative_buckets) =
         side(&h.negative_spans, &h.negative_deltas, &h.negative_counts)?;
-    let hint = match h.reset_hint {
-        1 => CounterResetHint::CounterReset,
-        2 => CounterResetHint::NotCounterReset,
-        3 => CounterResetHint::Gauge,
-        _ => CounterResetHint::Unknown,
-    };
+    // An unknown code reads as "unknown": the data decides.
+    let hint = u8::try_from(h.reset_hint)
+        .ok()
+        .and_then(CounterResetHint::from_code)
+        .unwrap_or_default();
     let fh = FloatHistogram {
         hint,
         schema: h.schema,
@@ -109,12 +108,7 @@ pub fn to_proto(h: &FloatHistogram, timestamp: i64) -> prompb::Histogram {
         positive_spans: spans(&h.positive_spans),
         positive_deltas: vec![],
         positive_counts: h.positive_buckets.clone(),
-        reset_hint: match h.hint {
-            CounterResetHint::Unknown => 0,
-            CounterResetHint::CounterReset => 1,
-            CounterResetHint::NotCounterReset => 2,
-            CounterResetHint::Gauge => 3,
-        },
+        reset_hint: h.hint.code().into(),
         timestamp,
         custom_values: h.custom_values.clone(),
         start_timestamp: 0,

@@ -183,6 +183,12 @@ impl Out {
     fn float(&mut self, labels: Labels, t: i64, v: f64) {
         self.floats.entry(labels).or_default().push((t, v));
     }
+
+    fn exemplars(&mut self, labels: &Labels, ex: Vec<Exemplar>) {
+        if !ex.is_empty() {
+            self.exemplars.entry(labels.clone()).or_default().extend(ex);
+        }
+    }
 }
 
 /// Context of one data point: the series' labels before `__name__`.
@@ -342,9 +348,7 @@ pub fn translate(
                             seen(t);
                             let labels = base.labels(&p.attributes, &name, None)?;
                             let ex = exemplars(&p.exemplars, &mut out.dropped)?;
-                            if !ex.is_empty() {
-                                out.exemplars.entry(labels.clone()).or_default().extend(ex);
-                            }
+                            out.exemplars(&labels, ex);
                             out.float(labels, t, number(&p.value, p.flags));
                         }
                     }
@@ -366,9 +370,7 @@ pub fn translate(
                             seen(t);
                             let labels = base.labels(&p.attributes, &name, None)?;
                             let ex = exemplars(&p.exemplars, &mut out.dropped)?;
-                            if !ex.is_empty() {
-                                out.exemplars.entry(labels.clone()).or_default().extend(ex);
-                            }
+                            out.exemplars(&labels, ex);
                             if p.flags & NO_RECORDED_VALUE != 0 {
                                 out.float(labels, t, stale_marker());
                             } else {
@@ -506,16 +508,12 @@ fn classic(
         )?;
         let mine: Vec<Exemplar> =
             std::iter::from_fn(|| ex.next_if(|e| e.value <= *bound)).collect();
-        if !mine.is_empty() {
-            out.exemplars.entry(l.clone()).or_default().extend(mine);
-        }
+        out.exemplars(&l, mine);
         out.float(l, t, v(acc as f64));
     }
     let l = base.labels(&p.attributes, &bucket, Some(("le", "+Inf".into())))?;
     let rest: Vec<Exemplar> = ex.collect();
-    if !rest.is_empty() {
-        out.exemplars.entry(l.clone()).or_default().extend(rest);
-    }
+    out.exemplars(&l, rest);
     out.float(l, t, v(p.count as f64));
     Ok(())
 }
@@ -530,9 +528,7 @@ fn custom_buckets(
     let t = ms(p.time_unix_nano);
     let labels = base.labels(&p.attributes, name, None)?;
     let ex = exemplars(&p.exemplars, &mut out.dropped)?;
-    if !ex.is_empty() {
-        out.exemplars.entry(labels.clone()).or_default().extend(ex);
-    }
+    out.exemplars(&labels, ex);
     if p.flags & NO_RECORDED_VALUE != 0 {
         out.float(labels, t, stale_marker());
         return Ok(());

@@ -138,14 +138,7 @@ pub fn encode(batch: &WriteBatch) -> Vec<u8> {
             .series
             .iter()
             .map(|s| prompb::TimeSeries {
-                labels: s
-                    .labels
-                    .iter()
-                    .map(|(n, v)| prompb::Label {
-                        name: n.to_string(),
-                        value: v.to_string(),
-                    })
-                    .collect(),
+                labels: proto_labels(&s.labels),
                 samples: s
                     .samples
                     .iter()
@@ -159,14 +152,7 @@ pub fn encode(batch: &WriteBatch) -> Vec<u8> {
             })
             .chain(batch.histograms.iter().map(|s| {
                 prompb::TimeSeries {
-                    labels: s
-                        .labels
-                        .iter()
-                        .map(|(n, v)| prompb::Label {
-                            name: n.to_string(),
-                            value: v.to_string(),
-                        })
-                        .collect(),
+                    labels: proto_labels(&s.labels),
                     samples: vec![],
                     exemplars: vec![],
                     histograms: s

@@ -51,44 +51,7 @@ pub fn parse_line(line: &str, unit: TimestampUnit) -> Result<Option<TextSample>,
         name = Some(c.ident().ok_or("expected metric name")?);
     }
     if c.peek() == Some(b'{') {
-        c.i += 1;
-        loop {
-            c.skip_ws();
-            match c.peek() {
-                Some(b'}') => {
-                    c.i += 1;
-                    break;
-                }
-                None => return Err("unterminated label set".into()),
-                _ => {}
-            }
-            let key = if c.peek() == Some(b'"') {
-                c.quoted()?
-            } else {
-                c.ident().ok_or("expected label name")?
-            };
-            c.skip_ws();
-            if c.peek() == Some(b'=') {
-                c.i += 1;
-                c.skip_ws();
-                if c.peek() != Some(b'"') {
-                    return Err(format!("expected quoted value for label {key:?}"));
-                }
-                let value = c.quoted()?;
-                pairs.push((key, value));
-            } else if name.is_none() {
-                // OpenMetrics 2 / Prometheus 3 UTF-8 form: `{"my.metric", a="b"}`.
-                name = Some(key);
-            } else {
-                return Err(format!("expected '=' after label name {key:?}"));
-            }
-            c.skip_ws();
-            match c.peek() {
-                Some(b',') => c.i += 1,
-                Some(b'}') => {}
-                _ => return Err("expected ',' or '}' in label set".into()),
-            }
-        }
+        label_set(&mut c, &mut pairs, Some(&mut name))?;
     }
     let name = name.ok_or("missing metric name")?;
     if name.is_empty() {
@@ -127,6 +90,53 @@ pub fn parse_line(line: &str, unit: TimestampUnit) -> Result<Option<TextSample>,
     }))
 }
 
+/// `{name="value", …}` from its opening brace, past its closing one. With `name`, a bare
+/// quoted string without `=` is the metric name (the OpenMetrics 2 / Prometheus 3 UTF-8
+/// form `{"my.metric", a="b"}`), once.
+fn label_set(
+    c: &mut Cursor,
+    pairs: &mut Vec<(String, String)>,
+    mut name: Option<&mut Option<String>>,
+) -> Result<(), String> {
+    c.i += 1;
+    loop {
+        c.skip_ws();
+        match c.peek() {
+            Some(b'}') => {
+                c.i += 1;
+                return Ok(());
+            }
+            None => return Err("unterminated label set".into()),
+            _ => {}
+        }
+        let key = if c.peek() == Some(b'"') {
+            c.quoted()?
+        } else {
+            c.ident().ok_or("expected label name")?
+        };
+        c.skip_ws();
+        if c.peek() == Some(b'=') {
+            c.i += 1;
+            c.skip_ws();
+            if c.peek() != Some(b'"') {
+                return Err(format!("expected quoted value for label {key:?}"));
+            }
+            let value = c.quoted()?;
+            pairs.push((key, value));
+        } else if let Some(n) = name.as_mut().filter(|n| n.is_none()) {
+            **n = Some(key);
+        } else {
+            return Err(format!("expected '=' after label name {key:?}"));
+        }
+        c.skip_ws();
+        match c.peek() {
+            Some(b',') => c.i += 1,
+            Some(b'}') => {}
+            _ => return Err("expected ',' or '}' in label set".into()),
+        }
+    }
+}
+
 /// `{name="value", …} value [timestamp]`; a missing timestamp is `i64::MIN` until the
 /// caller gives it the sample's.
 fn parse_exemplar(text: &str, unit: TimestampUnit) -> Result<Exemplar, String> {
@@ -137,40 +147,8 @@ fn parse_exemplar(text: &str, unit: TimestampUnit) -> Result<Exemplar, String> {
     if c.peek() != Some(b'{') {
         return Err("exemplar: expected '{'".into());
     }
-    c.i += 1;
     let mut pairs = Vec::new();
-    loop {
-        c.skip_ws();
-        match c.peek() {
-            Some(b'}') => {
-                c.i += 1;
-                break;
-            }
-            None => return Err("exemplar: unterminated label set".into()),
-            _ => {}
-        }
-        let key = if c.peek() == Some(b'"') {
-            c.quoted()?
-        } else {
-            c.ident().ok_or("exemplar: expected label name")?
-        };
-        c.skip_ws();
-        if c.peek() != Some(b'=') {
-            return Err(format!("exemplar: expected '=' after {key:?}"));
-        }
-        c.i += 1;
-        c.skip_ws();
-        if c.peek() != Some(b'"') {
-            return Err(format!("exemplar: expected quoted value for {key:?}"));
-        }
-        pairs.push((key, c.quoted()?));
-        c.skip_ws();
-        match c.peek() {
-            Some(b',') => c.i += 1,
-            Some(b'}') => {}
-            _ => return Err("exemplar: expected ',' or '}'".into()),
-        }
-    }
+    label_set(&mut c, &mut pairs, None).map_err(|e| format!("exemplar: {e}"))?;
     let rest = std::str::from_utf8(&c.s[c.i..]).map_err(|_| "invalid UTF-8")?;
     let mut fields = rest.split_ascii_whitespace();
     let v = fields.next().ok_or("exemplar: missing value")?;

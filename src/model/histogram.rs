@@ -56,6 +56,29 @@ pub enum CounterResetHint {
     Gauge,
 }
 
+impl CounterResetHint {
+    /// The wire and file code (Prometheus's enum order: 0 unknown, 1 reset, 2 not reset,
+    /// 3 gauge).
+    pub fn code(self) -> u8 {
+        match self {
+            CounterResetHint::Unknown => 0,
+            CounterResetHint::CounterReset => 1,
+            CounterResetHint::NotCounterReset => 2,
+            CounterResetHint::Gauge => 3,
+        }
+    }
+
+    pub fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            0 => CounterResetHint::Unknown,
+            1 => CounterResetHint::CounterReset,
+            2 => CounterResetHint::NotCounterReset,
+            3 => CounterResetHint::Gauge,
+            _ => return None,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Span {
     /// Gap to the previous span (for the first span: the absolute index of its first bucket).
@@ -1647,10 +1670,14 @@ impl FloatHistogram {
     /// higher resolution, a narrower zero bucket, or a change to/from custom buckets.
     pub fn detect_reset(&self, previous: &FloatHistogram) -> bool {
         match self.hint {
-            CounterResetHint::CounterReset => return true,
-            CounterResetHint::NotCounterReset => return false,
-            _ => {}
+            CounterResetHint::CounterReset => true,
+            CounterResetHint::NotCounterReset => false,
+            _ => self.detect_reset_from_data(previous),
         }
+    }
+
+    /// [`FloatHistogram::detect_reset`] from the counts alone, whatever the hints say.
+    pub fn detect_reset_from_data(&self, previous: &FloatHistogram) -> bool {
         if self.count < previous.count {
             return true;
         }

@@ -209,18 +209,10 @@ impl Engine {
                 let hi = r.hts.partition_point(|&t| t <= te);
                 let float = (fi > 0).then(|| (r.ts[fi - 1], r.vals[fi - 1]));
                 let hist = (hi > 0).then(|| (r.hts[hi - 1], &r.hists[hi - 1]));
-                // The newer of the two kinds; a float stale marker ends both.
+                // The newer of the two kinds (the float on a tie); a float stale marker
+                // ends both.
                 match (float, hist) {
-                    (Some((ft, _)), Some((ht, h))) if ht > ft => {
-                        if ht > te - lookback {
-                            if timestamps {
-                                s.vals[i] = Some(ht as f64 / 1000.0);
-                            } else {
-                                s.set_hist(i, h.clone());
-                            }
-                        }
-                    }
-                    (None, Some((ht, h))) => {
+                    (ft, Some((ht, h))) if ft.is_none_or(|(ft, _)| ht > ft) => {
                         if ht > te - lookback {
                             if timestamps {
                                 s.vals[i] = Some(ht as f64 / 1000.0);
@@ -234,7 +226,7 @@ impl Engine {
                             s.vals[i] = Some(if timestamps { t as f64 / 1000.0 } else { v });
                         }
                     }
-                    (None, None) => {}
+                    (None, _) => {}
                 }
             }
             if !s.is_empty() {

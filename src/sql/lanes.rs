@@ -91,7 +91,7 @@ impl TableProvider for LaneTable {
         let too_many = |n: usize| {
             self.max_rows.is_some_and(|m| n > m).then(|| {
                 DataFusionError::ResourcesExhausted(format!(
-                    "the {:?} table's selection holds {n} rows, more than the {} a statement may read",
+                    "the {:?} table's selection weighs {n} samples, more than the {} a statement may read",
                     self.lane,
                     self.max_rows.unwrap_or(0)
                 ))
@@ -100,7 +100,12 @@ impl TableProvider for LaneTable {
         let batch = match self.lane {
             Lane::Histograms => {
                 let runs = snap.histograms(&ids, p.min_t, p.max_t).await.map_err(err)?;
-                let n = runs.iter().map(|r| r.ts.len()).sum();
+                // Histograms weigh their size in samples, as in PromQL.
+                let n = runs
+                    .iter()
+                    .flat_map(|r| r.hists.iter())
+                    .map(|h| h.sample_weight())
+                    .sum();
                 if let Some(e) = too_many(n) {
                     return Err(e);
                 }

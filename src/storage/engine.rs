@@ -334,16 +334,12 @@ impl Storage {
     /// `WriteBatch::dropped_exemplars`). Returns the samples stored.
     pub async fn append(
         &self,
-        batch: WriteBatch,
+        mut batch: WriteBatch,
         window: WriteWindow,
     ) -> Result<usize, StorageError> {
         let now = self.now_ms();
         let o = &self.shared.opts;
-        let (min_ok, max_ok) = match window {
-            WriteWindow::Recent => (now - o.ooo_window_ms, now + o.future_tolerance_ms),
-            WriteWindow::Backfill => (now - o.retention_ms, now + o.future_tolerance_ms),
-            WriteWindow::Any => (i64::MIN, i64::MAX),
-        };
+        let (min_ok, max_ok) = self.write_bounds(window);
         let out_of_bounds = |labels: &crate::model::Labels, t: i64| StorageError::OutOfBounds {
             labels: labels.to_string(),
             timestamp_ms: t,
@@ -361,7 +357,6 @@ impl Storage {
             }
         }
         // Exemplars outside the window are dropped, not the request (Prometheus's rule).
-        let mut batch = batch;
         batch.retain_exemplars_within(min_ok, max_ok);
         if batch.dropped_exemplars > 0 {
             tracing::warn!(

@@ -3,12 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use object_store::ObjectStoreExt;
 use roaring::RoaringBitmap;
 
 use super::StorageError;
-use super::block::LoadedBlock;
+use super::block::{LoadedBlock, read_parquet};
 use super::head::Ex;
 use super::scan::Snapshot;
 use crate::catalog::SeriesId;
@@ -69,23 +67,13 @@ pub(super) async fn read_block_exemplars(
     if locals.is_empty() {
         return Ok(vec![]);
     }
-    let bytes = store.get(&b.path.exemplars()).await?.bytes().await?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
-        .with_batch_size(8192)
-        .build()?;
     let mut out = Vec::new();
-    for batch in reader {
-        let rows = super::block::exemplars::from_batch(&batch?, |local, t| {
+    for batch in read_parquet(store, &b.path.exemplars()).await? {
+        let rows = super::block::exemplars::from_batch(&batch, |local, t| {
             locals.contains(local) && t >= min_t && t <= max_t
         })?;
         for (local, e) in rows {
-            let g = *b.global_ids.get(local as usize).ok_or_else(|| {
-                StorageError::Corrupt(format!(
-                    "block {}: exemplar of unknown local series {local}",
-                    b.meta.id
-                ))
-            })?;
-            out.push((g, std::sync::Arc::new(e)));
+            out.push((b.global_of(local)?, std::sync::Arc::new(e)));
         }
     }
     Ok(out)

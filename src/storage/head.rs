@@ -197,10 +197,10 @@ pub struct Head {
     samples: usize,
     /// Overwritten entries kept for snapshots (memory, not samples).
     superseded: usize,
-    /// Histogram samples, and what they weigh beyond one entry each (see
-    /// [`histogram_weight`]): the memory limit counts entries.
+    /// Histogram samples; and what histograms and exemplars weigh beyond one entry each
+    /// (see [`histogram_weight`], [`exemplar_weight`]): the memory limit counts entries.
     hist_samples: usize,
-    hist_extra: usize,
+    extra_entries: usize,
     /// The last commit applied.
     seq: Seq,
     /// Wall-clock ms of the first append, for the time-based flush.
@@ -255,7 +255,7 @@ impl Head {
             }
             // Exemplars are held like samples (the memory limit counts them) but are not
             // samples: `num_samples` and the time range leave them out.
-            self.hist_extra += 1 + weight;
+            self.extra_entries += 1 + weight;
         }
         for (id, t, mut h) in hists {
             any = true;
@@ -278,7 +278,7 @@ impl Head {
                 Inserted::Replaced => continue,
                 Inserted::Superseded => self.superseded += 1,
             }
-            self.hist_extra += weight;
+            self.extra_entries += weight;
             self.min_t = self.min_t.min(t);
             self.max_t = self.max_t.max(t);
         }
@@ -324,7 +324,7 @@ impl Head {
     /// Entries held (samples plus values kept for snapshots): what the head's memory
     /// follows.
     pub fn entries(&self) -> usize {
-        self.samples + self.superseded + self.hist_extra
+        self.samples + self.superseded + self.extra_entries
     }
 
     /// Native-histogram samples held (included in [`Head::num_samples`]).
@@ -412,11 +412,7 @@ fn read_back_hint(hists: &SeriesBuf<Hist>, floats: Option<&SeriesBuf>, t: i64, h
             && p.schema == h.schema
             && p.zero_threshold == h.zero_threshold
             && p.custom_values == h.custom_values
-            && !{
-                let mut probe = (**h).clone();
-                probe.hint = H::Unknown;
-                probe.detect_reset(p)
-            }
+            && !h.detect_reset_from_data(p)
     });
     let want = if follows {
         H::NotCounterReset

@@ -5,29 +5,6 @@
 
 use crate::model::histogram::{CounterResetHint, FloatHistogram, Span};
 
-fn hint_code(h: CounterResetHint) -> u8 {
-    match h {
-        CounterResetHint::Unknown => 0,
-        CounterResetHint::CounterReset => 1,
-        CounterResetHint::NotCounterReset => 2,
-        CounterResetHint::Gauge => 3,
-    }
-}
-
-pub fn hint_from_code(c: u8) -> Option<CounterResetHint> {
-    Some(match c {
-        0 => CounterResetHint::Unknown,
-        1 => CounterResetHint::CounterReset,
-        2 => CounterResetHint::NotCounterReset,
-        3 => CounterResetHint::Gauge,
-        _ => return None,
-    })
-}
-
-pub fn hint_to_code(h: CounterResetHint) -> u8 {
-    hint_code(h)
-}
-
 /// Bytes [`encode`] writes for `h`.
 pub fn encoded_len(h: &FloatHistogram) -> usize {
     1 + 4
@@ -38,7 +15,7 @@ pub fn encoded_len(h: &FloatHistogram) -> usize {
 }
 
 pub fn encode(h: &FloatHistogram, b: &mut Vec<u8>) {
-    b.push(hint_code(h.hint));
+    b.push(h.hint.code());
     b.extend_from_slice(&h.schema.to_le_bytes());
     for v in [h.zero_threshold, h.zero_count, h.count, h.sum] {
         b.extend_from_slice(&v.to_bits().to_le_bytes());
@@ -67,7 +44,7 @@ fn put_f64s(b: &mut Vec<u8>, vs: &[f64]) {
 /// Reads one histogram from the front of `b`; returns it and the bytes used.
 pub fn decode(b: &[u8]) -> Option<(FloatHistogram, usize)> {
     let mut r = Cursor { b, i: 0 };
-    let hint = hint_from_code(r.take(1)?[0])?;
+    let hint = CounterResetHint::from_code(r.take(1)?[0])?;
     let schema = i32::from_le_bytes(r.take(4)?.try_into().ok()?);
     let zero_threshold = r.f64()?;
     let zero_count = r.f64()?;

@@ -180,13 +180,9 @@ async fn lane_rows(
     key: &object_store::path::Path,
     ids: impl Fn(&datafusion::arrow::array::RecordBatch) -> Result<Vec<u32>, StorageError>,
 ) -> Result<Vec<u32>, StorageError> {
-    let bytes = store.get(key).await?.bytes().await?;
-    let reader =
-        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
-            .build()?;
     let mut out = Vec::new();
-    for b in reader {
-        out.extend(ids(&b?)?);
+    for b in super::block::read_parquet(store.as_ref(), key).await? {
+        out.extend(ids(&b)?);
     }
     Ok(out)
 }

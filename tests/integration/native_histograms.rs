@@ -534,11 +534,81 @@ async fn histogram_queries_are_bounded_by_their_size() {
     assert!(run("rate(wide[1m])", 1_000_000).await.is_ok());
     // Loading them fits 15,000; making a new one per step does not.
     assert!(run("wide", 15_000).await.is_ok());
-    for q in ["-wide", "wide * 2", "wide + wide", "sum(wide)"] {
+    for q in ["-wide", "wide * 2", "wide / 2", "sum(wide)"] {
         assert!(
             matches!(run(q, 15_000).await, Err(PromqlError::TooManySamples)),
             "{q}"
         );
         assert!(run(q, 1_000_000).await.is_ok(), "{q}");
     }
+}
+
+/// The SQL `histograms` and `exemplars` tables charge what a statement reads (histograms by
+/// size) against the statement's samples budget, and refuse beyond it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_histogram_and_exemplar_tables_are_bounded() {
+    use quiver::sql;
+    let s = Arc::new(Storage::in_memory().await.unwrap());
+    let l = labels(&[("__name__", "wide")]);
+    let h = FloatHistogram::from_absolute(
+        3,
+        0.0,
+        0.0,
+        160.0,
+        1.0,
+        (0, vec![1.0; 160]),
+        (0, vec![]),
+        vec![],
+    );
+    let batch = WriteBatch {
+        histograms: vec![SeriesHistograms {
+            labels: l.clone(),
+            samples: (0..100).map(|k| (k * STEP, h.clone())).collect(),
+        }],
+        exemplars: vec![SeriesExemplars {
+            labels: l,
+            exemplars: (0..100)
+                .map(|k| Exemplar {
+                    labels: labels(&[("trace_id", &k.to_string())]),
+                    value: 1.0,
+                    ts: k * STEP,
+                })
+                .collect(),
+        }],
+        ..Default::default()
+    };
+    s.append(batch, WriteWindow::Any).await.unwrap();
+    let count = |table: &'static str, max_samples: usize| {
+        let s = s.clone();
+        async move {
+            let limits = sql::SqlLimits {
+                memory_bytes: 64 << 20,
+                max_samples,
+                cancel: quiver::promql::Cancel::after(std::time::Duration::from_secs(60)),
+            };
+            let ctx = sql::session_scoped(s, None, Some(limits)).await.unwrap();
+            sql::query(&ctx, &format!("SELECT count(*) FROM {table}"))
+                .await
+                .map(|b| sql::render(&b, sql::OutputFormat::Csv).unwrap())
+                .map_err(|e| e.to_string())
+        }
+    };
+    // 100 histograms of 160 buckets weigh far more than 100 samples; 100 exemplars do not.
+    assert!(
+        count("histograms", 1_000)
+            .await
+            .unwrap_err()
+            .contains("more than the 1000")
+    );
+    assert_eq!(
+        count("histograms", 100_000).await.unwrap(),
+        "count(*)\n100\n"
+    );
+    assert!(
+        count("exemplars", 50)
+            .await
+            .unwrap_err()
+            .contains("more than the 50")
+    );
+    assert_eq!(count("exemplars", 100).await.unwrap(), "count(*)\n100\n");
 }

@@ -13,9 +13,8 @@ use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Int32Type, Schema, SchemaRef, UInt8Type, UInt32Type,
 };
 
-use crate::model::histogram::{FloatHistogram, Span};
+use crate::model::histogram::{CounterResetHint, FloatHistogram, Span};
 use crate::storage::StorageError;
-use crate::storage::hist_codec::{hint_from_code, hint_to_code};
 
 fn list(name: &str, item: DataType) -> Field {
     Field::new(
@@ -80,7 +79,7 @@ pub fn to_batch<'a>(
     for (id, t, h) in rows {
         ids.push(id);
         ts.push(t);
-        hint.push(hint_to_code(h.hint));
+        hint.push(h.hint.code());
         sch.push(h.schema);
         for (col, v) in fixed
             .iter_mut()
@@ -172,7 +171,8 @@ pub fn from_batch(
             continue;
         }
         let h = FloatHistogram {
-            hint: hint_from_code(hint.value(row)).ok_or_else(|| corrupt("bad hint"))?,
+            hint: CounterResetHint::from_code(hint.value(row))
+                .ok_or_else(|| corrupt("bad hint"))?,
             schema: schema.value(row),
             zero_threshold: zt.value(row),
             zero_count: zc.value(row),

@@ -12,7 +12,7 @@ mod reader;
 mod writer;
 
 pub use meta::{BLOCK_FORMAT_VERSION, BlockMeta, WalSource};
-pub use reader::{LoadedBlock, is_sorted, read_meta, read_postings, read_series};
+pub use reader::{LoadedBlock, is_sorted, read_meta, read_parquet, read_postings, read_series};
 pub use writer::{BlockWriter, SeriesData, write_block};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};

@@ -13,7 +13,8 @@ use crate::model::Labels;
 use crate::storage::StorageError;
 use crate::storage::paths::BlockPath;
 
-async fn read_parquet(
+/// Every row of a small block file (series, postings, histograms, exemplars), decoded.
+pub async fn read_parquet(
     store: &dyn ObjectStore,
     key: &object_store::path::Path,
 ) -> Result<Vec<RecordBatch>, StorageError> {
@@ -172,6 +173,17 @@ impl LoadedBlock {
             hist_present,
             local_of,
         }
+    }
+
+    /// Global id of a local id read from one of the block's files (a bad one is corruption).
+    pub fn global_of(&self, local: u32) -> Result<SeriesId, StorageError> {
+        self.global_ids.get(local as usize).copied().ok_or_else(|| {
+            StorageError::Corrupt(format!(
+                "block {}: a file names local series {local}, the block has {}",
+                self.meta.id,
+                self.global_ids.len()
+            ))
+        })
     }
 
     /// Local id of a global id this block holds.
