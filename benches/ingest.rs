@@ -28,7 +28,13 @@ fn decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("remote_write_decode");
     g.throughput(Throughput::Elements(2000));
     g.bench_function("2000_samples", |b| {
-        b.iter(|| remote_write::decode(&body).unwrap())
+        b.iter(|| {
+            remote_write::decode(
+                &body,
+                &mut quiver::ingest::budget::Meter::new(Default::default()),
+            )
+            .unwrap()
+        })
     });
     g.finish();
 }
@@ -70,7 +76,11 @@ fn append_with_wal(c: &mut Criterion) {
                             .map(|body| {
                                 let s = storage.clone();
                                 tokio::spawn(async move {
-                                    let batch = remote_write::decode(&body).unwrap();
+                                    let batch = remote_write::decode(
+                                        &body,
+                                        &mut quiver::ingest::budget::Meter::new(Default::default()),
+                                    )
+                                    .unwrap();
                                     s.append(batch, WriteWindow::Any).await.unwrap()
                                 })
                             })

@@ -133,6 +133,11 @@ pub struct ServeArgs {
     /// Largest decompressed remote-read request, in bytes [default: 33554432]
     #[arg(long, env = "QUIVER_REMOTE_READ_MAX_BYTES")]
     pub remote_read_max_bytes: Option<usize>,
+    /// Bytes that decoding the ingest and remote-read requests in flight may build together;
+    /// one request estimated above it gets 413 before it is decoded [default: twice
+    /// --max-body-bytes, 134217728]
+    #[arg(long, env = "QUIVER_INGEST_DECODE_BUDGET")]
+    pub ingest_decode_budget: Option<usize>,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish [default: 30s]
     #[arg(long, env = "QUIVER_SHUTDOWN_GRACE_PERIOD")]
     pub shutdown_grace_period: Option<String>,
@@ -187,6 +192,7 @@ pub struct FileConfig {
     pub sql_memory_limit: Option<usize>,
     pub sql_max_rows: Option<usize>,
     pub remote_read_max_bytes: Option<usize>,
+    pub ingest_decode_budget: Option<usize>,
     pub shutdown_grace_period: Option<String>,
     pub multi_tenancy: Option<bool>,
     pub created_timestamp_zero_ingestion: Option<bool>,
@@ -262,6 +268,7 @@ pub struct ServeConfig {
     pub sql_memory_limit: usize,
     pub sql_max_rows: usize,
     pub remote_read_max_bytes: usize,
+    pub ingest_decode_budget: crate::ingest::budget::DecodeBudget,
     pub shutdown_grace_ms: i64,
     pub multi_tenancy: bool,
     pub created_timestamp_zero_ingestion: bool,
@@ -466,6 +473,15 @@ impl ServeArgs {
                 .remote_read_max_bytes
                 .or(f.remote_read_max_bytes)
                 .unwrap_or(32 << 20),
+            ingest_decode_budget: self
+                .ingest_decode_budget
+                .or(f.ingest_decode_budget)
+                .map(crate::ingest::budget::DecodeBudget)
+                .unwrap_or_else(|| {
+                    crate::ingest::budget::DecodeBudget::from_body_limit(
+                        self.max_body_bytes.or(f.max_body_bytes).unwrap_or(64 << 20),
+                    )
+                }),
             shutdown_grace_ms: dur(
                 "shutdown-grace-period",
                 self.shutdown_grace_period.as_ref(),

@@ -68,6 +68,9 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     state.limits.sql_memory_bytes = cfg.sql_memory_limit;
     state.limits.sql_max_rows = cfg.sql_max_rows;
     state.limits.remote_read_max_bytes = cfg.remote_read_max_bytes;
+    state.decode = Arc::new(crate::ingest::budget::DecodePool::new(
+        cfg.ingest_decode_budget,
+    ));
     state.limits.created_zero = cfg.created_timestamp_zero_ingestion;
     state.otlp = Arc::new(cfg.otlp.clone());
     crate::promql::guard::set_limits(cfg.query_max_depth, cfg.query_max_length);

@@ -10,20 +10,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::auth::{Access, AuthError, Permission};
-
-/// The permission a route needs; `None` for health, readiness and Quiver's own metrics.
-pub fn required(path: &str) -> Option<Permission> {
-    match path {
-        "/-/healthy" | "/-/ready" | "/metrics" => None,
-        "/api/v1/write" | "/api/v1/import/prometheus" => Some(Permission::Write),
-        "/api/v1/status/config"
-        | "/api/v1/status/flags"
-        | "/api/v1/status/runtimeinfo"
-        | "/api/v1/status/walreplay" => Some(Permission::Admin),
-        _ => Some(Permission::Read),
-    }
-}
+use super::routes::Need;
+use crate::auth::{Access, AuthError};
 
 /// Middleware: authenticates, authorizes and scopes the request.
 pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -32,8 +20,14 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| req.uri().path().to_string());
-    let Some(need) = required(&path) else {
-        return next.run(req).await;
+    let need = match super::routes::need(&path) {
+        Some(Need::Open) => return next.run(req).await,
+        Some(Need::Needs(p)) => p,
+        None => {
+            // A route that matched but has no declared permission: refuse, never guess.
+            tracing::error!(path, "route without a declared permission refused");
+            return refuse(&path, AuthError::Forbidden("undeclared"));
+        }
     };
     let authorization = req
         .headers()
@@ -100,19 +94,4 @@ fn refuse(path: &str, e: AuthError) -> Response {
         );
     }
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_map_to_permissions() {
-        assert_eq!(required("/api/v1/query"), Some(Permission::Read));
-        assert_eq!(required("/api/v1/read"), Some(Permission::Read));
-        assert_eq!(required("/api/v1/sql"), Some(Permission::Read));
-        assert_eq!(required("/api/v1/write"), Some(Permission::Write));
-        assert_eq!(required("/api/v1/status/config"), Some(Permission::Admin));
-        assert_eq!(required("/-/ready"), None);
-    }
 }

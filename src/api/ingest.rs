@@ -42,8 +42,18 @@ fn storage_error(what: &str, e: StorageError) -> Response {
 }
 
 fn ingest_error(what: &str, e: IngestError) -> Response {
+    if matches!(e, IngestError::Busy | IngestError::HeadFull { .. }) {
+        // Retryable: nothing was decoded or stored; senders back off on 503.
+        tracing::warn!(error = %e, "{what} refused for now");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "5")],
+            format!("{what}: {e}\n"),
+        )
+            .into_response();
+    }
     let status = match e {
-        IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        IngestError::TooLarge { .. } | IngestError::Budget { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         IngestError::Unsupported { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         _ => StatusCode::BAD_REQUEST,
     };
@@ -81,8 +91,10 @@ pub(super) async fn remote_write(
                 .next()
                 .map(|p| p.trim_matches('"').to_string())
         });
+    // Everything decoding builds is charged here first; held until the batch is stored.
+    let mut meter = st.decode.meter().within_head_room(storage.head_room());
     let (mut batch, written) = match proto.as_deref() {
-        None | Some("prometheus.WriteRequest") => match remote_write::decode(&body) {
+        None | Some("prometheus.WriteRequest") => match remote_write::decode(&body, &mut meter) {
             Ok(b) => (b, None),
             Err(e) => return ingest_error("remote write", e),
         },
@@ -91,7 +103,7 @@ pub(super) async fn remote_write(
                 .limits
                 .created_zero
                 .then(|| storage.write_bounds(WriteWindow::Recent).0);
-            match remote_write_v2::decode(&body, oldest) {
+            match remote_write_v2::decode(&body, oldest, &mut meter) {
                 Ok((b, w)) => (b, Some(w)),
                 Err(e) => return ingest_error("remote write", e),
             }
@@ -189,7 +201,10 @@ pub(super) async fn otlp_metrics(
             );
         }
     };
-    let batch = match otlp::decode(&body, gzip, format).and_then(|r| otlp::translate(r, &st.otlp)) {
+    let mut meter = st.decode.meter().within_head_room(storage.head_room());
+    let batch = match otlp::decode(&body, gzip, format, &mut meter)
+        .and_then(|r| otlp::translate(r, &st.otlp, &mut meter))
+    {
         Ok(b) => b,
         Err(e) => return ingest_error(what, e),
     };

@@ -228,32 +228,28 @@ pub(super) async fn metadata(
                 .parse::<usize>()
                 .map_err(|_| ApiError::bad_data("invalid parameter \"limit_per_metric\""))?,
         };
-        let _ = per_metric; // One metadata entry per family is kept, so the per-metric limit is always met.
         let metric = p.get("metric").filter(|m| !m.is_empty());
-        // With enforced matchers, only families that have a visible series.
-        let visible: Option<std::collections::HashSet<String>> =
-            access.allowed(&storage).map(|ids| {
-                storage
-                    .catalog()
-                    .label_values(crate::model::METRIC_NAME, &ids)
-                    .into_iter()
-                    .collect()
-            });
+        // Only metadata carried by series this caller may see (`storage::metadata`).
+        let allowed = access.allowed(&storage);
         let mut out = serde_json::Map::new();
-        for (name, md) in storage.metadata() {
+        for (name, metas) in storage.metadata(allowed.as_ref()) {
             if metric.is_some_and(|m| m != name) {
-                continue;
-            }
-            if visible.as_ref().is_some_and(|v| !v.contains(&name)) {
                 continue;
             }
             if limit > 0 && out.len() >= limit {
                 break;
             }
-            out.insert(
-                name,
-                serde_json::json!([{"type": md.metric_type, "help": md.help, "unit": md.unit}]),
-            );
+            let take = if per_metric > 0 {
+                per_metric
+            } else {
+                usize::MAX
+            };
+            let list: Vec<serde_json::Value> = metas
+                .iter()
+                .take(take)
+                .map(|md| serde_json::json!({"type": md.metric_type, "help": md.help, "unit": md.unit}))
+                .collect();
+            out.insert(name, serde_json::Value::Array(list));
         }
         Ok(success_warn(serde_json::Value::Object(out), &[]))
     })();

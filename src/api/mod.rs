@@ -16,6 +16,7 @@ mod query;
 pub mod query_runtime;
 mod remote_read;
 mod results_cache;
+pub mod routes;
 mod sql;
 mod status;
 
@@ -29,7 +30,6 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -59,6 +59,8 @@ pub struct AppState {
     pub query_rt: query_runtime::QueryRuntime,
     /// How OTLP metrics become series.
     pub otlp: Arc<crate::ingest::otlp::OtlpConfig>,
+    /// What decoding request bodies may build, in flight together (`--ingest-decode-budget`).
+    pub decode: Arc<crate::ingest::budget::DecodePool>,
 }
 
 /// Per-request limits (flags in `config`, listed in docs/operations.md).
@@ -112,6 +114,7 @@ impl AppState {
             )
             .expect("query runtime"),
             otlp: Arc::default(),
+            decode: Arc::new(crate::ingest::budget::DecodePool::new(Default::default())),
         }
     }
 
@@ -157,56 +160,10 @@ impl axum::extract::FromRequestParts<AppState> for Ready {
 /// Builds the router. Layers, outermost first: tracing of each request, gzip when the
 /// client asks, CORS, then the body limit (413 beyond `max_body_bytes`).
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let api = Router::new()
-        .route("/api/v1/query", get(query::query).post(query::query))
-        .route(
-            "/api/v1/query_range",
-            get(query::query_range).post(query::query_range),
-        )
-        .route(
-            "/api/v1/query_exemplars",
-            get(exemplars::query_exemplars).post(exemplars::query_exemplars),
-        )
-        .route(
-            "/api/v1/format_query",
-            get(query::format_query).post(query::format_query),
-        )
-        .route(
-            "/api/v1/parse_query",
-            get(query::parse_query).post(query::parse_query),
-        )
-        .route(
-            "/api/v1/series",
-            get(metadata::series).post(metadata::series),
-        )
-        .route(
-            "/api/v1/labels",
-            get(metadata::labels).post(metadata::labels),
-        )
-        .route("/api/v1/label/{name}/values", get(metadata::label_values))
-        .route("/api/v1/metadata", get(metadata::metadata))
-        .route("/api/v1/status/buildinfo", get(status::buildinfo))
-        .route("/api/v1/status/runtimeinfo", get(status::runtimeinfo))
-        .route("/api/v1/status/flags", get(status::flags))
-        .route("/api/v1/status/config", get(status::config))
-        .route("/api/v1/status/tsdb", get(status::tsdb))
-        .route("/api/v1/status/walreplay", get(status::walreplay))
-        .route("/api/v1/targets", get(status::targets))
-        .route("/api/v1/rules", get(status::rules))
-        .route("/api/v1/alerts", get(status::alerts))
-        .route("/api/v1/alertmanagers", get(status::alertmanagers))
-        .route("/api/v1/write", post(ingest::remote_write))
-        .route("/api/v1/otlp/v1/metrics", post(ingest::otlp_metrics))
-        .route("/api/v1/read", post(remote_read::read))
-        .route(
-            "/api/v1/import/prometheus",
-            // Streamed and committed in batches: no body limit (see ingest.rs).
-            post(ingest::import_prometheus).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/-/healthy", get(|| async { "Quiver is Healthy.\n" }))
-        .route("/-/ready", get(ready))
-        .route("/metrics", get(metrics::metrics))
-        .route("/api/v1/sql", get(sql::sql).post(sql::sql))
+    // Every route comes from the one table that also declares its permission.
+    let api = routes::table()
+        .into_iter()
+        .fold(Router::new(), |r, route| r.route(route.path, route.handler))
         .fallback(status::not_found)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -296,6 +253,7 @@ async fn ready(State(st): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::routing::get;
 
     /// The layer `router` installs: a panicking handler answers 500 in the envelope and the
     /// server keeps answering.

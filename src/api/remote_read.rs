@@ -69,11 +69,12 @@ pub(super) async fn read(
     }
     let max_samples = st.limits.max_samples;
     let timeout = std::time::Duration::from_millis(st.limits.query_timeout_ms);
+    let meter = st.decode.meter();
     let answer = st
         .query_rt
         .run(timeout, move |cancel| async move {
             let _slot = slot;
-            Ok(answer(storage, access, body, max_samples, cancel).await)
+            Ok(answer(storage, access, body, meter, max_samples, cancel).await)
         })
         .await;
     answer.unwrap_or_else(|e| bad(e.status(), e.message))
@@ -83,6 +84,7 @@ async fn answer(
     storage: std::sync::Arc<crate::storage::Storage>,
     access: crate::auth::Access,
     body: Bytes,
+    mut meter: crate::ingest::budget::Meter,
     max_samples: usize,
     cancel: crate::promql::Cancel,
 ) -> Response {
@@ -96,6 +98,19 @@ async fn answer(
             );
         }
     };
+    // Small messages decode to large structs: charged before prost builds them.
+    if let Err(e) = crate::ingest::budget::charge_wire(
+        &raw,
+        &crate::ingest::budget::schemas::READ_REQUEST,
+        &mut meter,
+    ) {
+        let status = match e {
+            crate::ingest::IngestError::Budget { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            crate::ingest::IngestError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        return bad(status, e.to_string());
+    }
     let req = match prompb::ReadRequest::decode(raw.as_slice()) {
         Ok(r) => r,
         Err(e) => {

@@ -216,6 +216,11 @@ impl Catalog {
         (ids, false)
     }
 
+    /// The id of a label set the catalog holds, without registering it.
+    pub fn lookup(&self, labels: &Labels) -> Option<SeriesId> {
+        self.inner.read().ids.get(labels).copied()
+    }
+
     pub fn get_or_insert(&self, labels: &Labels) -> SeriesId {
         self.get_or_insert_many([labels])[0]
     }

@@ -2,6 +2,8 @@
 //! validated [`WriteBatch`]es. Nothing here touches storage; `storage::Storage::append`
 //! decides what is accepted and makes it durable.
 
+pub mod budget;
+pub mod family;
 pub mod native_histogram;
 pub mod otlp;
 pub mod otlp_names;
@@ -39,7 +41,7 @@ pub struct SeriesExemplars {
     pub exemplars: Vec<Exemplar>,
 }
 
-/// Metric metadata as remote write sends it (one per metric family).
+/// Metric metadata of one family, and the series of the request that carried it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MetricMetadata {
     pub metric_family_name: String,
@@ -47,6 +49,46 @@ pub struct MetricMetadata {
     pub metric_type: String,
     pub help: String,
     pub unit: String,
+    /// The series it came with (remote write 2.0: the series that carried it; 1.0 and
+    /// OTLP: the request's series of the family). Readers see metadata only through a
+    /// carrier they may see; none: unattributed (readers without enforced matchers only).
+    /// See `storage::metadata`.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "carriers_serde"
+    )]
+    pub carriers: Vec<Labels>,
+}
+
+impl MetricMetadata {
+    /// Metadata of `family` with no carriers yet (see [`WriteBatch::attribute_metadata`]).
+    pub fn new(family: &str, metric_type: &str, help: &str, unit: &str) -> Self {
+        MetricMetadata {
+            metric_family_name: family.to_string(),
+            metric_type: metric_type.to_string(),
+            help: help.to_string(),
+            unit: unit.to_string(),
+            carriers: vec![],
+        }
+    }
+}
+
+/// Carriers in the WAL's JSON: label sets as lists of `[name, value]`.
+mod carriers_serde {
+    use super::Labels;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Labels], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|l| l.to_pairs()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Labels>, D::Error> {
+        let raw: Vec<Vec<(String, String)>> = Vec::deserialize(d)?;
+        raw.into_iter()
+            .map(|p| Labels::new(p).map_err(serde::de::Error::custom))
+            .collect()
+    }
 }
 
 /// Everything one request wants to store. It is accepted or rejected as a whole.
@@ -99,6 +141,29 @@ impl WriteBatch {
         self.exemplars.retain(|s| !s.exemplars.is_empty());
     }
 
+    /// Gives metadata without carriers the request's series of its family (remote write
+    /// 1.0, OTLP: metadata names a family, not series). Metadata whose family has no series
+    /// in the request stays unattributed.
+    pub fn attribute_metadata(&mut self) {
+        for md in self.metadata.iter_mut().filter(|m| m.carriers.is_empty()) {
+            let family = md.metric_family_name.as_str();
+            let mut carriers: Vec<Labels> = self
+                .series
+                .iter()
+                .map(|s| &s.labels)
+                .chain(self.histograms.iter().map(|s| &s.labels))
+                .filter(|l| {
+                    l.metric_name()
+                        .is_some_and(|n| family::belongs_to(n, family))
+                })
+                .cloned()
+                .collect();
+            carriers.sort();
+            carriers.dedup();
+            md.carriers = carriers;
+        }
+    }
+
     pub fn exemplar_count(&self) -> usize {
         self.exemplars.iter().map(|s| s.exemplars.len()).sum()
     }
@@ -121,6 +186,20 @@ pub enum IngestError {
     Parse { line: u64, message: String },
     #[error("body of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
+    #[error(
+        "decoding this request would build at least {needed} bytes, over the decode budget of {limit} bytes (--ingest-decode-budget); send smaller requests"
+    )]
+    Budget { needed: usize, limit: usize },
+    /// The decodes in flight hold the whole pool (`--ingest-decode-budget` × 4): 503.
+    #[error(
+        "the requests being decoded hold the decode budget (--ingest-decode-budget); retry later"
+    )]
+    Busy,
+    /// The heads are nearly at `--head-memory-limit`: 503 until a flush frees them.
+    #[error(
+        "the heads can hold only ~{room} more bytes before --head-memory-limit; retry after the next flush"
+    )]
+    HeadFull { room: usize },
     #[error("unsupported {what}: {value:?}")]
     Unsupported { what: &'static str, value: String },
     /// Samples of a kind Quiver does not store yet: the whole request is refused rather

@@ -35,6 +35,15 @@ pub fn from_proto(h: &prompb::Histogram) -> Result<Decoded, String> {
         None => 0.0,
     };
     let side = |spans: &[prompb::BucketSpan], deltas: &[i64], counts: &[f64]| {
+        // The spans must describe exactly the buckets sent: checked before anything is
+        // expanded, so a span of 2^24 buckets with no counts costs nothing.
+        let described: u64 = spans.iter().map(|s| u64::from(s.length)).sum();
+        let sent = if integer { deltas.len() } else { counts.len() };
+        if described != sent as u64 {
+            return Err(format!(
+                "spans need {described} buckets, the histogram has {sent} bucket counts"
+            ));
+        }
         let spans: Vec<Span> = spans
             .iter()
             .map(|s| Span {

@@ -17,6 +17,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use prost::Message;
 
+use super::budget::{Meter, charge_json, charge_wire, schemas};
 use super::otlp_names::{self, Kind};
 use super::{
     IngestError, MetricMetadata, SeriesExemplars, SeriesHistograms, SeriesSamples, WriteBatch,
@@ -60,19 +61,29 @@ pub fn decode(
     body: &[u8],
     gzip: bool,
     format: Format,
+    meter: &mut Meter,
 ) -> Result<ExportMetricsServiceRequest, IngestError> {
     let raw;
     let bytes = if gzip {
+        // Inflated in steps, each charged before it is read: gzip grows 1000-fold.
         let mut out = Vec::new();
-        let n = flate2::read::GzDecoder::new(body)
-            .take(MAX_DECOMPRESSED as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| bad(format!("gzip: {e}")))?;
-        if n > MAX_DECOMPRESSED {
-            return Err(IngestError::TooLarge {
-                size: n,
-                limit: MAX_DECOMPRESSED,
-            });
+        let mut inflate = flate2::read::GzDecoder::new(body);
+        loop {
+            let step = 1 << 20;
+            meter.charge(step)?;
+            let n = (&mut inflate)
+                .take(step as u64)
+                .read_to_end(&mut out)
+                .map_err(|e| bad(format!("gzip: {e}")))?;
+            if out.len() > MAX_DECOMPRESSED {
+                return Err(IngestError::TooLarge {
+                    size: out.len(),
+                    limit: MAX_DECOMPRESSED,
+                });
+            }
+            if n < step {
+                break;
+            }
         }
         raw = out;
         raw.as_slice()
@@ -86,8 +97,14 @@ pub fn decode(
         body
     };
     match format {
-        Format::Protobuf => Ok(ExportMetricsServiceRequest::decode(bytes)?),
-        Format::Json => serde_json::from_slice(bytes).map_err(|e| bad(format!("OTLP/JSON: {e}"))),
+        Format::Protobuf => {
+            charge_wire(bytes, &schemas::OTLP_REQUEST, meter)?;
+            Ok(ExportMetricsServiceRequest::decode(bytes)?)
+        }
+        Format::Json => {
+            charge_json(bytes, schemas::OTLP_MAX_STRUCT, meter)?;
+            serde_json::from_slice(bytes).map_err(|e| bad(format!("OTLP/JSON: {e}")))
+        }
     }
 }
 
@@ -155,8 +172,12 @@ fn job_instance(res: &[KeyValue]) -> Vec<(String, String)> {
     out
 }
 
-fn to_labels(mut pairs: BTreeMap<String, String>) -> Result<Labels, IngestError> {
+fn to_labels(
+    mut pairs: BTreeMap<String, String>,
+    meter: &mut Meter,
+) -> Result<Labels, IngestError> {
     pairs.retain(|_, v| !v.is_empty());
+    meter.charge_labels(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let pairs: Vec<(String, String)> = pairs.into_iter().collect();
     Labels::new(pairs.clone()).map_err(|source| IngestError::Labels {
         labels: format!("{pairs:?}"),
@@ -200,6 +221,7 @@ struct Base<'a> {
 impl Base<'_> {
     fn labels(
         &self,
+        meter: &mut Meter,
         attrs: &[KeyValue],
         name: &str,
         extra: Option<(&str, String)>,
@@ -217,7 +239,7 @@ impl Base<'_> {
         if let Some((k, v)) = extra {
             l.insert(k.to_string(), v);
         }
-        to_labels(l)
+        to_labels(l, meter)
     }
 }
 
@@ -288,6 +310,7 @@ const TARGET_INFO_SPAN_MS: i64 = 86_400_000;
 pub fn translate(
     req: ExportMetricsServiceRequest,
     cfg: &OtlpConfig,
+    meter: &mut Meter,
 ) -> Result<WriteBatch, IngestError> {
     let mut out = Out::default();
     for rm in req.resource_metrics {
@@ -328,6 +351,7 @@ pub fn translate(
                     metric_type: mtype.into(),
                     help: m.description.clone(),
                     unit: otlp_names::unit_name(&m.unit),
+                    carriers: vec![],
                 };
                 if out.families.insert(md.metric_family_name.clone()) {
                     out.metadata.push(md);
@@ -338,7 +362,7 @@ pub fn translate(
                             let t = ms(p.time_unix_nano);
                             seen(t);
                             let v = number(&p.value, p.flags);
-                            out.float(base.labels(&p.attributes, &name, None)?, t, v);
+                            out.float(base.labels(meter, &p.attributes, &name, None)?, t, v);
                         }
                     }
                     metric::Data::Sum(s) => {
@@ -346,7 +370,7 @@ pub fn translate(
                         for p in s.data_points {
                             let t = ms(p.time_unix_nano);
                             seen(t);
-                            let labels = base.labels(&p.attributes, &name, None)?;
+                            let labels = base.labels(meter, &p.attributes, &name, None)?;
                             let ex = exemplars(&p.exemplars, &mut out.dropped)?;
                             out.exemplars(&labels, ex);
                             out.float(labels, t, number(&p.value, p.flags));
@@ -357,9 +381,9 @@ pub fn translate(
                         for p in h.data_points {
                             seen(ms(p.time_unix_nano));
                             if cfg.convert_histograms_to_nhcb {
-                                custom_buckets(&mut out, &base, &name, &p)?;
+                                custom_buckets(&mut out, &base, &name, &p, meter)?;
                             } else {
-                                classic(&mut out, &base, &name, &p)?;
+                                classic(&mut out, &base, &name, &p, meter)?;
                             }
                         }
                     }
@@ -368,7 +392,7 @@ pub fn translate(
                         for p in h.data_points {
                             let t = ms(p.time_unix_nano);
                             seen(t);
-                            let labels = base.labels(&p.attributes, &name, None)?;
+                            let labels = base.labels(meter, &p.attributes, &name, None)?;
                             let ex = exemplars(&p.exemplars, &mut out.dropped)?;
                             out.exemplars(&labels, ex);
                             if p.flags & NO_RECORDED_VALUE != 0 {
@@ -387,17 +411,18 @@ pub fn translate(
                             let stale = p.flags & NO_RECORDED_VALUE != 0;
                             let v = |x: f64| if stale { stale_marker() } else { x };
                             out.float(
-                                base.labels(&p.attributes, &format!("{name}_sum"), None)?,
+                                base.labels(meter, &p.attributes, &format!("{name}_sum"), None)?,
                                 t,
                                 v(p.sum),
                             );
                             out.float(
-                                base.labels(&p.attributes, &format!("{name}_count"), None)?,
+                                base.labels(meter, &p.attributes, &format!("{name}_count"), None)?,
                                 t,
                                 v(p.count as f64),
                             );
                             for q in &p.quantile_values {
                                 let l = base.labels(
+                                    meter,
                                     &p.attributes,
                                     &name,
                                     Some(("quantile", crate::promql::format_float(q.quantile))),
@@ -417,7 +442,7 @@ pub fn translate(
                 l.insert(k.clone(), v.clone());
             }
             l.insert(METRIC_NAME.into(), "target_info".into());
-            let labels = to_labels(l)?;
+            let labels = to_labels(l, meter)?;
             // One sample per 2m30s over the points' span — at most the last day's worth:
             // points further apart are hostile or out of any write window anyway.
             let mut t = earliest.max(latest.saturating_sub(TARGET_INFO_SPAN_MS));
@@ -431,13 +456,14 @@ pub fn translate(
                 metric_type: "gauge".into(),
                 help: "Target metadata".into(),
                 unit: String::new(),
+                carriers: vec![],
             };
             if out.families.insert(md.metric_family_name.clone()) {
                 out.metadata.push(md);
             }
         }
     }
-    Ok(WriteBatch {
+    let mut batch = WriteBatch {
         series: out
             .floats
             .into_iter()
@@ -455,7 +481,9 @@ pub fn translate(
             .collect(),
         metadata: out.metadata,
         dropped_exemplars: out.dropped,
-    })
+    };
+    batch.attribute_metadata();
+    Ok(batch)
 }
 
 fn number(v: &Option<number_data_point::Value>, flags: u32) -> f64 {
@@ -476,19 +504,20 @@ fn classic(
     base: &Base,
     name: &str,
     p: &HistogramDataPoint,
+    meter: &mut Meter,
 ) -> Result<(), IngestError> {
     let t = ms(p.time_unix_nano);
     let stale = p.flags & NO_RECORDED_VALUE != 0;
     let v = |x: f64| if stale { stale_marker() } else { x };
     if let Some(sum) = p.sum {
         out.float(
-            base.labels(&p.attributes, &format!("{name}_sum"), None)?,
+            base.labels(meter, &p.attributes, &format!("{name}_sum"), None)?,
             t,
             v(sum),
         );
     }
     out.float(
-        base.labels(&p.attributes, &format!("{name}_count"), None)?,
+        base.labels(meter, &p.attributes, &format!("{name}_count"), None)?,
         t,
         v(p.count as f64),
     );
@@ -502,6 +531,7 @@ fn classic(
             .checked_add(*n)
             .ok_or_else(|| bad(format!("histogram {name:?}: bucket counts overflow")))?;
         let l = base.labels(
+            meter,
             &p.attributes,
             &bucket,
             Some(("le", crate::promql::format_float(*bound))),
@@ -511,7 +541,7 @@ fn classic(
         out.exemplars(&l, mine);
         out.float(l, t, v(acc as f64));
     }
-    let l = base.labels(&p.attributes, &bucket, Some(("le", "+Inf".into())))?;
+    let l = base.labels(meter, &p.attributes, &bucket, Some(("le", "+Inf".into())))?;
     let rest: Vec<Exemplar> = ex.collect();
     out.exemplars(&l, rest);
     out.float(l, t, v(p.count as f64));
@@ -524,9 +554,10 @@ fn custom_buckets(
     base: &Base,
     name: &str,
     p: &HistogramDataPoint,
+    meter: &mut Meter,
 ) -> Result<(), IngestError> {
     let t = ms(p.time_unix_nano);
-    let labels = base.labels(&p.attributes, name, None)?;
+    let labels = base.labels(meter, &p.attributes, name, None)?;
     let ex = exemplars(&p.exemplars, &mut out.dropped)?;
     out.exemplars(&labels, ex);
     if p.flags & NO_RECORDED_VALUE != 0 {
@@ -680,7 +711,12 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let b = translate(req, &OtlpConfig::default()).unwrap();
+        let b = translate(
+            req,
+            &OtlpConfig::default(),
+            &mut Meter::new(Default::default()),
+        )
+        .unwrap();
         let info = b
             .series
             .iter()

@@ -2,6 +2,7 @@
 
 use prost::Message;
 
+use super::budget::{Meter, charge_wire, schemas};
 use super::native_histogram::{self, Decoded};
 use super::prompb::{self, MetricType};
 use super::{
@@ -14,8 +15,19 @@ use crate::model::exemplar::Exemplar;
 /// gigabytes (snappy states the decompressed length up front).
 pub const MAX_DECOMPRESSED: usize = 256 << 20;
 
-/// Decodes a remote-write 1.0 body into a validated batch.
-pub fn decode(body: &[u8]) -> Result<WriteBatch, IngestError> {
+/// Decodes a remote-write 1.0 body into a validated batch, charging `meter` for everything
+/// it builds before building it.
+pub fn decode(body: &[u8], meter: &mut Meter) -> Result<WriteBatch, IngestError> {
+    let raw = snappy(body, meter)?;
+    charge_wire(&raw, &schemas::RW1_REQUEST, meter)?;
+    let req = prompb::WriteRequest::decode(raw.as_slice())?;
+    drop(raw);
+    from_proto(req, meter)
+}
+
+/// Decompresses a snappy block, charging its stated length first (both remote write
+/// versions).
+pub(super) fn snappy(body: &[u8], meter: &mut Meter) -> Result<Vec<u8>, IngestError> {
     let len = snap::raw::decompress_len(body)?;
     if len > MAX_DECOMPRESSED {
         return Err(IngestError::TooLarge {
@@ -23,13 +35,13 @@ pub fn decode(body: &[u8]) -> Result<WriteBatch, IngestError> {
             limit: MAX_DECOMPRESSED,
         });
     }
-    let raw = snap::raw::Decoder::new().decompress_vec(body)?;
-    let req = prompb::WriteRequest::decode(raw.as_slice())?;
-    from_proto(req)
+    meter.charge(len)?;
+    Ok(snap::raw::Decoder::new().decompress_vec(body)?)
 }
 
-/// Converts a decoded `WriteRequest`, validating every label set and histogram.
-pub fn from_proto(req: prompb::WriteRequest) -> Result<WriteBatch, IngestError> {
+/// Converts a decoded `WriteRequest`, validating every label set and histogram; the label
+/// sets it builds are charged to `meter`.
+pub fn from_proto(req: prompb::WriteRequest, meter: &mut Meter) -> Result<WriteBatch, IngestError> {
     let mut series = Vec::with_capacity(req.timeseries.len());
     let mut histograms = Vec::new();
     let mut exemplars = Vec::new();
@@ -38,6 +50,11 @@ pub fn from_proto(req: prompb::WriteRequest) -> Result<WriteBatch, IngestError> 
         if ts.samples.is_empty() && ts.histograms.is_empty() && ts.exemplars.is_empty() {
             continue;
         }
+        meter.charge_labels(
+            ts.labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str())),
+        )?;
         let pairs: Vec<(String, String)> =
             ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
         let labels = Labels::new(pairs.clone()).map_err(|source| IngestError::Labels {
@@ -100,15 +117,18 @@ pub fn from_proto(req: prompb::WriteRequest) -> Result<WriteBatch, IngestError> 
             metric_family_name: m.metric_family_name,
             help: m.help,
             unit: m.unit,
+            carriers: vec![],
         })
         .collect();
-    Ok(WriteBatch {
+    let mut batch = WriteBatch {
         series,
         histograms,
         exemplars,
         metadata,
         dropped_exemplars,
-    })
+    };
+    batch.attribute_metadata();
+    Ok(batch)
 }
 
 /// Validates one exemplar of `series` (remote write 1.0 and 2.0); an invalid one is dropped
@@ -203,6 +223,10 @@ fn format_pairs(pairs: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unmetered() -> Meter {
+        Meter::new(Default::default())
+    }
     use crate::model::STALE_NAN_BITS;
 
     fn batch() -> WriteBatch {
@@ -224,7 +248,7 @@ mod tests {
 
     #[test]
     fn roundtrip_keeps_stale_marker_bits() {
-        let got = decode(&encode(&batch())).unwrap();
+        let got = decode(&encode(&batch()), &mut unmetered()).unwrap();
         assert_eq!(got.series[0].labels, batch().series[0].labels);
         assert_eq!(got.series[0].samples[1].1.to_bits(), STALE_NAN_BITS);
     }
@@ -232,13 +256,16 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         assert!(matches!(
-            decode(b"not snappy at all"),
+            decode(b"not snappy at all", &mut unmetered()),
             Err(IngestError::Snappy(_))
         ));
         let bad_proto = snap::raw::Encoder::new()
             .compress_vec(&[0xff, 0xff, 0xff])
             .unwrap();
-        assert!(matches!(decode(&bad_proto), Err(IngestError::Protobuf(_))));
+        assert!(matches!(
+            decode(&bad_proto, &mut unmetered()),
+            Err(IngestError::Protobuf(_) | IngestError::Parse { .. })
+        ));
     }
 
     #[test]
@@ -266,16 +293,16 @@ mod tests {
         let body = snap::raw::Encoder::new()
             .compress_vec(&req.encode_to_vec())
             .unwrap();
-        let err = decode(&body).unwrap_err().to_string();
+        let err = decode(&body, &mut unmetered()).unwrap_err().to_string();
         assert!(err.contains("duplicate label name \"a\""), "{err}");
     }
 
     proptest::proptest! {
         #[test]
         fn decode_never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
-            let _ = decode(&data);
+            let _ = decode(&data, &mut unmetered());
             let framed = snap::raw::Encoder::new().compress_vec(&data).unwrap();
-            let _ = decode(&framed);
+            let _ = decode(&framed, &mut unmetered());
         }
     }
 }

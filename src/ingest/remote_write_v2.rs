@@ -6,9 +6,10 @@
 
 use prost::Message;
 
+use super::budget::{Meter, charge_wire, schemas, string_heap};
 use super::native_histogram::{self, Decoded};
 use super::prompb;
-use super::remote_write::{MAX_DECOMPRESSED, exemplar};
+use super::remote_write::exemplar;
 use super::{
     IngestError, MetricMetadata, SeriesExemplars, SeriesHistograms, SeriesSamples, WriteBatch,
 };
@@ -89,31 +90,26 @@ pub struct Written {
 pub fn decode(
     body: &[u8],
     created_zero: Option<i64>,
+    meter: &mut Meter,
 ) -> Result<(WriteBatch, Written), IngestError> {
-    let len = snap::raw::decompress_len(body)?;
-    if len > MAX_DECOMPRESSED {
-        return Err(IngestError::TooLarge {
-            size: len,
-            limit: MAX_DECOMPRESSED,
-        });
-    }
-    let raw = snap::raw::Decoder::new().decompress_vec(body)?;
-    from_proto(Request::decode(raw.as_slice())?, created_zero)
+    let raw = super::remote_write::snappy(body, meter)?;
+    charge_wire(&raw, &schemas::RW2_REQUEST, meter)?;
+    let req = Request::decode(raw.as_slice())?;
+    drop(raw);
+    from_proto(req, created_zero, meter)
 }
 
 fn invalid(message: String) -> IngestError {
     IngestError::Parse { line: 0, message }
 }
 
-/// Bytes of symbol text one request may resolve to: references repeat symbols for free on
-/// the wire, so a small body could otherwise name gigabytes of labels.
-pub const MAX_RESOLVED_BYTES: usize = MAX_DECOMPRESSED;
-
-/// `(name, value)` pairs of a reference list, each symbol's bytes charged to `budget`.
+/// `(name, value)` pairs of a reference list, each resolved string charged to `meter`
+/// before it is copied: references repeat symbols for free on the wire, so a small body
+/// could otherwise name gigabytes of labels.
 fn resolve(
     symbols: &[String],
     refs: &[u32],
-    budget: &mut usize,
+    meter: &mut Meter,
 ) -> Result<Vec<(String, String)>, IngestError> {
     if !refs.len().is_multiple_of(2) {
         return Err(invalid(format!(
@@ -128,10 +124,7 @@ fn resolve(
                 symbols.len()
             ))
         })?;
-        *budget = budget.checked_sub(s.len()).ok_or(IngestError::TooLarge {
-            size: MAX_RESOLVED_BYTES + 1,
-            limit: MAX_RESOLVED_BYTES,
-        })?;
+        meter.charge(24 + string_heap(s.len()))?;
         Ok::<_, IngestError>(s.clone())
     };
     refs.chunks_exact(2)
@@ -142,6 +135,7 @@ fn resolve(
 pub fn from_proto(
     req: Request,
     created_zero: Option<i64>,
+    meter: &mut Meter,
 ) -> Result<(WriteBatch, Written), IngestError> {
     let created =
         |ct: i64, t: i64| created_zero.is_some_and(|oldest| ct != 0 && ct >= oldest && ct < t);
@@ -152,10 +146,17 @@ pub fn from_proto(
     }
     let mut batch = WriteBatch::default();
     let mut written = Written::default();
-    let mut budget = MAX_RESOLVED_BYTES;
-    let mut families = std::collections::HashSet::new();
+    let mut families = std::collections::HashMap::new();
     for ts in req.timeseries {
-        let pairs = resolve(&req.symbols, &ts.labels_refs, &mut budget)?;
+        let before = meter.used();
+        let pairs = resolve(&req.symbols, &ts.labels_refs, meter)?;
+        // The resolved pairs are this series' alone and dropped below: charged while
+        // they exist, twice as they are cloned into the label set (one series may name a
+        // large symbol many times), then given back.
+        let resolved = meter.used() - before;
+        meter.charge(resolved)?;
+        meter.charge_labels(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        meter.refund(2 * resolved);
         let labels = Labels::new(pairs.clone()).map_err(|source| IngestError::Labels {
             labels: format!("{pairs:?}"),
             source,
@@ -191,7 +192,7 @@ pub fn from_proto(
         if !ts.exemplars.is_empty() {
             let mut exs = Vec::with_capacity(ts.exemplars.len());
             for e in ts.exemplars {
-                let pairs = resolve(&req.symbols, &e.labels_refs, &mut budget)?;
+                let pairs = resolve(&req.symbols, &e.labels_refs, meter)?;
                 let labels_of_exemplar = pairs
                     .into_iter()
                     .map(|(name, value)| prompb::Label { name, value })
@@ -208,11 +209,22 @@ pub fn from_proto(
                 });
             }
         }
+        // Each series carries its own metadata: series with the same text share one entry.
         if let Some(md) = ts.metadata
-            && let Some(m) = metadata(&req.symbols, &labels, &md, &mut budget)?
-            && families.insert(m.metric_family_name.clone())
+            && let Some(m) = metadata(&req.symbols, &labels, &md, meter)?
         {
-            batch.metadata.push(m);
+            let key = (
+                m.metric_family_name.clone(),
+                m.metric_type.clone(),
+                m.help.clone(),
+                m.unit.clone(),
+            );
+            let at = *families.entry(key).or_insert_with(|| {
+                batch.metadata.push(m);
+                batch.metadata.len() - 1
+            });
+            meter.charge(labels.heap_bytes() + 32)?;
+            batch.metadata[at].carriers.push(labels.clone());
         }
         if !hists.is_empty() {
             batch.histograms.push(SeriesHistograms {
@@ -233,9 +245,9 @@ fn metadata(
     symbols: &[String],
     labels: &Labels,
     md: &Metadata,
-    budget: &mut usize,
+    meter: &mut Meter,
 ) -> Result<Option<MetricMetadata>, IngestError> {
-    let pair = resolve(symbols, &[md.help_ref, md.unit_ref], budget)?;
+    let pair = resolve(symbols, &[md.help_ref, md.unit_ref], meter)?;
     let (help, unit) = pair.into_iter().next().expect("one pair");
     let metric_type = prompb::MetricType::try_from(md.r#type)
         .unwrap_or(prompb::MetricType::Unknown)
@@ -247,10 +259,11 @@ fn metadata(
         return Ok(None);
     }
     Ok(Some(MetricMetadata {
-        metric_family_name: name.to_string(),
+        metric_family_name: super::family::family_of(name, metric_type).to_string(),
         metric_type: metric_type.to_string(),
         help,
         unit,
+        carriers: vec![],
     }))
 }
 
@@ -272,14 +285,13 @@ fn zero_like(
 pub fn encode(batch: &WriteBatch) -> Vec<u8> {
     let mut syms = Symbols::default();
     let mut series: Vec<(Labels, TimeSeries)> = Vec::new();
-    let slot = |l: &Labels, series: &mut Vec<(Labels, TimeSeries)>| -> usize {
-        match series.iter().position(|(x, _)| x == l) {
-            Some(i) => i,
-            None => {
-                series.push((l.clone(), TimeSeries::default()));
-                series.len() - 1
-            }
-        }
+    // Series by label set (a linear search made large batches quadratic).
+    let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+    let mut slot = |l: &Labels, series: &mut Vec<(Labels, TimeSeries)>| -> usize {
+        *index.entry(l.clone()).or_insert_with(|| {
+            series.push((l.clone(), TimeSeries::default()));
+            series.len() - 1
+        })
     };
     for s in &batch.series {
         let i = slot(&s.labels, &mut series);
@@ -384,6 +396,7 @@ impl Symbols {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::budget::DecodeBudget;
 
     fn series(refs: Vec<u32>, samples: Vec<Sample>) -> TimeSeries {
         TimeSeries {
@@ -413,16 +426,20 @@ mod tests {
                 vec![s(10_000, 4_000), s(20_000, 500), s(30_000, 0)],
             )],
         };
-        let (b, w) = from_proto(req.clone(), None).unwrap();
+        let (b, w) = from_proto(req.clone(), None, &mut unmetered()).unwrap();
         assert_eq!(b.series[0].samples.len(), 3);
         assert_eq!(w.samples, 3);
         // On: the created timestamps at or after 1 000 add zeros; 500 is older: skipped.
-        let (b, w) = from_proto(req, Some(1_000)).unwrap();
+        let (b, w) = from_proto(req, Some(1_000), &mut unmetered()).unwrap();
         assert_eq!(
             b.series[0].samples,
             vec![(4_000, 0.0), (10_000, 5.0), (20_000, 5.0), (30_000, 5.0)]
         );
         assert_eq!(w.samples, 3, "the zeros are not what the client sent");
+    }
+
+    fn unmetered() -> Meter {
+        Meter::new(DecodeBudget(usize::MAX))
     }
 
     #[test]
@@ -434,6 +451,7 @@ mod tests {
                     timeseries: vec![series(refs, vec![])],
                 },
                 None,
+                &mut unmetered(),
             )
             .unwrap_err()
             .to_string()
@@ -443,18 +461,22 @@ mod tests {
         let mut first = symbols();
         first[0] = "x".into();
         assert!(bad(vec![1, 2], first).contains("empty string"));
-        // A 1 MiB symbol referenced by 300 series resolves to more than the budget.
+        // A 1 MiB symbol referenced by 300 series resolves to more than the budget, and is
+        // refused before the copies are made.
         let mut big = symbols();
         big.push("v".repeat(1 << 20));
         let timeseries = (0..300).map(|_| series(vec![1, 2, 3, 5], vec![])).collect();
+        let mut meter = Meter::new(DecodeBudget(128 << 20));
         let err = from_proto(
             Request {
                 symbols: big,
                 timeseries,
             },
             None,
+            &mut meter,
         )
         .unwrap_err();
-        assert!(matches!(err, IngestError::TooLarge { .. }), "{err}");
+        assert!(matches!(err, IngestError::Budget { .. }), "{err}");
+        assert!(meter.used() < (128 << 20) + (2 << 20));
     }
 }

@@ -297,7 +297,8 @@ impl<R: BufRead> BatchReader<R> {
         }
     }
 
-    /// Ends batches at about `bytes` of input too (long label sets make a few samples big).
+    /// Ends batches at about `bytes` of input and of the label sets parsed from it (long
+    /// label sets make a few samples big).
     pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
         self.batch_bytes = bytes.max(1);
         self
@@ -341,6 +342,12 @@ impl<R: BufRead> BatchReader<R> {
                     message,
                 })?;
             let Some(s) = parsed else { continue };
+            // A batch ends at its size in memory, not only in text: `a="",` is 6 bytes of
+            // text and ~100 bytes of label set.
+            bytes += s.labels.heap_bytes()
+                + s.exemplar
+                    .as_ref()
+                    .map_or(0, |e| e.labels.heap_bytes() + 64);
             let ts = s.timestamp_ms.unwrap_or(self.default_ts);
             if let Some(mut e) = s.exemplar {
                 if e.ts == i64::MIN {

@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parking_lot::RwLock;
+use roaring::RoaringBitmap;
 use tokio::sync::oneshot;
 
 use super::StorageError;
 use super::block::{BlockMeta, LoadedBlock, read_meta};
 use super::head::Head;
+use super::metadata::{Meta, MetadataStore, Snapshot};
 use super::paths::{self, BLOCKS_DIR, BlockPath};
 use super::wal::{self, Replayed, WalWriter};
 use crate::catalog::{Catalog, SeriesId};
@@ -138,7 +140,8 @@ pub(super) struct Shared {
     pub store: Arc<dyn ObjectStore>,
     pub catalog: Arc<Catalog>,
     pub state: RwLock<State>,
-    pub metadata: RwLock<BTreeMap<String, MetricMetadata>>,
+    /// Metric metadata, scoped by the series that carried it (`storage::metadata`).
+    pub metadata: RwLock<MetadataStore>,
     pub instance: String,
     pub stats: StorageStats,
     /// Parsed Parquet footers of sample files, by block id (blocks are immutable).
@@ -221,10 +224,12 @@ impl Storage {
             Ok((b, md, q)) => (b, md, q, None),
             Err(e) if opts.retry_blocks && is_transient(&e) => {
                 tracing::error!(error = %e, "cannot load blocks from the object store; serving the WAL and head, retrying");
-                (Vec::new(), BTreeMap::new(), 0, Some(e.to_string()))
+                (Vec::new(), Snapshot::default(), 0, Some(e.to_string()))
             }
             Err(e) => return Err(e),
         };
+        let mut scoped = MetadataStore::default();
+        scoped.restore(metadata, &catalog);
         let shared = Arc::new(Shared {
             opts: opts.clone(),
             store,
@@ -235,7 +240,7 @@ impl Storage {
                 blocks,
                 graveyard: vec![],
             }),
-            metadata: RwLock::new(metadata),
+            metadata: RwLock::new(scoped),
             instance,
             stats: StorageStats::default(),
             footers: super::read::footer_cache(),
@@ -314,9 +319,22 @@ impl Storage {
         (self.shared.opts.clock)()
     }
 
-    /// Metric metadata received through remote write, by family name.
-    pub fn metadata(&self) -> BTreeMap<String, MetricMetadata> {
-        self.shared.metadata.read().clone()
+    /// Bytes the heads may still grow by before `--head-memory-limit` refuses writes (shared
+    /// by every tenant): ingest charges a request's decoding against it before decoding.
+    pub fn head_room(&self) -> usize {
+        let o = &self.shared.opts;
+        let held = o
+            .head_samples
+            .load(Ordering::Relaxed)
+            .saturating_mul(HEAD_BYTES_PER_SAMPLE);
+        o.head_memory_limit.saturating_sub(held)
+    }
+
+    /// Metric metadata by family, as a reader that may see `allowed` series sees it
+    /// (`None`: no enforced matchers).
+    pub fn metadata(&self, allowed: Option<&RoaringBitmap>) -> BTreeMap<String, Vec<Meta>> {
+        let live = self.shared.catalog.live();
+        self.shared.metadata.read().visible(allowed, &live)
     }
 
     /// The timestamps a write of this kind may carry (`[min, max]`, ms).
@@ -462,7 +480,7 @@ impl Storage {
                     samples,
                     hists,
                     exemplars,
-                    metadata: batch.metadata,
+                    metadata: novel_metadata(&self.shared, batch.metadata),
                     reply,
                 }))
                 .map_err(|_| StorageError::Closed)?;
@@ -559,14 +577,17 @@ impl Storage {
 
     /// Persists the metric metadata snapshot to the object store.
     pub(super) async fn save_metadata(&self) -> Result<(), StorageError> {
-        let md = self.metadata();
-        if md.is_empty() {
-            return Ok(());
-        }
-        let json = serde_json::to_vec(&md).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let snap = {
+            let m = self.shared.metadata.read();
+            if m.is_empty() {
+                return Ok(());
+            }
+            m.snapshot(&self.shared.catalog)
+        };
+        let json = serde_json::to_vec(&snap).map_err(|e| StorageError::Corrupt(e.to_string()))?;
         self.shared
             .store
-            .put(&paths::metadata(), json.into())
+            .put(&paths::metadata_scoped(), json.into())
             .await?;
         Ok(())
     }
@@ -579,14 +600,35 @@ pub(super) fn freeze_head(shared: &Shared, seg: u64) -> Arc<RwLock<Head>> {
     old
 }
 
+/// Records metadata whose carriers are registered (they are: their samples came first).
 fn apply_metadata(shared: &Shared, md: Vec<MetricMetadata>) {
     if md.is_empty() {
         return;
     }
-    let mut m = shared.metadata.write();
-    for x in md {
-        m.insert(x.metric_family_name.clone(), x);
+    let catalog = &shared.catalog;
+    shared
+        .metadata
+        .write()
+        .apply_all(&md, |l| catalog.lookup(l));
+}
+
+/// The request's metadata that would change something: remote write 2.0 repeats every
+/// series' metadata with every request, and the WAL need not hold it each time.
+fn novel_metadata(shared: &Shared, md: Vec<MetricMetadata>) -> Vec<MetricMetadata> {
+    if md.is_empty() {
+        return md;
     }
+    let store = shared.metadata.read();
+    md.into_iter()
+        .filter(|m| {
+            let ids: Vec<_> = m
+                .carriers
+                .iter()
+                .filter_map(|l| shared.catalog.lookup(l))
+                .collect();
+            !store.is_known(&m.metric_family_name, &Meta::of(m), &ids)
+        })
+        .collect()
 }
 
 /// The WAL task of one tenant: takes every queued command (group commit), and does the
@@ -875,7 +917,7 @@ async fn load_blocks(
     instance: &str,
     checkpoint: u64,
     read_only: bool,
-) -> Result<(Vec<Arc<LoadedBlock>>, BTreeMap<String, MetricMetadata>, u64), StorageError> {
+) -> Result<(Vec<Arc<LoadedBlock>>, Snapshot, u64), StorageError> {
     let (metas, unreadable) = list_block_metas(store).await?;
     let mut quarantined = 0;
     for id in unreadable {
@@ -1032,12 +1074,7 @@ async fn retry_load_blocks(shared: Arc<Shared>, checkpoint: u64) {
                     let mut st = shared.state.write();
                     st.blocks = blocks;
                 }
-                {
-                    let mut m = shared.metadata.write();
-                    for (k, v) in md {
-                        m.entry(k).or_insert(v);
-                    }
-                }
+                shared.metadata.write().restore(md, &shared.catalog);
                 shared
                     .stats
                     .blocks_quarantined
@@ -1107,16 +1144,34 @@ pub(super) async fn delete_block(
     Ok(())
 }
 
-async fn load_metadata(
-    store: &dyn ObjectStore,
-) -> Result<BTreeMap<String, MetricMetadata>, StorageError> {
+/// The metadata snapshot: `metadata-scoped.json`, or the unscoped `metadata.json` of
+/// earlier versions, whose entries become unattributed (shown to unrestricted readers).
+async fn load_metadata(store: &dyn ObjectStore) -> Result<Snapshot, StorageError> {
+    let read = |b: bytes::Bytes, name: &str| {
+        serde_json::from_slice::<serde_json::Value>(&b)
+            .map_err(|e| StorageError::Corrupt(format!("{name}: {e}")))
+    };
+    match store.get(&paths::metadata_scoped()).await {
+        Ok(r) => {
+            let v = read(r.bytes().await?, paths::METADATA_SCOPED_FILE)?;
+            return serde_json::from_value(v).map_err(|e| {
+                StorageError::Corrupt(format!("{}: {e}", paths::METADATA_SCOPED_FILE))
+            });
+        }
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
     match store.get(&paths::metadata()).await {
         Ok(r) => {
-            let b = r.bytes().await?;
-            serde_json::from_slice(&b)
-                .map_err(|e| StorageError::Corrupt(format!("metadata.json: {e}")))
+            let old: BTreeMap<String, MetricMetadata> =
+                serde_json::from_value(read(r.bytes().await?, paths::METADATA_FILE)?)
+                    .map_err(|e| StorageError::Corrupt(format!("metadata.json: {e}")))?;
+            Ok(Snapshot {
+                families: BTreeMap::new(),
+                unattributed: old.iter().map(|(k, m)| (k.clone(), Meta::of(m))).collect(),
+            })
         }
-        Err(object_store::Error::NotFound { .. }) => Ok(BTreeMap::new()),
+        Err(object_store::Error::NotFound { .. }) => Ok(Snapshot::default()),
         Err(e) => Err(e.into()),
     }
 }

@@ -21,6 +21,7 @@ mod flush;
 pub mod head;
 pub mod hist_codec;
 mod hist_scan;
+pub mod metadata;
 pub mod objstore;
 pub mod paths;
 mod read;

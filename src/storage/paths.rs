@@ -10,6 +10,9 @@ pub const SAMPLES_FILE: &str = "samples.parquet";
 pub const SERIES_FILE: &str = "series.parquet";
 pub const POSTINGS_FILE: &str = "postings.parquet";
 pub const METADATA_FILE: &str = "metadata.json";
+/// Metric metadata with the series that carried it (`storage::metadata`); supersedes
+/// `metadata.json`, which earlier versions wrote and read.
+pub const METADATA_SCOPED_FILE: &str = "metadata-scoped.json";
 
 /// The key prefix of one block.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -64,9 +67,14 @@ impl BlockPath {
     }
 }
 
-/// Metric metadata snapshot (type/help/unit from remote write).
+/// Metric metadata snapshot of earlier versions (read when the scoped one is absent).
 pub fn metadata() -> Path {
     Path::from(METADATA_FILE)
+}
+
+/// Metric metadata snapshot, scoped by carrier series.
+pub fn metadata_scoped() -> Path {
+    Path::from(METADATA_SCOPED_FILE)
 }
 
 #[cfg(test)]

@@ -1,0 +1,46 @@
+//! Which metric family a series belongs to, for metadata: classic histograms and summaries
+//! name their family without the suffixes of their series.
+
+/// The family a series name belongs to for metadata of type `metric_type`: classic
+/// histograms and summaries name their family without the `_bucket`/`_sum`/`_count`/
+/// `_created` suffix of their series (Prometheus's metadata API keys them so).
+pub fn family_of<'a>(series_name: &'a str, metric_type: &str) -> &'a str {
+    let suffixes: &[&str] = match metric_type {
+        "histogram" | "gaugehistogram" => &["_bucket", "_sum", "_count", "_created"],
+        "summary" => &["_sum", "_count", "_created"],
+        _ => &[],
+    };
+    suffixes
+        .iter()
+        .find_map(|s| series_name.strip_suffix(s))
+        .filter(|f| !f.is_empty())
+        .unwrap_or(series_name)
+}
+
+/// Whether a series named `series_name` belongs to `family` (any of its series suffixes).
+pub fn belongs_to(series_name: &str, family: &str) -> bool {
+    const SUFFIXES: [&str; 8] = [
+        "_bucket", "_sum", "_count", "_created", "_total", "_info", "_gcount", "_gsum",
+    ];
+    series_name == family
+        || series_name
+            .strip_prefix(family)
+            .is_some_and(|rest| SUFFIXES.contains(&rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_families_map_from_their_series() {
+        assert_eq!(family_of("x_seconds_bucket", "histogram"), "x_seconds");
+        assert_eq!(family_of("x_seconds_count", "summary"), "x_seconds");
+        assert_eq!(family_of("x_total", "counter"), "x_total");
+        assert_eq!(family_of("_bucket", "histogram"), "_bucket");
+        assert!(belongs_to("x_seconds_bucket", "x_seconds"));
+        assert!(belongs_to("x_seconds", "x_seconds"));
+        assert!(belongs_to("requests_total", "requests"));
+        assert!(!belongs_to("x_seconds_other", "x_seconds"));
+    }
+}

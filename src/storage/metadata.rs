@@ -1,0 +1,279 @@
+//! Metric metadata (type, help, unit) scoped like series.
+//!
+//! Metadata is kept per family *and per carrier*: the series that brought it (remote write
+//! 2.0: the series itself; remote write 1.0 and OTLP: the request's series of that family).
+//! Each series carries at most one variant of its family (the last written). A reader sees
+//! a variant only when it may see one of its carriers, so a writer of series a reader
+//! cannot see can neither show that reader its text nor replace what the reader sees.
+//! Metadata that arrived without a series of its family (remote write 1.0 sends metadata
+//! in requests of its own) is *unattributed*: it is shown only to readers without enforced
+//! matchers, who see every series of the tenant anyway.
+//!
+//! In memory carriers are series ids. The snapshot (`metadata-scoped.json`, written at each
+//! flush) keeps each variant's first [`SNAPSHOT_CARRIERS`] carriers as label sets; after a
+//! restart a restricted reader sees a variant through those until the senders send it
+//! again (remote write 2.0 with every request, 1.0 every minute by default).
+
+use std::collections::BTreeMap;
+
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Catalog, SeriesId};
+use crate::ingest::MetricMetadata;
+use crate::model::Labels;
+
+/// Distinct variants one family keeps; further ones are dropped (the series keep theirs).
+pub const MAX_VARIANTS: usize = 16;
+/// Carriers of one variant a snapshot names.
+pub const SNAPSHOT_CARRIERS: usize = 64;
+
+/// What the metadata API shows of a family.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Meta {
+    #[serde(rename = "type")]
+    pub metric_type: String,
+    pub help: String,
+    pub unit: String,
+}
+
+impl Meta {
+    pub fn of(md: &MetricMetadata) -> Meta {
+        Meta {
+            metric_type: md.metric_type.clone(),
+            help: md.help.clone(),
+            unit: md.unit.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Variant {
+    meta: Meta,
+    carriers: RoaringBitmap,
+}
+
+/// Every family's variants and who carried them.
+#[derive(Debug, Default)]
+pub struct MetadataStore {
+    families: BTreeMap<String, Vec<Variant>>,
+    unattributed: BTreeMap<String, Meta>,
+}
+
+impl MetadataStore {
+    /// Whether recording `meta` for these carriers would change nothing (then the WAL
+    /// need not hold it again: remote write 2.0 repeats metadata with every request).
+    pub fn is_known(&self, family: &str, meta: &Meta, ids: &[SeriesId]) -> bool {
+        if ids.is_empty() {
+            return self.unattributed.get(family) == Some(meta);
+        }
+        self.families.get(family).is_some_and(|vs| {
+            vs.iter()
+                .find(|v| &v.meta == meta)
+                .is_some_and(|v| ids.iter().all(|&id| v.carriers.contains(id)))
+        })
+    }
+
+    /// Records `meta` as carried by `ids` (no ids: unattributed). Each carrier leaves the
+    /// variant it carried before.
+    pub fn apply(&mut self, family: &str, meta: Meta, ids: &[SeriesId]) {
+        if ids.is_empty() {
+            self.unattributed.insert(family.to_string(), meta);
+            return;
+        }
+        let carriers: RoaringBitmap = ids.iter().copied().collect();
+        let vs = self.families.entry(family.to_string()).or_default();
+        for v in vs.iter_mut().filter(|v| v.meta != meta) {
+            v.carriers -= &carriers;
+        }
+        vs.retain(|v| !v.carriers.is_empty() || v.meta == meta);
+        if let Some(v) = vs.iter_mut().find(|v| v.meta == meta) {
+            v.carriers |= carriers;
+        } else if vs.len() < MAX_VARIANTS {
+            vs.push(Variant { meta, carriers });
+        } else {
+            tracing::debug!(family, "metadata variant dropped: {MAX_VARIANTS} kept");
+        }
+    }
+
+    /// Records a request's (or WAL record's) metadata, carriers resolved to ids by
+    /// `id_of` (carriers it cannot resolve are skipped).
+    pub fn apply_all(
+        &mut self,
+        md: &[MetricMetadata],
+        mut id_of: impl FnMut(&Labels) -> Option<SeriesId>,
+    ) {
+        for m in md {
+            let ids: Vec<SeriesId> = m.carriers.iter().filter_map(&mut id_of).collect();
+            if !m.carriers.is_empty() && ids.is_empty() {
+                // Its carriers are gone: nothing to attribute it to, and it must not
+                // become unattributed (visible to more readers than its writer reached).
+                continue;
+            }
+            self.apply(&m.metric_family_name, Meta::of(m), &ids);
+        }
+    }
+
+    /// What a reader sees, by family: the variants with a carrier in `allowed` (`None`:
+    /// no enforced matchers: every variant with a live carrier, and the unattributed).
+    pub fn visible(
+        &self,
+        allowed: Option<&RoaringBitmap>,
+        live: &RoaringBitmap,
+    ) -> BTreeMap<String, Vec<Meta>> {
+        let mut out: BTreeMap<String, Vec<Meta>> = BTreeMap::new();
+        for (family, vs) in &self.families {
+            for v in vs {
+                let seen = match allowed {
+                    Some(a) => !v.carriers.is_disjoint(a),
+                    None => !v.carriers.is_disjoint(live),
+                };
+                if seen {
+                    out.entry(family.clone()).or_default().push(v.meta.clone());
+                }
+            }
+        }
+        if allowed.is_none() {
+            for (family, m) in &self.unattributed {
+                out.entry(family.clone()).or_default().push(m.clone());
+            }
+        }
+        for metas in out.values_mut() {
+            metas.sort();
+            metas.dedup();
+        }
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.families.is_empty() && self.unattributed.is_empty()
+    }
+
+    /// The persisted form: each variant with its first live carriers as label sets.
+    pub fn snapshot(&self, catalog: &Catalog) -> Snapshot {
+        let mut families = BTreeMap::new();
+        for (family, vs) in &self.families {
+            let mut out = Vec::new();
+            for v in vs {
+                let carriers: Vec<Vec<(String, String)>> = catalog
+                    .labels_many(v.carriers.iter())
+                    .into_iter()
+                    .flatten()
+                    .take(SNAPSHOT_CARRIERS)
+                    .map(|l| l.to_pairs())
+                    .collect();
+                if !carriers.is_empty() {
+                    out.push(SnapshotVariant {
+                        meta: v.meta.clone(),
+                        carriers,
+                    });
+                }
+            }
+            if !out.is_empty() {
+                families.insert(family.clone(), out);
+            }
+        }
+        Snapshot {
+            families,
+            unattributed: self.unattributed.clone(),
+        }
+    }
+
+    /// Adds a snapshot's variants for the carriers the catalog knows and this store has not
+    /// attributed yet (what arrived since — WAL replay, new writes — is newer).
+    pub fn restore(&mut self, snap: Snapshot, catalog: &Catalog) {
+        for (family, vs) in snap.families {
+            for v in vs {
+                let known: Vec<SeriesId> = v
+                    .carriers
+                    .into_iter()
+                    .filter_map(|pairs| Labels::new(pairs).ok())
+                    .filter_map(|l| catalog.lookup(&l))
+                    .filter(|id| {
+                        !self
+                            .families
+                            .get(&family)
+                            .is_some_and(|vs| vs.iter().any(|x| x.carriers.contains(*id)))
+                    })
+                    .collect();
+                if !known.is_empty() {
+                    self.apply(&family, v.meta, &known);
+                }
+            }
+        }
+        for (family, m) in snap.unattributed {
+            self.unattributed.entry(family).or_insert(m);
+        }
+    }
+}
+
+/// `metadata-scoped.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub families: BTreeMap<String, Vec<SnapshotVariant>>,
+    #[serde(default)]
+    pub unattributed: BTreeMap<String, Meta>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SnapshotVariant {
+    #[serde(flatten)]
+    pub meta: Meta,
+    pub carriers: Vec<Vec<(String, String)>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(help: &str) -> Meta {
+        Meta {
+            metric_type: "gauge".into(),
+            help: help.into(),
+            unit: String::new(),
+        }
+    }
+
+    fn bits(ids: &[u32]) -> RoaringBitmap {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn readers_see_only_variants_carried_by_series_they_see() {
+        let mut s = MetadataStore::default();
+        s.apply("x", meta("visible"), &[1, 2]);
+        s.apply("x", meta("hidden"), &[10]);
+        let live = bits(&[1, 2, 10]);
+        let a = s.visible(Some(&bits(&[1, 2])), &live);
+        assert_eq!(a["x"], vec![meta("visible")]);
+        let all = s.visible(None, &live);
+        assert_eq!(all["x"], vec![meta("hidden"), meta("visible")]);
+        // The hidden writer re-sending for its own series changes nothing for the reader.
+        s.apply("x", meta("hidden again"), &[10]);
+        assert_eq!(
+            s.visible(Some(&bits(&[1, 2])), &live)["x"],
+            vec![meta("visible")]
+        );
+        // A carrier moving to a new variant leaves the old one.
+        s.apply("x", meta("new"), &[1, 2]);
+        assert_eq!(s.visible(Some(&bits(&[1])), &live)["x"], vec![meta("new")]);
+        assert!(!s.visible(None, &live)["x"].contains(&meta("visible")));
+    }
+
+    #[test]
+    fn unattributed_metadata_is_for_unrestricted_readers_only() {
+        let mut s = MetadataStore::default();
+        s.apply("y", meta("from a metadata-only request"), &[]);
+        assert!(s.visible(Some(&bits(&[1])), &bits(&[1])).is_empty());
+        assert_eq!(s.visible(None, &bits(&[1]))["y"].len(), 1);
+    }
+
+    #[test]
+    fn variants_per_family_are_bounded() {
+        let mut s = MetadataStore::default();
+        for i in 0..100u32 {
+            s.apply("z", meta(&i.to_string()), &[i]);
+        }
+        assert_eq!(s.families["z"].len(), MAX_VARIANTS);
+    }
+}
