@@ -45,7 +45,10 @@ pub(super) async fn query_exemplars(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = Params::from_request(&method, &uri, &headers, &body);
+    let p = match Params::from_request(&method, &uri, &headers, &body) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let timeout = std::time::Duration::from_millis(st.limits.query_timeout_ms);
     let max = st.limits.max_samples;
     st.query_rt

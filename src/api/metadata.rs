@@ -92,7 +92,12 @@ fn selected(
     ids
 }
 
-fn request(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Params {
+fn request(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Params, ApiError> {
     Params::from_request(method, uri, headers, body)
 }
 
@@ -103,7 +108,10 @@ pub(super) async fn series(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = request(&method, &uri, &headers, &body);
+    let p = match request(&method, &uri, &headers, &body) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let result = (|| -> Result<Response, ApiError> {
         let sets = match_sets(&p)?;
         if sets.is_empty() {
@@ -141,7 +149,10 @@ pub(super) async fn labels(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = request(&method, &uri, &headers, &body);
+    let p = match request(&method, &uri, &headers, &body) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let result = (|| -> Result<Response, ApiError> {
         let sets = match_sets(&p)?;
         let (a, b) = range(&p)?;
@@ -194,7 +205,10 @@ pub(super) async fn label_values(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let p = request(&Method::GET, &uri, &headers, &Bytes::new());
+    let p = match request(&Method::GET, &uri, &headers, &Bytes::new()) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let result = (|| -> Result<Response, ApiError> {
         let name = unescape_label_name(&name)
             .filter(|n| !n.is_empty())
@@ -219,7 +233,10 @@ pub(super) async fn metadata(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let p = request(&Method::GET, &uri, &headers, &Bytes::new());
+    let p = match request(&Method::GET, &uri, &headers, &Bytes::new()) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let result = (|| -> Result<Response, ApiError> {
         let limit = p.limit()?;
         let per_metric = match p.get("limit_per_metric") {

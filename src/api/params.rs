@@ -11,24 +11,42 @@ use crate::duration::parse_duration_ms;
 #[derive(Debug, Default, Clone)]
 pub struct Params(pub Vec<(String, String)>);
 
+/// Most `key=value` pairs one request may carry (URL and form body together). A form body
+/// decodes to ~80 bytes per pair however short the pair (`a&a&…`: 40× its size), so the
+/// count is bounded before anything is decoded; `match[]` alone may be 1,000.
+pub const MAX_PARAMS: usize = 10_000;
+
 impl Params {
-    pub fn from_request(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Self {
-        let mut out: Vec<(String, String)> = uri
-            .query()
-            .map(|q| {
-                url::form_urlencoded::parse(q.as_bytes())
-                    .into_owned()
-                    .collect()
-            })
-            .unwrap_or_default();
+    /// The request's parameters; 400 when it carries more than [`MAX_PARAMS`] pairs.
+    pub fn from_request(
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Self, ApiError> {
         let is_form = headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-        if method == Method::POST && is_form {
-            out.extend(url::form_urlencoded::parse(body).into_owned());
+        let form: &[u8] = if method == Method::POST && is_form {
+            body
+        } else {
+            &[]
+        };
+        let query = uri.query().unwrap_or("").as_bytes();
+        // Counted on the raw bytes, as the parser splits them (on `&`, skipping empty
+        // pieces), before any pair is decoded.
+        let pairs = |b: &[u8]| b.split(|&c| c == b'&').filter(|p| !p.is_empty()).count();
+        let n = pairs(query) + pairs(form);
+        if n > MAX_PARAMS {
+            return Err(ApiError::bad_data(format!(
+                "{n} parameters in one request; the limit is {MAX_PARAMS}"
+            )));
         }
-        Params(out)
+        let mut out: Vec<(String, String)> =
+            url::form_urlencoded::parse(query).into_owned().collect();
+        out.extend(url::form_urlencoded::parse(form).into_owned());
+        Ok(Params(out))
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -128,6 +146,26 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameter_count_is_bounded_before_decoding() {
+        let form = |n: usize| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "content-type",
+                "application/x-www-form-urlencoded".parse().unwrap(),
+            );
+            let body = Bytes::from("a&&".repeat(n));
+            Params::from_request(&Method::POST, &"/q?x=1".parse().unwrap(), &h, &body)
+        };
+        assert_eq!(form(MAX_PARAMS - 1).unwrap().0.len(), MAX_PARAMS);
+        let err = form(MAX_PARAMS).unwrap_err();
+        assert!(
+            err.message.contains("the limit is 10000"),
+            "{}",
+            err.message
+        );
+    }
 
     #[test]
     fn times_and_durations() {

@@ -93,7 +93,10 @@ pub(super) async fn query(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = Params::from_request(&method, &uri, &headers, &body);
+    let p = match Params::from_request(&method, &uri, &headers, &body) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let result = async {
         let q = p
             .get("query")
@@ -141,7 +144,10 @@ pub(super) async fn query_range(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = Params::from_request(&method, &uri, &headers, &body);
+    let p = match Params::from_request(&method, &uri, &headers, &body) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let result = async {
         let q = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is required"))?.to_string();
         tracing::Span::current().record("query", q.as_str());
@@ -275,7 +281,10 @@ pub(super) async fn format_query(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = Params::from_request(&method, &uri, &headers, &body);
+    let p = match Params::from_request(&method, &uri, &headers, &body) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     on_query_runtime(&st, p, |expr| {
         Ok(success(serde_json::Value::String(expr.to_string())))
     })
@@ -290,7 +299,10 @@ pub(super) async fn parse_query(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = Params::from_request(&method, &uri, &headers, &body);
+    let p = match Params::from_request(&method, &uri, &headers, &body) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     on_query_runtime(&st, p, |expr| {
         serde_json::to_value(&expr)
             .map(success)

@@ -25,7 +25,10 @@ pub(super) async fn sql(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = Params::from_request(&method, &uri, &headers, &body);
+    let p = match Params::from_request(&method, &uri, &headers, &body) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let result = async {
         let q = p
             .get("query")

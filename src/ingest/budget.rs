@@ -238,6 +238,18 @@ fn walk(buf: &[u8], msg: &Msg, meter: &mut Meter, depth: u32) -> Result<(), Inge
         return Err(malformed("messages nested too deeply"));
     }
     let mut i = 0;
+    // Repeated fields met so far in this message: a vector's first push allocates room
+    // for four elements (and a heap header), later ones at most double it.
+    let mut seen: u64 = 0;
+    let mut first = |field: u32, size: usize| -> usize {
+        let bit = 1u64 << (field % 64);
+        if seen & bit == 0 {
+            seen |= bit;
+            2 * size + 16
+        } else {
+            0
+        }
+    };
     while i < buf.len() {
         let key = varint(buf, &mut i)?;
         let (field, wire) = ((key >> 3) as u32, key & 7);
@@ -246,7 +258,7 @@ fn walk(buf: &[u8], msg: &Msg, meter: &mut Meter, depth: u32) -> Result<(), Inge
             0 => {
                 varint(buf, &mut i)?;
                 if let Some(Field::Scalars { decoded, .. }) = f {
-                    meter.charge(2 * decoded)?;
+                    meter.charge(2 * decoded + first(field, *decoded))?;
                 }
             }
             1 | 5 => {
@@ -255,7 +267,7 @@ fn walk(buf: &[u8], msg: &Msg, meter: &mut Meter, depth: u32) -> Result<(), Inge
                     return Err(malformed("truncated fixed-width field"));
                 }
                 if let Some(Field::Scalars { decoded, .. }) = f {
-                    meter.charge(2 * decoded)?;
+                    meter.charge(2 * decoded + first(field, *decoded))?;
                 }
             }
             2 => {
@@ -270,18 +282,21 @@ fn walk(buf: &[u8], msg: &Msg, meter: &mut Meter, depth: u32) -> Result<(), Inge
                 match f {
                     // A vector slot with doubling headroom, then what the message holds.
                     Some(Field::Msg(m)) => {
-                        meter.charge(2 * m.size)?;
+                        meter.charge(2 * m.size + first(field, m.size))?;
                         walk(body, m, meter, depth + 1)?;
                     }
                     Some(Field::Bytes) => meter.charge(string_heap(len))?,
-                    Some(Field::RepeatedBytes) => meter.charge(2 * 24 + string_heap(len))?,
+                    Some(Field::RepeatedBytes) => {
+                        meter.charge(2 * 24 + first(field, 24) + string_heap(len))?
+                    }
                     Some(Field::Scalars { decoded, wire }) => {
                         let count = match wire {
                             Wire::Varint => body.iter().filter(|&&b| b < 0x80).count(),
                             Wire::Fixed32 => len / 4,
                             Wire::Fixed64 => len / 8,
                         };
-                        meter.charge(2 * count.saturating_mul(*decoded))?;
+                        meter
+                            .charge(2 * count.saturating_mul(*decoded) + first(field, *decoded))?;
                     }
                     None => {}
                 }
@@ -306,6 +321,10 @@ const MAX_JSON_DEPTH: usize = 64;
 /// number an 8-byte element. Refuses nesting deeper than 64 before serde recurses.
 pub fn charge_json(buf: &[u8], max_struct: usize, meter: &mut Meter) -> Result<(), IngestError> {
     let mut depth = 0usize;
+    // Objects and strings, each weighted by how many times serde may buffer it: OTLP's
+    // attribute values are `#[serde(flatten)]`, which copies a nested value once per level
+    // of nesting below the data points (~12 brackets deep).
+    let weight = |depth: usize| depth.saturating_sub(12).max(1);
     let mut objects = 0usize;
     let mut values = 0usize;
     let mut text = 0usize;
@@ -321,7 +340,7 @@ pub fn charge_json(buf: &[u8], max_struct: usize, meter: &mut Meter) -> Result<(
                     });
                 }
                 if buf[i] == b'{' {
-                    objects += 1;
+                    objects += weight(depth);
                 }
             }
             b'}' | b']' => depth = depth.saturating_sub(1),
@@ -332,13 +351,13 @@ pub fn charge_json(buf: &[u8], max_struct: usize, meter: &mut Meter) -> Result<(
                 while i < buf.len() && buf[i] != b'"' {
                     i += if buf[i] == b'\\' { 2 } else { 1 };
                 }
-                text += string_heap(i.saturating_sub(start)) + 24;
+                text += (string_heap(i.saturating_sub(start)) + 24) * weight(depth);
             }
             _ => {}
         }
         i += 1;
     }
-    meter.charge(objects.saturating_mul(2 * max_struct) + values * 16 + text)
+    meter.charge(objects.saturating_mul(2 * max_struct) + values * 24 + text)
 }
 
 #[cfg(test)]
@@ -502,10 +521,6 @@ pub mod schemas {
         decoded: 4,
         wire: Wire::Varint,
     };
-    const F64: Field = Field::Scalars {
-        decoded: 8,
-        wire: Wire::Fixed64,
-    };
 
     // Prometheus remote write 1.0 and remote read (`prompb`).
     pub static LABEL: Msg = Msg {
@@ -559,7 +574,14 @@ pub mod schemas {
                     wire: Wire::Fixed64,
                 },
             ),
-            (16, F64),
+            // Custom bounds are copied into the histogram (and a created-timestamp zero).
+            (
+                16,
+                Field::Scalars {
+                    decoded: 24,
+                    wire: Wire::Fixed64,
+                },
+            ),
         ],
     };
     pub static TIME_SERIES: Msg = Msg {
@@ -716,12 +738,14 @@ pub mod schemas {
             (8, Field::Msg(&OTLP_EXEMPLAR)),
         ],
     };
+    /// Each count also becomes an entry of the map that merges buckets by index when the
+    /// schema is reduced (~64 bytes a node).
     pub static OTLP_EXP_BUCKETS: Msg = Msg {
         size: size_of::<otlp::exponential_histogram_data_point::Buckets>(),
         fields: &[(
             2,
             Field::Scalars {
-                decoded: 16,
+                decoded: 80,
                 wire: Wire::Varint,
             },
         )],

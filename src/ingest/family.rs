@@ -17,15 +17,26 @@ pub fn family_of<'a>(series_name: &'a str, metric_type: &str) -> &'a str {
         .unwrap_or(series_name)
 }
 
+/// Suffixes a family's series may add to its name (classic histograms, summaries,
+/// OpenMetrics counters and info metrics, gauge histograms).
+const SUFFIXES: [&str; 8] = [
+    "_bucket", "_sum", "_count", "_created", "_total", "_info", "_gcount", "_gsum",
+];
+
 /// Whether a series named `series_name` belongs to `family` (any of its series suffixes).
 pub fn belongs_to(series_name: &str, family: &str) -> bool {
-    const SUFFIXES: [&str; 8] = [
-        "_bucket", "_sum", "_count", "_created", "_total", "_info", "_gcount", "_gsum",
-    ];
-    series_name == family
-        || series_name
-            .strip_prefix(family)
-            .is_some_and(|rest| SUFFIXES.contains(&rest))
+    candidates(series_name).any(|f| f == family)
+}
+
+/// The families a series name may belong to: the name itself, and the name without each
+/// suffix it ends with.
+pub fn candidates(series_name: &str) -> impl Iterator<Item = &str> {
+    std::iter::once(series_name).chain(
+        SUFFIXES
+            .iter()
+            .filter_map(move |s| series_name.strip_suffix(s))
+            .filter(|f| !f.is_empty()),
+    )
 }
 
 #[cfg(test)]

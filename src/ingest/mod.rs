@@ -142,26 +142,63 @@ impl WriteBatch {
     }
 
     /// Gives metadata without carriers the request's series of its family (remote write
-    /// 1.0, OTLP: metadata names a family, not series). Metadata whose family has no series
-    /// in the request stays unattributed.
-    pub fn attribute_metadata(&mut self) {
-        for md in self.metadata.iter_mut().filter(|m| m.carriers.is_empty()) {
-            let family = md.metric_family_name.as_str();
-            let mut carriers: Vec<Labels> = self
-                .series
-                .iter()
-                .map(|s| &s.labels)
-                .chain(self.histograms.iter().map(|s| &s.labels))
-                .filter(|l| {
-                    l.metric_name()
-                        .is_some_and(|n| family::belongs_to(n, family))
-                })
-                .cloned()
-                .collect();
-            carriers.sort();
-            carriers.dedup();
-            md.carriers = carriers;
+    /// 1.0, OTLP: metadata names a family, not series). One entry per family is kept (the
+    /// last, as a later one would overwrite it); metadata whose family has no series in the
+    /// request stays unattributed. Each carrier is a copy of a label set: charged.
+    pub fn attribute_metadata(&mut self, meter: &mut budget::Meter) -> Result<(), IngestError> {
+        if self.metadata.iter().all(|m| !m.carriers.is_empty()) {
+            return Ok(());
         }
+        // The last unattributed entry of each family.
+        let mut last: std::collections::HashMap<&str, usize> = Default::default();
+        for (i, m) in self.metadata.iter().enumerate() {
+            if m.carriers.is_empty() {
+                last.insert(m.metric_family_name.as_str(), i);
+            }
+        }
+        let keep: std::collections::HashSet<usize> = last.into_values().collect();
+        // Series by the families their name may belong to, in one pass.
+        let mut by_family: std::collections::HashMap<&str, Vec<&Labels>> = Default::default();
+        let wanted: std::collections::HashSet<&str> = keep
+            .iter()
+            .map(|&i| self.metadata[i].metric_family_name.as_str())
+            .collect();
+        for l in self
+            .series
+            .iter()
+            .map(|s| &s.labels)
+            .chain(self.histograms.iter().map(|s| &s.labels))
+        {
+            let Some(name) = l.metric_name() else {
+                continue;
+            };
+            for f in family::candidates(name) {
+                if wanted.contains(f) {
+                    by_family.entry(f).or_default().push(l);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(self.metadata.len());
+        for (i, mut md) in std::mem::take(&mut self.metadata).into_iter().enumerate() {
+            if md.carriers.is_empty() {
+                if !keep.contains(&i) {
+                    continue;
+                }
+                let mut carriers: Vec<Labels> = Vec::new();
+                if let Some(ls) = by_family.get(md.metric_family_name.as_str()) {
+                    for l in ls {
+                        meter.charge(l.heap_bytes() + 32)?;
+                        carriers.push((*l).clone());
+                    }
+                }
+                carriers.sort();
+                carriers.dedup();
+                md.carriers = carriers;
+            }
+            out.push(md);
+        }
+        self.metadata = out;
+        Ok(())
     }
 
     pub fn exemplar_count(&self) -> usize {

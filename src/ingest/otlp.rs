@@ -71,6 +71,8 @@ pub fn decode(
         loop {
             let step = 1 << 20;
             meter.charge(step)?;
+            // Grown by exactly what was charged (not doubled by the vector).
+            out.reserve_exact(step);
             let n = (&mut inflate)
                 .take(step as u64)
                 .read_to_end(&mut out)
@@ -205,10 +207,17 @@ impl Out {
         self.floats.entry(labels).or_default().push((t, v));
     }
 
-    fn exemplars(&mut self, labels: &Labels, ex: Vec<Exemplar>) {
+    fn exemplars(
+        &mut self,
+        labels: &Labels,
+        ex: Vec<Exemplar>,
+        meter: &mut Meter,
+    ) -> Result<(), IngestError> {
         if !ex.is_empty() {
+            meter.charge(labels.heap_bytes() + 64)?;
             self.exemplars.entry(labels.clone()).or_default().extend(ex);
         }
+        Ok(())
     }
 }
 
@@ -372,7 +381,7 @@ pub fn translate(
                             seen(t);
                             let labels = base.labels(meter, &p.attributes, &name, None)?;
                             let ex = exemplars(&p.exemplars, &mut out.dropped)?;
-                            out.exemplars(&labels, ex);
+                            out.exemplars(&labels, ex, meter)?;
                             out.float(labels, t, number(&p.value, p.flags));
                         }
                     }
@@ -394,7 +403,7 @@ pub fn translate(
                             seen(t);
                             let labels = base.labels(meter, &p.attributes, &name, None)?;
                             let ex = exemplars(&p.exemplars, &mut out.dropped)?;
-                            out.exemplars(&labels, ex);
+                            out.exemplars(&labels, ex, meter)?;
                             if p.flags & NO_RECORDED_VALUE != 0 {
                                 out.float(labels, t, stale_marker());
                             } else {
@@ -446,6 +455,8 @@ pub fn translate(
             // One sample per 2m30s over the points' span — at most the last day's worth:
             // points further apart are hostile or out of any write window anyway.
             let mut t = earliest.max(latest.saturating_sub(TARGET_INFO_SPAN_MS));
+            // Up to a day of samples from two points: charged before they are made.
+            meter.charge(2 * 16 * (((latest - t) / 150_000) as usize + 1))?;
             while t < latest {
                 out.float(labels.clone(), t, 1.0);
                 t += 150_000;
@@ -482,7 +493,7 @@ pub fn translate(
         metadata: out.metadata,
         dropped_exemplars: out.dropped,
     };
-    batch.attribute_metadata();
+    batch.attribute_metadata(meter)?;
     Ok(batch)
 }
 
@@ -538,12 +549,12 @@ fn classic(
         )?;
         let mine: Vec<Exemplar> =
             std::iter::from_fn(|| ex.next_if(|e| e.value <= *bound)).collect();
-        out.exemplars(&l, mine);
+        out.exemplars(&l, mine, meter)?;
         out.float(l, t, v(acc as f64));
     }
     let l = base.labels(meter, &p.attributes, &bucket, Some(("le", "+Inf".into())))?;
     let rest: Vec<Exemplar> = ex.collect();
-    out.exemplars(&l, rest);
+    out.exemplars(&l, rest, meter)?;
     out.float(l, t, v(p.count as f64));
     Ok(())
 }
@@ -559,7 +570,7 @@ fn custom_buckets(
     let t = ms(p.time_unix_nano);
     let labels = base.labels(meter, &p.attributes, name, None)?;
     let ex = exemplars(&p.exemplars, &mut out.dropped)?;
-    out.exemplars(&labels, ex);
+    out.exemplars(&labels, ex, meter)?;
     if p.flags & NO_RECORDED_VALUE != 0 {
         out.float(labels, t, stale_marker());
         return Ok(());

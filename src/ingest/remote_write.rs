@@ -85,10 +85,11 @@ pub fn from_proto(req: prompb::WriteRequest, meter: &mut Meter) -> Result<WriteB
             let valid: Vec<Exemplar> = ts
                 .exemplars
                 .into_iter()
-                .filter_map(|e| exemplar(&labels, e.labels, e.value, e.timestamp).ok())
+                .filter_map(|e| exemplar(e.labels, e.value, e.timestamp).ok())
                 .collect();
             dropped_exemplars += n - valid.len();
             if !valid.is_empty() {
+                meter.charge(labels.heap_bytes() + 64)?;
                 exemplars.push(SeriesExemplars {
                     labels: labels.clone(),
                     exemplars: valid,
@@ -96,6 +97,7 @@ pub fn from_proto(req: prompb::WriteRequest, meter: &mut Meter) -> Result<WriteB
             }
         }
         if !hists.is_empty() {
+            meter.charge(labels.heap_bytes() + 64)?;
             histograms.push(SeriesHistograms {
                 labels: labels.clone(),
                 samples: hists,
@@ -127,27 +129,22 @@ pub fn from_proto(req: prompb::WriteRequest, meter: &mut Meter) -> Result<WriteB
         metadata,
         dropped_exemplars,
     };
-    batch.attribute_metadata();
+    batch.attribute_metadata(meter)?;
     Ok(batch)
 }
 
-/// Validates one exemplar of `series` (remote write 1.0 and 2.0); an invalid one is dropped
-/// by the callers (its samples are kept, as in Prometheus).
+/// Validates one exemplar (remote write 1.0 and 2.0); an invalid one is dropped by the
+/// callers (its samples are kept, as in Prometheus), so the error is only why — never the
+/// series' text, which a request with many invalid exemplars would format again each time.
 pub(super) fn exemplar(
-    series: &Labels,
     labels: Vec<prompb::Label>,
     value: f64,
     ts: i64,
-) -> Result<Exemplar, IngestError> {
+) -> Result<Exemplar, String> {
     let pairs: Vec<(String, String)> = labels.into_iter().map(|l| (l.name, l.value)).collect();
-    let invalid = |message: String| IngestError::Exemplar {
-        labels: series.to_string(),
-        timestamp_ms: ts,
-        message,
-    };
-    let labels = Exemplar::labels_from(pairs).map_err(|e| invalid(e.to_string()))?;
+    let labels = Exemplar::labels_from(pairs).map_err(|e| e.to_string())?;
     let e = Exemplar { labels, value, ts };
-    e.validate().map_err(invalid)?;
+    e.validate()?;
     Ok(e)
 }
 

@@ -197,12 +197,13 @@ pub fn from_proto(
                     .into_iter()
                     .map(|(name, value)| prompb::Label { name, value })
                     .collect();
-                match exemplar(&labels, labels_of_exemplar, e.value, e.timestamp) {
+                match exemplar(labels_of_exemplar, e.value, e.timestamp) {
                     Ok(x) => exs.push(x),
                     Err(_) => batch.dropped_exemplars += 1,
                 }
             }
             if !exs.is_empty() {
+                meter.charge(labels.heap_bytes() + 64)?;
                 batch.exemplars.push(SeriesExemplars {
                     labels: labels.clone(),
                     exemplars: exs,
@@ -227,6 +228,7 @@ pub fn from_proto(
             batch.metadata[at].carriers.push(labels.clone());
         }
         if !hists.is_empty() {
+            meter.charge(labels.heap_bytes() + 64)?;
             batch.histograms.push(SeriesHistograms {
                 labels: labels.clone(),
                 samples: hists,

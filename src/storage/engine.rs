@@ -424,6 +424,28 @@ impl Storage {
                 .flat_map(|s| s.exemplars.iter())
                 .map(|e| 1 + super::head::exemplar_weight(e))
                 .sum::<usize>();
+        // Metadata is a record of its own (JSON, carriers as label lists), written after
+        // the samples': it must fit too, or the samples would be logged and the request
+        // refused.
+        let metadata_bytes: usize = batch
+            .metadata
+            .iter()
+            .map(|m| {
+                128 + m.metric_family_name.len()
+                    + m.help.len()
+                    + m.unit.len()
+                    + m.carriers
+                        .iter()
+                        .map(|l| 16 + label_bytes(l) + 8 * l.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        if metadata_bytes > super::wal::MAX_RECORD as usize {
+            return Err(StorageError::Invalid(format!(
+                "the request's metadata (~{metadata_bytes} bytes) is too large for one WAL record ({} bytes); split it",
+                super::wal::MAX_RECORD
+            )));
+        }
         if record_bytes > super::wal::MAX_RECORD as usize {
             return Err(StorageError::Invalid(format!(
                 "a request of {n} samples (~{record_bytes} bytes) is too large for one WAL record ({} bytes); split it",

@@ -23,8 +23,11 @@ use crate::catalog::{Catalog, SeriesId};
 use crate::ingest::MetricMetadata;
 use crate::model::Labels;
 
-/// Distinct variants one family keeps; further ones are dropped (the series keep theirs).
-pub const MAX_VARIANTS: usize = 16;
+/// Text (type, help, unit) all variants of one tenant may hold together; a new variant
+/// beyond it is dropped and its series keep what they carried. Variants are otherwise
+/// bounded by series: each series carries one. (No per-family cap: the writer of hidden
+/// series could fill it and so keep a visible series' new text out.)
+pub const MAX_TEXT_BYTES: usize = 16 << 20;
 /// Carriers of one variant a snapshot names.
 pub const SNAPSHOT_CARRIERS: usize = 64;
 
@@ -38,6 +41,10 @@ pub struct Meta {
 }
 
 impl Meta {
+    fn text_bytes(&self) -> usize {
+        self.metric_type.len() + self.help.len() + self.unit.len() + 64
+    }
+
     pub fn of(md: &MetricMetadata) -> Meta {
         Meta {
             metric_type: md.metric_type.clone(),
@@ -58,6 +65,8 @@ struct Variant {
 pub struct MetadataStore {
     families: BTreeMap<String, Vec<Variant>>,
     unattributed: BTreeMap<String, Meta>,
+    /// Text held by every variant and unattributed entry (against [`MAX_TEXT_BYTES`]).
+    text_bytes: usize,
 }
 
 impl MetadataStore {
@@ -78,21 +87,46 @@ impl MetadataStore {
     /// variant it carried before.
     pub fn apply(&mut self, family: &str, meta: Meta, ids: &[SeriesId]) {
         if ids.is_empty() {
+            let add = meta.text_bytes();
+            let old = self.unattributed.get(family).map_or(0, Meta::text_bytes);
+            if self.text_bytes + add > MAX_TEXT_BYTES + old {
+                tracing::warn!(
+                    family,
+                    "metadata dropped: {MAX_TEXT_BYTES} bytes of text held"
+                );
+                return;
+            }
+            self.text_bytes = self.text_bytes + add - old;
             self.unattributed.insert(family.to_string(), meta);
             return;
         }
         let carriers: RoaringBitmap = ids.iter().copied().collect();
         let vs = self.families.entry(family.to_string()).or_default();
+        let known = vs.iter().any(|v| v.meta == meta);
+        if !known && self.text_bytes + meta.text_bytes() > MAX_TEXT_BYTES {
+            tracing::warn!(
+                family,
+                "metadata dropped: {MAX_TEXT_BYTES} bytes of text held"
+            );
+            return;
+        }
         for v in vs.iter_mut().filter(|v| v.meta != meta) {
             v.carriers -= &carriers;
         }
-        vs.retain(|v| !v.carriers.is_empty() || v.meta == meta);
+        let mut freed = 0;
+        vs.retain(|v| {
+            let keep = !v.carriers.is_empty() || v.meta == meta;
+            if !keep {
+                freed += v.meta.text_bytes();
+            }
+            keep
+        });
+        self.text_bytes -= freed;
         if let Some(v) = vs.iter_mut().find(|v| v.meta == meta) {
             v.carriers |= carriers;
-        } else if vs.len() < MAX_VARIANTS {
-            vs.push(Variant { meta, carriers });
         } else {
-            tracing::debug!(family, "metadata variant dropped: {MAX_VARIANTS} kept");
+            self.text_bytes += meta.text_bytes();
+            vs.push(Variant { meta, carriers });
         }
     }
 
@@ -269,11 +303,27 @@ mod tests {
     }
 
     #[test]
-    fn variants_per_family_are_bounded() {
+    fn text_is_bounded_and_many_hidden_variants_do_not_crowd_out_a_visible_one() {
         let mut s = MetadataStore::default();
         for i in 0..100u32 {
             s.apply("z", meta(&i.to_string()), &[i]);
         }
-        assert_eq!(s.families["z"].len(), MAX_VARIANTS);
+        s.apply("z", meta("visible"), &[1000]);
+        let live: RoaringBitmap = (0..2000).collect();
+        assert_eq!(
+            s.visible(Some(&bits(&[1000])), &live)["z"],
+            vec![meta("visible")]
+        );
+        // Replacing a series' text frees the old variant's.
+        let before = s.text_bytes;
+        s.apply("z", meta("visible 2"), &[1000]);
+        assert_eq!(s.text_bytes, before + 2);
+        // Past the bound, new text is dropped and the series keep theirs.
+        let big = "h".repeat(MAX_TEXT_BYTES);
+        s.apply("z", meta(&big), &[1000]);
+        assert_eq!(
+            s.visible(Some(&bits(&[1000])), &live)["z"],
+            vec![meta("visible 2")]
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! Acceptance (issue 23, item 3): bodies at or under the body limit built to decode to
-//! 100× their size or more, sent to every decoder, are refused or accepted while the
+//! 100× their size or more (40× for form parameters), sent to every decoder, are refused or accepted while the
 //! server's peak RSS (VmHWM, reset before each case) grows by at most 256 MiB; the server
 //! stays up, and the control samples acknowledged between the cases are all there after a
 //! SIGKILL and a restart. Each case's status, time and peak growth are printed
@@ -8,7 +8,9 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use quiver::ingest::remote_write_v2;
+use prost::Message;
+use quiver::ingest::prompb;
+use quiver::ingest::remote_write_v2::{self as v2};
 use reqwest::{Client, StatusCode};
 
 use crate::support::*;
@@ -191,6 +193,129 @@ fn cases() -> Vec<Case> {
             body: snappy(&req),
         });
     }
+    // Remote write 1.0: 2,000 series of one family and 100,000 metadata entries naming it
+    // (each would copy every series as a carrier).
+    {
+        let t = now_ms() - 60_000;
+        let req = prompb::WriteRequest {
+            timeseries: (0..2_000)
+                .map(|i| prompb::TimeSeries {
+                    labels: vec![
+                        prompb::Label {
+                            name: "__name__".into(),
+                            value: "hostile_md".into(),
+                        },
+                        prompb::Label {
+                            name: "i".into(),
+                            value: format!("{i:0>90}"),
+                        },
+                    ],
+                    samples: vec![prompb::Sample {
+                        value: 1.0,
+                        timestamp: t,
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+            metadata: (0..100_000)
+                .map(|i| prompb::MetricMetadata {
+                    r#type: 1,
+                    metric_family_name: "hostile_md".into(),
+                    help: format!("h{i}"),
+                    unit: String::new(),
+                })
+                .collect(),
+        };
+        out.push(Case {
+            name: "rw1 100k metadata x 2k series",
+            path: "/api/v1/write",
+            headers: RW1.to_vec(),
+            body: snappy(&req.encode_to_vec()),
+        });
+    }
+    // Remote write 2.0: one series of 100 labels each naming a 1 MiB symbol, with a
+    // histogram and an exemplar (each would copy the label set).
+    {
+        let mut symbols = vec![String::new(), "v".repeat(MIB)];
+        let mut refs = Vec::new();
+        for i in 0..100u32 {
+            symbols.push(format!("l{i:03}"));
+            refs.extend([symbols.len() as u32 - 1, 1]);
+        }
+        let req = v2::Request {
+            symbols,
+            timeseries: vec![v2::TimeSeries {
+                labels_refs: refs,
+                samples: vec![v2::Sample {
+                    value: 1.0,
+                    timestamp: now_ms() - 60_000,
+                    start_timestamp: 0,
+                }],
+                exemplars: vec![v2::Exemplar {
+                    labels_refs: vec![],
+                    value: 1.0,
+                    timestamp: now_ms() - 60_000,
+                }],
+                ..Default::default()
+            }],
+        };
+        out.push(Case {
+            name: "rw2 100 refs to a 1 MiB symbol",
+            path: "/api/v1/write",
+            headers: RW2.to_vec(),
+            body: snappy(&req.encode_to_vec()),
+        });
+    }
+    // OTLP: 50,000 resources, each a gauge with two points a day apart (a day of
+    // `target_info` samples each).
+    {
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+        use opentelemetry_proto::tonic::metrics::v1::{
+            Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric,
+            number_data_point,
+        };
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        let kv = |k: &str, v: String| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v)),
+            }),
+            ..Default::default()
+        };
+        let now_ns = (now_ms() as u64) * 1_000_000;
+        let point = |t: u64| NumberDataPoint {
+            time_unix_nano: t,
+            value: Some(number_data_point::Value::AsDouble(1.0)),
+            ..Default::default()
+        };
+        let rm = |i: usize| ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", format!("s{i}")), kv("x", "y".into())],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "g".into(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: vec![point(now_ns - 86_400_000_000_000), point(now_ns)],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: (0..50_000).map(rm).collect(),
+        };
+        out.push(Case {
+            name: "otlp 50k resources, a day apart",
+            path: "/api/v1/otlp/v1/metrics",
+            headers: vec![("Content-Type", "application/x-protobuf")],
+            body: req.encode_to_vec(),
+        });
+    }
     // Large but within the budget: accepted whole.
     {
         let b = batch(
@@ -217,7 +342,7 @@ fn cases() -> Vec<Case> {
             name: "rw2 100k distinct series",
             path: "/api/v1/write",
             headers: RW2.to_vec(),
-            body: remote_write_v2::encode(&b),
+            body: v2::encode(&b),
         });
     }
     // OTLP protobuf: empty resource metrics; the same gzip-bombed; OTLP/JSON empty objects,
@@ -286,6 +411,13 @@ fn cases() -> Vec<Case> {
             body: line.repeat(60).into_bytes(),
         });
     }
+    // A form body of empty parameters (POST query; ~40× its size as pairs).
+    out.push(Case {
+        name: "query form 30M parameters",
+        path: "/api/v1/query",
+        headers: vec![("Content-Type", "application/x-www-form-urlencoded")],
+        body: b"a&".repeat(30 * MIB),
+    });
     // Remote read: empty queries (under --remote-read-max-bytes decompressed).
     out.push(Case {
         name: "remote read empty queries",
