@@ -13,6 +13,27 @@ fn client_error(status: StatusCode, what: &str, err: impl std::fmt::Display) -> 
     (status, format!("{what}: {err}\n")).into_response()
 }
 
+/// 403 when a principal with enforced matchers writes a series outside them (nothing of
+/// the request is stored).
+fn outside_matchers(
+    what: &str,
+    access: &crate::auth::Access,
+    batch: &WriteBatch,
+) -> Option<Response> {
+    if access.matchers.is_empty() {
+        return None;
+    }
+    let refused = batch.first_refused(|l| access.may_write(l))?;
+    let shown: String = refused.to_string().chars().take(200).collect();
+    Some(client_error(
+        StatusCode::FORBIDDEN,
+        what,
+        format!(
+            "series {shown} is outside this principal's enforced matchers; nothing was written"
+        ),
+    ))
+}
+
 /// 429: Prometheus's remote write backs off and retries these.
 fn rate_limited(what: &str) -> Response {
     client_error(
@@ -118,6 +139,9 @@ pub(super) async fn remote_write(
             );
         }
     };
+    if let Some(r) = outside_matchers("remote write", &access, &batch) {
+        return r;
+    }
     if !st.admission.write(&access.tenant, batch.admission_weight()) {
         return rate_limited("remote write");
     }
@@ -208,6 +232,9 @@ pub(super) async fn otlp_metrics(
         Ok(b) => b,
         Err(e) => return ingest_error(what, e),
     };
+    if let Some(r) = outside_matchers(what, &access, &batch) {
+        return r;
+    }
     if !st.admission.write(&access.tenant, batch.admission_weight()) {
         return rate_limited(what);
     }
@@ -317,6 +344,12 @@ pub(super) async fn import_prometheus(
                 Ok(None) => return Ok(stored),
                 Err(e) => return Err((ImportStop::Ingest(e), stored)),
             };
+            if !access.matchers.is_empty()
+                && let Some(l) = batch.first_refused(|l| access.may_write(l))
+            {
+                let shown: String = l.to_string().chars().take(200).collect();
+                return Err((ImportStop::Outside(shown), stored));
+            }
             if !st.admission.write(&access.tenant, batch.admission_weight()) {
                 return Err((ImportStop::RateLimited, stored));
             }
@@ -339,6 +372,11 @@ pub(super) async fn import_prometheus(
             match stop {
                 ImportStop::Ingest(e) => ingest_error(&what, e),
                 ImportStop::RateLimited => rate_limited(&what),
+                ImportStop::Outside(series) => client_error(
+                    StatusCode::FORBIDDEN,
+                    &what,
+                    format!("series {series} is outside this principal's enforced matchers"),
+                ),
                 ImportStop::Storage(e) => storage_error(&what, e),
             }
         }
@@ -351,6 +389,8 @@ pub(super) async fn import_prometheus(
 
 enum ImportStop {
     Ingest(IngestError),
+    /// A series outside the principal's enforced matchers.
+    Outside(String),
     RateLimited,
     Storage(StorageError),
 }

@@ -159,6 +159,15 @@ impl Access {
         }
     }
 
+    /// Whether the caller may write this series: its enforced matchers (which bound what it
+    /// reads) bound what it writes too, so a principal cannot place series, or their
+    /// metadata, where its own matchers would hide them. A missing label is empty.
+    pub fn may_write(&self, labels: &crate::model::Labels) -> bool {
+        self.matchers
+            .iter()
+            .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+    }
+
     /// Distinguishes cached answers of callers that see different series.
     pub fn cache_scope(&self) -> String {
         let mut s = self.tenant.clone();

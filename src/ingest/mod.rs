@@ -201,6 +201,17 @@ impl WriteBatch {
         Ok(())
     }
 
+    /// The first series (of any lane, or a metadata carrier) that `may` refuses.
+    pub fn first_refused(&self, may: impl Fn(&Labels) -> bool) -> Option<&Labels> {
+        self.series
+            .iter()
+            .map(|s| &s.labels)
+            .chain(self.histograms.iter().map(|s| &s.labels))
+            .chain(self.exemplars.iter().map(|s| &s.labels))
+            .chain(self.metadata.iter().flat_map(|m| m.carriers.iter()))
+            .find(|l| !may(l))
+    }
+
     pub fn exemplar_count(&self) -> usize {
         self.exemplars.iter().map(|s| s.exemplars.len()).sum()
     }

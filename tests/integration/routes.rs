@@ -198,6 +198,45 @@ async fn send(
     (resp.status(), resp.text().await.unwrap())
 }
 
+/// A read-only token as the example config's issuer would sign it.
+fn read_only_jwt() -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let claims = serde_json::json!({
+        "iss": "https://idp.example.com/",
+        "aud": "quiver",
+        "exp": now_ms() / 1000 + 600,
+        "sub": "reader",
+        "permissions": ["read"],
+    });
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(b"example-secret-replace-me-with-32-bytes-or-more"),
+    )
+    .unwrap()
+}
+
+async fn send_bearer(
+    c: &Client,
+    url: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    (ct, enc, b): (&str, Option<&str>, Vec<u8>),
+) -> (StatusCode, String) {
+    assert_eq!(method, "POST", "write routes are POST");
+    let mut r = c
+        .post(format!("{url}{path}"))
+        .bearer_auth(token)
+        .header("Content-Type", ct)
+        .body(b);
+    if let Some(e) = enc {
+        r = r.header("Content-Encoding", e);
+    }
+    let resp = r.send().await.unwrap();
+    (resp.status(), resp.text().await.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_and_write_only_users_get_what_the_table_says() {
     let (_tmp, dir) = tempdir();
@@ -214,6 +253,17 @@ async fn read_only_and_write_only_users_get_what_the_table_says() {
                 }
                 Need::Needs(Permission::Write) => {
                     for body in write_bodies(route.path) {
+                        // A read-only bearer token is refused too.
+                        let (s, text) = send_bearer(
+                            &c,
+                            url,
+                            method,
+                            route.path,
+                            &read_only_jwt(),
+                            body.clone(),
+                        )
+                        .await;
+                        assert_eq!(s, 403, "read-only JWT on {method} {}: {text}", route.path);
                         let what = format!("{method} {} ({} {:?})", route.path, body.0, body.1);
                         let (s, text) =
                             send(&c, url, method, route.path, READ_ONLY, Some(body.clone())).await;

@@ -725,3 +725,79 @@ async fn responses_carry_security_headers_and_a_request_id() {
     assert_eq!(h["cache-control"], "no-store");
     assert!(!h["x-request-id"].is_empty());
 }
+
+/// Issue 23: a principal's enforced matchers bound what it writes as well as what it
+/// reads, on every ingest path — a request with one series outside them is refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforced_matchers_bound_writes_on_every_ingest_path() {
+    let (_tmp, server) = start(&[]).await;
+    let c = Client::new();
+    let team_a = token(json!({
+        "tenant": "a",
+        "permissions": ["read", "write"],
+        "matchers": ["{namespace=~\"team-a-.*\"}"],
+    }));
+    let inside: &[(&str, &str)] = &[("__name__", "scoped_write"), ("namespace", "team-a-web")];
+    let outside: &[(&str, &str)] = &[("__name__", "scoped_write"), ("namespace", "team-b")];
+    // Remote write: one series outside refuses the request whole.
+    assert_eq!(
+        write(
+            &server.url,
+            &team_a,
+            &[(inside, 1.0), (outside, 2.0)],
+            "scoped_write"
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        write(&server.url, &team_a, &[(inside, 1.0)], "scoped_write").await,
+        204
+    );
+    // OTLP/JSON: the data point's attributes become the labels.
+    let otlp = |ns: &str| {
+        json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [{
+            "name": "scoped_otlp",
+            "gauge": {"dataPoints": [{
+                "timeUnixNano": ((now_ms() - 30_000) * 1_000_000).to_string(),
+                "asDouble": 1.0,
+                "attributes": [{"key": "namespace", "value": {"stringValue": ns}}]
+            }]}
+        }]}]}]})
+        .to_string()
+    };
+    for (ns, want) in [("team-b", 403), ("team-a-web", 200)] {
+        let r = c
+            .post(format!("{}/api/v1/otlp/v1/metrics", server.url))
+            .bearer_auth(&team_a)
+            .header("Content-Type", "application/json")
+            .body(otlp(ns))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "OTLP {ns}: {}", r.text().await.unwrap());
+    }
+    // Import.
+    for (ns, want) in [("team-b", 403), ("team-a-web", 204)] {
+        let r = c
+            .post(format!("{}/api/v1/import/prometheus", server.url))
+            .bearer_auth(&team_a)
+            .body(format!(
+                "scoped_import{{namespace=\"{ns}\"}} 1 {}\n",
+                now_ms() - 30_000
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "import {ns}: {}", r.text().await.unwrap());
+    }
+    // Nothing outside was stored: an unrestricted reader of tenant "a" sees only team-a.
+    let (s, body) = get(c
+        .get(format!("{}/api/v1/series", server.url))
+        .query(&[("match[]", "{__name__=~\"scoped_.*\"}")])
+        .bearer_auth(reader("a")))
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert!(!body.contains("team-b"), "{body}");
+    assert_eq!(body.matches("team-a-web").count(), 3, "{body}");
+}
