@@ -8,6 +8,7 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod duration;
+pub mod error_kind;
 pub mod ingest;
 pub mod migrations;
 pub mod model;

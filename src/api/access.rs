@@ -7,9 +7,10 @@
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::AppState;
+use super::error::ApiError;
 use super::routes::Need;
 use crate::auth::{Access, AuthError};
 
@@ -71,17 +72,9 @@ fn refuse(path: &str, e: AuthError) -> Response {
         .with_label_values(&[e.reason()])
         .inc();
     tracing::info!(path, reason = e.reason(), "request refused: {e}");
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-    let mut resp = if path.starts_with("/api/") {
-        let error_type = match status {
-            StatusCode::UNAUTHORIZED => "unauthorized",
-            StatusCode::FORBIDDEN => "forbidden",
-            _ => "bad_data",
-        };
-        super::envelope::error_response(status, error_type, &e.to_string())
-    } else {
-        (status, format!("{e}\n")).into_response()
-    };
+    let err = ApiError::of(&e, None);
+    let status = err.status();
+    let mut resp = err.respond(super::routes::error_format(path));
     if status == StatusCode::UNAUTHORIZED {
         let h = resp.headers_mut();
         h.append(

@@ -2,15 +2,34 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::error::{ApiError, ErrorKind, Format, Kinded};
 use super::{AppState, Ready};
 use crate::ingest::text::{BatchReader, TimestampUnit};
 use crate::ingest::{IngestError, WriteBatch, otlp, remote_write, remote_write_v2};
 use crate::storage::{StorageError, WriteWindow};
 use axum::extract::State;
 
-fn client_error(status: StatusCode, what: &str, err: impl std::fmt::Display) -> Response {
-    tracing::warn!(%status, error = %err, "{what} rejected");
-    (status, format!("{what}: {err}\n")).into_response()
+/// Every error of the ingest routes, in plain text (what remote-write, OTLP and import
+/// clients read): `what: why`, with the status of its kind.
+fn fail(what: &str, e: &(impl Kinded + std::fmt::Display)) -> Response {
+    let err = ApiError::of(e, Some(what));
+    if err.status().is_client_error() {
+        tracing::warn!(status = %err.status(), error = %err.message, "{what} rejected");
+    }
+    err.respond(Format::Text)
+}
+
+fn fail_with(what: &str, kind: ErrorKind, why: impl std::fmt::Display) -> Response {
+    ApiError::new(kind, format!("{what}: {why}")).respond(Format::Text)
+}
+
+/// 429: Prometheus's remote write backs off and retries these.
+fn rate_limited(what: &str) -> Response {
+    fail_with(
+        what,
+        ErrorKind::TooManyRequests,
+        "write rate limit of this tenant exceeded; retry later",
+    )
 }
 
 /// 403 when a principal with enforced matchers writes a series outside them (nothing of
@@ -25,60 +44,13 @@ fn outside_matchers(
     }
     let refused = batch.first_refused(|l| access.may_write(l))?;
     let shown: String = refused.to_string().chars().take(200).collect();
-    Some(client_error(
-        StatusCode::FORBIDDEN,
+    Some(fail_with(
         what,
+        ErrorKind::Forbidden,
         format!(
             "series {shown} is outside this principal's enforced matchers; nothing was written"
         ),
     ))
-}
-
-/// 429: Prometheus's remote write backs off and retries these.
-fn rate_limited(what: &str) -> Response {
-    client_error(
-        StatusCode::TOO_MANY_REQUESTS,
-        what,
-        "write rate limit of this tenant exceeded; retry later",
-    )
-}
-
-fn storage_error(what: &str, e: StorageError) -> Response {
-    if let StorageError::Overloaded(_) = e {
-        // Prometheus's remote write retries 5xx with backoff; nothing was acknowledged.
-        tracing::warn!(error = %e, "{what} refused: overloaded");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::RETRY_AFTER, "5")],
-            format!("{what}: {e}\n"),
-        )
-            .into_response();
-    }
-    if e.is_client_error() {
-        client_error(StatusCode::BAD_REQUEST, what, e)
-    } else {
-        tracing::error!(error = %e, "{what} failed");
-        (StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {e}\n")).into_response()
-    }
-}
-
-fn ingest_error(what: &str, e: IngestError) -> Response {
-    if matches!(e, IngestError::Busy | IngestError::HeadFull { .. }) {
-        // Retryable: nothing was decoded or stored; senders back off on 503.
-        tracing::warn!(error = %e, "{what} refused for now");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::RETRY_AFTER, "5")],
-            format!("{what}: {e}\n"),
-        )
-            .into_response();
-    }
-    let status = match e {
-        IngestError::TooLarge { .. } | IngestError::Budget { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        IngestError::Unsupported { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    client_error(status, what, e)
 }
 
 /// `POST /api/v1/write`: Prometheus remote write 1.0 (snappy block + protobuf). 204 once durable.
@@ -94,9 +66,9 @@ pub(super) async fn remote_write(
         .and_then(|v| v.to_str().ok())
         && !enc.eq_ignore_ascii_case("snappy")
     {
-        return ingest_error(
+        return fail(
             "remote write",
-            IngestError::Unsupported {
+            &IngestError::Unsupported {
                 what: "content encoding",
                 value: enc.into(),
             },
@@ -117,7 +89,7 @@ pub(super) async fn remote_write(
     let (mut batch, written) = match proto.as_deref() {
         None | Some("prometheus.WriteRequest") => match remote_write::decode(&body, &mut meter) {
             Ok(b) => (b, None),
-            Err(e) => return ingest_error("remote write", e),
+            Err(e) => return fail("remote write", &e),
         },
         Some(remote_write_v2::PROTO) => {
             let oldest = st
@@ -126,13 +98,13 @@ pub(super) async fn remote_write(
                 .then(|| storage.write_bounds(WriteWindow::Recent).0);
             match remote_write_v2::decode(&body, oldest, &mut meter) {
                 Ok((b, w)) => (b, Some(w)),
-                Err(e) => return ingest_error("remote write", e),
+                Err(e) => return fail("remote write", &e),
             }
         }
         Some(other) => {
-            return ingest_error(
+            return fail(
                 "remote write",
-                IngestError::Unsupported {
+                &IngestError::Unsupported {
                     what: "remote write protobuf message (proto=prometheus.WriteRequest or io.prometheus.write.v2.Request)",
                     value: other.into(),
                 },
@@ -171,7 +143,7 @@ pub(super) async fn remote_write(
                 None => StatusCode::NO_CONTENT.into_response(),
             }
         }
-        Err(e) => storage_error("remote write", e),
+        Err(e) => fail("remote write", &e),
     }
 }
 
@@ -199,9 +171,9 @@ pub(super) async fn otlp_metrics(
             otlp::Format::Json
         }
         other => {
-            return client_error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            return fail_with(
                 what,
+                ErrorKind::UnsupportedMediaType,
                 format!(
                     "unsupported content type {:?}, supported: application/x-protobuf, application/json",
                     other.unwrap_or("")
@@ -216,9 +188,9 @@ pub(super) async fn otlp_metrics(
         None | Some("") | Some("identity") => false,
         Some(e) if e.eq_ignore_ascii_case("gzip") => true,
         Some(other) => {
-            return ingest_error(
+            return fail(
                 what,
-                IngestError::Unsupported {
+                &IngestError::Unsupported {
                     what: "content encoding (gzip or none)",
                     value: other.into(),
                 },
@@ -230,7 +202,7 @@ pub(super) async fn otlp_metrics(
         .and_then(|r| otlp::translate(r, &st.otlp, &mut meter))
     {
         Ok(b) => b,
-        Err(e) => return ingest_error(what, e),
+        Err(e) => return fail(what, &e),
     };
     if let Some(r) = outside_matchers(what, &access, &batch) {
         return r;
@@ -245,7 +217,7 @@ pub(super) async fn otlp_metrics(
                 .note_write(&access.tenant, oldest, storage.now_ms());
             StatusCode::OK.into_response()
         }
-        Err(e) => storage_error(what, e),
+        Err(e) => fail(what, &e),
     }
 }
 
@@ -278,17 +250,17 @@ pub(super) async fn import_prometheus(
         Some("ms") => TimestampUnit::Millis,
         Some("s") => TimestampUnit::Seconds,
         Some(other) => {
-            return client_error(
-                StatusCode::BAD_REQUEST,
+            return fail_with(
                 "import",
+                ErrorKind::BadData,
                 format!("timestamps must be auto, ms or s, not {other:?}"),
             );
         }
     };
     let Some(slot) = st.admission.import() else {
-        return client_error(
-            StatusCode::TOO_MANY_REQUESTS,
+        return fail_with(
             "import",
+            ErrorKind::TooManyRequests,
             format!(
                 "{} imports are already running; retry later",
                 super::limits::MAX_CONCURRENT_IMPORTS
@@ -370,19 +342,19 @@ pub(super) async fn import_prometheus(
         Ok(Err((stop, stored))) => {
             let what = format!("import ({stored} samples stored before this)");
             match stop {
-                ImportStop::Ingest(e) => ingest_error(&what, e),
+                ImportStop::Ingest(e) => fail(&what, &e),
                 ImportStop::RateLimited => rate_limited(&what),
-                ImportStop::Outside(series) => client_error(
-                    StatusCode::FORBIDDEN,
+                ImportStop::Outside(series) => fail_with(
                     &what,
+                    ErrorKind::Forbidden,
                     format!("series {series} is outside this principal's enforced matchers"),
                 ),
-                ImportStop::Storage(e) => storage_error(&what, e),
+                ImportStop::Storage(e) => fail(&what, &e),
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "import task failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("import: {e}\n")).into_response()
+            fail_with("import", ErrorKind::Internal, e)
         }
     }
 }

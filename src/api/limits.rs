@@ -50,7 +50,7 @@ impl Admission {
             .or_insert_with(|| Arc::new(Semaphore::new(self.max_queries)))
             .clone();
         sem.try_acquire_owned().map_err(|_| ApiError {
-            error_type: "too_many_requests",
+            kind: super::error::ErrorKind::TooManyRequests,
             message: format!(
                 "too many concurrent queries for this tenant (limit {}); retry later",
                 self.max_queries
@@ -101,7 +101,10 @@ mod tests {
     fn query_slots_are_per_tenant() {
         let a = Admission::new(1, 0.0, 0.0);
         let p = a.query("a").unwrap();
-        assert_eq!(a.query("a").unwrap_err().error_type, "too_many_requests");
+        assert_eq!(
+            a.query("a").unwrap_err().kind,
+            super::super::error::ErrorKind::TooManyRequests
+        );
         let _b = a.query("b").unwrap();
         drop(p);
         assert!(a.query("a").is_ok());

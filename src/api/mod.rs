@@ -4,6 +4,7 @@
 
 pub mod access;
 mod envelope;
+pub mod error;
 mod exemplars;
 mod ingest;
 pub mod json;
@@ -21,6 +22,7 @@ mod sql;
 mod status;
 
 pub use envelope::ApiError;
+use error::{ErrorKind, Format};
 pub use metadata::unescape_label_name;
 pub use results_cache::{CacheConfig, ResultsCache};
 
@@ -28,7 +30,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -118,12 +120,13 @@ impl AppState {
         }
     }
 
+    /// Plain text on every route during replay, as Prometheus answers.
     fn not_ready() -> Response {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Service Unavailable: WAL replay in progress\n",
+        ApiError::new(
+            ErrorKind::Unavailable,
+            "Service Unavailable: WAL replay in progress",
         )
-            .into_response()
+        .respond(Format::Text)
     }
 }
 
@@ -147,12 +150,16 @@ impl axum::extract::FromRequestParts<AppState> for Ready {
             .get::<Access>()
             .cloned()
             .unwrap_or_else(|| Access::unrestricted(DEFAULT_TENANT));
+        let format = routes::error_format(
+            parts
+                .extensions
+                .get::<axum::extract::MatchedPath>()
+                .map_or(parts.uri.path(), |p| p.as_str()),
+        );
         match st.tenants.get(&access.tenant).await {
             Ok(s) => Ok(Ready(s, access)),
-            Err(e) if e.is_client_error() => Err(ApiError::bad_data(e.to_string()).into_response()),
-            Err(e) => {
-                Err(ApiError::internal(format!("opening tenant storage: {e}")).into_response())
-            }
+            Err(e) if e.is_client_error() => Err(ApiError::of(&e, None).respond(format)),
+            Err(e) => Err(ApiError::of(&e, Some("opening tenant storage")).respond(format)),
         }
     }
 }
@@ -172,10 +179,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route_layer(axum::middleware::from_fn(metrics::track));
     let request_id = axum::http::HeaderName::from_static("x-request-id");
     api.layer(DefaultBodyLimit::max(max_body_bytes))
-        // Innermost: a panic in any handler answers 500 in the envelope; the process stays.
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            panic_response,
-        ))
+        // Innermost: a panic in any handler answers 500 in the route's error format; the
+        // process stays.
+        .layer(axum::middleware::from_fn(catch_panics))
         .layer(cors(state.cors_origin.clone()))
         .layer(tower_http::compression::CompressionLayer::new())
         .layer(SetResponseHeaderLayer::overriding(
@@ -209,10 +215,22 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
-fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let why = crate::panic_message(panic.as_ref()).unwrap_or("unknown panic");
-    tracing::error!(panic = why, "handler panicked");
-    ApiError::internal(format!("request failed: {why}")).into_response()
+/// Middleware: a panicking handler answers 500 in its route's error format (the envelope
+/// on the query API, plain text on the ingest routes) instead of dropping the connection.
+async fn catch_panics(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use futures::FutureExt;
+    let format = routes::error_format(req.uri().path());
+    match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+    {
+        Ok(resp) => resp,
+        Err(panic) => {
+            let why = crate::panic_message(panic.as_ref()).unwrap_or("unknown panic");
+            tracing::error!(panic = why, "handler panicked");
+            ApiError::internal(format!("request failed: {why}")).respond(format)
+        }
+    }
 }
 
 /// CORS: any origin unless a regex is configured, then only matching origins.
@@ -242,11 +260,11 @@ async fn ready(State(st): State<AppState>) -> Response {
         .and_then(|s| s.blocks_unavailable())
     {
         None => "Quiver is Ready.\n".into_response(),
-        Some(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("Service Unavailable: blocks not loaded, object store unreachable: {why}\n"),
+        Some(why) => ApiError::new(
+            ErrorKind::Unavailable,
+            format!("Service Unavailable: blocks not loaded, object store unreachable: {why}"),
         )
-            .into_response(),
+        .respond(Format::Text),
     }
 }
 
@@ -255,10 +273,11 @@ mod tests {
     use super::*;
     use axum::routing::get;
 
-    /// The layer `router` installs: a panicking handler answers 500 in the envelope and the
-    /// server keeps answering.
+    /// The layer `router` installs: a panicking handler answers 500 in its route's error
+    /// format (the envelope on the query API, text on remote write) and the server keeps
+    /// answering.
     #[tokio::test]
-    async fn handler_panics_answer_500_in_the_envelope() {
+    async fn handler_panics_answer_500_in_the_routes_format() {
         async fn boom() -> &'static str {
             if std::hint::black_box(true) {
                 panic!("boom");
@@ -266,20 +285,22 @@ mod tests {
             "unreachable"
         }
         let app: Router = Router::new()
-            .route("/boom", get(boom))
+            .route("/api/v1/query", get(boom))
+            .route("/api/v1/write", get(boom))
             .route("/ok", get(|| async { "ok" }))
-            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-                panic_response,
-            ));
+            .layer(axum::middleware::from_fn(catch_panics));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        let r = reqwest::get(format!("{url}/boom")).await.unwrap();
+        let r = reqwest::get(format!("{url}/api/v1/query")).await.unwrap();
         assert_eq!(r.status(), 500);
         let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
         assert_eq!(v["status"], "error");
         assert_eq!(v["errorType"], "internal");
         assert!(v["error"].as_str().unwrap().contains("boom"));
+        let r = reqwest::get(format!("{url}/api/v1/write")).await.unwrap();
+        assert_eq!(r.status(), 500);
+        assert_eq!(r.text().await.unwrap(), "request failed: boom\n");
         let r = reqwest::get(format!("{url}/ok")).await.unwrap();
         assert_eq!(r.status(), 200);
     }

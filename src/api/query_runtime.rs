@@ -84,14 +84,8 @@ impl QueryRuntime {
                 tracing::error!(panic = why, "query panicked");
                 Err(ApiError::internal(format!("query failed: {why}")))
             }
-            Ok(Err(_)) => Err(ApiError {
-                error_type: "canceled",
-                message: "query was canceled".into(),
-            }),
-            Err(_) => Err(ApiError {
-                error_type: "timeout",
-                message: "query timed out in expression evaluation".into(),
-            }),
+            Ok(Err(_)) => Err(ApiError::of(&crate::promql::PromqlError::Canceled, None)),
+            Err(_) => Err(ApiError::of(&crate::promql::PromqlError::Timeout, None)),
         }
     }
 }
@@ -125,7 +119,7 @@ mod tests {
             })
             .await
             .unwrap_err();
-        assert_eq!(e.error_type, "internal");
+        assert_eq!(e.kind, crate::error_kind::ErrorKind::Internal);
         assert!(e.message.contains("boom"));
 
         // A loop that never awaits stops through its token.
@@ -144,7 +138,7 @@ mod tests {
             })
             .await
             .unwrap_err();
-        assert_eq!(e.error_type, "timeout");
+        assert_eq!(e.kind, crate::error_kind::ErrorKind::Timeout);
         rx.recv_timeout(Duration::from_secs(5))
             .expect("the spinning query saw its token");
         // The runtime is free again.

@@ -4,18 +4,20 @@
 //! those gets 406.
 
 use axum::body::Bytes;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use prost::Message;
 
+use super::error::{ApiError, ErrorKind, Format};
 use super::{AppState, Ready};
 use crate::ingest::prompb::{self, MatcherType, ResponseType};
 use crate::model::Matcher;
 use axum::extract::State;
 
-fn bad(status: StatusCode, msg: String) -> Response {
-    tracing::warn!(%status, error = %msg, "remote read rejected");
-    (status, format!("{msg}\n")).into_response()
+/// Remote read answers errors in plain text, as Prometheus does.
+fn bad(kind: ErrorKind, msg: String) -> Response {
+    tracing::warn!(error_type = kind.error_type(), error = %msg, "remote read rejected");
+    ApiError::new(kind, msg).respond(Format::Text)
 }
 
 fn matchers(q: &prompb::Query) -> Result<Vec<Matcher>, String> {
@@ -46,14 +48,14 @@ pub(super) async fn read(
 ) -> Response {
     let slot = match st.admission.query(&access.tenant) {
         Ok(p) => p,
-        Err(e) => return bad(StatusCode::TOO_MANY_REQUESTS, e.message),
+        Err(e) => return e.respond(Format::Text),
     };
     // The snappy header states the decompressed size: refuse before allocating it.
     let max = st.limits.remote_read_max_bytes;
     match snap::raw::decompress_len(&body) {
         Ok(n) if n > max => {
             return bad(
-                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorKind::PayloadTooLarge,
                 format!(
                     "decompressed request of {n} bytes exceeds the limit of {max} (--remote-read-max-bytes)"
                 ),
@@ -62,7 +64,7 @@ pub(super) async fn read(
         Ok(_) => {}
         Err(e) => {
             return bad(
-                StatusCode::BAD_REQUEST,
+                ErrorKind::BadData,
                 format!("snappy decompression failed: {e}"),
             );
         }
@@ -77,7 +79,7 @@ pub(super) async fn read(
             Ok(answer(storage, access, body, meter, max_samples, cancel).await)
         })
         .await;
-    answer.unwrap_or_else(|e| bad(e.status(), e.message))
+    answer.unwrap_or_else(|e| e.respond(Format::Text))
 }
 
 async fn answer(
@@ -93,7 +95,7 @@ async fn answer(
         Ok(r) => r,
         Err(e) => {
             return bad(
-                StatusCode::BAD_REQUEST,
+                ErrorKind::BadData,
                 format!("snappy decompression failed: {e}"),
             );
         }
@@ -104,25 +106,17 @@ async fn answer(
         &crate::ingest::budget::schemas::READ_REQUEST,
         &mut meter,
     ) {
-        let status = match e {
-            crate::ingest::IngestError::Budget { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            crate::ingest::IngestError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        return bad(status, e.to_string());
+        return ApiError::of(&e, None).respond(Format::Text);
     }
     let req = match prompb::ReadRequest::decode(raw.as_slice()) {
         Ok(r) => r,
         Err(e) => {
-            return bad(
-                StatusCode::BAD_REQUEST,
-                format!("protobuf decoding failed: {e}"),
-            );
+            return bad(ErrorKind::BadData, format!("protobuf decoding failed: {e}"));
         }
     };
     if req.queries.len() > MAX_QUERIES {
         return bad(
-            StatusCode::BAD_REQUEST,
+            ErrorKind::BadData,
             format!(
                 "{} queries in one request; the limit is {MAX_QUERIES}",
                 req.queries.len()
@@ -135,7 +129,7 @@ async fn answer(
             .contains(&(ResponseType::Samples as i32));
     if !accepts_samples {
         return bad(
-            StatusCode::NOT_ACCEPTABLE,
+            ErrorKind::NotAcceptable,
             "only the SAMPLES response type is supported".into(),
         );
     }
@@ -145,11 +139,11 @@ async fn answer(
     let snapshot = storage.snapshot();
     for q in &req.queries {
         if let Err(e) = cancel.check() {
-            return bad(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            return bad(ErrorKind::Unavailable, e.to_string());
         }
         let ms = match matchers(q) {
             Ok(m) => m,
-            Err(e) => return bad(StatusCode::BAD_REQUEST, e),
+            Err(e) => return bad(ErrorKind::BadData, e),
         };
         let mut ids = storage.catalog().select(&ms);
         if let Some(a) = &allowed {
@@ -172,14 +166,14 @@ async fn answer(
             Ok(r) => r,
             Err(ReadError::TooManySamples) => {
                 return bad(
-                    StatusCode::BAD_REQUEST,
+                    ErrorKind::BadData,
                     format!(
                         "exceeded sample limit ({max_samples}, --query-max-samples); narrow the matchers or the time range"
                     ),
                 );
             }
             Err(ReadError::Storage(e)) => {
-                return bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+                return bad(ErrorKind::Internal, e.to_string());
             }
         };
         // Native histograms of the same series, charged by their size.
@@ -190,7 +184,7 @@ async fn answer(
                 .await
             {
                 Ok(f) => f,
-                Err(e) => return bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                Err(e) => return bad(ErrorKind::Internal, e.to_string()),
             };
             total += found
                 .iter()
@@ -199,7 +193,7 @@ async fn answer(
                 .sum::<usize>();
             if total > max_samples {
                 return bad(
-                    StatusCode::BAD_REQUEST,
+                    ErrorKind::BadData,
                     format!(
                         "exceeded sample limit ({max_samples}, --query-max-samples); narrow the matchers or the time range"
                     ),
@@ -260,7 +254,7 @@ async fn answer(
     let out = prompb::ReadResponse { results }.encode_to_vec();
     let compressed = match snap::raw::Encoder::new().compress_vec(&out) {
         Ok(c) => c,
-        Err(e) => return bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return bad(ErrorKind::Internal, e.to_string()),
     };
     (
         [

@@ -12,6 +12,7 @@ use std::sync::LazyLock;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodRouter, get, post};
 
+use super::error::Format;
 use super::{AppState, exemplars, ingest, metadata, metrics, query, remote_read, sql, status};
 use crate::auth::Permission;
 
@@ -260,6 +261,17 @@ static NEEDS: LazyLock<HashMap<&'static str, Need>> =
 /// layer refuses it rather than guessing.
 pub fn need(path: &str) -> Option<Need> {
     NEEDS.get(path).copied()
+}
+
+/// How errors on `path` are answered: plain text on the ingest routes (what remote-write,
+/// OTLP and import clients read), remote read and the operational paths; the JSON envelope
+/// on the rest of the Prometheus API (and on `/api/` paths that match no route).
+pub fn error_format(path: &str) -> Format {
+    let text = match need(path) {
+        Some(Need::Needs(Permission::Write)) => true,
+        _ => path == "/api/v1/read" || !path.starts_with("/api/"),
+    };
+    if text { Format::Text } else { Format::Json }
 }
 
 /// docs/security.md's route table: one row per route, with its methods and permission.

@@ -70,10 +70,7 @@ fn execution_error(e: datafusion::error::DataFusionError) -> ApiError {
         && let Some(p @ (PromqlError::Timeout | PromqlError::Canceled)) =
             inner.downcast_ref::<PromqlError>()
     {
-        return ApiError {
-            error_type: p.error_type(),
-            message: p.to_string(),
-        };
+        return ApiError::of(p, None);
     }
     ApiError::execution(e.to_string())
 }

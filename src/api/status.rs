@@ -2,7 +2,7 @@
 //! alertmanagers, so those answer valid empty lists.
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::json;
 
 use super::envelope::success;
@@ -97,6 +97,7 @@ pub(super) async fn walreplay(State(st): State<AppState>) -> Response {
     success(json!({"min": 0, "max": 0, "current": if done { 0 } else { -1 }}))
 }
 
+/// Prometheus's own text for an unknown path.
 pub(super) async fn not_found() -> Response {
-    (axum::http::StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+    super::ApiError::not_found("404 page not found").respond(super::error::Format::Text)
 }

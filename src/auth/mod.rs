@@ -201,19 +201,6 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// 401 (who are you?) versus 403 (you may not) versus 400.
-    pub fn status(&self) -> u16 {
-        match self {
-            AuthError::Missing | AuthError::Scheme | AuthError::Token(_) | AuthError::Password => {
-                401
-            }
-            AuthError::Forbidden(_) | AuthError::TenantNotAllowed(_) => 403,
-            AuthError::BadTenant(_) => 400,
-            // Configured claims that do not parse: refuse rather than widen access.
-            AuthError::Matchers(..) => 403,
-        }
-    }
-
     /// Every [`AuthError::reason`], so the counter exports each at 0 from the start.
     pub const REASONS: [&'static str; 8] = [
         "missing",

@@ -27,15 +27,4 @@ impl PromqlError {
     pub fn exec(msg: impl Into<String>) -> Self {
         PromqlError::Execution(msg.into())
     }
-
-    /// Prometheus API `errorType`.
-    pub fn error_type(&self) -> &'static str {
-        match self {
-            PromqlError::Parse(_) => "bad_data",
-            PromqlError::Execution(_) | PromqlError::TooManySamples => "execution",
-            PromqlError::Timeout => "timeout",
-            PromqlError::Canceled => "canceled",
-            PromqlError::Storage(_) => "internal",
-        }
-    }
 }

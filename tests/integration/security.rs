@@ -317,9 +317,20 @@ async fn anonymous_requests_get_401_on_read_and_write_paths() {
         assert_eq!(r.status(), 401, "{path}");
         let challenges: Vec<_> = r.headers().get_all("www-authenticate").iter().collect();
         assert!(challenges.len() == 2, "{path}: {challenges:?}");
-        let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-        assert_eq!(v["status"], "error");
-        assert_eq!(v["errorType"], "unauthorized");
+        // In the route's error format: the envelope on the query API, text on remote
+        // read, remote write and import (what their clients read).
+        let route = path.split('?').next().unwrap();
+        let text = r.text().await.unwrap();
+        match quiver::api::routes::error_format(route) {
+            quiver::api::error::Format::Json => {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(v["status"], "error");
+                assert_eq!(v["errorType"], "unauthorized");
+            }
+            quiver::api::error::Format::Text => {
+                assert_eq!(text, "authentication required\n", "{path}")
+            }
+        }
     }
     // Health and readiness stay open (load balancers, orchestrators).
     let r = c
