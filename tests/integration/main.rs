@@ -1,6 +1,7 @@
 //! End-to-end tests: real `quiver` processes, real HTTP, real files, real S3 API (moto).
 
 mod api;
+mod architecture;
 mod bad_input;
 mod catalog_lifecycle;
 mod compaction;
