@@ -7,6 +7,7 @@ use promql_parser::parser::{AggregateExpr, LabelModifier};
 
 use super::error::PromqlError;
 use super::eval::{Ctx, Engine};
+use super::op::AggOp;
 use super::range_fns as rf;
 use super::value::{Series, Value};
 use crate::model::{Labels, METRIC_NAME};
@@ -52,7 +53,8 @@ impl Engine {
         a: &AggregateExpr,
         ctx: Ctx,
     ) -> Result<Value, PromqlError> {
-        let op = a.op.to_string().to_lowercase();
+        let op = AggOp::of(a.op)
+            .ok_or_else(|| PromqlError::exec(format!("unknown aggregation operator {}", a.op)))?;
         let n = ctx.steps.len();
         let param = match &a.param {
             Some(p) => Some(self.eval(p, ctx).await?),
@@ -86,8 +88,8 @@ impl Engine {
             group_of.push(id);
         }
 
-        match op.as_str() {
-            "topk" | "bottomk" => {
+        match op {
+            AggOp::TopK | AggOp::BottomK => {
                 let k = scalar_param("k")?;
                 let mut selected: Vec<Vec<bool>> = vec![vec![false; n]; input.len()];
                 for i in 0..n {
@@ -108,7 +110,7 @@ impl Engine {
                         }
                     }
                     for (_, mut members) in per_group {
-                        let top = op == "topk";
+                        let top = op == AggOp::TopK;
                         // NaN ranks last either way; ties keep input (label) order.
                         members.sort_by(|x, y| super::value_fn::nan_last(x.0, y.0, top));
                         for (_, si) in members.into_iter().take(kk) {
@@ -133,20 +135,20 @@ impl Engine {
                     }
                 }
                 if n == 1 {
-                    sort_by_value(&mut out, op == "topk");
+                    sort_by_value(&mut out, op == AggOp::TopK);
                 }
                 Ok(Value::Vector(out))
             }
-            "limitk" | "limit_ratio" => {
+            AggOp::LimitK | AggOp::LimitRatio => {
                 let k = scalar_param("parameter")?;
                 if k.iter().any(|x| x.is_nan()) {
-                    return Err(PromqlError::exec(if op == "limitk" {
+                    return Err(PromqlError::exec(if op == AggOp::LimitK {
                         "Parameter value is NaN"
                     } else {
                         "Ratio value is NaN"
                     }));
                 }
-                if op == "limit_ratio" {
+                if op == AggOp::LimitRatio {
                     return Err(PromqlError::exec("limit_ratio is not supported yet"));
                 }
                 // The first k series of each group in label order, per step.
@@ -187,7 +189,7 @@ impl Engine {
                     .collect();
                 Ok(Value::Vector(out))
             }
-            "count_values" => {
+            AggOp::CountValues => {
                 let label = match &param {
                     Some(Value::String(s)) => s.clone(),
                     _ => return Err(PromqlError::exec("count_values: expected string parameter")),
@@ -220,7 +222,7 @@ impl Engine {
                 Ok(Value::Vector(out.into_values().collect()))
             }
             _ => {
-                let q = if op == "quantile" {
+                let q = if op == AggOp::Quantile {
                     Some(scalar_param("quantile")?)
                 } else {
                     None
@@ -254,28 +256,28 @@ impl Engine {
                         let hs: &[(&super::value::Hist, &str)] =
                             hvals.get(g).map_or(&[], |h| h[i].as_slice());
                         if !hs.is_empty() {
-                            match op.as_str() {
-                                "sum" | "avg" if xs.is_empty() => {
+                            match op {
+                                AggOp::Sum | AggOp::Avg if xs.is_empty() => {
                                     if let Some(h) =
-                                        super::histogram_agg::sum(self, hs, op == "avg")
+                                        super::histogram_agg::sum(self, hs, op == AggOp::Avg)
                                     {
                                         self.charge(h.sample_weight())?;
                                         o.set_hist(i, h);
                                     }
                                     continue;
                                 }
-                                "sum" | "avg" => {
+                                AggOp::Sum | AggOp::Avg => {
                                     self.warn(
                                         "encountered a mix of histograms and floats for aggregation"
                                             .into(),
                                     );
                                     continue;
                                 }
-                                "count" => {
+                                AggOp::Count => {
                                     o.vals[i] = Some((xs.len() + hs.len()) as f64);
                                     continue;
                                 }
-                                "group" => {
+                                AggOp::Group => {
                                     o.vals[i] = Some(1.0);
                                     continue;
                                 }
@@ -286,16 +288,16 @@ impl Engine {
                         if xs.is_empty() {
                             continue;
                         }
-                        o.vals[i] = Some(match op.as_str() {
-                            "sum" => rf::sum(&xs),
-                            "avg" => rf::avg(&xs),
-                            "count" => xs.len() as f64,
-                            "group" => 1.0,
-                            "min" => rf::min(&xs),
-                            "max" => rf::max(&xs),
-                            "stddev" => rf::variance(&xs).sqrt(),
-                            "stdvar" => rf::variance(&xs),
-                            "quantile" => {
+                        o.vals[i] = Some(match op {
+                            AggOp::Sum => rf::sum(&xs),
+                            AggOp::Avg => rf::avg(&xs),
+                            AggOp::Count => xs.len() as f64,
+                            AggOp::Group => 1.0,
+                            AggOp::Min => rf::min(&xs),
+                            AggOp::Max => rf::max(&xs),
+                            AggOp::Stddev => rf::variance(&xs).sqrt(),
+                            AggOp::Stdvar => rf::variance(&xs),
+                            AggOp::Quantile => {
                                 rf::quantile(q.as_ref().expect("quantile param")[i], &mut xs)
                             }
                             other => {

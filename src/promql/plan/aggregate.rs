@@ -22,18 +22,24 @@ use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error, udaf};
 use crate::model::Labels;
 use crate::promql::aggregate::group_labels;
 use crate::promql::error::PromqlError;
+use crate::promql::op::AggOp;
 
 /// The aggregations lowered here.
-fn lowered(op: &str) -> bool {
-    matches!(op, "sum" | "avg" | "count" | "group" | "min" | "max")
+fn lowered(op: AggOp) -> bool {
+    matches!(
+        op,
+        AggOp::Sum | AggOp::Avg | AggOp::Count | AggOp::Group | AggOp::Min | AggOp::Max
+    )
 }
 
 pub(super) fn lower(p: &PlanCtx, a: &AggregateExpr) -> Result<Option<Lowered>, PromqlError> {
-    let op = a.op.to_string().to_lowercase();
-    if let Some(f) = GroupFn::parse(&op) {
+    let Some(op) = AggOp::of(a.op) else {
+        return Ok(None);
+    };
+    if let Some(f) = GroupFn::of(op) {
         return lower_fold(p, a, f);
     }
-    if a.param.is_some() || !lowered(&op) {
+    if a.param.is_some() || !lowered(op) {
         return Ok(None);
     }
     let Some(input) = p.lower(&a.expr)? else {
@@ -41,16 +47,16 @@ pub(super) fn lower(p: &PlanCtx, a: &AggregateExpr) -> Result<Option<Lowered>, P
     };
     let (map, groups) = grouping(&input.series, a);
     let v = col(VALUE);
-    let agg = match op.as_str() {
-        "sum" => udaf::prom_sum().call(vec![v]),
-        "avg" => udaf::prom_avg().call(vec![v]),
-        "max" => udaf::prom_max().call(vec![v]),
-        "min" => udaf::prom_min().call(vec![v]),
+    let agg = match op {
+        AggOp::Sum => udaf::prom_sum().call(vec![v]),
+        AggOp::Avg => udaf::prom_avg().call(vec![v]),
+        AggOp::Max => udaf::prom_max().call(vec![v]),
+        AggOp::Min => udaf::prom_min().call(vec![v]),
         _ => count(v),
     };
-    let out = match op.as_str() {
-        "count" => cast(col("agg"), DataType::Float64),
-        "group" => lit(1.0f64),
+    let out = match op {
+        AggOp::Count => cast(col("agg"), DataType::Float64),
+        AggOp::Group => lit(1.0f64),
         _ => col("agg"),
     };
     let plan = LogicalPlanBuilder::from(Regroup::plan_node(input.plan, map, groups.len())?)

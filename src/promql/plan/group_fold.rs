@@ -4,6 +4,7 @@
 //! group, with the evaluator's arithmetic. Samples are taken in the input's label order,
 //! as the evaluator takes them, so ties and float sums come out the same.
 
+use crate::promql::op::AggOp;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
 
@@ -24,6 +25,20 @@ pub(crate) enum GroupFn {
 }
 
 impl GroupFn {
+    /// The fold of an aggregation operator, when it is one.
+    pub fn of(op: AggOp) -> Option<GroupFn> {
+        Some(match op {
+            AggOp::Stddev => GroupFn::Stddev,
+            AggOp::Stdvar => GroupFn::Stdvar,
+            AggOp::Quantile => GroupFn::Quantile,
+            AggOp::TopK => GroupFn::TopK,
+            AggOp::BottomK => GroupFn::BottomK,
+            AggOp::LimitK => GroupFn::LimitK,
+            _ => return None,
+        })
+    }
+
+    /// From its name on the wire (the plan codec).
     pub fn parse(op: &str) -> Option<GroupFn> {
         Some(match op {
             "stddev" => GroupFn::Stddev,

@@ -180,7 +180,10 @@ impl PlanCtx<'_> {
 /// A node's kind, as the reason it was not lowered when its lowering gave none.
 fn node_kind(expr: &Expr) -> String {
     match expr {
-        Expr::Aggregate(a) => format!("{} aggregation", a.op.to_string().to_lowercase()),
+        Expr::Aggregate(a) => match crate::promql::op::AggOp::of(a.op) {
+            Some(op) => format!("{op} aggregation"),
+            None => format!("{} aggregation", a.op),
+        },
         Expr::Call(c) => format!("{}()", c.func.name),
         Expr::Subquery(_) => "subquery".into(),
         Expr::MatrixSelector(_) => "range vector".into(),
@@ -369,9 +372,11 @@ fn value_order(expr: &Expr, out: &mut [Series]) {
     if out.first().is_none_or(|s| s.vals.len() != 1) {
         return;
     }
-    match a.op.to_string().to_lowercase().as_str() {
-        "topk" => crate::promql::aggregate::sort_by_value(out, true),
-        "bottomk" => crate::promql::aggregate::sort_by_value(out, false),
+    match crate::promql::op::AggOp::of(a.op) {
+        Some(crate::promql::op::AggOp::TopK) => crate::promql::aggregate::sort_by_value(out, true),
+        Some(crate::promql::op::AggOp::BottomK) => {
+            crate::promql::aggregate::sort_by_value(out, false)
+        }
         _ => {}
     }
 }
