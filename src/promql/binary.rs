@@ -9,20 +9,30 @@ use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchC
 use super::binary_hist::{self, Elem, Operand, operand};
 use super::error::PromqlError;
 use super::eval::{Ctx, Engine, drop_name, merge_same_labels};
+use super::op::BinOp;
 use super::value::{Series, Value};
 use crate::model::{Labels, METRIC_NAME};
 
-fn is_comparison(op: &str) -> bool {
-    matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")
+/// `(value, keep)` as Prometheus's vectorElemBinop for floats: the planner's kernel.
+fn elem(op: BinOp, l: f64, r: f64) -> (f64, bool) {
+    match op {
+        BinOp::Arith(a) => a.apply(l, r),
+        BinOp::And | BinOp::Or | BinOp::Unless => (f64::NAN, false),
+    }
 }
 
-pub(super) fn is_set(op: &str) -> bool {
-    matches!(op, "and" | "or" | "unless")
-}
-
-/// `(value, keep)` as Prometheus's vectorElemBinop for floats.
-fn elem(op: &str, l: f64, r: f64) -> (f64, bool) {
-    super::value_fn::ArithOp::parse(op).map_or((f64::NAN, false), |o| o.apply(l, r))
+/// An element with a histogram operand (arithmetic and comparison only).
+fn hist_elem(
+    e: &Engine,
+    op: BinOp,
+    l: Operand,
+    r: Operand,
+    return_bool: bool,
+) -> Result<Option<Elem>, PromqlError> {
+    match op {
+        BinOp::Arith(a) => binary_hist::elem(e, a, l, r, return_bool),
+        BinOp::And | BinOp::Or | BinOp::Unless => Ok(None),
+    }
 }
 
 /// Matching key of a series under `on(...)` / `ignoring(...)` (never `__name__` by default).
@@ -53,7 +63,8 @@ fn fmt_sig(sig: &[(String, String)]) -> String {
 
 impl Engine {
     pub(super) async fn binary(&self, b: &BinaryExpr, ctx: Ctx) -> Result<Value, PromqlError> {
-        let op = b.op.to_string().to_lowercase();
+        let op = BinOp::of(b.op)
+            .ok_or_else(|| PromqlError::exec(format!("unknown binary operator {}", b.op)))?;
         let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
         let lhs = self.eval(&b.lhs, ctx).await?;
         let rhs = self.eval(&b.rhs, ctx).await?;
@@ -62,8 +73,8 @@ impl Engine {
                 l.iter()
                     .zip(&r)
                     .map(|(&x, &y)| {
-                        let (v, keep) = elem(&op, x, y);
-                        if is_comparison(&op) {
+                        let (v, keep) = elem(op, x, y);
+                        if op.is_comparison() {
                             if keep { 1.0 } else { 0.0 }
                         } else {
                             v
@@ -73,7 +84,7 @@ impl Engine {
             )),
             (Value::Vector(v), Value::Scalar(s)) => Ok(Value::Vector(vector_scalar(
                 self,
-                &op,
+                op,
                 v,
                 &s,
                 false,
@@ -81,16 +92,16 @@ impl Engine {
             )?)),
             (Value::Scalar(s), Value::Vector(v)) => Ok(Value::Vector(vector_scalar(
                 self,
-                &op,
+                op,
                 v,
                 &s,
                 true,
                 return_bool,
             )?)),
             (Value::Vector(l), Value::Vector(r)) => {
-                if is_set(&op) {
+                if op.is_set() {
                     Ok(Value::Vector(set_op(
-                        &op,
+                        op,
                         l,
                         r,
                         b.modifier.as_ref(),
@@ -99,7 +110,7 @@ impl Engine {
                 } else {
                     Ok(Value::Vector(vector_vector(
                         self,
-                        &op,
+                        op,
                         l,
                         r,
                         b.modifier.as_ref(),
@@ -119,13 +130,13 @@ impl Engine {
 
 fn vector_scalar(
     e: &Engine,
-    op: &str,
+    op: BinOp,
     v: Vec<Series>,
     s: &[f64],
     swap: bool,
     return_bool: bool,
 ) -> Result<Vec<Series>, PromqlError> {
-    let drop = !is_comparison(op) || return_bool;
+    let drop = !op.is_comparison() || return_bool;
     let mut out = Vec::with_capacity(v.len());
     for series in v {
         let mut vals = Vec::with_capacity(series.vals.len());
@@ -133,7 +144,7 @@ fn vector_scalar(
             vals.push(x.and_then(|x| {
                 let (l, r) = if swap { (s[i], x) } else { (x, s[i]) };
                 let (mut val, keep) = elem(op, l, r);
-                if is_comparison(op) {
+                if op.is_comparison() {
                     // The vector's value is the result, whichever side it is on.
                     val = x;
                 }
@@ -162,7 +173,7 @@ fn vector_scalar(
             } else {
                 (Operand::H(h), Operand::F(s[i]))
             };
-            match binary_hist::elem(e, op, l, r, return_bool)? {
+            match hist_elem(e, op, l, r, return_bool)? {
                 Some(Elem::F(v)) => o.vals[i] = Some(v),
                 Some(Elem::H(h)) => o.set_hist(i, h),
                 None => {}
@@ -180,7 +191,7 @@ fn vector_scalar(
 }
 
 fn set_op(
-    op: &str,
+    op: BinOp,
     l: Vec<Series>,
     r: Vec<Series>,
     m: Option<&BinModifier>,
@@ -204,9 +215,9 @@ fn set_op(
     };
     let mut out = Vec::new();
     match op {
-        "and" | "unless" => {
+        BinOp::And | BinOp::Unless => {
             let rp = present(&r, &rsig);
-            let want = op == "and";
+            let want = op == BinOp::And;
             for (s, sig) in l.into_iter().zip(&lsig) {
                 let p = rp.get(sig);
                 let kept = |i: usize| p.is_some_and(|p| p[i]) == want;
@@ -253,7 +264,7 @@ type SeenKey<'a> = (&'a [(String, String)], Arc<Labels>);
 
 fn vector_vector(
     e: &Engine,
-    op: &str,
+    op: BinOp,
     l: Vec<Series>,
     r: Vec<Series>,
     m: Option<&BinModifier>,
@@ -280,7 +291,7 @@ fn vector_vector(
         .map(|s| signature(&s.labels, matching))
         .collect();
     let one_sig: Vec<_> = one.iter().map(|s| signature(&s.labels, matching)).collect();
-    let drop = !is_comparison(op) || return_bool;
+    let drop = !op.is_comparison() || return_bool;
 
     // Result labels per (many, one) pair, computed lazily and cached.
     let mut result_labels: HashMap<(usize, usize), Arc<Labels>> = HashMap::new();
@@ -336,7 +347,7 @@ fn vector_vector(
                         Elem::F(val)
                     }
                 }
-                (lv, rv) => match binary_hist::elem(e, op, lv, rv, return_bool)? {
+                (lv, rv) => match hist_elem(e, op, lv, rv, return_bool)? {
                     Some(v) => v,
                     None => continue,
                 },

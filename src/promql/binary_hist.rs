@@ -3,6 +3,7 @@
 //! `h == h` / `h != h` (exact equality, the left histogram kept); every other combination
 //! drops the element with an info naming the operand types.
 
+use super::value_fn::ArithOp;
 use std::sync::Arc;
 
 use super::error::PromqlError;
@@ -43,7 +44,7 @@ fn kind(o: &Operand) -> &'static str {
 /// A histogram made here is charged to the query's sample limit by its size.
 pub(super) fn elem(
     e: &Engine,
-    op: &str,
+    op: ArithOp,
     l: Operand,
     r: Operand,
     return_bool: bool,
@@ -57,28 +58,38 @@ pub(super) fn elem(
     Ok(out)
 }
 
-fn compute(e: &Engine, op: &str, l: Operand, r: Operand, return_bool: bool) -> Option<Elem> {
+fn compute(e: &Engine, op: ArithOp, l: Operand, r: Operand, return_bool: bool) -> Option<Elem> {
+    // Messages name the operator as PromQL writes it.
+    let sym = op.symbol();
     let incompatible = || {
         e.info(format!(
-            "incompatible sample types encountered for binary operator {op:?}: {} {op} {}",
+            "incompatible sample types encountered for binary operator {sym:?}: {} {sym} {}",
             kind(&l),
             kind(&r)
         ));
         None
     };
     match (l, r) {
-        (Operand::F(f), Operand::H(h)) if op == "*" => Some(scaled(h, |x| x.mul(f))),
-        (Operand::H(h), Operand::F(f)) if op == "*" => Some(scaled(h, |x| x.mul(f))),
-        (Operand::H(h), Operand::F(f)) if op == "/" => Some(scaled(h, |x| x.div(f))),
+        (Operand::F(f), Operand::H(h)) if op == ArithOp::Mul => Some(scaled(h, |x| x.mul(f))),
+        (Operand::H(h), Operand::F(f)) if op == ArithOp::Mul => Some(scaled(h, |x| x.mul(f))),
+        (Operand::H(h), Operand::F(f)) if op == ArithOp::Div => Some(scaled(h, |x| x.div(f))),
         (Operand::H(a), Operand::H(b)) => match op {
-            "+" | "-" => {
+            ArithOp::Add | ArithOp::Sub => {
                 let mut out = FloatHistogram::clone(a);
-                let r = if op == "+" { out.add(b) } else { out.sub(b) };
-                let during = if op == "+" { "addition" } else { "subtraction" };
+                let r = if op == ArithOp::Add {
+                    out.add(b)
+                } else {
+                    out.sub(b)
+                };
+                let during = if op == ArithOp::Add {
+                    "addition"
+                } else {
+                    "subtraction"
+                };
                 match r {
                     Err(_) => {
                         e.annotate(&format!(
-                            "{} {op}",
+                            "{} {sym}",
                             annotation::INCOMPATIBLE_BUCKET_LAYOUT_IN_BINOP_WARNING
                         ));
                         None
@@ -97,7 +108,7 @@ fn compute(e: &Engine, op: &str, l: Operand, r: Operand, return_bool: bool) -> O
                                 annotation::MISMATCHED_CUSTOM_BUCKETS_INFO
                             ));
                         }
-                        if op == "-" {
+                        if op == ArithOp::Sub {
                             out.hint = CounterResetHint::Gauge;
                         }
                         out.compact(0);
@@ -105,8 +116,8 @@ fn compute(e: &Engine, op: &str, l: Operand, r: Operand, return_bool: bool) -> O
                     }
                 }
             }
-            "==" | "!=" => {
-                let keep = a.equals(b) == (op == "==");
+            ArithOp::Eq | ArithOp::Ne => {
+                let keep = a.equals(b) == (op == ArithOp::Eq);
                 if return_bool {
                     Some(Elem::F(if keep { 1.0 } else { 0.0 }))
                 } else {

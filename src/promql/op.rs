@@ -5,6 +5,8 @@ use std::fmt;
 
 use promql_parser::parser::token::{self, TokenType};
 
+pub use super::value_fn::ArithOp;
+
 /// An aggregation operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AggOp {
@@ -90,6 +92,65 @@ impl fmt::Display for AggOp {
     }
 }
 
+/// A binary operator: arithmetic or comparison (with its value kernel), or a set operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    Arith(ArithOp),
+    And,
+    Or,
+    Unless,
+}
+
+impl BinOp {
+    /// The operator of a binary expression's token; `None` for a token that is not one.
+    pub fn of(t: TokenType) -> Option<BinOp> {
+        use ArithOp::*;
+        Some(BinOp::Arith(match t.id() {
+            token::T_ADD => Add,
+            token::T_SUB => Sub,
+            token::T_MUL => Mul,
+            token::T_DIV => Div,
+            token::T_MOD => Mod,
+            token::T_POW => Pow,
+            token::T_ATAN2 => Atan2,
+            token::T_EQLC => Eq,
+            token::T_NEQ => Ne,
+            token::T_GTR => Gt,
+            token::T_LSS => Lt,
+            token::T_GTE => Ge,
+            token::T_LTE => Le,
+            token::T_LAND => return Some(BinOp::And),
+            token::T_LOR => return Some(BinOp::Or),
+            token::T_LUNLESS => return Some(BinOp::Unless),
+            _ => return None,
+        }))
+    }
+
+    pub fn is_set(self) -> bool {
+        !matches!(self, BinOp::Arith(_))
+    }
+
+    pub fn is_comparison(self) -> bool {
+        matches!(self, BinOp::Arith(a) if a.is_comparison())
+    }
+
+    /// As PromQL writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BinOp::Arith(a) => a.symbol(),
+            BinOp::And => "and",
+            BinOp::Or => "or",
+            BinOp::Unless => "unless",
+        }
+    }
+}
+
+impl fmt::Display for BinOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +172,23 @@ mod tests {
                 panic!("{q} does not parse as an aggregation");
             };
             assert_eq!(AggOp::of(a.op), Some(op), "{q}");
+        }
+    }
+
+    /// Every binary operator parses to its enum, and its name is what the parser read.
+    #[test]
+    fn every_binary_operator_parses_to_its_operator() {
+        for text in [
+            "+", "-", "*", "/", "%", "^", "atan2", "==", "!=", ">", "<", ">=", "<=", "and", "or",
+            "unless",
+        ] {
+            let q = format!("a {text} b");
+            let Ok(promql_parser::parser::Expr::Binary(b)) = promql_parser::parser::parse(&q)
+            else {
+                panic!("{q} does not parse as a binary expression");
+            };
+            let op = BinOp::of(b.op).unwrap_or_else(|| panic!("{q}: no operator"));
+            assert_eq!(op.name(), text);
         }
     }
 }

@@ -9,7 +9,7 @@ use chrono::{Datelike, TimeZone, Timelike};
 
 /// A binary operator on two floats, as Prometheus's `vectorElemBinop`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum ArithOp {
+pub enum ArithOp {
     Add,
     Sub,
     Mul,

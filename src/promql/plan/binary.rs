@@ -10,41 +10,38 @@ use super::instant_fn::map;
 use super::scalar::scalar;
 use super::{Lowered, PlanCtx, set_op, vector_match};
 use crate::promql::error::PromqlError;
-use crate::promql::value_fn::{ArithOp, ValueFn};
+use crate::promql::op::BinOp;
+use crate::promql::value_fn::ValueFn;
 
 pub(super) fn lower(p: &PlanCtx, b: &BinaryExpr) -> Result<Option<Lowered>, PromqlError> {
-    let op = b.op.to_string().to_lowercase();
+    let Some(op) = BinOp::of(b.op) else {
+        return p.decline(format!("operator {}", b.op));
+    };
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
     match (b.lhs.value_type(), b.rhs.value_type()) {
         (ValueType::Vector, ValueType::Scalar) => {
-            with_scalar(p, &op, &b.lhs, &b.rhs, false, return_bool)
+            with_scalar(p, op, &b.lhs, &b.rhs, false, return_bool)
         }
         (ValueType::Scalar, ValueType::Vector) => {
-            with_scalar(p, &op, &b.rhs, &b.lhs, true, return_bool)
+            with_scalar(p, op, &b.rhs, &b.lhs, true, return_bool)
         }
-        (ValueType::Vector, ValueType::Vector) => {
-            if crate::promql::binary::is_set(&op) {
-                set_op::lower(p, &op, b)
-            } else {
-                let Some(op) = ArithOp::parse(&op) else {
-                    return p.decline(format!("operator {op}"));
-                };
-                vector_match::lower(p, op, b, return_bool)
-            }
-        }
+        (ValueType::Vector, ValueType::Vector) => match op {
+            BinOp::Arith(op) => vector_match::lower(p, op, b, return_bool),
+            set => set_op::lower(p, set, b),
+        },
         _ => Ok(None),
     }
 }
 
 fn with_scalar(
     p: &PlanCtx,
-    op: &str,
+    op: BinOp,
     vector: &Expr,
     s: &Expr,
     scalar_left: bool,
     return_bool: bool,
 ) -> Result<Option<Lowered>, PromqlError> {
-    let Some(op) = ArithOp::parse(op) else {
+    let BinOp::Arith(op) = op else {
         return p.decline(format!("operator {op}"));
     };
     let Some(values) = scalar(p, s) else {

@@ -190,7 +190,7 @@ fn node_kind(expr: &Expr) -> String {
         Expr::Binary(b) => format!(
             "{} {} {}",
             b.lhs.value_type(),
-            b.op.to_string().to_lowercase(),
+            crate::promql::op::BinOp::of(b.op).map_or("?", |op| op.name()),
             b.rhs.value_type()
         ),
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) => "literal".into(),

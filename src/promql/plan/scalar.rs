@@ -6,7 +6,6 @@
 use promql_parser::parser::Expr;
 
 use super::PlanCtx;
-use crate::promql::value_fn::ArithOp;
 
 /// The value of `e` at every step, or `None` when it is not a plan-time scalar.
 pub(super) fn scalar(p: &PlanCtx, e: &Expr) -> Option<Vec<f64>> {
@@ -19,7 +18,9 @@ pub(super) fn scalar(p: &PlanCtx, e: &Expr) -> Option<Vec<f64>> {
         Expr::Binary(b) => {
             let l = scalar(p, &b.lhs)?;
             let r = scalar(p, &b.rhs)?;
-            let op = ArithOp::parse(&b.op.to_string().to_lowercase())?;
+            let crate::promql::op::BinOp::Arith(op) = crate::promql::op::BinOp::of(b.op)? else {
+                return None;
+            };
             Some(
                 l.iter()
                     .zip(&r)

@@ -24,8 +24,13 @@ use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error};
 use crate::model::Labels;
 use crate::promql::binary::signature;
 use crate::promql::error::PromqlError;
+use crate::promql::op::BinOp;
 
-pub(super) fn lower(p: &PlanCtx, op: &str, b: &BinaryExpr) -> Result<Option<Lowered>, PromqlError> {
+pub(super) fn lower(
+    p: &PlanCtx,
+    op: BinOp,
+    b: &BinaryExpr,
+) -> Result<Option<Lowered>, PromqlError> {
     let matching = b.modifier.as_ref().and_then(|m| m.matching.as_ref());
     let Some(lhs) = p.lower(&b.lhs)? else {
         return Ok(None);
@@ -50,8 +55,8 @@ pub(super) fn lower(p: &PlanCtx, op: &str, b: &BinaryExpr) -> Result<Option<Lowe
         .map(|l| ids.get(&signature(l, matching)).copied().unwrap_or(DROP))
         .collect();
     match op {
-        "and" | "unless" => {
-            let join = if op == "and" {
+        BinOp::And | BinOp::Unless => {
+            let join = if op == BinOp::And {
                 JoinType::LeftSemi
             } else {
                 JoinType::LeftAnti
