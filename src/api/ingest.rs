@@ -32,23 +32,28 @@ fn rate_limited(what: &str) -> Response {
     )
 }
 
-/// 403 when a principal with enforced matchers writes a series outside them (nothing of
-/// the request is stored).
+/// The first series of `batch` outside the caller's enforced matchers (its first 200
+/// characters), which refuses the batch whole.
+fn outside(access: &crate::auth::Access, batch: &WriteBatch) -> Option<String> {
+    if access.matchers.is_empty() {
+        return None;
+    }
+    let refused = batch.first_refused(|l| access.may_write(l))?;
+    Some(refused.to_string().chars().take(200).collect())
+}
+
+/// 403 when a principal with enforced matchers writes a series outside them.
 fn outside_matchers(
     what: &str,
     access: &crate::auth::Access,
     batch: &WriteBatch,
 ) -> Option<Response> {
-    if access.matchers.is_empty() {
-        return None;
-    }
-    let refused = batch.first_refused(|l| access.may_write(l))?;
-    let shown: String = refused.to_string().chars().take(200).collect();
+    let series = outside(access, batch)?;
     Some(fail_with(
         what,
         ErrorKind::Forbidden,
         format!(
-            "series {shown} is outside this principal's enforced matchers; nothing was written"
+            "series {series} is outside this principal's enforced matchers; nothing was written"
         ),
     ))
 }
@@ -316,11 +321,8 @@ pub(super) async fn import_prometheus(
                 Ok(None) => return Ok(stored),
                 Err(e) => return Err((ImportStop::Ingest(e), stored)),
             };
-            if !access.matchers.is_empty()
-                && let Some(l) = batch.first_refused(|l| access.may_write(l))
-            {
-                let shown: String = l.to_string().chars().take(200).collect();
-                return Err((ImportStop::Outside(shown), stored));
+            if let Some(series) = outside(&access, &batch) {
+                return Err((ImportStop::Outside(series), stored));
             }
             if !st.admission.write(&access.tenant, batch.admission_weight()) {
                 return Err((ImportStop::RateLimited, stored));

@@ -158,8 +158,11 @@ impl axum::extract::FromRequestParts<AppState> for Ready {
         );
         match st.tenants.get(&access.tenant).await {
             Ok(s) => Ok(Ready(s, access)),
-            Err(e) if e.is_client_error() => Err(ApiError::of(&e, None).respond(format)),
-            Err(e) => Err(ApiError::of(&e, Some("opening tenant storage")).respond(format)),
+            Err(e) => {
+                let client = error::Kinded::kind(&e) == ErrorKind::BadData;
+                let what = (!client).then_some("opening tenant storage");
+                Err(ApiError::of(&e, what).respond(format))
+            }
         }
     }
 }

@@ -221,6 +221,15 @@ impl Catalog {
         self.inner.read().ids.get(labels).copied()
     }
 
+    /// [`Catalog::lookup`] for many label sets, under one lock.
+    pub fn lookup_many<'a>(
+        &self,
+        sets: impl IntoIterator<Item = &'a Labels>,
+    ) -> Vec<Option<SeriesId>> {
+        let r = self.inner.read();
+        sets.into_iter().map(|l| r.ids.get(l).copied()).collect()
+    }
+
     pub fn get_or_insert(&self, labels: &Labels) -> SeriesId {
         self.get_or_insert_many([labels])[0]
     }

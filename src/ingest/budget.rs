@@ -58,10 +58,6 @@ impl DecodePool {
         }
     }
 
-    pub fn budget(&self) -> DecodeBudget {
-        self.budget
-    }
-
     /// A meter for one request, drawing on the pool; what it took returns when it drops.
     pub fn meter(&self) -> Meter {
         Meter {
@@ -100,7 +96,7 @@ pub fn string_heap(len: usize) -> usize {
 }
 
 impl Meter {
-    /// A meter of its own, outside any pool (command-line import, tests).
+    /// A meter of its own, outside any pool (benchmarks, tests).
     pub fn new(budget: DecodeBudget) -> Self {
         Meter {
             limit: budget.0,
@@ -137,7 +133,9 @@ impl Meter {
             return Err(IngestError::HeadFull { room });
         }
         if let Some((sem, held)) = &mut self.pool {
-            let want = u32::try_from(self.used.div_ceil(1024)).unwrap_or(u32::MAX);
+            // Taken in 256 KiB steps: one semaphore operation per step, not per KiB.
+            let want = u32::try_from(self.used.div_ceil(256 << 10).saturating_mul(256))
+                .unwrap_or(u32::MAX);
             if want > *held {
                 // Never wait here: decoding runs on a request's thread, and senders retry 503.
                 let permit = sem
@@ -432,6 +430,12 @@ mod tests {
         let mut convert = Meter::new(DecodeBudget(usize::MAX));
         crate::ingest::remote_write::from_proto(req, &mut convert).unwrap();
         let total = body.len() + walk.used() + convert.used();
+        eprintln!(
+            "{} bytes of protobuf charged {total} (walk {}, labels {})",
+            body.len(),
+            walk.used(),
+            convert.used()
+        );
         assert!(
             total <= DecodeBudget::default().0,
             "{} bytes of protobuf charged {} (walk {}, labels {})",
@@ -440,6 +444,34 @@ mod tests {
             walk.used(),
             convert.used()
         );
+    }
+
+    /// The pool bounds what the decodes in flight hold together (503, `Busy`), and gives
+    /// it back when a meter drops; the head room refuses with `HeadFull` (503).
+    #[test]
+    fn the_pool_and_the_head_room_bound_decodes_in_flight() {
+        let pool = DecodePool::new(DecodeBudget(1 << 20)); // 4 MiB in flight
+        let mut held: Vec<Meter> = (0..4)
+            .map(|_| {
+                let mut m = pool.meter();
+                m.charge(1 << 20).unwrap();
+                m
+            })
+            .collect();
+        let mut fifth = pool.meter();
+        assert!(matches!(fifth.charge(1), Err(IngestError::Busy)));
+        held.pop();
+        fifth.charge(1).unwrap();
+        assert!(matches!(
+            pool.meter().charge((1 << 20) + 1),
+            Err(IngestError::Budget { .. })
+        ));
+        let mut m = Meter::new(DecodeBudget(1 << 20)).within_head_room(1000);
+        m.charge(900).unwrap();
+        assert!(matches!(
+            m.charge(200),
+            Err(IngestError::HeadFull { room: 1000 })
+        ));
     }
 
     #[test]

@@ -61,19 +61,6 @@ pub struct MetricMetadata {
     pub carriers: Vec<Labels>,
 }
 
-impl MetricMetadata {
-    /// Metadata of `family` with no carriers yet (see [`WriteBatch::attribute_metadata`]).
-    pub fn new(family: &str, metric_type: &str, help: &str, unit: &str) -> Self {
-        MetricMetadata {
-            metric_family_name: family.to_string(),
-            metric_type: metric_type.to_string(),
-            help: help.to_string(),
-            unit: unit.to_string(),
-            carriers: vec![],
-        }
-    }
-}
-
 /// Carriers in the WAL's JSON: label sets as lists of `[name, value]`.
 mod carriers_serde {
     use super::Labels;

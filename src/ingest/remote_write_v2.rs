@@ -210,22 +210,31 @@ pub fn from_proto(
                 });
             }
         }
-        // Each series carries its own metadata: series with the same text share one entry.
-        if let Some(md) = ts.metadata
-            && let Some(m) = metadata(&req.symbols, &labels, &md, meter)?
-        {
+        // Each series carries its own metadata: series with the same name, type and text
+        // share one entry, found by their symbol references (every series of a request
+        // repeats it, so the text is resolved once per entry, not per series).
+        if let Some(md) = ts.metadata {
             let key = (
-                m.metric_family_name.clone(),
-                m.metric_type.clone(),
-                m.help.clone(),
-                m.unit.clone(),
+                labels.get(METRIC_NAME).map(str::to_string),
+                md.r#type,
+                md.help_ref,
+                md.unit_ref,
             );
-            let at = *families.entry(key).or_insert_with(|| {
-                batch.metadata.push(m);
-                batch.metadata.len() - 1
-            });
-            meter.charge(labels.heap_bytes() + 32)?;
-            batch.metadata[at].carriers.push(labels.clone());
+            let at = match families.get(&key) {
+                Some(&at) => at,
+                None => {
+                    let at = metadata(&req.symbols, &labels, &md, meter)?.map(|m| {
+                        batch.metadata.push(m);
+                        batch.metadata.len() - 1
+                    });
+                    families.insert(key, at);
+                    at
+                }
+            };
+            if let Some(at) = at {
+                meter.charge(labels.heap_bytes() + 32)?;
+                batch.metadata[at].carriers.push(labels.clone());
+            }
         }
         if !hists.is_empty() {
             meter.charge(labels.heap_bytes() + 64)?;

@@ -159,7 +159,9 @@ struct AppendReq {
     samples: Vec<(SeriesId, i64, f64)>,
     hists: Vec<(SeriesId, i64, super::head::Hist)>,
     exemplars: Vec<(SeriesId, super::head::Ex)>,
+    /// Metadata to log, and its carriers' ids (resolved once, in `append`).
     metadata: Vec<MetricMetadata>,
+    carrier_ids: Vec<Vec<SeriesId>>,
     reply: oneshot::Sender<Result<(), StorageError>>,
 }
 
@@ -333,8 +335,11 @@ impl Storage {
     /// Metric metadata by family, as a reader that may see `allowed` series sees it
     /// (`None`: no enforced matchers).
     pub fn metadata(&self, allowed: Option<&RoaringBitmap>) -> BTreeMap<String, Vec<Meta>> {
-        let live = self.shared.catalog.live();
-        self.shared.metadata.read().visible(allowed, &live)
+        let store = self.shared.metadata.read();
+        match allowed {
+            Some(a) => store.visible(a, true),
+            None => store.visible(&self.shared.catalog.live(), false),
+        }
     }
 
     /// The timestamps a write of this kind may carry (`[min, max]`, ms).
@@ -497,12 +502,14 @@ impl Storage {
         match &self.wal_tx {
             Some(tx) => {
                 let (reply, rx) = oneshot::channel();
+                let (metadata, carrier_ids) = novel_metadata(&self.shared, batch.metadata);
                 tx.send(WalCmd::Append(AppendReq {
                     series,
                     samples,
                     hists,
                     exemplars,
-                    metadata: novel_metadata(&self.shared, batch.metadata),
+                    metadata,
+                    carrier_ids,
                     reply,
                 }))
                 .map_err(|_| StorageError::Closed)?;
@@ -516,7 +523,8 @@ impl Storage {
                 o.head_samples
                     .fetch_add(h.entries() - before, Ordering::Relaxed);
                 drop(h);
-                apply_metadata(&self.shared, batch.metadata);
+                let ids = carrier_ids(&self.shared, &batch.metadata);
+                apply_metadata(&self.shared, &batch.metadata, &ids);
             }
         }
         self.shared
@@ -622,35 +630,45 @@ pub(super) fn freeze_head(shared: &Shared, seg: u64) -> Arc<RwLock<Head>> {
     old
 }
 
-/// Records metadata whose carriers are registered (they are: their samples came first).
-fn apply_metadata(shared: &Shared, md: Vec<MetricMetadata>) {
+/// The ids of each entry's carriers the catalog holds (they are registered: their samples
+/// came first), under one catalog lock.
+fn carrier_ids(shared: &Shared, md: &[MetricMetadata]) -> Vec<Vec<SeriesId>> {
+    if md.is_empty() {
+        return vec![];
+    }
+    let ids = shared
+        .catalog
+        .lookup_many(md.iter().flat_map(|m| m.carriers.iter()));
+    let mut ids = ids.into_iter();
+    md.iter()
+        .map(|m| ids.by_ref().take(m.carriers.len()).flatten().collect())
+        .collect()
+}
+
+/// Records metadata with its carriers' ids.
+fn apply_metadata(shared: &Shared, md: &[MetricMetadata], ids: &[Vec<SeriesId>]) {
     if md.is_empty() {
         return;
     }
-    let catalog = &shared.catalog;
     shared
         .metadata
         .write()
-        .apply_all(&md, |l| catalog.lookup(l));
+        .apply_all(md.iter().zip(ids.iter().map(Vec::as_slice)));
 }
 
-/// The request's metadata that would change something: remote write 2.0 repeats every
-/// series' metadata with every request, and the WAL need not hold it each time.
-fn novel_metadata(shared: &Shared, md: Vec<MetricMetadata>) -> Vec<MetricMetadata> {
-    if md.is_empty() {
-        return md;
-    }
+/// The request's metadata that would change something, with its carriers' ids: remote
+/// write 2.0 repeats every series' metadata with every request, and the WAL need not hold
+/// it each time.
+fn novel_metadata(
+    shared: &Shared,
+    md: Vec<MetricMetadata>,
+) -> (Vec<MetricMetadata>, Vec<Vec<SeriesId>>) {
+    let ids = carrier_ids(shared, &md);
     let store = shared.metadata.read();
     md.into_iter()
-        .filter(|m| {
-            let ids: Vec<_> = m
-                .carriers
-                .iter()
-                .filter_map(|l| shared.catalog.lookup(l))
-                .collect();
-            !store.is_known(&m.metric_family_name, &Meta::of(m), &ids)
-        })
-        .collect()
+        .zip(ids)
+        .filter(|(m, ids)| !store.is_known(&m.metric_family_name, &Meta::of(m), ids))
+        .unzip()
 }
 
 /// The WAL task of one tenant: takes every queued command (group commit), and does the
@@ -782,7 +800,7 @@ fn commit(shared: &Shared, w: &mut WalWriter, pending: &mut Vec<AppendReq>) {
                 .fetch_add(h.entries() - before, Ordering::Relaxed);
             drop(h);
             for req in pending.drain(..) {
-                apply_metadata(shared, req.metadata);
+                apply_metadata(shared, &req.metadata, &req.carrier_ids);
                 let _ = req.reply.send(Ok(()));
             }
         }
@@ -867,7 +885,7 @@ fn replay_wal(
                 total += (found.len() + found_hists.len()) as u64;
                 h.commit_all(found, found_hists, found_ex, now);
             }
-            Replayed::Metadata(md) => apply_metadata(shared, md),
+            Replayed::Metadata(md) => apply_metadata(shared, &md, &carrier_ids(shared, &md)),
         })?;
         shared
             .stats

@@ -1,6 +1,7 @@
 use thiserror::Error;
 
-/// Storage failures. `OutOfBounds` is the client's fault; the rest are ours or the disk's.
+/// Storage failures. `OutOfBounds` and `Invalid` are the client's fault, the rest ours or
+/// the disk's: their kinds are mapped once, in `crate::error_kind`.
 #[derive(Debug, Error)]
 pub enum StorageError {
     #[error(
@@ -37,14 +38,4 @@ pub enum StorageError {
     /// Too much unflushed data in memory: the writer should retry later (503).
     #[error("overloaded: {0}")]
     Overloaded(String),
-}
-
-impl StorageError {
-    /// True when the request, not the server, is at fault.
-    pub fn is_client_error(&self) -> bool {
-        matches!(
-            self,
-            StorageError::OutOfBounds { .. } | StorageError::Invalid(_)
-        )
-    }
 }

@@ -130,44 +130,32 @@ impl MetadataStore {
         }
     }
 
-    /// Records a request's (or WAL record's) metadata, carriers resolved to ids by
-    /// `id_of` (carriers it cannot resolve are skipped).
-    pub fn apply_all(
+    /// Records a request's (or WAL record's) metadata, each with its carriers' ids.
+    pub fn apply_all<'a>(
         &mut self,
-        md: &[MetricMetadata],
-        mut id_of: impl FnMut(&Labels) -> Option<SeriesId>,
+        md: impl IntoIterator<Item = (&'a MetricMetadata, &'a [SeriesId])>,
     ) {
-        for m in md {
-            let ids: Vec<SeriesId> = m.carriers.iter().filter_map(&mut id_of).collect();
+        for (m, ids) in md {
             if !m.carriers.is_empty() && ids.is_empty() {
                 // Its carriers are gone: nothing to attribute it to, and it must not
                 // become unattributed (visible to more readers than its writer reached).
                 continue;
             }
-            self.apply(&m.metric_family_name, Meta::of(m), &ids);
+            self.apply(&m.metric_family_name, Meta::of(m), ids);
         }
     }
 
-    /// What a reader sees, by family: the variants with a carrier in `allowed` (`None`:
-    /// no enforced matchers: every variant with a live carrier, and the unattributed).
-    pub fn visible(
-        &self,
-        allowed: Option<&RoaringBitmap>,
-        live: &RoaringBitmap,
-    ) -> BTreeMap<String, Vec<Meta>> {
+    /// What a reader sees, by family: the variants with a carrier among `series` (what it
+    /// may see: its allowed set, or every live series), and the unattributed unless
+    /// `restricted` (enforced matchers).
+    pub fn visible(&self, series: &RoaringBitmap, restricted: bool) -> BTreeMap<String, Vec<Meta>> {
         let mut out: BTreeMap<String, Vec<Meta>> = BTreeMap::new();
         for (family, vs) in &self.families {
-            for v in vs {
-                let seen = match allowed {
-                    Some(a) => !v.carriers.is_disjoint(a),
-                    None => !v.carriers.is_disjoint(live),
-                };
-                if seen {
-                    out.entry(family.clone()).or_default().push(v.meta.clone());
-                }
+            for v in vs.iter().filter(|v| !v.carriers.is_disjoint(series)) {
+                out.entry(family.clone()).or_default().push(v.meta.clone());
             }
         }
-        if allowed.is_none() {
+        if !restricted {
             for (family, m) in &self.unattributed {
                 out.entry(family.clone()).or_default().push(m.clone());
             }
@@ -278,28 +266,25 @@ mod tests {
         s.apply("x", meta("visible"), &[1, 2]);
         s.apply("x", meta("hidden"), &[10]);
         let live = bits(&[1, 2, 10]);
-        let a = s.visible(Some(&bits(&[1, 2])), &live);
+        let a = s.visible(&bits(&[1, 2]), true);
         assert_eq!(a["x"], vec![meta("visible")]);
-        let all = s.visible(None, &live);
+        let all = s.visible(&live, false);
         assert_eq!(all["x"], vec![meta("hidden"), meta("visible")]);
         // The hidden writer re-sending for its own series changes nothing for the reader.
         s.apply("x", meta("hidden again"), &[10]);
-        assert_eq!(
-            s.visible(Some(&bits(&[1, 2])), &live)["x"],
-            vec![meta("visible")]
-        );
+        assert_eq!(s.visible(&bits(&[1, 2]), true)["x"], vec![meta("visible")]);
         // A carrier moving to a new variant leaves the old one.
         s.apply("x", meta("new"), &[1, 2]);
-        assert_eq!(s.visible(Some(&bits(&[1])), &live)["x"], vec![meta("new")]);
-        assert!(!s.visible(None, &live)["x"].contains(&meta("visible")));
+        assert_eq!(s.visible(&bits(&[1]), true)["x"], vec![meta("new")]);
+        assert!(!s.visible(&live, false)["x"].contains(&meta("visible")));
     }
 
     #[test]
     fn unattributed_metadata_is_for_unrestricted_readers_only() {
         let mut s = MetadataStore::default();
         s.apply("y", meta("from a metadata-only request"), &[]);
-        assert!(s.visible(Some(&bits(&[1])), &bits(&[1])).is_empty());
-        assert_eq!(s.visible(None, &bits(&[1]))["y"].len(), 1);
+        assert!(s.visible(&bits(&[1]), true).is_empty());
+        assert_eq!(s.visible(&bits(&[1]), false)["y"].len(), 1);
     }
 
     #[test]
@@ -309,11 +294,7 @@ mod tests {
             s.apply("z", meta(&i.to_string()), &[i]);
         }
         s.apply("z", meta("visible"), &[1000]);
-        let live: RoaringBitmap = (0..2000).collect();
-        assert_eq!(
-            s.visible(Some(&bits(&[1000])), &live)["z"],
-            vec![meta("visible")]
-        );
+        assert_eq!(s.visible(&bits(&[1000]), true)["z"], vec![meta("visible")]);
         // Replacing a series' text frees the old variant's.
         let before = s.text_bytes;
         s.apply("z", meta("visible 2"), &[1000]);
@@ -322,7 +303,7 @@ mod tests {
         let big = "h".repeat(MAX_TEXT_BYTES);
         s.apply("z", meta(&big), &[1000]);
         assert_eq!(
-            s.visible(Some(&bits(&[1000])), &live)["z"],
+            s.visible(&bits(&[1000]), true)["z"],
             vec![meta("visible 2")]
         );
     }

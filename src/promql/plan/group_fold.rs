@@ -38,28 +38,28 @@ impl GroupFn {
         })
     }
 
+    /// Its aggregation operator.
+    pub fn op(self) -> AggOp {
+        match self {
+            GroupFn::Stddev => AggOp::Stddev,
+            GroupFn::Stdvar => AggOp::Stdvar,
+            GroupFn::Quantile => AggOp::Quantile,
+            GroupFn::TopK => AggOp::TopK,
+            GroupFn::BottomK => AggOp::BottomK,
+            GroupFn::LimitK => AggOp::LimitK,
+        }
+    }
+
     /// From its name on the wire (the plan codec).
-    pub fn parse(op: &str) -> Option<GroupFn> {
-        Some(match op {
-            "stddev" => GroupFn::Stddev,
-            "stdvar" => GroupFn::Stdvar,
-            "quantile" => GroupFn::Quantile,
-            "topk" => GroupFn::TopK,
-            "bottomk" => GroupFn::BottomK,
-            "limitk" => GroupFn::LimitK,
-            _ => return None,
-        })
+    pub fn parse(name: &str) -> Option<GroupFn> {
+        AggOp::ALL
+            .into_iter()
+            .find(|op| op.name() == name)
+            .and_then(GroupFn::of)
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            GroupFn::Stddev => "stddev",
-            GroupFn::Stdvar => "stdvar",
-            GroupFn::Quantile => "quantile",
-            GroupFn::TopK => "topk",
-            GroupFn::BottomK => "bottomk",
-            GroupFn::LimitK => "limitk",
-        }
+        self.op().name()
     }
 
     /// Whether the result rows are the selected input series (not one per group).
