@@ -21,28 +21,9 @@ pub fn fmt_ts(ms: i64, out: &mut String) {
     }
 }
 
-/// Go's `strconv.FormatFloat` as Prometheus's JSON uses it.
+/// A sample value as Prometheus's JSON writes it.
 pub fn fmt_value(v: f64, out: &mut String) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v == f64::INFINITY {
-        out.push_str("+Inf");
-    } else if v == f64::NEG_INFINITY {
-        out.push_str("-Inf");
-    } else {
-        let a = v.abs();
-        if a != 0.0 && !(1e-6..1e21).contains(&a) {
-            let e = format!("{v:e}");
-            let (m, exp) = e.split_once('e').expect("exponent form");
-            let (sign, digits) = match exp.strip_prefix('-') {
-                Some(d) => ('-', d),
-                None => ('+', exp),
-            };
-            let _ = write!(out, "{m}e{sign}{digits:0>2}");
-        } else {
-            let _ = write!(out, "{v}");
-        }
-    }
+    crate::model::go_float::write(v, crate::model::go_float::Style::Json, out);
 }
 
 fn fmt_labels(l: &Labels, out: &mut String) {

@@ -117,7 +117,9 @@ fn value_string(v: &Option<AnyValue>) -> String {
         Some(any_value::Value::StringValue(s)) => s.clone(),
         Some(any_value::Value::BoolValue(b)) => b.to_string(),
         Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => crate::promql::format_float(*d),
+        Some(any_value::Value::DoubleValue(d)) => {
+            crate::model::go_float::format(*d, crate::model::go_float::Style::Fixed)
+        }
         Some(any_value::Value::BytesValue(b)) => {
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD.encode(b)
@@ -434,7 +436,13 @@ pub fn translate(
                                     meter,
                                     &p.attributes,
                                     &name,
-                                    Some(("quantile", crate::promql::format_float(q.quantile))),
+                                    Some((
+                                        "quantile",
+                                        crate::model::go_float::format(
+                                            q.quantile,
+                                            crate::model::go_float::Style::Fixed,
+                                        ),
+                                    )),
                                 )?;
                                 out.float(l, t, v(q.value));
                             }
@@ -545,7 +553,10 @@ fn classic(
             meter,
             &p.attributes,
             &bucket,
-            Some(("le", crate::promql::format_float(*bound))),
+            Some((
+                "le",
+                crate::model::go_float::format(*bound, crate::model::go_float::Style::Fixed),
+            )),
         )?;
         let mine: Vec<Exemplar> =
             std::iter::from_fn(|| ex.next_if(|e| e.value <= *bound)).collect();

@@ -2,7 +2,9 @@
 //! `(timestamp ms as i64, value as f64)`.
 
 pub mod exemplar;
+pub mod go_float;
 pub mod histogram;
+pub mod kahan;
 mod labels;
 mod matcher;
 

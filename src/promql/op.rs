@@ -5,7 +5,7 @@ use std::fmt;
 
 use promql_parser::parser::token::{self, TokenType};
 
-pub use super::value_fn::ArithOp;
+pub use super::kernels::value_fn::ArithOp;
 
 /// An aggregation operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

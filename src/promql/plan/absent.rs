@@ -16,7 +16,7 @@ use super::regroup::Regroup;
 use super::rows;
 use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error, range_fn};
 use crate::promql::error::PromqlError;
-use crate::promql::functions::absent_result;
+use crate::promql::kernels::labels::absent_result;
 
 pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
     let [arg] = call.args.args.as_slice() else {

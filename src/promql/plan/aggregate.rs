@@ -20,8 +20,8 @@ use super::regroup::Regroup;
 use super::scalar::scalar;
 use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error, udaf};
 use crate::model::Labels;
-use crate::promql::aggregate::group_labels;
 use crate::promql::error::PromqlError;
+use crate::promql::kernels::grouping::group_labels;
 use crate::promql::op::AggOp;
 
 /// The aggregations lowered here.

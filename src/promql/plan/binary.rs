@@ -10,8 +10,8 @@ use super::instant_fn::map;
 use super::scalar::scalar;
 use super::{Lowered, PlanCtx, set_op, vector_match};
 use crate::promql::error::PromqlError;
+use crate::promql::kernels::value_fn::ValueFn;
 use crate::promql::op::BinOp;
-use crate::promql::value_fn::ValueFn;
 
 pub(super) fn lower(p: &PlanCtx, b: &BinaryExpr) -> Result<Option<Lowered>, PromqlError> {
     let Some(op) = BinOp::of(b.op) else {

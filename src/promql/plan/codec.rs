@@ -31,7 +31,7 @@ use super::keyed::Keyed;
 use super::leaf::{Budget, LeafExec, LeafSource};
 use super::map_values::MapValues;
 use super::merge::Merge;
-use super::range_fn::RangeScan;
+use super::range_fn::{CounterNotes, RangeScan};
 use super::regroup::Regroup;
 use super::set_op::Or;
 use super::subquery::SubqueryWindow;
@@ -39,9 +39,10 @@ use super::udaf;
 use super::unary::{RowOp, UnaryExec};
 use super::vector_match::Combine;
 use super::vector_select::Selection;
-use crate::promql::eval::{Annotator, Engine};
-use crate::promql::range_fns::RangeFn;
-use crate::promql::value_fn::{ArithOp, ValueFn};
+use crate::promql::engine::Engine;
+use crate::promql::kernels::annotations::Annotator;
+use crate::promql::kernels::range_fns::RangeFn;
+use crate::promql::kernels::value_fn::{ArithOp, ValueFn};
 use crate::storage::Snapshot;
 
 /// One of Quiver's operators, as written.
@@ -112,6 +113,11 @@ struct LeafNode {
     /// An instant selection's rows carry sample times (`timestamp(v)`).
     #[prost(bool, tag = "16")]
     timestamps: bool,
+    /// `rate`/`increase`: the infos of series that do not look like counters.
+    #[prost(uint32, repeated, tag = "17")]
+    note_index: Vec<u32>,
+    #[prost(string, repeated, tag = "18")]
+    note_text: Vec<String>,
 }
 
 /// A row operator.
@@ -175,6 +181,19 @@ struct FoldNode {
     times: Vec<i64>,
     #[prost(double, repeated, tag = "14")]
     param2: Vec<f64>,
+    /// `SubqueryWindow` of `rate`/`increase`: infos of series that do not look like
+    /// counters.
+    #[prost(uint32, repeated, tag = "15")]
+    note_index: Vec<u32>,
+    #[prost(string, repeated, tag = "16")]
+    note_text: Vec<String>,
+}
+
+/// Counter notes on the wire: series indexes and their texts, in index order.
+fn notes_wire(notes: &CounterNotes) -> (Vec<u32>, Vec<String>) {
+    let mut pairs: Vec<(u32, String)> = notes.texts.iter().map(|(i, t)| (*i, t.clone())).collect();
+    pairs.sort_unstable();
+    pairs.into_iter().unzip()
 }
 
 /// Encodes Quiver's operators; decodes them into one query's context.
@@ -204,6 +223,14 @@ impl PlanCodec {
         }
     }
 
+    /// Counter notes decoded into this query's annotations.
+    fn notes(&self, index: Vec<u32>, text: Vec<String>) -> CounterNotes {
+        CounterNotes {
+            texts: Arc::new(index.into_iter().zip(text).collect()),
+            annotator: self.annotator.clone(),
+        }
+    }
+
     fn encode_leaf(&self, e: &LeafExec) -> DfResult<LeafNode> {
         let source = e.source.as_any();
         let mut node = LeafNode {
@@ -228,6 +255,7 @@ impl PlanCodec {
             node.p1 = r.p1.to_vec();
             node.p2 = r.p2.to_vec();
             node.times = r.times.to_vec();
+            (node.note_index, node.note_text) = notes_wire(&r.notes);
             let mut table: Vec<(u32, u32)> = r.group_of.iter().map(|(&k, &v)| (k, v)).collect();
             table.sort_unstable();
             (node.table_ids, node.table_index) = table.into_iter().unzip();
@@ -273,6 +301,7 @@ impl PlanCodec {
                     times: Arc::new(n.times),
                     cancel: self.cancel.clone(),
                     text: n.text,
+                    notes: self.notes(n.note_index, n.note_text),
                 })
             }
             other => return internal_err!("unknown leaf {other}"),
@@ -377,6 +406,7 @@ impl PlanCodec {
             n.times = w.times.clone();
             n.param = w.p1.clone();
             n.param2 = w.p2.clone();
+            (n.note_index, n.note_text) = notes_wire(&w.notes);
         } else if any.is::<Merge>() {
         } else if let Some(a) = any.downcast_ref::<Absent>() {
             n.left = a.steps;
@@ -434,6 +464,7 @@ impl PlanCodec {
                     p2: n.param2,
                     times: n.times,
                     cancel: self.cancel.clone(),
+                    notes: self.notes(n.note_index, n.note_text),
                 })
             }
             "Or" => Arc::new(Or {

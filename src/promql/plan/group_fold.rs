@@ -10,8 +10,8 @@ use datafusion::error::Result as DfResult;
 
 use super::fold::{Cell, Folder};
 use super::rows;
-use crate::promql::range_fns as rf;
-use crate::promql::value_fn::nan_last;
+use crate::promql::kernels::grouping::{keep_count, rank_by_value};
+use crate::promql::kernels::range_fns as rf;
 
 /// Which aggregation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,17 +113,10 @@ impl Folder for GroupFold {
                 v.push(x);
                 continue;
             }
-            // As the evaluator counts: topk/bottomk take ⌊k⌋ (none below 1), limitk while
-            // fewer than k are taken.
-            let k = match self.f {
-                GroupFn::LimitK => (0..cell.len()).take_while(|&i| (i as f64) < param).count(),
-                _ if param < 1.0 => continue,
-                _ => param.min(1e15) as usize,
-            };
-            if self.f != GroupFn::LimitK {
-                let top = self.f == GroupFn::TopK;
-                // NaN ranks last either way; ties keep label order (a stable sort).
-                cell.sort_by(|x, y| nan_last(x.1, y.1, top));
+            let limit = self.f == GroupFn::LimitK;
+            let k = keep_count(limit, param, cell.len());
+            if !limit {
+                rank_by_value(&mut cell, |x| x.1, self.f == GroupFn::TopK);
             }
             for (series, x) in cell.into_iter().take(k) {
                 s.push(series);

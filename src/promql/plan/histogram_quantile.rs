@@ -20,8 +20,8 @@ use super::scalar::scalar;
 use super::{Lowered, PlanCtx};
 use crate::model::{Labels, METRIC_NAME};
 use crate::promql::error::PromqlError;
-use crate::promql::eval::Annotator;
-use crate::promql::functions::{bucket_quantile, parse_le};
+use crate::promql::kernels::annotations::Annotator;
+use crate::promql::kernels::bucket_quantile::{bucket_quantile, parse_le};
 
 pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
     let [phi, buckets] = call.args.args.as_slice() else {
@@ -116,7 +116,10 @@ impl Folder for HistogramQuantile {
             let (q, forced) = bucket_quantile(phi, &mut buckets);
             if forced {
                 let name = self.names.get(g as usize).map_or("", String::as_str);
-                self.annotator.info(format!("input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {name:?}"));
+                self.annotator
+                    .info(crate::promql::kernels::annotations::forced_monotonicity(
+                        name,
+                    ));
             }
             s.push(g);
             t.push(step);

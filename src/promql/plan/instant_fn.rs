@@ -16,9 +16,10 @@ use super::scalar::scalar;
 use super::{Lowered, PlanCtx};
 use crate::model::Labels;
 use crate::promql::error::PromqlError;
-use crate::promql::eval::drop_name;
-use crate::promql::functions::{set_label, string_arg, unwrap_paren};
-use crate::promql::value_fn::ValueFn;
+use crate::promql::kernels::args::{string_arg, unwrap_paren};
+use crate::promql::kernels::grouping::drop_name;
+use crate::promql::kernels::labels::set_label;
+use crate::promql::kernels::value_fn::ValueFn;
 
 pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
     let name = call.func.name;
@@ -32,7 +33,8 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
                 return p.decline("sort_by_label() with a label that is not a string literal");
             }
             if p.ctx.steps.len() > 1 || p.ctx.is_range {
-                p.engine.warn("sort is ineffective for range queries since results are always ordered by labels".into());
+                p.engine
+                    .warn(crate::promql::kernels::annotations::SORT_IN_RANGE_QUERY.into());
             }
             return p.lower(&args[0]);
         }

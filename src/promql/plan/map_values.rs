@@ -14,7 +14,7 @@ use super::regroup::filter;
 use super::rows_schema;
 use super::unary::{RowOp, Unary};
 use crate::promql::error::PromqlError;
-use crate::promql::value_fn::ValueFn;
+use crate::promql::kernels::value_fn::ValueFn;
 
 /// The mapping.
 pub(crate) struct MapValues {

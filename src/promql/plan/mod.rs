@@ -58,8 +58,8 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 use datafusion::prelude::{SessionConfig, SessionContext};
 use promql_parser::parser::Expr;
 
+use super::engine::{Ctx, Engine};
 use super::error::PromqlError;
-use super::eval::{Ctx, Engine};
 use super::value::{Series, Value};
 use crate::model::Labels;
 
@@ -168,7 +168,7 @@ impl PlanCtx<'_> {
             Expr::Unary(u) => instant_fn::map(
                 self,
                 &u.expr,
-                crate::promql::value_fn::ValueFn::Neg,
+                crate::promql::kernels::value_fn::ValueFn::Neg,
                 vec![],
                 vec![],
             ),
@@ -356,7 +356,8 @@ fn assemble(
 /// An instant `topk`/`bottomk` answers in value order (as the evaluator does), `sort*()`
 /// as it says, the rest in label order.
 fn value_order(expr: &Expr, out: &mut [Series]) {
-    use crate::promql::functions::{sort_vector, string_arg, unwrap_paren};
+    use crate::promql::kernels::args::{string_arg, unwrap_paren};
+    use crate::promql::kernels::grouping::{sort_by_value, sort_vector};
     let e = unwrap_paren(expr);
     if let Expr::Call(c) = e
         && c.func.name.starts_with("sort")
@@ -373,10 +374,8 @@ fn value_order(expr: &Expr, out: &mut [Series]) {
         return;
     }
     match crate::promql::op::AggOp::of(a.op) {
-        Some(crate::promql::op::AggOp::TopK) => crate::promql::aggregate::sort_by_value(out, true),
-        Some(crate::promql::op::AggOp::BottomK) => {
-            crate::promql::aggregate::sort_by_value(out, false)
-        }
+        Some(crate::promql::op::AggOp::TopK) => sort_by_value(out, true),
+        Some(crate::promql::op::AggOp::BottomK) => sort_by_value(out, false),
         _ => {}
     }
 }
@@ -542,6 +541,44 @@ mod tests {
         .await
         .unwrap();
         Arc::new(s)
+    }
+
+    /// `rate` of a name that does not say counter is an info only where the function gave a
+    /// float (Prometheus's `PossibleNonCounterInfo`), in both engines, before and after the
+    /// plan's wire round trip, plain and over a subquery.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counter_info_only_where_a_float_came_out() {
+        let s = storage().await;
+        for (planner, roundtrip_plans) in [(false, false), (true, false), (true, true)] {
+            for (q, want) in [
+                ("rate(http_requests[1m])", false),
+                ("rate(http_requests[10m])", true),
+                ("sum(rate(http_requests[10m]))", true),
+                ("rate(http_requests[1m:1m])", false),
+                ("rate(http_requests[10m:1m])", true),
+                ("rate(http_requests_total[10m])", false),
+            ] {
+                let e = Engine::new(
+                    s.clone(),
+                    QueryOptions {
+                        planner,
+                        roundtrip_plans,
+                        ..QueryOptions::default()
+                    },
+                );
+                let expr = Engine::parse(q).unwrap();
+                e.range(&expr, 1_000_000, 1_300_000, 60_000).await.unwrap();
+                if planner {
+                    assert!(e.planned_nodes() > 0, "{q}: not planned");
+                }
+                let infos = e.take_annotations().infos;
+                assert_eq!(
+                    !infos.is_empty(),
+                    want,
+                    "{q} (planner {planner}, round trip {roundtrip_plans}): {infos:?}"
+                );
+            }
+        }
     }
 
     /// Every plan of a query charges the query's one sample counter: two planned

@@ -22,11 +22,12 @@ use super::{Lowered, PlanCtx, external, rows};
 use crate::catalog::SeriesId;
 use crate::model::Labels;
 use crate::promql::error::PromqlError;
-use crate::promql::eval::{drop_name, duration_ms};
-use crate::promql::functions::{unwrap_paren, window_value};
-use crate::promql::range_fns as rf;
-use crate::promql::range_fns::RangeFn;
-use crate::promql::selector::{at_ms, eval_times, matcher_sets, offset_ms};
+use crate::promql::kernels::annotations::{Annotator, possible_non_counter};
+use crate::promql::kernels::args::unwrap_paren;
+use crate::promql::kernels::grouping::drop_name;
+use crate::promql::kernels::lookback::without_stale;
+use crate::promql::kernels::range_fns::{self as rf, RangeFn, window_value};
+use crate::promql::kernels::select::{at_ms, duration_ms, eval_times, offset_ms};
 use crate::storage::{Scan, SeriesRun};
 
 /// Lowers `f(selector[range])`, or `None` when the call is not such a function.
@@ -86,11 +87,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
     let range_ms = duration_ms(ms.range);
     p.hold(2 * ends.len() + p1.len() + p2.len())?;
     let catalog = engine.storage.catalog();
-    let mut ids = roaring::RoaringBitmap::new();
-    for set in matcher_sets(vs)? {
-        ids |= catalog.select(&set);
-    }
-    engine.scope(&mut ids);
+    let ids = engine.select_series(vs)?;
     let from = lo.saturating_sub(range_ms).saturating_add(1);
     if engine.snapshot().may_have_histograms(&ids, from, hi) {
         return p.decline(super::NEEDS_HISTOGRAMS);
@@ -98,7 +95,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
     let scan = engine.snapshot().scan(&ids, from, hi);
     let mut series: Vec<Arc<Labels>> = Vec::with_capacity(scan.num_series());
     let mut index: HashMap<u32, u32> = HashMap::with_capacity(scan.num_series());
-    let mut names = std::collections::BTreeSet::new();
+    let mut names = Vec::new();
     for (&id, l) in scan
         .ids()
         .iter()
@@ -106,12 +103,18 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
     {
         // Removed by retention since it was selected: nothing to read.
         let Some(l) = l else { continue };
-        names.insert(l.metric_name().unwrap_or("").to_string());
+        names.push((series.len() as u32, l.clone()));
         let out = if keep_name { l } else { drop_name(&l) };
         index.insert(id, series.len() as u32);
         series.push(out);
     }
-    counter_info(engine, function, &names);
+    let notes = CounterNotes::of(
+        function,
+        names
+            .iter()
+            .map(|(i, l)| (*i, l.metric_name().unwrap_or(""))),
+        engine.annotator(),
+    );
     let scan = RangeScan {
         scan,
         function,
@@ -123,28 +126,46 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         times: Arc::new(ctx.steps.iter().collect()),
         cancel: engine.opts.cancel.clone(),
         text: format!("{}({})", call.func.name, ms),
+        notes,
     };
     merged(Leaf::plan_node(p, scan)?, series).map(Some)
 }
 
-/// `rate` and `increase` of a series whose name does not say counter: an info, as the
-/// evaluator words it, once per name.
-pub(super) fn counter_info(
-    engine: &crate::promql::Engine,
-    function: RangeFn,
-    names: &std::collections::BTreeSet<String>,
-) {
-    if !matches!(function, RangeFn::Rate | RangeFn::Increase) {
-        return;
+/// `rate` and `increase` of a series whose name does not say counter: an info where the
+/// series' windows gave a float, as Prometheus (and the evaluator) emit it.
+#[derive(Clone, Default)]
+pub(crate) struct CounterNotes {
+    /// The info by series-table index; empty for other functions and counter names.
+    pub texts: Arc<HashMap<u32, String>>,
+    pub annotator: Annotator,
+}
+
+impl CounterNotes {
+    /// The notes of `function` over series named `names` (series-table index, name).
+    pub fn of<'a>(
+        function: RangeFn,
+        names: impl IntoIterator<Item = (u32, &'a str)>,
+        annotator: Annotator,
+    ) -> Self {
+        let texts = if matches!(function, RangeFn::Rate | RangeFn::Increase) {
+            names
+                .into_iter()
+                .filter_map(|(i, n)| possible_non_counter(n).map(|t| (i, t)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        CounterNotes {
+            texts: Arc::new(texts),
+            annotator,
+        }
     }
-    for m in names.iter().filter(|m| {
-        !["_total", "_sum", "_count", "_bucket"]
-            .iter()
-            .any(|suf| m.ends_with(suf))
-    }) {
-        engine.info(format!(
-            "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {m:?}"
-        ));
+
+    /// Series `series` gave at least one float.
+    pub fn gave_float(&self, series: u32) {
+        if let Some(text) = self.texts.get(&series) {
+            self.annotator.info(text.clone());
+        }
     }
 }
 
@@ -194,6 +215,8 @@ pub(super) struct RangeScan {
     pub cancel: crate::promql::Cancel,
     /// The call as written, for plans.
     pub text: String,
+    /// Infos for series that do not look like counters.
+    pub notes: CounterNotes,
 }
 
 fn compute_chunk(scan: &RangeScan, series: &[SeriesRun]) -> DfResult<RecordBatch> {
@@ -202,20 +225,13 @@ fn compute_chunk(scan: &RangeScan, series: &[SeriesRun]) -> DfResult<RecordBatch
         let Some(&g) = scan.group_of.get(&s.id) else {
             continue;
         };
+        let before = val.len();
         // Range windows never see stale markers; copy only the series that have any.
-        let filtered: (Vec<i64>, Vec<f64>);
-        let (ts, vals): (&[i64], &[f64]) =
-            if s.vals.iter().any(|v| crate::model::is_stale_marker(*v)) {
-                filtered =
-                    s.ts.iter()
-                        .zip(&s.vals)
-                        .filter(|(_, v)| !crate::model::is_stale_marker(**v))
-                        .map(|(t, v)| (*t, *v))
-                        .unzip();
-                (&filtered.0, &filtered.1)
-            } else {
-                (&s.ts, &s.vals)
-            };
+        let filtered = without_stale(&s.ts, &s.vals);
+        let (ts, vals): (&[i64], &[f64]) = match &filtered {
+            Some((ts, vals)) => (ts, vals),
+            None => (&s.ts, &s.vals),
+        };
         rf::for_each_window(
             scan.function,
             ts,
@@ -239,6 +255,9 @@ fn compute_chunk(scan: &RangeScan, series: &[SeriesRun]) -> DfResult<RecordBatch
                 }
             },
         );
+        if val.len() > before {
+            scan.notes.gave_float(g);
+        }
     }
     // A cancelled query's windows stopped early: never hand on partial sums.
     scan.cancel.check().map_err(external)?;

@@ -22,8 +22,8 @@ use super::regroup::{DROP, Regroup};
 use super::rows;
 use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error};
 use crate::model::Labels;
-use crate::promql::binary::signature;
 use crate::promql::error::PromqlError;
+use crate::promql::kernels::grouping::signature;
 use crate::promql::op::BinOp;
 
 pub(super) fn lower(

@@ -3,7 +3,6 @@
 //! [`Fold`] keyed by inner series gathers each series' points and runs the evaluator's
 //! window kernels over them at every outer step.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
@@ -14,15 +13,15 @@ use promql_parser::parser::value::ValueType;
 use super::fold::{Cell, Fold, Folder};
 use super::keyed::Keyed;
 use super::merge::merged;
-use super::range_fn::counter_info;
+use super::range_fn::CounterNotes;
 use super::rows;
 use super::{Lowered, PlanCtx, external};
 use crate::model::Labels;
+use crate::promql::engine::Ctx;
 use crate::promql::error::PromqlError;
-use crate::promql::eval::{Ctx, drop_name, duration_ms};
-use crate::promql::functions::window_value;
-use crate::promql::range_fns::{self as rf, RangeFn};
-use crate::promql::selector::{at_ms, eval_times, offset_ms};
+use crate::promql::kernels::grouping::drop_name;
+use crate::promql::kernels::range_fns::{self as rf, RangeFn, window_value};
+use crate::promql::kernels::select::{at_ms, duration_ms, eval_times, offset_ms};
 use crate::promql::value::Steps;
 
 pub(super) fn lower(
@@ -71,18 +70,21 @@ pub(super) fn lower(
         let why = inner_p.declined.lock().take().unwrap_or_default();
         return p.decline(why);
     };
-    let mut names = BTreeSet::new();
-    let mut series: Vec<Arc<Labels>> = Vec::with_capacity(inner.series.len());
-    for l in &inner.series {
-        names.insert(l.metric_name().unwrap_or("").to_string());
-        series.push(if keep_name { l.clone() } else { drop_name(l) });
-    }
+    let series: Vec<Arc<Labels>> = inner
+        .series
+        .iter()
+        .map(|l| if keep_name { l.clone() } else { drop_name(l) })
+        .collect();
+    let notes = CounterNotes::of(
+        function,
+        (0u32..).zip(inner.series.iter().map(|l| l.metric_name().unwrap_or(""))),
+        engine.annotator(),
+    );
     // Every inner series becomes a point per inner step and a window value per outer step
     // (the fold builds them): bounded as the evaluator bounds them.
     engine.check_points(inner.series.len(), inner_ctx.steps.len())?;
     engine.check_points(inner.series.len(), ctx.steps.len())?;
     p.hold(2 * ends.len() + p1.len() + p2.len())?;
-    counter_info(engine, function, &names);
     let n = inner.series.len();
     let window = SubqueryWindow {
         function,
@@ -95,6 +97,7 @@ pub(super) fn lower(
         p2,
         times: ctx.steps.iter().collect(),
         cancel: engine.opts.cancel.clone(),
+        notes,
     };
     let plan = Fold::plan_node(
         Keyed::plan_node(inner.plan, (0..n as u32).collect(), "series")?,
@@ -119,6 +122,8 @@ pub(crate) struct SubqueryWindow {
     /// Evaluation time of every outer step.
     pub(super) times: Vec<i64>,
     pub(super) cancel: crate::promql::Cancel,
+    /// Infos for inner series that do not look like counters.
+    pub(super) notes: CounterNotes,
 }
 
 impl Folder for SubqueryWindow {
@@ -137,6 +142,7 @@ impl Folder for SubqueryWindow {
         let mut i = 0;
         while i < cells.len() {
             let series = cells[i].0.0;
+            let before = v.len();
             let (mut ts, mut vals) = (Vec::new(), Vec::new());
             while i < cells.len() && cells[i].0.0 == series {
                 let ((_, step), cell) = &cells[i];
@@ -168,6 +174,9 @@ impl Folder for SubqueryWindow {
                     }
                 },
             );
+            if v.len() > before {
+                self.notes.gave_float(series);
+            }
         }
         // A cancelled query's windows stopped early: never hand on partial results.
         self.cancel.check().map_err(external)?;

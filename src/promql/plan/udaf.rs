@@ -18,7 +18,7 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 
-use crate::promql::range_fns::kahan_inc;
+use crate::promql::kernels::sum::{AvgState, kahan_inc};
 
 fn f64s(a: &ArrayRef) -> &datafusion::arrow::array::PrimitiveArray<Float64Type> {
     a.as_primitive::<Float64Type>()
@@ -290,51 +290,8 @@ impl GroupState for Sum {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Avg {
-    count: f64,
-    sum: f64,
-    c: f64,
-    mean: f64,
-    cmean: f64,
-    incremental: bool,
-}
-
-impl Avg {
-    fn mean_value(&self) -> f64 {
-        if self.incremental {
-            self.mean + self.cmean
-        } else {
-            self.sum / self.count + self.c / self.count
-        }
-    }
-
-    /// Another partial average of the same group.
-    fn merge(&mut self, o: Avg) {
-        if o.count == 0.0 {
-            return;
-        }
-        if self.count == 0.0 {
-            *self = o;
-            return;
-        }
-        let n = self.count + o.count;
-        if !self.incremental && !o.incremental {
-            let (ns, nc) = kahan_inc(o.sum, self.sum, self.c);
-            if !ns.is_infinite() {
-                (self.sum, self.c, self.count) = (ns, nc + o.c, n);
-                return;
-            }
-        }
-        // Weighted means: no sum or difference that could overflow; infinities combine
-        // as they would in a sum (∞ + -∞ is NaN).
-        let (a, b) = (self.mean_value(), o.mean_value());
-        self.mean = a * (self.count / n) + b * (o.count / n);
-        self.cmean = 0.0;
-        self.count = n;
-        self.incremental = true;
-    }
-}
+/// `avg`'s state: the one the evaluator and `avg_over_time` use too.
+type Avg = AvgState;
 
 impl GroupState for Avg {
     const NAME: &'static str = "prom_avg";
@@ -342,23 +299,7 @@ impl GroupState for Avg {
 
     /// One value, as Prometheus's aggregation adds it.
     fn add(&mut self, v: f64) {
-        self.count += 1.0;
-        if self.count == 1.0 {
-            self.sum = v;
-            return;
-        }
-        if !self.incremental {
-            let (ns, nc) = kahan_inc(v, self.sum, self.c);
-            if !ns.is_infinite() {
-                (self.sum, self.c) = (ns, nc);
-                return;
-            }
-            self.incremental = true;
-            self.mean = self.sum / (self.count - 1.0);
-            self.cmean = self.c / (self.count - 1.0);
-        }
-        let q = (self.count - 1.0) / self.count;
-        (self.mean, self.cmean) = kahan_inc(v / self.count, q * self.mean, q * self.cmean);
+        AvgState::add(self, v)
     }
 
     fn merge_row(
@@ -377,7 +318,7 @@ impl GroupState for Avg {
     }
 
     fn value(&self) -> Option<f64> {
-        (self.count > 0.0).then(|| self.mean_value())
+        AvgState::value(self)
     }
 
     fn state(&self) -> Vec<f64> {
@@ -435,7 +376,7 @@ impl<const MAX: bool> GroupState for Extreme<MAX> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::promql::range_fns as rf;
+    use crate::promql::kernels::range_fns as rf;
 
     /// Split anywhere and merged, the partial states give the sequential answer.
     #[test]

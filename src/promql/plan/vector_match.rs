@@ -25,9 +25,9 @@ use super::regroup::{DROP, filter, map_series};
 use super::unary::{RowOp, Unary};
 use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error, rows_schema, unique};
 use crate::model::Labels;
-use crate::promql::binary::{result_metric, signature};
 use crate::promql::error::PromqlError;
-use crate::promql::value_fn::ArithOp;
+use crate::promql::kernels::grouping::{result_metric, signature};
+use crate::promql::kernels::value_fn::ArithOp;
 
 pub(super) fn lower(
     p: &PlanCtx,

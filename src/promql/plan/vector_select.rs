@@ -14,9 +14,9 @@ use promql_parser::parser::VectorSelector;
 use super::leaf::{Leaf, LeafSource};
 use super::{Lowered, PlanCtx, rows};
 use crate::catalog::SeriesId;
-use crate::model::is_stale_marker;
 use crate::promql::error::PromqlError;
-use crate::promql::selector::{at_ms, eval_times, matcher_sets, offset_ms};
+use crate::promql::kernels::lookback::pick_float;
+use crate::promql::kernels::select::{at_ms, eval_times, offset_ms};
 use crate::storage::{Scan, SeriesRun};
 
 /// What the operator reads and how.
@@ -60,11 +60,7 @@ fn select(
     let lookback = p.ctx.lookback;
     p.hold(times.len())?;
     let catalog = engine.storage.catalog();
-    let mut ids = roaring::RoaringBitmap::new();
-    for ms in matcher_sets(vs)? {
-        ids |= catalog.select(&ms);
-    }
-    engine.scope(&mut ids);
+    let ids = engine.select_series(vs)?;
     let from = lo.saturating_sub(lookback).saturating_add(1);
     if engine.snapshot().may_have_histograms(&ids, from, hi) {
         return p.decline(super::NEEDS_HISTOGRAMS);
@@ -144,12 +140,7 @@ fn select_chunk(sel: &Selection, chunk: &[SeriesRun]) -> DfResult<RecordBatch> {
             continue;
         };
         for (i, &te) in sel.times.iter().enumerate() {
-            let j = s.ts.partition_point(|&t| t <= te);
-            if j == 0 {
-                continue;
-            }
-            let (t, v) = (s.ts[j - 1], s.vals[j - 1]);
-            if t > te - sel.lookback && !is_stale_marker(v) {
+            if let Some((t, v)) = pick_float(&s.ts, &s.vals, te, sel.lookback) {
                 series.push(index as u32);
                 step.push(i as u32);
                 value.push(if sel.timestamps { t as f64 / 1000.0 } else { v });

@@ -4,14 +4,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
+use promql_parser::parser::{BinModifier, BinaryExpr, VectorMatchCardinality};
 
 use super::binary_hist::{self, Elem, Operand, operand};
-use super::error::PromqlError;
-use super::eval::{Ctx, Engine, drop_name, merge_same_labels};
-use super::op::BinOp;
-use super::value::{Series, Value};
-use crate::model::{Labels, METRIC_NAME};
+use super::merge_same_labels;
+use crate::model::Labels;
+use crate::promql::engine::{Ctx, Engine};
+use crate::promql::error::PromqlError;
+use crate::promql::kernels::grouping::{drop_name, result_metric, signature};
+use crate::promql::op::BinOp;
+use crate::promql::value::{Series, Value};
 
 /// `(value, keep)` as Prometheus's vectorElemBinop for floats: the planner's kernel.
 fn elem(op: BinOp, l: f64, r: f64) -> (f64, bool) {
@@ -32,27 +34,6 @@ fn hist_elem(
     match op {
         BinOp::Arith(a) => binary_hist::elem(e, a, l, r, return_bool),
         BinOp::And | BinOp::Or | BinOp::Unless => Ok(None),
-    }
-}
-
-/// Matching key of a series under `on(...)` / `ignoring(...)` (never `__name__` by default).
-pub(super) fn signature(l: &Labels, m: Option<&LabelModifier>) -> Vec<(String, String)> {
-    match m {
-        Some(LabelModifier::Include(ls)) => l
-            .iter()
-            .filter(|(n, _)| ls.labels.iter().any(|x| x == n))
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect(),
-        Some(LabelModifier::Exclude(ls)) => l
-            .iter()
-            .filter(|(n, _)| *n != METRIC_NAME && !ls.labels.iter().any(|x| x == n))
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect(),
-        None => l
-            .iter()
-            .filter(|(n, _)| *n != METRIC_NAME)
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect(),
     }
 }
 
@@ -386,39 +367,4 @@ fn vector_vector(
         }
     }
     Ok(order.into_iter().filter_map(|l| out.remove(&l)).collect())
-}
-
-pub(super) fn result_metric(
-    many: &Labels,
-    one: &Labels,
-    drop: bool,
-    one_to_one: bool,
-    matching: Option<&LabelModifier>,
-    include: &[String],
-) -> Labels {
-    let mut pairs: Vec<(String, String)> = many.to_pairs();
-    if drop {
-        pairs.retain(|(n, _)| n != METRIC_NAME);
-    }
-    if one_to_one {
-        match matching {
-            Some(LabelModifier::Include(ls)) => {
-                pairs.retain(|(n, _)| ls.labels.iter().any(|x| x == n))
-            }
-            Some(LabelModifier::Exclude(ls)) => {
-                pairs.retain(|(n, _)| !ls.labels.iter().any(|x| x == n))
-            }
-            None => {}
-        }
-    }
-    for ln in include {
-        pairs.retain(|(n, _)| n != ln);
-        if let Some(v) = one.get(ln)
-            && !v.is_empty()
-        {
-            pairs.push((ln.clone(), v.to_string()));
-        }
-    }
-    pairs.sort_by(|a, b| a.0.cmp(&b.0));
-    Labels::from_sorted_unchecked(pairs)
 }

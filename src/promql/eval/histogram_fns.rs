@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::error::PromqlError;
-use super::eval::{Engine, drop_name, merge_same_labels};
-use super::value::Series;
+use super::merge_same_labels;
 use crate::model::Labels;
 use crate::model::histogram::{self, FloatHistogram, HistogramInfo};
+use crate::promql::engine::Engine;
+use crate::promql::error::PromqlError;
+use crate::promql::kernels::grouping::drop_name;
+use crate::promql::value::Series;
 
 /// A per-histogram statistic, by function name.
 pub(super) fn stat(name: &str) -> Option<fn(&FloatHistogram) -> f64> {

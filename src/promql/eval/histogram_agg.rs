@@ -3,9 +3,9 @@
 //! overflows. Incompatible inputs (exponential and custom buckets in one group) drop the
 //! group with a warning; custom bounds that differ are reconciled with an info.
 
-use super::eval::Engine;
-use super::value::Hist;
 use crate::model::histogram::{CounterResetHint, FloatHistogram, annotation};
+use crate::promql::engine::Engine;
+use crate::promql::value::Hist;
 
 /// The sum (or mean, with `avg`) of `items` (`(histogram, metric name)`), or `None` when
 /// they cannot be added (annotated).

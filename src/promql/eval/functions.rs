@@ -6,15 +6,18 @@ use std::sync::Arc;
 
 use promql_parser::parser::{Call, Expr};
 
-use super::error::PromqlError;
-use super::eval::{Ctx, Engine, drop_name, merge_same_labels};
-use super::histogram_fns;
-use super::range_fns::{self as rf, RangeFn, Window};
-use super::range_hist;
-use super::selector::{matcher_sets, window};
-use super::value::{Series, Value};
-use super::value_fn::{self, ValueFn};
-use crate::model::{Labels, METRIC_NAME, MatchOp};
+use super::{histogram_fns, merge_same_labels, range_hist};
+use crate::model::{Labels, METRIC_NAME};
+use crate::promql::engine::{Ctx, Engine};
+use crate::promql::error::PromqlError;
+use crate::promql::kernels::args::{string_arg, unwrap_paren};
+use crate::promql::kernels::bucket_quantile::{bucket_quantile, parse_le};
+use crate::promql::kernels::grouping::{drop_name, sort_vector};
+use crate::promql::kernels::labels::{absent_result, set_label};
+use crate::promql::kernels::range_fns::{self as rf, RangeFn, Window, window_value};
+use crate::promql::kernels::select::window;
+use crate::promql::kernels::value_fn::{self, ValueFn};
+use crate::promql::value::{Series, Value};
 
 fn scalar_arg(v: Value, f: &str) -> Result<Vec<f64>, PromqlError> {
     match v {
@@ -33,14 +36,6 @@ fn vector_arg(v: Value, f: &str) -> Result<Vec<Series>, PromqlError> {
             "{f}: expected instant vector argument, got {}",
             other.type_name()
         ))),
-    }
-}
-
-pub(super) fn string_arg(e: &Expr) -> Result<String, PromqlError> {
-    match e {
-        Expr::StringLiteral(s) => Ok(s.val.clone()),
-        Expr::Paren(p) => string_arg(&p.expr),
-        _ => Err(PromqlError::exec("expected string literal argument")),
     }
 }
 
@@ -188,7 +183,7 @@ impl Engine {
             | "acos" | "acosh" | "asin" | "asinh" | "atan" | "atanh" | "cos" | "cosh" | "sin"
             | "sinh" | "tan" | "tanh" | "deg" | "rad" => {
                 let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
-                let (_, f) = super::value_fn::unary_fn(name)
+                let (_, f) = value_fn::unary_fn(name)
                     .ok_or_else(|| PromqlError::exec(format!("unknown function {name}")))?;
                 Ok(Value::Vector(merge_same_labels(map_values(vs, false, f))?))
             }
@@ -207,7 +202,7 @@ impl Engine {
                             .vals
                             .iter()
                             .zip(&to)
-                            .map(|(v, t)| v.map(|x| super::value_fn::round(x, *t)))
+                            .map(|(v, t)| v.map(|x| value_fn::round(x, *t)))
                             .collect(),
                     })
                     .filter(|s| !s.is_empty())
@@ -340,7 +335,7 @@ impl Engine {
             "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
                 let mut vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
                 if n > 1 || ctx.is_range {
-                    self.warn("sort is ineffective for range queries since results are always ordered by labels".into());
+                    self.warn(crate::promql::kernels::annotations::SORT_IN_RANGE_QUERY.into());
                 }
                 let names: Vec<String> = args[1..]
                     .iter()
@@ -412,16 +407,13 @@ impl Engine {
         // Rate of a counter-looking name, only where it gave floats (histograms say
         // themselves whether they are counters).
         let counter_info = |s: &super::selector::Raw, o: &Series| {
-            let m = s.labels.metric_name().unwrap_or("");
             if matches!(name, "rate" | "increase")
                 && o.vals.iter().any(Option::is_some)
-                && !["_total", "_sum", "_count", "_bucket"]
-                    .iter()
-                    .any(|suf| m.ends_with(suf))
+                && let Some(text) = crate::promql::kernels::annotations::possible_non_counter(
+                    s.labels.metric_name().unwrap_or(""),
+                )
             {
-                self.info(format!(
-                    "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {m:?}"
-                ));
+                self.info(text);
             }
         };
         let keep_name = matches!(name, "last_over_time" | "first_over_time");
@@ -545,147 +537,7 @@ impl Engine {
     }
 }
 
-pub(super) fn unwrap_paren(e: &Expr) -> &Expr {
-    match e {
-        Expr::Paren(p) => unwrap_paren(&p.expr),
-        other => other,
-    }
-}
-
-/// Labels with `name` set to `value` (removed when empty).
-pub(super) fn set_label(l: &Labels, name: &str, value: &str) -> Labels {
-    let mut pairs: Vec<(String, String)> = l
-        .iter()
-        .filter(|(n, _)| *n != name)
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
-    if !value.is_empty() {
-        pairs.push((name.to_string(), value.to_string()));
-        pairs.sort_by(|a, b| a.0.cmp(&b.0));
-    }
-    Labels::from_sorted_unchecked(pairs)
-}
-
-/// `absent()`'s output: 1 where nothing was present, labelled from the selector's equality
-/// matchers (not when a name appears twice).
-/// `sort`, `sort_desc` (by the value of an instant vector; NaN last), `sort_by_label`,
-/// `sort_by_label_desc` (by `names` in natural order, then all labels); stable.
-pub(super) fn sort_vector(name: &str, names: &[String], vs: &mut [Series]) {
-    match name {
-        "sort" | "sort_desc" => {
-            if vs.first().is_none_or(|s| s.vals.len() != 1) {
-                return;
-            }
-            let key = |s: &Series| s.vals[0].unwrap_or(f64::NAN);
-            let desc = name == "sort_desc";
-            vs.sort_by(|a, b| value_fn::nan_last(key(a), key(b), desc));
-        }
-        _ => {
-            let desc = name == "sort_by_label_desc";
-            vs.sort_by(|a, b| {
-                for l in names {
-                    let o = natord(a.labels.get(l).unwrap_or(""), b.labels.get(l).unwrap_or(""));
-                    if o != std::cmp::Ordering::Equal {
-                        return if desc { o.reverse() } else { o };
-                    }
-                }
-                let o = a.labels.cmp(&b.labels);
-                if desc { o.reverse() } else { o }
-            });
-        }
-    }
-}
-
-/// `absent`'s result: labels from the argument's equality matchers (parentheses unwrapped,
-/// as Prometheus unwraps call arguments), 1 where nothing was present.
-pub(super) fn absent_result(arg: &Expr, present: &[bool]) -> Vec<Series> {
-    if present.iter().all(|p| *p) {
-        return vec![];
-    }
-    let vs = match unwrap_paren(arg) {
-        Expr::VectorSelector(vs) => Some(vs),
-        Expr::MatrixSelector(ms) => Some(&ms.vs),
-        _ => None,
-    };
-    // As Prometheus: the first equality matcher of a name sets it; any other matcher of the
-    // same name removes it again.
-    let mut labels: BTreeMap<String, String> = BTreeMap::new();
-    let mut has: std::collections::HashSet<String> = Default::default();
-    if let Some(vs) = vs
-        && let Ok(sets) = matcher_sets(vs)
-        && sets.len() == 1
-    {
-        for m in &sets[0] {
-            if m.name == METRIC_NAME {
-                continue;
-            }
-            if matches!(m.op, MatchOp::Equal) && !has.contains(&m.name) {
-                if m.value.is_empty() {
-                    labels.remove(&m.name);
-                } else {
-                    labels.insert(m.name.clone(), m.value.clone());
-                }
-                has.insert(m.name.clone());
-            } else {
-                labels.remove(&m.name);
-            }
-        }
-    }
-    vec![Series {
-        hists: Vec::new(),
-        labels: Arc::new(Labels::from_sorted_unchecked(labels.into_iter().collect())),
-        vals: present.iter().map(|p| (!p).then_some(1.0)).collect(),
-    }]
-}
-
-/// Natural ordering used by sort_by_label: runs of digits compare numerically.
-fn natord(a: &str, b: &str) -> std::cmp::Ordering {
-    use std::cmp::Ordering;
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        if a[i].is_ascii_digit() && b[j].is_ascii_digit() {
-            let si = i;
-            while i < a.len() && a[i].is_ascii_digit() {
-                i += 1;
-            }
-            let sj = j;
-            while j < b.len() && b[j].is_ascii_digit() {
-                j += 1;
-            }
-            let na = std::str::from_utf8(&a[si..i])
-                .unwrap_or("")
-                .trim_start_matches('0');
-            let nb = std::str::from_utf8(&b[sj..j])
-                .unwrap_or("")
-                .trim_start_matches('0');
-            let o = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
-            if o != Ordering::Equal {
-                return o;
-            }
-        } else {
-            if a[i] != b[j] {
-                return a[i].cmp(&b[j]);
-            }
-            i += 1;
-            j += 1;
-        }
-    }
-    (a.len() - i).cmp(&(b.len() - j))
-}
-
 impl Engine {
-    pub(super) fn check_quantile(&self, q: &[f64]) {
-        for &x in q {
-            if !(0.0..=1.0).contains(&x) {
-                self.warn(format!(
-                    "quantile value should be between 0 and 1, got {}",
-                    super::format_float(x)
-                ));
-            }
-        }
-    }
-
     #[allow(clippy::needless_range_loop)] // Steps index several parallel arrays.
     fn histogram_quantile(
         &self,
@@ -725,7 +577,9 @@ impl Engine {
                         .and_then(|(_, s)| s.labels.metric_name())
                         .unwrap_or("");
                     let name = name.strip_suffix("_bucket").unwrap_or(name);
-                    self.info(format!("input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {name:?}"));
+                    self.info(crate::promql::kernels::annotations::forced_monotonicity(
+                        name,
+                    ));
                 }
                 o.vals[i] = Some(v);
             }
@@ -734,146 +588,5 @@ impl Engine {
             }
         }
         Ok(out)
-    }
-}
-
-pub(super) fn parse_le(s: &str) -> Option<f64> {
-    match s {
-        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
-        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
-        _ => s.trim().parse().ok(),
-    }
-}
-
-fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
-    if a == b {
-        return true;
-    }
-    let abs_sum = a.abs() + b.abs();
-    let diff = (a - b).abs();
-    if a == 0.0 || b == 0.0 || abs_sum < f64::MIN_POSITIVE {
-        return diff < eps * f64::MIN_POSITIVE;
-    }
-    diff / abs_sum.min(f64::MAX) < eps
-}
-
-/// Prometheus's `BucketQuantile` over `(upper bound, cumulative count)`.
-pub(super) fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
-    if q.is_nan() {
-        return (f64::NAN, false);
-    }
-    if q < 0.0 {
-        return (f64::NEG_INFINITY, false);
-    }
-    if q > 1.0 {
-        return (f64::INFINITY, false);
-    }
-    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
-    if !buckets.last().is_some_and(|b| b.0 == f64::INFINITY) {
-        return (f64::NAN, false);
-    }
-    // Coalesce equal bounds.
-    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
-    for &(b, c) in buckets.iter() {
-        match merged.last_mut() {
-            Some(last) if last.0 == b => last.1 += c,
-            _ => merged.push((b, c)),
-        }
-    }
-    // Monotonicity repair, ignoring tiny float noise.
-    let mut prev = merged[0].1;
-    let mut forced = false;
-    for b in merged.iter_mut().skip(1) {
-        let curr = b.1;
-        if curr == prev {
-            continue;
-        }
-        if almost_equal(prev, curr, 1e-12) {
-            b.1 = prev;
-            continue;
-        }
-        if curr < prev {
-            b.1 = prev;
-            forced = true;
-            continue;
-        }
-        prev = curr;
-    }
-    if merged.len() < 2 {
-        return (f64::NAN, forced);
-    }
-    let observations = merged[merged.len() - 1].1;
-    if observations == 0.0 {
-        return (f64::NAN, forced);
-    }
-    let mut rank = q * observations;
-    let last = merged.len() - 1;
-    let b = merged[..last].partition_point(|x| x.1 < rank);
-    if b == last {
-        return (merged[last - 1].0, forced);
-    }
-    if b == 0 && merged[0].0 <= 0.0 {
-        return (merged[0].0, forced);
-    }
-    let (mut start, end, mut count) = (0.0, merged[b].0, merged[b].1);
-    if b > 0 {
-        start = merged[b - 1].0;
-        count -= merged[b - 1].1;
-        rank -= merged[b - 1].1;
-    }
-    (start + (end - start) * (rank / count), forced)
-}
-
-/// The value of range function `name` over one window (`t` is the evaluation time;
-/// `p1`/`p2` the scalar parameters at that step). Shared by the evaluator and the
-/// DataFusion range-function operator.
-pub(super) fn window_value(f: RangeFn, w: &Window, p1: f64, p2: f64, t: i64) -> Option<f64> {
-    use RangeFn::*;
-    match f {
-        Rate => rf::extrapolated_rate(w, true, true),
-        Increase => rf::extrapolated_rate(w, true, false),
-        Delta => rf::extrapolated_rate(w, false, false),
-        Irate => rf::instant_value(w, true),
-        Idelta => rf::instant_value(w, false),
-        Deriv => (w.ts.len() >= 2).then(|| rf::linear_regression(w.ts, w.vals, w.ts[0]).0),
-        PredictLinear => (w.ts.len() >= 2).then(|| {
-            let (slope, intercept) = rf::linear_regression(w.ts, w.vals, t);
-            slope * p1 + intercept
-        }),
-        Resets => Some(rf::resets(w.vals)),
-        Changes => Some(rf::changes(w.vals)),
-        AvgOverTime => Some(rf::avg(w.vals)),
-        MinOverTime => Some(rf::min(w.vals)),
-        MaxOverTime => Some(rf::max(w.vals)),
-        SumOverTime => Some(rf::sum(w.vals)),
-        CountOverTime => Some(w.vals.len() as f64),
-        StddevOverTime => Some(rf::variance(w.vals).sqrt()),
-        StdvarOverTime => Some(rf::variance(w.vals)),
-        LastOverTime => w.vals.last().copied(),
-        FirstOverTime => w.vals.first().copied(),
-        PresentOverTime => Some(1.0),
-        MadOverTime => Some(if w.vals.iter().any(|v| v.is_nan()) {
-            f64::NAN
-        } else {
-            rf::mad(w.vals)
-        }),
-        QuantileOverTime => Some(rf::quantile(p1, &mut w.vals.to_vec())),
-        DoubleExponentialSmoothing => rf::double_exp_smoothing(w.vals, p1, p2),
-        TsOfLastOverTime => w.ts.last().map(|t| *t as f64 / 1000.0),
-        TsOfFirstOverTime => w.ts.first().map(|t| *t as f64 / 1000.0),
-        TsOfMaxOverTime | TsOfMinOverTime => {
-            let mut best: Option<(f64, i64)> = None;
-            for (&t, &v) in w.ts.iter().zip(w.vals) {
-                let better = match best {
-                    None => true,
-                    Some((b, _)) if f == TsOfMaxOverTime => v >= b || b.is_nan(),
-                    Some((b, _)) => v <= b || b.is_nan(),
-                };
-                if better {
-                    best = Some((v, t));
-                }
-            }
-            best.map(|(_, t)| t as f64 / 1000.0)
-        }
     }
 }

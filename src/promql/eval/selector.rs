@@ -3,17 +3,18 @@
 
 use std::sync::Arc;
 
-use promql_parser::label::MatchOp as PMatchOp;
-use promql_parser::parser::{AtModifier, Offset, VectorSelector};
+use promql_parser::parser::VectorSelector;
 
-use super::error::PromqlError;
-use super::eval::{Ctx, Engine};
-use super::value::{Hist, Series};
-use crate::model::{Labels, METRIC_NAME, Matcher, is_stale_marker};
+use crate::model::{Labels, is_stale_marker};
+use crate::promql::engine::{Ctx, Engine};
+use crate::promql::error::PromqlError;
+use crate::promql::kernels::lookback::{current, newest_at, without_stale};
+use crate::promql::kernels::select::{at_ms, eval_times, offset_ms};
+use crate::promql::value::{Hist, Series};
 
 /// Samples of one series, stale markers kept (instant selection needs them): floats, and
 /// native histograms with their own timestamps.
-pub(super) struct Raw {
+pub(crate) struct Raw {
     pub labels: Arc<Labels>,
     pub ts: Vec<i64>,
     pub vals: Vec<f64>,
@@ -42,67 +43,10 @@ impl Raw {
 
 /// Input of a range function: per series its samples (no stale markers), and for every
 /// step the window end `te` (the window is `(te - range, te]`).
-pub(super) struct RangeInput {
+pub(crate) struct RangeInput {
     pub series: Vec<Raw>,
     pub range_ms: i64,
     pub ends: Vec<i64>,
-}
-
-pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
-    match o {
-        None => 0,
-        Some(Offset::Pos(d)) => super::eval::duration_ms(*d),
-        Some(Offset::Neg(d)) => -super::eval::duration_ms(*d),
-    }
-}
-
-pub(super) fn at_ms(a: &Option<AtModifier>, ctx: &Ctx) -> Option<i64> {
-    match a {
-        None => None,
-        Some(AtModifier::Start) => Some(ctx.query_start),
-        Some(AtModifier::End) => Some(ctx.query_end),
-        Some(AtModifier::At(t)) => Some(match t.duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => super::eval::duration_ms(d),
-            Err(e) => -super::eval::duration_ms(e.duration()),
-        }),
-    }
-}
-
-/// Evaluation time of every step for a node with these modifiers.
-pub(super) fn eval_times(ctx: &Ctx, at: Option<i64>, offset: i64) -> Vec<i64> {
-    ctx.steps
-        .iter()
-        .map(|t| at.unwrap_or(t).saturating_sub(offset))
-        .collect()
-}
-
-/// The matcher sets of a selector (several when it uses `or` inside braces).
-pub fn matcher_sets(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, PromqlError> {
-    let convert = |ms: &[promql_parser::label::Matcher]| -> Result<Vec<Matcher>, PromqlError> {
-        let mut out = Vec::with_capacity(ms.len() + 1);
-        if let Some(n) = &vs.name {
-            out.push(Matcher::equal(METRIC_NAME, n.clone()));
-        }
-        for m in ms {
-            out.push(match &m.op {
-                PMatchOp::Equal => Matcher::equal(m.name.clone(), m.value.clone()),
-                PMatchOp::NotEqual => Matcher::not_equal(m.name.clone(), m.value.clone()),
-                PMatchOp::Re(_) => Matcher::regex(m.name.clone(), &m.value, false)
-                    .map_err(|e| PromqlError::Parse(e.to_string()))?,
-                PMatchOp::NotRe(_) => Matcher::regex(m.name.clone(), &m.value, true)
-                    .map_err(|e| PromqlError::Parse(e.to_string()))?,
-            });
-        }
-        Ok(out)
-    };
-    let mut sets = vec![convert(&vs.matchers.matchers)?];
-    for or in &vs.matchers.or_matchers {
-        sets.push(convert(or)?);
-    }
-    if vs.matchers.matchers.is_empty() && !vs.matchers.or_matchers.is_empty() {
-        sets.remove(0);
-    }
-    Ok(sets)
 }
 
 impl Engine {
@@ -113,12 +57,7 @@ impl Engine {
         min_t: i64,
         max_t: i64,
     ) -> Result<Vec<Raw>, PromqlError> {
-        let sets = matcher_sets(vs)?;
-        let mut ids = roaring::RoaringBitmap::new();
-        for ms in &sets {
-            ids |= self.storage.catalog().select(ms);
-        }
-        self.scope(&mut ids);
+        let ids = self.select_series(vs)?;
         // The sample limit is charged chunk by chunk, so an over-limit selector stops at
         // the chunk that crosses it instead of reading everything first.
         // Boxed: this future is part of every evaluator level's state, and nested queries
@@ -205,15 +144,13 @@ impl Engine {
             self.check()?;
             let mut s = Series::new(r.labels, times.len());
             for (i, &te) in times.iter().enumerate() {
-                let fi = r.ts.partition_point(|&t| t <= te);
-                let hi = r.hts.partition_point(|&t| t <= te);
-                let float = (fi > 0).then(|| (r.ts[fi - 1], r.vals[fi - 1]));
-                let hist = (hi > 0).then(|| (r.hts[hi - 1], &r.hists[hi - 1]));
+                let float = newest_at(&r.ts, te).map(|j| (r.ts[j], r.vals[j]));
+                let hist = newest_at(&r.hts, te).map(|j| (r.hts[j], &r.hists[j]));
                 // The newer of the two kinds (the float on a tie); a float stale marker
                 // ends both.
                 match (float, hist) {
                     (ft, Some((ht, h))) if ft.is_none_or(|(ft, _)| ht > ft) => {
-                        if ht > te - lookback {
+                        if current(ht, te, lookback) {
                             if timestamps {
                                 s.vals[i] = Some(ht as f64 / 1000.0);
                             } else {
@@ -222,7 +159,7 @@ impl Engine {
                         }
                     }
                     (Some((t, v)), _) => {
-                        if t > te - lookback && !is_stale_marker(v) {
+                        if current(t, te, lookback) && !is_stale_marker(v) {
                             s.vals[i] = Some(if timestamps { t as f64 / 1000.0 } else { v });
                         }
                     }
@@ -257,11 +194,8 @@ impl Engine {
         let series = raw
             .into_iter()
             .map(|mut r| {
-                if r.vals.iter().any(|v| is_stale_marker(*v)) {
-                    let keep: Vec<bool> = r.vals.iter().map(|v| !is_stale_marker(*v)).collect();
-                    let mut k = keep.iter();
-                    r.ts.retain(|_| *k.next().expect("same length"));
-                    r.vals.retain(|v| !is_stale_marker(*v));
+                if let Some((ts, vals)) = without_stale(&r.ts, &r.vals) {
+                    (r.ts, r.vals) = (ts, vals);
                 }
                 r
             })
@@ -273,11 +207,4 @@ impl Engine {
             ends,
         })
     }
-}
-
-/// Indices `[a, b)` of samples in the left-open window `(end - range, end]`.
-pub(super) fn window(ts: &[i64], end: i64, range: i64) -> (usize, usize) {
-    let a = ts.partition_point(|&t| t <= end.saturating_sub(range));
-    let b = ts.partition_point(|&t| t <= end);
-    (a, b.max(a))
 }

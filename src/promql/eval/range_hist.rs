@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use super::eval::Engine;
-use super::range_fns::{self as rf, RangeFn, Window};
-use super::value::Hist;
 use crate::model::histogram::{CounterResetHint, FloatHistogram, annotation};
+use crate::promql::engine::Engine;
+use crate::promql::kernels::range_fns::{self as rf, RangeFn, Window};
+use crate::promql::value::Hist;
 
 /// What a window yields.
 pub(super) enum Point {
@@ -79,7 +79,7 @@ pub(super) fn window_value(
     t: i64,
 ) -> Option<Point> {
     use RangeFn::*;
-    let floats = || super::functions::window_value(f, &w.floats(), p1, p2, t).map(Point::F);
+    let floats = || rf::window_value(f, &w.floats(), p1, p2, t).map(Point::F);
     match f {
         Rate | Increase | Delta => {
             if !w.fv.is_empty() {

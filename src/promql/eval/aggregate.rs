@@ -3,49 +3,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use promql_parser::parser::{AggregateExpr, LabelModifier};
+use promql_parser::parser::AggregateExpr;
 
-use super::error::PromqlError;
-use super::eval::{Ctx, Engine};
-use super::op::AggOp;
-use super::range_fns as rf;
-use super::value::{Series, Value};
-use crate::model::{Labels, METRIC_NAME};
-
-/// The labels a series contributes to its aggregation group.
-pub(crate) fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {
-    match m {
-        None => Labels::default(),
-        Some(LabelModifier::Include(ls)) => {
-            Labels::from_sorted_strs(l.iter().filter(|(n, _)| ls.labels.iter().any(|x| x == n)))
-        }
-        Some(LabelModifier::Exclude(ls)) => Labels::from_sorted_strs(
-            l.iter()
-                .filter(|(n, _)| *n != METRIC_NAME && !ls.labels.iter().any(|x| x == n)),
-        ),
-    }
-}
-
-/// An instant `topk` (descending) or `bottomk` result in value order, ties kept in order.
-pub(super) fn sort_by_value(out: &mut [Series], top: bool) {
-    out.sort_by(|x, y| {
-        let (a, b) = (x.vals[0].unwrap_or(f64::NAN), y.vals[0].unwrap_or(f64::NAN));
-        let o = a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal);
-        if top { o.reverse() } else { o }
-    });
-}
-
-fn fmt_value_label(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
-}
+use crate::model::Labels;
+use crate::promql::engine::{Ctx, Engine};
+use crate::promql::error::PromqlError;
+use crate::promql::kernels::grouping::{group_labels, keep_count, rank_by_value, sort_by_value};
+use crate::promql::kernels::range_fns as rf;
+use crate::promql::op::AggOp;
+use crate::promql::value::{Series, Value};
 
 impl Engine {
     pub(super) async fn aggregate(
@@ -97,10 +63,9 @@ impl Engine {
                     if kk.is_nan() {
                         return Err(PromqlError::exec("Parameter value is NaN"));
                     }
-                    if kk < 1.0 {
+                    if keep_count(false, kk, 1) == 0 {
                         continue;
                     }
-                    let kk = kk.min(1e15) as usize;
                     let mut per_group: HashMap<usize, Vec<(f64, usize)>> = HashMap::new();
                     for (si, s) in input.iter().enumerate() {
                         if let Some(v) = s.vals[i] {
@@ -111,9 +76,9 @@ impl Engine {
                     }
                     for (_, mut members) in per_group {
                         let top = op == AggOp::TopK;
-                        // NaN ranks last either way; ties keep input (label) order.
-                        members.sort_by(|x, y| super::value_fn::nan_last(x.0, y.0, top));
-                        for (_, si) in members.into_iter().take(kk) {
+                        rank_by_value(&mut members, |m| m.0, top);
+                        let take = keep_count(false, kk, members.len());
+                        for (_, si) in members.into_iter().take(take) {
                             selected[si][i] = true;
                         }
                     }
@@ -156,14 +121,14 @@ impl Engine {
                 order.sort_by(|a, b| input[*a].labels.cmp(&input[*b].labels));
                 let mut keep = vec![vec![false; n]; input.len()];
                 for i in 0..n {
-                    let mut taken: HashMap<usize, usize> = HashMap::new();
-                    for &si in &order {
-                        if input[si].has(i) {
-                            let t = taken.entry(group_of[si]).or_default();
-                            if (*t as f64) < k[i] {
-                                *t += 1;
-                                keep[si][i] = true;
-                            }
+                    let mut per_group: HashMap<usize, Vec<usize>> = HashMap::new();
+                    for &si in order.iter().filter(|&&si| input[si].has(i)) {
+                        per_group.entry(group_of[si]).or_default().push(si);
+                    }
+                    for members in per_group.into_values() {
+                        let take = keep_count(true, k[i], members.len());
+                        for si in members.into_iter().take(take) {
+                            keep[si][i] = true;
                         }
                     }
                 }
@@ -200,13 +165,19 @@ impl Engine {
                     for i in 0..n {
                         // A histogram counts under Prometheus's text of it.
                         let text = match (s.vals[i], s.hist(i)) {
-                            (Some(v), _) => fmt_value_label(v),
+                            (Some(v), _) => crate::model::go_float::format(
+                                v,
+                                crate::model::go_float::Style::Fixed,
+                            ),
                             (None, Some(h)) => h.to_string(),
                             (None, None) => continue,
                         };
                         {
-                            let l =
-                                super::functions::set_label(&groups[group_of[si]], &label, &text);
+                            let l = crate::promql::kernels::labels::set_label(
+                                &groups[group_of[si]],
+                                &label,
+                                &text,
+                            );
                             if !out.contains_key(&l) {
                                 // Each distinct value is a new series of `n` steps: bound
                                 // them before allocating, not after.
@@ -234,7 +205,7 @@ impl Engine {
                 let mut vals: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); n]; groups.len()];
                 // Histograms (with their series' metric name), only when there are any.
                 let any_hists = input.iter().any(Series::has_hists);
-                let mut hvals: Vec<Vec<Vec<(&super::value::Hist, &str)>>> = if any_hists {
+                let mut hvals: Vec<Vec<Vec<(&crate::promql::value::Hist, &str)>>> = if any_hists {
                     vec![vec![Vec::new(); n]; groups.len()]
                 } else {
                     Vec::new()
@@ -253,7 +224,7 @@ impl Engine {
                 for (g, per_step) in vals.into_iter().enumerate() {
                     let mut o = Series::new(groups[g].clone(), n);
                     for (i, mut xs) in per_step.into_iter().enumerate() {
-                        let hs: &[(&super::value::Hist, &str)] =
+                        let hs: &[(&crate::promql::value::Hist, &str)] =
                             hvals.get(g).map_or(&[], |h| h[i].as_slice());
                         if !hs.is_empty() {
                             match op {
@@ -379,7 +350,7 @@ impl Engine {
 /// The context `explain` and `fallback` plan a query in.
 fn explain_ctx(e: &Engine, start: i64, end: i64, step: i64) -> Ctx {
     Ctx {
-        steps: super::value::Steps::new(start, end, step),
+        steps: crate::promql::value::Steps::new(start, end, step),
         query_start: start,
         query_end: end,
         lookback: e.opts.lookback_ms,

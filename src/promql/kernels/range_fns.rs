@@ -1,21 +1,10 @@
 //! Functions over the samples of one window `(end - range, end]`, as Prometheus computes them.
 
-/// Kahan-compensated addition: returns the new sum and compensation.
-pub(super) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
-    let t = sum + inc;
-    let c = if t.is_infinite() {
-        0.0
-    } else if sum.abs() >= inc.abs() {
-        c + ((sum - t) + inc)
-    } else {
-        c + ((inc - t) + sum)
-    };
-    (t, c)
-}
+use super::sum::kahan_inc;
 
 /// A range function, resolved from its name once per query rather than once per window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum RangeFn {
+pub(crate) enum RangeFn {
     Rate,
     Increase,
     Delta,
@@ -79,12 +68,12 @@ const RANGE_FNS: &[(&str, RangeFn)] = &[
 ];
 
 impl RangeFn {
-    pub(super) fn parse(name: &str) -> Option<RangeFn> {
+    pub(crate) fn parse(name: &str) -> Option<RangeFn> {
         RANGE_FNS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
     }
 
     /// The function's PromQL name (its current one: `double_exponential_smoothing`).
-    pub(super) fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         RANGE_FNS
             .iter()
             .find(|(_, f)| *f == self)
@@ -100,7 +89,7 @@ impl RangeFn {
 /// Calls `visit(step, window)` for every step whose window `(end - range, end]` over one
 /// series (samples `ts`/`vals`, no stale markers) is non-empty, until `keep_going` says no. Shared by the evaluator and
 /// the DataFusion operator, so both see identical windows and reset hints.
-pub(super) fn for_each_window(
+pub(crate) fn for_each_window(
     f: RangeFn,
     ts: &[i64],
     vals: &[f64],
@@ -146,7 +135,7 @@ pub(super) fn for_each_window(
 /// do not decrease (the usual case: one per evaluation step) move two cursors forward, so
 /// a whole range query costs one pass over the samples; a decreasing end falls back to
 /// binary search.
-pub(super) struct Windows<'a> {
+pub(crate) struct Windows<'a> {
     ts: &'a [i64],
     range: i64,
     a: usize,
@@ -155,7 +144,7 @@ pub(super) struct Windows<'a> {
 }
 
 impl<'a> Windows<'a> {
-    pub(super) fn new(ts: &'a [i64], range: i64) -> Self {
+    pub(crate) fn new(ts: &'a [i64], range: i64) -> Self {
         Windows {
             ts,
             range,
@@ -166,9 +155,9 @@ impl<'a> Windows<'a> {
     }
 
     /// Indices `[a, b)` of the samples in `(end - range, end]`.
-    pub(super) fn at(&mut self, end: i64) -> (usize, usize) {
+    pub(crate) fn at(&mut self, end: i64) -> (usize, usize) {
         if end < self.last_end {
-            (self.a, self.b) = super::selector::window(self.ts, end, self.range);
+            (self.a, self.b) = super::select::window(self.ts, end, self.range);
         } else {
             let lo = end.saturating_sub(self.range);
             while self.a < self.ts.len() && self.ts[self.a] <= lo {
@@ -189,7 +178,7 @@ impl<'a> Windows<'a> {
 /// Number of counter resets among `vals[..=i]`, for every `i`: a window `[a, b)` has
 /// resets exactly when `prefix[b - 1] != prefix[a]`, so reset-free windows (nearly all of
 /// them) skip the per-sample reset scan. `None` when the series never resets.
-pub(super) fn reset_prefix(vals: &[f64]) -> Option<Vec<u32>> {
+pub(crate) fn reset_prefix(vals: &[f64]) -> Option<Vec<u32>> {
     let first = vals.windows(2).position(|p| p[1] < p[0])?;
     let mut out = vec![0u32; vals.len()];
     let mut n = 0;
@@ -203,7 +192,7 @@ pub(super) fn reset_prefix(vals: &[f64]) -> Option<Vec<u32>> {
 }
 
 /// One window of one series.
-pub(super) struct Window<'a> {
+pub(crate) struct Window<'a> {
     pub ts: &'a [i64],
     pub vals: &'a [f64],
     /// Window bounds in ms: `(start, end]`.
@@ -215,7 +204,7 @@ pub(super) struct Window<'a> {
 }
 
 /// rate / increase / delta with Prometheus's extrapolation.
-pub(super) fn extrapolated_rate(w: &Window, is_counter: bool, is_rate: bool) -> Option<f64> {
+pub(crate) fn extrapolated_rate(w: &Window, is_counter: bool, is_rate: bool) -> Option<f64> {
     let n = w.ts.len();
     if n < 2 {
         return None;
@@ -247,7 +236,7 @@ pub(super) fn extrapolated_rate(w: &Window, is_counter: bool, is_rate: bool) -> 
 /// Prometheus's extrapolation of a window's change to its edges: by half an average
 /// sample interval at most, and for a counter (`zero_clamp`: the first value and the raw
 /// change, counts for histograms) not past the time it would have been zero.
-pub(super) fn extrapolation_factor(
+pub(crate) fn extrapolation_factor(
     w: &Window,
     (first_t, last_t): (i64, i64),
     n: usize,
@@ -282,7 +271,7 @@ pub(super) fn extrapolation_factor(
 }
 
 /// irate / idelta: the last two samples.
-pub(super) fn instant_value(w: &Window, is_rate: bool) -> Option<f64> {
+pub(crate) fn instant_value(w: &Window, is_rate: bool) -> Option<f64> {
     let n = w.ts.len();
     if n < 2 {
         return None;
@@ -301,7 +290,7 @@ pub(super) fn instant_value(w: &Window, is_rate: bool) -> Option<f64> {
 }
 
 /// Least-squares slope and intercept at `intercept_t`.
-pub(super) fn linear_regression(ts: &[i64], vals: &[f64], intercept_t: i64) -> (f64, f64) {
+pub(crate) fn linear_regression(ts: &[i64], vals: &[f64], intercept_t: i64) -> (f64, f64) {
     let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
         (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     let init_y = vals[0];
@@ -331,7 +320,7 @@ pub(super) fn linear_regression(ts: &[i64], vals: &[f64], intercept_t: i64) -> (
     (slope, intercept)
 }
 
-pub(super) fn sum(vals: &[f64]) -> f64 {
+pub(crate) fn sum(vals: &[f64]) -> f64 {
     let (mut s, mut c) = (0.0, 0.0);
     for &v in vals {
         (s, c) = kahan_inc(v, s, c);
@@ -341,34 +330,16 @@ pub(super) fn sum(vals: &[f64]) -> f64 {
 
 /// Mean as Prometheus computes it: Kahan-compensated sum while it stays finite, then an
 /// incremental mean. The first value seeds the sum.
-pub(super) fn avg(vals: &[f64]) -> f64 {
-    let (mut sum, mut mean, mut c, mut count) = (vals[0], 0.0f64, 0.0f64, 1.0f64);
-    let mut incremental = false;
-    for (i, &v) in vals.iter().enumerate().skip(1) {
-        count = (i + 1) as f64;
-        if !incremental {
-            let (ns, nc) = kahan_inc(v, sum, c);
-            if !ns.is_infinite() {
-                sum = ns;
-                c = nc;
-                continue;
-            }
-            incremental = true;
-            mean = sum / (count - 1.0);
-            c /= count - 1.0;
-        }
-        let q = (count - 1.0) / count;
-        (mean, c) = kahan_inc(v / count, q * mean, q * c);
+pub(crate) fn avg(vals: &[f64]) -> f64 {
+    let mut a = super::sum::AvgState::default();
+    for &v in vals {
+        a.add(v);
     }
-    if incremental {
-        mean + c
-    } else {
-        sum / count + c / count
-    }
+    a.value().unwrap_or(f64::NAN)
 }
 
 /// Population variance with Kahan-compensated Welford updates.
-pub(super) fn variance(vals: &[f64]) -> f64 {
+pub(crate) fn variance(vals: &[f64]) -> f64 {
     let (mut count, mut mean, mut cmean, mut aux, mut caux) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for &v in vals {
         count += 1.0;
@@ -380,7 +351,7 @@ pub(super) fn variance(vals: &[f64]) -> f64 {
 }
 
 /// Prometheus's quantile over unsorted values (linear interpolation between ranks).
-pub(super) fn quantile(q: f64, vals: &mut [f64]) -> f64 {
+pub(crate) fn quantile(q: f64, vals: &mut [f64]) -> f64 {
     if vals.is_empty() || q.is_nan() {
         return f64::NAN;
     }
@@ -402,7 +373,7 @@ pub(super) fn quantile(q: f64, vals: &mut [f64]) -> f64 {
     vals[lower as usize] * (1.0 - weight) + vals[upper as usize] * weight
 }
 
-pub(super) fn min(vals: &[f64]) -> f64 {
+pub(crate) fn min(vals: &[f64]) -> f64 {
     let mut m = vals[0];
     for &v in &vals[1..] {
         if v < m || m.is_nan() {
@@ -412,7 +383,7 @@ pub(super) fn min(vals: &[f64]) -> f64 {
     m
 }
 
-pub(super) fn max(vals: &[f64]) -> f64 {
+pub(crate) fn max(vals: &[f64]) -> f64 {
     let mut m = vals[0];
     for &v in &vals[1..] {
         if v > m || m.is_nan() {
@@ -422,7 +393,7 @@ pub(super) fn max(vals: &[f64]) -> f64 {
     m
 }
 
-pub(super) fn changes(vals: &[f64]) -> f64 {
+pub(crate) fn changes(vals: &[f64]) -> f64 {
     let mut c = 0;
     for w in vals.windows(2) {
         if w[0] != w[1] && !(w[0].is_nan() && w[1].is_nan()) {
@@ -432,12 +403,12 @@ pub(super) fn changes(vals: &[f64]) -> f64 {
     c as f64
 }
 
-pub(super) fn resets(vals: &[f64]) -> f64 {
+pub(crate) fn resets(vals: &[f64]) -> f64 {
     vals.windows(2).filter(|w| w[1] < w[0]).count() as f64
 }
 
 /// Median absolute deviation.
-pub(super) fn mad(vals: &[f64]) -> f64 {
+pub(crate) fn mad(vals: &[f64]) -> f64 {
     let mut v = vals.to_vec();
     let median = quantile(0.5, &mut v);
     let mut dev: Vec<f64> = vals.iter().map(|x| (x - median).abs()).collect();
@@ -445,7 +416,7 @@ pub(super) fn mad(vals: &[f64]) -> f64 {
 }
 
 /// Holt-Winters double exponential smoothing (`double_exponential_smoothing`).
-pub(super) fn double_exp_smoothing(vals: &[f64], sf: f64, tf: f64) -> Option<f64> {
+pub(crate) fn double_exp_smoothing(vals: &[f64], sf: f64, tf: f64) -> Option<f64> {
     if vals.len() < 2 {
         return None;
     }
@@ -461,6 +432,60 @@ pub(super) fn double_exp_smoothing(vals: &[f64], sf: f64, tf: f64) -> Option<f64
         s1 = sf * x + (1.0 - sf) * (s1 + b);
     }
     Some(s1)
+}
+
+/// The value of range function `name` over one window (`t` is the evaluation time;
+/// `p1`/`p2` the scalar parameters at that step). Shared by the evaluator and the
+/// DataFusion range-function operator.
+pub(crate) fn window_value(f: RangeFn, w: &Window, p1: f64, p2: f64, t: i64) -> Option<f64> {
+    use RangeFn::*;
+    match f {
+        Rate => extrapolated_rate(w, true, true),
+        Increase => extrapolated_rate(w, true, false),
+        Delta => extrapolated_rate(w, false, false),
+        Irate => instant_value(w, true),
+        Idelta => instant_value(w, false),
+        Deriv => (w.ts.len() >= 2).then(|| linear_regression(w.ts, w.vals, w.ts[0]).0),
+        PredictLinear => (w.ts.len() >= 2).then(|| {
+            let (slope, intercept) = linear_regression(w.ts, w.vals, t);
+            slope * p1 + intercept
+        }),
+        Resets => Some(resets(w.vals)),
+        Changes => Some(changes(w.vals)),
+        AvgOverTime => Some(avg(w.vals)),
+        MinOverTime => Some(min(w.vals)),
+        MaxOverTime => Some(max(w.vals)),
+        SumOverTime => Some(sum(w.vals)),
+        CountOverTime => Some(w.vals.len() as f64),
+        StddevOverTime => Some(variance(w.vals).sqrt()),
+        StdvarOverTime => Some(variance(w.vals)),
+        LastOverTime => w.vals.last().copied(),
+        FirstOverTime => w.vals.first().copied(),
+        PresentOverTime => Some(1.0),
+        MadOverTime => Some(if w.vals.iter().any(|v| v.is_nan()) {
+            f64::NAN
+        } else {
+            mad(w.vals)
+        }),
+        QuantileOverTime => Some(quantile(p1, &mut w.vals.to_vec())),
+        DoubleExponentialSmoothing => double_exp_smoothing(w.vals, p1, p2),
+        TsOfLastOverTime => w.ts.last().map(|t| *t as f64 / 1000.0),
+        TsOfFirstOverTime => w.ts.first().map(|t| *t as f64 / 1000.0),
+        TsOfMaxOverTime | TsOfMinOverTime => {
+            let mut best: Option<(f64, i64)> = None;
+            for (&t, &v) in w.ts.iter().zip(w.vals) {
+                let better = match best {
+                    None => true,
+                    Some((b, _)) if f == TsOfMaxOverTime => v >= b || b.is_nan(),
+                    Some((b, _)) => v <= b || b.is_nan(),
+                };
+                if better {
+                    best = Some((v, t));
+                }
+            }
+            best.map(|(_, t)| t as f64 / 1000.0)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -502,7 +527,7 @@ mod tests {
         for &end in &ends {
             assert_eq!(
                 w.at(end),
-                crate::promql::selector::window(&ts, end, range),
+                crate::promql::kernels::select::window(&ts, end, range),
                 "end {end}"
             );
         }

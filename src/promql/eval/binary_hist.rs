@@ -3,13 +3,13 @@
 //! `h == h` / `h != h` (exact equality, the left histogram kept); every other combination
 //! drops the element with an info naming the operand types.
 
-use super::value_fn::ArithOp;
+use crate::promql::kernels::value_fn::ArithOp;
 use std::sync::Arc;
 
-use super::error::PromqlError;
-use super::eval::Engine;
-use super::value::{Hist, Series};
 use crate::model::histogram::{CounterResetHint, FloatHistogram, annotation};
+use crate::promql::engine::Engine;
+use crate::promql::error::PromqlError;
+use crate::promql::value::{Hist, Series};
 
 /// One operand.
 #[derive(Clone, Copy)]

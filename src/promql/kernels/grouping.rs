@@ -1,0 +1,183 @@
+//! Which series go together and in which order: `by`/`without` groups, the signatures
+//! binary operators match on, the labels of a matched result, `__name__` dropping, and the
+//! order of `topk`/`bottomk` and `sort*` answers. Both engines use these.
+
+use std::sync::Arc;
+
+use promql_parser::parser::LabelModifier;
+
+use super::value_fn::nan_last;
+use crate::model::{Labels, METRIC_NAME};
+use crate::promql::value::Series;
+
+/// Labels without `__name__`.
+pub(crate) fn drop_name(l: &Arc<Labels>) -> Arc<Labels> {
+    if l.metric_name().is_none() {
+        return l.clone();
+    }
+    Arc::new(Labels::from_sorted_strs(
+        l.iter().filter(|(n, _)| *n != crate::model::METRIC_NAME),
+    ))
+}
+
+/// The labels a series contributes to its aggregation group.
+pub(crate) fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {
+    match m {
+        None => Labels::default(),
+        Some(LabelModifier::Include(ls)) => {
+            Labels::from_sorted_strs(l.iter().filter(|(n, _)| ls.labels.iter().any(|x| x == n)))
+        }
+        Some(LabelModifier::Exclude(ls)) => Labels::from_sorted_strs(
+            l.iter()
+                .filter(|(n, _)| *n != METRIC_NAME && !ls.labels.iter().any(|x| x == n)),
+        ),
+    }
+}
+
+/// How many of a group's `len` members `topk`/`bottomk` (`limit == false`) or `limitk`
+/// (`limit == true`) keep for parameter `k` at one step: ⌊k⌋ for the first two (none below
+/// 1; a huge k is all), and for `limitk` members are taken while fewer than `k` are.
+pub(crate) fn keep_count(limit: bool, k: f64, len: usize) -> usize {
+    if limit {
+        (0..len).take_while(|&i| (i as f64) < k).count()
+    } else if k >= 1.0 {
+        (k.min(1e15) as usize).min(len)
+    } else {
+        0
+    }
+}
+
+/// `topk` (`top`) or `bottomk` order of a group's members: by value, NaN last either way,
+/// ties in input (label) order (a stable sort).
+pub(crate) fn rank_by_value<T>(members: &mut [T], value: impl Fn(&T) -> f64, top: bool) {
+    members.sort_by(|x, y| nan_last(value(x), value(y), top));
+}
+
+/// An instant `topk` (descending) or `bottomk` result in value order, ties kept in order.
+pub(crate) fn sort_by_value(out: &mut [Series], top: bool) {
+    out.sort_by(|x, y| {
+        let (a, b) = (x.vals[0].unwrap_or(f64::NAN), y.vals[0].unwrap_or(f64::NAN));
+        let o = a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal);
+        if top { o.reverse() } else { o }
+    });
+}
+
+/// Matching key of a series under `on(...)` / `ignoring(...)` (never `__name__` by default).
+pub(crate) fn signature(l: &Labels, m: Option<&LabelModifier>) -> Vec<(String, String)> {
+    match m {
+        Some(LabelModifier::Include(ls)) => l
+            .iter()
+            .filter(|(n, _)| ls.labels.iter().any(|x| x == n))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        Some(LabelModifier::Exclude(ls)) => l
+            .iter()
+            .filter(|(n, _)| *n != METRIC_NAME && !ls.labels.iter().any(|x| x == n))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        None => l
+            .iter()
+            .filter(|(n, _)| *n != METRIC_NAME)
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+pub(crate) fn result_metric(
+    many: &Labels,
+    one: &Labels,
+    drop: bool,
+    one_to_one: bool,
+    matching: Option<&LabelModifier>,
+    include: &[String],
+) -> Labels {
+    let mut pairs: Vec<(String, String)> = many.to_pairs();
+    if drop {
+        pairs.retain(|(n, _)| n != METRIC_NAME);
+    }
+    if one_to_one {
+        match matching {
+            Some(LabelModifier::Include(ls)) => {
+                pairs.retain(|(n, _)| ls.labels.iter().any(|x| x == n))
+            }
+            Some(LabelModifier::Exclude(ls)) => {
+                pairs.retain(|(n, _)| !ls.labels.iter().any(|x| x == n))
+            }
+            None => {}
+        }
+    }
+    for ln in include {
+        pairs.retain(|(n, _)| n != ln);
+        if let Some(v) = one.get(ln)
+            && !v.is_empty()
+        {
+            pairs.push((ln.clone(), v.to_string()));
+        }
+    }
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    Labels::from_sorted_unchecked(pairs)
+}
+
+/// `sort`, `sort_desc` (by the value of an instant vector; NaN last), `sort_by_label`,
+/// `sort_by_label_desc` (by `names` in natural order, then all labels); stable.
+pub(crate) fn sort_vector(name: &str, names: &[String], vs: &mut [Series]) {
+    match name {
+        "sort" | "sort_desc" => {
+            if vs.first().is_none_or(|s| s.vals.len() != 1) {
+                return;
+            }
+            let key = |s: &Series| s.vals[0].unwrap_or(f64::NAN);
+            let desc = name == "sort_desc";
+            vs.sort_by(|a, b| nan_last(key(a), key(b), desc));
+        }
+        _ => {
+            let desc = name == "sort_by_label_desc";
+            vs.sort_by(|a, b| {
+                for l in names {
+                    let o = natord(a.labels.get(l).unwrap_or(""), b.labels.get(l).unwrap_or(""));
+                    if o != std::cmp::Ordering::Equal {
+                        return if desc { o.reverse() } else { o };
+                    }
+                }
+                let o = a.labels.cmp(&b.labels);
+                if desc { o.reverse() } else { o }
+            });
+        }
+    }
+}
+
+/// Natural ordering used by sort_by_label: runs of digits compare numerically.
+fn natord(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].is_ascii_digit() && b[j].is_ascii_digit() {
+            let si = i;
+            while i < a.len() && a[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            let na = std::str::from_utf8(&a[si..i])
+                .unwrap_or("")
+                .trim_start_matches('0');
+            let nb = std::str::from_utf8(&b[sj..j])
+                .unwrap_or("")
+                .trim_start_matches('0');
+            let o = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+            if o != Ordering::Equal {
+                return o;
+            }
+        } else {
+            if a[i] != b[j] {
+                return a[i].cmp(&b[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (a.len() - i).cmp(&(b.len() - j))
+}
