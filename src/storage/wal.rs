@@ -31,6 +31,13 @@ const REC_METADATA: u8 = 3;
 /// Refuse absurd record lengths from a corrupt header instead of allocating them; the
 /// writer never writes a longer one.
 pub const MAX_RECORD: u32 = 512 << 20;
+// Widths of what the encoder writes, which the record lengths below add up: the record
+// type, a `put_u32` (count, series ref or string length), a timestamp or a float's bits.
+const TYPE_LEN: usize = size_of::<u8>();
+const U32_LEN: usize = size_of::<u32>();
+const U64_LEN: usize = size_of::<u64>();
+/// A float sample: series ref, timestamp, value.
+const SAMPLE_LEN: usize = U32_LEN + 2 * U64_LEN;
 
 pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:010}.wal"))
@@ -178,11 +185,7 @@ impl WalWriter {
         put_u32(&mut self.buf, new.len() as u32);
         for (id, labels) in &new {
             put_u32(&mut self.buf, *id);
-            put_u32(&mut self.buf, labels.len() as u32);
-            for (n, v) in labels.iter() {
-                put_str(&mut self.buf, n);
-                put_str(&mut self.buf, v);
-            }
+            put_labels(&mut self.buf, labels);
         }
         put_u32(&mut self.buf, samples.len() as u32);
         for &(id, t, v) in samples {
@@ -206,11 +209,7 @@ impl WalWriter {
                 put_u32(&mut self.buf, *id);
                 self.buf.extend_from_slice(&e.ts.to_le_bytes());
                 self.buf.extend_from_slice(&e.value.to_bits().to_le_bytes());
-                put_u32(&mut self.buf, e.labels.len() as u32);
-                for (n, v) in e.labels.iter() {
-                    put_str(&mut self.buf, n);
-                    put_str(&mut self.buf, v);
-                }
+                put_labels(&mut self.buf, &e.labels);
             }
         }
         self.write_frame()?;
@@ -464,6 +463,114 @@ fn put_str(b: &mut Vec<u8>, s: &str) {
     b.extend_from_slice(s.as_bytes());
 }
 
+/// The pair count, then each name and value as a string.
+fn put_labels(b: &mut Vec<u8>, l: &Labels) {
+    put_u32(b, l.len() as u32);
+    for (n, v) in l.iter() {
+        put_str(b, n);
+        put_str(b, v);
+    }
+}
+
+/// Bytes [`put_labels`] writes for `l`.
+fn labels_len(l: &Labels) -> usize {
+    U32_LEN
+        + l.iter()
+            .map(|(n, v)| 2 * U32_LEN + n.len() + v.len())
+            .sum::<usize>()
+}
+
+/// Payload bytes of the samples record [`WalWriter::append`] writes for one request: what
+/// `write_frame` holds against [`MAX_RECORD`] (the frame's 8-byte header not counted), so
+/// admission can refuse a request too large for one record before registering its series.
+///
+/// `series` are the request's series as `append` gets them (one entry per list a series is
+/// in), `samples` its float samples. `append` declares only the series its segment has not
+/// declared yet, which admission cannot know: the length is exact when none is declared,
+/// an upper bound otherwise.
+pub(crate) fn samples_record_len<'a>(
+    series: impl IntoIterator<Item = &'a Labels>,
+    samples: usize,
+    hists: impl IntoIterator<Item = &'a FloatHistogram>,
+    exemplars: impl IntoIterator<Item = &'a Exemplar>,
+) -> usize {
+    let declarations: usize = series.into_iter().map(|l| U32_LEN + labels_len(l)).sum();
+    let (mut n_hists, mut hist_bytes) = (0usize, 0usize);
+    for h in hists {
+        n_hists += 1;
+        hist_bytes += U32_LEN + U64_LEN + super::hist_codec::encoded_len(h);
+    }
+    let (mut n_exemplars, mut exemplar_bytes) = (0usize, 0usize);
+    for e in exemplars {
+        n_exemplars += 1;
+        exemplar_bytes += U32_LEN + 2 * U64_LEN + labels_len(&e.labels);
+    }
+    let mut len = TYPE_LEN + U32_LEN + declarations + U32_LEN + samples * SAMPLE_LEN;
+    // The optional trailing sections, as `append` writes them.
+    if n_hists > 0 || n_exemplars > 0 {
+        len += U32_LEN + hist_bytes;
+    }
+    if n_exemplars > 0 {
+        len += U32_LEN + exemplar_bytes;
+    }
+    len
+}
+
+/// Payload bytes of the metadata record [`WalWriter::append_metadata`] writes for `md`: the
+/// type byte and serde_json's compact text of `md`, counted without serialising it (remote
+/// write 2.0 names every series as a carrier in every request, and admission checks them
+/// all). Exact when no string needs escaping; an upper bound otherwise (see
+/// `json_str_len`). It follows `MetricMetadata`'s serde derive: field order, the `type`
+/// rename, `carriers` left out when empty and written as lists of `[name, value]`.
+pub(crate) fn metadata_record_len(md: &[MetricMetadata]) -> usize {
+    TYPE_LEN + json_array_len(md.iter().map(metadata_json_len))
+}
+
+/// `{"metric_family_name":…,"type":…,"help":…,"unit":…,"carriers":…}`.
+fn metadata_json_len(m: &MetricMetadata) -> usize {
+    // `"name":value`, and a comma before every field but the first.
+    let field = |name: &str, value: usize| json_str_len(name) + 1 + value;
+    let mut len = 2
+        + field("metric_family_name", json_str_len(&m.metric_family_name))
+        + 1
+        + field("type", json_str_len(&m.metric_type))
+        + 1
+        + field("help", json_str_len(&m.help))
+        + 1
+        + field("unit", json_str_len(&m.unit));
+    if !m.carriers.is_empty() {
+        let carriers = json_array_len(m.carriers.iter().map(|l| {
+            json_array_len(
+                l.iter()
+                    .map(|(n, v)| json_array_len([json_str_len(n), json_str_len(v)])),
+            )
+        }));
+        len += 1 + field("carriers", carriers);
+    }
+    len
+}
+
+/// A JSON array of items of these lengths: brackets, and a comma between items.
+fn json_array_len(items: impl IntoIterator<Item = usize>) -> usize {
+    let (mut n, mut len) = (0usize, 2usize);
+    for item in items {
+        n += 1;
+        len += item;
+    }
+    len + n.saturating_sub(1)
+}
+
+/// A JSON string as serde_json writes it: quotes around the bytes, of which it escapes
+/// only control characters, `"` and `\`. Each of those is counted as the six bytes of
+/// `\u00XX`; the two-byte escapes (`\n`, `\"`, …) make the real text shorter.
+fn json_str_len(s: &str) -> usize {
+    let escaped = s
+        .bytes()
+        .filter(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .count();
+    2 + s.len() + 5 * escaped
+}
+
 struct Reader<'a> {
     b: &'a [u8],
     i: usize,
@@ -511,6 +618,136 @@ mod tests {
         })
         .unwrap();
         (got, stats)
+    }
+
+    /// `samples_record_len` of what `append` is given.
+    fn record_len_of(
+        series: &[(u32, Arc<Labels>)],
+        samples: &[(u32, i64, f64)],
+        hists: &[(u32, i64, Arc<FloatHistogram>)],
+        exemplars: &[(u32, Arc<Exemplar>)],
+    ) -> usize {
+        samples_record_len(
+            series.iter().map(|(_, l)| &**l),
+            samples.len(),
+            hists.iter().map(|(_, _, h)| &**h),
+            exemplars.iter().map(|(_, e)| &**e),
+        )
+    }
+
+    /// Admission refuses a request by this length before the writer sees it, so it must be
+    /// the payload `append` builds (its buffer, frame header not counted): exact while the
+    /// series are new to the segment, an upper bound once they are declared.
+    #[test]
+    fn samples_record_len_is_the_encoded_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(dir.path(), 1).unwrap();
+        let h = Arc::new(FloatHistogram::from_absolute(
+            1,
+            0.001,
+            2.0,
+            12.0,
+            30.5,
+            (-1, vec![1.0, 0.0, 3.0]),
+            (2, vec![4.0, 2.0]),
+            vec![],
+        ));
+        let traced = Arc::new(Exemplar {
+            labels: Labels::new(vec![("trace_id".into(), "abc".into())]).unwrap(),
+            value: 0.5,
+            ts: 990,
+        });
+        let bare = Arc::new(Exemplar {
+            labels: Labels::default(),
+            value: 1.0,
+            ts: 5,
+        });
+        type Case = (
+            Vec<(u32, Arc<Labels>)>,
+            Vec<(u32, i64, f64)>,
+            Vec<(u32, i64, Arc<FloatHistogram>)>,
+            Vec<(u32, Arc<Exemplar>)>,
+        );
+        let cases: Vec<Case> = vec![
+            // Floats only: no trailing sections.
+            (
+                vec![(1, labels("a")), (2, labels("bb"))],
+                vec![(1, 10, 1.0), (2, 10, 2.0), (1, 20, 3.0)],
+                vec![],
+                vec![],
+            ),
+            // Histograms only: their section, no exemplar section.
+            (
+                vec![(3, labels("c"))],
+                vec![],
+                vec![(3, 10, h.clone()), (3, 20, h.clone())],
+                vec![],
+            ),
+            // Exemplars without histograms: an empty histogram section comes first. The
+            // series is named twice (floats and exemplars) and declared twice.
+            (
+                vec![(4, labels("d")), (4, labels("d"))],
+                vec![(4, 10, 1.0)],
+                vec![],
+                vec![(4, traced.clone())],
+            ),
+            // Everything, with an exemplar without labels.
+            (
+                vec![(5, labels("e")), (6, labels("f"))],
+                vec![(5, 10, 1.0)],
+                vec![(6, 10, h.clone())],
+                vec![(5, traced.clone()), (6, bare)],
+            ),
+        ];
+        for (i, (series, samples, hists, exemplars)) in cases.iter().enumerate() {
+            let len = record_len_of(series, samples, hists, exemplars);
+            w.append(series, samples, hists, exemplars).unwrap();
+            assert_eq!(w.buf.len(), len, "case {i}");
+        }
+        // Series already declared in the segment are not declared again.
+        let (series, samples) = (&cases[0].0, &cases[0].1);
+        let len = record_len_of(series, samples, &[], &[]);
+        w.append(series, samples, &[], &[]).unwrap();
+        let declarations: usize = series.iter().map(|(_, l)| U32_LEN + labels_len(l)).sum();
+        assert_eq!(w.buf.len() + declarations, len);
+    }
+
+    /// The metadata record's length, counted from the fields as serde_json writes them.
+    #[test]
+    fn metadata_record_len_is_the_encoded_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(dir.path(), 1).unwrap();
+        let md = |help: &str, carriers: Vec<Labels>| MetricMetadata {
+            metric_family_name: "http_requests".into(),
+            metric_type: "counter".into(),
+            help: help.into(),
+            unit: String::new(),
+            carriers,
+        };
+        let plain = vec![
+            md("Requests served.", vec![]),
+            md(
+                "Requests, by code.",
+                vec![Labels::clone(&labels("a")), Labels::clone(&labels("bb"))],
+            ),
+        ];
+        for case in [&plain[..0], &plain[..1], &plain[..]] {
+            w.append_metadata(case).unwrap();
+            assert_eq!(
+                w.buf.len(),
+                metadata_record_len(case),
+                "{} entries",
+                case.len()
+            );
+        }
+        // Escaped characters (two bytes, or six for `\u0001`) are bounded at six each;
+        // non-ASCII text is written as is.
+        let escaped = vec![md(
+            "A \"quoted\"\tword, a \\ and a\nnewline \u{1}.",
+            vec![Labels::clone(&labels("é"))],
+        )];
+        w.append_metadata(&escaped).unwrap();
+        assert!(w.buf.len() <= metadata_record_len(&escaped));
     }
 
     #[test]
