@@ -13,6 +13,7 @@ mod functions;
 pub mod guard;
 mod histogram_agg;
 mod histogram_fns;
+pub(crate) mod kernels;
 pub mod op;
 mod plan;
 mod range_fns;
