@@ -267,7 +267,7 @@ mod tests {
         /// operation handles without panicking (offsets near i32's ends included).
         #[test]
         fn hostile_histograms_are_refused_or_safe(a in arbitrary(), b in arbitrary()) {
-            use crate::model::histogram as h;
+            use crate::promql::kernels::histogram_stats as h;
             let (Ok(Decoded::Histogram(x)), Ok(Decoded::Histogram(y))) = (from_proto(&a), from_proto(&b)) else {
                 return Ok(());
             };

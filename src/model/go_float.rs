@@ -23,6 +23,11 @@ pub fn format(v: f64, style: Style) -> String {
     out
 }
 
+/// `%g`, the style of Prometheus's messages and histogram texts.
+pub fn g(v: f64) -> String {
+    format(v, Style::G)
+}
+
 /// [`format`] appended to `out` (the JSON writer's hot path: no allocation in fixed form).
 pub fn write(v: f64, style: Style, out: &mut String) {
     use std::fmt::Write as _;
@@ -92,12 +97,16 @@ mod tests {
             (f64::NAN, "NaN", "NaN", "NaN"),
             (f64::INFINITY, "+Inf", "+Inf", "+Inf"),
             (f64::NEG_INFINITY, "-Inf", "-Inf", "-Inf"),
+            (123456.7, "123456.7", "123456.7", "123456.7"),
+            (-2.5e-7, "-0.00000025", "-2.5e-07", "-2.5e-07"),
         ];
         for &(v, f, j, g) in rows {
             assert_eq!(format(v, Fixed), f, "'f' {v}");
             assert_eq!(format(v, Json), j, "json {v}");
             assert_eq!(format(v, G), g, "%g {v}");
         }
+        assert_eq!(format(1e300, G), "1e+300");
+        assert_eq!(format(1e300, Fixed), format!("1{}", "0".repeat(300)));
     }
 
     /// Shortest digits that read back to the same bits, in every style.

@@ -1,9 +1,7 @@
 //! The promqltest notation for native histograms, `{{schema:0 sum:5 count:4 buckets:[1 2 1]}}`
 //! (FORMAT.md §4), and the histogram comparison used when checking `eval` results.
 
-use crate::model::histogram::{
-    CUSTOM_BUCKETS_SCHEMA, CounterResetHint, FloatHistogram, Span, format_float_g,
-};
+use crate::model::histogram::{CUSTOM_BUCKETS_SCHEMA, CounterResetHint, FloatHistogram, Span};
 
 /// Parses `{{…}}` (braces included). Keys may come in any order and each at most once;
 /// missing keys mean zero/empty. Returns the histogram and whether `counter_reset_hint`
@@ -157,16 +155,22 @@ pub fn describe(h: &FloatHistogram) -> String {
         parts.push(format!("schema:{}", m.schema));
     }
     if m.count != 0.0 {
-        parts.push(format!("count:{}", format_float_g(m.count)));
+        parts.push(format!("count:{}", crate::model::go_float::g(m.count)));
     }
     if m.sum != 0.0 {
-        parts.push(format!("sum:{}", format_float_g(m.sum)));
+        parts.push(format!("sum:{}", crate::model::go_float::g(m.sum)));
     }
     if m.zero_count != 0.0 {
-        parts.push(format!("z_bucket:{}", format_float_g(m.zero_count)));
+        parts.push(format!(
+            "z_bucket:{}",
+            crate::model::go_float::g(m.zero_count)
+        ));
     }
     if m.zero_threshold != 0.0 {
-        parts.push(format!("z_bucket_w:{}", format_float_g(m.zero_threshold)));
+        parts.push(format!(
+            "z_bucket_w:{}",
+            crate::model::go_float::g(m.zero_threshold)
+        ));
     }
     if m.uses_custom_buckets() || !m.custom_values.is_empty() {
         parts.push(format!("custom_values:{}", list(&m.custom_values)));
@@ -198,7 +202,7 @@ pub fn describe(h: &FloatHistogram) -> String {
 }
 
 fn list(v: &[f64]) -> String {
-    let items: Vec<String> = v.iter().map(|x| format_float_g(*x)).collect();
+    let items: Vec<String> = v.iter().map(|x| crate::model::go_float::g(*x)).collect();
     format!("[{}]", items.join(" "))
 }
 
@@ -231,8 +235,8 @@ pub fn matches(
         if !almost_equal(ev, av) {
             return mismatch(format!(
                 "{name} {} != {}",
-                format_float_g(ev),
-                format_float_g(av)
+                crate::model::go_float::g(ev),
+                crate::model::go_float::g(av)
             ));
         }
     }
@@ -247,15 +251,15 @@ pub fn matches(
     if e.zero_threshold != a.zero_threshold {
         return mismatch(format!(
             "zero threshold {} != {}",
-            format_float_g(e.zero_threshold),
-            format_float_g(a.zero_threshold)
+            crate::model::go_float::g(e.zero_threshold),
+            crate::model::go_float::g(a.zero_threshold)
         ));
     }
     if !almost_equal(e.zero_count, a.zero_count) {
         return mismatch(format!(
             "zero count {} != {}",
-            format_float_g(e.zero_count),
-            format_float_g(a.zero_count)
+            crate::model::go_float::g(e.zero_count),
+            crate::model::go_float::g(a.zero_count)
         ));
     }
     for (side, es, eb, as_, ab) in [

@@ -724,7 +724,7 @@ mod tests {
             unit: String::new(),
             carriers,
         };
-        let plain = vec![
+        let plain = [
             md("Requests served.", vec![]),
             md(
                 "Requests, by code.",

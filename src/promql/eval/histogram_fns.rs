@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use super::merge_same_labels;
 use crate::model::Labels;
-use crate::model::histogram::{self, FloatHistogram, HistogramInfo};
+use crate::model::histogram::{FloatHistogram, HistogramInfo};
 use crate::promql::engine::Engine;
 use crate::promql::error::PromqlError;
 use crate::promql::kernels::grouping::drop_name;
+use crate::promql::kernels::histogram_stats;
 use crate::promql::value::Series;
 
 /// A per-histogram statistic, by function name.
@@ -19,8 +20,8 @@ pub(super) fn stat(name: &str) -> Option<fn(&FloatHistogram) -> f64> {
         "histogram_count" => |h| h.count,
         "histogram_sum" => |h| h.sum,
         "histogram_avg" => |h| h.sum / h.count,
-        "histogram_stddev" => histogram::histogram_stddev,
-        "histogram_stdvar" => histogram::histogram_stdvar,
+        "histogram_stddev" => histogram_stats::histogram_stddev,
+        "histogram_stdvar" => histogram_stats::histogram_stdvar,
         _ => return None,
     })
 }
@@ -51,7 +52,7 @@ fn note(e: &Engine, info: Option<HistogramInfo>, name: &str) {
 /// `histogram_fraction(lower, upper, v)`.
 pub(super) fn fraction(e: &Engine, lower: &[f64], upper: &[f64], vs: Vec<Series>) -> Vec<Series> {
     map(vs, |i, name, h| {
-        let (v, info) = histogram::histogram_fraction(lower[i], upper[i], h);
+        let (v, info) = histogram_stats::histogram_fraction(lower[i], upper[i], h);
         note(e, info, name);
         v
     })
@@ -69,7 +70,7 @@ pub(super) fn quantile(
     let native = map(
         vs.iter().filter(|s| s.has_hists()).cloned().collect(),
         |i, name, h| {
-            let (v, info) = histogram::histogram_quantile(q[i], h);
+            let (v, info) = histogram_stats::histogram_quantile(q[i], h);
             note(e, info, name);
             v
         },

@@ -13,6 +13,8 @@
 //! - [`labels`]: label sets functions make (`label_replace`'s target, `absent`'s labels).
 //! - [`args`]: call arguments read alike (parentheses, string literals).
 //! - [`bucket_quantile`]: classic `histogram_quantile` over `le` buckets.
+//! - [`histogram_stats`]: native-histogram quantile, fraction, stddev and stdvar (only the
+//!   evaluator calls them today: the planner declines native histograms).
 //!
 //! Floats are printed by `model::go_float` (JSON, label values and messages alike).
 
@@ -20,6 +22,7 @@ pub(crate) mod annotations;
 pub(crate) mod args;
 pub(crate) mod bucket_quantile;
 pub(crate) mod grouping;
+pub(crate) mod histogram_stats;
 pub(crate) mod labels;
 pub(crate) mod lookback;
 pub(crate) mod range_fns;
