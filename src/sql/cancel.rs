@@ -67,6 +67,12 @@ impl CancelExec {
     fn new(input: Arc<dyn ExecutionPlan>, cancel: Cancel) -> Self {
         CancelExec { input, cancel }
     }
+
+    /// Decoded over `input`: it holds nothing of its own (its wire form is empty); the
+    /// token is the decoding statement's.
+    pub(super) fn decode(input: Arc<dyn ExecutionPlan>, q: &super::codec::SqlCodec) -> Self {
+        CancelExec::new(input, q.cancel())
+    }
 }
 
 impl fmt::Debug for CancelExec {

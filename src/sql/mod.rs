@@ -8,6 +8,7 @@
 
 mod bounded;
 mod cancel;
+pub mod codec;
 mod lanes;
 mod scan;
 mod series_scan;

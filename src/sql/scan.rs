@@ -112,6 +112,58 @@ impl SamplesScanExec {
     }
 }
 
+/// `SamplesScanExec` on the wire: what it reads and emits; the snapshot, the samples
+/// budget and the memory pool are the decoding statement's.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SamplesScanWire {
+    /// The series, a serialised roaring bitmap.
+    #[prost(bytes = "vec", tag = "1")]
+    ids: Vec<u8>,
+    #[prost(int64, tag = "2")]
+    min_t: i64,
+    #[prost(int64, tag = "3")]
+    max_t: i64,
+    #[prost(string, repeated, tag = "4")]
+    pushed: Vec<String>,
+    #[prost(uint32, repeated, tag = "5")]
+    projection: Vec<u32>,
+    #[prost(uint64, optional, tag = "6")]
+    limit: Option<u64>,
+    #[prost(uint32, tag = "7")]
+    partitions: u32,
+}
+
+impl SamplesScanExec {
+    pub(super) fn encode(&self) -> DfResult<Vec<u8>> {
+        use prost::Message;
+        let (min_t, max_t) = self.spec.scan.time_range();
+        Ok(SamplesScanWire {
+            ids: super::codec::ids_wire(self.spec.scan.ids())?,
+            min_t,
+            max_t,
+            pushed: self.spec.pushed.clone(),
+            projection: self.spec.projection.iter().map(|&c| c as u32).collect(),
+            limit: self.spec.limit.map(|l| l as u64),
+            partitions: self.partitions as u32,
+        }
+        .encode_to_vec())
+    }
+
+    pub(super) fn decode(buf: &[u8], q: &super::codec::SqlCodec) -> DfResult<Self> {
+        let w: SamplesScanWire = super::codec::decode_wire(buf, "SamplesScanExec")?;
+        let ids = super::codec::ids_from_wire(&w.ids)?;
+        let spec = ScanSpec {
+            // As the `samples` table reads: whole-table analytics caches nothing.
+            scan: q.snapshot().scan(&ids, w.min_t, w.max_t).without_caching(),
+            pushed: w.pushed,
+            budget: q.budget(),
+            projection: w.projection.into_iter().map(|c| c as usize).collect(),
+            limit: w.limit.map(|l| l as usize),
+        };
+        SamplesScanExec::new(spec, super::tables::samples_schema(), w.partitions as usize)
+    }
+}
+
 impl fmt::Debug for SamplesScanExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SamplesScanExec(partitions={})", self.partitions)

@@ -80,6 +80,42 @@ impl SeriesScanExec {
     }
 }
 
+/// `SeriesScanExec` on the wire (the catalog is the decoding statement's).
+#[derive(Clone, PartialEq, prost::Message)]
+struct SeriesScanWire {
+    /// The series, a serialised roaring bitmap.
+    #[prost(bytes = "vec", tag = "1")]
+    ids: Vec<u8>,
+    #[prost(uint32, repeated, tag = "2")]
+    projection: Vec<u32>,
+    #[prost(uint32, tag = "3")]
+    partitions: u32,
+}
+
+impl SeriesScanExec {
+    pub(super) fn encode(&self) -> DfResult<Vec<u8>> {
+        use prost::Message;
+        Ok(SeriesScanWire {
+            ids: super::codec::ids_wire(&self.ids)?,
+            projection: self.projection.iter().map(|&c| c as u32).collect(),
+            partitions: self.partitions as u32,
+        }
+        .encode_to_vec())
+    }
+
+    pub(super) fn decode(buf: &[u8], q: &super::codec::SqlCodec) -> DfResult<Self> {
+        let w: SeriesScanWire = super::codec::decode_wire(buf, "SeriesScanExec")?;
+        let ids = super::codec::ids_from_wire(&w.ids)?;
+        SeriesScanExec::new(
+            q.catalog(),
+            ids.iter().collect(),
+            super::tables::series_schema(),
+            w.projection.into_iter().map(|c| c as usize).collect(),
+            w.partitions as usize,
+        )
+    }
+}
+
 impl fmt::Debug for SeriesScanExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SeriesScanExec(partitions={})", self.partitions)

@@ -12,7 +12,7 @@ use roaring::RoaringBitmap;
 
 use crate::storage::{Snapshot, Storage};
 
-fn series_schema() -> SchemaRef {
+pub(super) fn series_schema() -> SchemaRef {
     let map = DataType::Map(
         Arc::new(Field::new(
             "entries",
@@ -34,7 +34,7 @@ fn series_schema() -> SchemaRef {
     ]))
 }
 
-fn samples_schema() -> SchemaRef {
+pub(super) fn samples_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("series_id", DataType::UInt32, false),
         Field::new("timestamp", DataType::Int64, false),

@@ -7,8 +7,9 @@ use quiver::storage::{Storage, WriteWindow};
 
 use crate::support::{batch, labels};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sql_examples_run() {
+/// The examples' dataset: float series in a block and the head, a native histogram
+/// series with an exemplar.
+async fn example_storage() -> Arc<Storage> {
     let storage = Arc::new(Storage::in_memory().await.unwrap());
     let mut series = Vec::new();
     for (job, n) in [("api", 3), ("db", 2)] {
@@ -68,8 +69,11 @@ async fn sql_examples_run() {
         )
         .await
         .unwrap();
-    let ctx = sql::session(storage).await.unwrap();
+    storage
+}
 
+/// The example files, in order.
+fn examples() -> Vec<(std::path::PathBuf, String)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/examples");
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -77,8 +81,20 @@ async fn sql_examples_run() {
         .collect();
     files.sort();
     assert!(files.len() >= 5);
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap();
+    files
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(&f).unwrap();
+            (f, text)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_examples_run() {
+    let storage = example_storage().await;
+    let ctx = sql::session(storage).await.unwrap();
+    for (f, text) in examples() {
         let batches = sql::query(&ctx, &text)
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
@@ -93,6 +109,58 @@ async fn sql_examples_run() {
     // Pushdown keeps answers right: a time filter and a series filter.
     let b = sql::query(&ctx, "SELECT count(*) AS n FROM samples WHERE timestamp >= 3600000 AND timestamp < 7200000 AND series_id = 0").await.unwrap();
     assert_eq!(sql::render(&b, sql::OutputFormat::Csv).unwrap(), "n\n120\n");
+}
+
+/// Every example's physical plan (as an HTTP statement plans it: with cancellation points
+/// and a samples budget) goes through the SQL codec to bytes and back, displays the same,
+/// and the copy answers what the original answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_plans_round_trip_through_the_codec() {
+    let storage = example_storage().await;
+    let limits = || sql::SqlLimits {
+        memory_bytes: 1 << 30,
+        max_samples: 1_000_000,
+        cancel: quiver::promql::Cancel::default(),
+    };
+    let ctx = sql::session_scoped(storage.clone(), None, Some(limits()))
+        .await
+        .unwrap();
+    let codec = sql::codec::SqlCodec::new(&storage, Some(1_000_000), Default::default());
+    let sorted = |b: &[datafusion::arrow::array::RecordBatch]| {
+        let text = sql::render(b, sql::OutputFormat::Csv).unwrap();
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        lines.sort();
+        lines
+    };
+    let mut seen = String::new();
+    for (f, text) in examples() {
+        let df = ctx
+            .sql(&text)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let plan = df
+            .create_physical_plan()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let copy = sql::codec::roundtrip(plan.clone(), &ctx, &codec)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        seen.push_str(
+            &datafusion::physical_plan::displayable(copy.as_ref())
+                .indent(true)
+                .to_string(),
+        );
+        let want = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+            .await
+            .unwrap();
+        let got = datafusion::physical_plan::collect(copy, ctx.task_ctx())
+            .await
+            .unwrap();
+        assert!(!want.is_empty(), "{}", f.display());
+        assert_eq!(sorted(&got), sorted(&want), "{}", f.display());
+    }
+    for op in ["SamplesScanExec", "SeriesScanExec", "CancelExec"] {
+        assert!(seen.contains(op), "no example plans {op}:\n{seen}");
+    }
 }
 
 /// `samples` is a partitioned, ordered streaming scan over blocks and head: EXPLAIN shows

@@ -4,12 +4,15 @@
 //! partition, then final), and a single-partition [`Fold`] answers for the steps no count
 //! reached — so it must see every step's count, hence one partition.
 
+use std::sync::Arc;
+
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{LogicalPlanBuilder, cast, col};
 use promql_parser::parser::Call;
 
+use super::codec::{PlanCodec, decode_wire};
 use super::fold::{Cell, Fold, Folder};
 use super::keyed::Keyed;
 use super::regroup::Regroup;
@@ -17,6 +20,8 @@ use super::rows;
 use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error, range_fn};
 use crate::promql::error::PromqlError;
 use crate::promql::kernels::labels::absent_result;
+use datafusion::common::internal_err;
+use prost::Message;
 
 pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
     let [arg] = call.args.args.as_slice() else {
@@ -94,12 +99,30 @@ impl Folder for Absent {
         rows(vec![0; n], steps, vec![1.0; n])
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
+    fn encode(&self) -> DfResult<Vec<u8>> {
+        Ok(AbsentWire { steps: self.steps }.encode_to_vec())
     }
 
     fn single(&self) -> bool {
         true
+    }
+}
+
+/// `Absent` on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct AbsentWire {
+    #[prost(uint32, tag = "1")]
+    pub steps: u32,
+}
+
+impl Absent {
+    pub(super) fn decode(buf: &[u8], q: &PlanCodec) -> DfResult<Arc<dyn Folder>> {
+        let w: AbsentWire = decode_wire(buf, "Absent")?;
+        // A step count is a grid the query already holds: never more than its limit.
+        if w.steps as usize > q.max_samples() {
+            return internal_err!("absent over {} steps", w.steps);
+        }
+        Ok(Arc::new(Absent { steps: w.steps }))
     }
 }
 

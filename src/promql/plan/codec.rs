@@ -1,17 +1,19 @@
 //! Physical plans to bytes and back (datafusion-proto): DataFusion encodes its own
 //! operators (joins, aggregations, repartitions, unions, projections); [`PlanCodec`]
-//! encodes Quiver's — the leaves ([`LeafExec`] with its source), the row operators
-//! ([`UnaryExec`] with its [`RowOp`]), the folds ([`FoldExec`] with its [`Folder`]) — and names the
-//! aggregate functions ([`super::udaf`]).
+//! encodes Quiver's. This file is a registry: each operator's wire form (its message, its
+//! `encode`, its `decode`) lives in the operator's own file, and what is here is the
+//! envelope — which shape (leaf, row operator, fold, constant), which operator by name,
+//! its bytes — and the tables from names to decoders. An operator without a wire form
+//! does not compile (`encode` is a required method of [`LeafSource`], [`RowOp`] and
+//! [`Folder`]); one missing from a table fails the round-trip tests.
 //!
 //! What an operator holds is either data fixed at planning (series ids, maps, per-step
 //! parameters, which are written out) or the query's context (the storage snapshot a
 //! leaf reads, the sample budget, cancellation, where annotations go), which the decoding
 //! side supplies: the codec is made for the query that runs the decoded plan. A
-//! distributed engine would ship these bytes to a worker whose codec holds the worker's
+//! distributed engine ships these bytes to a worker whose codec holds the worker's
 //! snapshot of the same bucket.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::{internal_datafusion_err, internal_err, not_impl_err};
@@ -25,7 +27,7 @@ use prost::Message;
 use super::absent::Absent;
 use super::constant::ConstantExec;
 use super::fold::{FoldExec, Folder};
-use super::group_fold::{GroupFn, GroupFold};
+use super::group_fold::GroupFold;
 use super::histogram_quantile::HistogramQuantile;
 use super::keyed::Keyed;
 use super::leaf::{Budget, LeafExec, LeafSource};
@@ -41,9 +43,43 @@ use super::vector_match::Combine;
 use super::vector_select::Selection;
 use crate::promql::engine::Engine;
 use crate::promql::kernels::annotations::Annotator;
-use crate::promql::kernels::range_fns::RangeFn;
-use crate::promql::kernels::value_fn::{ArithOp, ValueFn};
-use crate::storage::Snapshot;
+use crate::storage::{Scan, Snapshot};
+
+/// A decoder of one kind of operator part, from its bytes into this query.
+type Decode<T> = fn(&[u8], &PlanCodec) -> DfResult<Arc<T>>;
+/// A leaf source's decoder also gets the scan its leaf reads.
+type DecodeSource = fn(&[u8], Scan, &PlanCodec) -> DfResult<Arc<dyn LeafSource>>;
+
+/// Leaf sources by name.
+const SOURCES: &[(&str, DecodeSource)] = &[
+    ("VectorSelect", Selection::decode),
+    ("RangeFnSelect", RangeScan::decode),
+];
+
+/// Row operators by name.
+const ROW_OPS: &[(&str, Decode<dyn RowOp>)] = &[
+    ("Regroup", Regroup::decode),
+    ("Keyed", Keyed::decode),
+    ("MapValues", MapValues::decode),
+    ("Combine", Combine::decode),
+];
+
+/// Folds by name.
+const FOLDERS: &[(&str, Decode<dyn Folder>)] = &[
+    ("HistogramQuantile", HistogramQuantile::decode),
+    ("GroupFold", GroupFold::decode),
+    ("Absent", Absent::decode),
+    ("Merge", Merge::decode),
+    ("SubqueryWindow", SubqueryWindow::decode),
+    ("Or", Or::decode),
+];
+
+fn find<T: Copy>(table: &[(&str, T)], name: &str, what: &str) -> DfResult<T> {
+    match table.iter().find(|(n, _)| *n == name) {
+        Some((_, d)) => Ok(*d),
+        None => internal_err!("unknown {what} {name}"),
+    }
+}
 
 /// One of Quiver's operators, as written.
 #[derive(Clone, PartialEq, Message)]
@@ -56,144 +92,41 @@ struct Node {
 enum Kind {
     #[prost(message, tag = "1")]
     Leaf(LeafNode),
+    /// A row operator over one input.
     #[prost(message, tag = "2")]
-    Unary(UnaryNode),
+    Unary(Part),
+    /// A fold over one keyed input.
     #[prost(message, tag = "3")]
-    Fold(FoldNode),
-    /// `vector(s)`: the value at every step.
-    #[prost(message, tag = "4")]
-    Constant(ConstantNode),
+    Fold(Part),
+    /// `vector(s)`: the operator's own bytes.
+    #[prost(bytes = "vec", tag = "4")]
+    Constant(Vec<u8>),
 }
 
+/// A named part and its own bytes.
 #[derive(Clone, PartialEq, Message)]
-struct ConstantNode {
-    #[prost(double, repeated, tag = "1")]
-    values: Vec<f64>,
+struct Part {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(bytes = "vec", tag = "2")]
+    body: Vec<u8>,
 }
 
-/// A leaf: what it reads (series ids and time range of the snapshot) and computes.
+/// A leaf: what it reads (series ids and time range of the snapshot), into how many
+/// partitions, and its source.
 #[derive(Clone, PartialEq, Message)]
 struct LeafNode {
-    /// `VectorSelect` or `RangeFnSelect`.
-    #[prost(string, tag = "1")]
-    source: String,
-    #[prost(string, tag = "2")]
-    text: String,
+    #[prost(message, optional, tag = "1")]
+    source: Option<Part>,
     /// The scan's series, a serialised roaring bitmap.
-    #[prost(bytes = "vec", tag = "3")]
+    #[prost(bytes = "vec", tag = "2")]
     ids: Vec<u8>,
-    #[prost(int64, tag = "4")]
+    #[prost(int64, tag = "3")]
     min_t: i64,
-    #[prost(int64, tag = "5")]
+    #[prost(int64, tag = "4")]
     max_t: i64,
-    /// Evaluation time of every step.
-    #[prost(sint64, repeated, tag = "6")]
-    times: Vec<i64>,
-    #[prost(int64, tag = "7")]
-    lookback: i64,
-    /// Range function name, window ends and length.
-    #[prost(string, tag = "8")]
-    function: String,
-    #[prost(sint64, repeated, tag = "9")]
-    ends: Vec<i64>,
-    #[prost(int64, tag = "10")]
-    range_ms: i64,
-    /// Series-table index of each scanned series id (range functions).
-    #[prost(uint32, repeated, tag = "11")]
-    table_ids: Vec<u32>,
-    #[prost(uint32, repeated, tag = "12")]
-    table_index: Vec<u32>,
-    #[prost(uint32, tag = "13")]
+    #[prost(uint32, tag = "5")]
     partitions: u32,
-    /// A range function's scalar parameters at every step.
-    #[prost(double, repeated, tag = "14")]
-    p1: Vec<f64>,
-    #[prost(double, repeated, tag = "15")]
-    p2: Vec<f64>,
-    /// An instant selection's rows carry sample times (`timestamp(v)`).
-    #[prost(bool, tag = "16")]
-    timestamps: bool,
-    /// `rate`/`increase`: the infos of series that do not look like counters.
-    #[prost(uint32, repeated, tag = "17")]
-    note_index: Vec<u32>,
-    #[prost(string, repeated, tag = "18")]
-    note_text: Vec<String>,
-}
-
-/// A row operator.
-#[derive(Clone, PartialEq, Message)]
-struct UnaryNode {
-    /// `Regroup`, `Keyed`, `MapValues` or `Combine`.
-    #[prost(string, tag = "1")]
-    op: String,
-    /// The series map (regroup, keys, combine's outputs).
-    #[prost(uint32, repeated, tag = "2")]
-    map: Vec<u32>,
-    #[prost(uint64, tag = "3")]
-    outputs: u64,
-    #[prost(string, tag = "4")]
-    what: String,
-    /// The function (`ValueFn` name) or operator symbol.
-    #[prost(string, tag = "5")]
-    function: String,
-    #[prost(double, repeated, tag = "6")]
-    a: Vec<f64>,
-    #[prost(double, repeated, tag = "7")]
-    b: Vec<f64>,
-    #[prost(bool, tag = "8")]
-    return_bool: bool,
-    #[prost(bool, tag = "9")]
-    one_on_left: bool,
-}
-
-/// A per-group fold: `HistogramQuantile` (φ, bounds, names), `GroupFold` (function,
-/// parameter, ranks) or `Or` (left series count, right series' results).
-#[derive(Clone, PartialEq, Message)]
-struct FoldNode {
-    #[prost(string, tag = "1")]
-    folder: String,
-    #[prost(string, tag = "2")]
-    function: String,
-    #[prost(double, repeated, tag = "3")]
-    param: Vec<f64>,
-    #[prost(double, repeated, tag = "4")]
-    les: Vec<f64>,
-    #[prost(string, repeated, tag = "5")]
-    names: Vec<String>,
-    #[prost(uint32, repeated, tag = "6")]
-    rank: Vec<u32>,
-    /// `Or`: the left side's series count; `Absent`: the steps.
-    #[prost(uint32, tag = "7")]
-    left: u32,
-    /// `SubqueryWindow`: the call as written, the inner grid, the outer window ends,
-    /// length and evaluation times, the second parameter.
-    #[prost(string, tag = "8")]
-    text: String,
-    #[prost(int64, tag = "9")]
-    inner_start: i64,
-    #[prost(int64, tag = "10")]
-    inner_step: i64,
-    #[prost(sint64, repeated, tag = "11")]
-    ends: Vec<i64>,
-    #[prost(int64, tag = "12")]
-    range_ms: i64,
-    #[prost(sint64, repeated, tag = "13")]
-    times: Vec<i64>,
-    #[prost(double, repeated, tag = "14")]
-    param2: Vec<f64>,
-    /// `SubqueryWindow` of `rate`/`increase`: infos of series that do not look like
-    /// counters.
-    #[prost(uint32, repeated, tag = "15")]
-    note_index: Vec<u32>,
-    #[prost(string, repeated, tag = "16")]
-    note_text: Vec<String>,
-}
-
-/// Counter notes on the wire: series indexes and their texts, in index order.
-fn notes_wire(notes: &CounterNotes) -> (Vec<u32>, Vec<String>) {
-    let mut pairs: Vec<(u32, String)> = notes.texts.iter().map(|(i, t)| (*i, t.clone())).collect();
-    pairs.sort_unstable();
-    pairs.into_iter().unzip()
 }
 
 /// Encodes Quiver's operators; decodes them into one query's context.
@@ -223,8 +156,23 @@ impl PlanCodec {
         }
     }
 
+    /// The decoding query's cancellation and deadline.
+    pub(super) fn cancel(&self) -> crate::promql::Cancel {
+        self.cancel.clone()
+    }
+
+    /// Where the decoding query's annotations go.
+    pub(super) fn annotator(&self) -> Annotator {
+        self.annotator.clone()
+    }
+
+    /// The decoding query's sample limit (for grids an operator would allocate).
+    pub(super) fn max_samples(&self) -> usize {
+        self.budget.max_samples()
+    }
+
     /// Counter notes decoded into this query's annotations.
-    fn notes(&self, index: Vec<u32>, text: Vec<String>) -> CounterNotes {
+    pub(super) fn notes(&self, index: Vec<u32>, text: Vec<String>) -> CounterNotes {
         CounterNotes {
             texts: Arc::new(index.into_iter().zip(text).collect()),
             annotator: self.annotator.clone(),
@@ -232,249 +180,48 @@ impl PlanCodec {
     }
 
     fn encode_leaf(&self, e: &LeafExec) -> DfResult<LeafNode> {
-        let source = e.source.as_any();
+        let scan = e.source.scan();
+        let ids: roaring::RoaringBitmap = scan.ids().iter().copied().collect();
         let mut node = LeafNode {
-            source: e.source.name().to_string(),
-            text: e.source.text().to_string(),
+            source: Some(Part {
+                name: e.source.name().to_string(),
+                body: e.source.encode()?,
+            }),
             partitions: e.partitions as u32,
             ..Default::default()
         };
-        let scan = e.source.scan();
-        let ids: roaring::RoaringBitmap = scan.ids().iter().copied().collect();
         ids.serialize_into(&mut node.ids)
             .map_err(|err| internal_datafusion_err!("series ids: {err}"))?;
         (node.min_t, node.max_t) = scan.time_range();
-        if let Some(s) = source.downcast_ref::<Selection>() {
-            node.times = s.times.to_vec();
-            node.lookback = s.lookback;
-            node.timestamps = s.timestamps;
-        } else if let Some(r) = source.downcast_ref::<RangeScan>() {
-            node.function = r.function.name().to_string();
-            node.ends = r.ends.to_vec();
-            node.range_ms = r.range_ms;
-            node.p1 = r.p1.to_vec();
-            node.p2 = r.p2.to_vec();
-            node.times = r.times.to_vec();
-            (node.note_index, node.note_text) = notes_wire(&r.notes);
-            let mut table: Vec<(u32, u32)> = r.group_of.iter().map(|(&k, &v)| (k, v)).collect();
-            table.sort_unstable();
-            (node.table_ids, node.table_index) = table.into_iter().unzip();
-        } else {
-            return internal_err!("no encoding for leaf {}", e.source.name());
-        }
         Ok(node)
     }
 
     fn decode_leaf(&self, n: LeafNode) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if n.source == "RangeFnSelect" && n.times.len() != n.ends.len() {
-            return internal_err!(
-                "range function with {} steps and {} windows",
-                n.times.len(),
-                n.ends.len()
-            );
-        }
+        let Some(source) = n.source else {
+            return internal_err!("leaf without a source");
+        };
+        let decode = find(SOURCES, &source.name, "leaf")?;
         let ids = roaring::RoaringBitmap::deserialize_from(n.ids.as_slice())
             .map_err(|err| internal_datafusion_err!("series ids: {err}"))?;
         let scan = self.snapshot.scan(&ids, n.min_t, n.max_t);
-        let source: Arc<dyn LeafSource> = match n.source.as_str() {
-            "VectorSelect" => Arc::new(Selection {
-                scan,
-                times: Arc::new(n.times),
-                lookback: n.lookback,
-                text: n.text,
-                timestamps: n.timestamps,
-            }),
-            "RangeFnSelect" => {
-                let Some(function) = RangeFn::parse(&n.function) else {
-                    return internal_err!("unknown range function {}", n.function);
-                };
-                let group_of: HashMap<u32, u32> =
-                    n.table_ids.into_iter().zip(n.table_index).collect();
-                Arc::new(RangeScan {
-                    scan,
-                    function,
-                    group_of: Arc::new(group_of),
-                    ends: Arc::new(n.ends),
-                    range_ms: n.range_ms,
-                    p1: Arc::new(n.p1),
-                    p2: Arc::new(n.p2),
-                    times: Arc::new(n.times),
-                    cancel: self.cancel.clone(),
-                    text: n.text,
-                    notes: self.notes(n.note_index, n.note_text),
-                })
-            }
-            other => return internal_err!("unknown leaf {other}"),
-        };
         Ok(Arc::new(LeafExec::new(
-            source,
+            decode(&source.body, scan, self)?,
             self.budget.clone(),
             n.partitions as usize,
         )))
     }
-
-    fn encode_unary(&self, op: &dyn RowOp) -> DfResult<UnaryNode> {
-        let any = op.as_any();
-        let mut n = UnaryNode {
-            op: op.name().to_string(),
-            ..Default::default()
-        };
-        if let Some(r) = any.downcast_ref::<Regroup>() {
-            n.map = r.map.to_vec();
-            n.outputs = r.outputs as u64;
-        } else if let Some(k) = any.downcast_ref::<Keyed>() {
-            n.map = k.keys.to_vec();
-            n.what = k.what.clone();
-        } else if let Some(m) = any.downcast_ref::<MapValues>() {
-            n.function = m.f.name();
-            n.a = m.a.to_vec();
-            n.b = m.b.to_vec();
-        } else if let Some(c) = any.downcast_ref::<Combine>() {
-            n.map = c.outputs.to_vec();
-            n.function = c.op.symbol().to_string();
-            n.return_bool = c.return_bool;
-            n.one_on_left = c.one_on_left;
-        } else {
-            return internal_err!("no encoding for {}", op.name());
-        }
-        Ok(n)
-    }
-
-    fn decode_unary(
-        &self,
-        n: UnaryNode,
-        input: Arc<dyn ExecutionPlan>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let op: Arc<dyn RowOp> = match n.op.as_str() {
-            "Regroup" => Arc::new(Regroup {
-                map: Arc::new(n.map),
-                outputs: n.outputs as usize,
-            }),
-            "Keyed" => Arc::new(Keyed {
-                keys: Arc::new(n.map),
-                what: n.what,
-            }),
-            "MapValues" => {
-                let Some(f) = ValueFn::from_name(&n.function) else {
-                    return internal_err!("unknown value function {}", n.function);
-                };
-                Arc::new(MapValues {
-                    f,
-                    a: Arc::new(n.a),
-                    b: Arc::new(n.b),
-                })
-            }
-            "Combine" => {
-                let Some(op) = ArithOp::parse(&n.function) else {
-                    return internal_err!("unknown operator {}", n.function);
-                };
-                Arc::new(Combine {
-                    op,
-                    return_bool: n.return_bool,
-                    one_on_left: n.one_on_left,
-                    outputs: Arc::new(n.map),
-                })
-            }
-            other => return internal_err!("unknown row operator {other}"),
-        };
-        Ok(Arc::new(UnaryExec::new(input, op)))
-    }
 }
 
-impl PlanCodec {
-    fn encode_fold(&self, folder: &dyn Folder) -> DfResult<FoldNode> {
-        let any = folder.as_any();
-        let mut n = FoldNode {
-            folder: folder.name().to_string(),
-            ..Default::default()
-        };
-        if let Some(h) = any.downcast_ref::<HistogramQuantile>() {
-            n.param = h.phi.clone();
-            n.les = h.les.clone();
-            n.names = h.names.clone();
-        } else if let Some(g) = any.downcast_ref::<GroupFold>() {
-            n.function = g.f.name().to_string();
-            n.param = g.param.clone();
-            n.rank = g.rank.clone();
-        } else if let Some(w) = any.downcast_ref::<SubqueryWindow>() {
-            n.function = w.function.name().to_string();
-            n.text = w.text.clone();
-            n.inner_start = w.inner_start;
-            n.inner_step = w.inner_step;
-            n.ends = w.ends.clone();
-            n.range_ms = w.range_ms;
-            n.times = w.times.clone();
-            n.param = w.p1.clone();
-            n.param2 = w.p2.clone();
-            (n.note_index, n.note_text) = notes_wire(&w.notes);
-        } else if any.is::<Merge>() {
-        } else if let Some(a) = any.downcast_ref::<Absent>() {
-            n.left = a.steps;
-        } else if let Some(o) = any.downcast_ref::<Or>() {
-            n.rank = o.right_to.to_vec();
-            n.left = o.left;
-        } else {
-            return internal_err!("no encoding for {}", folder.name());
-        }
-        Ok(n)
-    }
+/// Counter notes on the wire: series indexes and their texts, in index order.
+pub(super) fn notes_wire(notes: &CounterNotes) -> (Vec<u32>, Vec<String>) {
+    let mut pairs: Vec<(u32, String)> = notes.texts.iter().map(|(i, t)| (*i, t.clone())).collect();
+    pairs.sort_unstable();
+    pairs.into_iter().unzip()
+}
 
-    fn decode_fold(
-        &self,
-        n: FoldNode,
-        input: Arc<dyn ExecutionPlan>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let folder: Arc<dyn Folder> = match n.folder.as_str() {
-            "HistogramQuantile" => Arc::new(HistogramQuantile {
-                phi: n.param,
-                les: n.les,
-                names: n.names,
-                annotator: self.annotator.clone(),
-            }),
-            "GroupFold" => {
-                let Some(f) = GroupFn::parse(&n.function) else {
-                    return internal_err!("unknown aggregation {}", n.function);
-                };
-                Arc::new(GroupFold {
-                    f,
-                    param: n.param,
-                    rank: n.rank,
-                })
-            }
-            // A step count is a grid the query already holds: never more than its limit.
-            "Absent" if n.left as usize <= self.budget.max_samples() => {
-                Arc::new(Absent { steps: n.left })
-            }
-            "Merge" => Arc::new(Merge),
-            "SubqueryWindow" => {
-                let Some(function) = RangeFn::parse(&n.function) else {
-                    return internal_err!("unknown range function {}", n.function);
-                };
-                if n.times.len() != n.ends.len() || n.inner_step <= 0 {
-                    return internal_err!("subquery window with an inconsistent grid");
-                }
-                Arc::new(SubqueryWindow {
-                    function,
-                    text: n.text,
-                    inner_start: n.inner_start,
-                    inner_step: n.inner_step,
-                    ends: n.ends,
-                    range_ms: n.range_ms,
-                    p1: n.param,
-                    p2: n.param2,
-                    times: n.times,
-                    cancel: self.cancel.clone(),
-                    notes: self.notes(n.note_index, n.note_text),
-                })
-            }
-            "Or" => Arc::new(Or {
-                left: n.left,
-                right_to: Arc::new(n.rank),
-            }),
-            other => return internal_err!("unknown fold {other}"),
-        };
-        Ok(Arc::new(FoldExec::new(input, folder)))
-    }
+/// A message decoded from an operator's bytes.
+pub(super) fn decode_wire<M: Message + Default>(buf: &[u8], what: &str) -> DfResult<M> {
+    M::decode(buf).map_err(|e| internal_datafusion_err!("{what}: {e}"))
 }
 
 impl PhysicalExtensionCodec for PlanCodec {
@@ -485,12 +232,18 @@ impl PhysicalExtensionCodec for PlanCodec {
         _ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let node = Node::decode(buf).map_err(|e| internal_datafusion_err!("plan node: {e}"))?;
+        let node: Node = decode_wire(buf, "plan node")?;
         match (node.kind, inputs) {
             (Some(Kind::Leaf(n)), []) => self.decode_leaf(n),
-            (Some(Kind::Unary(n)), [input]) => self.decode_unary(n, input.clone()),
-            (Some(Kind::Fold(n)), [input]) => self.decode_fold(n, input.clone()),
-            (Some(Kind::Constant(n)), []) => Ok(Arc::new(ConstantExec::new(Arc::new(n.values)))),
+            (Some(Kind::Unary(p)), [input]) => {
+                let op = find(ROW_OPS, &p.name, "row operator")?(&p.body, self)?;
+                Ok(Arc::new(UnaryExec::new(input.clone(), op)))
+            }
+            (Some(Kind::Fold(p)), [input]) => {
+                let folder = find(FOLDERS, &p.name, "fold")?(&p.body, self)?;
+                Ok(Arc::new(FoldExec::new(input.clone(), folder)))
+            }
+            (Some(Kind::Constant(body)), []) => Ok(Arc::new(ConstantExec::decode(&body)?)),
             (kind, inputs) => internal_err!(
                 "plan node {kind:?} with {} inputs cannot be decoded",
                 inputs.len()
@@ -504,16 +257,18 @@ impl PhysicalExtensionCodec for PlanCodec {
         buf: &mut Vec<u8>,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> DfResult<()> {
+        let part = |name: &str, body: Vec<u8>| Part {
+            name: name.to_string(),
+            body,
+        };
         let kind = if let Some(e) = node.downcast_ref::<LeafExec>() {
             Kind::Leaf(self.encode_leaf(e)?)
         } else if let Some(e) = node.downcast_ref::<UnaryExec>() {
-            Kind::Unary(self.encode_unary(e.op.as_ref())?)
-        } else if let Some(e) = node.downcast_ref::<ConstantExec>() {
-            Kind::Constant(ConstantNode {
-                values: e.values.to_vec(),
-            })
+            Kind::Unary(part(e.op.name(), e.op.encode()?))
         } else if let Some(e) = node.downcast_ref::<FoldExec>() {
-            Kind::Fold(self.encode_fold(e.folder.as_ref())?)
+            Kind::Fold(part(e.folder.name(), e.folder.encode()?))
+        } else if let Some(e) = node.downcast_ref::<ConstantExec>() {
+            Kind::Constant(e.encode())
         } else {
             return not_impl_err!("no encoding for {}", node.name());
         };
@@ -587,24 +342,30 @@ mod tests {
             let bytes = Node { kind: Some(kind) }.encode_to_vec();
             codec.try_decode(&bytes, inputs, &ctx, &conv).is_ok()
         };
+        let part = |name: &str, body: Vec<u8>| Part {
+            name: name.into(),
+            body,
+        };
         let absent = |steps| {
-            Kind::Fold(FoldNode {
-                folder: "Absent".into(),
-                left: steps,
-                ..Default::default()
-            })
+            Kind::Fold(part(
+                "Absent",
+                super::super::absent::AbsentWire { steps }.encode_to_vec(),
+            ))
         };
         assert!(decode(absent(10), std::slice::from_ref(&input)));
         assert!(!decode(absent(u32::MAX), std::slice::from_ref(&input)));
         let window = |times: Vec<i64>| {
-            Kind::Fold(FoldNode {
-                folder: "SubqueryWindow".into(),
-                function: "rate".into(),
-                inner_step: 1000,
-                ends: vec![1, 2],
-                times,
-                ..Default::default()
-            })
+            Kind::Fold(part(
+                "SubqueryWindow",
+                super::super::subquery::SubqueryWindowWire {
+                    function: "rate".into(),
+                    inner_step: 1000,
+                    ends: vec![1, 2],
+                    times,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ))
         };
         assert!(decode(window(vec![1, 2]), std::slice::from_ref(&input)));
         assert!(!decode(window(vec![1]), std::slice::from_ref(&input)));
@@ -614,19 +375,41 @@ mod tests {
             .unwrap();
         let leaf = |times: Vec<i64>| {
             Kind::Leaf(LeafNode {
-                source: "RangeFnSelect".into(),
-                function: "rate".into(),
+                source: Some(part(
+                    "RangeFnSelect",
+                    super::super::range_fn::RangeScanWire {
+                        function: "rate".into(),
+                        ends: vec![1, 2],
+                        times,
+                        ..Default::default()
+                    }
+                    .encode_to_vec(),
+                )),
                 ids: ids.clone(),
-                ends: vec![1, 2],
-                times,
                 partitions: 1,
                 ..Default::default()
             })
         };
         assert!(decode(leaf(vec![1, 2]), &[]));
         assert!(!decode(leaf(vec![1]), &[]));
-        // A leaf with an input, and bytes that are no node at all.
+        // A leaf with an input, an unknown operator, and bytes that are no node at all.
         assert!(!decode(leaf(vec![1, 2]), std::slice::from_ref(&input)));
+        assert!(!decode(
+            Kind::Unary(part("Nonesuch", Vec::new())),
+            std::slice::from_ref(&input)
+        ));
         assert!(codec.try_decode(&[0xff, 0xff], &[], &ctx, &conv).is_err());
+    }
+
+    /// Each registry names an operator once.
+    #[test]
+    fn registry_names_are_unique() {
+        let mut names: Vec<&str> = SOURCES.iter().map(|e| e.0).collect();
+        names.extend(ROW_OPS.iter().map(|e| e.0));
+        names.extend(FOLDERS.iter().map(|e| e.0));
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n);
     }
 }

@@ -24,6 +24,7 @@ use super::identity_node;
 use super::{Lowered, df_error, rows, rows_schema};
 use crate::model::Labels;
 use crate::promql::error::PromqlError;
+use prost::Message;
 
 /// Steps per batch.
 const CHUNK: usize = 8192;
@@ -93,7 +94,27 @@ pub(crate) struct ConstantExec {
     properties: Arc<PlanProperties>,
 }
 
+/// `ConstantExec` on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct ConstantWire {
+    /// The value at every step.
+    #[prost(double, repeated, tag = "1")]
+    pub values: Vec<f64>,
+}
+
 impl ConstantExec {
+    pub(super) fn encode(&self) -> Vec<u8> {
+        ConstantWire {
+            values: self.values.to_vec(),
+        }
+        .encode_to_vec()
+    }
+
+    pub(super) fn decode(buf: &[u8]) -> DfResult<Self> {
+        let w: ConstantWire = super::codec::decode_wire(buf, "Constant")?;
+        Ok(ConstantExec::new(Arc::new(w.values)))
+    }
+
     pub(super) fn new(values: Arc<Vec<f64>>) -> Self {
         let properties = PlanProperties::new(
             EquivalenceProperties::new(rows_schema()),

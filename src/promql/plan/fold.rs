@@ -46,8 +46,8 @@ pub(crate) trait Folder: Send + Sync + 'static {
     fn describe(&self) -> String;
     /// `(series, step, value)` rows of these `((group, step), samples)` cells.
     fn fold(&self, cells: Vec<((u32, u32), Cell)>) -> DfResult<RecordBatch>;
-    /// For downcasting (the plan codec).
-    fn as_any(&self) -> &dyn std::any::Any;
+    /// Its wire form (the plan codec); the decoder is registered in `codec.rs`.
+    fn encode(&self) -> DfResult<Vec<u8>>;
     /// Whether every cell must be in one partition (a fold that answers for the cells it
     /// did not see, as `absent` does).
     fn single(&self) -> bool {

@@ -8,10 +8,14 @@ use crate::promql::op::AggOp;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
 
+use super::codec::{PlanCodec, decode_wire};
 use super::fold::{Cell, Folder};
 use super::rows;
 use crate::promql::kernels::grouping::{keep_count, rank_by_value};
 use crate::promql::kernels::range_fns as rf;
+use datafusion::common::internal_err;
+use prost::Message;
+use std::sync::Arc;
 
 /// Which aggregation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,8 +131,39 @@ impl Folder for GroupFold {
         rows(s, t, v)
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
+    fn encode(&self) -> DfResult<Vec<u8>> {
+        Ok(GroupFoldWire {
+            function: self.f.name().to_string(),
+            param: self.param.clone(),
+            rank: self.rank.clone(),
+        }
+        .encode_to_vec())
+    }
+}
+
+/// `GroupFold` on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct GroupFoldWire {
+    /// The aggregation's name.
+    #[prost(string, tag = "1")]
+    pub function: String,
+    #[prost(double, repeated, tag = "2")]
+    pub param: Vec<f64>,
+    #[prost(uint32, repeated, tag = "3")]
+    pub rank: Vec<u32>,
+}
+
+impl GroupFold {
+    pub(super) fn decode(buf: &[u8], _q: &PlanCodec) -> DfResult<Arc<dyn Folder>> {
+        let w: GroupFoldWire = decode_wire(buf, "GroupFold")?;
+        let Some(f) = GroupFn::parse(&w.function) else {
+            return internal_err!("unknown aggregation {}", w.function);
+        };
+        Ok(Arc::new(GroupFold {
+            f,
+            param: w.param,
+            rank: w.rank,
+        }))
     }
 }
 

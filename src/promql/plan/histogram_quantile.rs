@@ -12,6 +12,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
 use promql_parser::parser::Call;
 
+use super::codec::{PlanCodec, decode_wire};
 use super::fold::{Cell, Fold, Folder};
 use super::keyed::Keyed;
 use super::regroup::DROP;
@@ -22,6 +23,7 @@ use crate::model::{Labels, METRIC_NAME};
 use crate::promql::error::PromqlError;
 use crate::promql::kernels::annotations::Annotator;
 use crate::promql::kernels::bucket_quantile::{bucket_quantile, parse_le};
+use prost::Message;
 
 pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
     let [phi, buckets] = call.args.args.as_slice() else {
@@ -128,7 +130,35 @@ impl Folder for HistogramQuantile {
         rows(s, t, v)
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
+    fn encode(&self) -> DfResult<Vec<u8>> {
+        Ok(HistogramQuantileWire {
+            phi: self.phi.clone(),
+            les: self.les.clone(),
+            names: self.names.clone(),
+        }
+        .encode_to_vec())
+    }
+}
+
+/// `HistogramQuantile` on the wire (annotations go to the decoding query).
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct HistogramQuantileWire {
+    #[prost(double, repeated, tag = "1")]
+    pub phi: Vec<f64>,
+    #[prost(double, repeated, tag = "2")]
+    pub les: Vec<f64>,
+    #[prost(string, repeated, tag = "3")]
+    pub names: Vec<String>,
+}
+
+impl HistogramQuantile {
+    pub(super) fn decode(buf: &[u8], q: &PlanCodec) -> DfResult<Arc<dyn Folder>> {
+        let w: HistogramQuantileWire = decode_wire(buf, "HistogramQuantile")?;
+        Ok(Arc::new(HistogramQuantile {
+            phi: w.phi,
+            les: w.les,
+            names: w.names,
+            annotator: q.annotator(),
+        }))
     }
 }

@@ -10,10 +10,12 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::LogicalPlan;
 
+use super::codec::{PlanCodec, decode_wire};
 use super::regroup::{DROP, filter, map_series};
 use super::unary::{RowOp, Unary};
 use super::{SERIES, STEP, VALUE};
 use crate::promql::error::PromqlError;
+use prost::Message;
 
 /// The key column's name.
 pub(super) const KEY: &str = "key";
@@ -85,7 +87,30 @@ impl RowOp for Keyed {
         filter(out, keep)
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
+    fn encode(&self) -> DfResult<Vec<u8>> {
+        Ok(KeyedWire {
+            keys: self.keys.to_vec(),
+            what: self.what.clone(),
+        }
+        .encode_to_vec())
+    }
+}
+
+/// `Keyed` on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct KeyedWire {
+    #[prost(uint32, repeated, tag = "1")]
+    pub keys: Vec<u32>,
+    #[prost(string, tag = "2")]
+    pub what: String,
+}
+
+impl Keyed {
+    pub(super) fn decode(buf: &[u8], _q: &PlanCodec) -> DfResult<Arc<dyn RowOp>> {
+        let w: KeyedWire = decode_wire(buf, "Keyed")?;
+        Ok(Arc::new(Keyed {
+            keys: Arc::new(w.keys),
+            what: w.what,
+        }))
     }
 }

@@ -42,8 +42,8 @@ pub(crate) trait LeafSource: Send + Sync + 'static {
     fn steps(&self) -> usize;
     /// `(series, step, value)` rows of one chunk of series.
     fn rows(&self, chunk: &[SeriesRun]) -> DfResult<RecordBatch>;
-    /// For downcasting (the plan codec).
-    fn as_any(&self) -> &dyn std::any::Any;
+    /// Its wire form (the plan codec); the decoder is registered in `codec.rs`.
+    fn encode(&self) -> DfResult<Vec<u8>>;
 }
 
 /// The query's sample limit, charged by every leaf of its plans.

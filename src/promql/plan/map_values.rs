@@ -10,11 +10,14 @@ use datafusion::arrow::datatypes::{Float64Type, SchemaRef, UInt32Type};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::LogicalPlan;
 
+use super::codec::{PlanCodec, decode_wire};
 use super::regroup::filter;
 use super::rows_schema;
 use super::unary::{RowOp, Unary};
 use crate::promql::error::PromqlError;
 use crate::promql::kernels::value_fn::ValueFn;
+use datafusion::common::internal_err;
+use prost::Message;
 
 /// The mapping.
 pub(crate) struct MapValues {
@@ -89,7 +92,38 @@ impl RowOp for MapValues {
         filter(b, dropped.then(|| BooleanArray::from(keep)))
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
+    fn encode(&self) -> DfResult<Vec<u8>> {
+        Ok(MapValuesWire {
+            function: self.f.name(),
+            a: self.a.to_vec(),
+            b: self.b.to_vec(),
+        }
+        .encode_to_vec())
+    }
+}
+
+/// `MapValues` on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct MapValuesWire {
+    /// The `ValueFn`'s name.
+    #[prost(string, tag = "1")]
+    pub function: String,
+    #[prost(double, repeated, tag = "2")]
+    pub a: Vec<f64>,
+    #[prost(double, repeated, tag = "3")]
+    pub b: Vec<f64>,
+}
+
+impl MapValues {
+    pub(super) fn decode(buf: &[u8], _q: &PlanCodec) -> DfResult<Arc<dyn RowOp>> {
+        let w: MapValuesWire = decode_wire(buf, "MapValues")?;
+        let Some(f) = ValueFn::from_name(&w.function) else {
+            return internal_err!("unknown value function {}", w.function);
+        };
+        Ok(Arc::new(MapValues {
+            f,
+            a: Arc::new(w.a),
+            b: Arc::new(w.b),
+        }))
     }
 }

@@ -15,6 +15,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
 use promql_parser::parser::{Call, Expr};
 
+use super::codec::{PlanCodec, decode_wire, notes_wire};
 use super::leaf::{Leaf, LeafSource};
 use super::merge::merged;
 use super::scalar::scalar;
@@ -29,6 +30,8 @@ use crate::promql::kernels::lookback::without_stale;
 use crate::promql::kernels::range_fns::{self as rf, RangeFn, window_value};
 use crate::promql::kernels::select::{at_ms, duration_ms, eval_times, offset_ms};
 use crate::storage::{Scan, SeriesRun};
+use datafusion::common::internal_err;
+use prost::Message;
 
 /// Lowers `f(selector[range])`, or `None` when the call is not such a function.
 pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
@@ -190,8 +193,25 @@ impl LeafSource for RangeScan {
         compute_chunk(self, chunk)
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
+    fn encode(&self) -> DfResult<Vec<u8>> {
+        let mut table: Vec<(u32, u32)> = self.group_of.iter().map(|(&k, &v)| (k, v)).collect();
+        table.sort_unstable();
+        let (table_ids, table_index) = table.into_iter().unzip();
+        let (note_index, note_text) = notes_wire(&self.notes);
+        Ok(RangeScanWire {
+            text: self.text.clone(),
+            function: self.function.name().to_string(),
+            ends: self.ends.to_vec(),
+            range_ms: self.range_ms,
+            table_ids,
+            table_index,
+            p1: self.p1.to_vec(),
+            p2: self.p2.to_vec(),
+            times: self.times.to_vec(),
+            note_index,
+            note_text,
+        }
+        .encode_to_vec())
     }
 }
 
@@ -262,4 +282,66 @@ fn compute_chunk(scan: &RangeScan, series: &[SeriesRun]) -> DfResult<RecordBatch
     // A cancelled query's windows stopped early: never hand on partial sums.
     scan.cancel.check().map_err(external)?;
     rows(series_col, step, val)
+}
+
+/// `RangeFnSelect` on the wire (the scan travels in the leaf's envelope).
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct RangeScanWire {
+    #[prost(string, tag = "1")]
+    pub text: String,
+    /// The range function's name.
+    #[prost(string, tag = "2")]
+    pub function: String,
+    /// Window end of every step, and the window length.
+    #[prost(sint64, repeated, tag = "3")]
+    pub ends: Vec<i64>,
+    #[prost(int64, tag = "4")]
+    pub range_ms: i64,
+    /// Series-table index of each scanned series id.
+    #[prost(uint32, repeated, tag = "5")]
+    pub table_ids: Vec<u32>,
+    #[prost(uint32, repeated, tag = "6")]
+    pub table_index: Vec<u32>,
+    /// The scalar parameters at every step.
+    #[prost(double, repeated, tag = "7")]
+    pub p1: Vec<f64>,
+    #[prost(double, repeated, tag = "8")]
+    pub p2: Vec<f64>,
+    /// Evaluation time of every step.
+    #[prost(sint64, repeated, tag = "9")]
+    pub times: Vec<i64>,
+    /// `rate`/`increase`: the infos of series that do not look like counters.
+    #[prost(uint32, repeated, tag = "10")]
+    pub note_index: Vec<u32>,
+    #[prost(string, repeated, tag = "11")]
+    pub note_text: Vec<String>,
+}
+
+impl RangeScan {
+    pub(super) fn decode(buf: &[u8], scan: Scan, q: &PlanCodec) -> DfResult<Arc<dyn LeafSource>> {
+        let w: RangeScanWire = decode_wire(buf, "RangeFnSelect")?;
+        if w.times.len() != w.ends.len() {
+            return internal_err!(
+                "range function with {} steps and {} windows",
+                w.times.len(),
+                w.ends.len()
+            );
+        }
+        let Some(function) = RangeFn::parse(&w.function) else {
+            return internal_err!("unknown range function {}", w.function);
+        };
+        Ok(Arc::new(RangeScan {
+            scan,
+            function,
+            group_of: Arc::new(w.table_ids.into_iter().zip(w.table_index).collect()),
+            ends: Arc::new(w.ends),
+            range_ms: w.range_ms,
+            p1: Arc::new(w.p1),
+            p2: Arc::new(w.p2),
+            times: Arc::new(w.times),
+            cancel: q.cancel(),
+            text: w.text,
+            notes: q.notes(w.note_index, w.note_text),
+        }))
+    }
 }

@@ -13,9 +13,11 @@ use datafusion::arrow::datatypes::{SchemaRef, UInt32Type};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::LogicalPlan;
 
+use super::codec::{PlanCodec, decode_wire};
 use super::rows_schema;
 use super::unary::{RowOp, Unary};
 use crate::promql::error::PromqlError;
+use prost::Message;
 
 /// Output series of input series that leave the result.
 pub(super) const DROP: u32 = u32::MAX;
@@ -71,8 +73,12 @@ impl RowOp for Regroup {
         filter(out, keep)
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
+    fn encode(&self) -> DfResult<Vec<u8>> {
+        Ok(RegroupWire {
+            map: self.map.to_vec(),
+            outputs: self.outputs as u64,
+        }
+        .encode_to_vec())
     }
 }
 
@@ -95,5 +101,24 @@ pub(super) fn filter(b: RecordBatch, keep: Option<BooleanArray>) -> DfResult<Rec
     match keep {
         None => Ok(b),
         Some(keep) => Ok(filter_record_batch(&b, &keep)?),
+    }
+}
+
+/// `Regroup` on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct RegroupWire {
+    #[prost(uint32, repeated, tag = "1")]
+    pub map: Vec<u32>,
+    #[prost(uint64, tag = "2")]
+    pub outputs: u64,
+}
+
+impl Regroup {
+    pub(super) fn decode(buf: &[u8], _q: &PlanCodec) -> DfResult<Arc<dyn RowOp>> {
+        let w: RegroupWire = decode_wire(buf, "Regroup")?;
+        Ok(Arc::new(Regroup {
+            map: Arc::new(w.map),
+            outputs: w.outputs as usize,
+        }))
     }
 }

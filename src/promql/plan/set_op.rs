@@ -16,6 +16,7 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, col};
 use promql_parser::parser::BinaryExpr;
 
+use super::codec::{PlanCodec, decode_wire};
 use super::fold::{Cell, Fold, Folder};
 use super::keyed::{KEY, Keyed};
 use super::regroup::{DROP, Regroup};
@@ -25,6 +26,7 @@ use crate::model::Labels;
 use crate::promql::error::PromqlError;
 use crate::promql::kernels::grouping::signature;
 use crate::promql::op::BinOp;
+use prost::Message;
 
 pub(super) fn lower(
     p: &PlanCtx,
@@ -161,8 +163,12 @@ impl Folder for Or {
         rows(s, t, v)
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
+    fn encode(&self) -> DfResult<Vec<u8>> {
+        Ok(OrWire {
+            left: self.left,
+            right_to: self.right_to.to_vec(),
+        }
+        .encode_to_vec())
     }
 }
 
@@ -197,6 +203,25 @@ fn keyed_join(
         })
         .and_then(|b| b.build())
         .map_err(df_error)
+}
+
+/// `Or` on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct OrWire {
+    #[prost(uint32, tag = "1")]
+    pub left: u32,
+    #[prost(uint32, repeated, tag = "2")]
+    pub right_to: Vec<u32>,
+}
+
+impl Or {
+    pub(super) fn decode(buf: &[u8], _q: &PlanCodec) -> DfResult<Arc<dyn Folder>> {
+        let w: OrWire = decode_wire(buf, "Or")?;
+        Ok(Arc::new(Or {
+            left: w.left,
+            right_to: Arc::new(w.right_to),
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use datafusion::error::Result as DfResult;
 use promql_parser::parser::SubqueryExpr;
 use promql_parser::parser::value::ValueType;
 
+use super::codec::{PlanCodec, decode_wire, notes_wire};
 use super::fold::{Cell, Fold, Folder};
 use super::keyed::Keyed;
 use super::merge::merged;
@@ -23,6 +24,8 @@ use crate::promql::kernels::grouping::drop_name;
 use crate::promql::kernels::range_fns::{self as rf, RangeFn, window_value};
 use crate::promql::kernels::select::{at_ms, duration_ms, eval_times, offset_ms};
 use crate::promql::value::Steps;
+use datafusion::common::internal_err;
+use prost::Message;
 
 pub(super) fn lower(
     p: &PlanCtx,
@@ -183,7 +186,74 @@ impl Folder for SubqueryWindow {
         rows(s, t, v)
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
+    fn encode(&self) -> DfResult<Vec<u8>> {
+        let (note_index, note_text) = notes_wire(&self.notes);
+        Ok(SubqueryWindowWire {
+            function: self.function.name().to_string(),
+            text: self.text.clone(),
+            inner_start: self.inner_start,
+            inner_step: self.inner_step,
+            ends: self.ends.clone(),
+            range_ms: self.range_ms,
+            times: self.times.clone(),
+            p1: self.p1.clone(),
+            p2: self.p2.clone(),
+            note_index,
+            note_text,
+        }
+        .encode_to_vec())
+    }
+}
+
+/// `SubqueryWindow` on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct SubqueryWindowWire {
+    /// The range function's name.
+    #[prost(string, tag = "1")]
+    pub function: String,
+    #[prost(string, tag = "2")]
+    pub text: String,
+    #[prost(int64, tag = "3")]
+    pub inner_start: i64,
+    #[prost(int64, tag = "4")]
+    pub inner_step: i64,
+    #[prost(sint64, repeated, tag = "5")]
+    pub ends: Vec<i64>,
+    #[prost(int64, tag = "6")]
+    pub range_ms: i64,
+    #[prost(sint64, repeated, tag = "7")]
+    pub times: Vec<i64>,
+    #[prost(double, repeated, tag = "8")]
+    pub p1: Vec<f64>,
+    #[prost(double, repeated, tag = "9")]
+    pub p2: Vec<f64>,
+    #[prost(uint32, repeated, tag = "10")]
+    pub note_index: Vec<u32>,
+    #[prost(string, repeated, tag = "11")]
+    pub note_text: Vec<String>,
+}
+
+impl SubqueryWindow {
+    pub(super) fn decode(buf: &[u8], q: &PlanCodec) -> DfResult<Arc<dyn Folder>> {
+        let w: SubqueryWindowWire = decode_wire(buf, "SubqueryWindow")?;
+        let Some(function) = RangeFn::parse(&w.function) else {
+            return internal_err!("unknown range function {}", w.function);
+        };
+        if w.times.len() != w.ends.len() || w.inner_step <= 0 {
+            return internal_err!("subquery window with an inconsistent grid");
+        }
+        Ok(Arc::new(SubqueryWindow {
+            function,
+            text: w.text,
+            inner_start: w.inner_start,
+            inner_step: w.inner_step,
+            ends: w.ends,
+            range_ms: w.range_ms,
+            p1: w.p1,
+            p2: w.p2,
+            times: w.times,
+            cancel: q.cancel(),
+            notes: q.notes(w.note_index, w.note_text),
+        }))
     }
 }

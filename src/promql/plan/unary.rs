@@ -40,8 +40,8 @@ pub(crate) trait RowOp: Send + Sync + 'static {
     /// survives.
     fn keeps_series(&self) -> bool;
     fn apply(&self, batch: RecordBatch) -> DfResult<RecordBatch>;
-    /// For downcasting (the plan codec).
-    fn as_any(&self) -> &dyn std::any::Any;
+    /// Its wire form (the plan codec); the decoder is registered in `codec.rs`.
+    fn encode(&self) -> DfResult<Vec<u8>>;
 }
 
 /// The logical node.

@@ -20,6 +20,7 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{LogicalPlanBuilder, col};
 use promql_parser::parser::{BinaryExpr, VectorMatchCardinality};
 
+use super::codec::{PlanCodec, decode_wire};
 use super::keyed::{KEY, Keyed};
 use super::regroup::{DROP, filter, map_series};
 use super::unary::{RowOp, Unary};
@@ -28,6 +29,8 @@ use crate::model::Labels;
 use crate::promql::error::PromqlError;
 use crate::promql::kernels::grouping::{result_metric, signature};
 use crate::promql::kernels::value_fn::ArithOp;
+use datafusion::common::internal_err;
+use prost::Message;
 
 pub(super) fn lower(
     p: &PlanCtx,
@@ -212,8 +215,43 @@ impl RowOp for Combine {
         filter(out, (!all).then(|| BooleanArray::from(keep)))
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
+    fn encode(&self) -> DfResult<Vec<u8>> {
+        Ok(CombineWire {
+            op: self.op.symbol().to_string(),
+            return_bool: self.return_bool,
+            one_on_left: self.one_on_left,
+            outputs: self.outputs.to_vec(),
+        }
+        .encode_to_vec())
+    }
+}
+
+/// `Combine` on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct CombineWire {
+    /// The operator's symbol.
+    #[prost(string, tag = "1")]
+    pub op: String,
+    #[prost(bool, tag = "2")]
+    pub return_bool: bool,
+    #[prost(bool, tag = "3")]
+    pub one_on_left: bool,
+    #[prost(uint32, repeated, tag = "4")]
+    pub outputs: Vec<u32>,
+}
+
+impl Combine {
+    pub(super) fn decode(buf: &[u8], _q: &PlanCodec) -> DfResult<Arc<dyn RowOp>> {
+        let w: CombineWire = decode_wire(buf, "Combine")?;
+        let Some(op) = ArithOp::parse(&w.op) else {
+            return internal_err!("unknown operator {}", w.op);
+        };
+        Ok(Arc::new(Combine {
+            op,
+            return_bool: w.return_bool,
+            one_on_left: w.one_on_left,
+            outputs: Arc::new(w.outputs),
+        }))
     }
 }
 

@@ -11,6 +11,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
 use promql_parser::parser::VectorSelector;
 
+use super::codec::{PlanCodec, decode_wire};
 use super::leaf::{Leaf, LeafSource};
 use super::{Lowered, PlanCtx, rows};
 use crate::catalog::SeriesId;
@@ -18,6 +19,7 @@ use crate::promql::error::PromqlError;
 use crate::promql::kernels::lookback::pick_float;
 use crate::promql::kernels::select::{at_ms, eval_times, offset_ms};
 use crate::storage::{Scan, SeriesRun};
+use prost::Message;
 
 /// What the operator reads and how.
 pub(super) struct Selection {
@@ -126,8 +128,14 @@ impl LeafSource for Selection {
         select_chunk(self, chunk)
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
+    fn encode(&self) -> DfResult<Vec<u8>> {
+        Ok(SelectionWire {
+            text: self.text.clone(),
+            times: self.times.to_vec(),
+            lookback: self.lookback,
+            timestamps: self.timestamps,
+        }
+        .encode_to_vec())
     }
 }
 
@@ -148,4 +156,31 @@ fn select_chunk(sel: &Selection, chunk: &[SeriesRun]) -> DfResult<RecordBatch> {
         }
     }
     rows(series, step, value)
+}
+
+/// `VectorSelect` on the wire (the scan travels in the leaf's envelope).
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct SelectionWire {
+    #[prost(string, tag = "1")]
+    pub text: String,
+    /// Evaluation time of every step.
+    #[prost(sint64, repeated, tag = "2")]
+    pub times: Vec<i64>,
+    #[prost(int64, tag = "3")]
+    pub lookback: i64,
+    #[prost(bool, tag = "4")]
+    pub timestamps: bool,
+}
+
+impl Selection {
+    pub(super) fn decode(buf: &[u8], scan: Scan, _q: &PlanCodec) -> DfResult<Arc<dyn LeafSource>> {
+        let w: SelectionWire = decode_wire(buf, "VectorSelect")?;
+        Ok(Arc::new(Selection {
+            scan,
+            times: Arc::new(w.times),
+            lookback: w.lookback,
+            text: w.text,
+            timestamps: w.timestamps,
+        }))
+    }
 }
