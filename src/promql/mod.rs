@@ -6,11 +6,14 @@
 //! - `eval`: the step-vector evaluator, for what the planner declines and as its oracle.
 //! - `kernels`: what both compute (selection, lookback, grouping, sums, texts, functions).
 //!   `plan` and `eval` import `kernels` and never each other.
+//! - [`op`], [`func`]: operators and functions, parsed once into the enums both engines
+//!   dispatch on.
 
 pub mod cancel;
 mod engine;
 mod error;
 mod eval;
+pub mod func;
 pub mod guard;
 pub(crate) mod kernels;
 pub mod op;

@@ -10,6 +10,7 @@ use super::{histogram_fns, merge_same_labels, range_hist};
 use crate::model::{Labels, METRIC_NAME};
 use crate::promql::engine::{Ctx, Engine};
 use crate::promql::error::PromqlError;
+use crate::promql::func::Func;
 use crate::promql::kernels::args::{string_arg, unwrap_paren};
 use crate::promql::kernels::bucket_quantile::{bucket_quantile, parse_le};
 use crate::promql::kernels::grouping::{drop_name, sort_vector};
@@ -59,44 +60,25 @@ fn map_values(series: Vec<Series>, keep_name: bool, f: impl Fn(f64) -> f64) -> V
 impl Engine {
     pub(super) async fn call(&self, call: &Call, ctx: Ctx) -> Result<Value, PromqlError> {
         let name = call.func.name;
+        let not_supported = || PromqlError::exec(format!("function {name}() is not supported yet"));
+        let Some(f) = Func::of(name) else {
+            return Err(not_supported());
+        };
         let args = &call.args.args;
         let n = ctx.steps.len();
-        match name {
-            "rate"
-            | "increase"
-            | "delta"
-            | "irate"
-            | "idelta"
-            | "deriv"
-            | "resets"
-            | "changes"
-            | "avg_over_time"
-            | "min_over_time"
-            | "max_over_time"
-            | "sum_over_time"
-            | "count_over_time"
-            | "stddev_over_time"
-            | "stdvar_over_time"
-            | "last_over_time"
-            | "first_over_time"
-            | "present_over_time"
-            | "mad_over_time"
-            | "ts_of_max_over_time"
-            | "ts_of_min_over_time"
-            | "ts_of_last_over_time"
-            | "ts_of_first_over_time" => self.range_call(name, &args[0], None, ctx).await,
-            "quantile_over_time" => {
+        match f {
+            Func::QuantileOverTime => {
                 let q = scalar_arg(self.eval(&args[0], ctx).await?, name)?;
                 self.check_quantile(&q);
-                self.range_call(name, &args[1], Some((q, vec![])), ctx)
+                self.range_call(RangeFn::QuantileOverTime, &args[1], Some((q, vec![])), ctx)
                     .await
             }
-            "predict_linear" => {
+            Func::PredictLinear => {
                 let d = scalar_arg(self.eval(&args[1], ctx).await?, name)?;
-                self.range_call(name, &args[0], Some((d, vec![])), ctx)
+                self.range_call(RangeFn::PredictLinear, &args[0], Some((d, vec![])), ctx)
                     .await
             }
-            "double_exponential_smoothing" | "holt_winters" => {
+            Func::DoubleExponentialSmoothing => {
                 let sf = scalar_arg(self.eval(&args[1], ctx).await?, name)?;
                 let tf = scalar_arg(self.eval(&args[2], ctx).await?, name)?;
                 for (s, t) in sf.iter().zip(&tf) {
@@ -111,9 +93,15 @@ impl Engine {
                         )));
                     }
                 }
-                self.range_call(name, &args[0], Some((sf, tf)), ctx).await
+                self.range_call(
+                    RangeFn::DoubleExponentialSmoothing,
+                    &args[0],
+                    Some((sf, tf)),
+                    ctx,
+                )
+                .await
             }
-            "absent_over_time" => {
+            Func::AbsentOverTime => {
                 let input = self.range_input(&args[0], &ctx).await?;
                 let mut present = vec![false; n];
                 for s in &input.series {
@@ -130,19 +118,19 @@ impl Engine {
                     &present,
                 )))
             }
-            "time" => Ok(Value::Scalar(
+            Func::Time => Ok(Value::Scalar(
                 ctx.steps.iter().map(|t| t as f64 / 1000.0).collect(),
             )),
-            "pi" => Ok(Value::Scalar(vec![std::f64::consts::PI; n])),
-            "start" => Ok(Value::Scalar(vec![ctx.query_start as f64 / 1000.0; n])),
-            "end" => Ok(Value::Scalar(vec![ctx.query_end as f64 / 1000.0; n])),
-            "range" => Ok(Value::Scalar(vec![
+            Func::Pi => Ok(Value::Scalar(vec![std::f64::consts::PI; n])),
+            Func::Start => Ok(Value::Scalar(vec![ctx.query_start as f64 / 1000.0; n])),
+            Func::End => Ok(Value::Scalar(vec![ctx.query_end as f64 / 1000.0; n])),
+            Func::Range => Ok(Value::Scalar(vec![
                 (ctx.query_end - ctx.query_start) as f64
                     / 1000.0;
                 n
             ])),
-            "step" => Ok(Value::Scalar(vec![ctx.query_step as f64 / 1000.0; n])),
-            "min_of" | "max_of" => {
+            Func::Step => Ok(Value::Scalar(vec![ctx.query_step as f64 / 1000.0; n])),
+            Func::MinOf | Func::MaxOf => {
                 let a = scalar_arg(self.eval(&args[0], ctx).await?, name)?;
                 let b = scalar_arg(self.eval(&args[1], ctx).await?, name)?;
                 Ok(Value::Scalar(
@@ -151,7 +139,7 @@ impl Engine {
                         .map(|(&x, &y)| {
                             if x.is_nan() || y.is_nan() {
                                 f64::NAN
-                            } else if name == "min_of" {
+                            } else if f == Func::MinOf {
                                 x.min(y)
                             } else {
                                 x.max(y)
@@ -160,7 +148,7 @@ impl Engine {
                         .collect(),
                 ))
             }
-            "vector" => {
+            Func::Vector => {
                 let v = scalar_arg(self.eval(&args[0], ctx).await?, name)?;
                 Ok(Value::Vector(vec![Series {
                     hists: Vec::new(),
@@ -168,7 +156,7 @@ impl Engine {
                     vals: v.into_iter().map(Some).collect(),
                 }]))
             }
-            "scalar" => {
+            Func::Scalar => {
                 let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
                 let mut out = vec![f64::NAN; n];
                 for (i, o) in out.iter_mut().enumerate() {
@@ -179,15 +167,36 @@ impl Engine {
                 }
                 Ok(Value::Scalar(out))
             }
-            "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sgn"
-            | "acos" | "acosh" | "asin" | "asinh" | "atan" | "atanh" | "cos" | "cosh" | "sin"
-            | "sinh" | "tan" | "tanh" | "deg" | "rad" => {
+            Func::Abs
+            | Func::Ceil
+            | Func::Floor
+            | Func::Exp
+            | Func::Sqrt
+            | Func::Ln
+            | Func::Log2
+            | Func::Log10
+            | Func::Sgn
+            | Func::Acos
+            | Func::Acosh
+            | Func::Asin
+            | Func::Asinh
+            | Func::Atan
+            | Func::Atanh
+            | Func::Cos
+            | Func::Cosh
+            | Func::Sin
+            | Func::Sinh
+            | Func::Tan
+            | Func::Tanh
+            | Func::Deg
+            | Func::Rad => {
                 let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
-                let (_, f) = value_fn::unary_fn(name)
-                    .ok_or_else(|| PromqlError::exec(format!("unknown function {name}")))?;
-                Ok(Value::Vector(merge_same_labels(map_values(vs, false, f))?))
+                let Some(ValueFn::Unary(_, g)) = f.value_fn() else {
+                    return Err(PromqlError::exec(format!("unknown function {name}")));
+                };
+                Ok(Value::Vector(merge_same_labels(map_values(vs, false, g))?))
             }
-            "round" => {
+            Func::Round => {
                 let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
                 let to = match args.get(1) {
                     Some(a) => scalar_arg(self.eval(a, ctx).await?, name)?,
@@ -209,21 +218,22 @@ impl Engine {
                     .collect();
                 Ok(Value::Vector(merge_same_labels(out)?))
             }
-            "clamp" | "clamp_min" | "clamp_max" => {
+            Func::Clamp | Func::ClampMin | Func::ClampMax => {
                 let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
                 let a = scalar_arg(self.eval(&args[1], ctx).await?, name)?;
                 let b = match args.get(2) {
                     Some(e) => scalar_arg(self.eval(e, ctx).await?, name)?,
                     None => vec![f64::NAN; n],
                 };
+                let vf = f
+                    .value_fn()
+                    .ok_or_else(|| PromqlError::exec(format!("unknown function {name}")))?;
                 let mut out = Vec::new();
                 for s in vs {
                     let mut o = Series::new(drop_name(&s.labels), n);
                     for i in 0..n {
                         let Some(v) = s.vals[i] else { continue };
-                        let f = ValueFn::function(name)
-                            .ok_or_else(|| PromqlError::exec(format!("unknown function {name}")))?;
-                        o.vals[i] = value_fn::clamp(&f, v, a[i], b[i]);
+                        o.vals[i] = value_fn::clamp(&vf, v, a[i], b[i]);
                     }
                     if !o.is_empty() {
                         out.push(o);
@@ -231,7 +241,7 @@ impl Engine {
                 }
                 Ok(Value::Vector(merge_same_labels(out)?))
             }
-            "timestamp" => {
+            Func::Timestamp => {
                 let inner = unwrap_paren(&args[0]);
                 if let Expr::VectorSelector(vs) = inner {
                     // The time of the sample the selector picks, not the evaluation time.
@@ -260,8 +270,14 @@ impl Engine {
                     .collect();
                 Ok(Value::Vector(merge_same_labels(out)?))
             }
-            "minute" | "hour" | "day_of_month" | "day_of_week" | "day_of_year"
-            | "days_in_month" | "month" | "year" => {
+            Func::Minute
+            | Func::Hour
+            | Func::DayOfMonth
+            | Func::DayOfWeek
+            | Func::DayOfYear
+            | Func::DaysInMonth
+            | Func::Month
+            | Func::Year => {
                 let vs = match args.first() {
                     Some(a) => vector_arg(self.eval(a, ctx).await?, name)?,
                     None => vec![Series {
@@ -276,7 +292,7 @@ impl Engine {
                     |v| value_fn::date_part(name, v),
                 ))?))
             }
-            "label_replace" => {
+            Func::LabelReplace => {
                 let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
                 let dst = string_arg(&args[1])?;
                 let repl = string_arg(&args[2])?;
@@ -311,7 +327,7 @@ impl Engine {
                 }
                 Ok(Value::Vector(merge_same_labels(out)?))
             }
-            "label_join" => {
+            Func::LabelJoin => {
                 let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
                 let dst = string_arg(&args[1])?;
                 let sep = string_arg(&args[2])?;
@@ -332,7 +348,7 @@ impl Engine {
                 }
                 Ok(Value::Vector(merge_same_labels(out)?))
             }
-            "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
+            Func::Sort | Func::SortDesc | Func::SortByLabel | Func::SortByLabelDesc => {
                 let mut vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
                 if n > 1 || ctx.is_range {
                     self.warn(crate::promql::kernels::annotations::SORT_IN_RANGE_QUERY.into());
@@ -341,7 +357,7 @@ impl Engine {
                     .iter()
                     .map(|a| string_arg(a))
                     .collect::<Result<_, _>>()?;
-                if matches!(name, "sort" | "sort_desc") {
+                if matches!(f, Func::Sort | Func::SortDesc) {
                     // Sorting by value keeps the floats only (Prometheus's filterFloats).
                     vs = vs
                         .into_iter()
@@ -349,10 +365,10 @@ impl Engine {
                         .filter(|s| !s.is_empty())
                         .collect();
                 }
-                sort_vector(name, &names, &mut vs);
+                sort_vector(f, &names, &mut vs);
                 Ok(Value::Vector(vs))
             }
-            "absent" => {
+            Func::Absent => {
                 let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
                 let present: Vec<bool> = (0..n).map(|i| vs.iter().any(|s| s.has(i))).collect();
                 Ok(Value::Vector(absent_result(
@@ -360,7 +376,7 @@ impl Engine {
                     &present,
                 )))
             }
-            "histogram_quantile" => {
+            Func::HistogramQuantile => {
                 let q = scalar_arg(self.eval(&args[0], ctx).await?, name)?;
                 self.check_quantile(&q);
                 let vs = vector_arg(self.eval(&args[1], ctx).await?, name)?;
@@ -372,16 +388,19 @@ impl Engine {
                 }
                 Ok(Value::Vector(self.histogram_quantile(&q, vs, n)?))
             }
-            "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
-            | "histogram_stdvar" => {
+            Func::HistogramCount
+            | Func::HistogramSum
+            | Func::HistogramAvg
+            | Func::HistogramStddev
+            | Func::HistogramStdvar => {
                 let vs = vector_arg(self.eval(&args[0], ctx).await?, name)?;
-                let f = histogram_fns::stat(name).expect("listed above");
+                let stat = histogram_fns::stat(f).expect("listed above");
                 Ok(Value::Vector(merge_same_labels(histogram_fns::map(
                     vs,
-                    |_, _, h| f(h),
+                    |_, _, h| stat(h),
                 ))?))
             }
-            "histogram_fraction" => {
+            Func::HistogramFraction => {
                 let lower = scalar_arg(self.eval(&args[0], ctx).await?, name)?;
                 let upper = scalar_arg(self.eval(&args[1], ctx).await?, name)?;
                 let vs = vector_arg(self.eval(&args[2], ctx).await?, name)?;
@@ -389,16 +408,18 @@ impl Engine {
                     self, &lower, &upper, vs,
                 ))?))
             }
-            other => Err(PromqlError::exec(format!(
-                "function {other}() is not supported yet"
-            ))),
+            // The range functions of one argument.
+            _ => match f.range_fn() {
+                Some(r) => self.range_call(r, &args[0], None, ctx).await,
+                None => Err(not_supported()),
+            },
         }
     }
 
     /// A function over range windows; `extra` carries scalar parameters per step.
     async fn range_call(
         &self,
-        name: &str,
+        f: RangeFn,
         arg: &Expr,
         extra: Option<(Vec<f64>, Vec<f64>)>,
         ctx: Ctx,
@@ -407,7 +428,7 @@ impl Engine {
         // Rate of a counter-looking name, only where it gave floats (histograms say
         // themselves whether they are counters).
         let counter_info = |s: &super::selector::Raw, o: &Series| {
-            if matches!(name, "rate" | "increase")
+            if matches!(f, RangeFn::Rate | RangeFn::Increase)
                 && o.vals.iter().any(Option::is_some)
                 && let Some(text) = crate::promql::kernels::annotations::possible_non_counter(
                     s.labels.metric_name().unwrap_or(""),
@@ -416,9 +437,7 @@ impl Engine {
                 self.info(text);
             }
         };
-        let keep_name = matches!(name, "last_over_time" | "first_over_time");
-        let f = RangeFn::parse(name)
-            .ok_or_else(|| PromqlError::exec(format!("{name}() is not a range function")))?;
+        let keep_name = matches!(f, RangeFn::LastOverTime | RangeFn::FirstOverTime);
         let (p1, p2) = extra.unwrap_or_default();
         self.check_points(input.series.len(), ctx.steps.len())?;
         let mut out = Vec::with_capacity(input.series.len());

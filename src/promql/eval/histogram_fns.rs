@@ -10,18 +10,19 @@ use crate::model::Labels;
 use crate::model::histogram::{FloatHistogram, HistogramInfo};
 use crate::promql::engine::Engine;
 use crate::promql::error::PromqlError;
+use crate::promql::func::Func;
 use crate::promql::kernels::grouping::drop_name;
 use crate::promql::kernels::histogram_stats;
 use crate::promql::value::Series;
 
-/// A per-histogram statistic, by function name.
-pub(super) fn stat(name: &str) -> Option<fn(&FloatHistogram) -> f64> {
-    Some(match name {
-        "histogram_count" => |h| h.count,
-        "histogram_sum" => |h| h.sum,
-        "histogram_avg" => |h| h.sum / h.count,
-        "histogram_stddev" => histogram_stats::histogram_stddev,
-        "histogram_stdvar" => histogram_stats::histogram_stdvar,
+/// A per-histogram statistic, by function.
+pub(super) fn stat(f: Func) -> Option<fn(&FloatHistogram) -> f64> {
+    Some(match f {
+        Func::HistogramCount => |h| h.count,
+        Func::HistogramSum => |h| h.sum,
+        Func::HistogramAvg => |h| h.sum / h.count,
+        Func::HistogramStddev => histogram_stats::histogram_stddev,
+        Func::HistogramStdvar => histogram_stats::histogram_stdvar,
         _ => return None,
     })
 }

@@ -8,6 +8,7 @@ use promql_parser::parser::LabelModifier;
 
 use super::value_fn::nan_last;
 use crate::model::{Labels, METRIC_NAME};
+use crate::promql::func::Func;
 use crate::promql::value::Series;
 
 /// Labels without `__name__`.
@@ -120,18 +121,18 @@ pub(crate) fn result_metric(
 
 /// `sort`, `sort_desc` (by the value of an instant vector; NaN last), `sort_by_label`,
 /// `sort_by_label_desc` (by `names` in natural order, then all labels); stable.
-pub(crate) fn sort_vector(name: &str, names: &[String], vs: &mut [Series]) {
-    match name {
-        "sort" | "sort_desc" => {
+pub(crate) fn sort_vector(f: Func, names: &[String], vs: &mut [Series]) {
+    match f {
+        Func::Sort | Func::SortDesc => {
             if vs.first().is_none_or(|s| s.vals.len() != 1) {
                 return;
             }
             let key = |s: &Series| s.vals[0].unwrap_or(f64::NAN);
-            let desc = name == "sort_desc";
+            let desc = f == Func::SortDesc;
             vs.sort_by(|a, b| nan_last(key(a), key(b), desc));
         }
         _ => {
-            let desc = name == "sort_by_label_desc";
+            let desc = f == Func::SortByLabelDesc;
             vs.sort_by(|a, b| {
                 for l in names {
                     let o = natord(a.labels.get(l).unwrap_or(""), b.labels.get(l).unwrap_or(""));

@@ -19,6 +19,7 @@ use super::regroup::Regroup;
 use super::rows;
 use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error, range_fn};
 use crate::promql::error::PromqlError;
+use crate::promql::func::Func;
 use crate::promql::kernels::labels::absent_result;
 use datafusion::common::internal_err;
 use prost::Message;
@@ -27,11 +28,11 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
     let [arg] = call.args.args.as_slice() else {
         return Ok(None);
     };
-    let input = if call.func.name == "absent_over_time" {
+    let input = if Func::of(call.func.name) == Some(Func::AbsentOverTime) {
         // Where `last_over_time` has a value, the window holds a sample; it keeps
         // `__name__`, so series differing only by name stay apart (no collision to check).
         let mut counted = call.clone();
-        counted.func.name = "last_over_time";
+        counted.func.name = Func::LastOverTime.name();
         range_fn::lower(p, &counted)?
     } else {
         p.lower(arg)?

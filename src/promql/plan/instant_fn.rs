@@ -16,6 +16,7 @@ use super::scalar::scalar;
 use super::{Lowered, PlanCtx};
 use crate::model::Labels;
 use crate::promql::error::PromqlError;
+use crate::promql::func::Func;
 use crate::promql::kernels::args::{string_arg, unwrap_paren};
 use crate::promql::kernels::grouping::drop_name;
 use crate::promql::kernels::labels::set_label;
@@ -24,9 +25,12 @@ use crate::promql::kernels::value_fn::ValueFn;
 pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
     let name = call.func.name;
     let args = &call.args.args;
-    match name {
-        "label_replace" | "label_join" => return relabel(p, call),
-        "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
+    let Some(func) = Func::of(name) else {
+        return Ok(None);
+    };
+    match func {
+        Func::LabelReplace | Func::LabelJoin => return relabel(p, call, func),
+        Func::Sort | Func::SortDesc | Func::SortByLabel | Func::SortByLabelDesc => {
             // The order is the result's, applied when it is assembled (`value_order`);
             // rows have none.
             if args[1..].iter().any(|e| string_arg(e).is_err()) {
@@ -38,15 +42,15 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
             }
             return p.lower(&args[0]);
         }
-        "vector" => {
+        Func::Vector => {
             let Some(v) = args.first().and_then(|e| scalar(p, e)) else {
                 return p.decline("vector() of a scalar that is not a plan-time scalar (scalar())");
             };
             p.hold(v.len())?;
             return super::constant::lower(v).map(Some);
         }
-        "absent" | "absent_over_time" => return super::absent::lower(p, call),
-        "timestamp" => {
+        Func::Absent | Func::AbsentOverTime => return super::absent::lower(p, call),
+        Func::Timestamp => {
             let [arg] = args.as_slice() else {
                 return Ok(None);
             };
@@ -63,7 +67,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         }
         _ => {}
     }
-    let Some(f) = ValueFn::function(name) else {
+    let Some(f) = func.value_fn() else {
         return Ok(None);
     };
     let Some(first) = args.first() else {
@@ -118,14 +122,14 @@ pub(super) fn map(
 /// `label_replace(v, dst, replacement, src, regex)`, `label_join(v, dst, sep, src...)`:
 /// the same rows under new label sets. Invalid arguments are left to the evaluator, which
 /// words the error.
-fn relabel(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
+fn relabel(p: &PlanCtx, call: &Call, func: Func) -> Result<Option<Lowered>, PromqlError> {
     let args = &call.args.args;
     let strings: Option<Vec<String>> = args[1..].iter().map(|e| string_arg(e).ok()).collect();
     let Some(strings) = strings else {
         return p.decline("label function with invalid arguments (the evaluator words the error)");
     };
-    let relabel: Box<Relabel> = match call.func.name {
-        "label_replace" => {
+    let relabel: Box<Relabel> = match func {
+        Func::LabelReplace => {
             let invalid = "label function with invalid arguments (the evaluator words the error)";
             let [dst, repl, src, re] = strings.as_slice() else {
                 return p.decline(invalid);

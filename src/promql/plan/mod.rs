@@ -60,6 +60,7 @@ use promql_parser::parser::Expr;
 
 use super::engine::{Ctx, Engine};
 use super::error::PromqlError;
+use super::func::Func;
 use super::value::{Series, Value};
 use crate::model::Labels;
 
@@ -156,8 +157,8 @@ impl PlanCtx<'_> {
         match expr {
             Expr::Paren(p) => self.lower(&p.expr),
             Expr::VectorSelector(vs) => vector_select::lower(self, vs),
-            Expr::Call(call) => match call.func.name {
-                "histogram_quantile" => histogram_quantile::lower(self, call),
+            Expr::Call(call) => match Func::of(call.func.name) {
+                Some(Func::HistogramQuantile) => histogram_quantile::lower(self, call),
                 _ => match range_fn::lower(self, call)? {
                     Some(l) => Ok(Some(l)),
                     None => instant_fn::lower(self, call),
@@ -360,13 +361,14 @@ fn value_order(expr: &Expr, out: &mut [Series]) {
     use crate::promql::kernels::grouping::{sort_by_value, sort_vector};
     let e = unwrap_paren(expr);
     if let Expr::Call(c) = e
-        && c.func.name.starts_with("sort")
+        && let Some(f) = Func::of(c.func.name)
+        && f.is_sort()
     {
         let names: Vec<String> = c.args.args[1..]
             .iter()
             .filter_map(|a| string_arg(a).ok())
             .collect();
-        sort_vector(c.func.name, &names, out);
+        sort_vector(f, &names, out);
         return;
     }
     let Expr::Aggregate(a) = e else { return };

@@ -23,6 +23,7 @@ use super::{Lowered, PlanCtx, external, rows};
 use crate::catalog::SeriesId;
 use crate::model::Labels;
 use crate::promql::error::PromqlError;
+use crate::promql::func::Func;
 use crate::promql::kernels::annotations::{Annotator, possible_non_counter};
 use crate::promql::kernels::args::unwrap_paren;
 use crate::promql::kernels::grouping::drop_name;
@@ -35,7 +36,7 @@ use prost::Message;
 
 /// Lowers `f(selector[range])`, or `None` when the call is not such a function.
 pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlError> {
-    let Some(function) = RangeFn::parse(call.func.name) else {
+    let Some(function) = Func::of(call.func.name).and_then(Func::range_fn) else {
         return Ok(None);
     };
     let args = &call.args.args;

@@ -6,6 +6,7 @@
 use promql_parser::parser::Expr;
 
 use super::PlanCtx;
+use crate::promql::func::Func;
 
 /// The value of `e` at every step, or `None` when it is not a plan-time scalar.
 pub(super) fn scalar(p: &PlanCtx, e: &Expr) -> Option<Vec<f64>> {
@@ -38,14 +39,14 @@ pub(super) fn scalar(p: &PlanCtx, e: &Expr) -> Option<Vec<f64>> {
         Expr::Call(call) => {
             let args = &call.args.args;
             let secs = |ms: i64| ms as f64 / 1000.0;
-            match (call.func.name, args.len()) {
-                ("time", 0) => Some(ctx.steps.iter().map(secs).collect()),
-                ("pi", 0) => Some(vec![std::f64::consts::PI; n]),
-                ("start", 0) => Some(vec![secs(ctx.query_start); n]),
-                ("end", 0) => Some(vec![secs(ctx.query_end); n]),
-                ("range", 0) => Some(vec![secs(ctx.query_end - ctx.query_start); n]),
-                ("step", 0) => Some(vec![secs(ctx.query_step); n]),
-                (f @ ("min_of" | "max_of"), 2) => {
+            match (Func::of(call.func.name)?, args.len()) {
+                (Func::Time, 0) => Some(ctx.steps.iter().map(secs).collect()),
+                (Func::Pi, 0) => Some(vec![std::f64::consts::PI; n]),
+                (Func::Start, 0) => Some(vec![secs(ctx.query_start); n]),
+                (Func::End, 0) => Some(vec![secs(ctx.query_end); n]),
+                (Func::Range, 0) => Some(vec![secs(ctx.query_end - ctx.query_start); n]),
+                (Func::Step, 0) => Some(vec![secs(ctx.query_step); n]),
+                (f @ (Func::MinOf | Func::MaxOf), 2) => {
                     let a = scalar(p, &args[0])?;
                     let b = scalar(p, &args[1])?;
                     Some(
@@ -54,7 +55,7 @@ pub(super) fn scalar(p: &PlanCtx, e: &Expr) -> Option<Vec<f64>> {
                             .map(|(&x, &y)| {
                                 if x.is_nan() || y.is_nan() {
                                     f64::NAN
-                                } else if f == "min_of" {
+                                } else if f == Func::MinOf {
                                     x.min(y)
                                 } else {
                                     x.max(y)
