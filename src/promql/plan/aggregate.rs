@@ -13,6 +13,7 @@ use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{LogicalPlanBuilder, cast, col, lit};
 use promql_parser::parser::AggregateExpr;
 
+use super::decline::Decline;
 use super::fold::Fold;
 use super::group_fold::{GroupFn, GroupFold};
 use super::keyed::Keyed;
@@ -96,10 +97,7 @@ fn lower_fold(p: &PlanCtx, a: &AggregateExpr, f: GroupFn) -> Result<Option<Lower
             match scalar(p, e) {
                 Some(v) => v,
                 None => {
-                    return p.decline(format!(
-                        "{} with a parameter that is not a plan-time scalar",
-                        f.name()
-                    ));
+                    return p.decline(Decline::AggregationParam(f));
                 }
             }
         }
@@ -107,7 +105,7 @@ fn lower_fold(p: &PlanCtx, a: &AggregateExpr, f: GroupFn) -> Result<Option<Lower
     };
     // A NaN k is the evaluator's error to word.
     if f.selects() && param.iter().any(|k| k.is_nan()) {
-        return p.decline(format!("{} with a NaN parameter (an error)", f.name()));
+        return p.decline(Decline::NanParam(f));
     }
     if f == GroupFn::Quantile {
         p.engine.check_quantile(&param);

@@ -6,6 +6,7 @@
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{BinaryExpr, Expr};
 
+use super::decline::Decline;
 use super::instant_fn::map;
 use super::scalar::scalar;
 use super::{Lowered, PlanCtx, set_op, vector_match};
@@ -15,7 +16,7 @@ use crate::promql::op::BinOp;
 
 pub(super) fn lower(p: &PlanCtx, b: &BinaryExpr) -> Result<Option<Lowered>, PromqlError> {
     let Some(op) = BinOp::of(b.op) else {
-        return p.decline(format!("operator {}", b.op));
+        return p.decline(Decline::unlowered(&Expr::Binary(b.clone())));
     };
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
     match (b.lhs.value_type(), b.rhs.value_type()) {
@@ -42,10 +43,10 @@ fn with_scalar(
     return_bool: bool,
 ) -> Result<Option<Lowered>, PromqlError> {
     let BinOp::Arith(op) = op else {
-        return p.decline(format!("operator {op}"));
+        return p.decline(Decline::Operator(op));
     };
     let Some(values) = scalar(p, s) else {
-        return p.decline("a scalar operand that is not a plan-time scalar (scalar())");
+        return p.decline(Decline::ScalarOperand);
     };
     let f = ValueFn::Scalar {
         op,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use promql_parser::parser::{Call, Expr};
 
+use super::decline::Decline;
 use super::map_values::MapValues;
 use super::merge::merged;
 use super::scalar::scalar;
@@ -34,7 +35,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
             // The order is the result's, applied when it is assembled (`value_order`);
             // rows have none.
             if args[1..].iter().any(|e| string_arg(e).is_err()) {
-                return p.decline("sort_by_label() with a label that is not a string literal");
+                return p.decline(Decline::SortLabels);
             }
             if p.ctx.steps.len() > 1 || p.ctx.is_range {
                 p.engine
@@ -44,7 +45,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         }
         Func::Vector => {
             let Some(v) = args.first().and_then(|e| scalar(p, e)) else {
-                return p.decline("vector() of a scalar that is not a plan-time scalar (scalar())");
+                return p.decline(Decline::VectorOfScalar);
             };
             p.hold(v.len())?;
             return super::constant::lower(v).map(Some);
@@ -92,9 +93,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         _ => (Some(vec![]), Some(vec![])),
     };
     let (Some(a), Some(b)) = (a, b) else {
-        return p.decline(format!(
-            "{name}() with a parameter that is not a plan-time scalar"
-        ));
+        return p.decline(Decline::FunctionParam(func));
     };
     map(p, first, f, a, b)
 }
@@ -126,19 +125,18 @@ fn relabel(p: &PlanCtx, call: &Call, func: Func) -> Result<Option<Lowered>, Prom
     let args = &call.args.args;
     let strings: Option<Vec<String>> = args[1..].iter().map(|e| string_arg(e).ok()).collect();
     let Some(strings) = strings else {
-        return p.decline("label function with invalid arguments (the evaluator words the error)");
+        return p.decline(Decline::LabelArguments);
     };
     let relabel: Box<Relabel> = match func {
         Func::LabelReplace => {
-            let invalid = "label function with invalid arguments (the evaluator words the error)";
             let [dst, repl, src, re] = strings.as_slice() else {
-                return p.decline(invalid);
+                return p.decline(Decline::LabelArguments);
             };
             let Ok(re) = regex::Regex::new(&format!("^(?s:{re})$")) else {
-                return p.decline(invalid);
+                return p.decline(Decline::LabelArguments);
             };
             if dst.is_empty() {
-                return p.decline(invalid);
+                return p.decline(Decline::LabelArguments);
             }
             let (dst, repl, src) = (dst.clone(), repl.clone(), src.clone());
             Box::new(move |l| match re.captures(l.get(&src).unwrap_or("")) {
@@ -152,9 +150,7 @@ fn relabel(p: &PlanCtx, call: &Call, func: Func) -> Result<Option<Lowered>, Prom
         }
         _ => {
             let [dst, sep, srcs @ ..] = strings.as_slice() else {
-                return p.decline(
-                    "label function with invalid arguments (the evaluator words the error)",
-                );
+                return p.decline(Decline::LabelArguments);
             };
             let (dst, sep, srcs) = (dst.clone(), sep.clone(), srcs.to_vec());
             Box::new(move |l| {

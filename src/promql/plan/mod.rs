@@ -24,6 +24,7 @@ mod aggregate;
 mod binary;
 mod codec;
 mod constant;
+pub(crate) mod decline;
 mod fold;
 mod group_fold;
 mod histogram_quantile;
@@ -63,11 +64,9 @@ use super::error::PromqlError;
 use super::func::Func;
 use super::value::{Series, Value};
 use crate::model::Labels;
+use decline::Decline;
 
 /// Column names of a vector node's rows.
-/// Why a selector over native histograms is evaluated, not planned: plan rows carry floats.
-pub(super) const NEEDS_HISTOGRAMS: &str = "native histograms in the selection";
-
 pub(super) const SERIES: &str = "series";
 pub(super) const STEP: &str = "step";
 pub(super) const VALUE: &str = "value";
@@ -108,7 +107,7 @@ pub(super) struct PlanCtx<'a> {
     /// Samples read by every scan of the plan, against `--query-max-samples`.
     pub charged: Arc<AtomicUsize>,
     /// Why the expression has no plan: the first node that declined.
-    pub declined: parking_lot::Mutex<Option<String>>,
+    pub declined: parking_lot::Mutex<Option<Decline>>,
     /// Per-step values the plan's nodes hold (times, window ends, parameters), bounded by
     /// `--query-max-samples` like the evaluator's points: a deep expression over a fine
     /// subquery grid must not allocate gigabytes before reading a sample.
@@ -122,7 +121,7 @@ impl PlanCtx<'_> {
         if lowered.is_none() {
             let mut d = self.declined.lock();
             if d.is_none() {
-                *d = Some(node_kind(expr));
+                *d = Some(Decline::unlowered(expr));
             }
         }
         Ok(lowered)
@@ -141,10 +140,10 @@ impl PlanCtx<'_> {
     }
 
     /// Declines to lower a node, saying why (kept when it is the first reason).
-    pub fn decline(&self, why: impl Into<String>) -> Result<Option<Lowered>, PromqlError> {
+    pub fn decline(&self, why: Decline) -> Result<Option<Lowered>, PromqlError> {
         let mut d = self.declined.lock();
         if d.is_none() {
-            *d = Some(why.into());
+            *d = Some(why);
         }
         Ok(None)
     }
@@ -152,7 +151,7 @@ impl PlanCtx<'_> {
     fn lower_node(&self, expr: &Expr) -> Result<Option<Lowered>, PromqlError> {
         self.engine.check()?;
         if self.ctx.steps.len() > u32::MAX as usize {
-            return self.decline("more steps than a plan's u32 step index");
+            return self.decline(Decline::TooManySteps);
         }
         match expr {
             Expr::Paren(p) => self.lower(&p.expr),
@@ -175,27 +174,6 @@ impl PlanCtx<'_> {
             ),
             _ => Ok(None),
         }
-    }
-}
-
-/// A node's kind, as the reason it was not lowered when its lowering gave none.
-fn node_kind(expr: &Expr) -> String {
-    match expr {
-        Expr::Aggregate(a) => match crate::promql::op::AggOp::of(a.op) {
-            Some(op) => format!("{op} aggregation"),
-            None => format!("{} aggregation", a.op),
-        },
-        Expr::Call(c) => format!("{}()", c.func.name),
-        Expr::Subquery(_) => "subquery".into(),
-        Expr::MatrixSelector(_) => "range vector".into(),
-        Expr::Binary(b) => format!(
-            "{} {} {}",
-            b.lhs.value_type(),
-            crate::promql::op::BinOp::of(b.op).map_or("?", |op| op.name()),
-            b.rhs.value_type()
-        ),
-        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => "literal".into(),
-        other => format!("{} expression", other.value_type()),
     }
 }
 
@@ -223,13 +201,13 @@ impl Engine {
         ctx: Ctx,
     ) -> Result<Option<String>, PromqlError> {
         if expr.value_type() != promql_parser::parser::value::ValueType::Vector {
-            return Ok(Some(format!("{} result", expr.value_type())));
+            return Ok(Some(Decline::NotAVector(expr.value_type()).to_string()));
         }
         let p = self.plan_ctx(ctx);
         if p.lower(expr)?.is_some() {
             return Ok(None);
         }
-        Ok(Some(p.declined.lock().take().unwrap_or_default()))
+        Ok(p.declined.lock().take().map(|d| d.to_string()))
     }
 
     /// Evaluates `expr` as a DataFusion plan when it has one.

@@ -16,6 +16,7 @@ use datafusion::error::Result as DfResult;
 use promql_parser::parser::{Call, Expr};
 
 use super::codec::{PlanCodec, decode_wire, notes_wire};
+use super::decline::Decline;
 use super::leaf::{Leaf, LeafSource};
 use super::merge::merged;
 use super::scalar::scalar;
@@ -94,7 +95,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
     let ids = engine.select_series(vs)?;
     let from = lo.saturating_sub(range_ms).saturating_add(1);
     if engine.snapshot().may_have_histograms(&ids, from, hi) {
-        return p.decline(super::NEEDS_HISTOGRAMS);
+        return p.decline(Decline::NativeHistograms);
     }
     let scan = engine.snapshot().scan(&ids, from, hi);
     let mut series: Vec<Arc<Labels>> = Vec::with_capacity(scan.num_series());

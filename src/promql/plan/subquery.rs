@@ -11,6 +11,7 @@ use promql_parser::parser::SubqueryExpr;
 use promql_parser::parser::value::ValueType;
 
 use super::codec::{PlanCodec, decode_wire, notes_wire};
+use super::decline::Decline;
 use super::fold::{Cell, Fold, Folder};
 use super::keyed::Keyed;
 use super::merge::merged;
@@ -37,7 +38,7 @@ pub(super) fn lower(
     keep_name: bool,
 ) -> Result<Option<Lowered>, PromqlError> {
     if sq.expr.value_type() != ValueType::Vector {
-        return p.decline("subquery of a scalar");
+        return p.decline(Decline::ScalarSubquery);
     }
     let engine = p.engine;
     let ctx = &p.ctx;
@@ -70,8 +71,11 @@ pub(super) fn lower(
         held: p.held.clone(),
     };
     let Some(inner) = inner_p.lower(&sq.expr)? else {
-        let why = inner_p.declined.lock().take().unwrap_or_default();
-        return p.decline(why);
+        let why = inner_p.declined.lock().take();
+        return match why {
+            Some(why) => p.decline(why),
+            None => Ok(None),
+        };
     };
     let series: Vec<Arc<Labels>> = inner
         .series

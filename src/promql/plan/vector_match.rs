@@ -21,6 +21,7 @@ use datafusion::logical_expr::{LogicalPlanBuilder, col};
 use promql_parser::parser::{BinaryExpr, VectorMatchCardinality};
 
 use super::codec::{PlanCodec, decode_wire};
+use super::decline::Decline;
 use super::keyed::{KEY, Keyed};
 use super::regroup::{DROP, filter, map_series};
 use super::unary::{RowOp, Unary};
@@ -51,7 +52,7 @@ pub(super) fn lower(
         VectorMatchCardinality::OneToOne => vec![],
         // Only set operators match many to many.
         VectorMatchCardinality::ManyToMany => {
-            return p.decline("many-to-many matching of an arithmetic operator");
+            return p.decline(Decline::ManyToMany);
         }
     };
     let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
@@ -69,7 +70,7 @@ pub(super) fn lower(
             .insert(signature(l, matching), i as u32)
             .is_some()
         {
-            return p.decline("vector matching with a match group twice on the one side");
+            return p.decline(Decline::DuplicateOnOneSide);
         }
     }
     let drop_name = !op.is_comparison() || return_bool;
@@ -82,7 +83,7 @@ pub(super) fn lower(
         match one_by_sig.get(&sig) {
             Some(&o) => {
                 if one_to_one && !many_sigs.insert(sig) {
-                    return p.decline("one-to-one matching with a match group twice on a side");
+                    return p.decline(Decline::DuplicateOneToOne);
                 }
                 keys.push(o);
                 outputs.push(series.len() as u32);
@@ -102,7 +103,7 @@ pub(super) fn lower(
         }
     }
     if !unique(&series) {
-        return p.decline("vector matching whose result series would collide");
+        return p.decline(Decline::ResultCollision);
     }
     let many_plan = Keyed::plan_node(many.plan, keys, "match group")?;
     let qualified = |t: &str, c: &str| Column::new(Some(t), c);

@@ -12,6 +12,7 @@ use datafusion::error::Result as DfResult;
 use promql_parser::parser::VectorSelector;
 
 use super::codec::{PlanCodec, decode_wire};
+use super::decline::Decline;
 use super::leaf::{Leaf, LeafSource};
 use super::{Lowered, PlanCtx, rows};
 use crate::catalog::SeriesId;
@@ -65,7 +66,7 @@ fn select(
     let ids = engine.select_series(vs)?;
     let from = lo.saturating_sub(lookback).saturating_add(1);
     if engine.snapshot().may_have_histograms(&ids, from, hi) {
-        return p.decline(super::NEEDS_HISTOGRAMS);
+        return p.decline(Decline::NativeHistograms);
     }
     let scan = engine.snapshot().scan(&ids, from, hi);
     let labels = catalog.labels_many(scan.ids().iter().copied());
