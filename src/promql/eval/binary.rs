@@ -12,6 +12,7 @@ use crate::model::Labels;
 use crate::promql::engine::{Ctx, Engine};
 use crate::promql::error::PromqlError;
 use crate::promql::kernels::grouping::{drop_name, result_metric, signature};
+use crate::promql::kernels::value_fn::ValueFn;
 use crate::promql::op::BinOp;
 use crate::promql::value::{Series, Value};
 
@@ -118,26 +119,24 @@ fn vector_scalar(
     return_bool: bool,
 ) -> Result<Vec<Series>, PromqlError> {
     let drop = !op.is_comparison() || return_bool;
+    // The planner's per-value kernel: one definition of `v op s` for both engines (a set
+    // operator with a scalar operand keeps nothing).
+    let f = match op {
+        BinOp::Arith(op) => Some(ValueFn::Scalar {
+            op,
+            scalar_left: swap,
+            return_bool,
+        }),
+        BinOp::And | BinOp::Or | BinOp::Unless => None,
+    };
     let mut out = Vec::with_capacity(v.len());
     for series in v {
-        let mut vals = Vec::with_capacity(series.vals.len());
-        for (i, x) in series.vals.iter().enumerate() {
-            vals.push(x.and_then(|x| {
-                let (l, r) = if swap { (s[i], x) } else { (x, s[i]) };
-                let (mut val, keep) = elem(op, l, r);
-                if op.is_comparison() {
-                    // The vector's value is the result, whichever side it is on.
-                    val = x;
-                }
-                if return_bool {
-                    Some(if keep { 1.0 } else { 0.0 })
-                } else if keep {
-                    Some(val)
-                } else {
-                    None
-                }
-            }));
-        }
+        let vals = series
+            .vals
+            .iter()
+            .zip(s)
+            .map(|(x, &a)| x.and_then(|x| f.and_then(|f| f.apply(x, a, f64::NAN))))
+            .collect();
         let mut o = Series {
             hists: Vec::new(),
             labels: if drop {
