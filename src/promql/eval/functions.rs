@@ -133,20 +133,11 @@ impl Engine {
             Func::MinOf | Func::MaxOf => {
                 let a = scalar_arg(self.eval(&args[0], ctx).await?, name)?;
                 let b = scalar_arg(self.eval(&args[1], ctx).await?, name)?;
-                Ok(Value::Scalar(
-                    a.iter()
-                        .zip(&b)
-                        .map(|(&x, &y)| {
-                            if x.is_nan() || y.is_nan() {
-                                f64::NAN
-                            } else if f == Func::MinOf {
-                                x.min(y)
-                            } else {
-                                x.max(y)
-                            }
-                        })
-                        .collect(),
-                ))
+                Ok(Value::Scalar(value_fn::extreme_of(
+                    f == Func::MaxOf,
+                    &a,
+                    &b,
+                )))
             }
             Func::Vector => {
                 let v = scalar_arg(self.eval(&args[0], ctx).await?, name)?;

@@ -20,8 +20,10 @@ use promql_parser::parser::Expr;
 use super::engine::{Ctx, Engine};
 use super::error::PromqlError;
 use super::kernels::grouping::drop_name;
-use super::kernels::select::{at_ms, duration_ms, eval_times, offset_ms};
-use super::value::{Series, Steps, Value};
+use super::kernels::select::{
+    at_ms, duration_ms, eval_times, offset_ms, subquery_grid, subquery_step,
+};
+use super::value::{Series, Value};
 use crate::model::Labels;
 use selector::{RangeInput, Raw};
 
@@ -138,11 +140,7 @@ impl Engine {
                 Expr::Paren(p) => self.range_input(&p.expr, ctx).await,
                 Expr::Subquery(sq) => {
                     let range = duration_ms(sq.range);
-                    let step = sq
-                        .step
-                        .map(duration_ms)
-                        .filter(|s| *s > 0)
-                        .unwrap_or(self.opts.default_subquery_step_ms);
+                    let step = subquery_step(sq.step, self.opts.default_subquery_step_ms);
                     let offset = offset_ms(&sq.offset);
                     let at = at_ms(&sq.at, ctx);
                     let ends = eval_times(ctx, at, offset);
@@ -153,13 +151,8 @@ impl Engine {
                             ends,
                         });
                     };
-                    let bound = lo.saturating_sub(range);
-                    let mut start = step * (bound / step);
-                    if start <= bound {
-                        start = start.saturating_add(step);
-                    }
                     let inner = Ctx {
-                        steps: Steps::new(start, hi, step),
+                        steps: subquery_grid(lo, hi, range, step),
                         ..*ctx
                     };
                     let series = match self.eval(&sq.expr, inner).await? {

@@ -8,6 +8,7 @@ use promql_parser::parser::{AtModifier, Offset, VectorSelector};
 use crate::model::{METRIC_NAME, Matcher};
 use crate::promql::engine::Ctx;
 use crate::promql::error::PromqlError;
+use crate::promql::value::Steps;
 
 /// A parsed duration in ms, saturating (durations as long as `1000000y` exist in queries).
 pub(crate) fn duration_ms(d: std::time::Duration) -> i64 {
@@ -76,4 +77,23 @@ pub(crate) fn window(ts: &[i64], end: i64, range: i64) -> (usize, usize) {
     let a = ts.partition_point(|&t| t <= end.saturating_sub(range));
     let b = ts.partition_point(|&t| t <= end);
     (a, b.max(a))
+}
+
+/// A subquery's step: its own when written and positive, else the default.
+pub(crate) fn subquery_step(step: Option<std::time::Duration>, default_ms: i64) -> i64 {
+    step.map(duration_ms)
+        .filter(|s| *s > 0)
+        .unwrap_or(default_ms)
+}
+
+/// A subquery's inner grid for outer window ends in `[lo, hi]`: multiples of `step`
+/// (absolute, as Prometheus aligns them), from the first inside the earliest window
+/// `(lo - range, lo]` up to `hi`.
+pub(crate) fn subquery_grid(lo: i64, hi: i64, range: i64, step: i64) -> Steps {
+    let bound = lo.saturating_sub(range);
+    let mut start = step * (bound / step);
+    if start <= bound {
+        start = start.saturating_add(step);
+    }
+    Steps::new(start, hi, step)
 }

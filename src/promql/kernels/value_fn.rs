@@ -240,6 +240,22 @@ impl ValueFn {
     }
 }
 
+/// `min_of(a, b)` (`max: false`) or `max_of(a, b)` at every step: NaN if either is.
+pub(crate) fn extreme_of(max: bool, a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| {
+            if x.is_nan() || y.is_nan() {
+                f64::NAN
+            } else if max {
+                x.max(y)
+            } else {
+                x.min(y)
+            }
+        })
+        .collect()
+}
+
 /// Value order with NaN last either way (`sort`, `sort_desc`, `topk`, `bottomk`).
 pub(crate) fn nan_last(x: f64, y: f64, desc: bool) -> std::cmp::Ordering {
     use std::cmp::Ordering::*;

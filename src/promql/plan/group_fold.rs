@@ -17,41 +17,39 @@ use datafusion::common::internal_err;
 use prost::Message;
 use std::sync::Arc;
 
-/// Which aggregation.
+/// Which aggregation: an [`AggOp`] that folds groups (the constants below are the only
+/// values, so a `GroupFold` cannot hold `sum` or `count_values`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum GroupFn {
-    Stddev,
-    Stdvar,
-    Quantile,
-    TopK,
-    BottomK,
-    LimitK,
+pub(crate) struct GroupFn(AggOp);
+
+#[allow(non_upper_case_globals)] // Named as the AggOp variants they wrap, used as patterns.
+impl GroupFn {
+    pub const Stddev: GroupFn = GroupFn(AggOp::Stddev);
+    pub const Stdvar: GroupFn = GroupFn(AggOp::Stdvar);
+    pub const Quantile: GroupFn = GroupFn(AggOp::Quantile);
+    pub const TopK: GroupFn = GroupFn(AggOp::TopK);
+    pub const BottomK: GroupFn = GroupFn(AggOp::BottomK);
+    pub const LimitK: GroupFn = GroupFn(AggOp::LimitK);
 }
 
 impl GroupFn {
     /// The fold of an aggregation operator, when it is one.
     pub fn of(op: AggOp) -> Option<GroupFn> {
-        Some(match op {
-            AggOp::Stddev => GroupFn::Stddev,
-            AggOp::Stdvar => GroupFn::Stdvar,
-            AggOp::Quantile => GroupFn::Quantile,
-            AggOp::TopK => GroupFn::TopK,
-            AggOp::BottomK => GroupFn::BottomK,
-            AggOp::LimitK => GroupFn::LimitK,
-            _ => return None,
-        })
+        matches!(
+            op,
+            AggOp::Stddev
+                | AggOp::Stdvar
+                | AggOp::Quantile
+                | AggOp::TopK
+                | AggOp::BottomK
+                | AggOp::LimitK
+        )
+        .then_some(GroupFn(op))
     }
 
     /// Its aggregation operator.
     pub fn op(self) -> AggOp {
-        match self {
-            GroupFn::Stddev => AggOp::Stddev,
-            GroupFn::Stdvar => AggOp::Stdvar,
-            GroupFn::Quantile => AggOp::Quantile,
-            GroupFn::TopK => AggOp::TopK,
-            GroupFn::BottomK => AggOp::BottomK,
-            GroupFn::LimitK => AggOp::LimitK,
-        }
+        self.0
     }
 
     /// From its name on the wire (the plan codec).

@@ -49,20 +49,11 @@ pub(super) fn scalar(p: &PlanCtx, e: &Expr) -> Option<Vec<f64>> {
                 (f @ (Func::MinOf | Func::MaxOf), 2) => {
                     let a = scalar(p, &args[0])?;
                     let b = scalar(p, &args[1])?;
-                    Some(
-                        a.iter()
-                            .zip(&b)
-                            .map(|(&x, &y)| {
-                                if x.is_nan() || y.is_nan() {
-                                    f64::NAN
-                                } else if f == Func::MinOf {
-                                    x.min(y)
-                                } else {
-                                    x.max(y)
-                                }
-                            })
-                            .collect(),
-                    )
+                    Some(crate::promql::kernels::value_fn::extreme_of(
+                        f == Func::MaxOf,
+                        &a,
+                        &b,
+                    ))
                 }
                 _ => None,
             }

@@ -23,8 +23,9 @@ use crate::promql::engine::Ctx;
 use crate::promql::error::PromqlError;
 use crate::promql::kernels::grouping::drop_name;
 use crate::promql::kernels::range_fns::{self as rf, RangeFn, window_value};
-use crate::promql::kernels::select::{at_ms, duration_ms, eval_times, offset_ms};
-use crate::promql::value::Steps;
+use crate::promql::kernels::select::{
+    at_ms, duration_ms, eval_times, offset_ms, subquery_grid, subquery_step,
+};
 use datafusion::common::internal_err;
 use prost::Message;
 
@@ -44,24 +45,16 @@ pub(super) fn lower(
     let ctx = &p.ctx;
     // The inner grid, exactly as the evaluator aligns it.
     let range_ms = duration_ms(sq.range);
-    let step = sq
-        .step
-        .map(duration_ms)
-        .filter(|s| *s > 0)
-        .unwrap_or(engine.opts.default_subquery_step_ms);
+    let step = subquery_step(sq.step, engine.opts.default_subquery_step_ms);
     let ends = eval_times(ctx, at_ms(&sq.at, ctx), offset_ms(&sq.offset));
     let (Some(&lo), Some(&hi)) = (ends.iter().min(), ends.iter().max()) else {
         return Ok(None);
     };
-    let bound = lo.saturating_sub(range_ms);
-    let mut start = step * (bound / step);
-    if start <= bound {
-        start = start.saturating_add(step);
-    }
     let inner_ctx = Ctx {
-        steps: Steps::new(start, hi, step),
+        steps: subquery_grid(lo, hi, range_ms, step),
         ..*ctx
     };
+    let start = inner_ctx.steps.at(0);
     engine.check_points(1, inner_ctx.steps.len())?;
     let inner_p = PlanCtx {
         engine,
