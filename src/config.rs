@@ -11,6 +11,28 @@ use crate::duration::parse_duration_ms;
 use crate::storage::StorageOptions;
 use crate::storage::objstore::S3Options;
 
+/// How `serve` logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    // Variants without doc comments: clap lists them inline as possible values and keeps
+    // the compact help that docs/operations.md carries.
+    #[default]
+    Text,
+    Json,
+}
+
+/// Which PromQL engine answers queries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryEngine {
+    // DataFusion plans where an expression lowers, the evaluator elsewhere.
+    #[default]
+    Planner,
+    // The step-vector evaluator only.
+    Evaluator,
+}
+
 /// Storage flags shared by `serve`, `import` and `sql`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct StorageArgs {
@@ -77,9 +99,9 @@ pub struct ServeArgs {
     /// How often compaction and retention run [default: 5m]
     #[arg(long, env = "QUIVER_COMPACTION_INTERVAL")]
     pub compaction_interval: Option<String>,
-    /// Log format: text or json [default: text]
-    #[arg(long, env = "QUIVER_LOG_FORMAT")]
-    pub log_format: Option<String>,
+    /// Log format [default: text]
+    #[arg(long, env = "QUIVER_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Most samples one query may load [default: 50000000]
     #[arg(long, env = "QUIVER_QUERY_MAX_SAMPLES")]
     pub query_max_samples: Option<usize>,
@@ -88,8 +110,8 @@ pub struct ServeArgs {
     pub query_timeout: Option<String>,
     /// PromQL engine: `planner` (DataFusion plans where lowered, the evaluator elsewhere)
     /// or `evaluator` (the step-vector evaluator only) [default: planner]
-    #[arg(long, env = "QUIVER_QUERY_ENGINE")]
-    pub query_engine: Option<String>,
+    #[arg(long, env = "QUIVER_QUERY_ENGINE", value_enum)]
+    pub query_engine: Option<QueryEngine>,
     /// CORS: origins allowed, as a fully anchored regex [default: any origin]
     #[arg(long, env = "QUIVER_CORS_ORIGIN")]
     pub cors_origin: Option<String>,
@@ -179,10 +201,10 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub compaction_interval: Option<String>,
-    pub log_format: Option<String>,
+    pub log_format: Option<LogFormat>,
     pub query_max_samples: Option<usize>,
     pub query_timeout: Option<String>,
-    pub query_engine: Option<String>,
+    pub query_engine: Option<QueryEngine>,
     pub cors_origin: Option<String>,
     pub max_concurrent_queries: Option<usize>,
     pub write_samples_per_second: Option<f64>,
@@ -415,24 +437,8 @@ impl ServeArgs {
             .clone()
             .or(f.listen.clone())
             .unwrap_or_else(|| "127.0.0.1:9201".into());
-        let log_format = self
-            .log_format
-            .clone()
-            .or(f.log_format.clone())
-            .unwrap_or_else(|| "text".into());
-        let query_engine = self
-            .query_engine
-            .clone()
-            .or(f.query_engine.clone())
-            .unwrap_or_else(|| "planner".into());
-        anyhow::ensure!(
-            query_engine == "planner" || query_engine == "evaluator",
-            "--query-engine must be planner or evaluator, got {query_engine:?}"
-        );
-        anyhow::ensure!(
-            log_format == "text" || log_format == "json",
-            "--log-format must be text or json"
-        );
+        let log_format = self.log_format.or(f.log_format).unwrap_or_default();
+        let query_engine = self.query_engine.or(f.query_engine).unwrap_or_default();
         Ok(ServeConfig {
             listen: listen
                 .parse()
@@ -444,12 +450,12 @@ impl ServeArgs {
                 f.compaction_interval.as_ref(),
                 "5m",
             )?,
-            json_logs: log_format == "json",
+            json_logs: log_format == LogFormat::Json,
             query_max_samples: self
                 .query_max_samples
                 .or(f.query_max_samples)
                 .unwrap_or(50_000_000),
-            query_planner: query_engine == "planner",
+            query_planner: query_engine == QueryEngine::Planner,
             query_timeout_ms: dur(
                 "query-timeout",
                 self.query_timeout.as_ref(),
@@ -633,14 +639,24 @@ mod tests {
 
     #[test]
     fn query_engine_is_planner_or_evaluator() {
-        let with = |e: Option<&str>| ServeArgs {
-            query_engine: e.map(Into::into),
-            ..Default::default()
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let with = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("quiver").chain(args.iter().copied()))
+                .map(|c| c.serve.resolve().unwrap().query_planner)
         };
-        assert!(with(None).resolve().unwrap().query_planner);
-        assert!(with(Some("planner")).resolve().unwrap().query_planner);
-        assert!(!with(Some("evaluator")).resolve().unwrap().query_planner);
-        let err = with(Some("fast")).resolve().unwrap_err().to_string();
+        assert!(with(&[]).unwrap());
+        assert!(with(&["--query-engine", "planner"]).unwrap());
+        assert!(!with(&["--query-engine", "evaluator"]).unwrap());
+        let err = with(&["--query-engine", "fast"]).err().unwrap().to_string();
         assert!(err.contains("--query-engine"), "{err}");
+        // The file takes the same words, and refuses others.
+        let f: FileConfig = toml::from_str("query_engine = \"evaluator\"").unwrap();
+        assert_eq!(f.query_engine, Some(QueryEngine::Evaluator));
+        assert!(toml::from_str::<FileConfig>("log_format = \"xml\"").is_err());
     }
 }
