@@ -299,3 +299,76 @@ fn type_word(t: parser::value::ValueType) -> &'static str {
         parser::value::ValueType::Vector => "instant vector",
     }
 }
+
+/// Explaining a query: which part is a DataFusion plan. Here, not in either engine,
+/// because it asks the planner and describes the evaluator.
+impl Engine {
+    /// Why a query is not one DataFusion plan, or `None` when it is.
+    pub async fn fallback(
+        &self,
+        expr: &promql_parser::parser::Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<Option<String>, PromqlError> {
+        self.plan_fallback(expr, explain_ctx(self, start, end, step))
+    }
+
+    /// The DataFusion logical and physical plans of a query, when it lowers.
+    pub async fn explain(
+        &self,
+        expr: &promql_parser::parser::Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<String, PromqlError> {
+        self.explain_as(expr, start, end, step, false).await
+    }
+
+    /// [`Engine::explain`], with the plan run and each operator's metrics (output rows,
+    /// elapsed compute) in the physical plan.
+    pub async fn explain_analyze(
+        &self,
+        expr: &promql_parser::parser::Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<String, PromqlError> {
+        self.explain_as(expr, start, end, step, true).await
+    }
+
+    async fn explain_as(
+        &self,
+        expr: &promql_parser::parser::Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+        analyze: bool,
+    ) -> Result<String, PromqlError> {
+        let ctx = explain_ctx(self, start, end, step);
+        if !self.opts.planner {
+            return Ok(
+                "evaluated by the step-vector evaluator (--query-engine evaluator)\n".into(),
+            );
+        }
+        if let Some(text) = self.explain_planned(expr, ctx, analyze).await? {
+            return Ok(text);
+        }
+        let why = self.plan_fallback(expr, ctx)?.unwrap_or_default();
+        Ok(format!(
+            "not one DataFusion plan ({why}): that node runs in the step-vector evaluator, the subtrees under it that lower run as plans\n"
+        ))
+    }
+}
+
+/// The context `explain` and `fallback` plan a query in.
+fn explain_ctx(e: &Engine, start: i64, end: i64, step: i64) -> Ctx {
+    Ctx {
+        steps: Steps::new(start, end, step),
+        query_start: start,
+        query_end: end,
+        lookback: e.opts.lookback_ms,
+        is_range: start != end,
+        query_step: if start == end { 0 } else { step },
+    }
+}
