@@ -18,6 +18,7 @@ pub mod promqltest;
 pub mod server;
 pub mod sql;
 pub mod storage;
+pub mod wire;
 
 /// The message of a caught panic (`panic!` with a literal or a formatted string).
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> Option<&str> {

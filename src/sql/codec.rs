@@ -75,10 +75,7 @@ impl SqlCodec {
     }
 }
 
-/// A message decoded from an operator's bytes.
-pub(super) fn decode_wire<M: Message + Default>(buf: &[u8], what: &str) -> DfResult<M> {
-    M::decode(buf).map_err(|e| internal_datafusion_err!("{what}: {e}"))
-}
+pub(super) use crate::wire::decode as decode_wire;
 
 /// A roaring bitmap of series ids, serialised.
 pub(super) fn ids_wire(ids: &[crate::catalog::SeriesId]) -> DfResult<Vec<u8>> {
@@ -147,18 +144,5 @@ pub fn roundtrip(
     ctx: &datafusion::prelude::SessionContext,
     codec: &SqlCodec,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
-    use datafusion::physical_plan::displayable;
-    use datafusion_proto::bytes::{
-        physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
-    };
-    let bytes = physical_plan_to_bytes_with_extension_codec(plan.clone(), codec)?;
-    let copy = physical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), codec)?;
-    let (a, b) = (
-        displayable(plan.as_ref()).indent(true).to_string(),
-        displayable(copy.as_ref()).indent(true).to_string(),
-    );
-    if a != b {
-        return internal_err!("plan changed in its round trip:\n{a}\nbecame\n{b}");
-    }
-    Ok(copy)
+    crate::wire::roundtrip(plan, &ctx.task_ctx(), codec)
 }

@@ -219,10 +219,7 @@ pub(super) fn notes_wire(notes: &CounterNotes) -> (Vec<u32>, Vec<String>) {
     pairs.into_iter().unzip()
 }
 
-/// A message decoded from an operator's bytes.
-pub(super) fn decode_wire<M: Message + Default>(buf: &[u8], what: &str) -> DfResult<M> {
-    M::decode(buf).map_err(|e| internal_datafusion_err!("{what}: {e}"))
-}
+pub(super) use crate::wire::decode as decode_wire;
 
 impl PhysicalExtensionCodec for PlanCodec {
     fn try_decode(
@@ -297,21 +294,7 @@ pub(super) fn roundtrip(
     plan: Arc<dyn ExecutionPlan>,
     session: &datafusion::prelude::SessionContext,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
-    use datafusion::physical_plan::displayable;
-    use datafusion_proto::bytes::{
-        physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
-    };
-    let codec = PlanCodec::new(engine);
-    let bytes = physical_plan_to_bytes_with_extension_codec(plan.clone(), &codec)?;
-    let copy = physical_plan_from_bytes_with_extension_codec(&bytes, &session.task_ctx(), &codec)?;
-    let (a, b) = (
-        displayable(plan.as_ref()).indent(true).to_string(),
-        displayable(copy.as_ref()).indent(true).to_string(),
-    );
-    if a != b {
-        return internal_err!("plan changed in its round trip:\n{a}\nbecame\n{b}");
-    }
-    Ok(copy)
+    crate::wire::roundtrip(plan, &session.task_ctx(), &PlanCodec::new(engine))
 }
 
 #[cfg(test)]
