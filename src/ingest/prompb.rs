@@ -1,7 +1,8 @@
 //! Prometheus remote read/write protobuf messages (`prompb/types.proto`, `prompb/remote.proto`),
 //! declared with prost derives. The upstream files import gogoproto options only, which do
 //! not change the wire format, so declaring the messages here avoids a protoc build step.
-//! Native histograms are decoded (so requests that carry them parse) but not stored yet.
+//! Native histograms and exemplars are decoded here and stored by the converters
+//! (`remote_write.rs`, `native_histogram.rs`).
 
 #![allow(missing_docs)]
 

@@ -9,7 +9,7 @@
 //! (`read.rs`), decoded as parallel tasks; samples of one series from several sources are
 //! merged with the sources' precedence (later block wins, heads win over blocks). Memory
 //! therefore follows the chunk, not the selection. SQL's `samples` table, PromQL selectors
-//! and the fused range-function operator, and remote read all read through here.
+//! (the evaluator's and the planner's leaves), and remote read all read through here.
 //!
 //! A [`Snapshot`] fixes the sources and each head's commit sequence ([`super::head`]) once;
 //! every scan made from it reads the heads as of that moment, however long it runs and

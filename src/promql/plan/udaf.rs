@@ -3,8 +3,8 @@
 //! incremental mean once the sum would overflow), `min` and `max` ignoring NaN unless every
 //! value is NaN. Each keeps a mergeable state, so partial aggregates per partition combine
 //! in the final one, and each has a grouped accumulator (one state vector for all groups,
-//! updated a batch at a time) — the per-group `Accumulator` objects DataFusion falls back
-//! to otherwise made `sum by (…) (rate(…))` 1.2–3× slower than DataFusion's own `sum`.
+//! updated a batch at a time): the per-group `Accumulator` objects DataFusion falls back
+//! to otherwise are much slower (docs/benchmarks.md).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
