@@ -239,8 +239,11 @@ pub fn cacheable(expr: &Expr) -> bool {
         Expr::MatrixSelector(ms) => at_ok(&ms.vs.at, &ms.vs.offset),
         Expr::Subquery(sq) => at_ok(&sq.at, &sq.offset) && cacheable(&sq.expr),
         Expr::Call(c) => {
-            !matches!(c.func.name, "start" | "end" | "range")
-                && c.args.args.iter().all(|a| cacheable(a))
+            use crate::promql::func::Func;
+            !matches!(
+                Func::of(c.func.name),
+                Some(Func::Start | Func::End | Func::Range)
+            ) && c.args.args.iter().all(|a| cacheable(a))
         }
         Expr::Aggregate(a) => cacheable(&a.expr) && a.param.as_deref().is_none_or(cacheable),
         Expr::Binary(b) => cacheable(&b.lhs) && cacheable(&b.rhs),
@@ -471,6 +474,9 @@ mod tests {
             ("sum(rate(x[5m] @ end()))", false),
             ("max_over_time(rate(x[1m])[10m:1m])", true),
             ("topk(3, x)", true),
+            ("vector(start())", false),
+            ("x - x + vector(range())", false),
+            ("vector(time())", true),
         ] {
             let e = promql_parser::parser::parse(q).unwrap();
             assert_eq!(cacheable(&e), ok, "{q}");
