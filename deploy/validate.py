@@ -112,14 +112,23 @@ def load_yaml_all(text: str) -> list:
 # ------------------------------------------------------------------ facts from the sources
 
 def rust_struct_fields(src: str, struct: str) -> list[tuple[str, str]]:
-    """(attributes, field name) of each `pub field: Type` of `pub struct <struct> { … }`."""
+    """(attributes, field name) of each `pub field: Type` of `pub struct <struct> { … }`;
+    an attribute may span lines (`#[arg(\n long = …,\n env = …\n)]`)."""
     m = re.search(r"pub struct " + struct + r"\s*\{(.*?)\n\}", src, re.S)
     check(m is not None, f"struct {struct} not found in the sources")
-    out, attrs = [], []
+    out, attrs, open_attr = [], [], None
     for line in m.group(1).splitlines():
         s = line.strip()
-        if s.startswith("#["):
-            attrs.append(s)
+        if open_attr is not None:
+            open_attr += " " + s
+            if s.endswith("]"):
+                attrs.append(open_attr)
+                open_attr = None
+        elif s.startswith("#["):
+            if s.endswith("]"):
+                attrs.append(s)
+            else:
+                open_attr = s
         elif s.startswith("pub "):
             name = re.match(r"pub (\w+):", s).group(1)
             out.append((" ".join(attrs), name))
@@ -127,6 +136,18 @@ def rust_struct_fields(src: str, struct: str) -> list[tuple[str, str]]:
         elif s.startswith("///") or not s:
             continue
     return out
+
+
+def flag_of(attrs: str, name: str) -> str | None:
+    """The long flag a field declares (`long = "x"`, or bare `long` for its name)."""
+    if "arg(" not in attrs or "skip" in attrs and "arg(skip)" in attrs.replace(" ", ""):
+        return None
+    m = re.search(r'long = "([a-z0-9-]+)"', attrs)
+    if m:
+        return "--" + m.group(1)
+    if re.search(r"\blong\b", attrs):
+        return "--" + name.replace("_", "-")
+    return None
 
 
 class Facts:
@@ -141,27 +162,36 @@ class Facts:
             "src/api/metrics.rs", "src/storage/telemetry.rs", "src/api/process_metrics.rs"))
         self.flags: set[str] = set()
         self.env: set[str] = set()
-        for struct in ("ServeArgs", "StorageArgs"):
+        # Every setting is declared once, in these structs (src/config.rs): its flag, its
+        # variable, and (the field name, in its struct's section) its config-file key.
+        structs = ("ServeArgs", "StorageArgs", "S3Args", "ResultsCacheArgs", "TlsArgs", "OtlpArgs")
+        for struct in structs:
             for attrs, name in rust_struct_fields(config_rs, struct):
-                if "long" in attrs:
-                    self.flags.add("--" + name.replace("_", "-"))
+                flag = flag_of(attrs, name)
+                if flag:
+                    self.flags.add(flag)
                 e = re.search(r'env = "([A-Z0-9_]+)"', attrs)
                 if e:
                     self.env.add(e.group(1))
         # The log filter is read in main.rs (tracing's EnvFilter), not by clap.
         self.env |= set(re.findall(r'from_env\("(QUIVER_[A-Z0-9_]+)"\)', main_rs))
-        fields = lambda src, s: {n for _, n in rust_struct_fields(src, s)}  # noqa: E731
+        def keys(struct: str) -> set[str]:
+            """File keys of a struct's fields: not flattened sections, not `serde(skip)`."""
+            return {n for a, n in rust_struct_fields(config_rs, struct)
+                    if "flatten" not in a and "serde(skip)" not in a}
         self.toml = {
-            "": fields(config_rs, "FileConfig"),
-            "tls": fields(config_rs, "FileTls"),
-            "results_cache": fields(config_rs, "FileResultsCache"),
-            "storage": fields(config_rs, "FileStorage"),
-            "storage.s3": fields(objstore_rs, "S3Options"),
+            "": keys("ServeArgs"),
+            "tls": keys("TlsArgs"),
+            "results_cache": keys("ResultsCacheArgs"),
+            "otlp": keys("OtlpArgs"),
+            "storage": keys("StorageArgs"),
+            "storage.s3": keys("S3Args"),
         }
-        grace = re.search(r'"shutdown-grace-period",.*?"(\d+)s"', config_rs, re.S)
+        grace = re.search(r'QUIVER_SHUTDOWN_GRACE_PERIOD", default_value = "(\d+)s"', config_rs)
         check(grace is not None, "default shutdown grace period not found in src/config.rs")
         self.default_grace_s = int(grace.group(1))
-        listen = re.search(r'unwrap_or_else\(\|\| "(127\.0\.0\.1:\d+)"', config_rs)
+        listen = re.search(r'QUIVER_LISTEN", default_value = "(127\.0\.0\.1:\d+)"', config_rs)
+        check(listen is not None, "default listen address not found in src/config.rs")
         self.default_port = int(listen.group(1).rsplit(":", 1)[1])
         names = set(re.findall(r'"(quiver_[a-z0-9_]+)"', metrics_rs))
         hist = set(re.findall(r'(?:HistogramOpts::new|histogram)\(\s*"(quiver_[a-z0-9_]+)"', metrics_rs))
@@ -235,7 +265,7 @@ def check_toml_files(facts: Facts) -> str:
     files = sorted(DEPLOY.glob("*.toml")) + [COMPOSE / "quiver.toml", K8S / "quiver.toml"]
     for f in files:
         check_toml(facts, f)
-    return "keys known to FileConfig/FileStorage/S3Options: " + ", ".join(str(f.relative_to(ROOT)) for f in files)
+    return "keys known to src/config.rs's settings: " + ", ".join(str(f.relative_to(ROOT)) for f in files)
 
 
 def dockerfile_facts(text: str) -> dict:

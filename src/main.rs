@@ -2,7 +2,7 @@ use std::io::BufReader;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use quiver::config::{self, ServeArgs, StorageArgs};
@@ -127,7 +127,13 @@ fn init_tracing(json: bool) {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // The matches are kept: `serve` layers its config file under the flags and variables
+    // the user gave, which only the matches know (`config::layered`).
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         // Parsing, printing and dropping PromQL ASTs recurse per level; `promql::guard`
         // bounds the depth to what this stack holds (queries run on `QueryRuntime`).
@@ -140,8 +146,11 @@ fn main() {
         .expect("tokio runtime");
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Serve(args) => {
-                let cfg = args.resolve()?;
+            Command::Serve(_) => {
+                let serve = matches
+                    .subcommand_matches("serve")
+                    .expect("the serve subcommand matched");
+                let cfg = ServeArgs::layered(serve)?.resolve()?;
                 init_tracing(cfg.json_logs);
                 quiver::server::run(cfg).await
             }
@@ -193,7 +202,7 @@ fn main() {
                     BlocksAction::List { storage } => (storage, false),
                     BlocksAction::Verify { storage } => (storage, true),
                 };
-                let r = config::resolve_storage(&storage, &Default::default())?;
+                let r = config::resolve_storage(&storage)?;
                 let store = objstore::build(r.url.as_deref(), &r.data_dir, &r.s3)?;
                 let (text, ok) = quiver::ops::blocks(&store, verify).await?;
                 print!("{text}");
@@ -246,7 +255,7 @@ fn main() {
 
 /// Opens a data dir (and its bucket) without changing anything, beside a running server.
 async fn open_read_only(args: &StorageArgs) -> anyhow::Result<Arc<Storage>> {
-    let r = config::resolve_storage(args, &Default::default())?;
+    let r = config::resolve_storage(args)?;
     let store = objstore::build(r.url.as_deref(), &r.data_dir, &r.s3)?;
     let mut opts = r.options();
     opts.read_only = true;
@@ -260,7 +269,7 @@ async fn import(args: StorageArgs, unit: &str, files: Vec<PathBuf>) -> anyhow::R
         "s" => TimestampUnit::Seconds,
         other => anyhow::bail!("--timestamps must be auto, ms or s (got {other:?})"),
     };
-    let r = config::resolve_storage(&args, &Default::default())?;
+    let r = config::resolve_storage(&args)?;
     let store = objstore::build(r.url.as_deref(), &r.data_dir, &r.s3)?;
     let mut opts = r.options();
     // Bulk import skips the WAL: it writes blocks directly and is simply re-run on failure.

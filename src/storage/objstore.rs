@@ -11,18 +11,18 @@ use object_store::prefix::PrefixStore;
 
 use super::StorageError;
 
-/// S3 settings; unset fields fall back to the usual `AWS_*` environment variables.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+/// S3 settings, as `config::S3Args` resolves them (declared there, with their defaults);
+/// unset fields fall back to the usual `AWS_*` environment variables.
+#[derive(Debug, Clone, Default)]
 pub struct S3Options {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub allow_http: Option<bool>,
-    /// Per-request timeout, ms [default 30 s]; connecting gets at most 5 s of it.
+    /// Per-request timeout, ms; connecting gets at most 5 s of it.
     pub request_timeout_ms: Option<u64>,
-    /// Retries of a failed request (with backoff, within 2 × the timeout) [default 3].
+    /// Retries of a failed request (with backoff, within 2 × the timeout).
     pub max_retries: Option<usize>,
 }
 

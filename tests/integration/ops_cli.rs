@@ -207,3 +207,50 @@ fn configuration_reference_matches_serve_help() {
          run the test with QUIVER_UPDATE_DOCS=1 to regenerate it"
     );
 }
+
+/// Each setting is layered as documented: defaults < config file < `QUIVER_*` variable <
+/// flag (the retention shows in `/api/v1/status/flags`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_layer_file_under_environment_under_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let file = path.join("quiver.toml");
+    std::fs::write(&file, "[storage]\nretention = \"7d\"\n").unwrap();
+    let config = file.to_str().unwrap();
+    let retention = |extra: Vec<&'static str>, env: Vec<(&'static str, &'static str)>| {
+        let data = path.join(format!("data-{}-{}", extra.len(), env.len()));
+        let config = config.to_string();
+        async move {
+            let mut args = vec!["--config", config.as_str()];
+            args.extend(extra);
+            let mut s = crate::support::Server::start(&data, &args, &env).await;
+            let text = reqwest::get(format!("{}/api/v1/status/flags", s.url))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            s.stop();
+            v["data"]["storage.tsdb.retention.time"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    assert_eq!(
+        retention(vec![], vec![]).await,
+        "7d",
+        "the file beats the default"
+    );
+    assert_eq!(
+        retention(vec![], vec![("QUIVER_RETENTION", "5d")]).await,
+        "5d",
+        "a variable beats the file"
+    );
+    assert_eq!(
+        retention(vec!["--retention", "3d"], vec![("QUIVER_RETENTION", "5d")]).await,
+        "3d",
+        "a flag beats the variable"
+    );
+}
