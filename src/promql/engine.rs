@@ -178,7 +178,7 @@ impl Engine {
 
     /// Annotations of the last query, cleared.
     pub fn take_annotations(&self) -> Annotations {
-        std::mem::take(&mut *self.annotations.0.lock())
+        self.annotations.take()
     }
 
     /// The query's loaded-samples counter, for plans that charge it as they read.

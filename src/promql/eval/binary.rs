@@ -200,16 +200,7 @@ fn set_op(
             let want = op == BinOp::And;
             for (s, sig) in l.into_iter().zip(&lsig) {
                 let p = rp.get(sig);
-                let kept = |i: usize| p.is_some_and(|p| p[i]) == want;
-                let s = Series {
-                    vals: (0..s.vals.len())
-                        .map(|i| if kept(i) { s.vals[i] } else { None })
-                        .collect(),
-                    hists: (0..s.hists.len())
-                        .map(|i| if kept(i) { s.hists[i].clone() } else { None })
-                        .collect(),
-                    labels: s.labels,
-                };
+                let s = masked(s, |i| p.is_some_and(|p| p[i]) == want);
                 if !s.is_empty() {
                     out.push(s);
                 }
@@ -220,16 +211,7 @@ fn set_op(
             out.extend(l.into_iter().filter(|s| !s.is_empty()));
             for (s, sig) in r.into_iter().zip(&rsig) {
                 let p = lp.get(sig);
-                let kept = |i: usize| !p.is_some_and(|p| p[i]);
-                let s = Series {
-                    vals: (0..s.vals.len())
-                        .map(|i| if kept(i) { s.vals[i] } else { None })
-                        .collect(),
-                    hists: (0..s.hists.len())
-                        .map(|i| if kept(i) { s.hists[i].clone() } else { None })
-                        .collect(),
-                    labels: s.labels,
-                };
+                let s = masked(s, |i| !p.is_some_and(|p| p[i]));
                 if !s.is_empty() {
                     out.push(s);
                 }
@@ -366,4 +348,23 @@ fn vector_vector(
         }
     }
     Ok(order.into_iter().filter_map(|l| out.remove(&l)).collect())
+}
+
+/// `s` with only the steps `kept` keeps (floats and histograms alike).
+fn masked(s: Series, kept: impl Fn(usize) -> bool) -> Series {
+    Series {
+        vals: s
+            .vals
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if kept(i) { *v } else { None })
+            .collect(),
+        hists: s
+            .hists
+            .iter()
+            .enumerate()
+            .map(|(i, h)| if kept(i) { h.clone() } else { None })
+            .collect(),
+        labels: s.labels,
+    }
 }

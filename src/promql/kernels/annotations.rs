@@ -12,25 +12,40 @@ pub struct Annotations {
 
 /// A query's annotations, shared with the operators of its plans.
 #[derive(Clone, Default)]
-pub(crate) struct Annotator(pub(crate) Arc<parking_lot::Mutex<Annotations>>);
+pub(crate) struct Annotator(Arc<parking_lot::Mutex<Collected>>);
+
+/// The annotations so far, and every text already recorded: an operator may report the
+/// same one for each of 100k series, so "once" must not be a scan of the list.
+#[derive(Default)]
+struct Collected {
+    annotations: Annotations,
+    seen: std::collections::HashSet<String>,
+}
 
 impl Annotator {
     /// Records a warning (`PromQL warning: …`), once.
     pub fn warn(&self, msg: String) {
         let msg = format!("PromQL warning: {msg}");
-        let mut a = self.0.lock();
-        if !a.warnings.contains(&msg) {
-            a.warnings.push(msg);
+        let mut c = self.0.lock();
+        if c.seen.insert(msg.clone()) {
+            c.annotations.warnings.push(msg);
         }
     }
 
     /// Records an info (`PromQL info: …`), once.
     pub fn info(&self, msg: String) {
         let msg = format!("PromQL info: {msg}");
-        let mut a = self.0.lock();
-        if !a.infos.contains(&msg) {
-            a.infos.push(msg);
+        let mut c = self.0.lock();
+        if c.seen.insert(msg.clone()) {
+            c.annotations.infos.push(msg);
         }
+    }
+
+    /// The annotations so far, cleared.
+    pub fn take(&self) -> Annotations {
+        let mut c = self.0.lock();
+        c.seen.clear();
+        std::mem::take(&mut c.annotations)
     }
 }
 
@@ -68,4 +83,25 @@ pub(crate) fn invalid_quantile(q: f64) -> String {
         "quantile value should be between 0 and 1, got {}",
         crate::model::go_float::format(q, crate::model::go_float::Style::G)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each text once, in first-seen order, warnings and infos apart; a taken query starts
+    /// afresh.
+    #[test]
+    fn each_annotation_once() {
+        let a = Annotator::default();
+        for name in ["b", "a", "b", "b", "a"] {
+            a.info(format!("x {name}"));
+        }
+        a.warn("x a".into());
+        let got = a.take();
+        assert_eq!(got.infos, ["PromQL info: x b", "PromQL info: x a"]);
+        assert_eq!(got.warnings, ["PromQL warning: x a"]);
+        a.info("x b".into());
+        assert_eq!(a.take().infos, ["PromQL info: x b"]);
+    }
 }

@@ -168,6 +168,10 @@ impl CounterNotes {
 
     /// Series `series` gave at least one float.
     pub fn gave_float(&self, series: u32) {
+        // Most `rate` inputs are counters: no lookup per series then.
+        if self.texts.is_empty() {
+            return;
+        }
         if let Some(text) = self.texts.get(&series) {
             self.annotator.info(text.clone());
         }
