@@ -224,6 +224,8 @@ pub struct ServeArgs {
     pub tls: TlsArgs,
     #[command(flatten)]
     pub otlp: OtlpArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// `[auth]`: users, JWT and enforced matchers (the config file only; see
     /// docs/security.md).
     #[arg(skip)]
@@ -289,6 +291,100 @@ pub struct OtlpArgs {
     pub convert_histograms_to_nhcb: bool,
 }
 
+/// Which part of a cluster a process plays (`single`: the whole of Quiver in one process).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Single,
+    Writer,
+    Distributor,
+    Querier,
+    Compactor,
+}
+
+/// Cluster roles over one bucket (the config file's `[cluster]`; docs/operations.md,
+/// "Running a cluster").
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterArgs {
+    /// Role in a cluster over one bucket: single (everything in this process), writer,
+    /// distributor, querier or compactor
+    #[arg(long = "role", env = "QUIVER_ROLE", value_enum, default_value_t = Role::Single)]
+    pub role: Role,
+    /// Cluster: shards series are hashed to (the same on every node; fixed for a bucket)
+    #[arg(
+        long = "cluster-shards",
+        env = "QUIVER_CLUSTER_SHARDS",
+        default_value_t = 8
+    )]
+    pub shards: u32,
+    /// Cluster: how long a shard or compactor lease lasts unless renewed; a dead writer's
+    /// shards move after it
+    #[arg(
+        long = "cluster-lease",
+        env = "QUIVER_CLUSTER_LEASE",
+        default_value = "15s"
+    )]
+    pub lease: String,
+    /// Cluster: least time between two WAL objects of one shard (each is a PUT)
+    #[arg(
+        long = "cluster-commit-interval",
+        env = "QUIVER_CLUSTER_COMMIT_INTERVAL",
+        default_value = "100ms"
+    )]
+    pub commit_interval: String,
+    /// Cluster: how often queriers read the manifest and the writers' WAL positions
+    #[arg(
+        long = "cluster-poll-interval",
+        env = "QUIVER_CLUSTER_POLL_INTERVAL",
+        default_value = "500ms"
+    )]
+    pub poll_interval: String,
+    /// Cluster: how long blocks removed by compaction stay readable
+    #[arg(
+        long = "cluster-deletion-delay",
+        env = "QUIVER_CLUSTER_DELETION_DELAY",
+        default_value = "15m"
+    )]
+    pub deletion_delay: String,
+    /// Cluster: the URL other nodes reach this one at [default: http:// and the listen
+    /// address]
+    #[arg(long = "cluster-advertise-url", env = "QUIVER_CLUSTER_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// Cluster: this node's id in leases [default: a new ULID per start]
+    #[arg(long = "cluster-node-id", env = "QUIVER_CLUSTER_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Cluster: shared secret nodes send on internal calls (`X-Quiver-Cluster-Secret`)
+    #[arg(
+        long = "cluster-secret",
+        env = "QUIVER_CLUSTER_SECRET",
+        hide_env_values = true
+    )]
+    pub secret: Option<String>,
+    /// HA pairs: the label naming a sender's cluster; empty turns deduplication off
+    #[arg(
+        long = "ha-cluster-label",
+        env = "QUIVER_HA_CLUSTER_LABEL",
+        default_value = "cluster"
+    )]
+    pub ha_cluster_label: String,
+    /// HA pairs: the label naming the replica within its cluster (dropped from stored series)
+    #[arg(
+        long = "ha-replica-label",
+        env = "QUIVER_HA_REPLICA_LABEL",
+        default_value = "__replica__"
+    )]
+    pub ha_replica_label: String,
+    /// HA pairs: silence of the elected replica after which the other is elected
+    #[arg(
+        long = "ha-failover-timeout",
+        env = "QUIVER_HA_FAILOVER_TIMEOUT",
+        default_value = "30s"
+    )]
+    pub ha_failover_timeout: String,
+}
+
 /// Certificate chain and key of the HTTPS listener.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -331,6 +427,8 @@ pub struct ServeConfig {
     /// Retention as the user wrote it, for status endpoints.
     pub retention_text: String,
     pub storage: ResolvedStorage,
+    /// `None`: the single process.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Validated storage settings.
@@ -512,7 +610,44 @@ impl ServeArgs {
             },
             retention_text: self.storage.retention.clone(),
             storage: resolve_storage(&self.storage)?,
+            cluster: self.resolve_cluster()?,
         })
+    }
+
+    fn resolve_cluster(&self) -> anyhow::Result<Option<crate::cluster::ClusterConfig>> {
+        let c = &self.cluster;
+        if c.role == Role::Single {
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            (1..=4096).contains(&c.shards),
+            "--cluster-shards must be within 1..=4096"
+        );
+        let lease_ms = dur("cluster-lease", &c.lease)?;
+        anyhow::ensure!(lease_ms >= 1000, "--cluster-lease must be at least 1s");
+        Ok(Some(crate::cluster::ClusterConfig {
+            role: c.role,
+            shards: c.shards,
+            lease_ms,
+            commit_interval_ms: parse_duration_ms(&c.commit_interval)
+                .map_err(|e| anyhow::anyhow!("--cluster-commit-interval: {e}"))?
+                .max(0),
+            poll_interval_ms: dur("cluster-poll-interval", &c.poll_interval)?,
+            deletion_delay_ms: parse_duration_ms(&c.deletion_delay)
+                .map_err(|e| anyhow::anyhow!("--cluster-deletion-delay: {e}"))?
+                .max(0),
+            advertise_url: c.advertise_url.clone(),
+            node_id: c
+                .node_id
+                .clone()
+                .unwrap_or_else(|| ulid::Ulid::new().to_string()),
+            secret: c.secret.clone(),
+            ha: crate::cluster::ha::HaConfig {
+                cluster_label: c.ha_cluster_label.clone(),
+                replica_label: c.ha_replica_label.clone(),
+                failover_timeout_ms: dur("ha-failover-timeout", &c.ha_failover_timeout)?,
+            },
+        }))
     }
 }
 
@@ -583,6 +718,9 @@ mod tests {
             "--s3-access-key-id=a",
             "--s3-secret-access-key=s",
             "--otlp-promote-resource-attributes=a,b",
+            "--cluster-advertise-url=http://127.0.0.1:1",
+            "--cluster-node-id=n",
+            "--cluster-secret=s",
         ])
         .unwrap();
         let table = toml::Table::try_from(&defaults).unwrap();

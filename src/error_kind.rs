@@ -106,7 +106,9 @@ impl Kinded for crate::storage::StorageError {
         use crate::storage::StorageError as E;
         match self {
             E::OutOfBounds { .. } | E::Invalid(_) => ErrorKind::BadData,
-            E::Overloaded(_) | E::Unavailable(_) | E::Closed => ErrorKind::Unavailable,
+            E::Overloaded(_) | E::Unavailable(_) | E::Closed | E::Fenced(_) => {
+                ErrorKind::Unavailable
+            }
             E::ObjectStore(_)
             | E::Parquet(_)
             | E::Arrow(_)

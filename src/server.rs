@@ -24,6 +24,9 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         &cfg.storage.data_dir,
         &cfg.storage.s3,
     )?;
+    if let Some(cluster) = cfg.cluster.clone() {
+        return crate::cluster::run(cfg, cluster, listener, store).await;
+    }
     let mut opts = cfg.storage.options();
     opts.head_memory_limit = cfg.head_memory_limit;
     opts.retry_blocks = true;
@@ -31,7 +34,34 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     opts.samples_cache =
         (cfg.samples_cache_bytes > 0).then(|| samples_cache(cfg.samples_cache_bytes));
     let tenants = Arc::new(Tenants::new(opts, store).with_max_tenants(cfg.max_tenants));
-    let mut state = AppState::new(tenants.clone());
+    let state = app_state(&cfg, tenants.clone(), addr)?;
+    let app = router(state.clone(), cfg.max_body_bytes);
+
+    let compaction_every = Duration::from_millis(cfg.compaction_interval_ms as u64);
+    let (fatal_tx, fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
+    let opened = tenants.clone();
+    tokio::spawn(async move {
+        let tenants = opened;
+        if let Err(e) = tenants.open_all().await {
+            let _ = fatal_tx.send(anyhow::anyhow!("opening storage: {e}")).await;
+            return;
+        }
+        tracing::info!("storage ready");
+        maintenance(tenants, compaction_every).await;
+    });
+    serve(listener, app, &cfg, fatal_rx).await?;
+    tenants.close_all().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The handlers' shared state for a server over `tenants`, as `cfg` sets it up.
+pub(crate) fn app_state(
+    cfg: &ServeConfig,
+    tenants: Arc<Tenants>,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<AppState> {
+    let mut state = AppState::new(tenants);
     state.auth = Arc::new(Authenticator::new(&cfg.auth)?);
     state.tenant_header = axum::http::HeaderName::try_from(cfg.auth.tenant_header.as_str())
         .map_err(|e| anyhow::anyhow!("auth.tenant_header: {e}"))?;
@@ -77,21 +107,17 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     state.retention = cfg.retention_text.clone();
     state.cors_origin = cfg.cors_origin.clone();
     state.results_cache = Arc::new(crate::api::ResultsCache::new(cfg.results_cache));
-    let app = router(state.clone(), cfg.max_body_bytes);
+    Ok(state)
+}
 
-    let compaction_every = Duration::from_millis(cfg.compaction_interval_ms as u64);
-    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
-    let opened = tenants.clone();
-    tokio::spawn(async move {
-        let tenants = opened;
-        if let Err(e) = tenants.open_all().await {
-            let _ = fatal_tx.send(anyhow::anyhow!("opening storage: {e}")).await;
-            return;
-        }
-        tracing::info!("storage ready");
-        maintenance(tenants, compaction_every).await;
-    });
-
+/// Serves `app` until SIGTERM/SIGINT (then lets in-flight requests finish within the
+/// grace period) or until a fatal error arrives on `fatal`.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    cfg: &ServeConfig,
+    mut fatal: tokio::sync::mpsc::Receiver<anyhow::Error>,
+) -> anyhow::Result<()> {
     // SIGTERM (Docker, systemd, Kubernetes) or SIGINT: stop accepting connections, let
     // in-flight requests finish within the grace period, then sync every WAL and exit 0.
     let grace = Duration::from_millis(cfg.shutdown_grace_ms as u64);
@@ -105,10 +131,11 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         );
         let _ = stop_tx.send(true);
     });
+    let tls = cfg.tls.clone();
     let server = {
         let stop = stop.clone();
         async move {
-            match &cfg.tls {
+            match &tls {
                 None => {
                     axum::serve(listener, app)
                         .with_graceful_shutdown(stopped(stop))
@@ -125,10 +152,8 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     tokio::select! {
         r = server => r?,
         _ = overdue => tracing::warn!("grace period over; closing the remaining connections"),
-        Some(e) = fatal_rx.recv() => return Err(e),
+        Some(e) = fatal.recv() => return Err(e),
     }
-    tenants.close_all().await;
-    tracing::info!("stopped");
     Ok(())
 }
 

@@ -32,6 +32,14 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     object_store_requests: IntCounterVec,
     tenants: IntGauge,
+    /// Shards this writer owns (cluster).
+    pub cluster_shards_owned: IntGauge,
+    /// 1 while this compactor holds the compactor lease (cluster).
+    pub cluster_compactor_active: IntGauge,
+    /// Samples a distributor dropped as a non-elected HA replica's.
+    pub ha_dropped_samples: IntCounter,
+    /// Parts of writes a distributor sent to writers, by result.
+    pub cluster_pushes: IntCounterVec,
     samples_appended: IntCounter,
     wal_fsyncs: IntCounter,
     wal_fsync_seconds: prometheus::Counter,
@@ -154,6 +162,33 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             c
         },
         tenants: gauge(&r, "quiver_tenants", "Tenants with open storage."),
+        cluster_shards_owned: gauge(
+            &r,
+            "quiver_cluster_shards_owned",
+            "Shards this writer holds the lease of.",
+        ),
+        cluster_compactor_active: gauge(
+            &r,
+            "quiver_cluster_compactor_active",
+            "1 while this compactor holds the compactor lease.",
+        ),
+        ha_dropped_samples: counter(
+            &r,
+            "quiver_ha_dropped_samples_total",
+            "Samples dropped because their HA replica is not the elected one.",
+        ),
+        cluster_pushes: {
+            let c = IntCounterVec::new(
+                Opts::new(
+                    "quiver_cluster_pushes_total",
+                    "Shard parts of writes sent to writers, by result.",
+                ),
+                &["result"],
+            )
+            .expect("valid metric");
+            r.register(Box::new(c.clone())).expect("unique metric");
+            c
+        },
         request_duration,
         api_errors,
         samples_appended: counter(
@@ -318,6 +353,26 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
         m.head_memory_limit_bytes
             .set(o.head_memory_limit.min(i64::MAX as usize) as i64);
     }
+    m.process.update();
+    for (op, file, n) in crate::storage::counted::requests() {
+        catch_up(&m.object_store_requests.with_label_values(&[op, file]), n);
+    }
+    let mut buf = Vec::new();
+    let encoder = TextEncoder::new();
+    if let Err(e) = encoder.encode(&m.registry.gather(), &mut buf) {
+        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, encoder.format_type().to_string())],
+        buf,
+    )
+        .into_response()
+}
+
+/// `GET /metrics` of a cluster role without the API's state (writers, the compactor):
+/// process, object-store and cluster metrics.
+pub async fn plain() -> Response {
+    let m = &*METRICS;
     m.process.update();
     for (op, file, n) in crate::storage::counted::requests() {
         catch_up(&m.object_store_requests.with_label_values(&[op, file]), n);

@@ -170,9 +170,20 @@ impl axum::extract::FromRequestParts<AppState> for Ready {
 /// Builds the router. Layers, outermost first: tracing of each request, gzip when the
 /// client asks, CORS, then the body limit (413 beyond `max_body_bytes`).
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    router_with(state, max_body_bytes, |_| true)
+}
+
+/// The router with only the routes `keep` accepts (a cluster role serves part of the
+/// API: distributors the writes, queriers the reads); the rest answer 404.
+pub fn router_with(
+    state: AppState,
+    max_body_bytes: usize,
+    keep: impl Fn(&routes::Route) -> bool,
+) -> Router {
     // Every route comes from the one table that also declares its permission.
     let api = routes::table()
         .into_iter()
+        .filter(|r| keep(r))
         .fold(Router::new(), |r, route| r.route(route.path, route.handler))
         .fallback(status::not_found)
         .route_layer(axum::middleware::from_fn_with_state(

@@ -196,7 +196,27 @@ pub fn encode(batch: &WriteBatch) -> Vec<u8> {
                 }
             }))
             .collect(),
-        metadata: vec![],
+        metadata: batch
+            .metadata
+            .iter()
+            .map(|m| prompb::MetricMetadata {
+                r#type: [
+                    MetricType::Counter,
+                    MetricType::Gauge,
+                    MetricType::Histogram,
+                    MetricType::Gaugehistogram,
+                    MetricType::Summary,
+                    MetricType::Info,
+                    MetricType::Stateset,
+                ]
+                .into_iter()
+                .find(|t| t.api_name() == m.metric_type)
+                .unwrap_or(MetricType::Unknown) as i32,
+                metric_family_name: m.metric_family_name.clone(),
+                help: m.help.clone(),
+                unit: m.unit.clone(),
+            })
+            .collect(),
     };
     snap::raw::Encoder::new()
         .compress_vec(&req.encode_to_vec())

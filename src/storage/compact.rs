@@ -8,7 +8,7 @@ use roaring::RoaringBitmap;
 
 use super::StorageError;
 use super::block::{BlockMeta, BlockWriter, LoadedBlock};
-use super::engine::{Storage, delete_block};
+use super::engine::{ClusterMode, Storage, delete_block};
 use super::exemplar_scan::read_block_exemplars;
 use super::head::{Ex, Hist};
 use super::hist_scan::read_block_histograms;
@@ -95,19 +95,26 @@ impl Storage {
             }
         }
 
-        // Delete replaced and expired blocks that no reader still holds.
-        let dead: Vec<Arc<LoadedBlock>> = {
-            let mut st = self.shared.state.write();
-            let (dead, alive): (Vec<_>, Vec<_>) = st
-                .graveyard
-                .drain(..)
-                .partition(|b| Arc::strong_count(b) == 1);
-            st.graveyard = alive;
-            dead
-        };
-        for b in dead {
-            delete_block(self.shared.store.as_ref(), &b.path).await?;
-            report.deleted += 1;
+        if let Some(ClusterMode::Replica) = &o.cluster {
+            // Other processes read these blocks: unlist them (with a deletion mark), list
+            // the merged ones, and delete files only once the marks are old enough.
+            let manifest = crate::storage::manifest::ManifestStore::new(self.shared.store.clone());
+            self.publish_compaction(&manifest, &mut report).await?;
+        } else {
+            // Delete replaced and expired blocks that no reader still holds.
+            let dead: Vec<Arc<LoadedBlock>> = {
+                let mut st = self.shared.state.write();
+                let (dead, alive): (Vec<_>, Vec<_>) = st
+                    .graveyard
+                    .drain(..)
+                    .partition(|b| Arc::strong_count(b) == 1);
+                st.graveyard = alive;
+                dead
+            };
+            for b in dead {
+                delete_block(self.shared.store.as_ref(), &b.path).await?;
+                report.deleted += 1;
+            }
         }
         self.shared
             .stats
@@ -123,6 +130,52 @@ impl Storage {
             );
         }
         Ok(report)
+    }
+
+    /// Publishes a compaction to the manifest and deletes the files of blocks unlisted
+    /// longer than `deletion_delay_ms` ago.
+    async fn publish_compaction(
+        &self,
+        manifest: &crate::storage::manifest::ManifestStore,
+        report: &mut CompactionReport,
+    ) -> Result<(), StorageError> {
+        let now = self.now_ms();
+        let removed: Vec<String> = {
+            let mut st = self.shared.state.write();
+            st.graveyard.drain(..).map(|b| b.meta.id.clone()).collect()
+        };
+        let m = manifest
+            .update(|m| {
+                Ok(super::flush::compaction_change(
+                    m,
+                    &report.merged,
+                    &removed,
+                    now,
+                ))
+            })
+            .await?;
+        let delay = self.shared.opts.deletion_delay_ms;
+        let due: Vec<String> = m
+            .deleted
+            .iter()
+            .filter(|d| d.at_ms + delay <= now)
+            .map(|d| d.id.clone())
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        for id in &due {
+            delete_block(self.shared.store.as_ref(), &BlockPath::new(id.clone())).await?;
+            report.deleted += 1;
+        }
+        manifest
+            .update(|m| {
+                let before = m.deleted.len();
+                m.deleted.retain(|d| !due.contains(&d.id));
+                Ok(m.deleted.len() != before)
+            })
+            .await?;
+        Ok(())
     }
 
     /// Removes from the catalog (labels, postings) every series that no block — loaded or

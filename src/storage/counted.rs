@@ -37,8 +37,11 @@ const MULTIPART: usize = 4;
 const LIST: usize = 5;
 const DELETE: usize = 6;
 const COPY: usize = 7;
-/// Files told apart: a block's samples, series, postings and meta; anything else.
-pub const FILES: [&str; 5] = ["samples", "series", "postings", "meta", "other"];
+/// Files told apart: a block's samples, series, postings and meta; a cluster's manifest,
+/// WAL objects and leases (with the members' heartbeats and HA elections); anything else.
+pub const FILES: [&str; 8] = [
+    "samples", "series", "postings", "meta", "manifest", "wal", "lease", "other",
+];
 
 static COUNTS: [[AtomicU64; FILES.len()]; OPERATIONS.len()] =
     [const { [const { AtomicU64::new(0) }; FILES.len()] }; OPERATIONS.len()];
@@ -49,7 +52,15 @@ fn file_of(p: &Path) -> usize {
         Some("series.parquet") => 1,
         Some("postings.parquet") => 2,
         Some("meta.json") => 3,
-        _ => 4,
+        Some("manifest.json") => 4,
+        Some(f) if f.ends_with(".wal") => 5,
+        _ if ["cluster/leases/", "cluster/members/", "cluster/ha/"]
+            .iter()
+            .any(|d| p.as_ref().contains(d)) =>
+        {
+            6
+        }
+        _ => 7,
     }
 }
 

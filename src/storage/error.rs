@@ -38,4 +38,8 @@ pub enum StorageError {
     /// Too much unflushed data in memory: the writer should retry later (503).
     #[error("overloaded: {0}")]
     Overloaded(String),
+    /// This process no longer owns the shard (its lease expired or another took it): the
+    /// write is refused and the sender retries against the new owner (503).
+    #[error("shard not owned here: {0}")]
+    Fenced(String),
 }

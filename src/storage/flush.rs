@@ -6,8 +6,10 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::block::{BlockMeta, LoadedBlock, SeriesData, WalSource, write_block};
-use super::engine::{Storage, delete_block, write_checkpoint};
+use super::engine::delete_through;
+use super::engine::{ClusterMode, ShardOptions, Storage, delete_block, write_checkpoint};
 use super::head::Head;
+use super::manifest::Deletion;
 use super::paths::BlockPath;
 use super::{StorageError, wal};
 use crate::catalog::{Catalog, SeriesId};
@@ -111,7 +113,7 @@ impl Storage {
         let mut all = Vec::new();
         for (seg, head) in frozen {
             let windows = split_head(&self.shared.catalog, &head.read(), opts.block_duration_ms);
-            let source = opts.wal.then(|| WalSource {
+            let source = (opts.wal && opts.cluster.is_none()).then(|| WalSource {
                 instance: self.shared.instance.clone(),
                 segment: seg,
             });
@@ -144,21 +146,44 @@ impl Storage {
                 tracing::info!(block = %meta.id, series = meta.num_series, samples = meta.num_samples, bytes = meta.bytes, "flushed head block");
                 loaded.push(Arc::new(LoadedBlock::from_parts(meta, ids)));
             }
-            if opts.wal {
-                // Every block file is durable by now (the store syncs each put, meta.json
-                // last): only then may the checkpoint say these segments are not needed.
-                write_checkpoint(&wal_dir, seg)?;
-                if let Some(j) = &opts.journal {
-                    j.lock().push(format!("wal checkpoint {seg}"));
+            if let Some(ClusterMode::Shard(sh)) = &opts.cluster {
+                // The blocks and the shard's checkpoint land in one conditional put, under
+                // this owner's epoch; then the covered segments may go.
+                let metas: Vec<BlockMeta> = loaded.iter().map(|b| b.meta.clone()).collect();
+                if let Err(e) = self.publish_flush(sh, seg, &metas).await {
+                    for b in &metas {
+                        let _ =
+                            delete_block(self.shared.store.as_ref(), &BlockPath::new(b.id.clone()))
+                                .await;
+                    }
+                    return Err(e);
                 }
-            }
-            {
-                let mut st = self.shared.state.write();
-                all.extend(loaded.iter().map(|b| b.meta.clone()));
-                st.blocks.extend(loaded);
-                st.blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
-                st.frozen
+                all.extend(metas);
+                self.shared
+                    .state
+                    .write()
+                    .frozen
                     .retain(|(s, h)| !(*s == seg && Arc::ptr_eq(h, &head)));
+                if let Err(e) = delete_through(self.shared.store.as_ref(), sh.shard, seg).await {
+                    tracing::warn!(shard = sh.shard, error = %e, "could not delete flushed WAL segments; the next flush retries");
+                }
+            } else {
+                if opts.wal {
+                    // Every block file is durable by now (the store syncs each put, meta.json
+                    // last): only then may the checkpoint say these segments are not needed.
+                    write_checkpoint(&wal_dir, seg)?;
+                    if let Some(j) = &opts.journal {
+                        j.lock().push(format!("wal checkpoint {seg}"));
+                    }
+                }
+                {
+                    let mut st = self.shared.state.write();
+                    all.extend(loaded.iter().map(|b| b.meta.clone()));
+                    st.blocks.extend(loaded);
+                    st.blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+                    st.frozen
+                        .retain(|(s, h)| !(*s == seg && Arc::ptr_eq(h, &head)));
+                }
             }
             // Its samples are in blocks now: they no longer count against the memory limit.
             let written = head.read().entries();
@@ -167,7 +192,7 @@ impl Storage {
                 std::sync::atomic::Ordering::Relaxed,
                 |n| Some(n.saturating_sub(written)),
             );
-            if opts.wal {
+            if opts.wal && opts.cluster.is_none() {
                 for s in wal::list_segments(&wal_dir)? {
                     if s <= seg {
                         std::fs::remove_file(wal::segment_path(&wal_dir, s))?;
@@ -178,11 +203,105 @@ impl Storage {
                 }
             }
         }
-        self.save_metadata().await?;
+        if opts.cluster.is_none() {
+            self.save_metadata().await?;
+        }
         self.shared
             .stats
             .flushes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(all)
     }
+}
+
+impl Storage {
+    /// Lists a shard's new blocks in the manifest and advances its checkpoint to `seg`,
+    /// with the shard's metric metadata (merged into its file first), under this owner's
+    /// epoch.
+    async fn publish_flush(
+        &self,
+        sh: &ShardOptions,
+        seg: u64,
+        metas: &[BlockMeta],
+    ) -> Result<(), StorageError> {
+        let saved = self.save_shard_metadata(sh.shard).await?;
+        super::manifest::ManifestStore::new(self.shared.store.clone())
+            .update(|m| {
+                let cur = m.shard(sh.shard);
+                if cur.epoch != sh.epoch {
+                    return Err(StorageError::Fenced(format!(
+                        "shard {} is at epoch {} (ours {})",
+                        sh.shard, cur.epoch, sh.epoch
+                    )));
+                }
+                for b in metas {
+                    if !m.blocks.iter().any(|x| x.id == b.id) {
+                        m.blocks.push(b.clone());
+                    }
+                }
+                let st = m.shards.entry(sh.shard).or_default();
+                st.checkpoint = st.checkpoint.max(seg);
+                if saved {
+                    *m.metadata.entry(sh.shard).or_default() += 1;
+                }
+                Ok(true)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Merges this shard's metric metadata into its file in the bucket (the file keeps
+    /// what earlier owners saw). Returns whether it wrote.
+    async fn save_shard_metadata(&self, shard: u32) -> Result<bool, StorageError> {
+        use object_store::ObjectStoreExt;
+        let snap = {
+            let m = self.shared.metadata.read();
+            if m.is_empty() {
+                return Ok(false);
+            }
+            m.snapshot(&self.shared.catalog)
+        };
+        let key = super::engine::metadata_key(shard);
+        let mut merged = match self.shared.store.get(&key).await {
+            Ok(r) => serde_json::from_slice::<super::metadata::Snapshot>(&r.bytes().await?)
+                .unwrap_or_default(),
+            Err(object_store::Error::NotFound { .. }) => Default::default(),
+            Err(e) => return Err(e.into()),
+        };
+        let before = serde_json::to_vec(&merged).unwrap_or_default();
+        merged.merge(snap);
+        let json = serde_json::to_vec(&merged).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        if json == before {
+            return Ok(false);
+        }
+        self.shared.store.put(&key, json.into()).await?;
+        Ok(true)
+    }
+}
+
+/// What compaction changed, for the manifest: blocks listed and unlisted.
+pub(super) fn compaction_change(
+    m: &mut super::manifest::Manifest,
+    added: &[BlockMeta],
+    removed: &[String],
+    now_ms: i64,
+) -> bool {
+    let gone: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
+    let before = m.blocks.len();
+    m.blocks.retain(|b| !gone.contains(b.id.as_str()));
+    let unlisted = before - m.blocks.len();
+    for id in removed {
+        if !m.deleted.iter().any(|d| &d.id == id) {
+            m.deleted.push(Deletion {
+                id: id.clone(),
+                at_ms: now_ms,
+            });
+        }
+    }
+    for b in added {
+        if !m.blocks.iter().any(|x| x.id == b.id) {
+            m.blocks.push(b.clone());
+        }
+    }
+    unlisted > 0 || !added.is_empty()
 }

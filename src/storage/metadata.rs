@@ -237,6 +237,34 @@ pub struct Snapshot {
     pub unattributed: BTreeMap<String, Meta>,
 }
 
+impl Snapshot {
+    /// Adds `other`'s carriers to this snapshot (a cluster shard's file keeps what earlier
+    /// owners of the shard saw): a carrier moves to the variant `other` gives it.
+    pub fn merge(&mut self, other: Snapshot) {
+        for (family, vs) in other.families {
+            let mine = self.families.entry(family).or_default();
+            for v in vs {
+                let moved: std::collections::HashSet<&Vec<(String, String)>> =
+                    v.carriers.iter().collect();
+                for m in mine.iter_mut() {
+                    m.carriers.retain(|c| !moved.contains(c));
+                }
+                match mine.iter_mut().find(|m| m.meta == v.meta) {
+                    Some(m) => m.carriers.extend(v.carriers),
+                    None => mine.push(v),
+                }
+            }
+            mine.retain(|m| !m.carriers.is_empty());
+            for m in mine.iter_mut() {
+                m.carriers.sort();
+                m.carriers.dedup();
+                m.carriers.truncate(SNAPSHOT_CARRIERS);
+            }
+        }
+        self.unattributed.extend(other.unattributed);
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SnapshotVariant {
     #[serde(flatten)]

@@ -21,6 +21,7 @@ mod flush;
 pub mod head;
 pub mod hist_codec;
 mod hist_scan;
+pub mod manifest;
 pub mod metadata;
 pub mod objstore;
 pub mod paths;
@@ -34,7 +35,9 @@ mod wal_pool;
 
 pub use column_scan::{ColumnBatch, Columns};
 pub use engine::{
-    Clock, HEAD_BYTES_PER_SAMPLE, Storage, StorageOptions, StorageStats, WriteWindow,
+    Clock, ClusterMode, Forward, HEAD_BYTES_PER_SAMPLE, Installed, ShardOptions, Storage,
+    StorageOptions, StorageStats, TailState, WalTail, WriteWindow, list_segments, metadata_key,
+    read_segment, segment_key,
 };
 pub use error::StorageError;
 pub use hist_scan::HistRun;

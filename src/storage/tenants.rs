@@ -39,7 +39,12 @@ pub struct Tenants {
     /// The default tenant, set once its WAL replay has finished (until then: 503).
     default: OnceLock<Arc<Storage>>,
     others: parking_lot::Mutex<HashMap<String, Arc<OnceCell<Arc<Storage>>>>>,
+    /// Called once with each tenant's engine as it opens (a querier starts following it).
+    on_open: Option<OnOpen>,
 }
+
+/// See [`Tenants::on_open`].
+pub type OnOpen = Arc<dyn Fn(&str, Arc<Storage>) + Send + Sync>;
 
 impl Tenants {
     /// The decoded-samples cache every tenant's engine shares, if on.
@@ -56,7 +61,14 @@ impl Tenants {
             store,
             default: OnceLock::new(),
             others: Default::default(),
+            on_open: None,
         }
+    }
+
+    /// Calls `f` with each tenant's engine once it is open.
+    pub fn on_open(mut self, f: OnOpen) -> Self {
+        self.on_open = Some(f);
+        self
     }
 
     /// At most `n` tenants besides the default one (`--max-tenants`).
@@ -68,6 +80,9 @@ impl Tenants {
     /// Opens the default tenant and every tenant found on disk. Call once at startup.
     pub async fn open_all(&self) -> Result<(), StorageError> {
         let default = Arc::new(Storage::open(self.opts.clone(), self.store.clone()).await?);
+        if let Some(f) = &self.on_open {
+            f(DEFAULT_TENANT, default.clone());
+        }
         let _ = self.default.set(default);
         let dir = self.opts.data_dir.join(TENANTS_DIR);
         if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -117,11 +132,16 @@ impl Tenants {
             .get_or_try_init(|| async {
                 let mut opts = self.opts.clone();
                 opts.data_dir = self.opts.data_dir.join(TENANTS_DIR).join(tenant);
+                opts.tenant = tenant.to_string();
                 let prefix = object_store::path::Path::from_iter([TENANTS_DIR, tenant]);
                 let store: Arc<dyn ObjectStore> =
                     Arc::new(PrefixStore::new(self.store.clone(), prefix));
                 tracing::info!(tenant, "opening tenant storage");
-                Ok::<_, StorageError>(Arc::new(Storage::open(opts, store).await?))
+                let s = Arc::new(Storage::open(opts, store).await?);
+                if let Some(f) = &self.on_open {
+                    f(tenant, s.clone());
+                }
+                Ok::<_, StorageError>(s)
             })
             .await?;
         Ok(s.clone())

@@ -176,70 +176,29 @@ impl WalWriter {
         exemplars: &[(u32, Arc<Exemplar>)],
     ) -> io::Result<()> {
         self.recover()?;
-        self.buf.clear();
-        self.buf.push(REC_SAMPLES);
-        let new: Vec<&(u32, Arc<Labels>)> = series
-            .iter()
-            .filter(|(id, _)| !self.declared.contains(id))
-            .collect();
-        put_u32(&mut self.buf, new.len() as u32);
-        for (id, labels) in &new {
-            put_u32(&mut self.buf, *id);
-            put_labels(&mut self.buf, labels);
-        }
-        put_u32(&mut self.buf, samples.len() as u32);
-        for &(id, t, v) in samples {
-            put_u32(&mut self.buf, id);
-            self.buf.extend_from_slice(&t.to_le_bytes());
-            self.buf.extend_from_slice(&v.to_bits().to_le_bytes());
-        }
-        // Optional trailing sections: histograms, then exemplars (a record with exemplars
-        // always has the histogram section, perhaps empty).
-        if !hists.is_empty() || !exemplars.is_empty() {
-            put_u32(&mut self.buf, hists.len() as u32);
-            for (id, t, h) in hists {
-                put_u32(&mut self.buf, *id);
-                self.buf.extend_from_slice(&t.to_le_bytes());
-                super::hist_codec::encode(h, &mut self.buf);
-            }
-        }
-        if !exemplars.is_empty() {
-            put_u32(&mut self.buf, exemplars.len() as u32);
-            for (id, e) in exemplars {
-                put_u32(&mut self.buf, *id);
-                self.buf.extend_from_slice(&e.ts.to_le_bytes());
-                self.buf.extend_from_slice(&e.value.to_bits().to_le_bytes());
-                put_labels(&mut self.buf, &e.labels);
-            }
-        }
+        let new = encode_samples(
+            &mut self.buf,
+            &self.declared,
+            series,
+            samples,
+            hists,
+            exemplars,
+        );
         self.write_frame()?;
-        for (id, _) in new {
-            self.declared.insert(*id);
-        }
+        self.declared.extend(new);
         Ok(())
     }
 
     pub fn append_metadata(&mut self, md: &[MetricMetadata]) -> io::Result<()> {
         self.recover()?;
-        self.buf.clear();
-        self.buf.push(REC_METADATA);
-        let json = serde_json::to_vec(md).map_err(io::Error::other)?;
-        self.buf.extend_from_slice(&json);
+        encode_metadata(&mut self.buf, md)?;
         self.write_frame()
     }
 
     fn write_frame(&mut self) -> io::Result<()> {
         // Replay refuses longer records (as torn): never write one. Nothing was written,
         // so the segment stays healthy; the caller refuses the request.
-        if self.buf.len() > MAX_RECORD as usize {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "a WAL record of {} bytes exceeds {MAX_RECORD}; split the request",
-                    self.buf.len()
-                ),
-            ));
-        }
+        check_record_len(&self.buf)?;
         let crc = crc32fast::hash(&self.buf);
         let r = (|| {
             self.out.write_all(&(self.buf.len() as u32).to_le_bytes())?;
@@ -283,6 +242,154 @@ impl WalWriter {
         *self = WalWriter::create(&self.dir, closed + 1)?.with_faults(self.faults.clone());
         Ok(closed)
     }
+}
+
+/// A whole segment built in memory: what a cluster writer puts in the bucket as one
+/// object per commit (`storage::bucket_wal`). The same header, frames and records as a
+/// segment file, so [`replay_bytes`] reads both; series are declared once per segment, so
+/// each object replays on its own.
+#[derive(Default)]
+pub struct SegmentBuf {
+    out: Vec<u8>,
+    declared: HashSet<u32>,
+    buf: Vec<u8>,
+    records: usize,
+}
+
+impl SegmentBuf {
+    pub fn new() -> Self {
+        let mut out = Vec::with_capacity(1 << 16);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&WAL_FORMAT_VERSION.to_le_bytes());
+        SegmentBuf {
+            out,
+            ..Default::default()
+        }
+    }
+
+    /// As [`WalWriter::append`]: one record per request. Nothing is added on error.
+    pub fn append(
+        &mut self,
+        series: &[(u32, Arc<Labels>)],
+        samples: &[(u32, i64, f64)],
+        hists: &[(u32, i64, Arc<FloatHistogram>)],
+        exemplars: &[(u32, Arc<Exemplar>)],
+    ) -> io::Result<()> {
+        let new = encode_samples(
+            &mut self.buf,
+            &self.declared,
+            series,
+            samples,
+            hists,
+            exemplars,
+        );
+        self.frame()?;
+        self.declared.extend(new);
+        Ok(())
+    }
+
+    pub fn append_metadata(&mut self, md: &[MetricMetadata]) -> io::Result<()> {
+        encode_metadata(&mut self.buf, md)?;
+        self.frame()
+    }
+
+    fn frame(&mut self) -> io::Result<()> {
+        check_record_len(&self.buf)?;
+        let crc = crc32fast::hash(&self.buf);
+        self.out
+            .extend_from_slice(&(self.buf.len() as u32).to_le_bytes());
+        self.out.extend_from_slice(&crc.to_le_bytes());
+        self.out.extend_from_slice(&self.buf);
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Records appended so far.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.out
+    }
+}
+
+fn check_record_len(buf: &[u8]) -> io::Result<()> {
+    if buf.len() > MAX_RECORD as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a WAL record of {} bytes exceeds {MAX_RECORD}; split the request",
+                buf.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Encodes one request's samples record into `buf` (cleared first): declarations of the
+/// series `declared` does not hold, then the samples. Returns the ids it declared.
+fn encode_samples(
+    buf: &mut Vec<u8>,
+    declared: &HashSet<u32>,
+    series: &[(u32, Arc<Labels>)],
+    samples: &[(u32, i64, f64)],
+    hists: &[(u32, i64, Arc<FloatHistogram>)],
+    exemplars: &[(u32, Arc<Exemplar>)],
+) -> Vec<u32> {
+    buf.clear();
+    buf.push(REC_SAMPLES);
+    let new: Vec<&(u32, Arc<Labels>)> = series
+        .iter()
+        .filter(|(id, _)| !declared.contains(id))
+        .collect();
+    put_u32(buf, new.len() as u32);
+    for (id, labels) in &new {
+        put_u32(buf, *id);
+        put_labels(buf, labels);
+    }
+    put_u32(buf, samples.len() as u32);
+    for &(id, t, v) in samples {
+        put_u32(buf, id);
+        buf.extend_from_slice(&t.to_le_bytes());
+        buf.extend_from_slice(&v.to_bits().to_le_bytes());
+    }
+    // Optional trailing sections: histograms, then exemplars (a record with exemplars
+    // always has the histogram section, perhaps empty).
+    if !hists.is_empty() || !exemplars.is_empty() {
+        put_u32(buf, hists.len() as u32);
+        for (id, t, h) in hists {
+            put_u32(buf, *id);
+            buf.extend_from_slice(&t.to_le_bytes());
+            super::hist_codec::encode(h, buf);
+        }
+    }
+    if !exemplars.is_empty() {
+        put_u32(buf, exemplars.len() as u32);
+        for (id, e) in exemplars {
+            put_u32(buf, *id);
+            buf.extend_from_slice(&e.ts.to_le_bytes());
+            buf.extend_from_slice(&e.value.to_bits().to_le_bytes());
+            put_labels(buf, &e.labels);
+        }
+    }
+    new.into_iter().map(|(id, _)| *id).collect()
+}
+
+fn encode_metadata(buf: &mut Vec<u8>, md: &[MetricMetadata]) -> io::Result<()> {
+    buf.clear();
+    buf.push(REC_METADATA);
+    let json = serde_json::to_vec(md).map_err(io::Error::other)?;
+    buf.extend_from_slice(&json);
+    Ok(())
 }
 
 /// What replay hands back, in log order.
@@ -338,31 +445,7 @@ pub fn replay_segment(
             path.display()
         )));
     }
-    let mut pos = HEADER_LEN as usize;
-    while pos < data.len() {
-        match decode_frame(&data[pos..]) {
-            Some((payload, used)) => {
-                match decode_payload(payload) {
-                    Some(rec) => {
-                        f(rec);
-                        stats.records += 1;
-                    }
-                    // Intact (its checksum holds) but not understood: not a torn tail, so
-                    // the records after it are kept; this one is reported, not replayed.
-                    None => {
-                        tracing::error!(
-                            path = %path.display(),
-                            offset = pos,
-                            "WAL record passes its checksum but does not decode; skipping it"
-                        );
-                        stats.undecodable += 1;
-                    }
-                }
-                pos += used;
-            }
-            None => break,
-        }
-    }
+    let pos = replay_records(&data, &path.display().to_string(), &mut stats, &mut f);
     if pos < data.len() {
         stats.truncated_bytes = (data.len() - pos) as u64;
         tracing::warn!(
@@ -377,6 +460,65 @@ pub fn replay_segment(
         }
     }
     Ok(stats)
+}
+
+/// Replays the records of a segment held in memory (a cluster writer's segment object),
+/// header included. A torn or corrupt tail ends it: returned in `truncated_bytes`.
+pub fn replay_bytes(
+    data: &[u8],
+    name: &str,
+    mut f: impl FnMut(Replayed),
+) -> io::Result<ReplayStats> {
+    let mut stats = ReplayStats::default();
+    if data.len() < HEADER_LEN as usize || &data[..4] != MAGIC {
+        return Err(io::Error::other(format!(
+            "WAL segment {name} has no valid header"
+        )));
+    }
+    let version = u32::from_le_bytes(data[4..8].try_into().expect("4 bytes"));
+    if version > WAL_FORMAT_VERSION {
+        return Err(io::Error::other(format!(
+            "WAL segment {name} has format version {version}; this binary understands up to {WAL_FORMAT_VERSION}"
+        )));
+    }
+    let pos = replay_records(data, name, &mut stats, &mut f);
+    stats.truncated_bytes = (data.len() - pos) as u64;
+    Ok(stats)
+}
+
+/// Hands every intact record after the header to `f`; returns where the intact part ends.
+fn replay_records(
+    data: &[u8],
+    name: &str,
+    stats: &mut ReplayStats,
+    f: &mut impl FnMut(Replayed),
+) -> usize {
+    let mut pos = HEADER_LEN as usize;
+    while pos < data.len() {
+        match decode_frame(&data[pos..]) {
+            Some((payload, used)) => {
+                match decode_payload(payload) {
+                    Some(rec) => {
+                        f(rec);
+                        stats.records += 1;
+                    }
+                    // Intact (its checksum holds) but not understood: not a torn tail, so
+                    // the records after it are kept; this one is reported, not replayed.
+                    None => {
+                        tracing::error!(
+                            segment = name,
+                            offset = pos,
+                            "WAL record passes its checksum but does not decode; skipping it"
+                        );
+                        stats.undecodable += 1;
+                    }
+                }
+                pos += used;
+            }
+            None => break,
+        }
+    }
+    pos
 }
 
 fn decode_frame(b: &[u8]) -> Option<(&[u8], usize)> {

@@ -57,6 +57,20 @@ impl Storage {
         }
         let n = batch.sample_count();
         check_record_lengths(&batch, n)?;
+        if let Some(super::ClusterMode::Replica) = &o.cluster {
+            return Err(StorageError::Invalid(
+                "this node is a querier: write through a distributor".into(),
+            ));
+        }
+        // A distributor: the shards' owners log and hold it.
+        if let Some(super::ClusterMode::Forward(to)) = &o.cluster {
+            let stored = to.forward(&o.tenant, batch).await?;
+            self.shared
+                .stats
+                .samples_appended
+                .fetch_add(stored as u64, Ordering::Relaxed);
+            return Ok(stored);
+        }
         // What the head will hold: histograms weigh more than one entry each.
         let entries = n
             + batch

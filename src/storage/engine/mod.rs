@@ -15,6 +15,8 @@
 //! to the WAL task (`rotate` for flush, `close` at shutdown).
 
 mod admission;
+mod bucket_wal;
+mod mirror;
 mod open;
 mod wal_task;
 
@@ -37,6 +39,9 @@ use super::paths;
 use crate::catalog::Catalog;
 
 // Flush and compaction delete blocks too, and flush records checkpoints.
+pub(super) use self::bucket_wal::delete_through;
+pub use self::bucket_wal::{list_segments, read_segment, segment_key};
+pub use self::mirror::{Installed, metadata_key};
 pub(super) use self::open::delete_block;
 pub(super) use self::wal_task::write_checkpoint;
 
@@ -87,6 +92,114 @@ pub struct StorageOptions {
     pub journal: Option<super::durable::FsJournal>,
     /// Injected WAL write/fsync failures (tests).
     pub wal_faults: Option<Arc<super::wal::WalFaults>>,
+    /// How long a block unlisted from a cluster's manifest stays readable before its files
+    /// are deleted (queries planned on an older manifest still find it).
+    pub deletion_delay_ms: i64,
+    /// The tenant this engine serves (a distributor forwards by it).
+    pub tenant: String,
+    /// How this engine takes part in a cluster (`None`: the single process).
+    pub cluster: Option<ClusterMode>,
+}
+
+/// A cluster role's engine. The single process has none: local WAL, blocks by listing.
+#[derive(Clone)]
+pub enum ClusterMode {
+    /// One shard of a writer: WAL segments in the bucket, blocks listed in the manifest, no
+    /// blocks loaded (a writer serves no reads but its heads' WAL).
+    Shard(ShardOptions),
+    /// A querier or the compactor: blocks from the manifest, never listed; a querier also
+    /// mirrors the writers' heads from their WAL segments (`Storage::mirror_segment`).
+    Replica,
+    /// A distributor: `append` checks a batch and hands it on; the engine holds nothing.
+    Forward(Arc<dyn Forward>),
+}
+
+/// Where a distributor's engine sends an admitted batch.
+#[async_trait::async_trait]
+pub trait Forward: Send + Sync {
+    /// Stores the batch on its shards' owners; `Ok` only when every owner acknowledged.
+    async fn forward(
+        &self,
+        tenant: &str,
+        batch: crate::ingest::WriteBatch,
+    ) -> Result<usize, StorageError>;
+}
+
+/// One shard as its current owner runs it.
+#[derive(Clone)]
+pub struct ShardOptions {
+    pub shard: u32,
+    /// The epoch of the owner's lease; the manifest refuses flushes of other epochs.
+    pub epoch: u64,
+    /// Whether the lease is still safely held; a write is acknowledged only if it is.
+    pub lease_valid: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Least time between two WAL objects of this shard (each is a PUT).
+    pub commit_interval: std::time::Duration,
+    /// Committed segments and rotations, for queriers following this shard.
+    pub tail: Arc<WalTail>,
+}
+
+/// What a shard's WAL holds, for mirrors: the last committed segment and the segments
+/// after which the head was frozen (a flush), so a querier cuts its mirror heads at the
+/// same points and drops each exactly when the manifest lists its blocks.
+#[derive(Default)]
+pub struct WalTail {
+    state: parking_lot::Mutex<TailState>,
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default, Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct TailState {
+    /// Last committed segment (0: none).
+    pub last: u64,
+    /// Recent rotation points (a head was frozen after this segment), oldest first.
+    pub rotations: std::collections::VecDeque<u64>,
+}
+
+impl WalTail {
+    pub fn new(after: u64) -> Self {
+        WalTail {
+            state: parking_lot::Mutex::new(TailState {
+                last: after,
+                rotations: Default::default(),
+            }),
+            changed: Default::default(),
+        }
+    }
+
+    pub fn get(&self) -> TailState {
+        self.state.lock().clone()
+    }
+
+    pub(super) fn committed(&self, seq: u64) {
+        self.state.lock().last = seq;
+        self.changed.notify_waiters();
+    }
+
+    pub(super) fn rotated(&self, after: u64) {
+        let mut st = self.state.lock();
+        st.rotations.push_back(after);
+        while st.rotations.len() > 64 {
+            st.rotations.pop_front();
+        }
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until a segment after `after` is committed or `timeout` passes (long poll).
+    pub async fn wait_after(&self, after: u64, timeout: std::time::Duration) -> TailState {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            let st = self.get();
+            if st.last > after {
+                return st;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.get();
+            }
+        }
+    }
 }
 
 impl StorageOptions {
@@ -111,6 +224,9 @@ impl StorageOptions {
             retry_blocks: false,
             journal: None,
             wal_faults: None,
+            deletion_delay_ms: 15 * 60_000,
+            tenant: super::tenants::DEFAULT_TENANT.to_string(),
+            cluster: None,
         }
     }
 }
@@ -154,6 +270,13 @@ pub(super) struct State {
     pub blocks: Vec<Arc<LoadedBlock>>,
     /// Blocks replaced or expired, deleted once no reader holds them.
     pub graveyard: Vec<Arc<LoadedBlock>>,
+    /// A querier's copies of the writers' heads, by shard (`mirror`); also in `frozen`,
+    /// which is what reads see.
+    pub mirrors: BTreeMap<u32, Vec<mirror::MirrorHead>>,
+    /// Each shard's checkpoint in the installed manifest (replicas).
+    pub mirror_checkpoints: BTreeMap<u32, u64>,
+    /// Versions of the shards' metadata files already loaded (replicas).
+    pub metadata_versions: BTreeMap<u32, u64>,
 }
 
 pub(super) struct Shared {

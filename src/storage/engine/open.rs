@@ -12,7 +12,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parking_lot::RwLock;
 
 use super::wal_task::{read_checkpoint, replay_wal, wal_task};
-use super::{Shared, State, Storage, StorageOptions, StorageStats};
+use super::{ClusterMode, Shared, State, Storage, StorageOptions, StorageStats, bucket_wal};
 use crate::catalog::{BlockPostings, Catalog};
 use crate::ingest::MetricMetadata;
 use crate::storage::StorageError;
@@ -29,6 +29,9 @@ impl Storage {
         opts: StorageOptions,
         store: Arc<dyn ObjectStore>,
     ) -> Result<Self, StorageError> {
+        if let Some(mode) = opts.cluster.clone() {
+            return Self::open_cluster(opts, store, mode).await;
+        }
         if opts.read_only {
             crate::migrations::check_readable(&opts.data_dir)?;
         } else {
@@ -77,6 +80,9 @@ impl Storage {
                 frozen: vec![],
                 blocks,
                 graveyard: vec![],
+                mirrors: Default::default(),
+                mirror_checkpoints: Default::default(),
+                metadata_versions: Default::default(),
             }),
             metadata: RwLock::new(scoped),
             instance,
@@ -112,6 +118,84 @@ impl Storage {
             maintenance: tokio::sync::Mutex::new(()),
             registration: tokio::sync::RwLock::new(()),
         })
+    }
+
+    /// Opens a cluster role's engine: nothing on local disk. A shard claims its epoch in
+    /// the manifest and replays its segments from the bucket; a replica installs the
+    /// manifest's blocks (retried by its sync loop while the store is unreachable); a
+    /// forwarder holds nothing.
+    async fn open_cluster(
+        opts: StorageOptions,
+        store: Arc<dyn ObjectStore>,
+        mode: ClusterMode,
+    ) -> Result<Self, StorageError> {
+        let shared = Arc::new(Shared {
+            opts: opts.clone(),
+            store,
+            catalog: Arc::new(Catalog::new()),
+            state: RwLock::new(State {
+                head: Arc::new(RwLock::new(Head::new())),
+                frozen: vec![],
+                blocks: vec![],
+                graveyard: vec![],
+                mirrors: Default::default(),
+                mirror_checkpoints: Default::default(),
+                metadata_versions: Default::default(),
+            }),
+            metadata: RwLock::new(MetadataStore::default()),
+            instance: String::new(),
+            stats: StorageStats::default(),
+            footers: footer_cache(),
+            blocks_unavailable: parking_lot::Mutex::new(None),
+        });
+        let wal_tx = match &mode {
+            ClusterMode::Shard(sh) => {
+                let (s, epoch) = (sh.shard, sh.epoch);
+                let claimed = crate::storage::manifest::ManifestStore::new(shared.store.clone())
+                    .update(|m| {
+                        let cur = m.shard(s);
+                        if cur.epoch > epoch {
+                            return Err(StorageError::Fenced(format!(
+                                "shard {s} is at epoch {} (ours {epoch})",
+                                cur.epoch
+                            )));
+                        }
+                        if cur.epoch == epoch {
+                            return Ok(false);
+                        }
+                        m.shards.entry(s).or_default().epoch = epoch;
+                        Ok(true)
+                    })
+                    .await?;
+                let next = bucket_wal::replay(&shared, s, claimed.shard(s).checkpoint).await?;
+                sh.tail.committed(next - 1);
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(bucket_wal::task(shared.clone(), sh.clone(), next, rx));
+                Some(tx)
+            }
+            ClusterMode::Replica | ClusterMode::Forward(_) => None,
+        };
+        let storage = Storage {
+            shared,
+            wal_tx,
+            maintenance: tokio::sync::Mutex::new(()),
+            registration: tokio::sync::RwLock::new(()),
+        };
+        if let ClusterMode::Replica = &mode {
+            let manifest =
+                crate::storage::manifest::ManifestStore::new(storage.shared.store.clone());
+            match manifest.load().await {
+                Ok(v) => {
+                    storage.install_manifest(&v.manifest).await?;
+                }
+                Err(e) if is_transient(&e) => {
+                    tracing::error!(error = %e, "cannot read the manifest; serving nothing until it can");
+                    *storage.shared.blocks_unavailable.lock() = Some(e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(storage)
     }
 
     /// In-memory storage without WAL (PromQL test scripts, unit tests).

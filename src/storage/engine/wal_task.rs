@@ -2,6 +2,7 @@
 //! applies them to the head, WAL replay at open, the checkpoint file, and the metric
 //! metadata that travels with the samples.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -200,28 +201,7 @@ fn commit(shared: &Shared, w: &mut WalWriter, pending: &mut Vec<AppendReq>) {
         .wal_fsync_micros
         .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
     match res {
-        Ok(()) => {
-            let now = (shared.opts.clock)();
-            let head = shared.state.read().head.clone();
-            let mut h = head.write();
-            let before = h.entries();
-            // One commit for the group: a snapshot sees all of it or none.
-            h.commit_all(
-                pending.iter().flat_map(|req| req.samples.iter().copied()),
-                pending.iter().flat_map(|req| req.hists.iter().cloned()),
-                pending.iter().flat_map(|req| req.exemplars.iter().cloned()),
-                now,
-            );
-            shared
-                .opts
-                .head_samples
-                .fetch_add(h.entries() - before, Ordering::Relaxed);
-            drop(h);
-            for req in pending.drain(..) {
-                apply_metadata(shared, &req.metadata, &req.carrier_ids);
-                let _ = req.reply.send(Ok(()));
-            }
-        }
+        Ok(()) => apply_pending(shared, pending),
         Err(e) => {
             tracing::error!(error = %e, "WAL fsync failed; rejecting writes");
             for req in pending.drain(..) {
@@ -231,6 +211,30 @@ fn commit(shared: &Shared, w: &mut WalWriter, pending: &mut Vec<AppendReq>) {
                 ))));
             }
         }
+    }
+}
+
+/// Applies durable requests to the head as one commit (a snapshot sees all of it or
+/// none), then acknowledges them.
+pub(super) fn apply_pending(shared: &Shared, pending: &mut Vec<AppendReq>) {
+    let now = (shared.opts.clock)();
+    let head = shared.state.read().head.clone();
+    let mut h = head.write();
+    let before = h.entries();
+    h.commit_all(
+        pending.iter().flat_map(|req| req.samples.iter().copied()),
+        pending.iter().flat_map(|req| req.hists.iter().cloned()),
+        pending.iter().flat_map(|req| req.exemplars.iter().cloned()),
+        now,
+    );
+    shared
+        .opts
+        .head_samples
+        .fetch_add(h.entries() - before, Ordering::Relaxed);
+    drop(h);
+    for req in pending.drain(..) {
+        apply_metadata(shared, &req.metadata, &req.carrier_ids);
+        let _ = req.reply.send(Ok(()));
     }
 }
 
@@ -261,49 +265,10 @@ pub(super) fn replay_wal(
             continue;
         }
         next = next.max(seq + 1);
-        let mut refs: std::collections::HashMap<u32, SeriesId> = Default::default();
+        let mut refs: HashMap<u32, SeriesId> = HashMap::new();
         let mut h = head.write();
-        let stats = wal::replay_segment(&path, write, |rec| match rec {
-            Replayed::Samples {
-                series,
-                samples,
-                hists,
-                exemplars,
-            } => {
-                let ids = shared
-                    .catalog
-                    .get_or_insert_many(series.iter().map(|(_, l)| l));
-                for ((r, _), id) in series.iter().zip(ids) {
-                    refs.insert(*r, id);
-                }
-                let mut found = Vec::with_capacity(samples.len());
-                for (r, t, v) in samples {
-                    if let Some(&id) = refs.get(&r) {
-                        found.push((id, t, v));
-                    } else {
-                        orphans += 1;
-                    }
-                }
-                let mut found_hists = Vec::with_capacity(hists.len());
-                for (r, t, hist) in hists {
-                    if let Some(&id) = refs.get(&r) {
-                        found_hists.push((id, t, Arc::new(hist)));
-                    } else {
-                        orphans += 1;
-                    }
-                }
-                let mut found_ex = Vec::with_capacity(exemplars.len());
-                for (r, e) in exemplars {
-                    if let Some(&id) = refs.get(&r) {
-                        found_ex.push((id, Arc::new(e)));
-                    } else {
-                        orphans += 1;
-                    }
-                }
-                total += (found.len() + found_hists.len()) as u64;
-                h.commit_all(found, found_hists, found_ex, now);
-            }
-            Replayed::Metadata(md) => apply_metadata(shared, &md, &carrier_ids(shared, &md)),
+        let stats = wal::replay_segment(&path, write, |rec| {
+            total += apply_replayed(shared, &mut h, &mut refs, rec, now, &mut orphans);
         })?;
         shared
             .stats
@@ -326,6 +291,62 @@ pub(super) fn replay_wal(
         .fetch_add(head.read().entries(), Ordering::Relaxed);
     tracing::info!(samples = total, next_segment = next, "WAL replayed");
     Ok(next)
+}
+
+/// Applies one replayed record to `head` (series registered in the catalog, their
+/// segment refs noted in `refs`); returns the samples applied. Samples whose series the
+/// segment did not declare are counted in `orphans`.
+pub(super) fn apply_replayed(
+    shared: &Shared,
+    h: &mut Head,
+    refs: &mut HashMap<u32, SeriesId>,
+    rec: Replayed,
+    now: i64,
+    orphans: &mut u64,
+) -> u64 {
+    match rec {
+        Replayed::Samples {
+            series,
+            samples,
+            hists,
+            exemplars,
+        } => {
+            let ids = shared
+                .catalog
+                .get_or_insert_many(series.iter().map(|(_, l)| l));
+            for ((r, _), id) in series.iter().zip(ids) {
+                refs.insert(*r, id);
+            }
+            let mut found = Vec::with_capacity(samples.len());
+            for (r, t, v) in samples {
+                match refs.get(&r) {
+                    Some(&id) => found.push((id, t, v)),
+                    None => *orphans += 1,
+                }
+            }
+            let mut found_hists = Vec::with_capacity(hists.len());
+            for (r, t, hist) in hists {
+                match refs.get(&r) {
+                    Some(&id) => found_hists.push((id, t, Arc::new(hist))),
+                    None => *orphans += 1,
+                }
+            }
+            let mut found_ex = Vec::with_capacity(exemplars.len());
+            for (r, e) in exemplars {
+                match refs.get(&r) {
+                    Some(&id) => found_ex.push((id, Arc::new(e))),
+                    None => *orphans += 1,
+                }
+            }
+            let n = (found.len() + found_hists.len()) as u64;
+            h.commit_all(found, found_hists, found_ex, now);
+            n
+        }
+        Replayed::Metadata(md) => {
+            apply_metadata(shared, &md, &carrier_ids(shared, &md));
+            0
+        }
+    }
 }
 
 pub(super) fn read_checkpoint(dir: &Path) -> Result<u64, StorageError> {

@@ -1,0 +1,192 @@
+//! The querier role: the whole read API (PromQL, metadata, labels, series, SQL, remote
+//! read, exemplars) over replica engines. Each tenant's engine follows the cluster in one
+//! loop: the manifest by conditional GET (new and removed blocks, shard checkpoints), then
+//! every shard's WAL position from its owner (`/internal/v1/tail`), reading the new WAL
+//! objects from the bucket into mirror heads (`Storage::mirror_segment`). A querier keeps
+//! no state of its own: a new one rebuilds all of it from the bucket.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+
+use super::lease::LeaseStore;
+use super::owners::Owners;
+use super::writer::Tail;
+use super::{ClusterConfig, now_ms};
+use crate::api::router_with;
+use crate::api::routes::Need;
+use crate::auth::Permission;
+use crate::config::ServeConfig;
+use crate::storage::manifest::ManifestStore;
+use crate::storage::{ClusterMode, Storage, Tenants, read_segment, samples_cache};
+
+/// Follows the cluster for one tenant's engine until the process ends.
+pub async fn follow(
+    tenant: String,
+    storage: Arc<Storage>,
+    owners: Owners,
+    client: reqwest::Client,
+    shards: u32,
+    poll: std::time::Duration,
+) {
+    let manifest = ManifestStore::new(storage.store().clone());
+    let mut etag: Option<String> = None;
+    let mut cursors: HashMap<u32, u64> = HashMap::new();
+    let mut checkpoints: HashMap<u32, u64> = HashMap::new();
+    loop {
+        match manifest.load_if_changed(etag.as_deref()).await {
+            Ok(Some(v)) => match storage.install_manifest(&v.manifest).await {
+                Ok(installed) => {
+                    etag = v.version.and_then(|v| v.e_tag);
+                    for (&s, st) in &v.manifest.shards {
+                        checkpoints.insert(s, st.checkpoint);
+                    }
+                    for s in installed.resync {
+                        tracing::warn!(
+                            tenant,
+                            shard = s,
+                            "mirror straddled a checkpoint; rebuilding it"
+                        );
+                        storage.mirror_reset(s);
+                        cursors.remove(&s);
+                    }
+                    if installed.added + installed.removed > 0 {
+                        tracing::debug!(
+                            tenant,
+                            added = installed.added,
+                            removed = installed.removed,
+                            version = v.manifest.version,
+                            "manifest installed"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(tenant, error = %e, "cannot install the manifest; retrying")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(tenant, error = %e, "cannot read the manifest; retrying"),
+        }
+        let follows = (0..shards).map(|s| {
+            let cp = checkpoints.get(&s).copied().unwrap_or(0);
+            let cursor = cursors.get(&s).copied().unwrap_or(0).max(cp);
+            follow_shard(&tenant, &storage, &owners, &client, s, cursor, cp)
+        });
+        for (s, r) in (0..shards).zip(futures::future::join_all(follows).await) {
+            match r {
+                Ok(Some(c)) => {
+                    cursors.insert(s, c);
+                }
+                Ok(None) => {
+                    storage.mirror_reset(s);
+                    cursors.remove(&s);
+                }
+                Err(e) => tracing::debug!(tenant, shard = s, error = %e, "cannot follow shard"),
+            }
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Brings one shard's mirror up to its owner's last WAL object. Returns the new cursor,
+/// or `None` when the mirror must be rebuilt (the owner's WAL is behind it).
+async fn follow_shard(
+    tenant: &str,
+    storage: &Storage,
+    owners: &Owners,
+    client: &reqwest::Client,
+    shard: u32,
+    cursor: u64,
+    checkpoint: u64,
+) -> Result<Option<u64>, String> {
+    let Some(owner) = owners.owner(shard, now_ms()) else {
+        return Ok(Some(cursor));
+    };
+    let url = format!("{}/internal/v1/tail", owner.addr.trim_end_matches('/'));
+    let tail: Tail = client
+        .get(&url)
+        .query(&[
+            ("tenant", tenant.to_string()),
+            ("shard", shard.to_string()),
+            ("after", cursor.to_string()),
+        ])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .error_for_status()
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let last = tail.state.last;
+    if last < cursor && last >= checkpoint && tail.state.last > 0 {
+        return Ok(None);
+    }
+    let mut at = cursor;
+    for seq in cursor + 1..=last {
+        match read_segment(storage.store().as_ref(), shard, seq).await {
+            Ok(Some(data)) => {
+                let rotated = tail.state.rotations.iter().any(|&r| r >= at && r < seq);
+                storage
+                    .mirror_segment(shard, seq, &data, rotated)
+                    .map_err(|e| e.to_string())?;
+                at = seq;
+            }
+            // Flushed and deleted since (the next manifest lists its blocks), or a number
+            // a failed put skipped.
+            Ok(None) => at = seq,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(Some(at))
+}
+
+/// Runs a querier: the read routes and the operational ones, until SIGTERM.
+pub async fn run(
+    cfg: ServeConfig,
+    cluster: ClusterConfig,
+    listener: tokio::net::TcpListener,
+    root: Arc<dyn ObjectStore>,
+) -> anyhow::Result<()> {
+    let owners = Owners::new(LeaseStore::new(root.clone()), cluster.shards);
+    owners.refresh().await;
+    let poll = std::time::Duration::from_millis(cluster.poll_interval_ms.max(50) as u64);
+    owners.spawn(std::time::Duration::from_millis(
+        (cluster.lease_ms / 4).max(100) as u64,
+    ));
+    let mut opts = cfg.storage.options();
+    opts.head_memory_limit = cfg.head_memory_limit;
+    opts.samples_cache =
+        (cfg.samples_cache_bytes > 0).then(|| samples_cache(cfg.samples_cache_bytes));
+    opts.cluster = Some(ClusterMode::Replica);
+    let client = super::client(&cluster);
+    let shards = cluster.shards;
+    let tenants = Arc::new(
+        Tenants::new(opts, root)
+            .with_max_tenants(cfg.max_tenants)
+            .on_open(Arc::new(move |tenant: &str, storage: Arc<Storage>| {
+                tokio::spawn(follow(
+                    tenant.to_string(),
+                    storage,
+                    owners.clone(),
+                    client.clone(),
+                    shards,
+                    poll,
+                ));
+            })),
+    );
+    let addr = listener.local_addr()?;
+    let state = crate::server::app_state(&cfg, tenants.clone(), addr)?;
+    let app = router_with(state, cfg.max_body_bytes, |r| {
+        r.need != Need::Needs(Permission::Write)
+    });
+    let (fatal_tx, fatal_rx) = tokio::sync::mpsc::channel(1);
+    let opening = tenants.clone();
+    tokio::spawn(async move {
+        if let Err(e) = opening.open_all().await {
+            let _ = fatal_tx.send(anyhow::anyhow!("opening storage: {e}")).await;
+        }
+    });
+    crate::server::serve(listener, app, &cfg, fatal_rx).await
+}

@@ -1,0 +1,290 @@
+//! Acceptance (issue 25): HA pairs deduplicated by the distributors; a new querier over a
+//! bucket of more than 100 blocks reads the manifest and the index files only; an added
+//! writer takes shards while a sender writes, losing and duplicating nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cluster_kit::*;
+use crate::support::*;
+
+async fn query(url: &str, q: &str, at_s: i64) -> Value {
+    let r: Value = reqwest::Client::new()
+        .get(format!("{url}/api/v1/query"))
+        .query(&[("query", q), ("time", &at_s.to_string())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "success", "{q}: {r}");
+    r
+}
+
+fn scalar_of(r: &Value) -> Option<f64> {
+    r["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ha_pairs_store_only_the_elected_replica() {
+    if !moto_available("ha_pairs_store_only_the_elected_replica") {
+        return;
+    }
+    let (_t, tmp) = tempdir();
+    let cluster = Cluster::up(
+        &tmp.join("c"),
+        &[
+            "--writers",
+            "2",
+            "--distributors",
+            "2",
+            "--queriers",
+            "1",
+            "--compactors",
+            "0",
+        ],
+        &[
+            "--ha-failover-timeout",
+            "3s",
+            "--cluster-poll-interval",
+            "200ms",
+        ],
+    );
+    let client = reqwest::Client::new();
+    let dist = cluster.list("WRITE_URLS");
+    let base = now_ms() - 10 * 60_000;
+    // Replica `r` sends value `v` for every series at scrape `k` (both scrape the same
+    // targets at the same times), through either distributor.
+    let send = |r: &'static str, v: f64, k: i64| {
+        let b = batch(
+            (0..8)
+                .map(|i| {
+                    (
+                        labels(&[
+                            ("__name__", "ha_test"),
+                            ("cluster", "c1"),
+                            ("__replica__", r),
+                            ("i", &i.to_string()),
+                        ]),
+                        vec![(base + k * 1000, v)],
+                    )
+                })
+                .collect(),
+        );
+        // Rotating over both distributors, retrying 5xx (shards may still be settling).
+        let mut urls = dist.clone();
+        urls.rotate_left((k as usize) % dist.len());
+        let client = client.clone();
+        async move {
+            send_retrying(&client, &urls, &encode(&b), Duration::from_secs(30)).await;
+        }
+    };
+    for k in 0..10 {
+        send("a", 1.0, k).await;
+        send("b", 2.0, k).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let q = cluster.var("QUERY_URL");
+    let at = base / 1000 + 600;
+    wait_for_async("replica a's samples", 30, || {
+        let q = q.clone();
+        async move { scalar_of(&query(&q, "sum(count_over_time(ha_test[1h]))", at).await) == Some(80.0) }
+    })
+    .await;
+    let r = query(&q, "max(max_over_time(ha_test[1h]))", at).await;
+    assert_eq!(
+        scalar_of(&r),
+        Some(1.0),
+        "only the elected replica (a) is stored: {r}"
+    );
+    let series: Value = client
+        .get(format!("{q}/api/v1/series"))
+        .query(&[("match[]", "ha_test")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let series = series["data"].as_array().unwrap();
+    assert_eq!(series.len(), 8, "{series:?}");
+    assert!(
+        series
+            .iter()
+            .all(|s| s.get("__replica__").is_none() && s["cluster"] == "c1"),
+        "stored without the replica label: {series:?}"
+    );
+
+    // Replica a stops; b keeps sending. Once a has been silent for the failover timeout,
+    // b is elected and its samples are stored.
+    for k in 10..40 {
+        send("b", 2.0, k).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for_async("replica b's samples after failover", 30, || {
+        let q = q.clone();
+        async move { scalar_of(&query(&q, "max(max_over_time(ha_test[1h]))", at).await) == Some(2.0) }
+    })
+    .await;
+    let count = scalar_of(&query(&q, "sum(count_over_time(ha_test[1h]))", at).await).unwrap();
+    let sum = scalar_of(&query(&q, "sum(sum_over_time(ha_test[1h]))", at).await).unwrap();
+    let from_b = (count - 80.0) / 8.0;
+    assert!(
+        (1.0..30.0).contains(&from_b),
+        "b's samples during a's grace period are dropped, later ones stored: {from_b}"
+    );
+    assert_eq!(sum, 80.0 + 2.0 * 8.0 * from_b, "a's samples are 1, b's 2");
+    assert!(
+        metric(&dist[0], "quiver_ha_dropped_samples_total").await
+            + metric(&dist[1], "quiver_ha_dropped_samples_total").await
+            > 0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_querier_reads_only_the_index_and_a_new_writer_takes_shards() {
+    if !moto_available("a_new_querier_reads_only_the_index_and_a_new_writer_takes_shards") {
+        return;
+    }
+    let (_t, tmp) = tempdir();
+    let mut cluster = Cluster::up(
+        &tmp.join("c"),
+        &[
+            "--writers",
+            "2",
+            "--distributors",
+            "1",
+            "--queriers",
+            "1",
+            "--compactors",
+            "0",
+        ],
+        &[
+            "--ooo-window",
+            "40h",
+            "--head-flush-interval",
+            "2s",
+            "--cluster-poll-interval",
+            "200ms",
+        ],
+    );
+    let client = reqwest::Client::new();
+    let w = cluster.var("WRITE_URL");
+    // 64 series over 16 two-hour windows: each shard's flush cuts a block per window.
+    let start = now_ms() - 33 * 3_600_000;
+    let b = batch(
+        (0..64)
+            .map(|i| {
+                (
+                    labels(&[("__name__", "old_test"), ("i", &i.to_string())]),
+                    (0..16)
+                        .map(|w| (start + w * 2 * 3_600_000, w as f64))
+                        .collect(),
+                )
+            })
+            .collect(),
+    );
+    send_retrying(
+        &client,
+        std::slice::from_ref(&w),
+        &encode(&b),
+        Duration::from_secs(30),
+    )
+    .await;
+    let q1 = cluster.var("QUERY_URL");
+    wait_for_async("more than 100 blocks listed", 60, || {
+        let q = q1.clone();
+        async move { metric(&q, "quiver_blocks").await >= 100.0 }
+    })
+    .await;
+    let blocks = metric(&q1, "quiver_blocks").await;
+
+    let name = cluster.add("querier");
+    let q2 = cluster.url(&name);
+    let page = reqwest::get(format!("{q2}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let requests = |file: &str, op: Option<&str>| -> f64 {
+        page.lines()
+            .filter(|l| l.starts_with("quiver_object_store_requests_total{"))
+            .filter(|l| l.contains(&format!("file=\"{file}\"")))
+            .filter(|l| op.is_none_or(|o| l.contains(&format!("operation=\"{o}\""))))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    eprintln!(
+        "new querier over {blocks} blocks: manifest {}, series {}, postings {}, meta {}, samples {}, lists {}",
+        requests("manifest", None),
+        requests("series", None),
+        requests("postings", None),
+        requests("meta", None),
+        requests("samples", None),
+        page.lines()
+            .filter(|l| l.starts_with("quiver_object_store_requests_total{")
+                && l.contains("operation=\"list\""))
+            .count()
+    );
+    assert!(
+        requests("manifest", Some("get")) >= 1.0,
+        "read the manifest"
+    );
+    assert!(
+        requests("series", None) >= blocks,
+        "read every block's series file"
+    );
+    assert_eq!(
+        requests("meta", None),
+        0.0,
+        "no meta.json: the manifest has the metas"
+    );
+    assert_eq!(
+        requests("samples", None),
+        0.0,
+        "no samples read to get ready"
+    );
+    assert_eq!(
+        page.lines()
+            .filter(|l| l.starts_with("quiver_object_store_requests_total{")
+                && l.contains("operation=\"list\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>(),
+        0.0,
+        "nothing listed"
+    );
+    let at = (start + 31 * 3_600_000) / 1000;
+    let r = query(&q2, "sum(count_over_time(old_test[40h]))", at).await;
+    assert_eq!(
+        scalar_of(&r),
+        Some(64.0 * 16.0),
+        "the new querier serves the blocks: {r}"
+    );
+
+    // A writer joins while a sender writes: it takes shards; nothing lost or doubled.
+    let base = now_ms() - 20 * 60_000;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = spawn_sender(cluster.list("WRITE_URLS"), 40, base, stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let added = cluster.add("writer");
+    let url = cluster.url(&added);
+    wait_for_async("the new writer to own shards", 60, || {
+        let u = url.clone();
+        async move { metric(&u, "quiver_cluster_shards_owned").await >= 2.0 }
+    })
+    .await;
+    let total = metric(&cluster.url("writer-1"), "quiver_cluster_shards_owned").await
+        + metric(&cluster.url("writer-2"), "quiver_cluster_shards_owned").await
+        + metric(&url, "quiver_cluster_shards_owned").await;
+    assert!(total <= 8.0, "no shard owned twice: {total}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender.await.unwrap();
+    eprintln!("sender while a writer joined: {sent:?}");
+    wait_all_acked(&q1, 40, sent.acked, base / 1000 + 1800, &cluster).await;
+}
