@@ -15,7 +15,11 @@ otherwise this script assembles it itself (resources + configMapGenerator).
 
 Flag names, QUIVER_* variables, TOML keys and metric names are read from the Rust
 sources (src/config.rs, src/storage/objstore.rs, src/main.rs, src/api/metrics.rs), so the
-kit is checked against what the code accepts today. Exit status 0 only if nothing failed.
+kit is checked against what the code accepts today; the settings structs are found from
+ServeArgs down its #[command(flatten)] fields. The cluster shapes (compose/cluster.yaml,
+kubernetes/cluster/) are also checked against the roles of src/config.rs and the routes
+each role serves (src/cluster/*.rs, src/api/routes.rs). Exit status 0 only if nothing
+failed.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
+K8S_CLUSTER = K8S / "cluster"
 COMPOSE = DEPLOY / "compose"
 GRAFANA = DEPLOY / "grafana"
 SYSTEMD = DEPLOY / "systemd"
@@ -111,8 +116,8 @@ def load_yaml_all(text: str) -> list:
 
 # ------------------------------------------------------------------ facts from the sources
 
-def rust_struct_fields(src: str, struct: str) -> list[tuple[str, str]]:
-    """(attributes, field name) of each `pub field: Type` of `pub struct <struct> { … }`;
+def rust_struct_fields(src: str, struct: str) -> list[tuple[str, str, str]]:
+    """(attributes, field name, type) of each `pub field: Type` of `pub struct <struct> { … }`;
     an attribute may span lines (`#[arg(\n long = …,\n env = …\n)]`)."""
     m = re.search(r"pub struct " + struct + r"\s*\{(.*?)\n\}", src, re.S)
     check(m is not None, f"struct {struct} not found in the sources")
@@ -130,8 +135,8 @@ def rust_struct_fields(src: str, struct: str) -> list[tuple[str, str]]:
             else:
                 open_attr = s
         elif s.startswith("pub "):
-            name = re.match(r"pub (\w+):", s).group(1)
-            out.append((" ".join(attrs), name))
+            m2 = re.match(r"pub (\w+):\s*(.+?),?$", s)
+            out.append((" ".join(attrs), m2.group(1), m2.group(2)))
             attrs = []
         elif s.startswith("///") or not s:
             continue
@@ -150,8 +155,21 @@ def flag_of(attrs: str, name: str) -> str | None:
     return None
 
 
+def settings_sections(src: str, struct: str = "ServeArgs", section: str = "") -> dict[str, str]:
+    """Config-file section -> settings struct, from `ServeArgs` down its `#[command(flatten)]`
+    fields: a flattened field `pub storage: StorageArgs` is the section [storage], and its
+    own flattened `pub s3: S3Args` is [storage.s3]. No list to keep up to date: a struct
+    flattened into the settings is found here."""
+    out = {section: struct}
+    for attrs, name, ty in rust_struct_fields(src, struct):
+        if "flatten" in attrs:
+            inner = re.sub(r"<.*", "", ty).split("::")[-1]
+            out.update(settings_sections(src, inner, f"{section}.{name}" if section else name))
+    return out
+
+
 class Facts:
-    """What the code accepts: flags, variables, config keys, metric names."""
+    """What the code accepts: flags, variables, config keys, metric names, roles."""
 
     def __init__(self):
         config_rs = (ROOT / "src/config.rs").read_text()
@@ -162,31 +180,35 @@ class Facts:
             "src/api/metrics.rs", "src/storage/telemetry.rs", "src/api/process_metrics.rs"))
         self.flags: set[str] = set()
         self.env: set[str] = set()
-        # Every setting is declared once, in these structs (src/config.rs): its flag, its
-        # variable, and (the field name, in its struct's section) its config-file key.
-        structs = ("ServeArgs", "StorageArgs", "S3Args", "ResultsCacheArgs", "TlsArgs", "OtlpArgs")
-        for struct in structs:
-            for attrs, name in rust_struct_fields(config_rs, struct):
+        # Every setting is declared once, in the settings structs (src/config.rs): its flag,
+        # its variable, its default, and (the field name, in its struct's section) its
+        # config-file key. flag -> {env, section, key, default}.
+        self.settings: dict[str, dict] = {}
+        self.sections = settings_sections(config_rs)
+        for section, struct in self.sections.items():
+            for attrs, name, _ in rust_struct_fields(config_rs, struct):
                 flag = flag_of(attrs, name)
+                e = re.search(r'env = "([A-Z0-9_]+)"', attrs)
                 if flag:
                     self.flags.add(flag)
-                e = re.search(r'env = "([A-Z0-9_]+)"', attrs)
+                    d = re.search(r'default_value(?:_t)? = ("([^"]*)"|[^,)]+)', attrs)
+                    self.settings[flag] = {
+                        "env": e.group(1) if e else None, "section": section, "key": name,
+                        "default": None if not d else d.group(2) if d.group(2) is not None else d.group(1).strip()}
                 if e:
                     self.env.add(e.group(1))
         # The log filter is read in main.rs (tracing's EnvFilter), not by clap.
         self.env |= set(re.findall(r'from_env\("(QUIVER_[A-Z0-9_]+)"\)', main_rs))
         def keys(struct: str) -> set[str]:
             """File keys of a struct's fields: not flattened sections, not `serde(skip)`."""
-            return {n for a, n in rust_struct_fields(config_rs, struct)
+            return {n for a, n, _ in rust_struct_fields(config_rs, struct)
                     if "flatten" not in a and "serde(skip)" not in a}
-        self.toml = {
-            "": keys("ServeArgs"),
-            "tls": keys("TlsArgs"),
-            "results_cache": keys("ResultsCacheArgs"),
-            "otlp": keys("OtlpArgs"),
-            "storage": keys("StorageArgs"),
-            "storage.s3": keys("S3Args"),
-        }
+        self.toml = {section: keys(struct) for section, struct in self.sections.items()}
+        # Cluster roles (`--role`): the variants of `enum Role`, as clap spells them.
+        role_enum = re.search(r"pub enum Role\s*\{(.*?)\}", config_rs, re.S)
+        self.roles = set() if role_enum is None else {
+            re.sub(r"(?<!^)(?=[A-Z])", "-", v).lower()
+            for v in re.findall(r"^\s*([A-Z]\w*),", role_enum.group(1), re.M)}
         grace = re.search(r'QUIVER_SHUTDOWN_GRACE_PERIOD", default_value = "(\d+)s"', config_rs)
         check(grace is not None, "default shutdown grace period not found in src/config.rs")
         self.default_grace_s = int(grace.group(1))
@@ -244,6 +266,9 @@ def check_toml(facts: Facts, path: Path) -> dict:
     for key in ("compaction_interval", "query_timeout", "shutdown_grace_period"):
         if key in data:
             duration_s(data[key])
+    for key in ("lease", "commit_interval", "poll_interval", "deletion_delay", "ha_failover_timeout"):
+        if key in data.get("cluster", {}):
+            duration_s(data["cluster"][key])
     return data
 
 
@@ -257,12 +282,16 @@ def check_sources(facts: Facts) -> str:
     check(len(facts.flags) > 30, f"only {len(facts.flags)} flags found in src/config.rs")
     check(len(facts.metrics) > 20, f"only {len(facts.metrics)} metrics found in src/api/metrics.rs")
     return (f"{len(facts.flags)} flags, {len(facts.env)} QUIVER_* variables, "
-            f"{sum(len(v) for v in facts.toml.values())} TOML keys, {len(facts.metrics)} metric names; "
+            f"{sum(len(v) for v in facts.toml.values())} TOML keys in sections "
+            f"{', '.join(f'[{s}]' if s else 'top level' for s in facts.sections)} "
+            f"(ServeArgs and its flattened structs: {', '.join(facts.sections.values())}), "
+            f"{len(facts.metrics)} metric names; roles {', '.join(sorted(facts.roles)) or 'none'}; "
             f"default listen port {facts.default_port}, shutdown grace {facts.default_grace_s}s")
 
 
 def check_toml_files(facts: Facts) -> str:
-    files = sorted(DEPLOY.glob("*.toml")) + [COMPOSE / "quiver.toml", K8S / "quiver.toml"]
+    files = sorted(DEPLOY.glob("*.toml")) + [COMPOSE / "quiver.toml", K8S / "quiver.toml",
+                                             COMPOSE / "cluster.toml", K8S_CLUSTER / "quiver.toml"]
     for f in files:
         check_toml(facts, f)
     return "keys known to src/config.rs's settings: " + ", ".join(str(f.relative_to(ROOT)) for f in files)
@@ -370,24 +399,24 @@ def check_dockerfile(facts: Facts) -> str:
             f"rust {rust} >= {facts.rust_version}{extra}")
 
 
-def kustomize_build() -> tuple[str, str]:
-    """The assembled base, and how it was assembled."""
+def kustomize_build(base: Path = K8S) -> tuple[str, str]:
+    """The assembled base (or overlay), and how it was assembled."""
     if shutil.which("kustomize"):
-        r = run(["kustomize", "build", str(K8S)])
+        r = run(["kustomize", "build", str(base)])
         check(r.returncode == 0, "kustomize build:\n" + r.stderr)
         return r.stdout, "kustomize build"
     if shutil.which("kubectl"):
-        r = run(["kubectl", "kustomize", str(K8S)])
+        r = run(["kubectl", "kustomize", str(base)])
         check(r.returncode == 0, "kubectl kustomize:\n" + r.stderr)
         return r.stdout, "kubectl kustomize"
-    # Same assembly for what this base uses: resources, configMapGenerator, images, labels.
-    k = load_yaml_all((K8S / "kustomization.yaml").read_text())[0]
+    # Same assembly for what these bases use: resources, configMapGenerator, images, labels.
+    k = load_yaml_all((base / "kustomization.yaml").read_text())[0]
     docs = []
     for res in k.get("resources", []):
-        docs += load_yaml_all((K8S / res).read_text())
+        docs += load_yaml_all((base / res).read_text())
     for gen in k.get("configMapGenerator", []):
         docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]},
-                     "data": {Path(f).name: (K8S / f).read_text() for f in gen.get("files", [])}})
+                     "data": {Path(f).name: (base / f).read_text() for f in gen.get("files", [])}})
     labels = {}
     for l in k.get("labels", []):
         labels.update(l.get("pairs", {}))
@@ -396,26 +425,111 @@ def kustomize_build() -> tuple[str, str]:
     return yaml.safe_dump_all(docs), "built-in assembly (no kustomize/kubectl)"
 
 
-def check_kubernetes(facts: Facts) -> str:
+def kubernetes_validate(text: str, *extra: Path) -> list[str]:
+    """kubernetes-validate --strict on the assembled objects and the example Secrets, against
+    each of K8S_VERSIONS; the versions checked."""
     kv = tool("kubernetes-validate")
-    text, how = kustomize_build()
-    docs = load_yaml_all(text)
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         assembled = Path(tmp) / "assembled.yaml"
         assembled.write_text(text)
         for version in K8S_VERSIONS:
             cmd = [kv, "--strict", "--quiet"] + (["-k", version] if version else [])
-            r = run(cmd + [str(assembled), str(K8S / "secret-s3.example.yaml")])
+            r = run(cmd + [str(assembled)] + [str(e) for e in extra])
             check(r.returncode == 0, f"kubernetes-validate --strict {version or ''}:\n{r.stdout}{r.stderr}")
             out.append(version or "newest schema")
+    return out
+
+
+def secret_keys(*examples: Path) -> dict[str, set[str]]:
+    """Secret name -> its keys, from the example Secrets."""
+    out = {}
+    for f in examples:
+        for d in load_yaml_all(f.read_text()):
+            out[d["metadata"]["name"]] = set(d.get("stringData", {})) | set(d.get("data", {}))
+    return out
+
+
+def pod_env(c: dict, facts: Facts, where: str, secrets: dict[str, set[str]]) -> dict[str, str]:
+    """A container's variables as name -> value (`secret:NAME/KEY`, `field:PATH` for
+    references). QUIVER_* names must be known to the code; other names only carry the
+    downward API into QUIVER_* values as $(NAME), which needs them defined earlier."""
+    env: dict[str, str] = {}
+    for e in c.get("env", []):
+        name, ref = e["name"], e.get("valueFrom", {})
+        if "secretKeyRef" in ref:
+            s = ref["secretKeyRef"]
+            check(s["name"] in secrets, f"{where}: {name} reads Secret {s['name']}, which no example Secret defines")
+            check(s["key"] in secrets[s["name"]], f"{where}: secret key {s['key']} is not in the example Secret {s['name']}")
+            value = f"secret:{s['name']}/{s['key']}"
+        elif "fieldRef" in ref:
+            value = f"field:{ref['fieldRef']['fieldPath']}"
+        else:
+            value = str(e.get("value", ""))
+            for var in re.findall(r"\$\((\w+)\)", value):
+                check(var in env, f"{where}: {name} uses $({var}), which is not defined before it")
+        if name.startswith("QUIVER_"):
+            check(name in facts.env, f"{where}: unknown variable {name} (not in src/config.rs / main.rs)")
+        else:
+            check(value.startswith("field:"), f"{where}: variable {name} is neither a QUIVER_* setting nor the downward API")
+        env[name] = value
+    return env
+
+
+def check_quiver_pod(facts: Facts, where: str, template: dict, cfg: dict, routes: set[str] | None,
+                     secrets: dict[str, set[str]]) -> tuple[dict, dict[str, str]]:
+    """What every Quiver pod of the kit must have: the config's port, the config mounted, known
+    flags and variables, probes on real routes, a locked-down security context, resources,
+    a grace period above Quiver's, scrape annotations. The container and its variables."""
+    spec = template["spec"]
+    c = next((x for x in spec["containers"] if x["name"] == "quiver"), spec["containers"][0])
+    port = listen_port(cfg["listen"])
+    check(c["ports"][0]["containerPort"] == port, f"{where}: containerPort is not the config's port {port}")
+    port_names = {p.get("name") for p in c["ports"]}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    check("/tmp" in mounts, f"{where}: no writable /tmp (DataFusion spills) under a read-only root filesystem")
+    conf_arg = c["args"][c["args"].index("--config") + 1]
+    check(str(Path(conf_arg).parent) in mounts, f"{where}: --config is not in the mounted ConfigMap")
+    check_quiver_args(facts, c["args"], f"{where} args")
+    env = pod_env(c, facts, where, secrets)
+    # Probes: liveness /-/healthy, readiness /-/ready, on the container's port, and routes the
+    # process serves (a cluster role serves part of the routes).
+    for probe, path in (("livenessProbe", "/-/healthy"), ("readinessProbe", "/-/ready")):
+        g = c[probe]["httpGet"]
+        check(g["path"] == path, f"{where}: {probe} is {g['path']}, not {path}")
+        check(routes is None or path in routes, f"{where}: {path} is not a route this role serves")
+        check(g["port"] in (port, *port_names), f"{where}: {probe} port {g['port']} is not the container's")
+    psc, csc = spec["securityContext"], c["securityContext"]
+    check(psc.get("runAsNonRoot") and psc.get("runAsUser", 0) != 0, f"{where}: pod must run as non-root")
+    check(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{where}: pod seccompProfile must be RuntimeDefault")
+    check(csc.get("readOnlyRootFilesystem") is True, f"{where}: readOnlyRootFilesystem must be true")
+    check(csc.get("allowPrivilegeEscalation") is False, f"{where}: allowPrivilegeEscalation must be false")
+    check(csc.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: capabilities must drop ALL")
+    dockerfile_user = dockerfile_facts((ROOT / "Dockerfile").read_text())["user"][-1].split(":")[0]
+    check(str(psc["runAsUser"]) == dockerfile_user, f"{where}: runAsUser {psc['runAsUser']} is not the image's USER {dockerfile_user}")
+    res = c["resources"]
+    check({"requests", "limits"} <= set(res) and "memory" in res["limits"] and "memory" in res["requests"],
+          f"{where}: requests and a memory limit are required")
+    grace = duration_s(cfg.get("shutdown_grace_period", f"{facts.default_grace_s}s"))
+    check(spec["terminationGracePeriodSeconds"] > grace,
+          f"{where}: terminationGracePeriodSeconds {spec['terminationGracePeriodSeconds']} must exceed the shutdown grace period {grace:g}s")
+    ann = template["metadata"].get("annotations", {})
+    check(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == str(port)
+          and ann.get("prometheus.io/path") == "/metrics", f"{where}: scrape annotations wrong: {ann}")
+    check(routes is None or "/metrics" in routes, f"{where}: /metrics is not a route this role serves")
+    return c, env
+
+
+def check_kubernetes(facts: Facts) -> str:
+    text, how = kustomize_build()
+    docs = load_yaml_all(text)
+    out = kubernetes_validate(text, K8S / "secret-s3.example.yaml")
     kinds = {d["kind"]: d for d in docs}
     for kind in ("StatefulSet", "Service", "ConfigMap", "PodDisruptionBudget", "ServiceAccount"):
         check(kind in kinds, f"the base has no {kind}")
     sts = kinds["StatefulSet"]
     pod = sts["spec"]["template"]
     spec = pod["spec"]
-    c = spec["containers"][0]
     labels = pod["metadata"]["labels"]
     # Selectors of the Services and the PDB select the pod.
     for d in docs:
@@ -428,55 +542,24 @@ def check_kubernetes(facts: Facts) -> str:
     cm = kinds["ConfigMap"]
     cfg = check_toml(facts, K8S / "quiver.toml")
     check(cm["data"]["quiver.toml"] == (K8S / "quiver.toml").read_text(), "ConfigMap differs from quiver.toml")
-    port = listen_port(cfg["listen"])
-    check(c["ports"][0]["containerPort"] == port, f"containerPort is not the config's port {port}")
+    # Port, config mount, flags, probes, variables and secret keys, security context,
+    # resources, grace period, scrape annotations.
+    c, _ = check_quiver_pod(facts, "StatefulSet", pod, cfg, None, secret_keys(K8S / "secret-s3.example.yaml"))
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     check(cfg["storage"]["data_dir"] in mounts, "the data dir is not a mounted volume")
     check(any(t["metadata"]["name"] == mounts[cfg["storage"]["data_dir"]]["name"] for t in sts["spec"]["volumeClaimTemplates"]),
           "the data dir is not on a PersistentVolumeClaim")
-    check("/tmp" in mounts, "no writable /tmp (DataFusion spills) under a read-only root filesystem")
-    conf_arg = c["args"][c["args"].index("--config") + 1]
-    check(str(Path(conf_arg).parent) in mounts, "--config is not in the mounted ConfigMap")
-    check_quiver_args(facts, c["args"], "StatefulSet args")
-    # Probes.
-    check(c["livenessProbe"]["httpGet"]["path"] == "/-/healthy", "liveness probe is not /-/healthy")
-    check(c["readinessProbe"]["httpGet"]["path"] == "/-/ready", "readiness probe is not /-/ready")
-    # Secrets by reference, variables known to the code.
-    secret_keys = set(load_yaml_all((K8S / "secret-s3.example.yaml").read_text())[0]["stringData"])
-    for e in c.get("env", []):
-        check(e["name"] in facts.env, f"unknown variable {e['name']} (not in src/config.rs / main.rs)")
-        ref = e.get("valueFrom", {}).get("secretKeyRef")
-        if ref:
-            check(ref["key"] in secret_keys, f"secret key {ref['key']} is not in secret-s3.example.yaml")
     check(not any(d["kind"] == "Secret" for d in docs), "the base must not contain a Secret")
-    # Security context.
-    psc, csc = spec["securityContext"], c["securityContext"]
-    check(psc.get("runAsNonRoot") and psc.get("runAsUser", 0) != 0, "pod must run as non-root")
-    check(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", "pod seccompProfile must be RuntimeDefault")
-    check(csc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem must be true")
-    check(csc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation must be false")
-    check(csc.get("capabilities", {}).get("drop") == ["ALL"], "capabilities must drop ALL")
-    dockerfile_user = dockerfile_facts((ROOT / "Dockerfile").read_text())["user"][-1].split(":")[0]
-    check(str(psc["runAsUser"]) == dockerfile_user, f"runAsUser {psc['runAsUser']} is not the image's USER {dockerfile_user}")
-    # Resources and shutdown.
-    res = c["resources"]
-    check({"requests", "limits"} <= set(res) and "memory" in res["limits"], "requests and a memory limit are required")
     grace = duration_s(cfg.get("shutdown_grace_period", f"{facts.default_grace_s}s"))
-    check(spec["terminationGracePeriodSeconds"] > grace,
-          f"terminationGracePeriodSeconds {spec['terminationGracePeriodSeconds']} must exceed the shutdown grace period {grace:g}s")
-    # Scrape annotations.
-    ann = pod["metadata"].get("annotations", {})
-    check(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == str(port)
-          and ann.get("prometheus.io/path") == "/metrics", f"scrape annotations wrong: {ann}")
     return (f"{how}: {len(docs)} objects ({', '.join(sorted(kinds))}) + secret-s3.example.yaml; "
             f"kubernetes-validate --strict against {', '.join(out)}; probes, securityContext, "
             f"resources, grace {spec['terminationGracePeriodSeconds']}s > {grace:g}s, selectors, annotations, "
             f"variables and secret keys consistent")
 
 
-def compose_config() -> tuple[dict, str]:
+def compose_config(file: str = "compose.yaml") -> tuple[dict, str]:
     env = COMPOSE / ".env.example"
-    base = ["-f", str(COMPOSE / "compose.yaml"), "--env-file", str(env)]
+    base = ["-f", str(COMPOSE / file), "--env-file", str(env)]
     attempts = []
     if shutil.which("docker") and run(["docker", "compose", "version"]).returncode == 0:
         attempts.append(["docker", "compose"] + base + ["config"])
@@ -505,11 +588,13 @@ def compose_config() -> tuple[dict, str]:
         name, op, arg = m.group(1) or m.group(4), m.group(2), m.group(3)
         if values.get(name):
             return values[name]
-        check(op != ":?", f"compose.yaml: {name} is required ({arg}) and .env.example does not set it")
+        check(op != ":?", f"{file}: {name} is required ({arg}) and .env.example does not set it")
         return arg if op == ":-" else ""
 
-    text = re.sub(r"\$\$|\$\{(\w+)(?:(:-|:\?)([^}]*))?\}|\$(\w+)", interpolate, (COMPOSE / "compose.yaml").read_text())
+    text = re.sub(r"\$\$|\$\{(\w+)(?:(:-|:\?)([^}]*))?\}|\$(\w+)", interpolate, (COMPOSE / file).read_text())
     doc = yaml.safe_load(text)
+    # Extension fields (x-*) hold YAML anchors only; compose drops them.
+    doc = {k: v for k, v in doc.items() if not k.startswith("x-")}
     for name, svc in doc["services"].items():
         check("image" in svc or "build" in svc, f"service {name} has neither image nor build")
         deps = svc.get("depends_on", {})
@@ -594,6 +679,358 @@ def check_compose(facts: Facts) -> str:
             f"Prometheus scrapes {sorted(targets)} and remote-writes to quiver:{port}/api/v1/write "
             f"(promtool check config --syntax-only); bind mounts exist; Grafana provisioning wired; "
             f"ports on 127.0.0.1; stop_grace_period {stop} > {grace:g}s")
+
+
+# ------------------------------------------------------------------ cluster shapes
+
+CLUSTER_ROLES = ("writer", "distributor", "querier", "compactor")
+
+
+def role_routes() -> dict[str, set[str]]:
+    """Paths each cluster role serves, read from src/cluster/<role>.rs: its own `.route("…")`
+    lines, the operational routes of src/cluster/mod.rs when it merges `ops_routes`, and,
+    for a role that serves part of the API (`router_with(…, |r| r.need != Need::Needs(
+    Permission::X))`), the routes of src/api/routes.rs's table that the filter keeps."""
+    cluster = ROOT / "src/cluster"
+    check((cluster / "mod.rs").exists(), "src/cluster/mod.rs not found: the sources have no cluster roles")
+    ops_fn = re.search(r"pub fn ops_routes.*?\n\}", (cluster / "mod.rs").read_text(), re.S)
+    check(ops_fn is not None, "ops_routes not found in src/cluster/mod.rs")
+    ops = set(re.findall(r'\.route\(\s*"([^"]+)"', ops_fn.group(0)))
+    table = re.findall(r'route\(\s*"([^"]+)",\s*\w+,\s*(READ|WRITE|ADMIN|Need::Open)\b',
+                       (ROOT / "src/api/routes.rs").read_text())
+    check(len(table) > 10, f"only {len(table)} routes found in src/api/routes.rs")
+    perm = {"READ": "Read", "WRITE": "Write", "ADMIN": "Admin", "Need::Open": None}
+    out = {}
+    for role in CLUSTER_ROLES:
+        f = cluster / f"{role}.rs"
+        check(f.exists(), f"{f.relative_to(ROOT)} not found")
+        src = f.read_text()
+        paths = set(re.findall(r'\.route\(\s*"([^"]+)"', src))
+        if "ops_routes(" in src:
+            paths |= ops
+        if "router_with(" in src:
+            m = re.search(r"router_with\([^|]*\|\s*\w+\s*\|\s*\{?\s*\w+\.need\s*(!=|==)\s*"
+                          r"Need::Needs\(Permission::(\w+)\)", src)
+            check(m is not None, f"{f.relative_to(ROOT)}: cannot read which API routes router_with keeps")
+            op, p = m.groups()
+            paths |= {path for path, need in table if (perm[need] != p) == (op == "!=")}
+        check(paths, f"{f.relative_to(ROOT)}: no routes found")
+        out[role] = paths
+    return out
+
+
+def arg_value(args: list[str], flag: str) -> str | None:
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def effective(facts: Facts, flag: str, args: list[str], env: dict, cfg: dict) -> str | None:
+    """A setting as a node gets it: its flag, else its variable, else the config file, else
+    the default in src/config.rs."""
+    s = facts.settings[flag]
+    v = arg_value(args, flag)
+    if v is None and s["env"] in env:
+        v = env[s["env"]]
+    if v is None:
+        table = cfg
+        for part in filter(None, s["section"].split(".")):
+            table = table.get(part, {})
+        v = table.get(s["key"])
+    if v is None:
+        v = s["default"]
+    return None if v is None else str(v)
+
+
+def check_cluster_nodes(facts: Facts, nodes: list[dict], routes: dict[str, set[str]]) -> dict[str, list[dict]]:
+    """Each node: where, args, env (name -> value), cfg (its TOML). Every role is present,
+    and every node agrees on what must be one value in a cluster: the bucket URL (s3://),
+    the shard count, the lease and intervals, the HA labels and the cluster secret (set).
+    Writers advertise distinct URLs on the listen port. Nodes by role."""
+    by_role: dict[str, list[dict]] = {r: [] for r in CLUSTER_ROLES}
+    shared = ["--storage-url", "--cluster-shards"] + sorted(
+        f for f, s in facts.settings.items()
+        if s["section"] == "cluster" and f not in ("--role", "--cluster-advertise-url", "--cluster-node-id"))
+    values: dict[str, dict[str, str]] = {f: {} for f in shared}
+    for n in nodes:
+        w = n["where"]
+        check_quiver_args(facts, n["args"], w)
+        for k in n["env"]:
+            if k.startswith("QUIVER_"):
+                check(k in facts.env, f"{w}: unknown variable {k}")
+        role = (effective(facts, "--role", n["args"], n["env"], n["cfg"]) or "").split("::")[-1].lower()
+        check(role in facts.roles, f"{w}: role {role!r} is not one of {sorted(facts.roles)}")
+        check(role in CLUSTER_ROLES, f"{w}: role {role!r} is not a cluster role")
+        n["role"] = role
+        n["port"] = listen_port(effective(facts, "--listen", n["args"], n["env"], n["cfg"]))
+        n["advertise"] = effective(facts, "--cluster-advertise-url", n["args"], n["env"], n["cfg"])
+        n["node_id"] = effective(facts, "--cluster-node-id", n["args"], n["env"], n["cfg"])
+        for f in shared:
+            values[f][w] = effective(facts, f, n["args"], n["env"], n["cfg"])
+        by_role[role].append(n)
+    for role, ns in by_role.items():
+        check(ns, f"no {role} (every role is needed: writer, distributor, querier, compactor)")
+    for f, per in values.items():
+        distinct = set(per.values())
+        check(len(distinct) == 1, f"nodes disagree on {f}: " + ", ".join(f"{w}={v}" for w, v in per.items()))
+    url = next(iter(values["--storage-url"].values()))
+    check(url is not None and url.startswith("s3://"), f"the storage URL {url} is not s3:// (a cluster needs S3)")
+    shards = next(iter(values["--cluster-shards"].values()))
+    check(shards is not None and shards.isdigit() and int(shards) >= 1, f"bad shard count {shards}")
+    check(next(iter(values["--cluster-secret"].values())) is not None, "no cluster secret (QUIVER_CLUSTER_SECRET)")
+    for n in by_role["writer"]:
+        a = n["advertise"]
+        check(a is not None, f"{n['where']}: a writer needs --cluster-advertise-url (other nodes call it there)")
+        u = urllib.parse.urlsplit(a)
+        check(u.scheme == "http" and u.port == n["port"] and u.path in ("", "/"),
+              f"{n['where']}: advertise URL {a} is not http:// on the listen port {n['port']}")
+    adv = [n["advertise"] for n in by_role["writer"]]
+    check(len(set(adv)) == len(adv), f"writers advertise the same URL: {adv}")
+    ids = [n["node_id"] for n in nodes if n["node_id"] and "$(" not in n["node_id"]]
+    check(len(set(ids)) == len(ids), f"node ids repeat: {ids}")
+    for role, ns in by_role.items():
+        for path in ("/-/healthy", "/-/ready", "/metrics"):
+            check(path in routes[role], f"the {role} role does not serve {path} (src/cluster/{role}.rs)")
+    return by_role
+
+
+def cluster_summary(by_role: dict[str, list[dict]], facts: Facts) -> str:
+    n0 = by_role["writer"][0]
+    count = {k: sum(n.get("replicas", 1) for n in v) for k, v in by_role.items()}
+    return (", ".join(f"{c} {k}{'s' if c != 1 else ''}" for k, c in count.items())
+            + f"; one bucket URL {effective(facts, '--storage-url', n0['args'], n0['env'], n0['cfg'])}, "
+            f"{effective(facts, '--cluster-shards', n0['args'], n0['env'], n0['cfg'])} shards, one lease, "
+            f"intervals and cluster secret on every node; writers advertise distinct URLs on port {n0['port']}")
+
+
+def check_kubernetes_cluster(facts: Facts) -> str:
+    routes = role_routes()
+    text, how = kustomize_build(K8S_CLUSTER)
+    docs = load_yaml_all(text)
+    examples = (K8S / "secret-s3.example.yaml", K8S_CLUSTER / "secret-cluster.example.yaml")
+    versions = kubernetes_validate(text, *examples)
+    secrets = secret_keys(*examples)
+    check(not any(d["kind"] == "Secret" for d in docs), "the cluster base must not contain a Secret")
+    by_kind: dict[str, list[dict]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    configmaps = {d["metadata"]["name"]: d for d in by_kind.get("ConfigMap", [])}
+    accounts = {d["metadata"]["name"] for d in by_kind.get("ServiceAccount", [])}
+    workloads = by_kind.get("StatefulSet", []) + by_kind.get("Deployment", [])
+    nodes = []
+    for wl in workloads:
+        where = f"{wl['kind']} {wl['metadata']['name']}"
+        tmpl = wl["spec"]["template"]
+        sel = wl["spec"]["selector"]["matchLabels"]
+        check(all(tmpl["metadata"]["labels"].get(k) == v for k, v in sel.items()), f"{where}: selector does not select its pods")
+        check(tmpl["spec"].get("serviceAccountName") in accounts, f"{where}: its ServiceAccount is not in the base")
+        # The config: the mounted ConfigMap, which is the directory's quiver.toml.
+        c0 = tmpl["spec"]["containers"][0]
+        conf_dir = str(Path(c0["args"][c0["args"].index("--config") + 1]).parent)
+        vol = next(m["name"] for m in c0["volumeMounts"] if m["mountPath"] == conf_dir)
+        cm_name = next(v["configMap"]["name"] for v in tmpl["spec"]["volumes"] if v["name"] == vol)
+        check(cm_name in configmaps, f"{where}: ConfigMap {cm_name} is not in the base")
+        check(configmaps[cm_name]["data"]["quiver.toml"] == (K8S_CLUSTER / "quiver.toml").read_text(),
+              f"{where}: ConfigMap {cm_name} differs from cluster/quiver.toml")
+        cfg = check_toml(facts, K8S_CLUSTER / "quiver.toml")
+        role = (arg_value(c0["args"], "--role") or "").lower()
+        c, env = check_quiver_pod(facts, where, tmpl, cfg, routes.get(role), secrets)
+        nodes.append({"where": where, "args": c["args"], "env": env, "cfg": cfg, "wl": wl,
+                      "replicas": wl["spec"].get("replicas", 1)})
+    by_role = check_cluster_nodes(facts, nodes, routes)
+    services = by_kind.get("Service", [])
+
+    def selected(svc_or_pdb: dict) -> list[dict]:
+        sel = svc_or_pdb["spec"]["selector"]
+        sel = sel.get("matchLabels", sel)
+        return [n for n in nodes if all(n["wl"]["spec"]["template"]["metadata"]["labels"].get(k) == v
+                                         for k, v in sel.items())]
+
+    for s in services:
+        picked = selected(s)
+        check(picked, f"Service {s['metadata']['name']} selects no Quiver pod")
+        check(len({n["role"] for n in picked}) == 1, f"Service {s['metadata']['name']} selects several roles")
+        for p in s["spec"]["ports"]:
+            for n in picked:
+                c = n["wl"]["spec"]["template"]["spec"]["containers"][0]
+                names = {cp.get("name"): cp["containerPort"] for cp in c["ports"]}
+                target = names.get(p["targetPort"], p["targetPort"])
+                check(target == n["port"], f"Service {s['metadata']['name']} targets {p['targetPort']}, not the listen port {n['port']}")
+    # Writers: a StatefulSet whose headless governing Service gives each pod the DNS name
+    # it advertises: http://$(POD_NAME).<service>.$(POD_NAMESPACE).svc:<port>.
+    for n in by_role["writer"]:
+        wl = n["wl"]
+        check(wl["kind"] == "StatefulSet", f"{n['where']}: writers need stable names (a StatefulSet)")
+        svc = next((s for s in services if s["metadata"]["name"] == wl["spec"]["serviceName"]), None)
+        check(svc is not None, f"{n['where']}: its serviceName {wl['spec']['serviceName']} is not a Service of the base")
+        check(svc["spec"].get("clusterIP") == "None", f"Service {svc['metadata']['name']}: the writers' governing Service must be headless")
+        check(n in selected(svc), f"Service {svc['metadata']['name']} does not select the writers")
+        m = re.fullmatch(r"http://\$\((\w+)\)\.([a-z0-9-]+)\.\$\((\w+)\)\.svc(?:\.cluster\.local)?:(\d+)", n["advertise"])
+        check(m is not None, f"{n['where']}: advertise URL {n['advertise']} is not http://$(POD_NAME).<service>.$(POD_NAMESPACE).svc:<port>")
+        check(n["env"].get(m.group(1)) == "field:metadata.name", f"{n['where']}: $({m.group(1)}) is not the pod's name (fieldRef metadata.name)")
+        check(n["env"].get(m.group(3)) == "field:metadata.namespace", f"{n['where']}: $({m.group(3)}) is not the namespace (fieldRef metadata.namespace)")
+        check(m.group(2) == svc["metadata"]["name"], f"{n['where']}: advertise URL names Service {m.group(2)}, not {svc['metadata']['name']}")
+    # The APIs: a ClusterIP Service in front of the distributors and of the queriers.
+    for role, path in (("distributor", "/api/v1/write"), ("querier", "/api/v1/query")):
+        check(path in routes[role], f"the {role} role does not serve {path}")
+        for n in by_role[role]:
+            check(n["wl"]["kind"] == "Deployment", f"{n['where']}: a {role} is stateless (a Deployment)")
+            check(any(n in selected(s) and s["spec"].get("clusterIP") != "None" for s in services),
+                  f"{n['where']}: no Service in front of the {role}s")
+    for n in by_role["compactor"]:
+        check(n["wl"]["kind"] == "Deployment", f"{n['where']}: the compactor is stateless (a Deployment)")
+    # Disruption budgets for the roles that serve traffic; each selects pods.
+    pdbs = by_kind.get("PodDisruptionBudget", [])
+    for p in pdbs:
+        check(selected(p), f"PodDisruptionBudget {p['metadata']['name']} selects no Quiver pod")
+    for role in ("writer", "distributor", "querier"):
+        check(any(n in selected(p) for p in pdbs for n in by_role[role]), f"no PodDisruptionBudget covers the {role}s")
+    return (f"{how} {K8S_CLUSTER.relative_to(ROOT)}: {len(docs)} objects ("
+            + ", ".join(f"{len(v)} {k}" for k, v in sorted(by_kind.items()))
+            + f") + the example Secrets; kubernetes-validate --strict against {', '.join(versions)}; "
+            + cluster_summary(by_role, facts)
+            + " ($(POD_NAME).<headless Service>.$(POD_NAMESPACE), downward API); probes on routes each role "
+            "serves; Services, PDBs and selectors; securityContext, resources, grace, annotations, variables "
+            "and secret keys")
+
+
+def compose_names(svcs: dict) -> dict[str, set[str]]:
+    """Host name on the compose network -> services answering to it (name and aliases)."""
+    out: dict[str, set[str]] = {}
+    for name, s in svcs.items():
+        out.setdefault(name, set()).add(name)
+        nets = s.get("networks") or {}
+        for net in (nets.values() if isinstance(nets, dict) else []):
+            for alias in (net or {}).get("aliases", []):
+                out.setdefault(alias, set()).add(name)
+    return out
+
+
+def bind_mounts(svcs: dict) -> list[tuple[str, Path, str]]:
+    """(service, source, target) of every bind mount; each source must exist."""
+    mounts = []
+    for name, s in svcs.items():
+        for v in s.get("volumes", []):
+            if isinstance(v, dict):
+                src, dst, typ = v.get("source"), v.get("target"), v.get("type")
+            else:
+                parts = v.split(":")
+                src, dst = parts[0], parts[1]
+                typ = "bind" if src.startswith(("/", ".")) else "volume"
+            if typ == "bind":
+                check(Path(src).exists(), f"{name}: bind mount source {src} does not exist")
+                mounts.append((name, Path(src).resolve(), dst))
+    return mounts
+
+
+def check_compose_cluster(facts: Facts) -> str:
+    routes = role_routes()
+    rendered, how = compose_config("cluster.yaml")
+    svcs = rendered["services"]
+    for s in ("minio", "createbucket", "prometheus", "grafana", "node-exporter"):
+        check(s in svcs, f"cluster.yaml has no service {s}")
+    check(svcs["minio"]["image"].startswith("minio/minio:"), "the S3 server is not MinIO (conditional writes)")
+    mounts = bind_mounts(svcs)
+    names = compose_names(svcs)
+    nodes = []
+    for name, s in svcs.items():
+        cmd = s.get("command")
+        cmd = shlex.split(cmd) if isinstance(cmd, str) else (cmd or [])
+        if cmd[:1] != ["serve"]:
+            continue
+        where = f"cluster.yaml {name}"
+        conf = arg_value(cmd, "--config")
+        check(conf is not None, f"{where}: no --config")
+        src = next((m[1] for m in mounts if m[0] == name and m[2] == conf), None)
+        check(src == (COMPOSE / "cluster.toml").resolve(), f"{where}: --config {conf} is not cluster.toml mounted")
+        cfg = check_toml(facts, src)
+        env = {k: str(v) for k, v in (s.get("environment") or {}).items()}
+        nodes.append({"where": where, "name": name, "args": cmd, "env": env, "cfg": cfg, "svc": s})
+    by_role = check_cluster_nodes(facts, nodes, routes)
+    grace = duration_s(nodes[0]["cfg"].get("shutdown_grace_period", f"{facts.default_grace_s}s"))
+    for n in nodes:
+        s, w = n["svc"], n["where"]
+        dep = s.get("depends_on", {})
+        check(dep.get("createbucket", {}).get("condition") == "service_completed_successfully",
+              f"{w}: must wait for the bucket (createbucket completed)")
+        hc = " ".join(s.get("healthcheck", {}).get("test", []))
+        probed = re.search(r"GET (\S+) HTTP/", hc)
+        check(probed is not None and probed.group(1) == "/-/ready" and f"/dev/tcp/127.0.0.1/{n['port']}" in hc,
+              f"{w}: the healthcheck does not probe /-/ready on {n['port']}: {hc}")
+        check(probed.group(1) in routes[n["role"]], f"{w}: the healthcheck's {probed.group(1)} is not a route of the {n['role']} role")
+        stop = s.get("stop_grace_period", "10s")
+        check(duration_s(stop) > grace, f"{w}: stop_grace_period {stop} must exceed the shutdown grace {grace:g}s")
+        for p in s.get("ports", []):
+            target = p.get("target") if isinstance(p, dict) else int(str(p).rsplit(":", 1)[1].split("/")[0])
+            check(int(target) == n["port"], f"{w}: publishes container port {target}, not the listen port {n['port']}")
+        for cred in ("QUIVER_S3_ACCESS_KEY_ID", "QUIVER_S3_SECRET_ACCESS_KEY"):
+            check(n["env"].get(cred), f"{w}: {cred} is not set from .env")
+        check(n["cfg"]["storage"]["s3"]["endpoint"].startswith("http://minio:"), f"{w}: S3 endpoint is not the minio service")
+    # A writer's advertise URL names it on the compose network, and only it.
+    for n in by_role["writer"]:
+        host = urllib.parse.urlsplit(n["advertise"]).hostname
+        check(names.get(host) == {n["name"]}, f"{n['where']}: advertise URL host {host} is not this service alone")
+    for role in ("distributor", "querier"):
+        check(any(n["svc"].get("ports") for n in by_role[role]), f"no {role} published on 127.0.0.1")
+
+    def resolves_to(url: str, role: str, path: str, what: str):
+        u = urllib.parse.urlsplit(url)
+        targets = names.get(u.hostname, set())
+        roles = {n["role"] for n in nodes if n["name"] in targets}
+        check(targets and roles == {role} and len(targets) == len([n for n in nodes if n["name"] in targets]),
+              f"{what} {url}: host {u.hostname} is not {role}s only ({sorted(targets)})")
+        check(all(u.port == n["port"] for n in nodes if n["name"] in targets), f"{what} {url}: not the listen port")
+        check(path in routes[role], f"{what} {url}: the {role} role does not serve {path}")
+        return sorted(targets)
+
+    # Prometheus: its config is prometheus-cluster.yml; scrapes every node; remote-writes to
+    # the distributors.
+    pm = {m[2]: m[1] for m in mounts if m[0] == "prometheus"}
+    prom_file = pm.get("/etc/prometheus/prometheus.yml")
+    check(prom_file == (COMPOSE / "prometheus-cluster.yml").resolve(), "Prometheus does not load prometheus-cluster.yml")
+    prom_cfg = load_yaml_all(prom_file.read_text())[0]
+    scraped = {}
+    for sc in prom_cfg["scrape_configs"]:
+        for sg in sc["static_configs"]:
+            for tgt in sg["targets"]:
+                scraped[tgt] = sc.get("metrics_path", "/metrics")
+    for n in nodes:
+        path = scraped.get(f"{n['name']}:{n['port']}")
+        check(path is not None, f"Prometheus does not scrape {n['name']}:{n['port']}")
+        check(path in routes[n["role"]], f"Prometheus scrapes {path} of {n['name']}, not a route of the {n['role']} role")
+    for tgt in scraped:
+        check(tgt.split(":")[0] in names or tgt.startswith("localhost:"), f"Prometheus scrapes {tgt}, not a service")
+    rw = prom_cfg["remote_write"][0]["url"]
+    writers_to = resolves_to(rw, "distributor", urllib.parse.urlsplit(rw).path, "remote_write")
+    check(pm.get("/etc/prometheus/rules/quiver-alerts.yml") == (DEPLOY / "quiver-alerts.yml").resolve()
+          and prom_cfg["rule_files"] == ["/etc/prometheus/rules/quiver-alerts.yml"], "Prometheus does not load deploy/quiver-alerts.yml")
+    promtool = tool("promtool")
+    r = run([promtool, "check", "config", "--syntax-only", str(prom_file)])
+    check(r.returncode == 0, "promtool check config:\n" + r.stdout + r.stderr)
+    # Grafana: the provisioned Quiver data source reaches the queriers.
+    gm = {m[1]: m[2] for m in mounts if m[0] == "grafana"}
+    check(gm.get((GRAFANA / "provisioning").resolve()) == "/etc/grafana/provisioning", "Grafana provisioning not mounted")
+    provider = load_yaml_all((GRAFANA / "provisioning/dashboards/quiver.yaml").read_text())[0]
+    check(gm.get((GRAFANA / "dashboards").resolve()) == provider["providers"][0]["options"]["path"],
+          "dashboards are not mounted at the provider's path")
+    ds = load_yaml_all((GRAFANA / "provisioning/datasources/quiver.yaml").read_text())[0]["datasources"]
+    quiver_ds = [d for d in ds if d["uid"] == "quiver"]
+    check(quiver_ds, "no Quiver data source provisioned")
+    reads_from = resolves_to(quiver_ds[0]["url"], "querier", "/api/v1/query", "Grafana's Quiver data source")
+    # Secrets only in the env file; published ports on loopback.
+    check("change-me" not in (COMPOSE / "cluster.yaml").read_text(), "a secret value is written in cluster.yaml")
+    for name, s in svcs.items():
+        for p in s.get("ports", []):
+            host_ip = p.get("host_ip") if isinstance(p, dict) else p.split(":")[0]
+            check(host_ip == "127.0.0.1", f"{name} publishes {p} beyond 127.0.0.1")
+    return (f"{how} with .env.example: {len(svcs)} services; " + cluster_summary(by_role, facts)
+            + f" (each its own service); every node on cluster.toml, after createbucket, healthcheck on "
+            f"/-/ready, stop_grace_period > {grace:g}s; Prometheus (prometheus-cluster.yml, promtool "
+            f"--syntax-only) scrapes all {len(nodes)} nodes and remote-writes to {', '.join(writers_to)}; "
+            f"Grafana's data source reads from {', '.join(reads_from)}; ports on 127.0.0.1")
 
 
 def unit_settings(text: str) -> dict[str, list[str]]:
@@ -853,8 +1290,12 @@ def check_live(facts: Facts, binary: str) -> str:
         tmp = Path(tmp)
         # 1. The real binary accepts each TOML config of the kit (unknown keys are errors
         # there), with storage redirected to a scratch dir; then stops cleanly on SIGTERM.
-        for cfg in (COMPOSE / "quiver.toml", K8S / "quiver.toml"):
-            d = tmp / cfg.parent.name
+        # The cluster configs run as a single process here (their role is a flag of each
+        # node, and a role needs a bucket): what this checks is that every key, [cluster]
+        # included, is one the binary takes.
+        for i, cfg in enumerate((COMPOSE / "quiver.toml", K8S / "quiver.toml",
+                                 COMPOSE / "cluster.toml", K8S_CLUSTER / "quiver.toml")):
+            d = tmp / f"{i}-{cfg.parent.name}"
             srv = Server(binary, ["--config", str(cfg), "--data-dir", str(d), "--storage-url", "file://",
                                   "--listen", "127.0.0.1:0"], tmp)
             srv.wait_ready()
@@ -925,6 +1366,10 @@ def main() -> int:
     rep.run("TOML configs use only known keys", lambda: check_toml_files(facts))
     rep.run("Kubernetes base: kustomize + kubernetes-validate --strict + consistency", lambda: check_kubernetes(facts))
     rep.run("compose stack: docker-compose config + consistency", lambda: check_compose(facts))
+    rep.run("Kubernetes cluster base (kubernetes/cluster): roles, writers' names, one bucket and shard count",
+            lambda: check_kubernetes_cluster(facts))
+    rep.run("compose cluster (compose/cluster.yaml): roles, writers' names, one bucket and shard count, wiring",
+            lambda: check_compose_cluster(facts))
     rep.run("systemd unit: systemd-analyze verify + hardening", lambda: check_systemd(facts))
     rep.run("alert rules: promtool check rules", lambda: check_alerts(facts))
     rep.run("Grafana dashboards: JSON, targets, metric names, PromQL syntax", lambda: check_dashboards(facts))
