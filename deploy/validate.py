@@ -695,7 +695,9 @@ def role_routes() -> dict[str, set[str]]:
     check((cluster / "mod.rs").exists(), "src/cluster/mod.rs not found: the sources have no cluster roles")
     ops_fn = re.search(r"pub fn ops_routes.*?\n\}", (cluster / "mod.rs").read_text(), re.S)
     check(ops_fn is not None, "ops_routes not found in src/cluster/mod.rs")
-    ops = set(re.findall(r'\.route\(\s*"([^"]+)"', ops_fn.group(0)))
+    # Routes are `.route("path", …)` calls or `RoleRoute { path: "…", … }` entries.
+    route_re = r'(?:\.route\(\s*|\bpath:\s*)"([^"]+)"'
+    ops = set(re.findall(route_re, ops_fn.group(0)))
     table = re.findall(r'route\(\s*"([^"]+)",\s*\w+,\s*(READ|WRITE|ADMIN|Need::Open)\b',
                        (ROOT / "src/api/routes.rs").read_text())
     check(len(table) > 10, f"only {len(table)} routes found in src/api/routes.rs")
@@ -705,7 +707,7 @@ def role_routes() -> dict[str, set[str]]:
         f = cluster / f"{role}.rs"
         check(f.exists(), f"{f.relative_to(ROOT)} not found")
         src = f.read_text()
-        paths = set(re.findall(r'\.route\(\s*"([^"]+)"', src))
+        paths = set(re.findall(route_re, src))
         if "ops_routes(" in src:
             paths |= ops
         if "router_with(" in src:
