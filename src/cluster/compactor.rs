@@ -21,6 +21,10 @@ use crate::storage::manifest::ManifestStore;
 use crate::storage::tenants::{DEFAULT_TENANT, TENANTS_DIR};
 use crate::storage::{ClusterMode, Storage, StorageError, StorageOptions};
 
+/// How old an unlisted block must be before the compactor deletes it: far longer than any
+/// flush takes between uploading a block and listing it.
+const ORPHAN_AGE_MS: i64 = 3_600_000;
+
 /// The lease only one compactor holds.
 pub const LEASE: &str = "compactor";
 
@@ -57,6 +61,12 @@ async fn round(
         storage.install_manifest(&m.manifest).await?;
         let span = tracing::info_span!("compaction", tenant = tenant.as_str());
         let r = storage.compact().instrument(span).await?;
+        // Blocks uploaded but never listed (a writer killed mid-flush), once no flush
+        // could still be listing them.
+        let listed = ManifestStore::new(storage.store().clone()).load().await?;
+        storage
+            .delete_unlisted_blocks(&listed.manifest, ORPHAN_AGE_MS)
+            .await?;
         if !r.merged.is_empty() || !r.expired.is_empty() || r.deleted > 0 {
             tracing::info!(
                 tenant,

@@ -211,6 +211,50 @@ impl Storage {
         Ok(total)
     }
 
+    /// Deletes blocks in the bucket that the manifest neither lists nor marks deleted and
+    /// that were created (their ULID's time) more than `min_age_ms` ago: uploads of a
+    /// writer killed between its block upload and its manifest update, which no reader
+    /// will ever see. Returns how many were deleted. (One LIST of `blocks/`.)
+    pub async fn delete_unlisted_blocks(
+        &self,
+        m: &Manifest,
+        min_age_ms: i64,
+    ) -> Result<usize, StorageError> {
+        let store = self.shared.store.as_ref();
+        let listing = store
+            .list_with_delimiter(Some(&object_store::path::Path::from(
+                crate::storage::paths::BLOCKS_DIR,
+            )))
+            .await?;
+        let known: HashSet<&str> = m
+            .blocks
+            .iter()
+            .map(|b| b.id.as_str())
+            .chain(m.deleted.iter().map(|d| d.id.as_str()))
+            .collect();
+        let now = self.now_ms();
+        let mut deleted = 0;
+        for p in listing
+            .common_prefixes
+            .iter()
+            .filter_map(crate::storage::paths::BlockPath::from_key)
+        {
+            if known.contains(p.id.as_str()) {
+                continue;
+            }
+            let Ok(ulid) = ulid::Ulid::from_string(&p.id) else {
+                continue;
+            };
+            if now - (ulid.timestamp_ms() as i64) < min_age_ms {
+                continue;
+            }
+            tracing::warn!(block = %p.id, "deleting a block no manifest lists (an interrupted flush)");
+            super::delete_block(store, &p).await?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
     /// Forgets a shard's mirror heads (before rebuilding it from the bucket).
     pub fn mirror_reset(&self, shard: u32) {
         let mut st = self.shared.state.write();
@@ -243,4 +287,68 @@ fn sync_frozen(st: &mut super::State) {
         .flatten()
         .map(|m| (m.last, m.head.clone()))
         .collect();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use object_store::{ObjectStore, ObjectStoreExt};
+
+    use crate::storage::manifest::{Deletion, Manifest};
+    use crate::storage::{ClusterMode, Storage, StorageOptions};
+
+    #[tokio::test]
+    async fn only_old_unlisted_blocks_are_collected() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = StorageOptions::new(dir.path());
+        opts.cluster = Some(ClusterMode::Replica);
+        let s = Storage::open(opts, store.clone()).await.unwrap();
+        let now = s.now_ms() as u64;
+        let id = |age_ms: u64| ulid::Ulid::from_parts(now - age_ms, 7).to_string();
+        let (old_orphan, young_orphan, listed, marked) =
+            (id(7_200_000), id(60_000), id(7_200_001), id(7_200_002));
+        for b in [&old_orphan, &young_orphan, &listed, &marked] {
+            store
+                .put(&format!("blocks/{b}/meta.json").into(), "{}".into())
+                .await
+                .unwrap();
+        }
+        let mut m = Manifest::default();
+        m.deleted.push(Deletion {
+            id: marked.clone(),
+            at_ms: 0,
+        });
+        let mut meta: crate::storage::block::BlockMeta =
+            serde_json::from_value(serde_json::json!({
+                "format_version": 1, "id": listed, "min_t": 0, "max_t": 1, "num_series": 0,
+                "num_samples": 0, "level": 1, "bytes": 0
+            }))
+            .unwrap();
+        meta.id = listed.clone();
+        m.blocks.push(meta);
+        assert_eq!(s.delete_unlisted_blocks(&m, 3_600_000).await.unwrap(), 1);
+        let exists = |b: String| {
+            let store = store.clone();
+            async move {
+                store
+                    .head(&format!("blocks/{b}/meta.json").into())
+                    .await
+                    .is_ok()
+            }
+        };
+        assert!(
+            !exists(old_orphan).await,
+            "an old unlisted block is collected"
+        );
+        assert!(
+            exists(young_orphan).await,
+            "a flush may still list a young one"
+        );
+        assert!(
+            exists(listed).await && exists(marked).await,
+            "listed and marked blocks stay"
+        );
+    }
 }
