@@ -6,8 +6,9 @@ under a steady write load, priced at S3's list prices.
     python3 benches/cluster/run.py --bin target/release/quiver --load target/release/cluster_load-* \
         [--seconds 20] [--rest 30] [--out results.json]
 
-Servers (and moto_server) are pinned to CPU 0, the load generator to CPU 1 (taskset), so
-both setups get the same single core. Figures vary with the machine; compare within a run.
+Quiver's processes are pinned to CPU 0, the load generator and moto_server (standing in
+for S3, which runs elsewhere in production) to CPU 1 (taskset), so both setups get the same
+single core. Figures vary with the machine; compare within a run.
 """
 
 import argparse
@@ -47,8 +48,11 @@ def get(url):
 def wait(what, check, seconds=60):
     deadline = time.time() + seconds
     while time.time() < deadline:
-        if check():
-            return
+        try:
+            if check():
+                return
+        except OSError:
+            pass
         time.sleep(0.1)
     sys.exit(f"timed out waiting for {what}")
 
@@ -103,7 +107,7 @@ def measure(args, name, write_url, nodes):
 def single(args, tmp):
     port = free_port()
     env = dict(os.environ, **AWS)
-    moto = subprocess.Popen(["taskset", "-c", "0", shutil.which("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+    moto = subprocess.Popen(["taskset", "-c", "1", shutil.which("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     endpoint = f"http://127.0.0.1:{port}"
     wait("moto", lambda: urllib.request.urlopen(urllib.request.Request(f"{endpoint}/bench", method="PUT")).status == 200)
@@ -129,17 +133,20 @@ def single(args, tmp):
         moto.wait()
 
 
-def cluster(args, tmp, writers, distributors):
-    d = os.path.join(tmp, f"cluster-{writers}w")
+def cluster(args, tmp, writers, distributors, commit="100ms"):
+    d = os.path.join(tmp, f"cluster-{writers}w-{commit}")
     up = [os.path.join(ROOT, "deploy/local-cluster/up"), d, "--bin", args.bin,
           "--writers", str(writers), "--distributors", str(distributors), "--queriers", "1",
-          "--compactors", "1", "--lease", "15s", "--", "--head-flush-interval", "60s"]
-    # Every process the script starts inherits CPU 0.
+          "--compactors", "1", "--lease", "15s", "--", "--head-flush-interval", "60s",
+          "--cluster-commit-interval", commit]
+    # Every process the script starts inherits CPU 0; the S3 stand-in moves to CPU 1.
     subprocess.run(["taskset", "-c", "0"] + up, check=True, capture_output=True)
+    with open(os.path.join(d, "pids", "s3-1.pid")) as f:
+        subprocess.run(["taskset", "-a", "-cp", "1", f.read().strip()], check=True, capture_output=True)
     try:
         env = dict(l.strip().split("=", 1) for l in open(os.path.join(d, "cluster.env")) if "=" in l)
         nodes = [v for k, v in env.items() if k.endswith("_URL") and re.match(r"[A-Z]+_\d+_URL", k)]
-        return measure(args, f"cluster: {writers} writers, {distributors} distributors, 1 querier, 1 compactor",
+        return measure(args, f"cluster: {writers} writers, {distributors} distributors, 1 querier, 1 compactor, commit interval {commit}",
                        env["WRITE_URL"], nodes)
     finally:
         subprocess.run([os.path.join(ROOT, "deploy/local-cluster/down"), d], capture_output=True)
@@ -161,6 +168,7 @@ def main():
         results.append(single(a, tmp))
         results.append(cluster(a, tmp, 1, 1))
         results.append(cluster(a, tmp, 3, 2))
+        results.append(cluster(a, tmp, 3, 2, "500ms"))
     if a.out:
         with open(a.out, "w") as f:
             json.dump(results, f, indent=1)

@@ -106,6 +106,7 @@ async fn a_cluster_answers_like_one_process() {
         "4s",
         "--cluster-poll-interval",
         "200ms",
+        "--multi-tenancy",
     ];
     let cluster = Cluster::up(
         &tmp.join("cluster"),
@@ -228,5 +229,42 @@ async fn a_cluster_answers_like_one_process() {
         checks += 1;
     }
     eprintln!("cluster answered {checks} checks like the single process");
+
+    // Tenants stay apart through the cluster: a tenant's series reach only its queries.
+    let tenant = |r: reqwest::RequestBuilder| r.header("X-Scope-OrgID", "team-b");
+    let b = batch(vec![(
+        labels(&[("__name__", "tenant_test"), ("x", "1")]),
+        vec![(end, 42.0)],
+    )]);
+    let r = tenant(client.post(format!("{}/api/v1/write", writers[0])))
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .body(encode(&b))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "tenant write: {}", r.status());
+    for q in cluster.list("QUERY_URLS") {
+        let ask = |with_tenant: bool| {
+            let req = client
+                .get(format!("{q}/api/v1/query"))
+                .query(&[("query", "sum(tenant_test)"), ("time", &end_s)]);
+            let req = if with_tenant { tenant(req) } else { req };
+            async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while ask(true).await["data"]["result"][0]["value"][1] != "42" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "team-b's sample on {q}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            ask(false).await["data"]["result"],
+            serde_json::json!([]),
+            "the default tenant does not see team-b's series"
+        );
+    }
     drop(cluster);
 }
