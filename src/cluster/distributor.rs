@@ -107,7 +107,10 @@ impl Distributor {
                     m.with_label_values(&["moved"]).inc();
                     self.owners.refresh().await;
                 }
-                Ok(r) if r.status() == reqwest::StatusCode::BAD_REQUEST => {
+                Ok(r)
+                    if r.status() == reqwest::StatusCode::BAD_REQUEST
+                        || r.status() == reqwest::StatusCode::PAYLOAD_TOO_LARGE =>
+                {
                     m.with_label_values(&["refused"]).inc();
                     let why = r.text().await.unwrap_or_default();
                     return Err(StorageError::Invalid(why));

@@ -19,6 +19,9 @@ use crate::ingest::WriteBatch;
 use crate::model::Labels;
 use crate::storage::StorageError;
 
+/// Most distinct (cluster, replica) pairs one request may carry.
+pub const MAX_PAIRS: usize = 16;
+
 #[derive(Debug, Clone)]
 pub struct HaConfig {
     /// Empty: deduplication off.
@@ -246,10 +249,20 @@ impl HaTracker {
                 && !pairs.contains(&p)
             {
                 pairs.push(p);
+                if pairs.len() > MAX_PAIRS {
+                    break;
+                }
             }
         }
         if pairs.is_empty() {
             return Ok((batch, 0));
+        }
+        // One sender is one replica of one cluster; each pair may cost a bucket round trip.
+        if pairs.len() > MAX_PAIRS {
+            return Err(StorageError::Invalid(format!(
+                "a request carries {} HA cluster/replica pairs; at most {MAX_PAIRS}",
+                pairs.len()
+            )));
         }
         for (c, r) in pairs {
             let ok = self.accepts(tenant, &c, &r, now).await?;

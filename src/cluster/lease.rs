@@ -119,10 +119,11 @@ impl LeaseStore {
         let current = self.read(name).await?;
         let (epoch, mode) = match &current {
             None => (1, PutMode::Create),
-            Some((l, v)) if l.owner == owner && l.expires_ms > now_ms => {
-                (l.epoch, PutMode::Update(v.clone()))
+            // Ours still (a restart with the same node id): a new epoch all the same, so
+            // whatever an earlier holder of ours still runs is fenced.
+            Some((l, v)) if l.owner == owner || l.expires_ms <= now_ms => {
+                (l.epoch + 1, PutMode::Update(v.clone()))
             }
-            Some((l, v)) if l.expires_ms <= now_ms => (l.epoch + 1, PutMode::Update(v.clone())),
             Some(_) => return Ok(None),
         };
         let lease = Lease {
@@ -213,5 +214,12 @@ mod tests {
             "{winner} lost it"
         );
         assert!(taken.valid(1901, 100) && !taken.valid(2850, 200));
+        // The holder taking it again (a restart with the same id) gets a new epoch too.
+        let again = l
+            .try_acquire("x", loser, "", 1000, 1950)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.lease.epoch, 3);
     }
 }

@@ -82,15 +82,29 @@ pub async fn follow(
                     storage.mirror_reset(s);
                     cursors.remove(&s);
                 }
-                Err(e) => tracing::debug!(tenant, shard = s, error = %e, "cannot follow shard"),
+                // What was applied before the error counts: never apply an object twice.
+                Err((c, e)) => {
+                    cursors.insert(s, c);
+                    // 409: the shard is moving (its new owner is read within a quarter lease).
+                    if e.contains("409") {
+                        tracing::debug!(tenant, shard = s, error = %e, "shard moving");
+                    } else {
+                        tracing::warn!(tenant, shard = s, error = %e, "cannot follow shard");
+                    }
+                }
             }
         }
         tokio::time::sleep(poll).await;
     }
 }
 
+/// Most WAL objects one shard's mirror reads per poll (a querier far behind catches up
+/// over several polls, and other shards are not starved meanwhile).
+const MAX_OBJECTS_PER_POLL: u64 = 256;
+
 /// Brings one shard's mirror up to its owner's last WAL object. Returns the new cursor,
-/// or `None` when the mirror must be rebuilt (the owner's WAL is behind it).
+/// or `None` when the mirror must be rebuilt (the owner's WAL is behind it); on error, the
+/// cursor as far as it got.
 async fn follow_shard(
     tenant: &str,
     storage: &Storage,
@@ -99,10 +113,11 @@ async fn follow_shard(
     shard: u32,
     cursor: u64,
     checkpoint: u64,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<u64>, (u64, String)> {
     let Some(owner) = owners.owner(shard, now_ms()) else {
         return Ok(Some(cursor));
     };
+    let fail = |e: String| (cursor, e);
     let url = format!("{}/internal/v1/tail", owner.addr.trim_end_matches('/'));
     let tail: Tail = client
         .get(&url)
@@ -113,30 +128,31 @@ async fn follow_shard(
         ])
         .send()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| fail(e.to_string()))?
         .error_for_status()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| fail(e.to_string()))?
         .json()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| fail(e.to_string()))?;
     let last = tail.state.last;
     if last < cursor && last >= checkpoint && tail.state.last > 0 {
         return Ok(None);
     }
     let mut at = cursor;
-    for seq in cursor + 1..=last {
+    for seq in cursor + 1..=last.min(cursor + MAX_OBJECTS_PER_POLL) {
         match read_segment(storage.store().as_ref(), shard, seq).await {
             Ok(Some(data)) => {
                 let rotated = tail.state.rotations.iter().any(|&r| r >= at && r < seq);
-                storage
-                    .mirror_segment(shard, seq, &data, rotated)
-                    .map_err(|e| e.to_string())?;
+                if let Err(e) = storage.mirror_segment(shard, seq, &data, rotated) {
+                    // A corrupt object: skipped (the writer's replay reports it too).
+                    tracing::error!(shard, seq, error = %e, "cannot apply a WAL object to the mirror");
+                }
                 at = seq;
             }
             // Flushed and deleted since (the next manifest lists its blocks), or a number
             // a failed put skipped.
             Ok(None) => at = seq,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err((at, e.to_string())),
         }
     }
     Ok(Some(at))

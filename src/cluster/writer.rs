@@ -46,8 +46,10 @@ struct Owned {
     held: parking_lot::Mutex<Held>,
     /// Until when (ms, wall clock) this writer may act on the lease: expiry − margin.
     valid_until: Arc<AtomicI64>,
-    /// Set when the shard is being released or was lost: pushes get 409.
+    /// Set while the shard opens and once it is being released or was lost: pushes get 409.
     leaving: AtomicBool,
+    /// Set once the shard is being released or was lost: no engine may open any more.
+    released: AtomicBool,
     engines: tokio::sync::Mutex<HashMap<String, Engine>>,
 }
 
@@ -107,6 +109,13 @@ impl Writer {
         if let Some(e) = engines.get(tenant) {
             return Ok(e.clone());
         }
+        // Checked under the lock `give_back` drains under: no engine opens after it.
+        if o.released.load(Ordering::Relaxed) {
+            return Err(StorageError::Fenced(format!(
+                "shard {} is being released",
+                o.shard
+            )));
+        }
         let tail = Arc::new(WalTail::new(0));
         let valid_until = o.valid_until.clone();
         let mut opts = self.template.clone();
@@ -137,6 +146,14 @@ impl Writer {
             }
         };
         for t in tenants {
+            let current = self
+                .owned
+                .read()
+                .get(&s)
+                .is_some_and(|o| Arc::ptr_eq(o, &owned));
+            if !current || owned.released.load(Ordering::Relaxed) {
+                return;
+            }
             if let Err(e) = self.engine(&owned, &t).await {
                 tracing::error!(shard = s, tenant = t, error = %e, "cannot open the shard; giving it back");
                 self.give_back(s).await;
@@ -158,10 +175,16 @@ impl Writer {
             return;
         };
         o.leaving.store(true, Ordering::Relaxed);
-        let engines: Vec<_> = o.engines.lock().await.drain().collect();
-        for (_, (storage, _)) in engines {
-            storage.close().await;
+        o.released.store(true, Ordering::Relaxed);
+        {
+            // Held through the close: a push cannot open a new engine meanwhile.
+            let mut engines = o.engines.lock().await;
+            for (_, (storage, _)) in engines.drain() {
+                storage.close().await;
+            }
         }
+        // Nothing commits under this lease any more, whatever still holds an engine.
+        o.valid_until.store(0, Ordering::Relaxed);
         let held = o.held.lock().clone();
         if let Err(e) = self.leases.release(&held).await {
             tracing::warn!(shard = s, error = %e, "could not release the lease; it expires on its own");
@@ -172,8 +195,10 @@ impl Writer {
 
     /// Forgets a shard whose lease another writer took (nothing may be committed now).
     async fn lost(&self, s: u32) {
-        if let Some(o) = self.owned.write().remove(&s) {
+        let gone = self.owned.write().remove(&s);
+        if let Some(o) = gone {
             o.leaving.store(true, Ordering::Relaxed);
+            o.released.store(true, Ordering::Relaxed);
             o.valid_until.store(0, Ordering::Relaxed);
             tracing::error!(shard = s, "shard lease lost");
         }
@@ -198,7 +223,11 @@ impl Writer {
         let owned: Vec<Arc<Owned>> = self.owned.read().values().cloned().collect();
         for o in owned {
             let mut held = o.held.lock().clone();
-            match self.leases.renew(&mut held, self.cfg.lease_ms, now).await {
+            match self
+                .leases
+                .renew(&mut held, self.cfg.lease_ms, now_ms())
+                .await
+            {
                 Ok(true) => {
                     o.valid_until.store(
                         held.lease.expires_ms - self.cfg.margin_ms(),
@@ -245,7 +274,13 @@ impl Writer {
                 }
                 match self
                     .leases
-                    .try_acquire(&shard_lease(s), me, &self.advertise, self.cfg.lease_ms, now)
+                    .try_acquire(
+                        &shard_lease(s),
+                        me,
+                        &self.advertise,
+                        self.cfg.lease_ms,
+                        now_ms(),
+                    )
                     .await
                 {
                     Ok(Some(held)) => {
@@ -257,6 +292,7 @@ impl Writer {
                             valid_until,
                             // Until its WAL is replayed: pushes get 409.
                             leaving: AtomicBool::new(true),
+                            released: AtomicBool::new(false),
                             engines: Default::default(),
                         });
                         self.owned.write().insert(s, owned.clone());
@@ -419,7 +455,10 @@ pub async fn run(
         handler: guarded(get(tail)),
     });
     let app = super::role_router(routes)
-        .layer(axum::extract::DefaultBodyLimit::max(cfg.max_body_bytes))
+        // A shard's part of a request is at most the request decoded: the decode budget.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            cfg.max_body_bytes.max(cfg.ingest_decode_budget.0),
+        ))
         .with_state(w.clone());
 
     let lease_loop = {

@@ -140,20 +140,27 @@ impl Storage {
         report: &mut CompactionReport,
     ) -> Result<(), StorageError> {
         let now = self.now_ms();
-        let removed: Vec<String> = {
+        let replaced: Vec<String> = {
             let mut st = self.shared.state.write();
             st.graveyard.drain(..).map(|b| b.meta.id.clone()).collect()
         };
+        // A block merged by the 2 h pass and merged again by the day pass was never listed:
+        // neither list it nor mark it, and delete its files now (no reader knows it).
+        let (transient, removed): (Vec<String>, Vec<String>) = replaced
+            .into_iter()
+            .partition(|id| report.merged.iter().any(|m| &m.id == id));
+        let added: Vec<BlockMeta> = report
+            .merged
+            .iter()
+            .filter(|m| !transient.contains(&m.id))
+            .cloned()
+            .collect();
         let m = manifest
-            .update(|m| {
-                Ok(super::flush::compaction_change(
-                    m,
-                    &report.merged,
-                    &removed,
-                    now,
-                ))
-            })
+            .update(|m| super::flush::compaction_change(m, &added, &removed, now))
             .await?;
+        for id in &transient {
+            delete_block(self.shared.store.as_ref(), &BlockPath::new(id.clone())).await?;
+        }
         let delay = self.shared.opts.deletion_delay_ms;
         let due: Vec<String> = m
             .deleted

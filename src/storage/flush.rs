@@ -285,7 +285,17 @@ pub(super) fn compaction_change(
     added: &[BlockMeta],
     removed: &[String],
     now_ms: i64,
-) -> bool {
+) -> Result<bool, StorageError> {
+    // Another compactor (one whose lease lapsed, or ours) changed these blocks meanwhile:
+    // publishing over it would list their samples twice or bring expired ones back.
+    if let Some(id) = removed
+        .iter()
+        .find(|id| !m.blocks.iter().any(|b| &b.id == *id))
+    {
+        return Err(StorageError::Fenced(format!(
+            "block {id} was unlisted by someone else during this compaction"
+        )));
+    }
     let gone: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
     let before = m.blocks.len();
     m.blocks.retain(|b| !gone.contains(b.id.as_str()));
@@ -303,5 +313,36 @@ pub(super) fn compaction_change(
             m.blocks.push(b.clone());
         }
     }
-    unlisted > 0 || !added.is_empty()
+    Ok(unlisted > 0 || !added.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compaction_change;
+    use crate::storage::block::BlockMeta;
+    use crate::storage::manifest::Manifest;
+
+    fn meta(id: &str) -> BlockMeta {
+        serde_json::from_value(serde_json::json!({
+            "format_version": 1, "id": id, "min_t": 0, "max_t": 1, "num_series": 1,
+            "num_samples": 1, "level": 1, "bytes": 1
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_compaction_of_blocks_someone_else_unlisted_is_refused() {
+        let mut m = Manifest {
+            blocks: vec![meta("a"), meta("b")],
+            ..Default::default()
+        };
+        let merged = [meta("c")];
+        assert!(compaction_change(&mut m.clone(), &merged, &["a".into(), "x".into()], 5).is_err());
+        assert!(compaction_change(&mut m, &merged, &["a".into(), "b".into()], 5).unwrap());
+        assert_eq!(
+            m.blocks.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+            ["c"]
+        );
+        assert_eq!(m.deleted.len(), 2);
+    }
 }

@@ -247,13 +247,19 @@ impl WalWriter {
 /// A whole segment built in memory: what a cluster writer puts in the bucket as one
 /// object per commit (`storage::bucket_wal`). The same header, frames and records as a
 /// segment file, so [`replay_bytes`] reads both; series are declared once per segment, so
-/// each object replays on its own.
-#[derive(Default)]
+/// each object replays on its own. Every buffer, `default()` included, starts with the
+/// header.
 pub struct SegmentBuf {
     out: Vec<u8>,
     declared: HashSet<u32>,
     buf: Vec<u8>,
     records: usize,
+}
+
+impl Default for SegmentBuf {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl SegmentBuf {
@@ -263,7 +269,9 @@ impl SegmentBuf {
         out.extend_from_slice(&WAL_FORMAT_VERSION.to_le_bytes());
         SegmentBuf {
             out,
-            ..Default::default()
+            declared: HashSet::new(),
+            buf: Vec::new(),
+            records: 0,
         }
     }
 

@@ -288,3 +288,92 @@ async fn a_new_querier_reads_only_the_index_and_a_new_writer_takes_shards() {
     eprintln!("sender while a writer joined: {sent:?}");
     wait_all_acked(&q1, 40, sent.acked, base / 1000 + 1800, &cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_compactor_merges_through_the_manifest_and_answers_stay_the_same() {
+    if !moto_available("the_compactor_merges_through_the_manifest_and_answers_stay_the_same") {
+        return;
+    }
+    let (_t, tmp) = tempdir();
+    let cluster = Cluster::up(
+        &tmp.join("c"),
+        &[
+            "--writers",
+            "2",
+            "--distributors",
+            "1",
+            "--queriers",
+            "1",
+            "--compactors",
+            "1",
+        ],
+        &[
+            "--head-flush-interval",
+            "2s",
+            "--compaction-interval",
+            "2s",
+            "--cluster-deletion-delay",
+            "1s",
+            "--cluster-poll-interval",
+            "200ms",
+        ],
+    );
+    // Backfill (the import's window is the retention): 40 series over 30 h, sealed windows.
+    let start_ms = (now_ms() - 32 * 3_600_000) / 3_600_000 * 3_600_000;
+    let mut text = String::new();
+    for i in 0..40 {
+        for h in 0..30 {
+            text.push_str(&format!(
+                "backfill{{i=\"{i}\"}} {h} {}\n",
+                start_ms + h * 3_600_000
+            ));
+        }
+    }
+    let w = cluster.var("WRITE_URL");
+    let r = reqwest::Client::new()
+        .post(format!("{w}/api/v1/import/prometheus"))
+        .body(text)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    let q = cluster.var("QUERY_URL");
+    let at = start_ms / 1000 + 31 * 3600;
+    let count = "sum(count_over_time(backfill[40h]))";
+    let total = "sum(sum_over_time(backfill[40h]))";
+    wait_for_async("the import flushed", 60, || {
+        let q = q.clone();
+        async move { scalar_of(&query(&q, count, at).await) == Some(1200.0) }
+    })
+    .await;
+    // Then the compactor merges each sealed window's blocks (one per shard and window) and
+    // the querier follows the manifest: fewer blocks, the same answers.
+    let mut most = 0.0f64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let fewest = loop {
+        let b = metric(&q, "quiver_blocks").await;
+        most = most.max(b);
+        // One block per shard and 2 h window before; merged windows after.
+        if most >= 50.0 && b * 4.0 <= most {
+            break b;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no compaction published: {b} blocks (most {most})\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!("querier blocks: {most} before compaction, {fewest} after");
+    assert_eq!(scalar_of(&query(&q, count, at).await), Some(1200.0));
+    assert_eq!(
+        scalar_of(&query(&q, total, at).await),
+        Some(40.0 * (0..30).sum::<i64>() as f64)
+    );
+    // Replaced blocks' files go after the deletion delay; a new querier reads the merged ones.
+    let mut cluster = cluster;
+    let name = cluster.add("querier");
+    let q2 = cluster.url(&name);
+    assert_eq!(scalar_of(&query(&q2, count, at).await), Some(1200.0));
+    assert!(metric(&q2, "quiver_blocks").await <= fewest);
+}

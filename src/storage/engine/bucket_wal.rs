@@ -86,9 +86,21 @@ pub(super) async fn replay(
         let mut h = head.write();
         let mut refs: HashMap<u32, SeriesId> = HashMap::new();
         let name = segment_key(shard, seq).to_string();
-        let stats = wal::replay_bytes(&data, &name, |rec| {
+        let stats = match wal::replay_bytes(&data, &name, |rec| {
             total += apply_replayed(shared, &mut h, &mut refs, rec, now, &mut orphans);
-        })?;
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                // Damaged beyond its header: its samples are lost either way; refusing the
+                // shard for it would stop every later write to the shard.
+                tracing::error!(segment = %name, error = %e, "WAL object unreadable; skipped");
+                shared
+                    .stats
+                    .wal_truncated_bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                continue;
+            }
+        };
         if stats.truncated_bytes > 0 {
             // Objects are written whole: a short one is corruption, not a torn tail.
             tracing::error!(segment = %name, bytes = stats.truncated_bytes, "WAL object has a corrupt tail");
@@ -135,6 +147,8 @@ pub(super) async fn task(
     mut rx: UnboundedReceiver<WalCmd>,
 ) {
     let mut last_put = tokio::time::Instant::now() - sh.commit_interval;
+    // Set once another owner wrote one of our numbers: nothing more is committed here.
+    let mut fenced = false;
     while let Some(first) = rx.recv().await {
         if matches!(first, WalCmd::Append(_)) {
             tokio::time::sleep_until(last_put + sh.commit_interval).await;
@@ -157,14 +171,9 @@ pub(super) async fn task(
                     }
                 },
                 WalCmd::Rotate(reply) => {
-                    commit(
-                        &shared,
-                        &sh,
-                        &mut next,
-                        std::mem::take(&mut seg),
-                        &mut pending,
-                    )
-                    .await;
+                    // The rest of this batch goes into a new object (`default()` has the header).
+                    let full = std::mem::take(&mut seg);
+                    commit(&shared, &sh, &mut next, &mut fenced, full, &mut pending).await;
                     last_put = tokio::time::Instant::now();
                     let closed = next - 1;
                     let frozen = freeze_head(&shared, closed);
@@ -172,7 +181,7 @@ pub(super) async fn task(
                     let _ = reply.send(Ok((closed, frozen)));
                 }
                 WalCmd::Close(reply) => {
-                    commit(&shared, &sh, &mut next, seg, &mut pending).await;
+                    commit(&shared, &sh, &mut next, &mut fenced, seg, &mut pending).await;
                     tracing::info!(shard = sh.shard, "shard WAL closed");
                     let _ = reply.send(());
                     return;
@@ -180,7 +189,7 @@ pub(super) async fn task(
             }
         }
         if !pending.is_empty() {
-            commit(&shared, &sh, &mut next, seg, &mut pending).await;
+            commit(&shared, &sh, &mut next, &mut fenced, seg, &mut pending).await;
             last_put = tokio::time::Instant::now();
         }
     }
@@ -199,6 +208,7 @@ async fn commit(
     shared: &Shared,
     sh: &ShardOptions,
     next: &mut u64,
+    fenced: &mut bool,
     seg: SegmentBuf,
     pending: &mut Vec<AppendReq>,
 ) {
@@ -210,7 +220,7 @@ async fn commit(
             let _ = req.reply.send(Err(e()));
         }
     };
-    if !(sh.lease_valid)() {
+    if *fenced || !(sh.lease_valid)() {
         return refuse(pending, &|| {
             StorageError::Fenced(format!("shard {} lease not held", sh.shard))
         });
@@ -261,5 +271,76 @@ async fn commit(
                 StorageError::Unavailable(format!("WAL object store: {msg}"))
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use object_store::{ObjectStore, ObjectStoreExt};
+
+    use super::{list_segments, read_segment};
+    use crate::ingest::{SeriesSamples, WriteBatch};
+    use crate::model::Labels;
+    use crate::storage::wal::replay_bytes;
+    use crate::storage::{
+        ClusterMode, ShardOptions, Storage, StorageOptions, WalTail, WriteWindow,
+    };
+
+    fn one(name: &str, t: i64) -> WriteBatch {
+        WriteBatch {
+            series: vec![SeriesSamples {
+                labels: Labels::new(vec![("__name__".into(), name.into())]).unwrap(),
+                samples: vec![(t, 1.0)],
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// Appends queued with a flush in one commit batch: the objects after the rotation
+    /// are whole segments too (a header-less object would fail every replay of the shard).
+    #[tokio::test]
+    async fn objects_after_a_rotation_in_one_batch_replay() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = StorageOptions::new(dir.path());
+        opts.cluster = Some(ClusterMode::Shard(ShardOptions {
+            shard: 3,
+            epoch: 1,
+            lease_valid: Arc::new(|| true),
+            commit_interval: Duration::from_millis(300),
+            tail: Arc::new(WalTail::new(0)),
+        }));
+        let s = Arc::new(Storage::open(opts, store.clone()).await.unwrap());
+        s.append(one("a", 1), WriteWindow::Any).await.unwrap();
+        // The next append waits out the commit interval; a flush and another append join it.
+        let x = tokio::spawn({
+            let s = s.clone();
+            async move { s.append(one("x", 2), WriteWindow::Any).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let f = tokio::spawn({
+            let s = s.clone();
+            async move { s.flush().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let b = tokio::spawn({
+            let s = s.clone();
+            async move { s.append(one("b", 3), WriteWindow::Any).await }
+        });
+        x.await.unwrap().unwrap();
+        f.await.unwrap().unwrap();
+        b.await.unwrap().unwrap();
+        let segs = list_segments(store.as_ref(), 3).await.unwrap();
+        assert!(!segs.is_empty(), "b's object is after the checkpoint");
+        let mut records = 0;
+        for seq in segs {
+            let data = read_segment(store.as_ref(), 3, seq).await.unwrap().unwrap();
+            records += replay_bytes(&data, "t", |_| {}).unwrap().records;
+        }
+        assert_eq!(records, 1, "b's record, in an object that replays");
+        let _ = store.head(&"cluster/manifest.json".into()).await.unwrap();
     }
 }

@@ -294,6 +294,26 @@ pub(super) struct Shared {
     pub blocks_unavailable: parking_lot::Mutex<Option<String>>,
 }
 
+impl Drop for Shared {
+    /// A cluster shard's engine closes when its shard moves away: what its heads held no
+    /// longer counts against the writer's memory limit (the next owner replays it).
+    fn drop(&mut self) {
+        if let Some(ClusterMode::Shard(_)) = &self.opts.cluster {
+            let st = self.state.get_mut();
+            let held: usize = std::iter::once(&st.head)
+                .chain(st.frozen.iter().map(|(_, h)| h))
+                .map(|h| h.read().entries())
+                .sum();
+            let _ =
+                self.opts
+                    .head_samples
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        Some(n.saturating_sub(held))
+                    });
+        }
+    }
+}
+
 /// Estimated head memory per entry: a timestamp, a value and a commit sequence, plus
 /// vector slack.
 pub const HEAD_BYTES_PER_SAMPLE: usize = 28;
