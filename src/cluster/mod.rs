@@ -218,11 +218,10 @@ mod tests {
             ])
             .unwrap()
         };
-        // Fixed: changing the hash would move every series of every cluster.
-        assert_eq!(
-            shard_of("default", &l("0"), 1 << 20),
-            shard_of("default", &l("0"), 1 << 20)
-        );
+        // Pinned (computed independently, FNV-1a 64 in Python): changing the hash would
+        // move every series of every existing cluster to another shard.
+        assert_eq!(shard_of("default", &l("0"), 1 << 20), 387_556);
+        assert_eq!(shard_of("default", &l("0"), 8), 4);
         let a = shard_of("default", &l("0"), 8);
         assert_ne!(
             (0..64)
