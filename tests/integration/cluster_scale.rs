@@ -217,7 +217,7 @@ async fn a_new_querier_reads_only_the_index_and_a_new_writer_takes_shards() {
             .filter(|l| l.contains(&format!("file=\"{file}\"")))
             .filter(|l| op.is_none_or(|o| l.contains(&format!("operation=\"{o}\""))))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .fold(0.0, |a, b| a + b)
     };
     eprintln!(
         "new querier over {blocks} blocks: manifest {}, series {}, postings {}, meta {}, samples {}, lists {}",
