@@ -219,15 +219,18 @@ impl Writer {
                 PutPayload::from(member),
             )
             .await?;
-        // Renew what we hold.
+        // Renew what we hold, all at once: one slow request must not age the others.
         let owned: Vec<Arc<Owned>> = self.owned.read().values().cloned().collect();
-        for o in owned {
+        let renewals = owned.iter().map(|o| async move {
             let mut held = o.held.lock().clone();
-            match self
+            let r = self
                 .leases
                 .renew(&mut held, self.cfg.lease_ms, now_ms())
-                .await
-            {
+                .await;
+            (o, held, r)
+        });
+        for (o, held, r) in futures::future::join_all(renewals).await {
+            match r {
                 Ok(true) => {
                     o.valid_until.store(
                         held.lease.expires_ms - self.cfg.margin_ms(),
