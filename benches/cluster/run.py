@@ -85,7 +85,19 @@ def load(args, url):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(args, name, write_url, nodes):
+def peak_rss_mib(pid):
+    """Peak resident memory of a process (VmHWM), MiB."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def measure(args, name, write_url, nodes, pids=None):
     before, t0 = requests_by_op(nodes), time.time()
     result = load(args, write_url)
     under = rate(before, requests_by_op(nodes), time.time() - t0)
@@ -99,6 +111,7 @@ def measure(args, name, write_url, nodes):
         "requests_per_s_at_rest": {k: round(v, 2) for k, v in sorted(rest.items()) if v},
         "usd_per_month_under_load": round(monthly_cost(under), 2),
         "usd_per_month_at_rest": round(monthly_cost(rest), 2),
+        "peak_rss_mib": {n: peak_rss_mib(p) for n, p in (pids or {}).items()},
     })
     print(json.dumps(result), flush=True)
     return result
@@ -125,7 +138,7 @@ def single(args, tmp):
             url = m and m.group(1)
             return url and get(url + "/-/ready")[0] == 200
         wait("single", up)
-        return measure(args, "single process (local WAL, blocks in S3)", url, [url])
+        return measure(args, "single process (local WAL, blocks in S3)", url, [url], {"single": q.pid})
     finally:
         q.terminate()
         q.wait()
@@ -146,8 +159,12 @@ def cluster(args, tmp, writers, distributors, commit="100ms"):
     try:
         env = dict(l.strip().split("=", 1) for l in open(os.path.join(d, "cluster.env")) if "=" in l)
         nodes = [v for k, v in env.items() if k.endswith("_URL") and re.match(r"[A-Z]+_\d+_URL", k)]
+        pids = {}
+        for f in sorted(os.listdir(os.path.join(d, "pids"))):
+            if not f.startswith("s3-"):
+                pids[f[:-4]] = int(open(os.path.join(d, "pids", f)).read().strip())
         return measure(args, f"cluster: {writers} writers, {distributors} distributors, 1 querier, 1 compactor, commit interval {commit}",
-                       env["WRITE_URL"], nodes)
+                       env["WRITE_URL"], nodes, pids)
     finally:
         subprocess.run([os.path.join(ROOT, "deploy/local-cluster/down"), d], capture_output=True)
 
