@@ -143,6 +143,91 @@ async fn ha_pairs_store_only_the_elected_replica() {
             + metric(&dist[1], "quiver_ha_dropped_samples_total").await
             > 0.0
     );
+
+    // Remote write 2.0 (with metadata) and OTLP (with an exemplar) go through the
+    // distributors too, and reach the querier's series, metadata and exemplar APIs.
+    let t = now_ms() - 30_000;
+    let v2 = quiver::ingest::remote_write_v2::encode(&quiver::ingest::WriteBatch {
+        metadata: vec![quiver::ingest::MetricMetadata {
+            metric_family_name: "rw2_test".into(),
+            metric_type: "gauge".into(),
+            help: "sent by remote write 2.0".into(),
+            unit: String::new(),
+            carriers: vec![],
+        }],
+        ..batch(vec![(
+            labels(&[("__name__", "rw2_test"), ("job", "x")]),
+            vec![(t, 7.0)],
+        )])
+    });
+    let r = client
+        .post(format!("{}/api/v1/write", dist[0]))
+        .header("Content-Encoding", "snappy")
+        .header(
+            "Content-Type",
+            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+        )
+        .body(v2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    let t_ns = t as u128 * 1_000_000;
+    let otlp = serde_json::json!({"resourceMetrics": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "otlp"}}]},
+        "scopeMetrics": [{"metrics": [{
+            "name": "otlp_test",
+            "sum": {"aggregationTemporality": 2, "isMonotonic": true, "dataPoints": [{"timeUnixNano": t_ns.to_string(), "asDouble": 3.0,
+                "exemplars": [{"timeUnixNano": t_ns.to_string(), "asDouble": 3.0,
+                    "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174"}]}]}
+        }]}]
+    }]});
+    let r = client
+        .post(format!("{}/api/v1/otlp/v1/metrics", dist[1]))
+        .header("Content-Type", "application/json")
+        .body(otlp.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let now_s = t / 1000 + 1;
+    wait_for_async("rw2 and OTLP samples on the querier", 30, || {
+        let q = q.clone();
+        async move {
+            scalar_of(&query(&q, "sum(rw2_test) + sum(otlp_test_total)", now_s).await) == Some(10.0)
+        }
+    })
+    .await;
+    let md: Value = client
+        .get(format!("{q}/api/v1/metadata"))
+        .query(&[("metric", "rw2_test")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        md["data"]["rw2_test"][0]["help"], "sent by remote write 2.0",
+        "{md}"
+    );
+    let ex: Value = client
+        .get(format!("{q}/api/v1/query_exemplars"))
+        .query(&[
+            ("query", "otlp_test_total".to_string()),
+            ("start", (now_s - 60).to_string()),
+            ("end", now_s.to_string()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ex["data"][0]["exemplars"][0]["labels"]["trace_id"], "5b8efff798038103d269b633813fc60c",
+        "{ex}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
