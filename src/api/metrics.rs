@@ -353,25 +353,17 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
         m.head_memory_limit_bytes
             .set(o.head_memory_limit.min(i64::MAX as usize) as i64);
     }
-    m.process.update();
-    for (op, file, n) in crate::storage::counted::requests() {
-        catch_up(&m.object_store_requests.with_label_values(&[op, file]), n);
-    }
-    let mut buf = Vec::new();
-    let encoder = TextEncoder::new();
-    if let Err(e) = encoder.encode(&m.registry.gather(), &mut buf) {
-        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
-    }
-    (
-        [(header::CONTENT_TYPE, encoder.format_type().to_string())],
-        buf,
-    )
-        .into_response()
+    exposition()
 }
 
 /// `GET /metrics` of a cluster role without the API's state (writers, the compactor):
 /// process, object-store and cluster metrics.
 pub async fn plain() -> Response {
+    exposition()
+}
+
+/// The process and object-store figures brought up to date, then every metric as text.
+fn exposition() -> Response {
     let m = &*METRICS;
     m.process.update();
     for (op, file, n) in crate::storage::counted::requests() {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use object_store::ObjectStore;
-use object_store::prefix::PrefixStore;
 use tracing::Instrument;
 
 use super::lease::LeaseStore;
@@ -18,7 +17,7 @@ use super::writer::bucket_tenants;
 use super::{ClusterConfig, now_ms};
 use crate::config::ServeConfig;
 use crate::storage::manifest::ManifestStore;
-use crate::storage::tenants::{DEFAULT_TENANT, TENANTS_DIR};
+use crate::storage::tenants::tenant_store;
 use crate::storage::{ClusterMode, Storage, StorageError, StorageOptions};
 
 /// How old an unlisted block must be before the compactor deletes it: far longer than any
@@ -42,14 +41,7 @@ async fn round(
         let storage = match engines.get(&tenant) {
             Some(s) => s.clone(),
             None => {
-                let store: Arc<dyn ObjectStore> = if tenant == DEFAULT_TENANT {
-                    root.clone()
-                } else {
-                    Arc::new(PrefixStore::new(
-                        root.clone(),
-                        object_store::path::Path::from_iter([TENANTS_DIR, tenant.as_str()]),
-                    ))
-                };
+                let store = tenant_store(root, &tenant);
                 let mut opts = template.clone();
                 opts.tenant = tenant.clone();
                 let s = Arc::new(Storage::open(opts, store).await?);

@@ -160,7 +160,7 @@ impl Forward for Distributor {
         let mut sends = Vec::with_capacity(parts.len());
         for (shard, part) in parts {
             let body = bytes::Bytes::from(
-                super::wire::encode(&part).map_err(|e| StorageError::Invalid(e.to_string()))?,
+                super::wire::encode(part).map_err(|e| StorageError::Invalid(e.to_string()))?,
             );
             sends.push(async move { self.push(tenant, shard, body).await });
         }

@@ -12,12 +12,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use object_store::{ObjectStore, PutMode, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
 use crate::ingest::WriteBatch;
 use crate::model::Labels;
 use crate::storage::StorageError;
+use crate::storage::manifest::{get_json, put_json_if};
 
 /// Most distinct (cluster, replica) pairs one request may carry.
 pub const MAX_PAIRS: usize = 16;
@@ -66,22 +67,12 @@ impl HaTracker {
     }
 
     async fn read(&self, tenant: &str, cluster: &str) -> Result<Option<Cached>, StorageError> {
-        match self.store.get(&key(tenant, cluster)).await {
-            Ok(r) => {
-                let version = UpdateVersion {
-                    e_tag: r.meta.e_tag.clone(),
-                    version: r.meta.version.clone(),
-                };
-                let election: Election = serde_json::from_slice(&r.bytes().await?)
-                    .map_err(|e| StorageError::Corrupt(format!("HA election: {e}")))?;
-                Ok(Some(Cached {
-                    election,
-                    version: Some(version),
-                }))
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(get_json(self.store.as_ref(), &key(tenant, cluster))
+            .await?
+            .map(|(election, version)| Cached {
+                election,
+                version: Some(version),
+            }))
     }
 
     /// Puts `e` over `prev` (or as the first election); `None` when another distributor
@@ -93,36 +84,18 @@ impl HaTracker {
         e: &Election,
         prev: Option<&UpdateVersion>,
     ) -> Result<Option<Cached>, StorageError> {
-        let body = serde_json::to_vec(e).map_err(|x| StorageError::Corrupt(x.to_string()))?;
         let mode = match prev {
             Some(v) => PutMode::Update(v.clone()),
             None => PutMode::Create,
         };
-        match self
-            .store
-            .put_opts(
-                &key(tenant, cluster),
-                PutPayload::from(body),
-                PutOptions {
-                    mode,
-                    ..Default::default()
-                },
-            )
-            .await
-        {
-            Ok(r) => Ok(Some(Cached {
-                election: e.clone(),
-                version: Some(UpdateVersion {
-                    e_tag: r.e_tag,
-                    version: r.version,
+        Ok(
+            put_json_if(self.store.as_ref(), &key(tenant, cluster), e, mode)
+                .await?
+                .map(|v| Cached {
+                    election: e.clone(),
+                    version: Some(v),
                 }),
-            })),
-            Err(
-                object_store::Error::Precondition { .. }
-                | object_store::Error::AlreadyExists { .. },
-            ) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        )
     }
 
     /// Whether `replica`'s samples for `cluster` are stored now, electing it when the

@@ -13,10 +13,11 @@
 use std::sync::Arc;
 
 use object_store::path::Path;
-use object_store::{GetOptions, ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
+use object_store::{ObjectStore, PutMode, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
 use crate::storage::StorageError;
+use crate::storage::manifest::{get_json, put_json_if};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -60,19 +61,7 @@ impl LeaseStore {
 
     /// The lease as stored, and its version (`None`: never taken).
     pub async fn read(&self, name: &str) -> Result<Option<(Lease, UpdateVersion)>, StorageError> {
-        match self.store.get_opts(&key(name), GetOptions::default()).await {
-            Ok(r) => {
-                let version = UpdateVersion {
-                    e_tag: r.meta.e_tag.clone(),
-                    version: r.meta.version.clone(),
-                };
-                let lease: Lease = serde_json::from_slice(&r.bytes().await?)
-                    .map_err(|e| StorageError::Corrupt(format!("lease {name}: {e}")))?;
-                Ok(Some((lease, version)))
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        get_json(self.store.as_ref(), &key(name)).await
     }
 
     async fn put(
@@ -81,29 +70,7 @@ impl LeaseStore {
         lease: &Lease,
         mode: PutMode,
     ) -> Result<Option<UpdateVersion>, StorageError> {
-        let body = serde_json::to_vec(lease).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-        match self
-            .store
-            .put_opts(
-                &key(name),
-                PutPayload::from(body),
-                PutOptions {
-                    mode,
-                    ..Default::default()
-                },
-            )
-            .await
-        {
-            Ok(r) => Ok(Some(UpdateVersion {
-                e_tag: r.e_tag,
-                version: r.version,
-            })),
-            Err(
-                object_store::Error::Precondition { .. }
-                | object_store::Error::AlreadyExists { .. },
-            ) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        put_json_if(self.store.as_ref(), &key(name), lease, mode).await
     }
 
     /// Takes the lease if it is free (never taken, released or expired at `now_ms`) or

@@ -10,35 +10,35 @@ use crate::ingest::{SeriesExemplars, SeriesHistograms, SeriesSamples, WriteBatch
 use crate::model::Labels;
 use crate::storage::wal::{Replayed, SegmentBuf, replay_bytes};
 
-/// Encodes a batch: each series gets a ref local to this message.
-pub fn encode(batch: &WriteBatch) -> std::io::Result<Vec<u8>> {
-    let mut refs: HashMap<&Labels, u32> = HashMap::new();
+/// Encodes a batch, consuming it (label sets, histograms and exemplars move into the
+/// records, nothing is copied): each series gets a ref local to this message.
+pub fn encode(batch: WriteBatch) -> std::io::Result<Vec<u8>> {
+    let mut refs: HashMap<Arc<Labels>, u32> = HashMap::new();
     let mut series: Vec<(u32, Arc<Labels>)> = Vec::new();
-    fn r<'a>(
-        l: &'a Labels,
-        refs: &mut HashMap<&'a Labels, u32>,
-        series: &mut Vec<(u32, Arc<Labels>)>,
-    ) -> u32 {
-        let n = refs.len() as u32;
-        *refs.entry(l).or_insert_with(|| {
-            series.push((n, Arc::new(l.clone())));
-            n
-        })
-    }
+    let mut r = |l: Labels| -> u32 {
+        if let Some(&id) = refs.get(&l) {
+            return id;
+        }
+        let id = refs.len() as u32;
+        let l = Arc::new(l);
+        refs.insert(l.clone(), id);
+        series.push((id, l));
+        id
+    };
     let mut samples = Vec::with_capacity(batch.float_count());
-    for s in &batch.series {
-        let id = r(&s.labels, &mut refs, &mut series);
-        samples.extend(s.samples.iter().map(|&(t, v)| (id, t, v)));
+    for s in batch.series {
+        let id = r(s.labels);
+        samples.extend(s.samples.into_iter().map(|(t, v)| (id, t, v)));
     }
     let mut hists = Vec::new();
-    for s in &batch.histograms {
-        let id = r(&s.labels, &mut refs, &mut series);
-        hists.extend(s.samples.iter().map(|(t, h)| (id, *t, Arc::new(h.clone()))));
+    for s in batch.histograms {
+        let id = r(s.labels);
+        hists.extend(s.samples.into_iter().map(|(t, h)| (id, t, Arc::new(h))));
     }
     let mut exemplars = Vec::new();
-    for s in &batch.exemplars {
-        let id = r(&s.labels, &mut refs, &mut series);
-        exemplars.extend(s.exemplars.iter().map(|e| (id, Arc::new(e.clone()))));
+    for s in batch.exemplars {
+        let id = r(s.labels);
+        exemplars.extend(s.exemplars.into_iter().map(|e| (id, Arc::new(e))));
     }
     let mut seg = SegmentBuf::new();
     seg.append(&series, &samples, &hists, &exemplars)?;
@@ -46,6 +46,29 @@ pub fn encode(batch: &WriteBatch) -> std::io::Result<Vec<u8>> {
         seg.append_metadata(&batch.metadata)?;
     }
     Ok(seg.into_bytes())
+}
+
+/// Groups `(ref, item)` pairs by ref into one entry per series, in first-seen order.
+fn group<T, S>(
+    items: impl IntoIterator<Item = (u32, T)>,
+    labels: &HashMap<u32, Labels>,
+    bad: &mut bool,
+    make: impl Fn(Labels, Vec<T>) -> S,
+) -> Vec<S> {
+    let mut order: Vec<(Labels, Vec<T>)> = Vec::new();
+    let mut at: HashMap<u32, usize> = HashMap::new();
+    for (r, item) in items {
+        let Some(l) = labels.get(&r) else {
+            *bad = true;
+            continue;
+        };
+        let i = *at.entry(r).or_insert_with(|| {
+            order.push((l.clone(), Vec::new()));
+            order.len() - 1
+        });
+        order[i].1.push(item);
+    }
+    order.into_iter().map(|(l, v)| make(l, v)).collect()
 }
 
 /// Decodes what [`encode`] wrote. A message that is cut short or fails a checksum is
@@ -61,60 +84,23 @@ pub fn decode(bytes: &[u8]) -> Result<WriteBatch, String> {
             exemplars,
         } => {
             let labels: HashMap<u32, Labels> = series.into_iter().collect();
-            let mut floats: Vec<(u32, SeriesSamples)> = Vec::new();
-            let mut at: HashMap<u32, usize> = HashMap::new();
-            for (r, t, v) in samples {
-                let Some(l) = labels.get(&r) else {
-                    bad = true;
-                    continue;
-                };
-                let i = *at.entry(r).or_insert_with(|| {
-                    floats.push((
-                        r,
-                        SeriesSamples {
-                            labels: l.clone(),
-                            samples: Vec::new(),
-                        },
-                    ));
-                    floats.len() - 1
-                });
-                floats[i].1.samples.push((t, v));
-            }
-            batch.series.extend(floats.into_iter().map(|(_, s)| s));
-            let mut hs: Vec<SeriesHistograms> = Vec::new();
-            let mut hat: HashMap<u32, usize> = HashMap::new();
-            for (r, t, h) in hists {
-                let Some(l) = labels.get(&r) else {
-                    bad = true;
-                    continue;
-                };
-                let i = *hat.entry(r).or_insert_with(|| {
-                    hs.push(SeriesHistograms {
-                        labels: l.clone(),
-                        samples: Vec::new(),
-                    });
-                    hs.len() - 1
-                });
-                hs[i].samples.push((t, h));
-            }
-            batch.histograms.extend(hs);
-            let mut es: Vec<SeriesExemplars> = Vec::new();
-            let mut eat: HashMap<u32, usize> = HashMap::new();
-            for (r, e) in exemplars {
-                let Some(l) = labels.get(&r) else {
-                    bad = true;
-                    continue;
-                };
-                let i = *eat.entry(r).or_insert_with(|| {
-                    es.push(SeriesExemplars {
-                        labels: l.clone(),
-                        exemplars: Vec::new(),
-                    });
-                    es.len() - 1
-                });
-                es[i].exemplars.push(e);
-            }
-            batch.exemplars.extend(es);
+            batch.series.extend(group(
+                samples.into_iter().map(|(r, t, v)| (r, (t, v))),
+                &labels,
+                &mut bad,
+                |labels, samples| SeriesSamples { labels, samples },
+            ));
+            batch.histograms.extend(group(
+                hists.into_iter().map(|(r, t, h)| (r, (t, h))),
+                &labels,
+                &mut bad,
+                |labels, samples| SeriesHistograms { labels, samples },
+            ));
+            batch
+                .exemplars
+                .extend(group(exemplars, &labels, &mut bad, |labels, exemplars| {
+                    SeriesExemplars { labels, exemplars }
+                }));
         }
         Replayed::Metadata(md) => batch.metadata.extend(md),
     })
@@ -173,7 +159,7 @@ mod tests {
             }],
             dropped_exemplars: 0,
         };
-        let bytes = encode(&batch).unwrap();
+        let bytes = encode(batch.clone()).unwrap();
         let back = decode(&bytes).unwrap();
         assert_eq!(back.series.len(), 2);
         assert_eq!(back.series[0].samples[0], (1, 1.0));

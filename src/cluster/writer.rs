@@ -19,7 +19,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::TryStreamExt;
-use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
@@ -28,7 +27,7 @@ use super::lease::{Held, LeaseStore};
 use super::{ClusterConfig, now_ms, shard_lease, shard_of};
 use crate::config::ServeConfig;
 use crate::error_kind::Kinded;
-use crate::storage::tenants::{DEFAULT_TENANT, TENANTS_DIR, valid_tenant};
+use crate::storage::tenants::{DEFAULT_TENANT, TENANTS_DIR, tenant_store, valid_tenant};
 use crate::storage::{
     ClusterMode, ShardOptions, Storage, StorageError, StorageOptions, WalTail, WriteWindow,
 };
@@ -64,17 +63,6 @@ pub struct Writer {
     template: StorageOptions,
     owned: parking_lot::RwLock<HashMap<u32, Arc<Owned>>>,
     ready: Arc<AtomicBool>,
-}
-
-fn tenant_store(root: &Arc<dyn ObjectStore>, tenant: &str) -> Arc<dyn ObjectStore> {
-    if tenant == DEFAULT_TENANT {
-        root.clone()
-    } else {
-        Arc::new(PrefixStore::new(
-            root.clone(),
-            object_store::path::Path::from_iter([TENANTS_DIR, tenant]),
-        ))
-    }
 }
 
 /// Tenants with data in the bucket: the default one and every `tenants/<t>/` prefix.

@@ -67,6 +67,54 @@ impl Manifest {
     }
 }
 
+/// A JSON object read with the version a conditional put must match (`None`: absent).
+/// Shared by every object the cluster changes by conditional put: the manifest, leases,
+/// HA elections.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    store: &dyn ObjectStore,
+    key: &Path,
+) -> Result<Option<(T, UpdateVersion)>, StorageError> {
+    match store.get_opts(key, GetOptions::default()).await {
+        Ok(r) => {
+            let version = UpdateVersion {
+                e_tag: r.meta.e_tag.clone(),
+                version: r.meta.version.clone(),
+            };
+            let value = serde_json::from_slice(&r.bytes().await?)
+                .map_err(|e| StorageError::Corrupt(format!("{key}: {e}")))?;
+            Ok(Some((value, version)))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Puts `value` as JSON if the object is as `mode` expects (absent for `Create`, at that
+/// version for `Update`); `None` when another writer changed it first.
+pub async fn put_json_if<T: Serialize>(
+    store: &dyn ObjectStore,
+    key: &Path,
+    value: &T,
+    mode: PutMode,
+) -> Result<Option<UpdateVersion>, StorageError> {
+    let body =
+        serde_json::to_vec(value).map_err(|e| StorageError::Corrupt(format!("{key}: {e}")))?;
+    let opts = PutOptions {
+        mode,
+        ..Default::default()
+    };
+    match store.put_opts(key, PutPayload::from(body), opts).await {
+        Ok(r) => Ok(Some(UpdateVersion {
+            e_tag: r.e_tag,
+            version: r.version,
+        })),
+        Err(
+            object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. },
+        ) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A manifest as read, with the version a conditional put must match.
 #[derive(Debug, Clone)]
 pub struct Versioned {
@@ -147,35 +195,22 @@ impl ManifestStore {
             }
             manifest.version += 1;
             manifest.blocks.sort_by(|a, b| a.id.cmp(&b.id));
-            let body = serde_json::to_vec(&manifest)
-                .map_err(|e| StorageError::Corrupt(format!("{MANIFEST_KEY}: {e}")))?;
             let mode = match version {
                 Some(v) => PutMode::Update(v),
                 None => PutMode::Create,
             };
-            let opts = PutOptions {
-                mode,
-                ..Default::default()
-            };
-            match self
-                .store
-                .put_opts(&Self::key(), PutPayload::from(body), opts)
-                .await
+            if put_json_if(self.store.as_ref(), &Self::key(), &manifest, mode)
+                .await?
+                .is_some()
             {
-                Ok(_) => return Ok(manifest),
-                Err(
-                    object_store::Error::Precondition { .. }
-                    | object_store::Error::AlreadyExists { .. },
-                ) => {
-                    // Lost a race: read the winner's manifest and apply the change to it.
-                    let ms = 5u64 << attempt.min(6);
-                    tokio::time::sleep(std::time::Duration::from_millis(
-                        ms / 2 + rand_below(ms / 2 + 1),
-                    ))
-                    .await;
-                }
-                Err(e) => return Err(e.into()),
+                return Ok(manifest);
             }
+            // Lost a race: read the winner's manifest and apply the change to it.
+            let ms = 5u64 << attempt.min(6);
+            tokio::time::sleep(std::time::Duration::from_millis(
+                ms / 2 + rand_below(ms / 2 + 1),
+            ))
+            .await;
         }
         Err(StorageError::Unavailable(format!(
             "{MANIFEST_KEY}: gave up after {MAX_ATTEMPTS} conflicting updates"

@@ -31,6 +31,15 @@ pub fn valid_tenant(t: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// A tenant's view of the store: the root for the default tenant, `tenants/<t>/` otherwise.
+pub fn tenant_store(root: &Arc<dyn ObjectStore>, tenant: &str) -> Arc<dyn ObjectStore> {
+    if tenant == DEFAULT_TENANT {
+        return root.clone();
+    }
+    let prefix = object_store::path::Path::from_iter([TENANTS_DIR, tenant]);
+    Arc::new(PrefixStore::new(root.clone(), prefix))
+}
+
 pub struct Tenants {
     opts: StorageOptions,
     /// Most tenants besides the default one that may be open.
@@ -133,9 +142,7 @@ impl Tenants {
                 let mut opts = self.opts.clone();
                 opts.data_dir = self.opts.data_dir.join(TENANTS_DIR).join(tenant);
                 opts.tenant = tenant.to_string();
-                let prefix = object_store::path::Path::from_iter([TENANTS_DIR, tenant]);
-                let store: Arc<dyn ObjectStore> =
-                    Arc::new(PrefixStore::new(self.store.clone(), prefix));
+                let store = tenant_store(&self.store, tenant);
                 tracing::info!(tenant, "opening tenant storage");
                 let s = Arc::new(Storage::open(opts, store).await?);
                 if let Some(f) = &self.on_open {

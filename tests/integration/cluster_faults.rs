@@ -87,13 +87,10 @@ async fn killed_writers_queriers_distributors_and_compactors_lose_nothing() {
 
     // Two compactors: exactly one holds the lease; kill it and the other takes over.
     let (c1, c2) = (cluster.url("compactor-1"), cluster.url("compactor-2"));
-    let active = |a: f64, b: f64| (a, b);
     let mut seen_one = 0;
     for _ in 0..10 {
-        let (a, b) = active(
-            metric(&c1, "quiver_cluster_compactor_active").await,
-            metric(&c2, "quiver_cluster_compactor_active").await,
-        );
+        let a = metric(&c1, "quiver_cluster_compactor_active").await;
+        let b = metric(&c2, "quiver_cluster_compactor_active").await;
         assert!(a + b <= 1.0, "two compactors active at once");
         if a + b == 1.0 {
             seen_one += 1;

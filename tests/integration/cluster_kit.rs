@@ -153,15 +153,7 @@ pub async fn send_retrying(
     loop {
         let url = &urls[attempt % urls.len()];
         attempt += 1;
-        let r = client
-            .post(format!("{url}/api/v1/write"))
-            .header("Content-Encoding", "snappy")
-            .header("Content-Type", "application/x-protobuf")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .timeout(Duration::from_secs(30))
-            .body(body.to_vec())
-            .send()
-            .await;
+        let r = try_post_write(client, url, body).await;
         match r {
             Ok(r) if r.status().is_success() => return attempt,
             Ok(r) if r.status().is_server_error() || r.status() == 429 => {}
@@ -280,15 +272,7 @@ pub fn spawn_sender(
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
                 let url = &urls[turn % urls.len()];
-                let r = client
-                    .post(format!("{url}/api/v1/write"))
-                    .header("Content-Encoding", "snappy")
-                    .header("Content-Type", "application/x-protobuf")
-                    .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                    .timeout(Duration::from_secs(30))
-                    .body(body.clone())
-                    .send()
-                    .await;
+                let r = try_post_write(&client, url, &body).await;
                 match r {
                     Ok(r) if r.status().is_success() => break,
                     Ok(r) => {
@@ -370,4 +354,41 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A PromQL instant query's answer (asserting success).
+pub async fn query(url: &str, q: &str, at_s: i64) -> serde_json::Value {
+    let r: serde_json::Value = reqwest::Client::new()
+        .get(format!("{url}/api/v1/query"))
+        .query(&[("query", q), ("time", &at_s.to_string())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "success", "{q}: {r}");
+    r
+}
+
+/// The first sample's value of a query answer.
+pub fn scalar_of(r: &serde_json::Value) -> Option<f64> {
+    r["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+/// One remote-write 1.0 request as Prometheus sends it; errors are the caller's to retry.
+pub async fn try_post_write(
+    client: &reqwest::Client,
+    url: &str,
+    body: &[u8],
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(format!("{url}/api/v1/write"))
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .timeout(Duration::from_secs(30))
+        .body(body.to_vec())
+        .send()
+        .await
 }

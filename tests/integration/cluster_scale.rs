@@ -11,24 +11,6 @@ use serde_json::Value;
 use crate::cluster_kit::*;
 use crate::support::*;
 
-async fn query(url: &str, q: &str, at_s: i64) -> Value {
-    let r: Value = reqwest::Client::new()
-        .get(format!("{url}/api/v1/query"))
-        .query(&[("query", q), ("time", &at_s.to_string())])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(r["status"], "success", "{q}: {r}");
-    r
-}
-
-fn scalar_of(r: &Value) -> Option<f64> {
-    r["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ha_pairs_store_only_the_elected_replica() {
     if !moto_available("ha_pairs_store_only_the_elected_replica") {
@@ -52,6 +34,8 @@ async fn ha_pairs_store_only_the_elected_replica() {
             "3s",
             "--cluster-poll-interval",
             "200ms",
+            "--cluster-secret",
+            "s3cret",
         ],
     );
     let client = reqwest::Client::new();
@@ -228,6 +212,38 @@ async fn ha_pairs_store_only_the_elected_replica() {
         ex["data"][0]["exemplars"][0]["labels"]["trace_id"], "5b8efff798038103d269b633813fc60c",
         "{ex}"
     );
+
+    // Every write above went distributor → writer with the cluster secret; a writer's
+    // internal routes refuse anyone without it.
+    let w1 = cluster.url("writer-1");
+    for secret in [None, Some("wrong")] {
+        let mut push = client
+            .post(format!("{w1}/internal/v1/push?shard=0"))
+            .body(Vec::new());
+        let mut tail = client.get(format!("{w1}/internal/v1/tail?shard=0"));
+        if let Some(s) = secret {
+            push = push.header("X-Quiver-Cluster-Secret", s);
+            tail = tail.header("X-Quiver-Cluster-Secret", s);
+        }
+        assert_eq!(
+            push.send().await.unwrap().status(),
+            401,
+            "push with {secret:?}"
+        );
+        assert_eq!(
+            tail.send().await.unwrap().status(),
+            401,
+            "tail with {secret:?}"
+        );
+    }
+    let r = client
+        .get(format!("{w1}/internal/v1/tail?shard=0"))
+        .header("X-Quiver-Cluster-Secret", "s3cret")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(r == 200 || r == 409, "the secret opens the route: {r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
