@@ -1,6 +1,7 @@
 //! Configuration: defaults < TOML file (`--config`) < `QUIVER_*` environment < flags.
 //! clap handles the last two (every flag has `env =`); the file fills what they leave unset.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -144,6 +145,15 @@ pub struct ServeArgs {
     /// Address to listen on
     #[arg(long, env = "QUIVER_LISTEN", default_value = "127.0.0.1:9201")]
     pub listen: String,
+    /// Path prefix every route is served under, e.g. `/quiver` behind a reverse proxy that
+    /// passes the prefix on (Prometheus's `--web.route-prefix`) [default: none]
+    #[arg(
+        long,
+        env = "QUIVER_ROUTE_PREFIX",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub route_prefix: String,
     /// Largest accepted request body in bytes
     #[arg(long, env = "QUIVER_MAX_BODY_BYTES", default_value_t = 64 << 20)]
     pub max_body_bytes: usize,
@@ -396,6 +406,10 @@ pub struct TlsFiles {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
+    /// `""` or `/prefix` (no trailing slash).
+    pub route_prefix: String,
+    /// Every setting in force by flag name, secrets redacted (`/api/v1/status/flags`).
+    pub flags: BTreeMap<String, String>,
     pub max_body_bytes: usize,
     pub compaction_interval_ms: i64,
     pub json_logs: bool,
@@ -457,6 +471,73 @@ impl ResolvedStorage {
         o.head_max_samples = self.head_max_samples;
         o.compaction_memory_bytes = self.compaction_memory_limit;
         o
+    }
+}
+
+/// `--route-prefix` as a path: `""`, or `/` and segments without a trailing slash.
+fn route_prefix(text: &str) -> anyhow::Result<String> {
+    let p = text.trim_end_matches('/');
+    if p.is_empty() {
+        return Ok(String::new());
+    }
+    anyhow::ensure!(
+        p.starts_with('/')
+            && p[1..].split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+            }),
+        "--route-prefix {text:?}: a path like /quiver (letters, digits, - . _ ~ between slashes)"
+    );
+    Ok(p.to_string())
+}
+
+impl ServeArgs {
+    /// Every setting with a flag, by flag name, as the flags, file and environment set it
+    /// (what `/api/v1/status/flags` answers, as Prometheus lists its flags). Secrets are
+    /// shown as `<secret>` when set.
+    pub fn flags(&self) -> BTreeMap<String, String> {
+        fn leaves(v: &serde_json::Value, out: &mut serde_json::Map<String, serde_json::Value>) {
+            if let serde_json::Value::Object(m) = v {
+                for (k, v) in m {
+                    if v.is_object() {
+                        leaves(v, out);
+                    } else {
+                        out.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        let mut values = serde_json::Map::new();
+        leaves(&serde_json::to_value(self).unwrap_or_default(), &mut values);
+        let cmd = <Self as clap::Args>::augment_args(clap::Command::new("serve"));
+        let mut out = BTreeMap::new();
+        for a in cmd.get_arguments() {
+            let (Some(long), Some(v)) = (a.get_long(), values.get(a.get_id().as_str())) else {
+                continue;
+            };
+            let text = match v {
+                serde_json::Value::Null => String::new(),
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            let secret = long.contains("secret") || long.contains("password");
+            let text = if secret && !text.is_empty() {
+                "<secret>".to_string()
+            } else {
+                text
+            };
+            out.insert(long.to_string(), text);
+        }
+        out
     }
 }
 
@@ -557,6 +638,8 @@ impl ServeArgs {
             listen: listen
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--listen {listen:?}: {e}"))?,
+            route_prefix: route_prefix(&self.route_prefix)?,
+            flags: self.flags(),
             max_body_bytes: self.max_body_bytes,
             compaction_interval_ms: dur("compaction-interval", &self.compaction_interval)?,
             json_logs: self.log_format == LogFormat::Json,
@@ -750,6 +833,45 @@ mod tests {
                 "--{} has no file key",
                 a.get_long().unwrap()
             );
+        }
+    }
+
+    /// `/api/v1/status/flags` lists every flag by its name with the value in force, and
+    /// never a secret.
+    #[test]
+    fn flags_by_name_with_secrets_redacted() {
+        let f = serve(&[
+            "--s3-secret-access-key=hunter2",
+            "--cluster-secret=hunter3",
+            "--query-max-samples=7",
+            "--otlp-promote-resource-attributes=a,b",
+        ])
+        .unwrap()
+        .flags();
+        assert_eq!(f["query-max-samples"], "7");
+        assert_eq!(f["retention"], "15d");
+        assert_eq!(f["results-cache-bytes"], (512u64 << 20).to_string());
+        assert_eq!(f["otlp-promote-resource-attributes"], "a,b");
+        assert_eq!(f["s3-secret-access-key"], "<secret>");
+        assert_eq!(f["cluster-secret"], "<secret>");
+        assert!(!format!("{f:?}").contains("hunter"));
+        assert!(!f.contains_key("config"));
+        // Every long flag but --config is listed.
+        let n = Cli::command()
+            .get_arguments()
+            .filter(|a| a.get_long().is_some_and(|l| l != "config"))
+            .count();
+        assert_eq!(f.len(), n, "{f:?}");
+    }
+
+    #[test]
+    fn route_prefixes() {
+        assert_eq!(route_prefix("").unwrap(), "");
+        assert_eq!(route_prefix("/").unwrap(), "");
+        assert_eq!(route_prefix("/quiver/").unwrap(), "/quiver");
+        assert_eq!(route_prefix("/a/b-c").unwrap(), "/a/b-c");
+        for bad in ["quiver", "/a//b", "/a/../b", "/a b", "/a?x"] {
+            assert!(route_prefix(bad).is_err(), "{bad}");
         }
     }
 

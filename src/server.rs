@@ -105,6 +105,7 @@ pub(crate) fn app_state(
     state.otlp = Arc::new(cfg.otlp.clone());
     crate::promql::guard::set_limits(cfg.query_max_depth, cfg.query_max_length);
     state.retention = cfg.retention_text.clone();
+    state.flags = Arc::new(cfg.flags.clone());
     state.cors_origin = cfg.cors_origin.clone();
     state.results_cache = Arc::new(crate::api::ResultsCache::new(cfg.results_cache));
     Ok(state)
@@ -132,6 +133,7 @@ pub(crate) async fn serve(
         let _ = stop_tx.send(true);
     });
     let tls = cfg.tls.clone();
+    let app = crate::api::ui::under_prefix(app, &cfg.route_prefix);
     let server = {
         let stop = stop.clone();
         async move {

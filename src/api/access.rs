@@ -27,7 +27,7 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
         None => {
             // A route that matched but has no declared permission: refuse, never guess.
             tracing::error!(path, "route without a declared permission refused");
-            return refuse(&path, AuthError::Forbidden("undeclared"));
+            return refuse(&path, AuthError::Forbidden("undeclared"), false);
         }
     };
     let authorization = req
@@ -50,7 +50,15 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
     });
     let (principal, tenant) = match checked {
         Ok(x) => x,
-        Err(e) => return refuse(&path, e),
+        Err(e) => {
+            // Scripts (the query page) ask for their own sign-in form rather than the
+            // browser's basic-auth dialog, as Spring and others answer XHR.
+            let script = req
+                .headers()
+                .get("x-requested-with")
+                .is_some_and(|v| v == "XMLHttpRequest");
+            return refuse(&path, e, script);
+        }
     };
     tracing::Span::current().record("principal", principal.name.as_str());
     req.extensions_mut().insert(Access {
@@ -66,7 +74,9 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
     resp
 }
 
-fn refuse(path: &str, e: AuthError) -> Response {
+/// 401 or 403. A 401 offers both schemes, except basic to scripts (`script`), which
+/// would make the browser show its own dialog.
+fn refuse(path: &str, e: AuthError, script: bool) -> Response {
     super::metrics::METRICS
         .auth_failures
         .with_label_values(&[e.reason()])
@@ -81,10 +91,12 @@ fn refuse(path: &str, e: AuthError) -> Response {
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"quiver\""),
         );
-        h.append(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"quiver\", charset=\"UTF-8\""),
-        );
+        if !script {
+            h.append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"quiver\", charset=\"UTF-8\""),
+            );
+        }
     }
     resp
 }

@@ -41,6 +41,16 @@ impl Admission {
         }
     }
 
+    /// Queries one tenant may run at once.
+    pub fn max_queries(&self) -> usize {
+        self.max_queries
+    }
+
+    /// Samples per second one tenant may write (0: unlimited).
+    pub fn write_rate(&self) -> f64 {
+        self.write_rate
+    }
+
     /// A slot for one query of `tenant`, held until the permit drops.
     pub fn query(&self, tenant: &str) -> Result<OwnedSemaphorePermit, ApiError> {
         let sem = self

@@ -6,6 +6,7 @@ pub mod access;
 mod envelope;
 pub mod error;
 mod exemplars;
+mod explain;
 mod ingest;
 pub mod json;
 pub mod limits;
@@ -20,6 +21,7 @@ mod results_cache;
 pub mod routes;
 mod sql;
 mod status;
+pub mod ui;
 
 pub use envelope::ApiError;
 use error::{ErrorKind, Format};
@@ -53,6 +55,8 @@ pub struct AppState {
     pub started: chrono::DateTime<chrono::Utc>,
     /// Retention as configured, for status endpoints.
     pub retention: String,
+    /// Settings in force by flag name, secrets redacted (`/api/v1/status/flags`).
+    pub flags: Arc<std::collections::BTreeMap<String, String>>,
     /// Origins allowed by CORS (fully anchored regex, as Prometheus's `--web.cors.origin`).
     pub cors_origin: Option<regex::Regex>,
     /// Range-query results by time extent.
@@ -109,6 +113,7 @@ impl AppState {
             limits: Limits::default(),
             started: chrono::Utc::now(),
             retention: "15d".into(),
+            flags: Arc::default(),
             cors_origin: None,
             results_cache: Arc::new(ResultsCache::new(CacheConfig::default())),
             query_rt: query_runtime::QueryRuntime::new(

@@ -16,9 +16,9 @@ use promql_parser::parser::value::ValueType;
 use crate::promql::{Annotations, Engine, PromqlError, QueryOptions, Steps};
 
 /// Prometheus's cap on points per series of a range query.
-const MAX_POINTS: i64 = 11_000;
+pub(super) const MAX_POINTS: i64 = 11_000;
 
-fn options(p: &Params, st: &AppState) -> Result<QueryOptions, ApiError> {
+pub(super) fn options(p: &Params, st: &AppState) -> Result<QueryOptions, ApiError> {
     let mut o = QueryOptions {
         max_samples: st.limits.max_samples,
         planner: st.limits.query_planner,
@@ -37,7 +37,7 @@ fn options(p: &Params, st: &AppState) -> Result<QueryOptions, ApiError> {
     Ok(o)
 }
 
-fn timeout_ms(p: &Params, st: &AppState) -> Result<u64, ApiError> {
+pub(super) fn timeout_ms(p: &Params, st: &AppState) -> Result<u64, ApiError> {
     let t = p
         .duration("timeout")?
         .filter(|t| *t > 0)

@@ -13,7 +13,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodRouter, get, post};
 
 use super::error::Format;
-use super::{AppState, exemplars, ingest, metadata, metrics, query, remote_read, sql, status};
+use super::{
+    AppState, exemplars, explain, ingest, metadata, metrics, query, remote_read, sql, status, ui,
+};
 use crate::auth::Permission;
 
 /// Who may call a route.
@@ -85,6 +87,13 @@ pub fn table() -> Vec<Route> {
             get(exemplars::query_exemplars).post(exemplars::query_exemplars),
         ),
         route(
+            "/api/v1/explain",
+            GET_POST,
+            READ,
+            "a PromQL query's DataFusion plan; analyze=1 runs it",
+            get(explain::explain).post(explain::explain),
+        ),
+        route(
             "/api/v1/format_query",
             GET_POST,
             READ,
@@ -146,6 +155,13 @@ pub fn table() -> Vec<Route> {
             READ,
             "cardinality of visible series",
             get(status::tsdb),
+        ),
+        route(
+            "/api/v1/status/limits",
+            GET,
+            READ,
+            "the limits a request meets",
+            get(status::limits),
         ),
         route(
             "/api/v1/status/buildinfo",
@@ -228,6 +244,13 @@ pub fn table() -> Vec<Route> {
             get(status::runtimeinfo),
         ),
         route(
+            "/api/v1/status/blocks",
+            GET,
+            ADMIN,
+            "the tenant's blocks: time ranges, sizes, levels",
+            get(status::blocks),
+        ),
+        route(
             "/api/v1/status/walreplay",
             GET,
             ADMIN,
@@ -235,6 +258,20 @@ pub fn table() -> Vec<Route> {
             get(status::walreplay),
         ),
         // Open.
+        route(
+            "/",
+            GET,
+            Need::Open,
+            "the query page (no data; it calls the API with the visitor's credentials)",
+            get(ui::index),
+        ),
+        route(
+            "/ui/{*path}",
+            GET,
+            Need::Open,
+            "the query page's scripts and styles",
+            get(ui::asset),
+        ),
         route(
             "/-/healthy",
             GET,

@@ -39,8 +39,57 @@ pub(super) async fn runtimeinfo(State(st): State<AppState>) -> Response {
     }))
 }
 
+/// Every flag in force by name (secrets redacted), plus Prometheus's name for the
+/// retention, which tools probe.
 pub(super) async fn flags(State(st): State<AppState>) -> Response {
-    success(json!({ "storage.tsdb.retention.time": st.retention.clone() }))
+    let mut m: serde_json::Map<String, serde_json::Value> = st
+        .flags
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    m.insert("storage.tsdb.retention.time".into(), json!(st.retention));
+    success(serde_json::Value::Object(m))
+}
+
+/// The limits a request meets, from the flags: what a user may ask before it is refused.
+pub(super) async fn limits(State(st): State<AppState>) -> Response {
+    let l = &st.limits;
+    let (max_depth, max_length) = crate::promql::guard::limits();
+    success(json!({
+        "queryMaxSamples": l.max_samples,
+        "queryMaxPointsPerSeries": super::query::MAX_POINTS,
+        "queryTimeoutMs": l.query_timeout_ms,
+        "queryMaxDepth": max_depth,
+        "queryMaxLength": max_length,
+        "maxConcurrentQueriesPerTenant": st.admission.max_queries(),
+        "writeSamplesPerSecondPerTenant": st.admission.write_rate(),
+        "sqlMemoryBytes": l.sql_memory_bytes,
+        "sqlMaxRows": l.sql_max_rows,
+        "remoteReadMaxBytes": l.remote_read_max_bytes,
+    }))
+}
+
+/// The caller's tenant's blocks, newest first: what a compaction made of the data.
+pub(super) async fn blocks(Ready(storage, _): Ready) -> Response {
+    let mut blocks = storage.blocks();
+    blocks.sort_by(|a, b| b.min_t.cmp(&a.min_t).then_with(|| b.id.cmp(&a.id)));
+    let list: Vec<_> = blocks
+        .iter()
+        .map(|b| {
+            json!({
+                "id": b.id,
+                "minTime": b.min_t,
+                "maxTime": b.max_t,
+                "level": b.level,
+                "numSeries": b.num_series,
+                "numSamples": b.num_samples,
+                "numHistograms": b.num_histograms,
+                "numExemplars": b.num_exemplars,
+                "bytes": b.bytes,
+            })
+        })
+        .collect();
+    success(json!({ "blocks": list }))
 }
 
 pub(super) async fn config() -> Response {

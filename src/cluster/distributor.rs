@@ -197,8 +197,9 @@ pub async fn run(
     tenants.open_all().await?;
     let addr = listener.local_addr()?;
     let state = crate::server::app_state(&cfg, tenants.clone(), addr)?;
+    // Writes and operations; the query page belongs with the reads, on the queriers.
     let app = router_with(state, cfg.max_body_bytes, |r| {
-        r.need != Need::Needs(Permission::Read)
+        r.need != Need::Needs(Permission::Read) && !crate::api::ui::is_page_route(r.path)
     });
     let _ready = AtomicBool::new(true);
     let (_fatal_tx, fatal_rx) = tokio::sync::mpsc::channel(1);

@@ -11,6 +11,7 @@ use promql_parser::parser::{self, Expr};
 
 use super::error::PromqlError;
 use super::kernels::annotations::{Annotations, Annotator};
+use super::plan::explain::Explained;
 use super::value::{RangeSeries, Steps, Value};
 use crate::storage::Storage;
 
@@ -322,7 +323,10 @@ impl Engine {
         end: i64,
         step: i64,
     ) -> Result<String, PromqlError> {
-        self.explain_as(expr, start, end, step, false).await
+        Ok(self
+            .explain_report(expr, start, end, step, false)
+            .await?
+            .text)
     }
 
     /// [`Engine::explain`], with the plan run and each operator's metrics (output rows,
@@ -334,30 +338,45 @@ impl Engine {
         end: i64,
         step: i64,
     ) -> Result<String, PromqlError> {
-        self.explain_as(expr, start, end, step, true).await
+        Ok(self
+            .explain_report(expr, start, end, step, true)
+            .await?
+            .text)
     }
 
-    async fn explain_as(
+    /// The explanation as data: plans, the operator tree and (with `analyze`) its metrics.
+    pub async fn explain_report(
         &self,
         expr: &promql_parser::parser::Expr,
         start: i64,
         end: i64,
         step: i64,
         analyze: bool,
-    ) -> Result<String, PromqlError> {
+    ) -> Result<Explained, PromqlError> {
         let ctx = explain_ctx(self, start, end, step);
+        let not_planned = |why: String, text: String| Explained {
+            planned: false,
+            fallback: Some(why),
+            logical: String::new(),
+            physical: None,
+            run: None,
+            text,
+        };
         if !self.opts.planner {
-            return Ok(
-                "evaluated by the step-vector evaluator (--query-engine evaluator)\n".into(),
-            );
+            let why = "--query-engine evaluator";
+            return Ok(not_planned(
+                why.into(),
+                format!("evaluated by the step-vector evaluator ({why})\n"),
+            ));
         }
-        if let Some(text) = self.explain_planned(expr, ctx, analyze).await? {
-            return Ok(text);
+        if let Some(explained) = self.explain_planned(expr, ctx, analyze).await? {
+            return Ok(explained);
         }
         let why = self.plan_fallback(expr, ctx)?.unwrap_or_default();
-        Ok(format!(
+        let text = format!(
             "not one DataFusion plan ({why}): that node runs in the step-vector evaluator, the subtrees under it that lower run as plans\n"
-        ))
+        );
+        Ok(not_planned(why, text))
     }
 }
 

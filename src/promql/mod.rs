@@ -28,6 +28,7 @@ pub use kernels::select::matcher_sets as selector_matchers;
 /// Why the planner leaves a node to the evaluator: every reason's template (as
 /// docs/conformance.md lists it), and whether a displayed reason is an instance of one.
 pub use plan::decline::{TEMPLATES as DECLINE_TEMPLATES, instance_of as is_decline_of};
+pub use plan::explain::{Explained, PlanNode, RunStats};
 pub use value::{RangeSeries, Series, Steps, Value};
 
 /// Parses a PromQL expression. `promql-parser` panics on some inputs instead of returning an

@@ -161,6 +161,14 @@ async fn a_cluster_answers_like_one_process() {
         }
     }
 
+    // The query page is served where queries are answered, not on the write path.
+    for (urls, status) in [("QUERY_URLS", 200), ("WRITE_URLS", 404)] {
+        for u in cluster.list(urls) {
+            let r = client.get(format!("{u}/")).send().await.unwrap();
+            assert_eq!(r.status(), status, "GET {u}/");
+        }
+    }
+
     let mut checks = 0;
     for q in cluster.list("QUERY_URLS") {
         for (name, query) in peer_queries() {

@@ -37,3 +37,5 @@ mod sql_bounded;
 mod sql_examples;
 mod support;
 mod tls;
+mod ui;
+mod webdriver;

@@ -181,7 +181,7 @@ async fn send(
     who: (&str, &str),
     body: Option<(&str, Option<&str>, Vec<u8>)>,
 ) -> (StatusCode, String) {
-    let path = path.replace("{name}", "job");
+    let path = path.replace("{name}", "job").replace("{*path}", "app.js");
     let mut r = match method {
         "GET" => c.get(format!("{url}{path}")),
         "POST" => c.post(format!("{url}{path}")),

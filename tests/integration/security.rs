@@ -568,6 +568,34 @@ async fn enforced_matchers_cannot_be_escaped_with_match_params() {
     assert_eq!(names, vec!["__name__=team_metric", "namespace=team-a-x"]);
 }
 
+/// `/api/v1/explain?analyze=1` runs the plan: under the caller's enforced matchers, like
+/// any query (the plan's leaves name only the series the caller may read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforced_matchers_bound_explain_analyze() {
+    let (_tmp, server) = namespaces().await;
+    let url = &server.url;
+    let series = |who: String| async move {
+        let body = read_ok(
+            url,
+            &who,
+            "/api/v1/explain",
+            &[
+                ("query", "sum by (namespace) (team_metric)"),
+                ("analyze", "1"),
+            ],
+        )
+        .await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["data"]["planned"], true, "{body}");
+        let text = v["data"]["text"].as_str().unwrap();
+        // The leaf itself selects only what the caller may read.
+        let leaf = text.contains("VectorSelectExec: team_metric, series=1,");
+        (v["data"]["run"]["series"].as_u64().unwrap(), leaf)
+    };
+    assert_eq!(series(reader("t")).await, (2, false));
+    assert_eq!(series(team_a_token()).await, (1, true));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enforced_matchers_cannot_be_escaped_in_sql() {
     let (_tmp, server) = namespaces().await;

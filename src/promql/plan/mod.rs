@@ -25,6 +25,7 @@ mod binary;
 mod codec;
 mod constant;
 pub(crate) mod decline;
+pub(crate) mod explain;
 mod fold;
 mod group_fold;
 mod histogram_quantile;
@@ -54,7 +55,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
-use datafusion::physical_plan::{ExecutionPlan, displayable};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use promql_parser::parser::Expr;
@@ -258,50 +259,6 @@ impl Engine {
             .build();
         Ok(SessionContext::new_with_state(state))
     }
-
-    /// The logical and physical plans of `expr`, when it lowers; `analyze` runs the plan
-    /// and shows each operator's metrics.
-    pub(super) async fn explain_planned(
-        &self,
-        expr: &Expr,
-        ctx: Ctx,
-        analyze: bool,
-    ) -> Result<Option<String>, PromqlError> {
-        let Some(lowered) = self.lower(expr, ctx)? else {
-            return Ok(None);
-        };
-        let session = self.session().map_err(df_error)?;
-        let state = session.state();
-        let optimized = state.optimize(&lowered.plan).map_err(df_error)?;
-        let physical = state
-            .create_physical_plan(&lowered.plan)
-            .await
-            .map_err(df_error)?;
-        let mut text = format!(
-            "logical plan:\n{}\n\nphysical plan:\n",
-            optimized.display_indent()
-        );
-        if analyze {
-            let started = std::time::Instant::now();
-            let batches = datafusion::physical_plan::collect(physical.clone(), session.task_ctx())
-                .await
-                .map_err(df_error)?;
-            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            let series = assemble(&lowered.series, ctx.steps.len(), &batches)?.len();
-            text.push_str(&format!(
-                "{}\nran in {:?}: {rows} rows, {series} series, {} samples read\n",
-                datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
-                    physical.as_ref()
-                )
-                .indent(true),
-                started.elapsed(),
-                self.loaded().load(std::sync::atomic::Ordering::Relaxed),
-            ));
-        } else {
-            text.push_str(&displayable(physical.as_ref()).indent(true).to_string());
-        }
-        Ok(Some(text))
-    }
 }
 
 /// Rows of a vector plan as series over the steps; series without a value are left out.
@@ -489,7 +446,8 @@ mod tests {
     use crate::promql::{Engine, QueryOptions, Value};
     use crate::storage::{Storage, WriteWindow};
 
-    async fn storage() -> Arc<Storage> {
+    /// Eight `http_requests` series (jobs api and app), a sample every 5 minutes.
+    pub(super) async fn storage() -> Arc<Storage> {
         let s = Storage::in_memory().await.unwrap();
         let series = (0..8)
             .map(|i| SeriesSamples {

@@ -1,0 +1,95 @@
+//! `/api/v1/explain`: a PromQL query's DataFusion plans as JSON (the query page's Explain
+//! view), for a range (`start`, `end`, `step`) or an instant (`time`). With `analyze=1`
+//! the plan runs, like a query (admission, timeout, sample limit, the caller's enforced
+//! matchers), and every operator carries its rows and compute time.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+
+use super::envelope::{ApiError, success_raw};
+use super::params::Params;
+use super::query::{MAX_POINTS, options, timeout_ms};
+use super::{AppState, Ready};
+use crate::promql::Engine;
+
+#[tracing::instrument(skip_all, fields(query))]
+pub(super) async fn explain(
+    State(st): State<AppState>,
+    Ready(storage, access): Ready,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = match Params::from_request(&method, &uri, &headers, &body) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let result = async {
+        let q = p
+            .get("query")
+            .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is required"))?
+            .to_string();
+        tracing::Span::current().record("query", q.as_str());
+        let (start, end, step) = window(&p, storage.now_ms())?;
+        let analyze = p.get("analyze").is_some_and(|v| v == "1" || v == "true");
+        let timeout = Duration::from_millis(timeout_ms(&p, &st)?);
+        let mut opts = options(&p, &st)?;
+        let slot = st.admission.query(&access.tenant)?;
+        st.query_rt
+            .run(timeout, move |cancel| async move {
+                let _slot = slot;
+                opts.cancel = cancel;
+                let expr = Engine::parse(&q).map_err(ApiError::from_promql)?;
+                let allowed = access.allowed(&storage);
+                let engine = Engine::new(storage.clone(), opts).restrict(allowed);
+                let explained = engine
+                    .explain_report(&expr, start, end, step, analyze)
+                    .await
+                    .map_err(ApiError::from_promql)?;
+                // Analyze runs the plan: its warnings and infos are the query's.
+                let ann = engine.take_annotations();
+                let data = serde_json::to_string(&explained)
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                Ok(success_raw(&data, &ann.warnings, &ann.infos))
+            })
+            .await
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `(start, end, step)`: the range's when `start` is given, else one step at `time`
+/// (default now).
+fn window(p: &Params, now: i64) -> Result<(i64, i64, i64), ApiError> {
+    let Some(start) = p.time("start", None)? else {
+        let t = p.time("time", Some(now))?.expect("default");
+        return Ok((t, t, 1));
+    };
+    let end = p.time("end", None)?.ok_or_else(|| {
+        ApiError::bad_data("invalid parameter \"end\": cannot parse \"\" to a valid timestamp")
+    })?;
+    if end < start {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
+    }
+    let step = p.duration("step")?.ok_or_else(|| {
+        ApiError::bad_data("invalid parameter \"step\": cannot parse \"\" to a valid duration")
+    })?;
+    if step <= 0 {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end as i128 - start as i128) / step as i128 > MAX_POINTS as i128 {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    Ok((start, end, step))
+}

@@ -1,0 +1,184 @@
+//! Explaining a lowered query: its logical plan, its physical plan as a tree of operators
+//! (what the CLI prints and what `/api/v1/explain` answers as JSON for the query page),
+//! and with `analyze` each operator's rows and compute time after running it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
+use promql_parser::parser::Expr;
+use serde::Serialize;
+
+use super::{Ctx, assemble, df_error};
+use crate::promql::{Engine, PromqlError};
+
+/// A query explained.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explained {
+    /// Whether the whole query is one DataFusion plan.
+    pub planned: bool,
+    /// Why not, when it is not (the evaluator runs that node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// The optimized logical plan, indented.
+    pub logical: String,
+    /// The physical plan, root first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub physical: Option<PlanNode>,
+    /// With `analyze`: what running the plan took and gave.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunStats>,
+    /// Everything above as text (what `quiver explain` prints).
+    pub text: String,
+}
+
+/// One physical operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanNode {
+    /// The operator, e.g. `AggregateExec`.
+    pub name: String,
+    /// Its one-line description (the operator's own display).
+    pub detail: String,
+    /// With `analyze`: rows it produced, summed over its partitions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_rows: Option<usize>,
+    /// With `analyze`: CPU time spent in it, summed over partitions, in nanoseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_compute_ns: Option<usize>,
+    pub children: Vec<PlanNode>,
+}
+
+/// A plan's run under `analyze`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunStats {
+    pub elapsed_ms: f64,
+    pub rows: usize,
+    pub series: usize,
+    pub samples_read: usize,
+}
+
+impl PlanNode {
+    fn of(plan: &Arc<dyn ExecutionPlan>, analyzed: bool) -> PlanNode {
+        let metrics = analyzed
+            .then(|| plan.metrics())
+            .flatten()
+            .map(|m| m.aggregate_by_name());
+        let detail = displayable(plan.as_ref()).one_line().to_string();
+        // The displayed name: one Rust type can show as several operators (Quiver's
+        // leaves are one `LeafExec` showing as `VectorSelectExec`, `RangeFnExec`, ...).
+        let shown = detail.split(':').next().unwrap_or_default().trim();
+        let name = if !shown.is_empty() && shown.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            shown.to_string()
+        } else {
+            plan.name().to_string()
+        };
+        PlanNode {
+            name,
+            detail: detail.trim().into(),
+            output_rows: metrics.as_ref().and_then(|m| m.output_rows()),
+            elapsed_compute_ns: metrics.as_ref().and_then(|m| m.elapsed_compute()),
+            children: plan
+                .children()
+                .into_iter()
+                .map(|c| PlanNode::of(c, analyzed))
+                .collect(),
+        }
+    }
+}
+
+impl Engine {
+    /// The logical and physical plans of `expr`, when it lowers; `analyze` runs the plan
+    /// and records each operator's metrics.
+    pub(in crate::promql) async fn explain_planned(
+        &self,
+        expr: &Expr,
+        ctx: Ctx,
+        analyze: bool,
+    ) -> Result<Option<Explained>, PromqlError> {
+        let Some(lowered) = self.lower(expr, ctx)? else {
+            return Ok(None);
+        };
+        let session = self.session().map_err(df_error)?;
+        let state = session.state();
+        let optimized = state.optimize(&lowered.plan).map_err(df_error)?;
+        let physical = state
+            .create_physical_plan(&lowered.plan)
+            .await
+            .map_err(df_error)?;
+        let logical = optimized.display_indent().to_string();
+        let mut text = format!("logical plan:\n{logical}\n\nphysical plan:\n");
+        let mut run = None;
+        if analyze {
+            let started = Instant::now();
+            let batches = datafusion::physical_plan::collect(physical.clone(), session.task_ctx())
+                .await
+                .map_err(df_error)?;
+            let stats = RunStats {
+                elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+                rows: batches.iter().map(|b| b.num_rows()).sum(),
+                series: assemble(&lowered.series, ctx.steps.len(), &batches)?.len(),
+                samples_read: self.loaded().load(std::sync::atomic::Ordering::Relaxed),
+            };
+            text.push_str(&format!(
+                "{}\nran in {:.3}ms: {} rows, {} series, {} samples read\n",
+                DisplayableExecutionPlan::with_metrics(physical.as_ref()).indent(true),
+                stats.elapsed_ms,
+                stats.rows,
+                stats.series,
+                stats.samples_read,
+            ));
+            run = Some(stats);
+        } else {
+            text.push_str(&displayable(physical.as_ref()).indent(true).to_string());
+        }
+        Ok(Some(Explained {
+            planned: true,
+            fallback: None,
+            logical,
+            physical: Some(PlanNode::of(&physical, analyze)),
+            run,
+            text,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tree names the operators the text shows, and `analyze` fills in rows at every
+    /// operator: the root's rows are the answer's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tree_and_metrics() {
+        let e = Engine::new(super::super::tests::storage().await, Default::default());
+        let expr = Engine::parse("sum by (job) (rate(http_requests[10m]))").unwrap();
+        let (start, end, step) = (600_000, 1_200_000, 300_000);
+        let plain = e
+            .explain_report(&expr, start, end, step, false)
+            .await
+            .unwrap();
+        assert!(plain.planned && plain.run.is_none());
+        let root = plain.physical.as_ref().unwrap();
+        assert!(root.output_rows.is_none());
+        fn walk(n: &PlanNode, out: &mut Vec<String>) {
+            out.push(n.name.clone());
+            n.children.iter().for_each(|c| walk(c, out));
+        }
+        let mut names = vec![];
+        walk(root, &mut names);
+        assert!(names.iter().any(|n| n == "AggregateExec"), "{names:?}");
+        for n in &names {
+            assert!(plain.text.contains(n.as_str()), "{n} not in {}", plain.text);
+        }
+        let analyzed = e
+            .explain_report(&expr, start, end, step, true)
+            .await
+            .unwrap();
+        let run = analyzed.run.unwrap();
+        // Two jobs × three steps.
+        assert_eq!((run.series, run.rows), (2, 6));
+        assert_eq!(analyzed.physical.unwrap().output_rows, Some(run.rows));
+        assert!(run.samples_read > 0);
+    }
+}
