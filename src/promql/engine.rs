@@ -118,6 +118,11 @@ impl Engine {
         self
     }
 
+    /// The series the caller may see (`None`: all).
+    pub(crate) fn allowed(&self) -> Option<&roaring::RoaringBitmap> {
+        self.allowed.as_ref()
+    }
+
     /// The series a selector names, narrowed to the ones the caller may see. Every
     /// selector of both engines resolves here, so no expression reaches other series (the
     /// tenancy invariant has one place to hold).

@@ -431,13 +431,24 @@ async fn the_compactor_merges_through_the_manifest_and_answers_stay_the_same() {
         }
     }
     let w = cluster.var("WRITE_URL");
-    let r = reqwest::Client::new()
-        .post(format!("{w}/api/v1/import/prometheus"))
-        .body(text)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    // Right after start the writers still hand shards to each other: a distributor then
+    // answers 503 with Retry-After (as Mimir's do), and the client sends again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = reqwest::Client::new()
+            .post(format!("{w}/api/v1/import/prometheus"))
+            .body(text.clone())
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = (r.status(), r.text().await.unwrap());
+        if status == 503 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        assert_eq!(status, 204, "{body}");
+        break;
+    }
     let q = cluster.var("QUERY_URL");
     let at = start_ms / 1000 + 31 * 3600;
     let count = "sum(count_over_time(backfill[40h]))";

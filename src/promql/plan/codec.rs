@@ -35,6 +35,7 @@ use super::map_values::MapValues;
 use super::merge::Merge;
 use super::range_fn::{CounterNotes, RangeScan};
 use super::regroup::Regroup;
+use super::series_ref::LeafSeries;
 use super::set_op::Or;
 use super::subquery::SubqueryWindow;
 use super::udaf;
@@ -43,12 +44,12 @@ use super::vector_match::Combine;
 use super::vector_select::Selection;
 use crate::promql::engine::Engine;
 use crate::promql::kernels::annotations::Annotator;
-use crate::storage::{Scan, Snapshot};
+use crate::storage::Snapshot;
 
 /// A decoder of one kind of operator part, from its bytes into this query.
 type Decode<T> = fn(&[u8], &PlanCodec) -> DfResult<Arc<T>>;
 /// A leaf source's decoder also gets the scan its leaf reads.
-type DecodeSource = fn(&[u8], Scan, &PlanCodec) -> DfResult<Arc<dyn LeafSource>>;
+type DecodeSource = fn(&[u8], LeafSeries, &PlanCodec) -> DfResult<Arc<dyn LeafSource>>;
 
 /// Leaf sources by name.
 const SOURCES: &[(&str, DecodeSource)] = &[
@@ -112,15 +113,16 @@ struct Part {
     body: Vec<u8>,
 }
 
-/// A leaf: what it reads (series ids and time range of the snapshot), into how many
-/// partitions, and its source.
+/// A leaf: what it reads (its series, named portably, and the time range of the
+/// snapshot), into how many partitions, and its source.
 #[derive(Clone, PartialEq, Message)]
 struct LeafNode {
     #[prost(message, optional, tag = "1")]
     source: Option<Part>,
-    /// The scan's series, a serialised roaring bitmap.
-    #[prost(bytes = "vec", tag = "2")]
-    ids: Vec<u8>,
+    /// The series and their rows ([`LeafSeries`]'s wire form; tag 2 held process-local
+    /// catalog ids before issue 26).
+    #[prost(bytes = "vec", tag = "6")]
+    series: Vec<u8>,
     #[prost(int64, tag = "3")]
     min_t: i64,
     #[prost(int64, tag = "4")]
@@ -133,6 +135,10 @@ struct LeafNode {
 #[derive(Clone)]
 pub(crate) struct PlanCodec {
     snapshot: Snapshot,
+    /// The process's index, where leaves find their series by matchers and fingerprints.
+    catalog: Arc<crate::catalog::Catalog>,
+    /// The series the decoding query's caller may read (`None`: all).
+    allowed: Option<roaring::RoaringBitmap>,
     budget: Budget,
     cancel: crate::promql::Cancel,
     annotator: Annotator,
@@ -150,6 +156,8 @@ impl PlanCodec {
     pub(crate) fn new(engine: &Engine) -> Self {
         PlanCodec {
             snapshot: engine.snapshot().clone(),
+            catalog: engine.storage.catalog().clone(),
+            allowed: engine.allowed().cloned(),
             budget: Budget::of(engine, engine.loaded()),
             cancel: engine.opts.cancel.clone(),
             annotator: engine.annotator(),
@@ -180,19 +188,16 @@ impl PlanCodec {
     }
 
     fn encode_leaf(&self, e: &LeafExec) -> DfResult<LeafNode> {
-        let scan = e.source.scan();
-        let ids: roaring::RoaringBitmap = scan.ids().iter().copied().collect();
         let mut node = LeafNode {
             source: Some(Part {
                 name: e.source.name().to_string(),
                 body: e.source.encode()?,
             }),
+            series: e.source.series().encode(&self.catalog)?,
             partitions: e.partitions as u32,
             ..Default::default()
         };
-        ids.serialize_into(&mut node.ids)
-            .map_err(|err| internal_datafusion_err!("series ids: {err}"))?;
-        (node.min_t, node.max_t) = scan.time_range();
+        (node.min_t, node.max_t) = e.source.scan().time_range();
         Ok(node)
     }
 
@@ -201,11 +206,15 @@ impl PlanCodec {
             return internal_err!("leaf without a source");
         };
         let decode = find(SOURCES, &source.name, "leaf")?;
-        let ids = roaring::RoaringBitmap::deserialize_from(n.ids.as_slice())
-            .map_err(|err| internal_datafusion_err!("series ids: {err}"))?;
-        let scan = self.snapshot.scan(&ids, n.min_t, n.max_t);
+        let series = LeafSeries::decode(
+            &n.series,
+            &self.catalog,
+            self.allowed.as_ref(),
+            &self.snapshot,
+            (n.min_t, n.max_t),
+        )?;
         Ok(Arc::new(LeafExec::new(
-            decode(&source.body, scan, self)?,
+            decode(&source.body, series, self)?,
             self.budget.clone(),
             n.partitions as usize,
         )))
@@ -352,10 +361,6 @@ mod tests {
         };
         assert!(decode(window(vec![1, 2]), std::slice::from_ref(&input)));
         assert!(!decode(window(vec![1]), std::slice::from_ref(&input)));
-        let mut ids = Vec::new();
-        roaring::RoaringBitmap::new()
-            .serialize_into(&mut ids)
-            .unwrap();
         let leaf = |times: Vec<i64>| {
             Kind::Leaf(LeafNode {
                 source: Some(part(
@@ -368,7 +373,6 @@ mod tests {
                     }
                     .encode_to_vec(),
                 )),
-                ids: ids.clone(),
                 partitions: 1,
                 ..Default::default()
             })

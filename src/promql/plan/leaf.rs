@@ -27,6 +27,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::identity_node;
+use super::series_ref::LeafSeries;
 use super::{PlanCtx, df_error, external, rows_schema};
 use crate::promql::error::PromqlError;
 use crate::storage::{Scan, SeriesRun};
@@ -37,8 +38,12 @@ pub(crate) trait LeafSource: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The expression as written, for plans.
     fn text(&self) -> &str;
-    /// The selected series over the samples any step reads.
-    fn scan(&self) -> &Scan;
+    /// The selected series over the samples any step reads, and the row each becomes.
+    fn series(&self) -> &LeafSeries;
+    /// The scan of [`LeafSource::series`].
+    fn scan(&self) -> &Scan {
+        &self.series().scan
+    }
     fn steps(&self) -> usize;
     /// `(series, step, value)` rows of one chunk of series.
     fn rows(&self, chunk: &[SeriesRun]) -> DfResult<RecordBatch>;

@@ -37,6 +37,7 @@ mod merge;
 mod range_fn;
 mod regroup;
 mod scalar;
+mod series_ref;
 mod set_op;
 mod subquery;
 mod udaf;
@@ -448,8 +449,37 @@ mod tests {
 
     /// Eight `http_requests` series (jobs api and app), a sample every 5 minutes.
     pub(super) async fn storage() -> Arc<Storage> {
+        storage_of(0, (0..8).collect()).await
+    }
+
+    /// [`storage`]'s series `order`ed as given (so each gets another catalog id), after
+    /// `unrelated` series of another metric.
+    pub(super) async fn storage_of(unrelated: usize, order: Vec<usize>) -> Arc<Storage> {
         let s = Storage::in_memory().await.unwrap();
-        let series = (0..8)
+        let other = SeriesSamples {
+            labels: Labels::new(vec![("__name__".into(), "unrelated".into())]).unwrap(),
+            samples: vec![(0, 1.0)],
+        };
+        for i in 0..unrelated {
+            let mut o = other.clone();
+            o.labels = Labels::new(vec![
+                ("__name__".into(), "unrelated".into()),
+                ("i".into(), i.to_string()),
+            ])
+            .unwrap();
+            s.append(
+                WriteBatch {
+                    series: vec![o],
+                    ..Default::default()
+                },
+                WriteWindow::Any,
+            )
+            .await
+            .unwrap();
+        }
+        let series = order
+            .into_iter()
+            .map(|i| i as i64)
             .map(|i| SeriesSamples {
                 labels: Labels::new(vec![
                     ("__name__".into(), "http_requests".into()),
@@ -549,79 +579,82 @@ mod tests {
         assert!(run(two, 2 * n).await.is_ok());
     }
 
+    /// Queries the planner runs whole over [`storage`], each operator at least once.
+    pub(super) const PLANNED: &[&str] = &[
+        "sum(http_requests)",
+        "min(http_requests)",
+        "max by (group) (http_requests)",
+        "avg without (instance) (http_requests)",
+        "count by (job) (http_requests)",
+        "group by (instance) (http_requests)",
+        "sum(sum by (group) (http_requests{job=\"api\"})) by (job)",
+        "sum by (job) (max by (job, group) (http_requests))",
+        "http_requests * 2",
+        "2 ^ http_requests",
+        "-http_requests",
+        "http_requests > 100",
+        "100 < http_requests",
+        "http_requests >= bool 50",
+        "http_requests + time()",
+        "abs(-http_requests) / ceil(http_requests / 7)",
+        "round(http_requests / 7, 0.5)",
+        "clamp(http_requests, 20, 300)",
+        "clamp_min(http_requests, 60)",
+        "timestamp(sum by (job) (http_requests))",
+        "hour(http_requests)",
+        "label_replace(http_requests, \"dst\", \"x-$1\", \"job\", \"(a.*)\")",
+        "label_join(http_requests, \"both\", \"/\", \"job\", \"group\")",
+        "sum by (job) (label_replace(http_requests, \"job\", \"$1-x\", \"job\", \"(.*)\"))",
+        "http_requests / on(job, group, instance) http_requests",
+        "http_requests - ignoring(dummy) (http_requests * 2)",
+        "http_requests > on(job, instance, group) (http_requests / 2)",
+        "http_requests / ignoring(group) group_left sum without (group) (http_requests)",
+        "sum without (group) (http_requests) / ignoring(group) group_right http_requests",
+        "http_requests * on(job) group_left(dummy) max by (job) (http_requests)",
+        "http_requests and http_requests > 100",
+        "http_requests unless on(job) http_requests{group=\"canary\"} > 700",
+        "http_requests > 100 or http_requests < 30",
+        "sum by (job) (http_requests) or on(job) max by (job, group) (http_requests)",
+        "http_requests{job=\"api\"} or http_requests",
+        "histogram_quantile(0.9, label_replace(http_requests, \"le\", \"$1\", \"instance\", \"(.*)\"))",
+        "histogram_quantile(0.5, sum by (le, job) (label_replace(http_requests, \"le\", \"+Inf\", \"group\", \"canary\") or label_replace(http_requests, \"le\", \"0.5\", \"group\", \"production\")))",
+        "stddev by (job) (http_requests)",
+        "stdvar without (instance) (http_requests)",
+        "quantile by (group) (0.3, http_requests)",
+        "topk(2, http_requests)",
+        "bottomk by (job) (1, http_requests)",
+        "limitk by (group) (1.5, http_requests)",
+        "topk by (job) (1, sum by (job, group) (http_requests))",
+        "quantile_over_time(0.5, http_requests[10m])",
+        "predict_linear(http_requests[15m], 600)",
+        "last_over_time(http_requests[10m])",
+        "double_exponential_smoothing(http_requests[20m], 0.5, 0.5)",
+        "max_over_time(rate(http_requests[10m])[30m:2m])",
+        "sum_over_time(sum by (job) (http_requests)[20m:])",
+        "quantile_over_time(0.9, (http_requests * 2)[25m:3m] offset 5m)",
+        "rate(http_requests[20m:1m] @ 2000)",
+        "vector(time())",
+        "sum(http_requests) + on() vector(1)",
+        "absent(http_requests{job=\"nope\", group=\"x\"})",
+        "absent(http_requests > 900)",
+        "absent((http_requests{job=\"nope\"}))",
+        "absent_over_time(http_requests{instance=\"7\"}[5m])",
+        "sort_desc(http_requests)",
+        "sort_by_label(http_requests, \"instance\")",
+        "timestamp(http_requests)",
+        "time() - timestamp(http_requests offset 1m)",
+        "hour()",
+        "day_of_week()",
+        // Series that share labels once renamed but never a step: merged.
+        "label_replace(http_requests{instance=\"0\"} > 60 or http_requests{instance=\"1\"} < 30, \"instance\", \"x\", \"\", \"\")",
+    ];
+
     /// Planned and evaluated, every partition count, instant and range: the same series
     /// and values.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn plans_agree_with_the_evaluator() {
         let s = storage().await;
-        for q in [
-            "sum(http_requests)",
-            "min(http_requests)",
-            "max by (group) (http_requests)",
-            "avg without (instance) (http_requests)",
-            "count by (job) (http_requests)",
-            "group by (instance) (http_requests)",
-            "sum(sum by (group) (http_requests{job=\"api\"})) by (job)",
-            "sum by (job) (max by (job, group) (http_requests))",
-            "http_requests * 2",
-            "2 ^ http_requests",
-            "-http_requests",
-            "http_requests > 100",
-            "100 < http_requests",
-            "http_requests >= bool 50",
-            "http_requests + time()",
-            "abs(-http_requests) / ceil(http_requests / 7)",
-            "round(http_requests / 7, 0.5)",
-            "clamp(http_requests, 20, 300)",
-            "clamp_min(http_requests, 60)",
-            "timestamp(sum by (job) (http_requests))",
-            "hour(http_requests)",
-            "label_replace(http_requests, \"dst\", \"x-$1\", \"job\", \"(a.*)\")",
-            "label_join(http_requests, \"both\", \"/\", \"job\", \"group\")",
-            "sum by (job) (label_replace(http_requests, \"job\", \"$1-x\", \"job\", \"(.*)\"))",
-            "http_requests / on(job, group, instance) http_requests",
-            "http_requests - ignoring(dummy) (http_requests * 2)",
-            "http_requests > on(job, instance, group) (http_requests / 2)",
-            "http_requests / ignoring(group) group_left sum without (group) (http_requests)",
-            "sum without (group) (http_requests) / ignoring(group) group_right http_requests",
-            "http_requests * on(job) group_left(dummy) max by (job) (http_requests)",
-            "http_requests and http_requests > 100",
-            "http_requests unless on(job) http_requests{group=\"canary\"} > 700",
-            "http_requests > 100 or http_requests < 30",
-            "sum by (job) (http_requests) or on(job) max by (job, group) (http_requests)",
-            "http_requests{job=\"api\"} or http_requests",
-            "histogram_quantile(0.9, label_replace(http_requests, \"le\", \"$1\", \"instance\", \"(.*)\"))",
-            "histogram_quantile(0.5, sum by (le, job) (label_replace(http_requests, \"le\", \"+Inf\", \"group\", \"canary\") or label_replace(http_requests, \"le\", \"0.5\", \"group\", \"production\")))",
-            "stddev by (job) (http_requests)",
-            "stdvar without (instance) (http_requests)",
-            "quantile by (group) (0.3, http_requests)",
-            "topk(2, http_requests)",
-            "bottomk by (job) (1, http_requests)",
-            "limitk by (group) (1.5, http_requests)",
-            "topk by (job) (1, sum by (job, group) (http_requests))",
-            "quantile_over_time(0.5, http_requests[10m])",
-            "predict_linear(http_requests[15m], 600)",
-            "last_over_time(http_requests[10m])",
-            "double_exponential_smoothing(http_requests[20m], 0.5, 0.5)",
-            "max_over_time(rate(http_requests[10m])[30m:2m])",
-            "sum_over_time(sum by (job) (http_requests)[20m:])",
-            "quantile_over_time(0.9, (http_requests * 2)[25m:3m] offset 5m)",
-            "rate(http_requests[20m:1m] @ 2000)",
-            "vector(time())",
-            "sum(http_requests) + on() vector(1)",
-            "absent(http_requests{job=\"nope\", group=\"x\"})",
-            "absent(http_requests > 900)",
-            "absent((http_requests{job=\"nope\"}))",
-            "absent_over_time(http_requests{instance=\"7\"}[5m])",
-            "sort_desc(http_requests)",
-            "sort_by_label(http_requests, \"instance\")",
-            "timestamp(http_requests)",
-            "time() - timestamp(http_requests offset 1m)",
-            "hour()",
-            "day_of_week()",
-            // Series that share labels once renamed but never a step: merged.
-            "label_replace(http_requests{instance=\"0\"} > 60 or http_requests{instance=\"1\"} < 30, \"instance\", \"x\", \"\", \"\")",
-        ] {
+        for q in PLANNED {
             let expr = Engine::parse(q).unwrap();
             for partitions in [1, 2, 3, 8] {
                 let opts = |planner| QueryOptions {

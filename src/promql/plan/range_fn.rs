@@ -20,8 +20,8 @@ use super::decline::Decline;
 use super::leaf::{Leaf, LeafSource};
 use super::merge::merged;
 use super::scalar::scalar;
+use super::series_ref::LeafSeries;
 use super::{Lowered, PlanCtx, external, rows};
-use crate::catalog::SeriesId;
 use crate::model::Labels;
 use crate::promql::error::PromqlError;
 use crate::promql::func::Func;
@@ -31,7 +31,7 @@ use crate::promql::kernels::grouping::drop_name;
 use crate::promql::kernels::lookback::without_stale;
 use crate::promql::kernels::range_fns::{self as rf, RangeFn, window_value};
 use crate::promql::kernels::select::{at_ms, duration_ms, eval_times, offset_ms};
-use crate::storage::{Scan, SeriesRun};
+use crate::storage::SeriesRun;
 use datafusion::common::internal_err;
 use prost::Message;
 
@@ -120,10 +120,10 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
             .map(|(i, l)| (*i, l.metric_name().unwrap_or(""))),
         engine.annotator(),
     );
+    let sets = crate::promql::kernels::select::matcher_sets(vs)?;
     let scan = RangeScan {
-        scan,
+        series: LeafSeries::new(scan, index, sets),
         function,
-        group_of: Arc::new(index),
         ends: Arc::new(ends),
         range_ms,
         p1: Arc::new(p1),
@@ -187,8 +187,8 @@ impl LeafSource for RangeScan {
         &self.text
     }
 
-    fn scan(&self) -> &Scan {
-        &self.scan
+    fn series(&self) -> &LeafSeries {
+        &self.series
     }
 
     fn steps(&self) -> usize {
@@ -200,17 +200,12 @@ impl LeafSource for RangeScan {
     }
 
     fn encode(&self) -> DfResult<Vec<u8>> {
-        let mut table: Vec<(u32, u32)> = self.group_of.iter().map(|(&k, &v)| (k, v)).collect();
-        table.sort_unstable();
-        let (table_ids, table_index) = table.into_iter().unzip();
         let (note_index, note_text) = notes_wire(&self.notes);
         Ok(RangeScanWire {
             text: self.text.clone(),
             function: self.function.name().to_string(),
             ends: self.ends.to_vec(),
             range_ms: self.range_ms,
-            table_ids,
-            table_index,
             p1: self.p1.to_vec(),
             p2: self.p2.to_vec(),
             times: self.times.to_vec(),
@@ -224,11 +219,9 @@ impl LeafSource for RangeScan {
 /// What one range-function scan needs.
 #[derive(Clone)]
 pub(super) struct RangeScan {
-    /// The selected series over the widest window of any step.
-    pub scan: Scan,
+    /// The selected series over the widest window of any step, and the row of each.
+    pub series: LeafSeries,
     pub function: RangeFn,
-    /// Index in the series table of each selected series.
-    pub group_of: Arc<HashMap<SeriesId, u32>>,
     /// Window end of every step, and the window length.
     pub ends: Arc<Vec<i64>>,
     pub range_ms: i64,
@@ -248,7 +241,7 @@ pub(super) struct RangeScan {
 fn compute_chunk(scan: &RangeScan, series: &[SeriesRun]) -> DfResult<RecordBatch> {
     let (mut series_col, mut step, mut val) = (Vec::new(), Vec::new(), Vec::new());
     for s in series.iter() {
-        let Some(&g) = scan.group_of.get(&s.id) else {
+        let Some(g) = scan.series.row(s.id) else {
             continue;
         };
         let before = val.len();
@@ -303,11 +296,8 @@ pub(super) struct RangeScanWire {
     pub ends: Vec<i64>,
     #[prost(int64, tag = "4")]
     pub range_ms: i64,
-    /// Series-table index of each scanned series id.
-    #[prost(uint32, repeated, tag = "5")]
-    pub table_ids: Vec<u32>,
-    #[prost(uint32, repeated, tag = "6")]
-    pub table_index: Vec<u32>,
+    // Tags 5 and 6 held catalog ids and their rows before issue 26; the leaf's envelope
+    // now names the series.
     /// The scalar parameters at every step.
     #[prost(double, repeated, tag = "7")]
     pub p1: Vec<f64>,
@@ -324,7 +314,11 @@ pub(super) struct RangeScanWire {
 }
 
 impl RangeScan {
-    pub(super) fn decode(buf: &[u8], scan: Scan, q: &PlanCodec) -> DfResult<Arc<dyn LeafSource>> {
+    pub(super) fn decode(
+        buf: &[u8],
+        series: LeafSeries,
+        q: &PlanCodec,
+    ) -> DfResult<Arc<dyn LeafSource>> {
         let w: RangeScanWire = decode_wire(buf, "RangeFnSelect")?;
         if w.times.len() != w.ends.len() {
             return internal_err!(
@@ -337,9 +331,8 @@ impl RangeScan {
             return internal_err!("unknown range function {}", w.function);
         };
         Ok(Arc::new(RangeScan {
-            scan,
+            series,
             function,
-            group_of: Arc::new(w.table_ids.into_iter().zip(w.table_index).collect()),
             ends: Arc::new(w.ends),
             range_ms: w.range_ms,
             p1: Arc::new(w.p1),

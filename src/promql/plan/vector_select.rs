@@ -14,19 +14,19 @@ use promql_parser::parser::VectorSelector;
 use super::codec::{PlanCodec, decode_wire};
 use super::decline::Decline;
 use super::leaf::{Leaf, LeafSource};
+use super::series_ref::LeafSeries;
 use super::{Lowered, PlanCtx, rows};
-use crate::catalog::SeriesId;
 use crate::promql::error::PromqlError;
 use crate::promql::kernels::lookback::pick_float;
 use crate::promql::kernels::select::{at_ms, eval_times, offset_ms};
-use crate::storage::{Scan, SeriesRun};
+use crate::storage::SeriesRun;
 use prost::Message;
 
 /// What the operator reads and how.
 pub(super) struct Selection {
-    /// The selected series (ascending id: the series table's order) over the samples any
-    /// step can look back to.
-    pub scan: Scan,
+    /// The selected series over the samples any step can look back to, and the row of
+    /// each (the series table is in ascending id order where planned).
+    pub series: LeafSeries,
     /// Evaluation time of every step (`@` and `offset` applied).
     pub times: Arc<Vec<i64>>,
     pub lookback: i64,
@@ -91,8 +91,15 @@ fn select(
             .collect();
         (scan, series)
     };
+    let rows = scan
+        .ids()
+        .iter()
+        .enumerate()
+        .map(|(row, id)| (*id, row as u32))
+        .collect();
+    let sets = crate::promql::kernels::select::matcher_sets(vs)?;
     let sel = Selection {
-        scan,
+        series: LeafSeries::new(scan, rows, sets),
         times: Arc::new(times),
         lookback,
         text: if timestamps {
@@ -117,8 +124,8 @@ impl LeafSource for Selection {
         &self.text
     }
 
-    fn scan(&self) -> &Scan {
-        &self.scan
+    fn series(&self) -> &LeafSeries {
+        &self.series
     }
 
     fn steps(&self) -> usize {
@@ -142,15 +149,14 @@ impl LeafSource for Selection {
 
 /// The rows of one chunk of series.
 fn select_chunk(sel: &Selection, chunk: &[SeriesRun]) -> DfResult<RecordBatch> {
-    let ids: &[SeriesId] = sel.scan.ids();
     let (mut series, mut step, mut value) = (Vec::new(), Vec::new(), Vec::new());
     for s in chunk {
-        let Ok(index) = ids.binary_search(&s.id) else {
+        let Some(index) = sel.series.row(s.id) else {
             continue;
         };
         for (i, &te) in sel.times.iter().enumerate() {
             if let Some((t, v)) = pick_float(&s.ts, &s.vals, te, sel.lookback) {
-                series.push(index as u32);
+                series.push(index);
                 step.push(i as u32);
                 value.push(if sel.timestamps { t as f64 / 1000.0 } else { v });
             }
@@ -174,10 +180,14 @@ pub(super) struct SelectionWire {
 }
 
 impl Selection {
-    pub(super) fn decode(buf: &[u8], scan: Scan, _q: &PlanCodec) -> DfResult<Arc<dyn LeafSource>> {
+    pub(super) fn decode(
+        buf: &[u8],
+        series: LeafSeries,
+        _q: &PlanCodec,
+    ) -> DfResult<Arc<dyn LeafSource>> {
         let w: SelectionWire = decode_wire(buf, "VectorSelect")?;
         Ok(Arc::new(Selection {
-            scan,
+            series,
             times: Arc::new(w.times),
             lookback: w.lookback,
             text: w.text,

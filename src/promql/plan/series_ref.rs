@@ -1,0 +1,369 @@
+//! The series a leaf reads, named so that another process can find them (issue 26).
+//!
+//! Catalog ids are dense per process: two queriers that loaded the same blocks and heads
+//! in another order give the same series other ids. A plan therefore never ships ids. A
+//! leaf ships its selector's matcher sets and, for every series it reads, the series-table
+//! row it becomes and its label fingerprint ([`Labels::fingerprint`]). The decoding
+//! process resolves the matchers in its own catalog (narrowed to the caller's series),
+//! keeps the candidates whose fingerprint the plan lists, and emits each under the row
+//! the plan gave it: every operator above the leaf works on rows fixed at planning, so
+//! the rest of the plan is portable as it is.
+//!
+//! A decoder that holds a series more (it is ahead) ignores it; one that lacks a listed
+//! series (it is behind) refuses the plan rather than answer without it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::{internal_datafusion_err, internal_err};
+use datafusion::error::Result as DfResult;
+use prost::Message;
+use roaring::RoaringBitmap;
+
+use crate::catalog::{Catalog, SeriesId};
+use crate::model::Matcher;
+use crate::storage::{Scan, Snapshot};
+
+/// A leaf's series: what it scans, and the row each scanned series becomes.
+#[derive(Clone)]
+pub(crate) struct LeafSeries {
+    pub scan: Scan,
+    /// Series-table row of each scanned series.
+    rows: Arc<HashMap<SeriesId, u32>>,
+    /// The selector's matcher sets (a series matching any set is selected).
+    sets: Arc<Vec<Vec<Matcher>>>,
+}
+
+impl LeafSeries {
+    pub(super) fn new(scan: Scan, rows: HashMap<SeriesId, u32>, sets: Vec<Vec<Matcher>>) -> Self {
+        LeafSeries {
+            scan,
+            rows: Arc::new(rows),
+            sets: Arc::new(sets),
+        }
+    }
+
+    /// The row series `id` becomes; `None`: not one of the leaf's.
+    pub(super) fn row(&self, id: SeriesId) -> Option<u32> {
+        self.rows.get(&id).copied()
+    }
+
+    /// The wire form: matcher sets, and the row and fingerprint of each scanned series
+    /// (labels from `catalog`, the encoding process's).
+    pub(super) fn encode(&self, catalog: &Catalog) -> DfResult<Vec<u8>> {
+        let ids = self.scan.ids();
+        let mut listed: Vec<(u32, u128)> = Vec::with_capacity(ids.len());
+        for (id, labels) in ids.iter().zip(catalog.labels_many(ids.iter().copied())) {
+            // A series retention forgot after planning has nothing left to read.
+            let (Some(row), Some(labels)) = (self.row(*id), labels) else {
+                continue;
+            };
+            listed.push((row, labels.fingerprint()));
+        }
+        listed.sort_unstable();
+        let mut w = SeriesWire {
+            sets: self
+                .sets
+                .iter()
+                .map(|set| MatcherSet {
+                    matchers: set
+                        .iter()
+                        .map(|m| MatcherWire {
+                            name: m.name.clone(),
+                            op: m.op_str().to_string(),
+                            value: m.value.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            rows: Vec::with_capacity(listed.len()),
+            fingerprints: Vec::with_capacity(16 * listed.len()),
+        };
+        for (row, fp) in listed {
+            w.rows.push(row);
+            w.fingerprints.extend_from_slice(&fp.to_le_bytes());
+        }
+        Ok(w.encode_to_vec())
+    }
+
+    /// The leaf's series in this process: the matcher sets resolved in `catalog`, narrowed
+    /// to `allowed` (the caller's series), kept where the plan lists their fingerprint,
+    /// and scanned from `snapshot` over `[min_t, max_t]`.
+    pub(super) fn decode(
+        buf: &[u8],
+        catalog: &Catalog,
+        allowed: Option<&RoaringBitmap>,
+        snapshot: &Snapshot,
+        (min_t, max_t): (i64, i64),
+    ) -> DfResult<LeafSeries> {
+        let w =
+            SeriesWire::decode(buf).map_err(|e| internal_datafusion_err!("leaf series: {e}"))?;
+        if w.fingerprints.len() != 16 * w.rows.len() {
+            return internal_err!(
+                "leaf series: {} rows and {} fingerprint bytes",
+                w.rows.len(),
+                w.fingerprints.len()
+            );
+        }
+        let sets = w
+            .sets
+            .iter()
+            .map(|s| s.matchers.iter().map(MatcherWire::matcher).collect())
+            .collect::<DfResult<Vec<Vec<Matcher>>>>()?;
+        let mut wanted: HashMap<u128, u32> = HashMap::with_capacity(w.rows.len());
+        for (row, fp) in w.rows.iter().zip(w.fingerprints.chunks_exact(16)) {
+            let fp = u128::from_le_bytes(fp.try_into().expect("16 bytes"));
+            if wanted.insert(fp, *row).is_some() {
+                return internal_err!("leaf series: a fingerprint listed twice");
+            }
+        }
+        let mut candidates = RoaringBitmap::new();
+        for set in &sets {
+            candidates |= catalog.select(set);
+        }
+        if let Some(a) = allowed {
+            candidates &= a;
+        }
+        let mut rows: HashMap<SeriesId, u32> = HashMap::with_capacity(wanted.len());
+        let mut ids = RoaringBitmap::new();
+        let mut taken = std::collections::HashSet::with_capacity(wanted.len());
+        for (id, labels) in candidates
+            .iter()
+            .zip(catalog.labels_many(candidates.iter()))
+        {
+            let Some(fp) = labels.map(|l| l.fingerprint()) else {
+                continue;
+            };
+            match wanted.remove(&fp) {
+                Some(row) => {
+                    rows.insert(id, row);
+                    ids.insert(id);
+                    taken.insert(fp);
+                }
+                // Two series with one fingerprint: which one the plan meant is unknown.
+                None if taken.contains(&fp) => {
+                    return internal_err!("leaf series: two series share a fingerprint");
+                }
+                // A series the plan does not read (this process is ahead).
+                None => {}
+            }
+        }
+        if !wanted.is_empty() {
+            // This process lacks series the plan reads (its index is behind the planner's,
+            // or the caller may not read them): its answer would differ, so refuse.
+            return internal_err!(
+                "snapshot skew: the plan reads {} series, this process's index lacks {} of them",
+                rows.len() + wanted.len(),
+                wanted.len()
+            );
+        }
+        let scan = snapshot.scan(&ids, min_t, max_t);
+        Ok(LeafSeries {
+            scan,
+            rows: Arc::new(rows),
+            sets: Arc::new(sets),
+        })
+    }
+}
+
+/// [`LeafSeries`] on the wire.
+#[derive(Clone, PartialEq, Message)]
+struct SeriesWire {
+    #[prost(message, repeated, tag = "1")]
+    sets: Vec<MatcherSet>,
+    /// Series-table row of each series, ascending.
+    #[prost(uint32, repeated, tag = "2")]
+    rows: Vec<u32>,
+    /// The label fingerprint of each, 16 bytes little-endian, in the order of `rows`.
+    #[prost(bytes = "vec", tag = "3")]
+    fingerprints: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct MatcherSet {
+    #[prost(message, repeated, tag = "1")]
+    matchers: Vec<MatcherWire>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct MatcherWire {
+    #[prost(string, tag = "1")]
+    name: String,
+    /// `=`, `!=`, `=~` or `!~`.
+    #[prost(string, tag = "2")]
+    op: String,
+    #[prost(string, tag = "3")]
+    value: String,
+}
+
+impl MatcherWire {
+    fn matcher(&self) -> DfResult<Matcher> {
+        let (name, value) = (self.name.clone(), self.value.as_str());
+        Ok(match self.op.as_str() {
+            "=" => Matcher::equal(name, value),
+            "!=" => Matcher::not_equal(name, value),
+            op @ ("=~" | "!~") => Matcher::regex(name, value, op == "!~")
+                .map_err(|e| internal_datafusion_err!("leaf series: {e}"))?,
+            op => return internal_err!("leaf series: unknown matcher operator {op:?}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion_proto::bytes::{
+        physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+    };
+
+    use super::super::codec::PlanCodec;
+    use super::super::tests::{PLANNED, storage, storage_of};
+    use super::super::{assemble, value_order};
+    use crate::ingest::{SeriesSamples, WriteBatch};
+    use crate::model::Labels;
+    use crate::promql::engine::Ctx;
+    use crate::promql::{Engine, QueryOptions, Steps, Value};
+    use crate::storage::{Storage, WriteWindow};
+
+    const STEP: i64 = 60_000;
+
+    /// `q` planned on `a`, its plan written with `a`'s codec and read with one over `b`,
+    /// run on `b`, and assembled with `a`'s series tables: what a worker process with
+    /// `b`'s index would answer for a coordinator with `a`'s.
+    async fn across(
+        a: &Arc<Storage>,
+        b: &Arc<Storage>,
+        q: &str,
+        (start, end): (i64, i64),
+        partitions: usize,
+        allowed_on_b: Option<roaring::RoaringBitmap>,
+    ) -> Result<Value, String> {
+        let opts = QueryOptions {
+            partitions,
+            ..QueryOptions::default()
+        };
+        let (ea, eb) = (
+            Engine::new(a.clone(), opts.clone()),
+            Engine::new(b.clone(), opts.clone()).restrict(allowed_on_b),
+        );
+        let expr = Engine::parse(q).unwrap();
+        let ctx = Ctx {
+            steps: Steps::new(start, end, STEP),
+            query_start: start,
+            query_end: end,
+            lookback: opts.lookback_ms,
+            is_range: start != end,
+            query_step: if start == end { 0 } else { STEP },
+        };
+        let lowered = ea.lower(&expr, ctx).unwrap().expect("planned");
+        let (sa, sb) = (ea.session().unwrap(), eb.session().unwrap());
+        let physical = sa
+            .state()
+            .create_physical_plan(&lowered.plan)
+            .await
+            .unwrap();
+        let bytes = physical_plan_to_bytes_with_extension_codec(physical, &PlanCodec::new(&ea))
+            .map_err(|e| e.to_string())?;
+        let copy = physical_plan_from_bytes_with_extension_codec(
+            &bytes,
+            &sb.task_ctx(),
+            &PlanCodec::new(&eb),
+        )
+        .map_err(|e| e.to_string())?;
+        let batches = datafusion::physical_plan::collect(copy, sb.task_ctx())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut out =
+            assemble(&lowered.series, ctx.steps.len(), &batches).map_err(|e| e.to_string())?;
+        value_order(&expr, &mut out);
+        Ok(Value::Vector(out))
+    }
+
+    async fn local(s: &Arc<Storage>, q: &str, (start, end): (i64, i64)) -> Value {
+        let e = Engine::new(s.clone(), QueryOptions::default());
+        e.range(&Engine::parse(q).unwrap(), start, end, STEP)
+            .await
+            .unwrap()
+    }
+
+    /// The same series under other catalog ids (another order, other series first): every
+    /// planned query decoded there answers as where it was planned.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plans_answer_the_same_on_a_process_with_other_ids() {
+        let a = storage().await;
+        let b = storage_of(4, (0..8).rev().collect()).await;
+        let label = |s: &Storage, id| s.catalog().labels_many([id])[0].clone();
+        let moved = (0..8).filter(|&id| label(&a, id) != label(&b, id)).count();
+        assert_eq!(moved, 8, "every series has another id on b");
+        for q in PLANNED {
+            for range in [(3_000_000, 3_000_000), (0, 3_000_000)] {
+                for partitions in [1, 3] {
+                    let want = local(&a, q, range).await;
+                    let got = across(&a, &b, q, range, partitions, None)
+                        .await
+                        .unwrap_or_else(|e| panic!("{q}: {e}"));
+                    crate::promqltest::compare_values(want.clone(), got.clone()).unwrap_or_else(
+                        |e| panic!("{q} {range:?} {partitions} partitions: {e}\n{want:?}\n{got:?}"),
+                    );
+                }
+            }
+        }
+    }
+
+    async fn add(s: &Storage, pairs: &[(&str, &str)]) {
+        let labels = Labels::new(
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        )
+        .unwrap();
+        s.append(
+            WriteBatch {
+                series: vec![SeriesSamples {
+                    labels,
+                    samples: (0..11).map(|k| (k * 300_000, 1e6)).collect(),
+                }],
+                ..Default::default()
+            },
+            WriteWindow::Any,
+        )
+        .await
+        .unwrap();
+    }
+
+    /// A process that holds a matching series more (it is ahead) reads only the plan's;
+    /// one that lacks a series the plan reads, or may not read it, refuses the plan.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn extra_series_are_ignored_and_missing_ones_refused() {
+        let a = storage().await;
+        let q = "sum by (job) (rate(http_requests[10m])) + on(job) count by (job) (http_requests)";
+        let range = (0, 3_000_000);
+        let want = local(&a, q, range).await;
+        let ahead = storage_of(2, (0..8).collect()).await;
+        add(
+            &ahead,
+            &[
+                ("__name__", "http_requests"),
+                ("job", "api"),
+                ("instance", "9"),
+            ],
+        )
+        .await;
+        let got = across(&a, &ahead, q, range, 2, None).await.unwrap();
+        crate::promqltest::compare_values(want, got).unwrap();
+
+        let behind = storage_of(0, (1..8).collect()).await;
+        let err = across(&a, &behind, q, range, 2, None).await.unwrap_err();
+        assert!(err.contains("snapshot skew"), "{err}");
+
+        // The caller may not read job="app" where the plan is decoded: refused, not read.
+        let b = storage_of(0, (0..8).collect()).await;
+        let api = b
+            .catalog()
+            .select(&[crate::model::Matcher::equal("job", "api")]);
+        let err = across(&a, &b, q, range, 2, Some(api)).await.unwrap_err();
+        assert!(err.contains("snapshot skew"), "{err}");
+    }
+}
