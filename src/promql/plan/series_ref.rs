@@ -29,23 +29,44 @@ use crate::storage::{Scan, Snapshot};
 pub(crate) struct LeafSeries {
     pub scan: Scan,
     /// Series-table row of each scanned series.
-    rows: Arc<HashMap<SeriesId, u32>>,
+    rows: Rows,
     /// The selector's matcher sets (a series matching any set is selected).
     sets: Arc<Vec<Vec<Matcher>>>,
+}
+
+/// How a scanned series finds its row.
+#[derive(Clone)]
+enum Rows {
+    /// Its position in the scan's ascending ids (a leaf planned here whose series table
+    /// is the scan: no map to build for a million series).
+    Position,
+    Map(Arc<HashMap<SeriesId, u32>>),
 }
 
 impl LeafSeries {
     pub(super) fn new(scan: Scan, rows: HashMap<SeriesId, u32>, sets: Vec<Vec<Matcher>>) -> Self {
         LeafSeries {
             scan,
-            rows: Arc::new(rows),
+            rows: Rows::Map(Arc::new(rows)),
+            sets: Arc::new(sets),
+        }
+    }
+
+    /// Series whose rows are their positions in `scan`.
+    pub(super) fn positional(scan: Scan, sets: Vec<Vec<Matcher>>) -> Self {
+        LeafSeries {
+            scan,
+            rows: Rows::Position,
             sets: Arc::new(sets),
         }
     }
 
     /// The row series `id` becomes; `None`: not one of the leaf's.
     pub(super) fn row(&self, id: SeriesId) -> Option<u32> {
-        self.rows.get(&id).copied()
+        match &self.rows {
+            Rows::Position => self.scan.ids().binary_search(&id).ok().map(|i| i as u32),
+            Rows::Map(m) => m.get(&id).copied(),
+        }
     }
 
     /// The wire form: matcher sets, and the row and fingerprint of each scanned series
@@ -160,7 +181,7 @@ impl LeafSeries {
         let scan = snapshot.scan(&ids, min_t, max_t);
         Ok(LeafSeries {
             scan,
-            rows: Arc::new(rows),
+            rows: Rows::Map(Arc::new(rows)),
             sets: Arc::new(sets),
         })
     }

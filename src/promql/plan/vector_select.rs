@@ -91,15 +91,9 @@ fn select(
             .collect();
         (scan, series)
     };
-    let rows = scan
-        .ids()
-        .iter()
-        .enumerate()
-        .map(|(row, id)| (*id, row as u32))
-        .collect();
     let sets = crate::promql::kernels::select::matcher_sets(vs)?;
     let sel = Selection {
-        series: LeafSeries::new(scan, rows, sets),
+        series: LeafSeries::positional(scan, sets),
         times: Arc::new(times),
         lookback,
         text: if timestamps {
