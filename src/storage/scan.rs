@@ -196,6 +196,16 @@ impl Scan {
             .collect()
     }
 
+    /// The scan of its series `r` (indexes into [`Scan::ids`]; clamped to them).
+    pub fn range(&self, r: Range<usize>) -> Scan {
+        let start = (self.range.start + r.start).min(self.range.end);
+        let end = (self.range.start + r.end).clamp(start, self.range.end);
+        Scan {
+            range: start..end,
+            ..self.clone()
+        }
+    }
+
     /// Part `p` of [`Scan::split`]`(n)`.
     pub fn part(&self, p: usize, n: usize) -> Scan {
         self.split(n).into_iter().nth(p).unwrap_or_else(|| Scan {

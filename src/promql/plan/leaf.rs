@@ -49,6 +49,8 @@ pub(crate) trait LeafSource: Send + Sync + 'static {
     fn rows(&self, chunk: &[SeriesRun]) -> DfResult<RecordBatch>;
     /// Its wire form (the plan codec); the decoder is registered in `codec.rs`.
     fn encode(&self) -> DfResult<Vec<u8>>;
+    /// The same source over other series (a slice of its own).
+    fn with_series(&self, series: LeafSeries) -> Arc<dyn LeafSource>;
 }
 
 /// The query's sample limit, charged by every leaf of its plans.
@@ -160,6 +162,31 @@ pub(crate) struct LeafExec {
 impl LeafExec {
     pub(super) fn new(source: Arc<dyn LeafSource>, budget: Budget, partitions: usize) -> Self {
         let partitions = partitions.clamp(1, source.scan().num_series().max(1));
+        Self::exactly(source, budget, partitions)
+    }
+
+    /// Task `i` of `n` of this leaf: its slice of the series ([`LeafSeries::slice`]) with
+    /// exactly this leaf's partitions (every task of a stage must declare the same; a part
+    /// without series yields nothing).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "task splitting for datafusion-distributed (issue 26); tested first"
+        )
+    )]
+    pub(crate) fn slice(&self, i: usize, n: usize) -> LeafExec {
+        let series = self.source.series().slice(i, n);
+        Self::exactly(
+            self.source.with_series(series),
+            self.budget.clone(),
+            self.partitions,
+        )
+    }
+
+    /// With `partitions` as given (at least 1).
+    pub(super) fn exactly(source: Arc<dyn LeafSource>, budget: Budget, partitions: usize) -> Self {
+        let partitions = partitions.max(1);
         let properties = PlanProperties::new(
             EquivalenceProperties::new(rows_schema()),
             Partitioning::UnknownPartitioning(partitions),

@@ -191,6 +191,13 @@ impl LeafSource for RangeScan {
         &self.series
     }
 
+    fn with_series(&self, series: LeafSeries) -> Arc<dyn LeafSource> {
+        Arc::new(RangeScan {
+            series,
+            ..self.clone()
+        })
+    }
+
     fn steps(&self) -> usize {
         self.ends.len()
     }

@@ -37,9 +37,10 @@ pub(crate) struct LeafSeries {
 /// How a scanned series finds its row.
 #[derive(Clone)]
 enum Rows {
-    /// Its position in the scan's ascending ids (a leaf planned here whose series table
-    /// is the scan: no map to build for a million series).
-    Position,
+    /// Its position in the scan's ascending ids plus an offset (a leaf planned here whose
+    /// series table is the scan: no map to build for a million series; the offset is a
+    /// slice's start).
+    Position(u32),
     Map(Arc<HashMap<SeriesId, u32>>),
 }
 
@@ -56,7 +57,7 @@ impl LeafSeries {
     pub(super) fn positional(scan: Scan, sets: Vec<Vec<Matcher>>) -> Self {
         LeafSeries {
             scan,
-            rows: Rows::Position,
+            rows: Rows::Position(0),
             sets: Arc::new(sets),
         }
     }
@@ -64,8 +65,32 @@ impl LeafSeries {
     /// The row series `id` becomes; `None`: not one of the leaf's.
     pub(super) fn row(&self, id: SeriesId) -> Option<u32> {
         match &self.rows {
-            Rows::Position => self.scan.ids().binary_search(&id).ok().map(|i| i as u32),
+            Rows::Position(base) => self
+                .scan
+                .ids()
+                .binary_search(&id)
+                .ok()
+                .map(|i| base + i as u32),
             Rows::Map(m) => m.get(&id).copied(),
+        }
+    }
+
+    /// Slice `i` of `n`: contiguous runs of the scan's series, balanced by count, each
+    /// series in exactly one slice and read whole there (so range windows see all of it),
+    /// keeping the rows the whole leaf gives them. How a leaf becomes one task per worker.
+    pub(super) fn slice(&self, i: usize, n: usize) -> LeafSeries {
+        let len = self.scan.num_series();
+        let n = n.max(1);
+        let (a, b) = (len * i.min(n) / n, len * (i + 1).min(n) / n);
+        let scan = self.scan.range(a..b);
+        let rows = match &self.rows {
+            Rows::Position(base) => Rows::Position(base + a as u32),
+            Rows::Map(m) => Rows::Map(m.clone()),
+        };
+        LeafSeries {
+            scan,
+            rows,
+            sets: self.sets.clone(),
         }
     }
 
@@ -386,5 +411,106 @@ mod tests {
             .select(&[crate::model::Matcher::equal("job", "api")]);
         let err = across(&a, &b, q, range, 2, Some(api)).await.unwrap_err();
         assert!(err.contains("snapshot skew"), "{err}");
+    }
+
+    /// The `(series, step, value bits)` rows of a plan, sorted.
+    async fn rows_of(
+        plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        e: &Engine,
+    ) -> Vec<(u32, u32, u64)> {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::{Float64Type, UInt32Type};
+        let batches = datafusion::physical_plan::collect(plan, e.session().unwrap().task_ctx())
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for b in &batches {
+            let (s, t, v) = (
+                b.column(0).as_primitive::<UInt32Type>(),
+                b.column(1).as_primitive::<UInt32Type>(),
+                b.column(2).as_primitive::<Float64Type>(),
+            );
+            for i in 0..b.num_rows() {
+                out.push((s.value(i), t.value(i), v.value(i).to_bits()));
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// A leaf cut into n tasks, each decoded on a process with other ids: together they
+    /// give exactly the whole leaf's rows (each series from one task, whole), and every
+    /// task declares the leaf's partitions.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tasks_of_a_leaf_cover_it_once() {
+        use datafusion::physical_plan::ExecutionPlan;
+
+        use super::super::leaf::LeafExec;
+        let (a, b) = (storage().await, storage_of(4, (0..8).rev().collect()).await);
+        let opts = QueryOptions {
+            partitions: 3,
+            ..QueryOptions::default()
+        };
+        let (ea, eb) = (
+            Engine::new(a.clone(), opts.clone()),
+            Engine::new(b.clone(), opts.clone()),
+        );
+        for q in [
+            "http_requests",
+            "rate(http_requests[10m])",
+            "timestamp(http_requests offset 1m)",
+        ] {
+            let ctx = Ctx {
+                steps: Steps::new(0, 3_000_000, STEP),
+                query_start: 0,
+                query_end: 3_000_000,
+                lookback: opts.lookback_ms,
+                is_range: true,
+                query_step: STEP,
+            };
+            let expr = Engine::parse(q).unwrap();
+            let lowered = ea.lower(&expr, ctx).unwrap().unwrap();
+            let mut plan = ea
+                .session()
+                .unwrap()
+                .state()
+                .create_physical_plan(&lowered.plan)
+                .await
+                .unwrap();
+            while plan.downcast_ref::<LeafExec>().is_none() {
+                plan = plan.children()[0].clone();
+            }
+            let leaf = plan.downcast_ref::<LeafExec>().unwrap();
+            let whole = rows_of(plan.clone(), &ea).await;
+            assert!(!whole.is_empty());
+            for n in 1..=4 {
+                let mut union = Vec::new();
+                let mut series_seen = std::collections::HashSet::new();
+                for i in 0..n {
+                    let task: Arc<dyn ExecutionPlan> = Arc::new(leaf.slice(i, n));
+                    assert_eq!(
+                        task.properties().partitioning.partition_count(),
+                        leaf.properties().partitioning.partition_count()
+                    );
+                    let bytes =
+                        physical_plan_to_bytes_with_extension_codec(task, &PlanCodec::new(&ea))
+                            .unwrap();
+                    let copy = physical_plan_from_bytes_with_extension_codec(
+                        &bytes,
+                        &eb.session().unwrap().task_ctx(),
+                        &PlanCodec::new(&eb),
+                    )
+                    .unwrap();
+                    let rows = rows_of(copy, &eb).await;
+                    let mine: std::collections::HashSet<u32> = rows.iter().map(|r| r.0).collect();
+                    for s in mine {
+                        assert!(series_seen.insert(s), "{q}: series {s} in two tasks of {n}");
+                    }
+                    union.extend(rows);
+                }
+                union.sort_unstable();
+                assert_eq!(union, whole, "{q}: {n} tasks");
+            }
+        }
     }
 }

@@ -23,6 +23,7 @@ use crate::storage::SeriesRun;
 use prost::Message;
 
 /// What the operator reads and how.
+#[derive(Clone)]
 pub(super) struct Selection {
     /// The selected series over the samples any step can look back to, and the row of
     /// each (the series table is in ascending id order where planned).
@@ -120,6 +121,13 @@ impl LeafSource for Selection {
 
     fn series(&self) -> &LeafSeries {
         &self.series
+    }
+
+    fn with_series(&self, series: LeafSeries) -> Arc<dyn LeafSource> {
+        Arc::new(Selection {
+            series,
+            ..self.clone()
+        })
     }
 
     fn steps(&self) -> usize {
