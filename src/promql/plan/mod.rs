@@ -328,13 +328,29 @@ pub(super) fn df_error(e: DataFusionError) -> PromqlError {
             Some(PromqlError::Canceled) => PromqlError::Canceled,
             // An operator's PromQL error, worded as the evaluator words it.
             Some(PromqlError::Execution(msg)) => PromqlError::exec(msg.clone()),
-            _ => PromqlError::exec(e.to_string()),
+            Some(_) => PromqlError::exec(e.to_string()),
+            // From another process the error arrives as its text (datafusion-distributed
+            // keeps an external error's message, not its type): the limits keep their kind,
+            // and an operator's error its wording.
+            None => of_text(&inner.to_string()),
         },
         DataFusionError::ResourcesExhausted(msg) => PromqlError::exec(format!(
             "query processing would use more memory than a query may (--query-memory-limit): {msg}"
         )),
         _ => PromqlError::exec(e.to_string()),
     }
+}
+
+/// A PromQL error known by its text only.
+fn of_text(text: &str) -> PromqlError {
+    [
+        PromqlError::TooManySamples,
+        PromqlError::Timeout,
+        PromqlError::Canceled,
+    ]
+    .into_iter()
+    .find(|kind| kind.to_string() == text)
+    .unwrap_or_else(|| PromqlError::exec(text))
 }
 
 /// A query error inside DataFusion.
@@ -648,6 +664,36 @@ mod tests {
         // Series that share labels once renamed but never a step: merged.
         "label_replace(http_requests{instance=\"0\"} > 60 or http_requests{instance=\"1\"} < 30, \"instance\", \"x\", \"\", \"\")",
     ];
+
+    /// An error that crossed a process boundary as text keeps its kind (the limits) or
+    /// its wording (an operator's error).
+    #[test]
+    fn errors_known_by_their_text_keep_their_kind() {
+        use super::{df_error, external};
+        use crate::promql::PromqlError;
+        use datafusion::error::DataFusionError;
+        let remote = |e: PromqlError| {
+            let text: Box<dyn std::error::Error + Send + Sync> = e.to_string().into();
+            DataFusionError::Context("task".into(), Box::new(DataFusionError::External(text)))
+        };
+        for kind in [
+            PromqlError::TooManySamples,
+            PromqlError::Timeout,
+            PromqlError::Canceled,
+        ] {
+            let want = std::mem::discriminant(&kind);
+            let got = df_error(remote(kind));
+            assert_eq!(std::mem::discriminant(&got), want, "{got:?}");
+        }
+        let msg = "vector cannot contain metrics with the same labelset";
+        let e = df_error(remote(PromqlError::exec(msg)));
+        assert!(matches!(&e, PromqlError::Execution(m) if m == msg), "{e:?}");
+        // In process the type itself says it.
+        assert!(matches!(
+            df_error(external(PromqlError::TooManySamples)),
+            PromqlError::TooManySamples
+        ));
+    }
 
     /// Planned and evaluated, every partition count, instant and range: the same series
     /// and values.
