@@ -63,6 +63,14 @@ enum Command {
         /// Parallelism of the plan [default: the CPUs]
         #[arg(long)]
         partitions: Option<usize>,
+        /// Ask a running server (`/api/v1/explain`) instead of reading a data dir: its
+        /// data, limits and planner, as the credentials see them (`http://user:pass@host`
+        /// for basic auth, or --bearer-token)
+        #[arg(long = "url", id = "server_url", conflicts_with = "partitions")]
+        server: Option<String>,
+        /// With --url: a bearer token (JWT) to send
+        #[arg(long, env = "QUIVER_BEARER_TOKEN", requires = "server_url")]
+        bearer_token: Option<String>,
         /// The PromQL expression
         query: String,
     },
@@ -170,6 +178,31 @@ fn main() {
                 step,
                 analyze,
                 partitions,
+                server: Some(url),
+                bearer_token,
+                query,
+            } => {
+                let text = explain_remote(
+                    &url,
+                    bearer_token.as_deref(),
+                    &query,
+                    (start, end, step),
+                    analyze,
+                )
+                .await?;
+                let _ = (storage, partitions);
+                print!("{text}");
+                Ok(())
+            }
+            Command::Explain {
+                storage,
+                start,
+                end,
+                step,
+                analyze,
+                partitions,
+                server: None,
+                bearer_token: _,
                 query,
             } => {
                 use quiver::api::params::{parse_duration, parse_time};
@@ -369,4 +402,61 @@ async fn promqltest(quiet: bool, files: Vec<PathBuf>) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// `quiver explain --url`: the server's `/api/v1/explain` for a range query, as text.
+async fn explain_remote(
+    url: &str,
+    bearer: Option<&str>,
+    query: &str,
+    (start, end, step): (Option<String>, Option<String>, String),
+    analyze: bool,
+) -> anyhow::Result<String> {
+    let now = chrono::Utc::now().timestamp();
+    let end = end.unwrap_or_else(|| now.to_string());
+    let start = match start {
+        Some(s) => s,
+        None => {
+            let e = quiver::api::params::parse_time(&end).map_err(anyhow::Error::msg)?;
+            ((e - 3_600_000) / 1000).to_string()
+        }
+    };
+    let mut params = vec![
+        ("query", query.to_string()),
+        ("start", start),
+        ("end", end),
+        ("step", step),
+    ];
+    if analyze {
+        params.push(("analyze", "1".into()));
+    }
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/api/v1/explain", url.trim_end_matches('/')))
+        .form(&params);
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url} answered {status} without JSON: {e}"))?;
+    if body["status"] != "success" {
+        anyhow::bail!(
+            "{url} answered {status}: {}: {}",
+            body["errorType"].as_str().unwrap_or("error"),
+            body["error"].as_str().unwrap_or("")
+        );
+    }
+    let mut text = body["data"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for (key, what) in [("warnings", "warning"), ("infos", "info")] {
+        for note in body[key].as_array().into_iter().flatten() {
+            text.push_str(&format!("{what}: {}\n", note.as_str().unwrap_or_default()));
+        }
+    }
+    Ok(text)
 }

@@ -174,6 +174,63 @@ async fn cardinality_matches_status_tsdb() {
     assert!(ok && text.contains("http_requests_total"), "{text}");
 }
 
+/// `quiver explain --url` asks a running server: the same plan as `quiver explain` on the
+/// same data dir, and with `--analyze` the operators' metrics from the server's run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_against_a_server_shows_its_plan() {
+    let (_tmp, dir) = tempdir();
+    data_dir(&dir).await;
+    let q = "sum by (job) (rate(http_requests_total[5m]))";
+    let end = (now_ms() / 1000).to_string();
+    let window = ["--end", end.as_str(), "--step", "60s", "--partitions", "2"];
+    let (ok, local) = quiver(&[&["explain", q][..], &window[..]].concat(), &dir);
+    assert!(ok, "{local}");
+    let server = Server::start(&dir, &[], &[]).await;
+    let remote = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args([
+                "explain",
+                "--url",
+                &server.url,
+                "--end",
+                &end,
+                "--step",
+                "60s",
+            ])
+            .args(extra)
+            .arg(q)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, text) = remote(&[]);
+    assert!(ok, "{text}");
+    // The server plans with its own partitions: compare the operators, not the counts.
+    let ops = |t: &str| -> Vec<String> {
+        t.lines()
+            .skip_while(|l| !l.starts_with("physical plan"))
+            .filter_map(|l| l.trim().split(':').next().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(ops(&text), ops(&local), "{text}\nvs\n{local}");
+    assert!(text.contains("AggregateExec"), "{text}");
+    let (ok, text) = remote(&["--analyze"]);
+    assert!(
+        ok && text.contains("output_rows=") && text.contains("ran in"),
+        "{text}"
+    );
+    // Errors come back as the server words them.
+    let out = Command::new(BIN)
+        .args(["explain", "--url", &server.url, "sum("])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad_data"), "{err}");
+}
+
 /// docs/operations.md carries `quiver serve --help` verbatim, so the configuration
 /// reference cannot drift from the flags. `QUIVER_UPDATE_DOCS=1` rewrites the block.
 #[test]
