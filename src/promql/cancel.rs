@@ -23,6 +23,12 @@ impl Cancel {
         }
     }
 
+    /// Time left until the deadline (`None`: no deadline; zero once passed).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
     /// Stops the query at its next check (the client went away, or it was aborted).
     pub fn cancel(&self) {
         self.flag.store(true, Ordering::Relaxed);

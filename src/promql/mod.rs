@@ -18,6 +18,7 @@ pub mod guard;
 pub(crate) mod kernels;
 pub mod op;
 mod plan;
+pub(crate) mod scope;
 pub mod value;
 
 pub use cancel::Cancel;

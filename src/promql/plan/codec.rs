@@ -44,6 +44,7 @@ use super::vector_match::Combine;
 use super::vector_select::Selection;
 use crate::promql::engine::Engine;
 use crate::promql::kernels::annotations::Annotator;
+use crate::promql::scope::QueryScope;
 use crate::storage::Snapshot;
 
 /// A decoder of one kind of operator part, from its bytes into this query.
@@ -158,13 +159,19 @@ impl PlanCodec {
     /// Decodes into `engine`'s query: its snapshot, sample limit, cancellation and
     /// annotations.
     pub(crate) fn new(engine: &Engine) -> Self {
+        Self::of(&QueryScope::of(engine))
+    }
+
+    /// Decodes into a query's scope: an engine's, or one rebuilt from the settings that
+    /// came with a task of another process's plan.
+    pub(crate) fn of(scope: &QueryScope) -> Self {
         PlanCodec {
-            snapshot: engine.snapshot().clone(),
-            catalog: engine.storage.catalog().clone(),
-            allowed: engine.allowed().cloned(),
-            budget: Budget::of(engine, engine.loaded()),
-            cancel: engine.opts.cancel.clone(),
-            annotator: engine.annotator(),
+            snapshot: scope.snapshot.clone(),
+            catalog: scope.storage.catalog().clone(),
+            allowed: scope.allowed.clone(),
+            budget: Budget::of(scope),
+            cancel: scope.cancel.clone(),
+            annotator: scope.annotator.clone(),
         }
     }
 

@@ -67,12 +67,12 @@ impl Budget {
         self.max_samples
     }
 
-    /// The limit of `engine`'s query, charged to `charged`.
-    pub(super) fn of(engine: &crate::promql::Engine, charged: Arc<AtomicUsize>) -> Budget {
+    /// The limit of `scope`'s query, charged to its counter.
+    pub(super) fn of(scope: &crate::promql::scope::QueryScope) -> Budget {
         Budget {
-            charged,
-            max_samples: engine.opts.max_samples,
-            cancel: engine.opts.cancel.clone(),
+            charged: scope.charged.clone(),
+            max_samples: scope.max_samples,
+            cancel: scope.cancel.clone(),
         }
     }
 }
@@ -92,7 +92,11 @@ impl Leaf {
     ) -> Result<LogicalPlan, PromqlError> {
         let leaf = Leaf {
             source: Arc::new(source),
-            budget: Budget::of(p.engine, p.charged.clone()),
+            budget: Budget {
+                charged: p.charged.clone(),
+                max_samples: p.engine.opts.max_samples,
+                cancel: p.engine.opts.cancel.clone(),
+            },
             schema: Arc::new(DFSchema::try_from(rows_schema().as_ref().clone()).map_err(df_error)?),
         };
         Ok(LogicalPlan::Extension(Extension {

@@ -23,6 +23,8 @@ mod absent;
 mod aggregate;
 mod binary;
 mod codec;
+#[cfg(test)]
+pub(super) use codec::PlanCodec;
 mod constant;
 pub(crate) mod decline;
 pub(crate) mod explain;
@@ -247,7 +249,7 @@ impl Engine {
 
     /// A DataFusion session for one query's plan: Quiver's operators, the query's memory
     /// pool and partitions.
-    fn session(&self) -> DfResult<SessionContext> {
+    pub(super) fn session(&self) -> DfResult<SessionContext> {
         let config = SessionConfig::new().with_target_partitions(self.opts.partitions.max(1));
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.opts.memory_limit_bytes, 1.0)
@@ -455,7 +457,7 @@ pub(super) fn ptr_cmp<T: ?Sized>(a: &Arc<T>, b: &Arc<T>) -> std::cmp::Ordering {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use crate::ingest::{SeriesSamples, WriteBatch};
@@ -464,13 +466,13 @@ mod tests {
     use crate::storage::{Storage, WriteWindow};
 
     /// Eight `http_requests` series (jobs api and app), a sample every 5 minutes.
-    pub(super) async fn storage() -> Arc<Storage> {
+    pub(crate) async fn storage() -> Arc<Storage> {
         storage_of(0, (0..8).collect()).await
     }
 
     /// [`storage`]'s series `order`ed as given (so each gets another catalog id), after
     /// `unrelated` series of another metric.
-    pub(super) async fn storage_of(unrelated: usize, order: Vec<usize>) -> Arc<Storage> {
+    pub(crate) async fn storage_of(unrelated: usize, order: Vec<usize>) -> Arc<Storage> {
         let s = Storage::in_memory().await.unwrap();
         let other = SeriesSamples {
             labels: Labels::new(vec![("__name__".into(), "unrelated".into())]).unwrap(),
