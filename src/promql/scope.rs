@@ -71,13 +71,6 @@ impl QueryScope {
     /// A scope on this process for tasks of a plan made elsewhere: `storage` is the
     /// tenant's here, its snapshot taken now, the enforced matchers resolved in its
     /// index, the limit and deadline what the planner had left.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the worker side of datafusion-distributed (issue 26)"
-        )
-    )]
     pub(crate) fn from_ext(
         storage: Arc<Storage>,
         ext: &QuiverQueryExt,

@@ -172,13 +172,6 @@ impl LeafExec {
     /// Task `i` of `n` of this leaf: its slice of the series ([`LeafSeries::slice`]) with
     /// exactly this leaf's partitions (every task of a stage must declare the same; a part
     /// without series yields nothing).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "task splitting for datafusion-distributed (issue 26); tested first"
-        )
-    )]
     pub(crate) fn slice(&self, i: usize, n: usize) -> LeafExec {
         let series = self.source.series().slice(i, n);
         Self::exactly(

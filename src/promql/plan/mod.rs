@@ -27,6 +27,7 @@ mod codec;
 pub(super) use codec::PlanCodec;
 mod constant;
 pub(crate) mod decline;
+mod distributed;
 pub(crate) mod explain;
 mod fold;
 mod group_fold;
