@@ -178,33 +178,19 @@ fn main() {
                 step,
                 analyze,
                 partitions,
-                server: Some(url),
+                server,
                 bearer_token,
                 query,
             } => {
-                let text = explain_remote(
-                    &url,
-                    bearer_token.as_deref(),
-                    &query,
-                    (start, end, step),
-                    analyze,
-                )
-                .await?;
-                let _ = (storage, partitions);
-                print!("{text}");
-                Ok(())
-            }
-            Command::Explain {
-                storage,
-                start,
-                end,
-                step,
-                analyze,
-                partitions,
-                server: None,
-                bearer_token: _,
-                query,
-            } => {
+                if let Some(url) = server {
+                    let window = (start, end, step);
+                    let token = bearer_token.as_deref();
+                    print!(
+                        "{}",
+                        explain_remote(&url, token, &query, window, analyze).await?
+                    );
+                    return Ok(());
+                }
                 use quiver::api::params::{parse_duration, parse_time};
                 let storage = open_read_only(&storage).await?;
                 let end = match end {
@@ -430,7 +416,10 @@ async fn explain_remote(
     if analyze {
         params.push(("analyze", "1".into()));
     }
-    let mut req = reqwest::Client::new()
+    // Longer than any server's query timeout (2 m by default): a hung server ends too.
+    let mut req = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(600))
+        .build()?
         .post(format!("{}/api/v1/explain", url.trim_end_matches('/')))
         .form(&params);
     if let Some(t) = bearer {

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::envelope::{ApiError, success_raw};
 use super::params::Params;
-use super::query::{MAX_POINTS, options, timeout_ms};
+use super::query::{options, range_window, timeout_ms};
 use super::{AppState, Ready};
 use crate::promql::Engine;
 
@@ -66,30 +66,9 @@ pub(super) async fn explain(
 /// `(start, end, step)`: the range's when `start` is given, else one step at `time`
 /// (default now).
 fn window(p: &Params, now: i64) -> Result<(i64, i64, i64), ApiError> {
-    let Some(start) = p.time("start", None)? else {
-        let t = p.time("time", Some(now))?.expect("default");
-        return Ok((t, t, 1));
-    };
-    let end = p.time("end", None)?.ok_or_else(|| {
-        ApiError::bad_data("invalid parameter \"end\": cannot parse \"\" to a valid timestamp")
-    })?;
-    if end < start {
-        return Err(ApiError::bad_data(
-            "invalid parameter \"end\": end timestamp must not be before start time",
-        ));
+    if p.get("start").is_some() {
+        return range_window(p);
     }
-    let step = p.duration("step")?.ok_or_else(|| {
-        ApiError::bad_data("invalid parameter \"step\": cannot parse \"\" to a valid duration")
-    })?;
-    if step <= 0 {
-        return Err(ApiError::bad_data(
-            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
-        ));
-    }
-    if (end as i128 - start as i128) / step as i128 > MAX_POINTS as i128 {
-        return Err(ApiError::bad_data(
-            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
-        ));
-    }
-    Ok((start, end, step))
+    let t = p.time("time", Some(now))?.expect("default");
+    Ok((t, t, 1))
 }

@@ -46,6 +46,37 @@ pub(super) fn timeout_ms(p: &Params, st: &AppState) -> Result<u64, ApiError> {
     Ok(t.min(st.limits.query_timeout_ms))
 }
 
+/// A range query's `start`, `end` and `step`, checked as Prometheus checks them (at most
+/// 11,000 points per series).
+pub(super) fn range_window(p: &Params) -> Result<(i64, i64, i64), ApiError> {
+    let start = p.time("start", None)?.ok_or_else(|| {
+        ApiError::bad_data("invalid parameter \"start\": cannot parse \"\" to a valid timestamp")
+    })?;
+    let end = p.time("end", None)?.ok_or_else(|| {
+        ApiError::bad_data("invalid parameter \"end\": cannot parse \"\" to a valid timestamp")
+    })?;
+    if end < start {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
+    }
+    let step = p.duration("step")?.ok_or_else(|| {
+        ApiError::bad_data("invalid parameter \"step\": cannot parse \"\" to a valid duration")
+    })?;
+    if step <= 0 {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    // i128: `end - start` overflows i64 for timestamps near its limits.
+    if (end as i128 - start as i128) / step as i128 > MAX_POINTS as i128 {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    Ok((start, end, step))
+}
+
 /// Applies the `limit` parameter: at most that many series (by label order), with a warning.
 fn apply_limit(v: &mut crate::promql::Value, limit: usize, warnings: &mut Vec<String>) {
     use crate::promql::Value;
@@ -151,23 +182,7 @@ pub(super) async fn query_range(
     let result = async {
         let q = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is required"))?.to_string();
         tracing::Span::current().record("query", q.as_str());
-        let start = p.time("start", None)?.ok_or_else(|| ApiError::bad_data("invalid parameter \"start\": cannot parse \"\" to a valid timestamp"))?;
-        let end = p.time("end", None)?.ok_or_else(|| ApiError::bad_data("invalid parameter \"end\": cannot parse \"\" to a valid timestamp"))?;
-        if end < start {
-            return Err(ApiError::bad_data("invalid parameter \"end\": end timestamp must not be before start time"));
-        }
-        let step = p.duration("step")?.ok_or_else(|| ApiError::bad_data("invalid parameter \"step\": cannot parse \"\" to a valid duration"))?;
-        if step <= 0 {
-            return Err(ApiError::bad_data(
-                "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
-            ));
-        }
-        // i128: `end - start` overflows i64 for timestamps near its limits.
-        if (end as i128 - start as i128) / step as i128 > MAX_POINTS as i128 {
-            return Err(ApiError::bad_data(
-                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
-            ));
-        }
+        let (start, end, step) = range_window(&p)?;
         let timeout = Duration::from_millis(timeout_ms(&p, &st)?);
         let mut opts = options(&p, &st)?;
         let limit = p.limit()?;

@@ -114,6 +114,20 @@ impl Matcher {
         self.matches("")
     }
 
+    /// The matcher `op_str` names (`=`, `!=`, `=~`, `!~`); `None` for another operator.
+    pub fn from_op(
+        name: impl Into<String>,
+        op: &str,
+        value: &str,
+    ) -> Option<Result<Self, MatcherError>> {
+        Some(match op {
+            "=" => Ok(Matcher::equal(name, value)),
+            "!=" => Ok(Matcher::not_equal(name, value)),
+            "=~" | "!~" => Matcher::regex(name, value, op == "!~"),
+            _ => return None,
+        })
+    }
+
     /// Operator as PromQL writes it.
     pub fn op_str(&self) -> &'static str {
         match self.op {

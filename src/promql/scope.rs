@@ -133,12 +133,12 @@ fn decode_matchers(text: &str) -> Result<Vec<Matcher>, PromqlError> {
         .map_err(|e| bad(e.to_string()))?;
     let list: Vec<[String; 3]> = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
     list.into_iter()
-        .map(|[name, op, value]| match op.as_str() {
-            "=" => Ok(Matcher::equal(name, value)),
-            "!=" => Ok(Matcher::not_equal(name, value)),
-            "=~" | "!~" => Matcher::regex(name, &value, op == "!~").map_err(|e| bad(e.to_string())),
-            other => Err(bad(format!("unknown operator {other:?}"))),
-        })
+        .map(
+            |[name, op, value]| match Matcher::from_op(name, &op, &value) {
+                Some(m) => m.map_err(|e| bad(e.to_string())),
+                None => Err(bad(format!("unknown operator {op:?}"))),
+            },
+        )
         .collect()
 }
 

@@ -171,30 +171,38 @@ async fn query_endpoints_answer_like_prometheus() {
     ))
     .await;
     assert_eq!((s, v["errorType"].as_str()), (400, Some("bad_data")), "{v}");
-    let (s, v) = get_json(&format!(
-        "{}/api/v1/query_range?query=up&start=10&end=5&step=1",
-        server.url
-    ))
-    .await;
-    assert_eq!((s, v["errorType"].as_str()), (400, Some("bad_data")));
-    let (s, v) = get_json(&format!(
-        "{}/api/v1/query_range?query=up&start=0&end=100000&step=1",
-        server.url
-    ))
-    .await;
-    assert_eq!(s, 400);
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap()
-            .contains("exceeded maximum resolution of 11,000 points")
-    );
-    let (s, _) = get_json(&format!(
-        "{}/api/v1/query_range?query=up&start=0&end=10&step=0",
-        server.url
-    ))
-    .await;
-    assert_eq!(s, 400);
+    // A range query and its explanation (the query page's Explain) meet the same bounds.
+    for path in ["query_range", "explain"] {
+        let (s, v) = get_json(&format!(
+            "{}/api/v1/{path}?query=up&start=10&end=5&step=1",
+            server.url
+        ))
+        .await;
+        assert_eq!(
+            (s, v["errorType"].as_str()),
+            (400, Some("bad_data")),
+            "{path}"
+        );
+        let (s, v) = get_json(&format!(
+            "{}/api/v1/{path}?query=up&start=0&end=100000&step=1",
+            server.url
+        ))
+        .await;
+        assert_eq!(s, 400, "{path}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("exceeded maximum resolution of 11,000 points"),
+            "{path}"
+        );
+        let (s, _) = get_json(&format!(
+            "{}/api/v1/{path}?query=up&start=0&end=10&step=0",
+            server.url
+        ))
+        .await;
+        assert_eq!(s, 400, "{path}");
+    }
     let (s, v) = get_json(&format!("{}/api/v1/query?query=quiver_temp%20%2B%20on()%20group_left%20quiver_http_requests_total&time={at}", server.url)).await;
     assert_eq!(
         (s, v["errorType"].as_str()),

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use reqwest::Client;
 use serde_json::{Value, json};
 
+use crate::cluster_kit::wait_for_async;
 use crate::support::*;
 use crate::webdriver::{self, ARROW_RIGHT, Browser, ENTER, ESCAPE};
 
@@ -40,6 +41,12 @@ fn demo_data(extra_labels: &[(&str, &str)]) -> String {
         }
     }
     out
+}
+
+/// Quiver with the example authentication config, serving under `prefix` (`/quiver`).
+async fn with_auth_under(dir: &std::path::Path, prefix: &str) -> Server {
+    let args = ["--config", AUTH_CONFIG, "--route-prefix", prefix];
+    Server::start_until(dir, &args, &[], "/quiver/-/ready").await
 }
 
 async fn import(url: &str, body: String, auth: Option<(&str, &str, &str)>) {
@@ -214,17 +221,12 @@ async fn query_page_in_a_real_browser() {
     let server = Server::start(&dir, &["--head-flush-interval", "1s"], &[]).await;
     import(&server.url, demo_data(&[]), None).await;
     let url = &server.url;
-    let blocks = {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let b = api(url, "/api/v1/status/blocks", &[], None).await["blocks"].clone();
-            if !b.as_array().unwrap().is_empty() {
-                break b;
-            }
-            assert!(std::time::Instant::now() < deadline, "no block was flushed");
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-    };
+    let blocks = || async { api(url, "/api/v1/status/blocks", &[], None).await["blocks"].clone() };
+    wait_for_async("a flushed block", 60, || async {
+        !blocks().await.as_array().unwrap().is_empty()
+    })
+    .await;
+    let blocks = blocks().await;
     let b = Browser::start(1280, 800).await;
     b.goto(&format!("{url}/")).await;
     b.wait(
@@ -442,13 +444,7 @@ async fn query_page_with_authentication_under_a_prefix() {
         return;
     }
     let (_tmp, dir) = tempdir();
-    let server = Server::start_until(
-        &dir,
-        &["--config", AUTH_CONFIG, "--route-prefix", "/quiver"],
-        &[],
-        "/quiver/-/ready",
-    )
-    .await;
+    let server = with_auth_under(&dir, "/quiver").await;
     let url = format!("{}/quiver", server.url);
     let rw = ("remote-write", "remote-write-pass", "team-a");
     import(&url, demo_data(&[("namespace", "team-a-x")]), Some(rw)).await;
@@ -583,13 +579,8 @@ async fn query_page_with_authentication_under_a_prefix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_routes_prefix_and_challenges() {
     let (_tmp, dir) = tempdir();
-    let server = Server::start_until(
-        &dir,
-        &["--config", AUTH_CONFIG, "--route-prefix", "/quiver/"],
-        &[],
-        "/quiver/-/ready",
-    )
-    .await;
+    // A trailing slash on the flag means the same prefix.
+    let server = with_auth_under(&dir, "/quiver/").await;
     let c = Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

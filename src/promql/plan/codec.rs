@@ -49,11 +49,11 @@ use crate::storage::Snapshot;
 
 /// A decoder of one kind of operator part, from its bytes into this query.
 type Decode<T> = fn(&[u8], &PlanCodec) -> DfResult<Arc<T>>;
-/// A leaf source's decoder also gets the scan its leaf reads.
 /// Most partitions a decoded leaf may declare (a plan's are the query's target
 /// partitions, a few per core).
 const MAX_LEAF_PARTITIONS: usize = 4096;
 
+/// A leaf source's decoder also gets the series its leaf reads.
 type DecodeSource = fn(&[u8], LeafSeries, &PlanCodec) -> DfResult<Arc<dyn LeafSource>>;
 
 /// Leaf sources by name.
@@ -217,6 +217,10 @@ impl PlanCodec {
             return internal_err!("leaf without a source");
         };
         let decode = find(SOURCES, &source.name, "leaf")?;
+        // Exactly the encoded partitions: every task of a stage declares the same.
+        if n.partitions as usize > MAX_LEAF_PARTITIONS {
+            return internal_err!("leaf with {} partitions", n.partitions);
+        }
         let series = LeafSeries::decode(
             &n.series,
             &self.catalog,
@@ -224,10 +228,6 @@ impl PlanCodec {
             &self.snapshot,
             (n.min_t, n.max_t),
         )?;
-        // Exactly the encoded partitions: every task of a stage declares the same.
-        if n.partitions as usize > MAX_LEAF_PARTITIONS {
-            return internal_err!("leaf with {} partitions", n.partitions);
-        }
         Ok(Arc::new(LeafExec::exactly(
             decode(&source.body, series, self)?,
             self.budget.clone(),

@@ -244,14 +244,10 @@ struct MatcherWire {
 
 impl MatcherWire {
     fn matcher(&self) -> DfResult<Matcher> {
-        let (name, value) = (self.name.clone(), self.value.as_str());
-        Ok(match self.op.as_str() {
-            "=" => Matcher::equal(name, value),
-            "!=" => Matcher::not_equal(name, value),
-            op @ ("=~" | "!~") => Matcher::regex(name, value, op == "!~")
-                .map_err(|e| internal_datafusion_err!("leaf series: {e}"))?,
-            op => return internal_err!("leaf series: unknown matcher operator {op:?}"),
-        })
+        match Matcher::from_op(self.name.clone(), &self.op, &self.value) {
+            Some(m) => m.map_err(|e| internal_datafusion_err!("leaf series: {e}")),
+            None => internal_err!("leaf series: unknown matcher operator {:?}", self.op),
+        }
     }
 }
 
