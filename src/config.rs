@@ -372,6 +372,21 @@ pub struct ClusterArgs {
         hide_env_values = true
     )]
     pub secret: Option<String>,
+    /// Cluster (queriers): address of the worker service that runs parts of other
+    /// queriers' plans (gRPC) [default: the --listen host, a free port]
+    #[arg(long = "cluster-worker-listen", env = "QUIVER_CLUSTER_WORKER_LISTEN")]
+    pub worker_listen: Option<String>,
+    /// Cluster (queriers): the URL other queriers reach the worker service at [default:
+    /// http:// and its listen address]
+    #[arg(
+        long = "cluster-worker-advertise-url",
+        env = "QUIVER_CLUSTER_WORKER_ADVERTISE_URL"
+    )]
+    pub worker_advertise_url: Option<String>,
+    /// Cluster (queriers): run each query in the querier it reached only, not across the
+    /// queriers
+    #[arg(long = "cluster-local-queries", env = "QUIVER_CLUSTER_LOCAL_QUERIES")]
+    pub local_queries: bool,
     /// HA pairs: the label naming a sender's cluster; empty turns deduplication off
     #[arg(
         long = "ha-cluster-label",
@@ -725,6 +740,9 @@ impl ServeArgs {
                 .clone()
                 .unwrap_or_else(|| ulid::Ulid::new().to_string()),
             secret: c.secret.clone(),
+            worker_listen: c.worker_listen.clone(),
+            worker_advertise_url: c.worker_advertise_url.clone(),
+            local_queries: c.local_queries,
             ha: crate::cluster::ha::HaConfig {
                 cluster_label: c.ha_cluster_label.clone(),
                 replica_label: c.ha_replica_label.clone(),
@@ -804,6 +822,8 @@ mod tests {
             "--cluster-advertise-url=http://127.0.0.1:1",
             "--cluster-node-id=n",
             "--cluster-secret=s",
+            "--cluster-worker-listen=127.0.0.1:0",
+            "--cluster-worker-advertise-url=http://127.0.0.1:2",
         ])
         .unwrap();
         let table = toml::Table::try_from(&defaults).unwrap();

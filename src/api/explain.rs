@@ -46,7 +46,9 @@ pub(super) async fn explain(
                 opts.cancel = cancel;
                 let expr = Engine::parse(&q).map_err(ApiError::from_promql)?;
                 let allowed = access.allowed(&storage);
-                let engine = Engine::new(storage.clone(), opts).restrict(allowed);
+                let engine = Engine::new(storage.clone(), opts)
+                    .restrict(allowed)
+                    .caller(&access);
                 let explained = engine
                     .explain_report(&expr, start, end, step, analyze)
                     .await

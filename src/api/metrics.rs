@@ -40,6 +40,14 @@ pub struct Metrics {
     pub ha_dropped_samples: IntCounter,
     /// Parts of writes a distributor sent to writers, by result.
     pub cluster_pushes: IntCounterVec,
+    /// Tasks of distributed plans this querier holds now (issue 26).
+    pub worker_tasks: IntGauge,
+    /// Tasks of distributed plans this querier started.
+    pub worker_tasks_started: IntCounter,
+    /// Plans this querier coordinated across queriers, by outcome.
+    pub distributed_plans: IntCounterVec,
+    /// Queriers this querier sees as live workers (itself included).
+    pub cluster_workers: IntGauge,
     samples_appended: IntCounter,
     wal_fsyncs: IntCounter,
     wal_fsync_seconds: prometheus::Counter,
@@ -189,6 +197,33 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             r.register(Box::new(c.clone())).expect("unique metric");
             c
         },
+        worker_tasks: gauge(
+            &r,
+            "quiver_worker_tasks",
+            "Tasks of distributed plans this querier holds now (running, or finished and not yet released by their coordinator).",
+        ),
+        worker_tasks_started: counter(
+            &r,
+            "quiver_worker_tasks_started_total",
+            "Tasks of distributed plans this querier started.",
+        ),
+        distributed_plans: {
+            let c = IntCounterVec::new(
+                Opts::new(
+                    "quiver_distributed_plans_total",
+                    "Plans this querier ran across queriers, by outcome (ok, retried, failed).",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric");
+            r.register(Box::new(c.clone())).expect("unique metric");
+            c
+        },
+        cluster_workers: gauge(
+            &r,
+            "quiver_cluster_workers",
+            "Queriers this querier sees as live workers for distributed plans, itself included.",
+        ),
         request_duration,
         api_errors,
         samples_appended: counter(

@@ -67,6 +67,9 @@ pub struct AppState {
     pub otlp: Arc<crate::ingest::otlp::OtlpConfig>,
     /// What decoding request bodies may build, in flight together (`--ingest-decode-budget`).
     pub decode: Arc<crate::ingest::budget::DecodePool>,
+    /// A querier's peers, which run parts of its queries' plans (`None`: this process
+    /// runs them all).
+    pub distribution: Option<Arc<crate::promql::Distribution>>,
 }
 
 /// Per-request limits (flags in `config`, listed in docs/operations.md).
@@ -122,6 +125,7 @@ impl AppState {
             .expect("query runtime"),
             otlp: Arc::default(),
             decode: Arc::new(crate::ingest::budget::DecodePool::new(Default::default())),
+            distribution: None,
         }
     }
 

@@ -22,6 +22,7 @@ pub(super) fn options(p: &Params, st: &AppState) -> Result<QueryOptions, ApiErro
     let mut o = QueryOptions {
         max_samples: st.limits.max_samples,
         planner: st.limits.query_planner,
+        distribution: st.distribution.clone(),
         ..QueryOptions::default()
     };
     if let Some(lb) = p.duration("lookback_delta")? {
@@ -146,7 +147,9 @@ pub(super) async fn query(
                 // Parsed, evaluated and dropped on a query thread (deep ASTs need its stack).
                 let expr = Engine::parse(&q).map_err(ApiError::from_promql)?;
                 let allowed = access.allowed(&storage);
-                let engine = Engine::new(storage.clone(), opts).restrict(allowed);
+                let engine = Engine::new(storage.clone(), opts)
+                    .restrict(allowed)
+                    .caller(&access);
                 let mut v = engine
                     .instant(&expr, t)
                     .await
@@ -229,7 +232,9 @@ async fn cached_range(
     // Resolved once per request, so every extent sees the same series.
     let allowed = access.allowed(storage);
     let eval = |s: Steps| {
-        let engine = Engine::new(storage.clone(), opts.clone()).restrict(allowed.clone());
+        let engine = Engine::new(storage.clone(), opts.clone())
+            .restrict(allowed.clone())
+            .caller(access);
         async move {
             let v = engine.range(expr, s.start, s.end, s.step).await?;
             Ok::<_, PromqlError>((v, engine.take_annotations()))

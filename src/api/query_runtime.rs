@@ -56,6 +56,13 @@ impl QueryRuntime {
         })
     }
 
+    /// Runs `fut` on the query runtime in the background (a service whose requests are
+    /// query work, as a querier's worker service).
+    pub fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        let rt = self.inner.rt.as_ref().expect("runtime lives until drop");
+        rt.spawn(fut.instrument(tracing::Span::current()));
+    }
+
     /// Runs the future `work(token)` makes on the query runtime, with a fresh [`Cancel`]
     /// token that times out after `timeout`; answers `timeout` (503) once it has passed.
     /// The token is also set when this future ends for any other reason than `work`

@@ -19,6 +19,7 @@ pub mod lease;
 pub mod owners;
 pub mod querier;
 pub mod wire;
+pub mod workers;
 pub mod writer;
 
 use std::sync::Arc;
@@ -40,6 +41,11 @@ pub struct ClusterConfig {
     pub advertise_url: Option<String>,
     pub node_id: String,
     pub secret: Option<String>,
+    /// Queriers: where the worker service listens (`None`: the API's host, a free port).
+    pub worker_listen: Option<String>,
+    pub worker_advertise_url: Option<String>,
+    /// Queriers: plans run in the querier a request reached only.
+    pub local_queries: bool,
     pub ha: ha::HaConfig,
 }
 

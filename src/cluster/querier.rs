@@ -179,7 +179,7 @@ pub async fn run(
     let client = super::client(&cluster);
     let shards = cluster.shards;
     let tenants = Arc::new(
-        Tenants::new(opts, root)
+        Tenants::new(opts, root.clone())
             .with_max_tenants(cfg.max_tenants)
             .on_open(Arc::new(move |tenant: &str, storage: Arc<Storage>| {
                 tokio::spawn(follow(
@@ -193,7 +193,18 @@ pub async fn run(
             })),
     );
     let addr = listener.local_addr()?;
-    let state = crate::server::app_state(&cfg, tenants.clone(), addr)?;
+    let mut state = crate::server::app_state(&cfg, tenants.clone(), addr)?;
+    if !cluster.local_queries {
+        let d = super::workers::start(
+            &cluster,
+            addr,
+            root.clone(),
+            tenants.clone(),
+            &state.query_rt,
+        )
+        .await?;
+        state.distribution = Some(Arc::new(d));
+    }
     let app = router_with(state, cfg.max_body_bytes, |r| {
         r.need != Need::Needs(Permission::Write)
     });
@@ -204,5 +215,7 @@ pub async fn run(
             let _ = fatal_tx.send(anyhow::anyhow!("opening storage: {e}")).await;
         }
     });
-    crate::server::serve(listener, app, &cfg, fatal_rx).await
+    let served = crate::server::serve(listener, app, &cfg, fatal_rx).await;
+    super::workers::leave(root.as_ref(), &cluster.node_id).await;
+    served
 }

@@ -32,6 +32,9 @@ pub struct QueryOptions {
     /// Run the expressions that lower to DataFusion plans as plans (`false`: the
     /// step-vector evaluator runs everything; the oracle of the differential tests).
     pub planner: bool,
+    /// Other processes that may run the plans' tasks (a cluster's queriers; `None`: this
+    /// process runs them all).
+    pub distribution: Option<Arc<super::plan::Distribution>>,
     /// Serialise every DataFusion plan to bytes and run the decoded copy (the codec's
     /// test: a plan that runs after the round trip is self-contained).
     pub roundtrip_plans: bool,
@@ -50,6 +53,7 @@ impl Default for QueryOptions {
             cancel: super::Cancel::default(),
             planner: true,
             roundtrip_plans: false,
+            distribution: None,
         }
     }
 }
@@ -76,6 +80,9 @@ pub struct Engine {
     annotations: Annotator,
     /// Series the caller may see (enforced matchers); `None`: all.
     allowed: Option<roaring::RoaringBitmap>,
+    /// The caller's tenant and enforced matchers, which tasks on other processes resolve
+    /// in their own index.
+    caller: crate::auth::Access,
     /// The storage as the query's first selector found it: every selector of the query
     /// reads this one snapshot, so samples arriving meanwhile are in all of them or none.
     snapshot: std::sync::OnceLock<crate::storage::Snapshot>,
@@ -91,6 +98,7 @@ impl Engine {
             loaded: Default::default(),
             annotations: Default::default(),
             allowed: None,
+            caller: crate::auth::Access::unrestricted(crate::storage::tenants::DEFAULT_TENANT),
             snapshot: Default::default(),
             planned: AtomicUsize::new(0),
         }
@@ -116,6 +124,17 @@ impl Engine {
     pub fn restrict(mut self, allowed: Option<roaring::RoaringBitmap>) -> Self {
         self.allowed = allowed;
         self
+    }
+
+    /// The caller (tenant and enforced matchers) on whose behalf plans run elsewhere;
+    /// `restrict` narrows this process's selectors, this the other processes'.
+    pub fn caller(mut self, access: &crate::auth::Access) -> Self {
+        self.caller = access.clone();
+        self
+    }
+
+    pub(crate) fn caller_access(&self) -> &crate::auth::Access {
+        &self.caller
     }
 
     /// The series the caller may see (`None`: all).

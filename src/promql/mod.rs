@@ -28,8 +28,10 @@ pub use kernels::annotations::Annotations;
 pub use kernels::select::matcher_sets as selector_matchers;
 /// Why the planner leaves a node to the evaluator: every reason's template (as
 /// docs/conformance.md lists it), and whether a displayed reason is an instance of one.
+pub use plan::Distribution;
 pub use plan::decline::{TEMPLATES as DECLINE_TEMPLATES, instance_of as is_decline_of};
 pub use plan::explain::{Explained, PlanNode, RunStats};
+pub(crate) use plan::task_session;
 pub use value::{RangeSeries, Series, Steps, Value};
 
 /// Parses a PromQL expression. `promql-parser` panics on some inputs instead of returning an

@@ -33,6 +33,10 @@ pub(crate) struct QueryScope {
     pub max_samples: usize,
     pub cancel: Cancel,
     pub annotator: Annotator,
+    /// A task of another process's plan: its operators hand their annotations and the
+    /// samples they read back to that process in their metrics ([`super::plan`]'s
+    /// `report`), since this scope's annotator and counter end with the task.
+    pub report: bool,
 }
 
 extensions_options! {
@@ -47,6 +51,9 @@ extensions_options! {
         /// The caller's enforced matchers: base64 of a JSON list of `[name, op, value]`
         /// (empty: none). Header-safe whatever the label values hold.
         pub enforced: String, default = String::new()
+        /// How far the planner's storage had read each shard's WAL (`shard:segment,…`):
+        /// a task first waits until its own storage has read as far.
+        pub positions: String, default = String::new()
     }
 }
 
@@ -65,6 +72,7 @@ impl QueryScope {
             max_samples: engine.opts.max_samples,
             cancel: engine.opts.cancel.clone(),
             annotator: engine.annotator(),
+            report: false,
         }
     }
 
@@ -85,19 +93,13 @@ impl QueryScope {
             max_samples: ext.max_samples,
             cancel: Cancel::after(Duration::from_millis(ext.timeout_ms)),
             annotator: Annotator::default(),
+            report: true,
         })
     }
 }
 
 /// The settings for tasks of the query `scope` plans, for `tenant` and its enforced
 /// `matchers`.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the worker side of datafusion-distributed (issue 26)"
-    )
-)]
 pub(crate) fn ext_for(scope: &QueryScope, tenant: &str, matchers: &[Matcher]) -> QuiverQueryExt {
     let read = scope.charged.load(std::sync::atomic::Ordering::Relaxed);
     QuiverQueryExt {
@@ -108,6 +110,7 @@ pub(crate) fn ext_for(scope: &QueryScope, tenant: &str, matchers: &[Matcher]) ->
             .remaining()
             .map_or(u64::MAX, |d| d.as_millis().min(u64::MAX as u128 - 1) as u64),
         enforced: encode_matchers(matchers),
+        positions: String::new(),
     }
 }
 
@@ -166,6 +169,7 @@ mod tests {
                 Matcher::regex("namespace", "team-a-.*|\"quoted\"", false).unwrap(),
                 Matcher::not_equal("zone", "ünïcode,=;"),
             ]),
+            positions: "0:12,3:4".into(),
         };
         let mut got = ConfigOptions::new();
         got.extensions.insert(QuiverQueryExt::default());
@@ -178,6 +182,7 @@ mod tests {
         let got = got.extensions.get::<QuiverQueryExt>().unwrap();
         assert_eq!(got.tenant, "team-a");
         assert_eq!((got.max_samples, got.timeout_ms), (1234, 5000));
+        assert_eq!(got.positions, "0:12,3:4");
         let ms = decode_matchers(&got.enforced).unwrap();
         assert_eq!(ms.len(), 2);
         assert!(ms[0].matches("\"quoted\"") && !ms[0].matches("team-b-x"));

@@ -54,9 +54,14 @@ fn file_of(p: &Path) -> usize {
         Some("meta.json") => 3,
         Some("manifest.json") => 4,
         Some(f) if f.ends_with(".wal") => 5,
-        _ if ["cluster/leases/", "cluster/members/", "cluster/ha/"]
-            .iter()
-            .any(|d| p.as_ref().contains(d)) =>
+        _ if [
+            "cluster/leases/",
+            "cluster/members/",
+            "cluster/queriers/",
+            "cluster/ha/",
+        ]
+        .iter()
+        .any(|d| p.as_ref().contains(d)) =>
         {
             6
         }

@@ -237,6 +237,28 @@ async fn a_cluster_answers_like_one_process() {
         checks += 1;
     }
     eprintln!("cluster answered {checks} checks like the single process");
+    // Those answers came from plans run across the queriers (issue 26), none retried.
+    let queriers = cluster.list("QUERY_URLS");
+    for q in &queriers {
+        let m = |name: &'static str| metric(q, name);
+        assert_eq!(
+            m("quiver_cluster_workers").await,
+            queriers.len() as f64,
+            "{q}"
+        );
+        let ok = m("quiver_distributed_plans_total{outcome=\"ok\"}").await;
+        let tasks = m("quiver_worker_tasks_started_total").await;
+        eprintln!("{q}: {ok} plans distributed, {tasks} tasks of plans run here");
+        assert!(ok > 0.0 && tasks > 0.0, "{q}: {ok} plans, {tasks} tasks");
+        for outcome in ["retried", "failed"] {
+            let n = metric(
+                q,
+                &format!("quiver_distributed_plans_total{{outcome=\"{outcome}\"}}"),
+            )
+            .await;
+            assert_eq!(n, 0.0, "{q}: {outcome}");
+        }
+    }
 
     // Tenants stay apart through the cluster: a tenant's series reach only its queries.
     let tenant = |r: reqwest::RequestBuilder| r.header("X-Scope-OrgID", "team-b");

@@ -41,6 +41,26 @@ impl Annotator {
         }
     }
 
+    /// Records annotations worded in full elsewhere (another process's part of the
+    /// plan), each once.
+    pub fn absorb(
+        &self,
+        warnings: impl IntoIterator<Item = String>,
+        infos: impl IntoIterator<Item = String>,
+    ) {
+        let mut c = self.0.lock();
+        for w in warnings {
+            if c.seen.insert(w.clone()) {
+                c.annotations.warnings.push(w);
+            }
+        }
+        for i in infos {
+            if c.seen.insert(i.clone()) {
+                c.annotations.infos.push(i);
+            }
+        }
+    }
+
     /// The annotations so far, cleared.
     pub fn take(&self) -> Annotations {
         let mut c = self.0.lock();

@@ -147,6 +147,9 @@ pub(crate) struct PlanCodec {
     budget: Budget,
     cancel: crate::promql::Cancel,
     annotator: Annotator,
+    /// Whether decoded operators hand annotations back in their metrics (a task of
+    /// another process's plan).
+    report: bool,
 }
 
 impl std::fmt::Debug for PlanCodec {
@@ -172,6 +175,7 @@ impl PlanCodec {
             budget: Budget::of(scope),
             cancel: scope.cancel.clone(),
             annotator: scope.annotator.clone(),
+            report: scope.report,
         }
     }
 
@@ -262,7 +266,10 @@ impl PhysicalExtensionCodec for PlanCodec {
             }
             (Some(Kind::Fold(p)), [input]) => {
                 let folder = find(FOLDERS, &p.name, "fold")?(&p.body, self)?;
-                Ok(Arc::new(FoldExec::new(input.clone(), folder)))
+                Ok(Arc::new(
+                    FoldExec::new(input.clone(), folder)
+                        .reporting(self.report.then(|| self.annotator.clone())),
+                ))
             }
             (Some(Kind::Constant(body)), []) => Ok(Arc::new(ConstantExec::decode(&body)?)),
             (kind, inputs) => internal_err!(

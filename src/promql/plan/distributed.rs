@@ -1,34 +1,365 @@
-//! One PromQL plan on several processes, with datafusion-distributed (issue 26): how a
-//! leaf becomes tasks (one slice of whole series each, [`LeafExec::slice`]), and the
-//! session a worker builds for a task of another process's plan (Quiver's codec in the
-//! task's [`QueryScope`], rebuilt from the settings the task carries, and Quiver's
-//! aggregate functions, which the composed codec does not carry).
+//! One PromQL plan on several processes, with datafusion-distributed (issue 26).
+//!
+//! - **Coordinator** ([`Engine::run_plan`]): the querier a request reaches plans the query
+//!   as always, then lets datafusion-distributed cut the physical plan into stages at its
+//!   repartitions and send each stage's tasks to the cluster's queriers ([`Distribution`]);
+//!   its own tasks run in process. What the tasks found besides rows (annotations, samples
+//!   read) comes back in their metrics ([`super::report`]). A query whose tasks fail for
+//!   another reason than the query's own limits runs once more, on the queriers that still
+//!   answer (or here alone), with a warning.
+//! - **Tasks**: a leaf becomes one task per slice of whole series ([`LeafExec::slice`]), so
+//!   range windows see every sample of their series.
+//! - **Worker** ([`worker_session`]): the session a querier builds for a task of another
+//!   process's plan: Quiver's codec in the task's [`QueryScope`], rebuilt from the settings
+//!   the task carries, and Quiver's aggregate functions, which the composed codec names
+//!   but does not carry.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::common::config::ExtensionOptions;
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::execution::SessionState;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_distributed::{
-    DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExt, DistributedLeafExec,
-    ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse, WorkerQueryContext,
+    ChannelResolver, DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExec,
+    DistributedExt, DistributedLeafExec, DistributedMetricsFormat, GetWorkerInfoRequest,
+    ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse, SessionStateBuilderExt, Worker,
+    WorkerChannel, WorkerQueryContext, WorkerResolver,
 };
+use url::Url;
 
 use super::codec::PlanCodec;
 use super::leaf::LeafExec;
 use super::udaf::{prom_avg, prom_max, prom_min, prom_sum};
-use crate::promql::scope::{QueryScope, QuiverQueryExt};
+use super::{PromQueryPlanner, df_error};
+use crate::promql::scope::{QueryScope, QuiverQueryExt, ext_for};
+use crate::promql::{Engine, PromqlError};
 use crate::storage::Storage;
 
 /// Where datafusion-distributed sends a session's config extensions (gRPC metadata).
 const CONFIG_HEADER_PREFIX: &str = "x-datafusion-distributed-config-";
 
+/// The processes a plan's tasks may run on: a cluster's queriers, each a
+/// datafusion-distributed worker, and how to reach them.
+#[derive(Clone)]
+pub struct Distribution {
+    members: Arc<dyn WorkerResolver>,
+    channels: Arc<dyn ChannelResolver + Send + Sync>,
+    /// This process's own worker and the URL others know it by: tasks routed here run in
+    /// process, not over the network.
+    local: Option<(Worker, Url)>,
+}
+
+impl std::fmt::Debug for Distribution {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let urls = self.members.get_urls().unwrap_or_default();
+        f.debug_struct("Distribution")
+            .field("workers", &urls.len())
+            .field("local", &self.local.as_ref().map(|(_, u)| u.as_str()))
+            .finish()
+    }
+}
+
+impl Distribution {
+    pub fn new(
+        members: Arc<dyn WorkerResolver>,
+        channels: Arc<dyn ChannelResolver + Send + Sync>,
+        local: Option<(Worker, Url)>,
+    ) -> Self {
+        Distribution {
+            members,
+            channels,
+            local,
+        }
+    }
+
+    /// The live workers now, this process's own included.
+    fn urls(&self) -> Vec<Url> {
+        let mut urls = self.members.get_urls().unwrap_or_default();
+        if let Some((_, me)) = &self.local
+            && !urls.contains(me)
+        {
+            urls.push(me.clone());
+        }
+        urls
+    }
+
+    /// Whether a worker other than this process is live.
+    fn has_others(urls: &[Url], me: Option<&Url>) -> bool {
+        urls.iter().any(|u| Some(u) != me)
+    }
+
+    fn me(&self) -> Option<&Url> {
+        self.local.as_ref().map(|(_, u)| u)
+    }
+
+    /// Of `urls`, the workers that answer within a second (after a failure: the dead one
+    /// is left out until membership drops it).
+    async fn answering(&self, urls: Vec<Url>) -> Vec<Url> {
+        let probes = urls.into_iter().map(|u| async move {
+            if Some(&u) == self.me() {
+                return Some(u);
+            }
+            let ok = tokio::time::timeout(Duration::from_secs(1), async {
+                let mut c = self.channels.get_worker_client_for_url(&u).await.ok()?;
+                c.get_worker_info(GetWorkerInfoRequest {}).await.ok()
+            })
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+            ok.then_some(u)
+        });
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+/// A fixed list of workers (one attempt's).
+struct Urls(Vec<Url>);
+
+impl WorkerResolver for Urls {
+    fn get_urls(&self) -> DfResult<Vec<Url>> {
+        Ok(self.0.clone())
+    }
+}
+
+/// The distribution's channels, as the session wants them (owned).
+struct Channels(Arc<dyn ChannelResolver + Send + Sync>);
+
+#[async_trait]
+impl ChannelResolver for Channels {
+    async fn get_worker_client_for_url(&self, url: &Url) -> DfResult<Box<dyn WorkerChannel>> {
+        self.0.get_worker_client_for_url(url).await
+    }
+}
+
+/// Whether a failed distributed run may succeed on a second try: not when the query
+/// itself hit its limits (samples, time, memory) or was canceled.
+fn retryable(e: &PromqlError) -> bool {
+    match e {
+        PromqlError::TooManySamples | PromqlError::Timeout | PromqlError::Canceled => false,
+        PromqlError::Execution(m) => !m.starts_with("query processing would use more memory"),
+        _ => true,
+    }
+}
+
+impl Engine {
+    /// Runs a lowered plan: across the cluster's queriers when others are live, else in
+    /// this process.
+    pub(super) async fn run_plan(
+        &self,
+        plan: &LogicalPlan,
+    ) -> Result<Vec<RecordBatch>, PromqlError> {
+        let Some(d) = self.opts.distribution.clone() else {
+            return self.run_local(plan).await;
+        };
+        let urls = d.urls();
+        if !Distribution::has_others(&urls, d.me()) {
+            return self.run_local(plan).await;
+        }
+        let m = &crate::api::metrics::METRICS;
+        let read_before = self.loaded().load(Ordering::Relaxed);
+        let e = match self.run_distributed(&d, plan, urls.clone()).await {
+            Ok(b) => {
+                m.distributed_plans.with_label_values(&["ok"]).inc();
+                return Ok(b);
+            }
+            Err(e) if !retryable(&e) => {
+                m.distributed_plans.with_label_values(&["failed"]).inc();
+                return Err(e);
+            }
+            Err(e) => e,
+        };
+        // Once more, from the start: what the failed run read does not count.
+        self.loaded().store(read_before, Ordering::Relaxed);
+        let live = d.answering(urls).await;
+        let n = live.len().max(1);
+        tracing::warn!(error = %e, workers = n, "a distributed plan failed; running it again");
+        self.annotator().absorb(
+            [format!(
+                "a querier failed while running part of this query ({e}); the query was run again on {n} querier(s)"
+            )],
+            [],
+        );
+        let again = if e.to_string().contains("snapshot skew")
+            || !Distribution::has_others(&live, d.me())
+        {
+            self.run_local(plan).await
+        } else {
+            self.run_distributed(&d, plan, live).await
+        };
+        let outcome = if again.is_ok() { "retried" } else { "failed" };
+        m.distributed_plans.with_label_values(&[outcome]).inc();
+        again
+    }
+
+    /// Runs a lowered plan in this process.
+    async fn run_local(&self, plan: &LogicalPlan) -> Result<Vec<RecordBatch>, PromqlError> {
+        let session = self.session().map_err(df_error)?;
+        let physical = session
+            .state()
+            .create_physical_plan(plan)
+            .await
+            .map_err(df_error)?;
+        let physical = if self.opts.roundtrip_plans {
+            super::codec::roundtrip(self, physical, &session).map_err(df_error)?
+        } else {
+            physical
+        };
+        datafusion::physical_plan::collect(physical, session.task_ctx())
+            .await
+            .map_err(df_error)
+    }
+
+    /// Runs a lowered plan with its tasks spread over `urls`.
+    async fn run_distributed(
+        &self,
+        d: &Distribution,
+        plan: &LogicalPlan,
+        urls: Vec<Url>,
+    ) -> Result<Vec<RecordBatch>, PromqlError> {
+        let session = self.distributed_session(d, urls).map_err(df_error)?;
+        let physical = session
+            .state()
+            .create_physical_plan(plan)
+            .await
+            .map_err(df_error)?;
+        let batches = datafusion::physical_plan::collect(physical.clone(), session.task_ctx())
+            .await
+            .map_err(df_error)?;
+        self.absorb_tasks(&physical).await;
+        Ok(batches)
+    }
+
+    /// Takes the annotations and samples the remote tasks of an executed plan reported.
+    pub(super) async fn absorb_tasks(&self, physical: &Arc<dyn ExecutionPlan>) {
+        let Some(dist) = physical.downcast_ref::<DistributedExec>() else {
+            return;
+        };
+        // Metrics arrive once every task has ended; a task that never reports (its
+        // worker died after answering) must not hold the answer.
+        if tokio::time::timeout(Duration::from_secs(5), dist.wait_for_metrics())
+            .await
+            .is_err()
+        {
+            tracing::warn!("tasks' metrics did not all arrive; annotations may be missing");
+        }
+        match datafusion_distributed::rewrite_distributed_plan_with_metrics(
+            physical.clone(),
+            DistributedMetricsFormat::PerTask,
+        )
+        .await
+        {
+            Ok(p) => super::report::absorb(&p, &self.annotator(), &self.loaded()),
+            Err(e) => tracing::warn!(error = %e, "cannot read the tasks' metrics"),
+        }
+    }
+
+    /// The session of a plan whose tasks run on `urls`: the planner of the local session,
+    /// wrapped by datafusion-distributed's, Quiver's codec and the query's settings.
+    pub(super) fn distributed_session(
+        &self,
+        d: &Distribution,
+        urls: Vec<Url>,
+    ) -> DfResult<SessionContext> {
+        let mut config = SessionConfig::new().with_target_partitions(self.opts.partitions.max(1));
+        if let Some((worker, me)) = &d.local {
+            config = config.with_extension(Arc::new(worker.to_local_worker_context(me.clone())));
+        }
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.opts.memory_limit_bytes, 1.0)
+            .build_arc()?;
+        let scope = QueryScope::of(self);
+        let caller = self.caller_access();
+        let mut ext = ext_for(&scope, &caller.tenant, &caller.matchers);
+        ext.positions = encode_positions(&self.storage);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_query_planner(Arc::new(PromQueryPlanner))
+            .with_distributed_planner()
+            .with_distributed_worker_resolver(Urls(urls))
+            .with_distributed_channel_resolver(Channels(d.channels.clone()))
+            .with_distributed_user_codec(PlanCodec::of(&scope))
+            .with_distributed_option_extension(ext)
+            .with_distributed_desired_task_count_handler(leaf_task_count)
+            .with_distributed_scale_up_leaf_node_handler(leaf_scale_up)
+            .build();
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    /// Whether this query's plans may run on other processes now.
+    pub(super) fn distributes(&self) -> Option<(Arc<Distribution>, Vec<Url>)> {
+        let d = self.opts.distribution.clone()?;
+        let urls = d.urls();
+        Distribution::has_others(&urls, d.me()).then_some((d, urls))
+    }
+}
+
+/// The storage's position in each shard's WAL (`shard:segment,…`; empty outside a
+/// cluster's queriers): a task waits until its own storage has caught up to it.
+fn encode_positions(storage: &Storage) -> String {
+    storage
+        .mirror_positions()
+        .into_iter()
+        .map(|(s, (last, cp))| format!("{s}:{}", last.max(cp)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Waits until `storage` has read each shard's WAL as far as the coordinator had
+/// (`positions`), for at most `within`: a task then reads every sample its coordinator's
+/// snapshot held. Errors when it has not caught up by then.
+pub(crate) async fn catch_up(
+    storage: &Storage,
+    positions: &str,
+    within: Duration,
+) -> Result<(), PromqlError> {
+    let mut want = Vec::new();
+    for p in positions.split(',').filter(|p| !p.is_empty()) {
+        let parsed = p
+            .split_once(':')
+            .and_then(|(s, q)| Some((s.parse::<u32>().ok()?, q.parse::<u64>().ok()?)));
+        match parsed {
+            Some(x) => want.push(x),
+            None => {
+                return Err(PromqlError::exec(format!(
+                    "task positions: bad entry {p:?}"
+                )));
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let have = storage.mirror_positions();
+        let behind = want
+            .iter()
+            .find(|(s, q)| have.get(s).is_none_or(|&(last, cp)| last.max(cp) < *q));
+        let Some((s, q)) = behind else {
+            return Ok(());
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(PromqlError::exec(format!(
+                "snapshot skew: this querier has not read shard {s} up to segment {q}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A leaf asks for a task per series at most; the planner caps it at the workers.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "queriers do not serve as workers yet (issue 26)")
-)]
 pub(crate) fn leaf_task_count(
     ev: DesiredTaskCountEvent,
 ) -> Option<DfResult<DesiredTaskCountEventResponse>> {
@@ -39,10 +370,6 @@ pub(crate) fn leaf_task_count(
 }
 
 /// A leaf's tasks: slice i of n on task i, the same partitions on all.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "queriers do not serve as workers yet (issue 26)")
-)]
 pub(crate) fn leaf_scale_up(
     ev: ScaleUpLeafNodeEvent,
 ) -> Option<DfResult<ScaleUpLeafNodeEventResponse>> {
@@ -71,18 +398,15 @@ pub(crate) fn ext_from_headers(headers: &axum::http::HeaderMap) -> DfResult<Quiv
     Ok(ext)
 }
 
-/// The session of one task of another process's plan, reading `storage`.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "queriers do not serve as workers yet (issue 26)")
-)]
-pub(crate) async fn worker_session(
+/// The session of one task of another process's plan, reading `storage` with the
+/// settings `ext` the task carried.
+pub(crate) fn worker_session(
     storage: Arc<Storage>,
-    ctx: WorkerQueryContext,
+    ext: &QuiverQueryExt,
+    builder: SessionStateBuilder,
 ) -> DfResult<SessionState> {
-    let ext = ext_from_headers(&ctx.headers)?;
     let scope =
-        QueryScope::from_ext(storage, &ext).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        QueryScope::from_ext(storage, ext).map_err(|e| DataFusionError::External(Box::new(e)))?;
     // DataFusion's own functions and Quiver's: the plan names them, the worker's
     // session must know them.
     let mut aggregates = datafusion::execution::SessionStateDefaults::default_aggregate_functions();
@@ -91,12 +415,31 @@ pub(crate) async fn worker_session(
             .into_iter()
             .map(Arc::new),
     );
-    Ok(ctx
-        .builder
+    Ok(builder
         .with_default_features()
         .with_aggregate_functions(aggregates)
         .with_distributed_user_codec(PlanCodec::of(&scope))
         .build())
+}
+
+/// A worker's session for a task, as [`Worker::from_session_builder`] wants it: the
+/// tenant's storage from `storage_of`, caught up to the coordinator's snapshot.
+pub(crate) async fn task_session<F, Fut>(
+    ctx: WorkerQueryContext,
+    storage_of: F,
+) -> DfResult<SessionState>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Arc<Storage>, PromqlError>>,
+{
+    let ext = ext_from_headers(&ctx.headers)?;
+    let external = |e: PromqlError| DataFusionError::External(Box::new(e));
+    let storage = storage_of(ext.tenant.clone()).await.map_err(external)?;
+    let within = Duration::from_millis(ext.timeout_ms.min(5_000));
+    catch_up(&storage, &ext.positions, within)
+        .await
+        .map_err(external)?;
+    worker_session(storage, &ext, ctx.builder)
 }
 
 #[cfg(test)]
@@ -155,7 +498,7 @@ mod tests {
                             builder: ctx.builder.with_distributed_channel_resolver(me),
                             headers: ctx.headers,
                         };
-                        worker_session(s, ctx).await
+                        task_session(ctx, |_| async move { Ok(s) }).await
                     }
                 });
                 tokio::spawn(async move {

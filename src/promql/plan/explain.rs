@@ -99,7 +99,14 @@ impl Engine {
         let Some(lowered) = self.lower(expr, ctx)? else {
             return Ok(None);
         };
-        let session = self.session().map_err(df_error)?;
+        // A querier with live peers explains the plan it would run: stages, their tasks
+        // and, once analyzed, where each ran.
+        let distributed = self.distributes();
+        let session = match &distributed {
+            Some((d, urls)) => self.distributed_session(d, urls.clone()),
+            None => self.session(),
+        }
+        .map_err(df_error)?;
         let state = session.state();
         let optimized = state.optimize(&lowered.plan).map_err(df_error)?;
         let physical = state
@@ -114,21 +121,35 @@ impl Engine {
             let batches = datafusion::physical_plan::collect(physical.clone(), session.task_ctx())
                 .await
                 .map_err(df_error)?;
+            self.absorb_tasks(&physical).await;
             let stats = RunStats {
                 elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
                 rows: batches.iter().map(|b| b.num_rows()).sum(),
                 series: assemble(&lowered.series, ctx.steps.len(), &batches)?.len(),
                 samples_read: self.loaded().load(std::sync::atomic::Ordering::Relaxed),
             };
+            let shown = if distributed.is_some() {
+                datafusion_distributed::explain_analyze(
+                    physical.clone(),
+                    datafusion_distributed::DistributedMetricsFormat::PerTask,
+                )
+                .await
+                .map_err(df_error)?
+            } else {
+                DisplayableExecutionPlan::with_metrics(physical.as_ref())
+                    .indent(true)
+                    .to_string()
+            };
             text.push_str(&format!(
                 "{}\nran in {:.3}ms: {} rows, {} series, {} samples read\n",
-                DisplayableExecutionPlan::with_metrics(physical.as_ref()).indent(true),
-                stats.elapsed_ms,
-                stats.rows,
-                stats.series,
-                stats.samples_read,
+                shown, stats.elapsed_ms, stats.rows, stats.series, stats.samples_read,
             ));
             run = Some(stats);
+        } else if distributed.is_some() {
+            text.push_str(&datafusion_distributed::display_plan_ascii(
+                physical.as_ref(),
+                false,
+            ));
         } else {
             text.push_str(&displayable(physical.as_ref()).indent(true).to_string());
         }

@@ -34,6 +34,7 @@ use super::identity_node;
 use super::keyed::KEY;
 use super::{df_error, rows_schema};
 use crate::promql::error::PromqlError;
+use crate::promql::kernels::annotations::Annotator;
 
 /// The samples of one group at one step: `(input series, value)` in arrival order.
 pub(crate) type Cell = Vec<(u32, f64)>;
@@ -135,6 +136,9 @@ pub(crate) struct FoldExec {
     pub(super) folder: Arc<dyn Folder>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// A task of another process's plan: annotations its folder found go back in its
+    /// metrics ([`super::report`]).
+    report: Option<Annotator>,
 }
 
 impl FoldExec {
@@ -154,7 +158,15 @@ impl FoldExec {
             folder,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
+            report: None,
         }
+    }
+
+    /// Hands its annotations back through `report` (decoded as a task of another
+    /// process's plan).
+    pub(super) fn reporting(mut self, report: Option<Annotator>) -> Self {
+        self.report = report;
+        self
     }
 }
 
@@ -215,7 +227,9 @@ impl ExecutionPlan for FoldExec {
         let Some(input) = children.pop() else {
             return internal_err!("{}Exec has one input", self.folder.name());
         };
-        Ok(Arc::new(FoldExec::new(input, self.folder.clone())))
+        Ok(Arc::new(
+            FoldExec::new(input, self.folder.clone()).reporting(self.report.clone()),
+        ))
     }
 
     fn execute(
@@ -228,6 +242,10 @@ impl ExecutionPlan for FoldExec {
         let reservation = MemoryConsumer::new(format!("{}[{partition}]", folder.name()))
             .register(ctx.memory_pool());
         let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let report = self.report.clone().map(|a| {
+            let metrics = self.metrics.clone();
+            move || super::report::report(&metrics, partition, &a, 0)
+        });
         let fold = async move {
             let mut cells: HashMap<(u32, u32), Cell> = HashMap::new();
             while let Some(b) = input.try_next().await? {
@@ -254,7 +272,7 @@ impl ExecutionPlan for FoldExec {
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             rows_schema(),
-            futures::stream::once(fold).boxed(),
+            super::report::then(futures::stream::once(fold), report).boxed(),
         )))
     }
 }

@@ -59,6 +59,9 @@ pub(super) struct Budget {
     charged: Arc<AtomicUsize>,
     max_samples: usize,
     cancel: crate::promql::Cancel,
+    /// A task of another process's plan: where its annotations are collected, to hand
+    /// back with the samples read ([`super::report`]).
+    report: Option<crate::promql::kernels::annotations::Annotator>,
 }
 
 impl Budget {
@@ -73,6 +76,7 @@ impl Budget {
             charged: scope.charged.clone(),
             max_samples: scope.max_samples,
             cancel: scope.cancel.clone(),
+            report: scope.report.then(|| scope.annotator.clone()),
         }
     }
 }
@@ -96,6 +100,7 @@ impl Leaf {
                 charged: p.charged.clone(),
                 max_samples: p.engine.opts.max_samples,
                 cancel: p.engine.opts.cancel.clone(),
+                report: None,
             },
             schema: Arc::new(DFSchema::try_from(rows_schema().as_ref().clone()).map_err(df_error)?),
         };
@@ -271,10 +276,16 @@ impl ExecutionPlan for LeafExec {
         let max_series = (CHUNK_ROWS / source.steps().max(1)).clamp(1, CHUNK);
         let series = part.series_per_chunk(CHUNK_SAMPLES, max_series);
         let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let read = Arc::new(AtomicUsize::new(0));
+        let report = budget.report.clone().map(|a| {
+            let (metrics, read) = (self.metrics.clone(), read.clone());
+            move || super::report::report(&metrics, partition, &a, read.load(Ordering::Relaxed))
+        });
         let stream = part.chunks(series).map(move |chunk| {
             let chunk = chunk.map_err(|e| external(PromqlError::Storage(e)))?;
             let _timer = baseline.elapsed_compute().timer();
             let n: usize = chunk.iter().map(SeriesRun::len).sum();
+            read.fetch_add(n, Ordering::Relaxed);
             if budget.charged.fetch_add(n, Ordering::Relaxed) + n > budget.max_samples {
                 return Err(external(PromqlError::TooManySamples));
             }
@@ -285,7 +296,7 @@ impl ExecutionPlan for LeafExec {
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             rows_schema(),
-            stream,
+            super::report::then(stream, report),
         )))
     }
 }

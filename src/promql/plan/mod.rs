@@ -28,6 +28,8 @@ pub(super) use codec::PlanCodec;
 mod constant;
 pub(crate) mod decline;
 mod distributed;
+pub use distributed::Distribution;
+pub(crate) use distributed::task_session;
 pub(crate) mod explain;
 mod fold;
 mod group_fold;
@@ -39,6 +41,7 @@ mod map_values;
 mod merge;
 mod range_fn;
 mod regroup;
+mod report;
 mod scalar;
 mod series_ref;
 mod set_op;
@@ -229,20 +232,7 @@ impl Engine {
         self.count_planned();
         let n = ctx.steps.len();
         self.check_points(lowered.series.len(), n)?;
-        let session = self.session().map_err(df_error)?;
-        let physical = session
-            .state()
-            .create_physical_plan(&lowered.plan)
-            .await
-            .map_err(df_error)?;
-        let physical = if self.opts.roundtrip_plans {
-            codec::roundtrip(self, physical, &session).map_err(df_error)?
-        } else {
-            physical
-        };
-        let batches = datafusion::physical_plan::collect(physical, session.task_ctx())
-            .await
-            .map_err(df_error)?;
+        let batches = self.run_plan(&lowered.plan).await?;
         let mut out = assemble(&lowered.series, n, &batches)?;
         value_order(expr, &mut out);
         Ok(Some(Value::Vector(out)))
