@@ -39,6 +39,10 @@ enum Command {
         /// Print only the per-file lines and the totals, not each failing eval
         #[arg(long)]
         quiet: bool,
+        /// Check each eval's plans run on three workers over TCP against one process
+        /// (not against the files' expected results)
+        #[arg(long)]
+        distributed: bool,
         /// Test script files
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -170,7 +174,11 @@ fn main() {
                 init_tracing(false);
                 import(storage, &timestamps, files).await
             }
-            Command::Promqltest { quiet, files } => promqltest(quiet, files).await,
+            Command::Promqltest {
+                quiet,
+                distributed,
+                files,
+            } => promqltest(quiet, distributed, files).await,
             Command::Explain {
                 storage,
                 start,
@@ -344,8 +352,13 @@ async fn import(args: StorageArgs, unit: &str, files: Vec<PathBuf>) -> anyhow::R
     Ok(())
 }
 
-async fn promqltest(quiet: bool, files: Vec<PathBuf>) -> anyhow::Result<()> {
-    use quiver::promqltest::{Counts, load_index, run_file};
+async fn promqltest(quiet: bool, distributed: bool, files: Vec<PathBuf>) -> anyhow::Result<()> {
+    use quiver::promqltest::{Counts, Mode, load_index, run_file_as};
+    let mode = if distributed {
+        Mode::Distributed
+    } else {
+        Mode::Conformance
+    };
     let index = files.first().and_then(|f| load_index(f));
     let mut total = Counts::default();
     let mut errors = 0;
@@ -355,7 +368,7 @@ async fn promqltest(quiet: bool, files: Vec<PathBuf>) -> anyhow::Result<()> {
                 println!("{msg}");
             }
         };
-        match run_file(f, index.as_ref(), &mut report).await {
+        match run_file_as(f, index.as_ref(), &mut report, mode).await {
             Ok(c) => {
                 println!(
                     "{}: {} passed, {} failed, {} skipped",

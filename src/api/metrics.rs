@@ -40,8 +40,8 @@ pub struct Metrics {
     pub ha_dropped_samples: IntCounter,
     /// Parts of writes a distributor sent to writers, by result.
     pub cluster_pushes: IntCounterVec,
-    /// Tasks of distributed plans this querier holds now (issue 26).
-    pub worker_tasks: IntGauge,
+    /// Partition streams of other queriers' plan tasks running here now (issue 26).
+    pub worker_streams: IntGauge,
     /// Tasks of distributed plans this querier started.
     pub worker_tasks_started: IntCounter,
     /// Plans this querier coordinated across queriers, by outcome.
@@ -197,10 +197,10 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             r.register(Box::new(c.clone())).expect("unique metric");
             c
         },
-        worker_tasks: gauge(
+        worker_streams: gauge(
             &r,
-            "quiver_worker_tasks",
-            "Tasks of distributed plans this querier holds now (running, or finished and not yet released by their coordinator).",
+            "quiver_worker_streams",
+            "Partition streams of Quiver's operators in other queriers' plan tasks running here now.",
         ),
         worker_tasks_started: counter(
             &r,

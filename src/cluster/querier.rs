@@ -194,16 +194,12 @@ pub async fn run(
     );
     let addr = listener.local_addr()?;
     let mut state = crate::server::app_state(&cfg, tenants.clone(), addr)?;
+    // Kept while the querier serves: the runtime the worker service's tasks run on.
+    let mut _worker_rt = None;
     if !cluster.local_queries {
-        let d = super::workers::start(
-            &cluster,
-            addr,
-            root.clone(),
-            tenants.clone(),
-            &state.query_rt,
-        )
-        .await?;
+        let (d, rt) = super::workers::start(&cluster, addr, root.clone(), tenants.clone()).await?;
         state.distribution = Some(Arc::new(d));
+        _worker_rt = Some(rt);
     }
     let app = router_with(state, cfg.max_body_bytes, |r| {
         r.need != Need::Needs(Permission::Write)

@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion_distributed::{ChannelResolver, Worker, WorkerChannel, WorkerResolver, grpc};
+use datafusion_distributed::{
+    ChannelResolver, DistributedExt, Worker, WorkerChannel, WorkerQueryContext, WorkerResolver,
+    grpc,
+};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -26,8 +29,8 @@ use url::Url;
 
 use super::{ClusterConfig, SECRET_HEADER, now_ms};
 use crate::api::metrics::METRICS;
-use crate::promql::{Distribution, task_session};
-use crate::storage::Tenants;
+use crate::promql::{Cancel, Distribution, PromqlError, task_session};
+use crate::storage::{Storage, Tenants};
 
 /// Where queriers heartbeat their worker URLs.
 const PREFIX: &str = "cluster/queriers";
@@ -169,24 +172,6 @@ impl ChannelResolver for Channels {
     }
 }
 
-/// Counts a task while its session lives (the worker drops it when the coordinator is
-/// done with the task, or gone).
-struct TaskGuard;
-
-impl TaskGuard {
-    fn new() -> Self {
-        METRICS.worker_tasks.inc();
-        METRICS.worker_tasks_started.inc();
-        TaskGuard
-    }
-}
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        METRICS.worker_tasks.dec();
-    }
-}
-
 /// Whether a call carries the cluster secret (constant time: it is a credential).
 fn secret_ok(secret: Option<&str>, given: Option<&str>) -> bool {
     use sha2::Digest;
@@ -196,54 +181,159 @@ fn secret_ok(secret: Option<&str>, given: Option<&str>) -> bool {
     }
 }
 
-/// Starts this querier's worker service, its heartbeat and its view of the others, and
-/// returns how its queries reach them. The service runs on `rt` (the query runtime: a
-/// task is query work).
-pub async fn start(
-    cluster: &ClusterConfig,
-    api: SocketAddr,
-    root: Arc<dyn ObjectStore>,
-    tenants: Arc<Tenants>,
-    rt: &crate::api::query_runtime::QueryRuntime,
-) -> anyhow::Result<Distribution> {
-    let listen = match &cluster.worker_listen {
-        Some(a) => a.clone(),
-        None => format!("{}:0", api.ip()),
-    };
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("--cluster-worker-listen {listen}: {e}"))?;
-    let addr = listener.local_addr()?;
-    let advertise = cluster
-        .worker_advertise_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
-    let me = Url::parse(&advertise)
-        .map_err(|e| anyhow::anyhow!("--cluster-worker-advertise-url {advertise}: {e}"))?;
-    let channels = Channels::new(cluster.secret.as_deref())?;
-    let worker = {
-        let channels = channels.clone();
-        Worker::from_session_builder(move |ctx: datafusion_distributed::WorkerQueryContext| {
-            let (tenants, channels) = (tenants.clone(), channels.clone());
-            async move {
-                use datafusion_distributed::DistributedExt;
-                let guard = Arc::new(TaskGuard::new());
-                let builder = ctx.builder.with_distributed_channel_resolver(channels);
-                let ctx = datafusion_distributed::WorkerQueryContext {
-                    builder,
-                    headers: ctx.headers,
-                };
-                let state =
-                    task_session(ctx, |tenant| async move { Ok(tenants.get(&tenant).await?) })
-                        .await?;
-                // The guard lives as long as the task's session.
-                let mut state = state;
-                state.config_mut().set_extension(guard);
-                Ok(state)
+/// Where a worker finds a tenant's storage.
+type StorageOf = Arc<
+    dyn Fn(String) -> futures::future::BoxFuture<'static, Result<Arc<Storage>, PromqlError>>
+        + Send
+        + Sync,
+>;
+
+/// The distributed queries whose coordinators have a channel open to this worker, each
+/// with the token its tasks here stop by. A coordinator that goes away (its query done,
+/// canceled, or its process dead) closes its channels; when the last closes, the query's
+/// tasks here stop at their next check, rather than running on in plans that
+/// datafusion-distributed's task cache keeps until its next housekeeping.
+#[derive(Clone, Default)]
+struct Queries(Arc<parking_lot::Mutex<HashMap<String, (usize, Cancel)>>>);
+
+impl Queries {
+    fn open(&self, id: &str) -> Open {
+        tracing::debug!(query = %id, "a distributed query's coordinator channel opened");
+        self.0.lock().entry(id.to_string()).or_default().0 += 1;
+        Open {
+            queries: self.clone(),
+            id: id.to_string(),
+        }
+    }
+
+    fn stop_of(&self, id: &str) -> Option<Cancel> {
+        self.0.lock().get(id).map(|(_, c)| c.clone())
+    }
+}
+
+/// One coordinator channel of a query, open while it lives.
+struct Open {
+    queries: Queries,
+    id: String,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let mut q = self.queries.0.lock();
+        if let Some((n, stop)) = q.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                tracing::debug!(query = %self.id, "a distributed query's coordinator is done here; stopping its tasks");
+                stop.cancel();
+                q.remove(&self.id);
             }
-        })
-    };
-    let secret = cluster.secret.clone();
+        }
+    }
+}
+
+/// The header a task's query id arrives in.
+const QUERY_ID_HEADER: &str = "x-datafusion-distributed-config-quiver.query_id";
+
+/// Wraps the worker service: a coordinator channel's request stream holds its query
+/// [`Open`] for as long as it lasts.
+#[derive(Clone)]
+struct TrackQueries<S> {
+    inner: S,
+    queries: Queries,
+}
+
+impl<S> tower::Service<axum::http::Request<tonic::body::Body>> for TrackQueries<S>
+where
+    S: tower::Service<axum::http::Request<tonic::body::Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<tonic::body::Body>) -> Self::Future {
+        let id = req
+            .headers()
+            .get(QUERY_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| !id.is_empty());
+        let req = match id {
+            Some(id) if req.uri().path().ends_with("/CoordinatorChannel") => {
+                let open = self.queries.open(id);
+                req.map(|body| {
+                    tonic::body::Body::new(Holding {
+                        body,
+                        open: Some(open),
+                    })
+                })
+            }
+            _ => req,
+        };
+        self.inner.call(req)
+    }
+}
+
+/// A request body holding its query open until it ends or is dropped.
+struct Holding {
+    body: tonic::body::Body,
+    open: Option<Open>,
+}
+
+impl http_body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None | Some(Err(_)))) {
+            self.open = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A worker whose tasks read the storage `storage_of` names and reach other workers
+/// through `channels`.
+fn worker(channels: Channels, storage_of: StorageOf, queries: Queries) -> Worker {
+    Worker::from_session_builder(move |ctx: WorkerQueryContext| {
+        let (storage_of, channels, queries) =
+            (storage_of.clone(), channels.clone(), queries.clone());
+        async move {
+            METRICS.worker_tasks_started.inc();
+            let ctx = WorkerQueryContext {
+                builder: ctx.builder.with_distributed_channel_resolver(channels),
+                headers: ctx.headers,
+            };
+            task_session(ctx, |tenant| storage_of(tenant), |id| queries.stop_of(id)).await
+        }
+    })
+}
+
+/// Serves `worker` on `listener` (on `rt`), refusing calls without the cluster `secret`.
+fn serve(
+    listener: tokio::net::TcpListener,
+    worker: Worker,
+    queries: Queries,
+    secret: Option<String>,
+    rt: impl FnOnce(futures::future::BoxFuture<'static, ()>),
+) {
     let check = move |req: tonic::Request<()>| {
         let given = req
             .metadata()
@@ -261,12 +351,59 @@ pub async fn start(
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .layer(tonic::service::InterceptorLayer::new(check))
-        .add_service(worker.clone().into_worker_server())
+        .layer(tower::layer::layer_fn(move |inner| TrackQueries {
+            inner,
+            queries: queries.clone(),
+        }))
+        .add_service(worker.into_worker_server())
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
-    rt.spawn(async move {
+    rt(Box::pin(async move {
         if let Err(e) = server.await {
             tracing::error!(error = %e, "the worker service stopped");
         }
+    }));
+}
+
+/// Starts this querier's worker service, its heartbeat and its view of the others, and
+/// returns how its queries reach them, and the runtime the service runs on (kept while
+/// the querier runs). Tasks run on a runtime of their own, apart from the one the
+/// querier's own queries coordinate on: a task's operators can hold a thread for a long
+/// poll, and a coordinator whose client went away must get a thread at once to call
+/// its tasks off.
+pub async fn start(
+    cluster: &ClusterConfig,
+    api: SocketAddr,
+    root: Arc<dyn ObjectStore>,
+    tenants: Arc<Tenants>,
+) -> anyhow::Result<(Distribution, crate::api::query_runtime::QueryRuntime)> {
+    // More threads than cores: a task's leaf can hold a thread for a long poll, and the
+    // channels (a coordinator's going away is read on one) must still get a thread.
+    let rt = crate::api::query_runtime::QueryRuntime::new(
+        2 * std::thread::available_parallelism().map_or(2, |n| n.get()) + 2,
+    )?;
+    let listen = match &cluster.worker_listen {
+        Some(a) => a.clone(),
+        None => format!("{}:0", api.ip()),
+    };
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--cluster-worker-listen {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let advertise = cluster
+        .worker_advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let me = Url::parse(&advertise)
+        .map_err(|e| anyhow::anyhow!("--cluster-worker-advertise-url {advertise}: {e}"))?;
+    let channels = Channels::new(cluster.secret.as_deref())?;
+    let storage_of: StorageOf = Arc::new(move |tenant: String| {
+        let tenants = tenants.clone();
+        Box::pin(async move { Ok(tenants.get(&tenant).await?) })
+    });
+    let queries = Queries::default();
+    let worker = worker(channels.clone(), storage_of, queries.clone());
+    serve(listener, worker, queries, cluster.secret.clone(), |f| {
+        rt.spawn(f)
     });
     tracing::info!(%addr, url = %me, "quiver worker listening on {me}");
     let members = Members::default();
@@ -278,11 +415,74 @@ pub async fn start(
         Duration::from_millis((cluster.lease_ms / 4).max(100) as u64),
         cluster.lease_ms,
     );
-    Ok(Distribution::new(
-        Arc::new(members),
-        Arc::new(channels),
-        Some((worker, me)),
+    // The coordinator reaches its own worker over the network too, not in process: a
+    // query its client abandons then stops at once everywhere (an in-process task's
+    // coordinator channel outlives the query until its plan has run; measured in
+    // `tasks_end_with_their_query`).
+    Ok((
+        Distribution::new(Arc::new(members), Arc::new(channels), None),
+        rt,
     ))
+}
+
+/// Workers in this process, each on its own port of 127.0.0.1 and reached over TCP as a
+/// cluster's are, reading storages registered by tenant name: the distributed mode of
+/// `quiver promqltest`.
+pub struct LocalWorkers {
+    pub distribution: Arc<Distribution>,
+    storages: Arc<RwLock<HashMap<String, Arc<Storage>>>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl LocalWorkers {
+    /// `n` workers, with a secret of their own; with `local`, the first is the
+    /// coordinator's own and its tasks run in process.
+    pub async fn start(n: usize, local: bool) -> anyhow::Result<LocalWorkers> {
+        let secret = ulid::Ulid::new().to_string();
+        let channels = Channels::new(Some(&secret))?;
+        let storages: Arc<RwLock<HashMap<String, Arc<Storage>>>> = Default::default();
+        let mut urls = Vec::new();
+        let mut first = None;
+        for _ in 0..n {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let url = Url::parse(&format!("http://{}", listener.local_addr()?))?;
+            urls.push(url.clone());
+            let found = storages.clone();
+            let storage_of: StorageOf = Arc::new(move |tenant: String| {
+                let s = found.read().get(&tenant).cloned();
+                Box::pin(async move {
+                    s.ok_or_else(|| PromqlError::exec(format!("no storage for tenant {tenant}")))
+                })
+            });
+            let queries = Queries::default();
+            let w = worker(channels.clone(), storage_of, queries.clone());
+            if local {
+                first.get_or_insert_with(|| (w.clone(), url));
+            }
+            serve(listener, w, queries, Some(secret.clone()), |f| {
+                tokio::spawn(f);
+            });
+        }
+        let members = Members::default();
+        *members.urls.write() = urls;
+        Ok(LocalWorkers {
+            distribution: Arc::new(Distribution::new(
+                Arc::new(members),
+                Arc::new(channels),
+                first,
+            )),
+            storages,
+            next: Default::default(),
+        })
+    }
+
+    /// Makes `storage` readable by the workers; returns the tenant name that names it.
+    pub fn register(&self, storage: Arc<Storage>) -> String {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tenant = format!("t{n}");
+        self.storages.write().insert(tenant.clone(), storage);
+        tenant
+    }
 }
 
 /// Removes this querier's heartbeat (a clean stop: the others drop it at once).
@@ -295,6 +495,69 @@ pub async fn leave(root: &dyn ObjectStore, node: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tasks end with their query, run to the end or explained with analyze (the
+    /// abandoned query is `cluster_distributed`'s, on real processes).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tasks_end_with_their_query() {
+        use crate::ingest::{SeriesSamples, WriteBatch};
+        use crate::model::Labels;
+        use crate::promql::{Engine, QueryOptions};
+        let storage = Arc::new(Storage::in_memory().await.unwrap());
+        let series = (0..40)
+            .map(|i| SeriesSamples {
+                labels: Labels::new(vec![
+                    ("__name__".into(), "m".into()),
+                    ("job".into(), format!("j{}", i % 3)),
+                    ("i".into(), i.to_string()),
+                ])
+                .unwrap(),
+                samples: (0..200).map(|k| (k * 15_000, (k * i) as f64)).collect(),
+            })
+            .collect();
+        storage
+            .append(
+                WriteBatch {
+                    series,
+                    ..Default::default()
+                },
+                crate::storage::WriteWindow::Any,
+            )
+            .await
+            .unwrap();
+        let workers = LocalWorkers::start(3, false).await.unwrap();
+        let tenant = workers.register(storage.clone());
+        let engine = || {
+            Engine::new(
+                storage.clone(),
+                QueryOptions {
+                    distribution: Some(workers.distribution.clone()),
+                    ..QueryOptions::default()
+                },
+            )
+            .caller(&crate::auth::Access::unrestricted(&tenant))
+        };
+        let settled = || async {
+            for _ in 0..100 {
+                if METRICS.worker_streams.get() == 0 {
+                    return 0;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            METRICS.worker_streams.get()
+        };
+        let q = Engine::parse("sum by (job) (rate(m[5m]))").unwrap();
+        let e = engine();
+        e.range(&q, 0, 3_000_000, 60_000).await.unwrap();
+        assert_eq!(workers.distribution.runs(), 1);
+        assert!(METRICS.worker_tasks_started.get() > 0);
+        assert_eq!(settled().await, 0, "after a query");
+        engine()
+            .explain_report(&q, 0, 3_000_000, 60_000, true)
+            .await
+            .unwrap();
+        assert_eq!(settled().await, 0, "after explain analyze");
+    }
 
     #[test]
     fn the_secret_is_checked() {

@@ -23,6 +23,15 @@ impl Cancel {
         }
     }
 
+    /// A token stopped with this one (the same flag) that times out `timeout` from now:
+    /// a task of a distributed query on another process, stopped when its query is.
+    pub fn sharing(&self, timeout: Duration) -> Self {
+        Cancel {
+            flag: self.flag.clone(),
+            deadline: Instant::now().checked_add(timeout),
+        }
+    }
+
     /// Time left until the deadline (`None`: no deadline; zero once passed).
     pub fn remaining(&self) -> Option<Duration> {
         self.deadline

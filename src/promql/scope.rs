@@ -51,6 +51,9 @@ extensions_options! {
         /// The caller's enforced matchers: base64 of a JSON list of `[name, op, value]`
         /// (empty: none). Header-safe whatever the label values hold.
         pub enforced: String, default = String::new()
+        /// The distributed run this task belongs to (a ULID), which its worker stops
+        /// when the coordinator goes away.
+        pub query_id: String, default = String::new()
         /// How far the planner's storage had read each shard's WAL (`shard:segment,…`):
         /// a task first waits until its own storage has read as far.
         pub positions: String, default = String::new()
@@ -79,9 +82,12 @@ impl QueryScope {
     /// A scope on this process for tasks of a plan made elsewhere: `storage` is the
     /// tenant's here, its snapshot taken now, the enforced matchers resolved in its
     /// index, the limit and deadline what the planner had left.
+    /// `stop`: the query's token on this process, when it tracks the query's
+    /// coordinator (the task then stops as soon as that goes away).
     pub(crate) fn from_ext(
         storage: Arc<Storage>,
         ext: &QuiverQueryExt,
+        stop: Option<&Cancel>,
     ) -> Result<QueryScope, PromqlError> {
         let enforced = decode_matchers(&ext.enforced)?;
         let allowed = (!enforced.is_empty()).then(|| storage.catalog().select(&enforced));
@@ -91,7 +97,10 @@ impl QueryScope {
             allowed,
             charged: Default::default(),
             max_samples: ext.max_samples,
-            cancel: Cancel::after(Duration::from_millis(ext.timeout_ms)),
+            cancel: match stop {
+                Some(c) => c.sharing(Duration::from_millis(ext.timeout_ms)),
+                None => Cancel::after(Duration::from_millis(ext.timeout_ms)),
+            },
             annotator: Annotator::default(),
             report: true,
         })
@@ -110,6 +119,7 @@ pub(crate) fn ext_for(scope: &QueryScope, tenant: &str, matchers: &[Matcher]) ->
             .remaining()
             .map_or(u64::MAX, |d| d.as_millis().min(u64::MAX as u128 - 1) as u64),
         enforced: encode_matchers(matchers),
+        query_id: String::new(),
         positions: String::new(),
     }
 }
@@ -169,6 +179,7 @@ mod tests {
                 Matcher::regex("namespace", "team-a-.*|\"quoted\"", false).unwrap(),
                 Matcher::not_equal("zone", "ünïcode,=;"),
             ]),
+            query_id: "q1".into(),
             positions: "0:12,3:4".into(),
         };
         let mut got = ConfigOptions::new();
@@ -218,7 +229,7 @@ mod tests {
         let run = |ext: QuiverQueryExt| {
             let (b, bytes, task) = (b.clone(), bytes.clone(), task_ctx.clone());
             async move {
-                let scope = QueryScope::from_ext(b, &ext).map_err(|e| e.to_string())?;
+                let scope = QueryScope::from_ext(b, &ext, None).map_err(|e| e.to_string())?;
                 let codec = PlanCodec::of(&scope);
                 let plan = physical_plan_from_bytes_with_extension_codec(&bytes, &task, &codec)
                     .map_err(|e| df_error(e).to_string())?;

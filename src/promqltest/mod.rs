@@ -97,6 +97,10 @@ pub enum Mode {
     /// Whether the whole expression becomes one DataFusion plan: passes when it does,
     /// skipped with the reason when it does not.
     Coverage,
+    /// The planner in one process against the planner with every plan's tasks on three
+    /// workers reached over TCP (`cluster::workers::LocalWorkers`): the same series,
+    /// values, errors and annotations; skipped when nothing in the eval was planned.
+    Distributed,
 }
 
 /// Runs one script; `report` receives each failing eval's description.
@@ -121,11 +125,21 @@ pub async fn run_file_as(
         .and_then(|(_, root)| path.strip_prefix(root).ok())
         .map(|p| p.to_string_lossy().to_string());
     let mut storage = fresh_storage().await?;
+    let workers = match mode {
+        Mode::Distributed => Some(
+            crate::cluster::workers::LocalWorkers::start(3, false)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        _ => None,
+    };
+    let mut tenant = workers.as_ref().map(|w| w.register(storage.clone()));
     let mut counts = Counts::default();
     for cmd in cmds {
         match cmd {
             Command::Clear => {
                 storage = fresh_storage().await?;
+                tenant = workers.as_ref().map(|w| w.register(storage.clone()));
             }
             Command::Load {
                 interval,
@@ -174,6 +188,10 @@ pub async fn run_file_as(
                     Mode::Differential => differ(&storage, &ev, false).await,
                     Mode::Codec => differ(&storage, &ev, true).await,
                     Mode::Coverage => coverage(&storage, &ev).await,
+                    Mode::Distributed => match (&workers, &tenant) {
+                        (Some(w), Some(t)) => distributed(&storage, &ev, w, t).await,
+                        _ => unreachable!("workers start in this mode"),
+                    },
                 };
                 if clean == Some(true) {
                     counts.clean_total += 1;
@@ -277,5 +295,59 @@ async fn differ(storage: &Arc<Storage>, ev: &Eval, roundtrip_plans: bool) -> Out
             Err(why) => Outcome::Fail(why),
         },
         (a, b) => Outcome::Fail(format!("evaluator {a:?}\nplanner {b:?}")),
+    }
+}
+
+/// Runs `ev` with the planner here and with its plans' tasks on `workers`; see
+/// [`Mode::Distributed`].
+async fn distributed(
+    storage: &Arc<Storage>,
+    ev: &Eval,
+    workers: &crate::cluster::workers::LocalWorkers,
+    tenant: &str,
+) -> Outcome {
+    let Ok(expr) = Engine::parse(&ev.expr) else {
+        return Outcome::Skip("does not parse".into());
+    };
+    let d = &workers.distribution;
+    let run = |distribution: Option<Arc<crate::promql::Distribution>>| {
+        let engine = Engine::new(
+            storage.clone(),
+            QueryOptions {
+                distribution,
+                ..QueryOptions::default()
+            },
+        )
+        .caller(&crate::auth::Access::unrestricted(tenant));
+        let expr = &expr;
+        async move {
+            let r = match ev.kind {
+                EvalKind::Instant { at } => engine.instant(expr, at).await,
+                EvalKind::Range { start, end, step } => engine.range(expr, start, end, step).await,
+            };
+            (r, engine.planned_nodes(), engine.take_annotations())
+        }
+    };
+    let (want, planned, want_ann) = run(None).await;
+    if planned == 0 {
+        return Outcome::Skip("nothing planned".into());
+    }
+    let before = d.runs();
+    let (got, _, got_ann) = run(Some(d.clone())).await;
+    if d.runs() == before {
+        return Outcome::Fail("planned, but not run on the workers".into());
+    }
+    if want_ann != got_ann {
+        return Outcome::Fail(format!(
+            "annotations differ: one process {want_ann:?}, distributed {got_ann:?}"
+        ));
+    }
+    match (want, got) {
+        (Err(a), Err(b)) if a.to_string() == b.to_string() => Outcome::Pass,
+        (Ok(a), Ok(b)) => match compare::same_value(a, b) {
+            Ok(()) => Outcome::Pass,
+            Err(why) => Outcome::Fail(why),
+        },
+        (a, b) => Outcome::Fail(format!("one process {a:?}\ndistributed {b:?}")),
     }
 }

@@ -61,7 +61,8 @@ fn file_of(p: &Path) -> usize {
             "cluster/ha/",
         ]
         .iter()
-        .any(|d| p.as_ref().contains(d)) =>
+        // A listing names the folder itself (no trailing slash).
+        .any(|d| p.as_ref().contains(d) || p.as_ref().ends_with(d.trim_end_matches('/'))) =>
         {
             6
         }
@@ -185,7 +186,7 @@ impl ObjectStore for CountedStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        count(LIST, None);
+        count(LIST, prefix);
         self.inner.list(prefix)
     }
 
@@ -194,7 +195,7 @@ impl ObjectStore for CountedStore {
         prefix: Option<&Path>,
         offset: &Path,
     ) -> BoxStream<'static, Result<ObjectMeta>> {
-        count(LIST, None);
+        count(LIST, prefix);
         self.inner.list_with_offset(prefix, offset)
     }
 

@@ -12,7 +12,7 @@ use crate::support::*;
 /// Equal JSON, except that sample values (strings that parse as floats) may differ in
 /// the last bits (sums over series in another order) and result lists are compared as
 /// sets (sorted).
-fn same(a: &Value, b: &Value) -> Result<(), String> {
+pub fn same(a: &Value, b: &Value) -> Result<(), String> {
     match (a, b) {
         (Value::String(x), Value::String(y)) if x != y => {
             match (x.parse::<f64>(), y.parse::<f64>()) {
@@ -68,7 +68,12 @@ fn same(a: &Value, b: &Value) -> Result<(), String> {
     }
 }
 
-async fn get(client: &reqwest::Client, base: &str, path: &str, params: &[(&str, String)]) -> Value {
+pub async fn get(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    params: &[(&str, String)],
+) -> Value {
     let r = client
         .get(format!("{base}{path}"))
         .query(params)

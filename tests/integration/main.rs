@@ -5,6 +5,7 @@ mod architecture;
 mod bad_input;
 mod catalog_lifecycle;
 mod cluster;
+mod cluster_distributed;
 mod cluster_faults;
 mod cluster_kit;
 mod cluster_scale;

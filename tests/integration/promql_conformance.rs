@@ -102,6 +102,14 @@ async fn plans_survive_serialisation_on_upstream_tests() {
     differential(quiver::promqltest::Mode::Codec, 380).await
 }
 
+/// Issue 26: every eval the planner runs, with its plans' tasks on three workers reached
+/// over TCP, against the one process: the same series, values, errors and annotations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_run_distributed_on_upstream_tests() {
+    // 562 when written.
+    differential(quiver::promqltest::Mode::Distributed, 550).await
+}
+
 async fn differential(mode: quiver::promqltest::Mode, at_least: usize) {
     use quiver::promqltest::run_file_as;
     let Some(dir) = corpus() else {

@@ -55,6 +55,8 @@ pub struct Distribution {
     /// This process's own worker and the URL others know it by: tasks routed here run in
     /// process, not over the network.
     local: Option<(Worker, Url)>,
+    /// Plans run across workers so far.
+    runs: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Distribution {
@@ -77,7 +79,13 @@ impl Distribution {
             members,
             channels,
             local,
+            runs: Default::default(),
         }
+    }
+
+    /// How many plans ran across workers.
+    pub fn runs(&self) -> usize {
+        self.runs.load(Ordering::Relaxed)
     }
 
     /// The live workers now, this process's own included.
@@ -144,13 +152,20 @@ impl ChannelResolver for Channels {
     }
 }
 
-/// Whether a failed distributed run may succeed on a second try: not when the query
-/// itself hit its limits (samples, time, memory) or was canceled.
-fn retryable(e: &PromqlError) -> bool {
-    match e {
-        PromqlError::TooManySamples | PromqlError::Timeout | PromqlError::Canceled => false,
-        PromqlError::Execution(m) => !m.starts_with("query processing would use more memory"),
-        _ => true,
+/// The error of a failed distributed run, `Ok` when a second try may succeed: not when the query
+/// itself failed here (its limits, its cancellation, an operator's PromQL error on this
+/// process) or hit its memory limit; yes when a task failed elsewhere or a querier could
+/// not be reached.
+fn retryable(e: DataFusionError) -> Result<PromqlError, PromqlError> {
+    let here = match e.find_root() {
+        DataFusionError::External(inner) => inner.downcast_ref::<PromqlError>().is_some(),
+        DataFusionError::ResourcesExhausted(_) => true,
+        _ => false,
+    };
+    match df_error(e) {
+        e @ (PromqlError::TooManySamples | PromqlError::Timeout | PromqlError::Canceled) => Err(e),
+        e if here => Err(e),
+        e => Ok(e),
     }
 }
 
@@ -175,30 +190,37 @@ impl Engine {
                 m.distributed_plans.with_label_values(&["ok"]).inc();
                 return Ok(b);
             }
-            Err(e) if !retryable(&e) => {
-                m.distributed_plans.with_label_values(&["failed"]).inc();
-                return Err(e);
-            }
-            Err(e) => e,
+            Err(e) => match retryable(e) {
+                Ok(e) => e,
+                Err(e) => {
+                    m.distributed_plans.with_label_values(&["failed"]).inc();
+                    return Err(e);
+                }
+            },
         };
         // Once more, from the start: what the failed run read does not count.
         self.loaded().store(read_before, Ordering::Relaxed);
         let live = d.answering(urls).await;
         let n = live.len().max(1);
         tracing::warn!(error = %e, workers = n, "a distributed plan failed; running it again");
-        self.annotator().absorb(
-            [format!(
-                "a querier failed while running part of this query ({e}); the query was run again on {n} querier(s)"
-            )],
-            [],
-        );
         let again = if e.to_string().contains("snapshot skew")
             || !Distribution::has_others(&live, d.me())
         {
             self.run_local(plan).await
         } else {
-            self.run_distributed(&d, plan, live).await
+            self.run_distributed(&d, plan, live).await.map_err(df_error)
         };
+        match &again {
+            // A task's own error (the query's, not a querier's) fails the same way twice:
+            // that answer needs no word of a retry.
+            Err(e2) if e2.to_string() == e.to_string() => {}
+            _ => self.annotator().absorb(
+                [format!(
+                    "a querier failed while running part of this query ({e}); the query was run again on {n} querier(s)"
+                )],
+                [],
+            ),
+        }
         let outcome = if again.is_ok() { "retried" } else { "failed" };
         m.distributed_plans.with_label_values(&[outcome]).inc();
         again
@@ -228,16 +250,12 @@ impl Engine {
         d: &Distribution,
         plan: &LogicalPlan,
         urls: Vec<Url>,
-    ) -> Result<Vec<RecordBatch>, PromqlError> {
-        let session = self.distributed_session(d, urls).map_err(df_error)?;
-        let physical = session
-            .state()
-            .create_physical_plan(plan)
-            .await
-            .map_err(df_error)?;
-        let batches = datafusion::physical_plan::collect(physical.clone(), session.task_ctx())
-            .await
-            .map_err(df_error)?;
+    ) -> DfResult<Vec<RecordBatch>> {
+        d.runs.fetch_add(1, Ordering::Relaxed);
+        let session = self.distributed_session(d, urls)?;
+        let physical = session.state().create_physical_plan(plan).await?;
+        let batches =
+            datafusion::physical_plan::collect(physical.clone(), session.task_ctx()).await?;
         self.absorb_tasks(&physical).await;
         Ok(batches)
     }
@@ -284,6 +302,7 @@ impl Engine {
         let caller = self.caller_access();
         let mut ext = ext_for(&scope, &caller.tenant, &caller.matchers);
         ext.positions = encode_positions(&self.storage);
+        ext.query_id = ulid::Ulid::new().to_string();
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
@@ -403,10 +422,11 @@ pub(crate) fn ext_from_headers(headers: &axum::http::HeaderMap) -> DfResult<Quiv
 pub(crate) fn worker_session(
     storage: Arc<Storage>,
     ext: &QuiverQueryExt,
+    stop: Option<&crate::promql::Cancel>,
     builder: SessionStateBuilder,
 ) -> DfResult<SessionState> {
-    let scope =
-        QueryScope::from_ext(storage, ext).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let scope = QueryScope::from_ext(storage, ext, stop)
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
     // DataFusion's own functions and Quiver's: the plan names them, the worker's
     // session must know them.
     let mut aggregates = datafusion::execution::SessionStateDefaults::default_aggregate_functions();
@@ -423,10 +443,12 @@ pub(crate) fn worker_session(
 }
 
 /// A worker's session for a task, as [`Worker::from_session_builder`] wants it: the
-/// tenant's storage from `storage_of`, caught up to the coordinator's snapshot.
+/// tenant's storage from `storage_of`, caught up to the coordinator's snapshot; `stop_of`
+/// the query's token on this process, by its id, if it has one.
 pub(crate) async fn task_session<F, Fut>(
     ctx: WorkerQueryContext,
     storage_of: F,
+    stop_of: impl FnOnce(&str) -> Option<crate::promql::Cancel>,
 ) -> DfResult<SessionState>
 where
     F: FnOnce(String) -> Fut,
@@ -439,7 +461,8 @@ where
     catch_up(&storage, &ext.positions, within)
         .await
         .map_err(external)?;
-    worker_session(storage, &ext, ctx.builder)
+    let stop = stop_of(&ext.query_id);
+    worker_session(storage, &ext, stop.as_ref(), ctx.builder)
 }
 
 #[cfg(test)]
@@ -447,21 +470,14 @@ mod tests {
     use std::collections::HashMap;
 
     use async_trait::async_trait;
-    use datafusion::execution::SessionStateBuilder;
-    use datafusion::prelude::{SessionConfig, SessionContext};
-    use datafusion_distributed::{
-        ChannelResolver, SessionStateBuilderExt, Worker, WorkerChannel, WorkerResolver, grpc,
-    };
+    use datafusion_distributed::{ChannelResolver, Worker, WorkerChannel, WorkerResolver, grpc};
     use hyper_util::rt::TokioIo;
     use tonic::transport::{Endpoint, Server};
     use url::Url;
 
     use super::*;
-    use crate::promql::engine::Ctx;
     use crate::promql::plan::tests::{PLANNED, storage, storage_of};
-    use crate::promql::plan::{PromQueryPlanner, assemble, value_order};
-    use crate::promql::scope::ext_for;
-    use crate::promql::{Engine, QueryOptions, Steps, Value};
+    use crate::promql::{Engine, QueryOptions};
 
     /// `n` workers in this process, each behind its own in-memory connection and reading
     /// its own storage (with other catalog ids than the coordinator's).
@@ -498,7 +514,7 @@ mod tests {
                             builder: ctx.builder.with_distributed_channel_resolver(me),
                             headers: ctx.headers,
                         };
-                        task_session(ctx, |_| async move { Ok(s) }).await
+                        task_session(ctx, |_| async move { Ok(s) }, |_| None).await
                     }
                 });
                 tokio::spawn(async move {
@@ -527,68 +543,33 @@ mod tests {
         }
     }
 
-    struct Urls(usize);
+    struct UrlsN(usize);
 
-    impl WorkerResolver for Urls {
+    impl WorkerResolver for UrlsN {
         fn get_urls(&self) -> DfResult<Vec<Url>> {
             Ok((0..self.0).map(url).collect())
         }
     }
 
-    /// `q` planned on `a`, run distributed over the workers, assembled with `a`'s series.
-    async fn distributed(
-        a: &Arc<Storage>,
-        workers: &Workers,
-        n: usize,
-        q: &str,
-        (start, end): (i64, i64),
-    ) -> Result<(Value, String), String> {
+    /// An engine over `a` whose plans run on the first `n` of `workers`.
+    fn distributed(a: &Arc<Storage>, workers: &Workers, n: usize) -> (Engine, Arc<Distribution>) {
+        let d = Arc::new(Distribution::new(
+            Arc::new(UrlsN(n)),
+            Arc::new(workers.clone()),
+            None,
+        ));
         let opts = QueryOptions {
             partitions: 2,
+            distribution: Some(d.clone()),
             ..QueryOptions::default()
         };
-        let ea = Engine::new(a.clone(), opts.clone());
-        let expr = Engine::parse(q).unwrap();
-        let ctx = Ctx {
-            steps: Steps::new(start, end, 60_000),
-            query_start: start,
-            query_end: end,
-            lookback: opts.lookback_ms,
-            is_range: start != end,
-            query_step: if start == end { 0 } else { 60_000 },
-        };
-        let lowered = ea.lower(&expr, ctx).unwrap().expect("planned");
-        let ext = ext_for(&QueryScope::of(&ea), "default", &[]);
-        let state = SessionStateBuilder::new()
-            .with_config(SessionConfig::new().with_target_partitions(2))
-            .with_default_features()
-            .with_query_planner(Arc::new(PromQueryPlanner))
-            .with_distributed_planner()
-            .with_distributed_worker_resolver(Urls(n))
-            .with_distributed_channel_resolver(workers.clone())
-            .with_distributed_user_codec(PlanCodec::new(&ea))
-            .with_distributed_option_extension(ext)
-            .with_distributed_desired_task_count_handler(leaf_task_count)
-            .with_distributed_scale_up_leaf_node_handler(leaf_scale_up)
-            .build();
-        let session = SessionContext::new_with_state(state);
-        let plan = session
-            .state()
-            .create_physical_plan(&lowered.plan)
-            .await
-            .map_err(|e| e.to_string())?;
-        let shown = datafusion_distributed::display_plan_ascii(plan.as_ref(), false);
-        let batches = datafusion::physical_plan::collect(plan, session.task_ctx())
-            .await
-            .map_err(|e| super::super::df_error(e).to_string())?;
-        let mut out =
-            assemble(&lowered.series, ctx.steps.len(), &batches).map_err(|e| e.to_string())?;
-        value_order(&expr, &mut out);
-        Ok((Value::Vector(out), shown))
+        (Engine::new(a.clone(), opts), d)
     }
 
     /// Every planned query, run over 3 workers whose storages give the series other ids,
-    /// answers as the one process does.
+    /// answers as the one process does: the same series and values, the same warnings and
+    /// infos (found on the workers, handed back in the tasks' metrics), the same samples
+    /// read.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn plans_run_distributed_over_three_workers() {
         let a = storage().await;
@@ -597,26 +578,49 @@ mod tests {
             storage_of(1, (0..8).collect()).await,
             storage_of(7, vec![3, 1, 4, 0, 5, 2, 7, 6]).await,
         ]);
-        let mut shown_tasks = false;
+        let mut annotated = 0;
         for q in PLANNED {
-            for range in [(3_000_000, 3_000_000), (0, 3_000_000)] {
-                let e = Engine::new(a.clone(), QueryOptions::default());
-                let want = e
-                    .range(&Engine::parse(q).unwrap(), range.0, range.1, 60_000)
-                    .await
-                    .unwrap();
-                let (got, shown) = distributed(&a, &workers, 3, q, range)
+            let expr = Engine::parse(q).unwrap();
+            for (start, end) in [(3_000_000, 3_000_000), (0, 3_000_000)] {
+                let here = Engine::new(a.clone(), QueryOptions::default());
+                let want = here.range(&expr, start, end, 60_000).await.unwrap();
+                let (there, d) = distributed(&a, &workers, 3);
+                let got = there
+                    .range(&expr, start, end, 60_000)
                     .await
                     .unwrap_or_else(|e| panic!("{q}: {e}"));
-                shown_tasks |= shown.contains("tasks=3");
+                assert!(d.runs() > 0, "{q}: not run distributed");
                 // `SHOW_PLAN='<query>'` prints that query's distributed plan.
                 if std::env::var("SHOW_PLAN").is_ok_and(|v| v == *q) {
-                    eprintln!("{shown}");
+                    let x = there.explain_report(&expr, start, end, 60_000, true).await;
+                    eprintln!("{}", x.unwrap().text);
                 }
                 crate::promqltest::compare_values(want.clone(), got.clone())
-                    .unwrap_or_else(|e| panic!("{q} {range:?}: {e}\n{shown}\n{want:?}\n{got:?}"));
+                    .unwrap_or_else(|e| panic!("{q} ({start}, {end}): {e}\n{want:?}\n{got:?}"));
+                let (wa, ga) = (here.take_annotations(), there.take_annotations());
+                assert_eq!(wa, ga, "{q} ({start}, {end}): annotations");
+                annotated += usize::from(!wa.infos.is_empty() || !wa.warnings.is_empty());
+                let read = |e: &Engine| e.loaded().load(Ordering::Relaxed);
+                assert_eq!(read(&here), read(&there), "{q}: samples read");
             }
         }
-        assert!(shown_tasks, "no stage ran as 3 tasks");
+        assert!(annotated > 0, "no query had annotations to compare");
+        // The plan's leaves ran as 3 tasks, one per worker.
+        let (there, _) = distributed(&a, &workers, 3);
+        let x = there
+            .explain_report(
+                &Engine::parse("sum by (job) (rate(http_requests[5m]))").unwrap(),
+                0,
+                3_000_000,
+                60_000,
+                true,
+            )
+            .await
+            .unwrap();
+        assert!(
+            x.text.contains("Stage") && x.text.contains("t2:"),
+            "{}",
+            x.text
+        );
     }
 }

@@ -246,7 +246,9 @@ impl ExecutionPlan for FoldExec {
             let metrics = self.metrics.clone();
             move || super::report::report(&metrics, partition, &a, 0)
         });
+        let running = self.report.is_some().then(super::report::Running::start);
         let fold = async move {
+            let _running = running;
             let mut cells: HashMap<(u32, u32), Cell> = HashMap::new();
             while let Some(b) = input.try_next().await? {
                 let _timer = baseline.elapsed_compute().timer();

@@ -281,7 +281,9 @@ impl ExecutionPlan for LeafExec {
             let (metrics, read) = (self.metrics.clone(), read.clone());
             move || super::report::report(&metrics, partition, &a, read.load(Ordering::Relaxed))
         });
+        let running = budget.report.is_some().then(super::report::Running::start);
         let stream = part.chunks(series).map(move |chunk| {
+            let _running = &running;
             let chunk = chunk.map_err(|e| external(PromqlError::Storage(e)))?;
             let _timer = baseline.elapsed_compute().timer();
             let n: usize = chunk.iter().map(SeriesRun::len).sum();

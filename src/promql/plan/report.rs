@@ -46,6 +46,24 @@ pub(super) fn report(
     }
 }
 
+/// A partition stream of another process's plan running here: counted while it lives
+/// (`quiver_worker_streams`), so a query its coordinator abandoned shows whether its
+/// work here stopped.
+pub(super) struct Running;
+
+impl Running {
+    pub(super) fn start() -> Running {
+        crate::api::metrics::METRICS.worker_streams.inc();
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        crate::api::metrics::METRICS.worker_streams.dec();
+    }
+}
+
 /// `stream`, then `last` run once it has ended (a consumer stops at an error, and the
 /// query with it, so nothing is reported then).
 pub(super) fn then<S, T, E>(
