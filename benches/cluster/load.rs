@@ -7,6 +7,11 @@
 //!
 //! `cargo bench --bench cluster_load -- --url http://127.0.0.1:9201 --seconds 30`
 //! (without `--url` it prints its usage and exits 0, so a plain `cargo bench` passes).
+//!
+//! With `--file data.om` it sends that file's samples instead (Prometheus text or
+//! OpenMetrics with timestamps in seconds, as `benches/peer/gen.py` writes), in requests of
+//! `per_request` samples, until the file is sent: how `benches/cluster/scale.py` loads the
+//! peer dataset into a cluster.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +26,7 @@ struct Args {
     concurrency: usize,
     series: usize,
     per_request: usize,
+    file: Option<String>,
 }
 
 fn args() -> Option<Args> {
@@ -30,6 +36,7 @@ fn args() -> Option<Args> {
         concurrency: 8,
         series: 20_000,
         per_request: 2_000,
+        file: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -40,6 +47,7 @@ fn args() -> Option<Args> {
             "--concurrency" => a.concurrency = v().parse().ok()?,
             "--series" => a.series = v().parse().ok()?,
             "--per-request" => a.per_request = v().parse().ok()?,
+            "--file" => a.file = Some(v()),
             _ => {}
         }
     }
@@ -72,6 +80,9 @@ async fn main() {
         );
         return;
     };
+    if let Some(f) = &a.file {
+        return send_file(&a, f).await;
+    }
     let groups = a.series.div_ceil(a.per_request);
     let start_ms = chrono::Utc::now().timestamp_millis() - 3_600_000;
     let next = Arc::new(AtomicU64::new(0));
@@ -148,5 +159,69 @@ async fn main() {
         lat.last().copied().unwrap_or(0.0),
         refused.load(Ordering::Relaxed),
         secs
+    );
+}
+
+/// Posts `body` until it is acknowledged (5xx and 429 retried); panics on another 4xx.
+async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> u64 {
+    let mut retries = 0;
+    loop {
+        let r = client
+            .post(format!("{url}/api/v1/write"))
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .body(body.clone())
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status().is_success() => return retries,
+            Ok(r) if r.status().is_client_error() && r.status() != 429 => panic!(
+                "refused: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            ),
+            _ => {
+                retries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Sends a text file's samples, `concurrency` requests in flight.
+async fn send_file(a: &Args, path: &str) {
+    use quiver::ingest::text::{BatchReader, TimestampUnit};
+    let f = std::fs::File::open(path).expect("the file");
+    let mut r = BatchReader::new(
+        std::io::BufReader::with_capacity(1 << 20, f),
+        TimestampUnit::Seconds,
+        chrono::Utc::now().timestamp_millis(),
+        a.per_request,
+    );
+    let client = reqwest::Client::new();
+    let began = Instant::now();
+    let (mut samples, mut retries) = (0u64, 0u64);
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    use futures::StreamExt;
+    loop {
+        while inflight.len() < a.concurrency {
+            let Some(b) = r.next_batch().expect("a readable file") else {
+                break;
+            };
+            samples += b.series.iter().map(|s| s.samples.len() as u64).sum::<u64>();
+            let body = quiver::ingest::remote_write::encode(&b);
+            let (client, url) = (client.clone(), a.url.clone());
+            inflight.push(tokio::spawn(async move { post(&client, &url, body).await }));
+        }
+        match inflight.next().await {
+            Some(r) => retries += r.unwrap(),
+            None => break,
+        }
+    }
+    let secs = began.elapsed().as_secs_f64();
+    println!(
+        "{{\"samples\":{samples},\"samples_per_s\":{:.0},\"retries\":{retries},\"seconds\":{secs:.1}}}",
+        samples as f64 / secs
     );
 }

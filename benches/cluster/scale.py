@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""One query on many queriers (issue 26): the peer dataset's 24 h aggregations on one
+querier pinned to one core, then on two queriers pinned to one core each, over the same
+cluster and bucket; the speed-up, each querier's CPU (the coordinator's share), and each
+query's stages, tasks and bytes shuffled from `explain --analyze`.
+
+    python3 benches/cluster/scale.py --bin <quiver> --load <cluster_load bench binary> \
+        [--series 10000] [--hours 24] [--runs 3] [--out results.json]
+
+The dataset is benches/peer/gen.py's, sent through a distributor by `cluster_load --file`
+(remote write, as Prometheus would) and flushed to blocks in the bucket (moto_server). The
+writer, distributor, compactor and moto_server share CPU 1 while loading and are idle
+while the queries run; querier 1 is pinned to CPU 0, querier 2 (started for the second
+phase) to CPU 1. Queries bypass the results cache (`nocache=1`); each querier's decoded
+samples cache holds the whole dataset, so warm runs measure computing, not reading S3.
+Figures vary with the machine; compare within a run.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "benches", "peer"))
+import gen  # noqa: E402
+
+AWS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url, timeout=600):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except Exception:
+        return None, ""
+
+
+def wait(what, check, seconds=600):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    sys.exit(f"scale: timed out waiting for {what}")
+
+
+def metric(url, name):
+    code, text = get(url + "/metrics", 10)
+    if code != 200:
+        return 0.0
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+def cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / TICK
+
+
+def sql_count(url):
+    q = urllib.parse.urlencode({"query": "SELECT count(*) AS n FROM samples"})
+    code, text = get(f"{url}/api/v1/sql?{q}", 120)
+    if code != 200:
+        return -1
+    return int(json.loads(text)["data"]["rows"][0][0])
+
+
+def agg_queries():
+    out = []
+    for line in open(os.path.join(ROOT, "benches", "peer", "queries.txt")):
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, tags, q = [p.strip() for p in line.split("|", 2)]
+        if "agg" in tags.split(","):
+            out.append((name, q))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--load", required=True)
+    ap.add_argument("--series", type=int, default=10000)
+    ap.add_argument("--hours", type=float, default=24)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--step", default="60")
+    ap.add_argument("--out")
+    ap.add_argument("--keep", help="work in this directory and leave it")
+    a = ap.parse_args()
+    work = a.keep or tempfile.mkdtemp(prefix="quiver-scale-")
+    os.makedirs(os.path.join(work, "logs"), exist_ok=True)
+    procs = {}
+    env = dict(os.environ, **AWS, RUST_LOG="warn")
+
+    def start(name, argv, cpu):
+        log = open(os.path.join(work, "logs", f"{name}.log"), "ab")
+        p = subprocess.Popen(["taskset", "-c", str(cpu)] + argv, stdout=log, stderr=log,
+                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        procs[name] = p
+        return p
+
+    try:
+        end_ms = int(time.time()) // 60 * 60 * 1000
+        data = os.path.join(work, "data")
+        if not os.path.exists(os.path.join(data, "data.om")):
+            os.makedirs(data, exist_ok=True)
+            t = time.time()
+            info = gen.generate(data, a.series, a.hours, end_ms, seed=7, workers=2)
+            print(f"generated {info['samples']:,} samples in {time.time() - t:.0f} s", flush=True)
+        s3_port = free_port()
+        start("s3", [shutil.which("moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], 1)
+        endpoint = f"http://127.0.0.1:{s3_port}"
+        wait("the S3 API", lambda: get(f"{endpoint}/quiver")[0] is not None)
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/quiver", method="PUT"))
+        common = ["--storage-url", "s3://quiver", "--s3-endpoint", endpoint,
+                  "--cluster-shards", "4", "--cluster-lease", "6s", "--cluster-secret", "bench",
+                  "--cluster-poll-interval", "500ms"]
+        ports = {}
+
+        def node(role, n, cpu, extra=()):
+            name = f"{role}-{n}"
+            ports[name] = free_port()
+            start(name, [a.bin, "serve", "--role", role, "--listen", f"127.0.0.1:{ports[name]}",
+                         "--data-dir", os.path.join(work, name), "--cluster-node-id", name]
+                  + common + list(extra), cpu)
+            url = f"http://127.0.0.1:{ports[name]}"
+            wait(f"{name} ready", lambda: get(url + "/-/ready", 2)[0] == 200)
+            return url
+
+        window = f"{int(a.hours) + 2}h"
+        writer = node("writer", 1, 1, ["--ooo-window", window, "--head-flush-interval", "20s",
+                                       "--head-memory-limit", str(8 << 30)])
+        dist = node("distributor", 1, 1, ["--ooo-window", window])
+        node("compactor", 1, 1)
+        querier_flags = ["--query-max-samples", str(500_000_000), "--samples-cache-bytes", str(4 << 30)]
+        q1 = node("querier", 1, 0, querier_flags)
+        wait("the writer to own every shard", lambda: metric(writer, "quiver_cluster_shards_owned") == 4)
+
+        t = time.time()
+        out = subprocess.run(["taskset", "-c", "1", a.load, "--url", dist, "--file",
+                              os.path.join(data, "data.om"), "--concurrency", "8",
+                              "--per-request", "20000"], capture_output=True, text=True, env=env)
+        if out.returncode != 0:
+            sys.exit(f"load failed: {out.stderr[-2000:]}")
+        loaded = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"loaded {loaded['samples']:,} samples in {time.time() - t:.0f} s "
+              f"({loaded['samples_per_s']:,.0f}/s)", flush=True)
+        wait("querier 1 to hold every sample", lambda: sql_count(q1) == loaded["samples"], 900)
+        wait("the heads to be flushed to blocks", lambda: metric(writer, "quiver_head_samples") == 0, 900)
+        print(f"flushed: {metric(q1, 'quiver_blocks'):.0f} blocks", flush=True)
+
+        queries = agg_queries()
+        start_s, end_s = (end_ms // 1000) - int(a.hours * 3600) + 600, end_ms // 1000
+
+        def run_all(url, pids):
+            res = {}
+            for name, q in queries:
+                params = urllib.parse.urlencode({"query": q, "start": start_s, "end": end_s,
+                                                 "step": a.step, "nocache": "1"})
+                code, body = get(f"{url}/api/v1/query_range?{params}")
+                if code != 200:
+                    sys.exit(f"{name}: {code} {body[:500]}")
+                times = []
+                cpu0 = [cpu_s(p) for p in pids]
+                for _ in range(a.runs):
+                    t = time.perf_counter()
+                    code, body = get(f"{url}/api/v1/query_range?{params}")
+                    times.append(time.perf_counter() - t)
+                    assert code == 200, body[:500]
+                cpu1 = [cpu_s(p) for p in pids]
+                res[name] = {"median_s": statistics.median(times), "runs_s": times,
+                             "cpu_s": [round(b - c, 3) for b, c in zip(cpu1, cpu0)],
+                             "series": len(json.loads(body)["data"]["result"])}
+                print(f"  {name}: {res[name]['median_s'] * 1000:.0f} ms, cpu {res[name]['cpu_s']}", flush=True)
+            return res
+
+        def explain(url, q):
+            return subprocess.run([a.bin, "explain", "--url", url, "--analyze", "--start",
+                                   str(start_s), "--end", str(end_s), "--step", a.step, q],
+                                  capture_output=True, text=True).stdout
+
+        print("one querier (CPU 0):", flush=True)
+        one = run_all(q1, [procs["querier-1"].pid])
+        samples_read = {}
+        for name, q in queries:
+            m = re.search(r"(\d+) samples read", explain(q1, q))
+            samples_read[name] = int(m.group(1)) if m else None
+
+        q2 = node("querier", 2, 1, querier_flags)
+        wait("querier 2 to hold every sample", lambda: sql_count(q2) == loaded["samples"], 900)
+        wait("each querier to see the other", lambda: metric(q1, "quiver_cluster_workers") == 2
+             and metric(q2, "quiver_cluster_workers") == 2, 60)
+        print("two queriers (CPU 0 and CPU 1), querier 1 coordinating:", flush=True)
+        two = run_all(q1, [procs["querier-1"].pid, procs["querier-2"].pid])
+        plans = {name: explain(q1, q) for name, q in queries}
+        retried = metric(q1, 'quiver_distributed_plans_total{outcome="retried"}')
+
+        total1 = sum(v["median_s"] for v in one.values())
+        total2 = sum(v["median_s"] for v in two.values())
+        cpu_coord = sum(v["cpu_s"][0] for v in two.values())
+        cpu_all = sum(sum(v["cpu_s"]) for v in two.values())
+        report = {
+            "series": a.series, "hours": a.hours, "samples": loaded["samples"], "step": a.step,
+            "samples_read": samples_read, "total_samples_read": sum(v or 0 for v in samples_read.values()),
+            "one_querier": one, "two_queriers": two,
+            "sum_median_s": {"one": total1, "two": total2}, "speedup": total1 / total2,
+            "coordinator_cpu_share": cpu_coord / cpu_all if cpu_all else None,
+            "retried_plans": retried, "plans": plans,
+        }
+        print(json.dumps({k: report[k] for k in ("samples", "total_samples_read", "sum_median_s",
+                                                  "speedup", "coordinator_cpu_share", "retried_plans")}))
+        if a.out:
+            with open(a.out, "w") as f:
+                json.dump(report, f, indent=1)
+    finally:
+        for p in procs.values():
+            try:
+                os.killpg(p.pid, 9)
+            except OSError:
+                pass
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
