@@ -84,7 +84,7 @@ def sql_count(url):
     code, text = get(f"{url}/api/v1/sql?{q}", 120)
     if code != 200:
         return -1
-    return int(json.loads(text)["data"]["rows"][0][0])
+    return int(json.loads(text)["data"]["rows"][0]["n"])
 
 
 def agg_queries():
@@ -122,13 +122,17 @@ def main():
         return p
 
     try:
-        end_ms = int(time.time()) // 60 * 60 * 1000
         data = os.path.join(work, "data")
-        if not os.path.exists(os.path.join(data, "data.om")):
+        end_file = os.path.join(data, "end_ms")
+        if not os.path.exists(end_file):
+            end_ms = int(time.time()) // 60 * 60 * 1000
             os.makedirs(data, exist_ok=True)
             t = time.time()
             info = gen.generate(data, a.series, a.hours, end_ms, seed=7, workers=2)
             print(f"generated {info['samples']:,} samples in {time.time() - t:.0f} s", flush=True)
+            with open(end_file, "w") as f:
+                f.write(str(end_ms))
+        end_ms = int(open(end_file).read())
         s3_port = free_port()
         start("s3", [shutil.which("moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], 1)
         endpoint = f"http://127.0.0.1:{s3_port}"
@@ -153,7 +157,7 @@ def main():
         writer = node("writer", 1, 1, ["--ooo-window", window, "--head-flush-interval", "20s",
                                        "--head-memory-limit", str(8 << 30)])
         dist = node("distributor", 1, 1, ["--ooo-window", window])
-        node("compactor", 1, 1)
+        node("compactor", 1, 1, ["--compaction-interval", "10s"])
         querier_flags = ["--query-max-samples", str(500_000_000), "--samples-cache-bytes", str(4 << 30)]
         q1 = node("querier", 1, 0, querier_flags)
         wait("the writer to own every shard", lambda: metric(writer, "quiver_cluster_shards_owned") == 4)
@@ -168,8 +172,18 @@ def main():
         print(f"loaded {loaded['samples']:,} samples in {time.time() - t:.0f} s "
               f"({loaded['samples_per_s']:,.0f}/s)", flush=True)
         wait("querier 1 to hold every sample", lambda: sql_count(q1) == loaded["samples"], 900)
-        wait("the heads to be flushed to blocks", lambda: metric(writer, "quiver_head_samples") == 0, 900)
-        print(f"flushed: {metric(q1, 'quiver_blocks'):.0f} blocks", flush=True)
+        # The heads flush (20 s after their oldest append) and the compactor merges the
+        # blocks: both phases then read the same layout, as a server at rest would.
+        seen = {"n": -1, "since": time.time()}
+
+        def settled():
+            n = metric(q1, "quiver_blocks")
+            if n != seen["n"]:
+                seen.update(n=n, since=time.time())
+            return n > 0 and time.time() - seen["since"] > 90
+
+        wait("flushes and compaction to settle", settled, 1800)
+        print(f"settled: {metric(q1, 'quiver_blocks'):.0f} blocks", flush=True)
 
         queries = agg_queries()
         start_s, end_s = (end_ms // 1000) - int(a.hours * 3600) + 600, end_ms // 1000

@@ -1,6 +1,7 @@
-//! Acceptance (issue 25): a cluster over one bucket — 2 distributors, 3 writers, 2
-//! queriers and a compactor as real processes on 127.0.0.1 with moto_server as S3 —
-//! answers like one Quiver process loaded with the same data, through every querier.
+//! Acceptance (issues 25 and 26): a cluster over one bucket — 2 distributors, 3 writers,
+//! 3 queriers and a compactor as real processes on 127.0.0.1 with moto_server as S3 —
+//! answers like one Quiver process loaded with the same data, through every querier, each
+//! query's plan run across the three queriers.
 
 use std::time::Duration;
 
@@ -115,7 +116,7 @@ async fn a_cluster_answers_like_one_process() {
     ];
     let cluster = Cluster::up(
         &tmp.join("cluster"),
-        &["--writers", "3", "--distributors", "2", "--queriers", "2"],
+        &["--writers", "3", "--distributors", "2", "--queriers", "3"],
         &flags,
     );
     let single_dir = tmp.join("single");

@@ -291,7 +291,9 @@ impl Engine {
         d: &Distribution,
         urls: Vec<Url>,
     ) -> DfResult<SessionContext> {
-        let mut config = SessionConfig::new().with_target_partitions(self.opts.partitions.max(1));
+        // At least two partitions: datafusion-distributed cuts stages at repartitions, and
+        // a querier on one core (one partition) would plan none, keeping every task home.
+        let mut config = SessionConfig::new().with_target_partitions(self.opts.partitions.max(2));
         if let Some((worker, me)) = &d.local {
             config = config.with_extension(Arc::new(worker.to_local_worker_context(me.clone())));
         }
