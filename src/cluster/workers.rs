@@ -423,12 +423,8 @@ pub async fn start(
         Duration::from_millis((cluster.lease_ms / 4).max(100) as u64),
         cluster.lease_ms,
     );
-    // The coordinator reaches its own worker over the network too, not in process: a
-    // query its client abandons then stops at once everywhere (an in-process task's
-    // coordinator channel outlives the query until its plan has run; measured in
-    // `tasks_end_with_their_query`).
     Ok((
-        Distribution::new(Arc::new(members), Arc::new(channels), None),
+        Distribution::new(Arc::new(members), Arc::new(channels), Some(me)),
         rt,
     ))
 }
@@ -443,18 +439,15 @@ pub struct LocalWorkers {
 }
 
 impl LocalWorkers {
-    /// `n` workers, with a secret of their own; with `local`, the first is the
-    /// coordinator's own and its tasks run in process.
-    pub async fn start(n: usize, local: bool) -> anyhow::Result<LocalWorkers> {
+    /// `n` workers, with a secret of their own (the coordinator is none of them).
+    pub async fn start(n: usize) -> anyhow::Result<LocalWorkers> {
         let secret = ulid::Ulid::new().to_string();
         let channels = Channels::new(Some(&secret))?;
         let storages: Arc<RwLock<HashMap<String, Arc<Storage>>>> = Default::default();
         let mut urls = Vec::new();
-        let mut first = None;
         for _ in 0..n {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let url = Url::parse(&format!("http://{}", listener.local_addr()?))?;
-            urls.push(url.clone());
+            urls.push(Url::parse(&format!("http://{}", listener.local_addr()?))?);
             let found = storages.clone();
             let storage_of: StorageOf = Arc::new(move |tenant: String| {
                 let s = found.read().get(&tenant).cloned();
@@ -464,9 +457,6 @@ impl LocalWorkers {
             });
             let queries = Queries::default();
             let w = worker(channels.clone(), storage_of, queries.clone());
-            if local {
-                first.get_or_insert_with(|| (w.clone(), url));
-            }
             serve(listener, w, queries, Some(secret.clone()), |f| {
                 tokio::spawn(f);
             });
@@ -477,7 +467,7 @@ impl LocalWorkers {
             distribution: Arc::new(Distribution::new(
                 Arc::new(members),
                 Arc::new(channels),
-                first,
+                None,
             )),
             storages,
             next: Default::default(),
@@ -533,7 +523,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let workers = LocalWorkers::start(3, false).await.unwrap();
+        let workers = LocalWorkers::start(3).await.unwrap();
         let tenant = workers.register(storage.clone());
         let engine = || {
             Engine::new(

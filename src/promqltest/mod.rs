@@ -127,7 +127,7 @@ pub async fn run_file_as(
     let mut storage = fresh_storage().await?;
     let workers = match mode {
         Mode::Distributed => Some(
-            crate::cluster::workers::LocalWorkers::start(3, false)
+            crate::cluster::workers::LocalWorkers::start(3)
                 .await
                 .map_err(|e| e.to_string())?,
         ),

@@ -2,8 +2,8 @@
 //!
 //! - **Coordinator** ([`Engine::run_plan`]): the querier a request reaches plans the query
 //!   as always, then lets datafusion-distributed cut the physical plan into stages at its
-//!   repartitions and send each stage's tasks to the cluster's queriers ([`Distribution`]);
-//!   its own tasks run in process. What the tasks found besides rows (annotations, samples
+//!   repartitions and send each stage's tasks to the cluster's queriers ([`Distribution`]),
+//!   its own worker included; a querier alone runs its plans locally. What the tasks found besides rows (annotations, samples
 //!   read) comes back in their metrics ([`super::report`]). A query whose tasks fail for
 //!   another reason than the query's own limits runs once more, on the queriers that still
 //!   answer (or here alone), with a warning.
@@ -30,8 +30,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_distributed::{
     ChannelResolver, DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExec,
     DistributedExt, DistributedLeafExec, DistributedMetricsFormat, GetWorkerInfoRequest,
-    ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse, SessionStateBuilderExt, Worker,
-    WorkerChannel, WorkerQueryContext, WorkerResolver,
+    ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse, SessionStateBuilderExt, WorkerChannel,
+    WorkerQueryContext, WorkerResolver,
 };
 use url::Url;
 
@@ -52,9 +52,10 @@ const CONFIG_HEADER_PREFIX: &str = "x-datafusion-distributed-config-";
 pub struct Distribution {
     members: Arc<dyn WorkerResolver>,
     channels: Arc<dyn ChannelResolver + Send + Sync>,
-    /// This process's own worker and the URL others know it by: tasks routed here run in
-    /// process, not over the network.
-    local: Option<(Worker, Url)>,
+    /// The URL others reach this process's own worker at (`None`: it is none of them). Its
+    /// tasks go there over the network like the others' (in process, a task's coordinator
+    /// channel outlived an abandoned query); alone in the list, it runs plans locally.
+    me: Option<Url>,
     /// Plans run across workers so far.
     runs: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -64,7 +65,7 @@ impl std::fmt::Debug for Distribution {
         let urls = self.members.get_urls().unwrap_or_default();
         f.debug_struct("Distribution")
             .field("workers", &urls.len())
-            .field("local", &self.local.as_ref().map(|(_, u)| u.as_str()))
+            .field("me", &self.me.as_ref().map(Url::as_str))
             .finish()
     }
 }
@@ -73,12 +74,12 @@ impl Distribution {
     pub fn new(
         members: Arc<dyn WorkerResolver>,
         channels: Arc<dyn ChannelResolver + Send + Sync>,
-        local: Option<(Worker, Url)>,
+        me: Option<Url>,
     ) -> Self {
         Distribution {
             members,
             channels,
-            local,
+            me,
             runs: Default::default(),
         }
     }
@@ -91,7 +92,7 @@ impl Distribution {
     /// The live workers now, this process's own included.
     fn urls(&self) -> Vec<Url> {
         let mut urls = self.members.get_urls().unwrap_or_default();
-        if let Some((_, me)) = &self.local
+        if let Some(me) = &self.me
             && !urls.contains(me)
         {
             urls.push(me.clone());
@@ -105,7 +106,7 @@ impl Distribution {
     }
 
     fn me(&self) -> Option<&Url> {
-        self.local.as_ref().map(|(_, u)| u)
+        self.me.as_ref()
     }
 
     /// Of `urls`, the workers that answer within a second (after a failure: the dead one
@@ -293,10 +294,7 @@ impl Engine {
     ) -> DfResult<SessionContext> {
         // At least two partitions: datafusion-distributed cuts stages at repartitions, and
         // a querier on one core (one partition) would plan none, keeping every task home.
-        let mut config = SessionConfig::new().with_target_partitions(self.opts.partitions.max(2));
-        if let Some((worker, me)) = &d.local {
-            config = config.with_extension(Arc::new(worker.to_local_worker_context(me.clone())));
-        }
+        let config = SessionConfig::new().with_target_partitions(self.opts.partitions.max(2));
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.opts.memory_limit_bytes, 1.0)
             .build_arc()?;
@@ -623,6 +621,26 @@ mod tests {
             x.text.contains("Stage") && x.text.contains("t2:"),
             "{}",
             x.text
+        );
+        // A querier alone (its own worker the only one live) runs its plans here.
+        let alone = Arc::new(Distribution::new(
+            Arc::new(UrlsN(1)),
+            Arc::new(workers.clone()),
+            Some(url(0)),
+        ));
+        let e = Engine::new(
+            a.clone(),
+            QueryOptions {
+                distribution: Some(alone.clone()),
+                ..QueryOptions::default()
+            },
+        );
+        let q = Engine::parse("sum by (job) (rate(http_requests[5m]))").unwrap();
+        e.range(&q, 0, 3_000_000, 60_000).await.unwrap();
+        assert_eq!(
+            alone.runs(),
+            0,
+            "a lone querier's plan went over the network"
         );
     }
 }
