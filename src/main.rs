@@ -47,7 +47,8 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Show how a PromQL range query executes (its DataFusion physical plan, if it has one).
+    /// Show how a PromQL range query (or with --sql a SQL statement) executes: its
+    /// DataFusion plans.
     Explain {
         #[command(flatten)]
         storage: StorageArgs,
@@ -75,7 +76,10 @@ enum Command {
         /// With --url: a bearer token (JWT) to send
         #[arg(long, env = "QUIVER_BEARER_TOKEN", requires = "server_url")]
         bearer_token: Option<String>,
-        /// The PromQL expression
+        /// The query is SQL (over `samples`, `series`, ...), not PromQL
+        #[arg(long)]
+        sql: bool,
+        /// The PromQL expression (or SQL statement)
         query: String,
     },
     /// Run SQL over the stored samples (tables `series`, `samples`; views in sql/views.sql).
@@ -188,6 +192,7 @@ fn main() {
                 partitions,
                 server,
                 bearer_token,
+                sql,
                 query,
             } => {
                 if let Some(url) = server {
@@ -195,12 +200,20 @@ fn main() {
                     let token = bearer_token.as_deref();
                     print!(
                         "{}",
-                        explain_remote(&url, token, &query, window, analyze).await?
+                        explain_remote(&url, token, &query, window, analyze, sql).await?
                     );
                     return Ok(());
                 }
                 use quiver::api::params::{parse_duration, parse_time};
                 let storage = open_read_only(&storage).await?;
+                if sql {
+                    let ctx = quiver::sql::session(storage).await?;
+                    print!(
+                        "{}",
+                        quiver::sql::explain(&ctx, &query, analyze).await?.text
+                    );
+                    return Ok(());
+                }
                 let end = match end {
                     Some(e) => parse_time(&e).map_err(anyhow::Error::msg)?,
                     None => storage.now_ms(),
@@ -410,6 +423,7 @@ async fn explain_remote(
     query: &str,
     (start, end, step): (Option<String>, Option<String>, String),
     analyze: bool,
+    sql: bool,
 ) -> anyhow::Result<String> {
     let now = chrono::Utc::now().timestamp();
     let end = end.unwrap_or_else(|| now.to_string());
@@ -428,6 +442,9 @@ async fn explain_remote(
     ];
     if analyze {
         params.push(("analyze", "1".into()));
+    }
+    if sql {
+        params.push(("lang", "sql".into()));
     }
     // Longer than any server's query timeout (2 m by default): a hung server ends too.
     let mut req = reqwest::Client::builder()

@@ -29,6 +29,11 @@ pub(super) async fn explain(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
+    if p.get("lang") == Some("sql") {
+        return explain_sql(st, storage, access, &p)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+    }
     let result = async {
         let q = p
             .get("query")
@@ -63,6 +68,36 @@ pub(super) async fn explain(
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A SQL statement explained (`lang=sql`): as `/api/v1/sql` would run it, across the
+/// cluster's queriers when others are live.
+async fn explain_sql(
+    st: AppState,
+    storage: std::sync::Arc<crate::storage::Storage>,
+    access: crate::auth::Access,
+    p: &Params,
+) -> Result<Response, ApiError> {
+    let q = super::sql::statement(p)?;
+    tracing::Span::current().record("query", q.as_str());
+    let analyze = p.get("analyze").is_some_and(|v| v == "1" || v == "true");
+    let slot = st.admission.query(&access.tenant)?;
+    let limits = st.limits;
+    let timeout = Duration::from_millis(limits.query_timeout_ms);
+    let distribution = st.distribution.clone();
+    st.query_rt
+        .run(timeout, move |cancel| async move {
+            let _slot = slot;
+            let ctx =
+                super::sql::session_for(&storage, &access, limits, cancel, distribution).await?;
+            let explained = crate::sql::explain(&ctx, &q, analyze)
+                .await
+                .map_err(super::sql::statement_error)?;
+            let data =
+                serde_json::to_string(&explained).map_err(|e| ApiError::internal(e.to_string()))?;
+            Ok(success_raw(&data, &[], &[]))
+        })
+        .await
 }
 
 /// `(start, end, step)`: the range's when `start` is given, else one step at `time`

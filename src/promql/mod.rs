@@ -31,7 +31,8 @@ pub use kernels::select::matcher_sets as selector_matchers;
 pub use plan::Distribution;
 pub use plan::decline::{TEMPLATES as DECLINE_TEMPLATES, instance_of as is_decline_of};
 pub use plan::explain::{Explained, PlanNode, RunStats};
-pub(crate) use plan::task_session;
+pub(crate) use plan::series_ref;
+pub(crate) use plan::{task_ext, task_session, worth_retrying};
 pub use value::{RangeSeries, Series, Steps, Value};
 
 /// Parses a PromQL expression. `promql-parser` panics on some inputs instead of returning an

@@ -107,6 +107,28 @@ impl QueryScope {
     }
 }
 
+impl QueryScope {
+    /// A SQL statement's scope on the process that plans it: what its tasks elsewhere
+    /// carry (the caller's series, the samples limit, the deadline).
+    pub(crate) fn of_statement(
+        storage: Arc<Storage>,
+        allowed: Option<RoaringBitmap>,
+        max_samples: usize,
+        cancel: Cancel,
+    ) -> QueryScope {
+        QueryScope {
+            snapshot: storage.snapshot(),
+            storage,
+            allowed,
+            charged: Default::default(),
+            max_samples,
+            cancel,
+            annotator: Annotator::default(),
+            report: false,
+        }
+    }
+}
+
 /// The settings for tasks of the query `scope` plans, for `tenant` and its enforced
 /// `matchers`.
 pub(crate) fn ext_for(scope: &QueryScope, tenant: &str, matchers: &[Matcher]) -> QuiverQueryExt {

@@ -36,6 +36,8 @@ struct Node {
 pub struct SqlCodec {
     snapshot: Snapshot,
     catalog: Arc<Catalog>,
+    /// The series the caller may read (`None`: all): a task's scans resolve only these.
+    allowed: Option<roaring::RoaringBitmap>,
     budget: Option<(usize, Arc<AtomicUsize>)>,
     cancel: Cancel,
 }
@@ -53,9 +55,26 @@ impl SqlCodec {
         SqlCodec {
             snapshot: storage.snapshot(),
             catalog: storage.catalog().clone(),
+            allowed: None,
             budget: max_samples.map(|m| (m, Arc::default())),
             cancel,
         }
+    }
+
+    /// Decodes into a query's scope: the tasks of another process's plan read its
+    /// snapshot and series, within its samples budget and deadline.
+    pub(crate) fn of(scope: &crate::promql::scope::QueryScope) -> Self {
+        SqlCodec {
+            snapshot: scope.snapshot.clone(),
+            catalog: scope.storage.catalog().clone(),
+            allowed: scope.allowed.clone(),
+            budget: Some((scope.max_samples, scope.charged.clone())),
+            cancel: scope.cancel.clone(),
+        }
+    }
+
+    pub(super) fn allowed(&self) -> Option<&roaring::RoaringBitmap> {
+        self.allowed.as_ref()
     }
 
     pub(super) fn snapshot(&self) -> &Snapshot {
@@ -76,22 +95,6 @@ impl SqlCodec {
 }
 
 pub(super) use crate::wire::decode as decode_wire;
-
-/// A roaring bitmap of series ids, serialised.
-pub(super) fn ids_wire(ids: &[crate::catalog::SeriesId]) -> DfResult<Vec<u8>> {
-    let bitmap: roaring::RoaringBitmap = ids.iter().copied().collect();
-    let mut out = Vec::new();
-    bitmap
-        .serialize_into(&mut out)
-        .map_err(|e| internal_datafusion_err!("series ids: {e}"))?;
-    Ok(out)
-}
-
-/// Series ids from their serialised bitmap.
-pub(super) fn ids_from_wire(buf: &[u8]) -> DfResult<roaring::RoaringBitmap> {
-    roaring::RoaringBitmap::deserialize_from(buf)
-        .map_err(|e| internal_datafusion_err!("series ids: {e}"))
-}
 
 impl PhysicalExtensionCodec for SqlCodec {
     fn try_decode(
@@ -120,7 +123,7 @@ impl PhysicalExtensionCodec for SqlCodec {
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> DfResult<()> {
         let body = if let Some(e) = node.downcast_ref::<SamplesScanExec>() {
-            e.encode()?
+            e.encode(&self.catalog)?
         } else if let Some(e) = node.downcast_ref::<SeriesScanExec>() {
             e.encode()?
         } else if node.downcast_ref::<CancelExec>().is_some() {

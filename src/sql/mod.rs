@@ -9,8 +9,9 @@
 mod bounded;
 mod cancel;
 pub mod codec;
+mod explain;
 mod lanes;
-mod scan;
+pub(crate) mod scan;
 mod series_scan;
 mod tables;
 
@@ -23,6 +24,7 @@ use roaring::RoaringBitmap;
 
 use crate::storage::Storage;
 
+pub use explain::explain;
 pub use tables::{SamplesTable, SeriesTable};
 
 /// Statistics of a leaf that knows roughly how many rows it emits, split evenly over its
@@ -55,6 +57,19 @@ pub struct SqlLimits {
     pub max_samples: usize,
     /// The query's deadline and cancellation, checked at every batch of every operator.
     pub cancel: crate::promql::Cancel,
+    /// The cluster's queriers to run the statement on when others are live (`None`: this
+    /// process alone).
+    pub spread: Option<Spread>,
+}
+
+/// A statement whose plan may run across a cluster's queriers (issue 26): the scans of
+/// `samples` split into tasks by series, each task on a querier, its rows under this
+/// process's series ids.
+#[derive(Clone, Debug)]
+pub struct Spread {
+    pub distribution: Arc<crate::promql::Distribution>,
+    /// Whose statement it is: the tenant and enforced matchers every task carries.
+    pub caller: crate::auth::Access,
 }
 
 /// A session with Quiver's tables and views registered (no limits: the local CLI).
@@ -69,21 +84,38 @@ pub async fn session_scoped(
     allowed: Option<RoaringBitmap>,
     limits: Option<SqlLimits>,
 ) -> DfResult<SessionContext> {
-    let config = SessionConfig::new().with_information_schema(true);
+    let mut config = SessionConfig::new().with_information_schema(true);
     let max_samples = limits.as_ref().map(|l| l.max_samples);
     let ctx = match limits {
         None => SessionContext::new_with_config(config),
         Some(l) => {
+            let urls = l.spread.as_ref().and_then(|s| s.distribution.spread());
+            if urls.is_some() {
+                // Stages are cut at repartitions: one partition would plan none.
+                let n = config.target_partitions().max(2);
+                config = config.with_target_partitions(n);
+            }
             let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
                 .with_memory_limit(l.memory_bytes, 1.0)
                 .build_arc()?;
-            let state = datafusion::execution::SessionStateBuilder::new()
+            let mut builder = datafusion::execution::SessionStateBuilder::new()
                 .with_config(config)
                 .with_runtime_env(runtime)
                 .with_default_features()
-                .with_physical_optimizer_rule(Arc::new(cancel::CancelRule { cancel: l.cancel }))
-                .build();
-            let ctx = SessionContext::new_with_state(state);
+                .with_physical_optimizer_rule(Arc::new(cancel::CancelRule {
+                    cancel: l.cancel.clone(),
+                }));
+            if let (Some(spread), Some(urls)) = (&l.spread, urls) {
+                let scope = crate::promql::scope::QueryScope::of_statement(
+                    storage.clone(),
+                    allowed.clone(),
+                    l.max_samples,
+                    l.cancel.clone(),
+                );
+                let ext = crate::promql::task_ext(&scope, &spread.caller);
+                builder = spread.distribution.plan_over(builder, urls, &scope, ext);
+            }
+            let ctx = SessionContext::new_with_state(builder.build());
             bounded::register(&ctx);
             ctx
         }

@@ -44,6 +44,9 @@ const CHUNK_SERIES: usize = 8192;
 const CHUNK_BYTES: usize = 32 << 20;
 /// Bytes a sample takes in a chunk and its batches: series id, timestamp, value.
 const BYTES_PER_SAMPLE: usize = 20;
+/// Most partitions a decoded scan may declare (a plan's are the statement's target
+/// partitions, a few per core).
+const MAX_PARTITIONS: usize = 4096;
 /// Rows per output batch built from small pieces.
 const BATCH_ROWS: usize = 64 * 1024;
 /// A piece at least this long is a batch of its own, its decoded columns passed on as they
@@ -74,13 +77,29 @@ pub struct SamplesScanExec {
     /// hold the same sample.
     storage_order: bool,
     properties: Arc<PlanProperties>,
+    /// A task of another process's plan: each series as `(the planner's id, this
+    /// process's id)`, ascending by the planner's. SQL shows series ids, so rows go out
+    /// under the planner's ids and in their order (the order the plan declares).
+    remap: Option<Arc<Vec<(SeriesId, SeriesId)>>>,
 }
 
 impl SamplesScanExec {
     /// `full` is the table's schema; the scan emits `spec.projection` of it.
     pub fn new(spec: ScanSpec, full: SchemaRef, partitions: usize) -> DfResult<Self> {
-        let schema = Arc::new(full.project(&spec.projection)?);
         let partitions = partitions.clamp(1, spec.scan.num_series().max(1));
+        Self::exactly(spec, full, partitions, None)
+    }
+
+    /// With `partitions` as given (a task's copy of a scan keeps the plan's partitions,
+    /// however few series it reads).
+    fn exactly(
+        spec: ScanSpec,
+        full: SchemaRef,
+        partitions: usize,
+        remap: Option<Arc<Vec<(SeriesId, SeriesId)>>>,
+    ) -> DfResult<Self> {
+        let schema = Arc::new(full.project(&spec.projection)?);
+        let partitions = partitions.max(1);
         // Each partition is sorted by (series_id, timestamp) when both are emitted.
         let pos = |c: usize| spec.projection.iter().position(|&p| p == c);
         let mut eq = EquivalenceProperties::new(schema.clone());
@@ -108,17 +127,37 @@ impl SamplesScanExec {
             partitions,
             storage_order,
             properties: Arc::new(properties),
+            remap,
         })
+    }
+
+    /// Slice `i` of `n`: a contiguous run of the scan's series, balanced by count, each
+    /// series in exactly one slice. How the scan becomes one task per worker.
+    pub(crate) fn slice(&self, i: usize, n: usize) -> DfResult<Self> {
+        let len = self.spec.scan.num_series();
+        let n = n.max(1);
+        let (a, b) = (len * i.min(n) / n, len * (i + 1).min(n) / n);
+        let spec = ScanSpec {
+            scan: self.spec.scan.range(a..b),
+            ..self.spec.clone()
+        };
+        Self::exactly(spec, super::tables::samples_schema(), self.partitions, None)
+    }
+
+    /// Series the scan reads.
+    pub(crate) fn num_series(&self) -> usize {
+        self.spec.scan.num_series()
     }
 }
 
 /// `SamplesScanExec` on the wire: what it reads and emits; the snapshot, the samples
-/// budget and the memory pool are the decoding statement's.
+/// budget and the memory pool are the decoding statement's. Series are named by their
+/// labels' fingerprints under the encoding process's ids (`promql::series_ref`): catalog
+/// ids differ between processes, the ids a statement shows must not.
 #[derive(Clone, PartialEq, prost::Message)]
 struct SamplesScanWire {
-    /// The series, a serialised roaring bitmap.
     #[prost(bytes = "vec", tag = "1")]
-    ids: Vec<u8>,
+    series: Vec<u8>,
     #[prost(int64, tag = "2")]
     min_t: i64,
     #[prost(int64, tag = "3")]
@@ -134,11 +173,15 @@ struct SamplesScanWire {
 }
 
 impl SamplesScanExec {
-    pub(super) fn encode(&self) -> DfResult<Vec<u8>> {
+    pub(super) fn encode(&self, catalog: &crate::catalog::Catalog) -> DfResult<Vec<u8>> {
         use prost::Message;
+        if self.remap.is_some() {
+            // Its ids are this process's; the plan's are not at hand to name them by.
+            return datafusion::common::internal_err!("a task's samples scan is not re-encoded");
+        }
         let (min_t, max_t) = self.spec.scan.time_range();
         Ok(SamplesScanWire {
-            ids: super::codec::ids_wire(self.spec.scan.ids())?,
+            series: crate::promql::series_ref::encode_ids(catalog, self.spec.scan.ids())?,
             min_t,
             max_t,
             pushed: self.spec.pushed.clone(),
@@ -151,16 +194,40 @@ impl SamplesScanExec {
 
     pub(super) fn decode(buf: &[u8], q: &super::codec::SqlCodec) -> DfResult<Self> {
         let w: SamplesScanWire = super::codec::decode_wire(buf, "SamplesScanExec")?;
-        let ids = super::codec::ids_from_wire(&w.ids)?;
+        let series = crate::promql::series_ref::LeafSeries::decode(
+            &w.series,
+            &q.catalog(),
+            q.allowed(),
+            q.snapshot(),
+            (w.min_t, w.max_t),
+        )?;
+        let remap = Arc::new(series.by_row());
+        let projection: Vec<usize> = w.projection.into_iter().map(|c| c as usize).collect();
+        if projection.iter().any(|&c| c > 2) {
+            return datafusion::common::internal_err!("samples scan: projection {projection:?}");
+        }
         let spec = ScanSpec {
             // As the `samples` table reads: whole-table analytics caches nothing.
-            scan: q.snapshot().scan(&ids, w.min_t, w.max_t).without_caching(),
+            scan: series.scan.without_caching(),
             pushed: w.pushed,
             budget: q.budget(),
-            projection: w.projection.into_iter().map(|c| c as usize).collect(),
+            projection,
             limit: w.limit.map(|l| l as usize),
         };
-        SamplesScanExec::new(spec, super::tables::samples_schema(), w.partitions as usize)
+        // The plan's partitions, however many series this process holds of them.
+        if w.partitions as usize > MAX_PARTITIONS {
+            return datafusion::common::internal_err!(
+                "samples scan with {} partitions",
+                w.partitions
+            );
+        }
+        let partitions = w.partitions as usize;
+        SamplesScanExec::exactly(
+            spec,
+            super::tables::samples_schema(),
+            partitions,
+            Some(remap),
+        )
     }
 }
 
@@ -262,12 +329,20 @@ impl ExecutionPlan for SamplesScanExec {
         let chunk_bytes = (pool / (4 * self.partitions)).clamp(1 << 20, CHUNK_BYTES);
         let part = spec.scan.part(partition, self.partitions);
         let series = part.series_per_chunk(chunk_bytes / BYTES_PER_SAMPLE, CHUNK_SERIES);
-        if self.storage_order {
-            return Ok(storage_order_stream(
-                spec, schema, part, series, ctx, partition,
-            ));
-        }
-        let chunks = part.piece_chunks(series);
+        let chunks = match &self.remap {
+            Some(remap) => remapped_chunks(
+                &spec.scan,
+                remap.clone(),
+                (partition, self.partitions),
+                series,
+            ),
+            None if self.storage_order => {
+                return Ok(storage_order_stream(
+                    spec, schema, part, series, ctx, partition,
+                ));
+            }
+            None => part.piece_chunks(series).boxed(),
+        };
         // Each chunk is reserved in the pool while its batches are alive downstream of the
         // scan's own buffer; a pool too small for one chunk fails the query, not the process.
         let reservation = Arc::new(parking_lot::Mutex::new(
@@ -299,6 +374,41 @@ impl ExecutionPlan for SamplesScanExec {
             stream,
         )))
     }
+}
+
+/// Partition `p` of `n` of a task's scan: its share of `remap` (contiguous in the
+/// planner's ids), read `series` at a time in this process's ids and handed on under the
+/// planner's ids, in their order.
+fn remapped_chunks(
+    scan: &Scan,
+    remap: Arc<Vec<(SeriesId, SeriesId)>>,
+    (p, n): (usize, usize),
+    series: usize,
+) -> futures::stream::BoxStream<'static, Result<Vec<SeriesPieces>, crate::storage::StorageError>> {
+    let len = remap.len();
+    let (a, b) = (len * p / n, len * (p + 1) / n);
+    let scan = scan.clone();
+    let starts: Vec<usize> = (a..b).step_by(series.max(1)).collect();
+    futures::stream::iter(starts)
+        .then(move |s| {
+            let (scan, remap) = (scan.clone(), remap.clone());
+            async move {
+                let mut here: Vec<(SeriesId, SeriesId)> = remap[s..(s + series).min(b)]
+                    .iter()
+                    .map(|&(planned, local)| (local, planned))
+                    .collect();
+                here.sort_unstable();
+                let ids: Vec<SeriesId> = here.iter().map(|&(local, _)| local).collect();
+                let mut pieces = scan.read_ids(&ids).await?;
+                for s in &mut pieces {
+                    let at = here.partition_point(|&(local, _)| local < s.id);
+                    s.id = here[at].1;
+                }
+                pieces.sort_unstable_by_key(|s| s.id);
+                Ok(pieces)
+            }
+        })
+        .boxed()
 }
 
 /// Accounts `rows` samples just read by a partition: charged to the session's samples

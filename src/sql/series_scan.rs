@@ -33,7 +33,11 @@ const CHUNK: usize = 8192;
 
 pub struct SeriesScanExec {
     catalog: Arc<Catalog>,
+    /// The series' ids as the rows show them (the planner's).
     ids: Arc<Vec<SeriesId>>,
+    /// A task of another process's plan: each series' id in this process's catalog, in
+    /// the order of `ids` (SQL shows the planner's ids; labels are looked up here).
+    here: Option<Arc<Vec<SeriesId>>>,
     /// Columns of `series` to emit (indices into series_id, metric, labels).
     projection: Vec<usize>,
     full: SchemaRef,
@@ -71,6 +75,7 @@ impl SeriesScanExec {
         Ok(SeriesScanExec {
             catalog,
             ids: Arc::new(ids),
+            here: None,
             projection,
             full,
             schema,
@@ -80,12 +85,13 @@ impl SeriesScanExec {
     }
 }
 
-/// `SeriesScanExec` on the wire (the catalog is the decoding statement's).
+/// `SeriesScanExec` on the wire (the catalog is the decoding statement's). Series are
+/// named by their labels' fingerprints under the encoding process's ids
+/// (`promql::series_ref`), which the rows keep.
 #[derive(Clone, PartialEq, prost::Message)]
 struct SeriesScanWire {
-    /// The series, a serialised roaring bitmap.
     #[prost(bytes = "vec", tag = "1")]
-    ids: Vec<u8>,
+    series: Vec<u8>,
     #[prost(uint32, repeated, tag = "2")]
     projection: Vec<u32>,
     #[prost(uint32, tag = "3")]
@@ -95,8 +101,11 @@ struct SeriesScanWire {
 impl SeriesScanExec {
     pub(super) fn encode(&self) -> DfResult<Vec<u8>> {
         use prost::Message;
+        if self.here.is_some() {
+            return datafusion::common::internal_err!("a task's series scan is not re-encoded");
+        }
         Ok(SeriesScanWire {
-            ids: super::codec::ids_wire(&self.ids)?,
+            series: crate::promql::series_ref::encode_ids(&self.catalog, &self.ids)?,
             projection: self.projection.iter().map(|&c| c as u32).collect(),
             partitions: self.partitions as u32,
         }
@@ -105,14 +114,28 @@ impl SeriesScanExec {
 
     pub(super) fn decode(buf: &[u8], q: &super::codec::SqlCodec) -> DfResult<Self> {
         let w: SeriesScanWire = super::codec::decode_wire(buf, "SeriesScanExec")?;
-        let ids = super::codec::ids_from_wire(&w.ids)?;
-        SeriesScanExec::new(
-            q.catalog(),
-            ids.iter().collect(),
-            super::tables::series_schema(),
-            w.projection.into_iter().map(|c| c as usize).collect(),
-            w.partitions as usize,
-        )
+        let catalog = q.catalog();
+        let rows = crate::promql::series_ref::decode_rows(&w.series, &catalog, q.allowed())?;
+        let projection: Vec<usize> = w.projection.into_iter().map(|c| c as usize).collect();
+        if projection.iter().any(|&c| c > 2) || w.partitions as usize > 4096 {
+            return datafusion::common::internal_err!(
+                "series scan: projection {projection:?}, {} partitions",
+                w.partitions
+            );
+        }
+        let (ids, here): (Vec<SeriesId>, Vec<SeriesId>) = rows.into_iter().unzip();
+        let mut exec =
+            SeriesScanExec::new(catalog, ids, super::tables::series_schema(), projection, 1)?;
+        // The plan's partitions, however many series this process finds.
+        exec.partitions = (w.partitions as usize).max(1);
+        exec.properties = Arc::new(
+            exec.properties
+                .as_ref()
+                .clone()
+                .with_partitioning(Partitioning::UnknownPartitioning(exec.partitions)),
+        );
+        exec.here = Some(Arc::new(here));
+        Ok(exec)
     }
 }
 
@@ -189,9 +212,10 @@ impl ExecutionPlan for SeriesScanExec {
         let n = self.ids.len();
         let per = n.div_ceil(self.partitions).max(1);
         let (a, b) = ((partition * per).min(n), ((partition + 1) * per).min(n));
-        let (catalog, ids, projection, full, schema) = (
+        let (catalog, ids, here, projection, full, schema) = (
             self.catalog.clone(),
             self.ids.clone(),
+            self.here.clone(),
             self.projection.clone(),
             self.full.clone(),
             self.schema.clone(),
@@ -199,7 +223,8 @@ impl ExecutionPlan for SeriesScanExec {
         let starts: Vec<usize> = (a..b).step_by(CHUNK).collect();
         let stream = futures::stream::iter(starts).map(move |s| {
             let chunk = &ids[s..(s + CHUNK).min(b)];
-            rows(&catalog, chunk, &full, &schema, &projection)
+            let lookup = here.as_ref().map(|h| &h[s..(s + CHUNK).min(b)]);
+            rows(&catalog, chunk, lookup, &full, &schema, &projection)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
@@ -210,15 +235,17 @@ impl ExecutionPlan for SeriesScanExec {
 
 use futures::StreamExt;
 
-/// One batch of `series` rows for `ids`.
+/// One batch of `series` rows for `ids`, their labels those of `lookup` in `catalog`
+/// (`None`: of `ids`).
 fn rows(
     catalog: &Catalog,
     ids: &[SeriesId],
+    lookup: Option<&[SeriesId]>,
     full: &SchemaRef,
     schema: &SchemaRef,
     projection: &[usize],
 ) -> DfResult<RecordBatch> {
-    let labels = catalog.labels_many(ids.iter().copied());
+    let labels = catalog.labels_many(lookup.unwrap_or(ids).iter().copied());
     let mut kept = Vec::with_capacity(labels.len());
     let mut metric = StringBuilder::new();
     let mut map = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());

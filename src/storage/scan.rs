@@ -296,6 +296,13 @@ impl Scan {
         self.collect(series, charge).await
     }
 
+    /// Samples of `ids` (ascending) from every source, in ascending id: for a reader that
+    /// visits the scan's series in an order of its own (a task of another process's SQL
+    /// plan, in that process's ids).
+    pub async fn read_ids(&self, ids: &[SeriesId]) -> Result<Vec<SeriesPieces>, StorageError> {
+        self.read(ids).await
+    }
+
     /// Samples of `ids` (ascending, a sub-slice of the scan's) from every source.
     async fn read(&self, ids: &[SeriesId]) -> Result<Vec<SeriesPieces>, StorageError> {
         let (min_t, max_t) = (self.min_t, self.max_t);

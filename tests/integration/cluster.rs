@@ -99,6 +99,12 @@ fn peer_queries() -> Vec<(String, String)> {
         .collect()
 }
 
+/// A SQL aggregate over the join of samples and series, by labels (series ids differ
+/// between processes).
+const JOINED: &str = "SELECT se.labels['job'] AS job, se.labels['instance'] AS instance, \
+     count(*) AS n, sum(s.value) AS total, max(s.timestamp) AS last \
+     FROM samples s JOIN series se ON s.series_id = se.series_id GROUP BY 1, 2";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cluster_answers_like_one_process() {
     if !moto_available("a_cluster_answers_like_one_process") {
@@ -230,21 +236,56 @@ async fn a_cluster_answers_like_one_process() {
             );
             checks += 1;
         }
-        let sql = "SELECT count(*) AS n, sum(value) AS total FROM samples";
-        let a = get(
-            &client,
-            &single.url,
-            "/api/v1/sql",
-            &[("query", sql.into())],
-        )
-        .await;
-        let b = get(&client, &q, "/api/v1/sql", &[("query", sql.into())]).await;
-        same(&a, &b).unwrap_or_else(|e| panic!("SQL on {q}: {e}"));
-        checks += 1;
+        for sql in [
+            "SELECT count(*) AS n, sum(value) AS total FROM samples",
+            JOINED,
+        ] {
+            let a = get(
+                &client,
+                &single.url,
+                "/api/v1/sql",
+                &[("query", sql.into())],
+            )
+            .await;
+            let b = get(&client, &q, "/api/v1/sql", &[("query", sql.into())]).await;
+            same(&a, &b).unwrap_or_else(|e| panic!("SQL {sql} on {q}: {e}"));
+            assert!(
+                a["data"]["rows"].as_array().is_some_and(|r| !r.is_empty()),
+                "{sql}: {a}"
+            );
+            checks += 1;
+        }
     }
     eprintln!("cluster answered {checks} checks like the single process");
     // Those answers came from plans run across the queriers (issue 26), none retried.
     let queriers = cluster.list("QUERY_URLS");
+    // `quiver explain --url`: the plans of a PromQL query and of the SQL join, cut into
+    // stages whose scans ran as a task on each querier.
+    for (lang, query) in [
+        (None, "sum by (job) (rate(http_requests_total[5m]))"),
+        (Some("--sql"), JOINED),
+    ] {
+        let explain = std::process::Command::new(BIN)
+            .args(["explain", "--url", &queriers[0], "--analyze"])
+            .args(lang)
+            .arg(query)
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&explain.stdout);
+        eprintln!(
+            "quiver explain --url {} --analyze {lang:?} {query}\n{shown}",
+            queriers[0]
+        );
+        assert!(
+            explain.status.success(),
+            "{query}: {}",
+            String::from_utf8_lossy(&explain.stderr)
+        );
+        assert!(
+            shown.contains("Stage 1") && shown.contains("t2:"),
+            "{query}:\n{shown}"
+        );
+    }
     for q in &queriers {
         let m = |name: &'static str| metric(q, name);
         assert_eq!(

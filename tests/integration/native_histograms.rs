@@ -587,6 +587,7 @@ async fn sql_histogram_and_exemplar_tables_are_bounded() {
                 memory_bytes: 64 << 20,
                 max_samples,
                 cancel: quiver::promql::Cancel::after(std::time::Duration::from_secs(60)),
+                spread: None,
             };
             let ctx = sql::session_scoped(s, None, Some(limits)).await.unwrap();
             sql::query(&ctx, &format!("SELECT count(*) FROM {table}"))

@@ -121,6 +121,7 @@ async fn sql_plans_round_trip_through_the_codec() {
         memory_bytes: 1 << 30,
         max_samples: 1_000_000,
         cancel: quiver::promql::Cancel::default(),
+        spread: None,
     };
     let ctx = sql::session_scoped(storage.clone(), None, Some(limits()))
         .await

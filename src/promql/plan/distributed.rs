@@ -41,6 +41,8 @@ use super::udaf::{prom_avg, prom_max, prom_min, prom_sum};
 use super::{PromQueryPlanner, df_error};
 use crate::promql::scope::{QueryScope, QuiverQueryExt, ext_for};
 use crate::promql::{Engine, PromqlError};
+use crate::sql::codec::SqlCodec;
+use crate::sql::scan::SamplesScanExec;
 use crate::storage::Storage;
 
 /// Where datafusion-distributed sends a session's config extensions (gRPC metadata).
@@ -109,6 +111,37 @@ impl Distribution {
         self.me.as_ref()
     }
 
+    /// The workers to run a plan on now, when some besides this process are live.
+    pub(crate) fn spread(&self) -> Option<Vec<Url>> {
+        let urls = self.urls();
+        Self::has_others(&urls, self.me()).then_some(urls)
+    }
+
+    /// Counts a plan run across workers.
+    pub(crate) fn count_run(&self) {
+        self.runs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `builder` with plans cut into stages whose tasks run on `urls`: datafusion-
+    /// distributed's planner, this cluster's channels, the settings `ext` every task
+    /// carries, how leaves split into tasks, and Quiver's codecs for `scope`. The codecs
+    /// go in the same order on every process ([`worker_session`]): the composed codec
+    /// names an operator's codec by its position.
+    pub(crate) fn plan_over(
+        &self,
+        builder: SessionStateBuilder,
+        urls: Vec<Url>,
+        scope: &QueryScope,
+        ext: QuiverQueryExt,
+    ) -> SessionStateBuilder {
+        with_codecs(builder.with_distributed_planner(), scope)
+            .with_distributed_worker_resolver(Urls(urls))
+            .with_distributed_channel_resolver(Channels(self.channels.clone()))
+            .with_distributed_option_extension(ext)
+            .with_distributed_desired_task_count_handler(leaf_task_count)
+            .with_distributed_scale_up_leaf_node_handler(leaf_scale_up)
+    }
+
     /// Of `urls`, the workers that answer within a second (after a failure: the dead one
     /// is left out until membership drops it).
     async fn answering(&self, urls: Vec<Url>) -> Vec<Url> {
@@ -158,11 +191,7 @@ impl ChannelResolver for Channels {
 /// process) or hit its memory limit; yes when a task failed elsewhere or a querier could
 /// not be reached.
 fn retryable(e: DataFusionError) -> Result<PromqlError, PromqlError> {
-    let here = match e.find_root() {
-        DataFusionError::External(inner) => inner.downcast_ref::<PromqlError>().is_some(),
-        DataFusionError::ResourcesExhausted(_) => true,
-        _ => false,
-    };
+    let here = !worth_retrying(&e);
     match df_error(e) {
         e @ (PromqlError::TooManySamples | PromqlError::Timeout | PromqlError::Canceled) => Err(e),
         e if here => Err(e),
@@ -299,23 +328,13 @@ impl Engine {
             .with_memory_limit(self.opts.memory_limit_bytes, 1.0)
             .build_arc()?;
         let scope = QueryScope::of(self);
-        let caller = self.caller_access();
-        let mut ext = ext_for(&scope, &caller.tenant, &caller.matchers);
-        ext.positions = encode_positions(&self.storage);
-        ext.query_id = ulid::Ulid::new().to_string();
-        let state = SessionStateBuilder::new()
+        let ext = task_ext(&scope, self.caller_access());
+        let builder = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
-            .with_query_planner(Arc::new(PromQueryPlanner))
-            .with_distributed_planner()
-            .with_distributed_worker_resolver(Urls(urls))
-            .with_distributed_channel_resolver(Channels(d.channels.clone()))
-            .with_distributed_user_codec(PlanCodec::of(&scope))
-            .with_distributed_option_extension(ext)
-            .with_distributed_desired_task_count_handler(leaf_task_count)
-            .with_distributed_scale_up_leaf_node_handler(leaf_scale_up)
-            .build();
+            .with_query_planner(Arc::new(PromQueryPlanner));
+        let state = d.plan_over(builder, urls, &scope, ext).build();
         Ok(SessionContext::new_with_state(state))
     }
 
@@ -324,6 +343,27 @@ impl Engine {
         let d = self.opts.distribution.clone()?;
         let urls = d.urls();
         Distribution::has_others(&urls, d.me()).then_some((d, urls))
+    }
+}
+
+/// The settings every task of a plan of `scope`'s query carries: the caller, what is
+/// left of the query's limits, how far this process has read the WAL, and a fresh id.
+pub(crate) fn task_ext(scope: &QueryScope, caller: &crate::auth::Access) -> QuiverQueryExt {
+    let mut ext = ext_for(scope, &caller.tenant, &caller.matchers);
+    ext.positions = encode_positions(&scope.storage);
+    ext.query_id = ulid::Ulid::new().to_string();
+    ext
+}
+
+/// Whether a distributed run that failed with `e` may succeed once more: not when the
+/// query itself failed here (its limits, its cancellation, an operator's error on this
+/// process) or hit its memory limit; yes when a task failed elsewhere or a querier could
+/// not be reached.
+pub(crate) fn worth_retrying(e: &DataFusionError) -> bool {
+    match e.find_root() {
+        DataFusionError::External(inner) => inner.downcast_ref::<PromqlError>().is_none(),
+        DataFusionError::ResourcesExhausted(_) => false,
+        _ => true,
     }
 }
 
@@ -378,27 +418,48 @@ pub(crate) async fn catch_up(
     }
 }
 
-/// A leaf asks for a task per series at most; the planner caps it at the workers.
+/// Quiver's codecs for `scope`'s query, PromQL's then SQL's: the same order on every
+/// process.
+fn with_codecs(builder: SessionStateBuilder, scope: &QueryScope) -> SessionStateBuilder {
+    builder
+        .with_distributed_user_codec(PlanCodec::of(scope))
+        .with_distributed_user_codec(SqlCodec::of(scope))
+}
+
+/// A leaf asks for a task per series at most; the planner caps it at the workers. A
+/// PromQL leaf or the SQL `samples` scan; other leaves (the `series` table, the lanes)
+/// run as one task.
 pub(crate) fn leaf_task_count(
     ev: DesiredTaskCountEvent,
 ) -> Option<DfResult<DesiredTaskCountEventResponse>> {
-    let leaf = ev.plan.downcast_ref::<LeafExec>()?;
-    Some(Ok(DesiredTaskCountEventResponse::desired(
-        leaf.source.scan().num_series().max(1),
-    )))
+    let series = if let Some(leaf) = ev.plan.downcast_ref::<LeafExec>() {
+        leaf.source.scan().num_series()
+    } else {
+        ev.plan.downcast_ref::<SamplesScanExec>()?.num_series()
+    };
+    Some(Ok(DesiredTaskCountEventResponse::desired(series.max(1))))
 }
 
 /// A leaf's tasks: slice i of n on task i, the same partitions on all.
 pub(crate) fn leaf_scale_up(
     ev: ScaleUpLeafNodeEvent,
 ) -> Option<DfResult<ScaleUpLeafNodeEventResponse>> {
-    let leaf = ev.plan.downcast_ref::<LeafExec>()?;
     let n = ev.task_count.max(1);
-    let variants = (0..n).map(|i| Arc::new(leaf.slice(i, n)) as Arc<dyn ExecutionPlan>);
-    Some(
-        DistributedLeafExec::try_new(ev.plan.clone(), variants)
-            .map(|p| ScaleUpLeafNodeEventResponse::new(Arc::new(p))),
-    )
+    let variants: DfResult<Vec<Arc<dyn ExecutionPlan>>> =
+        if let Some(leaf) = ev.plan.downcast_ref::<LeafExec>() {
+            Ok((0..n)
+                .map(|i| Arc::new(leaf.slice(i, n)) as Arc<dyn ExecutionPlan>)
+                .collect())
+        } else {
+            let scan = ev.plan.downcast_ref::<SamplesScanExec>()?;
+            (0..n)
+                .map(|i| Ok(Arc::new(scan.slice(i, n)?) as Arc<dyn ExecutionPlan>))
+                .collect()
+        };
+    Some(variants.and_then(|v| {
+        DistributedLeafExec::try_new(ev.plan.clone(), v)
+            .map(|p| ScaleUpLeafNodeEventResponse::new(Arc::new(p)))
+    }))
 }
 
 /// The settings a task carries, read from its request's headers.
@@ -435,11 +496,13 @@ pub(crate) fn worker_session(
             .into_iter()
             .map(Arc::new),
     );
-    Ok(builder
-        .with_default_features()
-        .with_aggregate_functions(aggregates)
-        .with_distributed_user_codec(PlanCodec::of(&scope))
-        .build())
+    Ok(with_codecs(
+        builder
+            .with_default_features()
+            .with_aggregate_functions(aggregates),
+        &scope,
+    )
+    .build())
 }
 
 /// A worker's session for a task, as [`Worker::from_session_builder`] wants it: the
@@ -564,6 +627,108 @@ mod tests {
             ..QueryOptions::default()
         };
         (Engine::new(a.clone(), opts), d)
+    }
+
+    /// Statements over the joins, groupings and series ids users write.
+    const STATEMENTS: &[&str] = &[
+        "SELECT count(*) AS n, sum(value) AS total FROM samples",
+        "SELECT s.labels['job'] AS job, count(*) AS n, sum(v.value) AS total, max(v.timestamp) AS last \
+         FROM samples v JOIN series s ON v.series_id = s.series_id GROUP BY 1",
+        "SELECT series_id, min(value) AS lo, max(value) AS hi FROM samples GROUP BY series_id",
+        "SELECT series_id, timestamp, value FROM samples WHERE series_id IN (1, 3) AND timestamp >= 600000",
+        "SELECT * FROM series",
+        "SELECT metric, labels['instance'] AS instance, avg(value) AS mean FROM samples_labeled \
+         WHERE timestamp BETWEEN 300000 AND 2400000 GROUP BY 1, 2",
+        "SELECT series_id, timestamp, value - lag(value) OVER (PARTITION BY series_id ORDER BY timestamp) AS d \
+         FROM samples",
+        "SELECT name, count(*) AS n FROM series_labels GROUP BY name",
+    ];
+
+    /// A SQL session over `storage`, its plans spread over `d` when given.
+    async fn statement_session(
+        storage: &Arc<Storage>,
+        d: Option<Arc<Distribution>>,
+    ) -> SessionContext {
+        let limits = crate::sql::SqlLimits {
+            memory_bytes: 1 << 30,
+            max_samples: 1_000_000,
+            cancel: crate::promql::Cancel::default(),
+            spread: d.map(|distribution| crate::sql::Spread {
+                distribution,
+                caller: crate::auth::Access::unrestricted("default"),
+            }),
+        };
+        crate::sql::session_scoped(storage.clone(), None, Some(limits))
+            .await
+            .unwrap()
+    }
+
+    /// Every row of a statement's answer as text, sorted.
+    async fn rows_of(ctx: &SessionContext, q: &str) -> (Vec<String>, Arc<dyn ExecutionPlan>) {
+        let df = ctx.sql(q).await.unwrap_or_else(|e| panic!("{q}: {e}"));
+        let plan = df.create_physical_plan().await.unwrap();
+        let batches = datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx())
+            .await
+            .unwrap_or_else(|e| panic!("{q}: {e}"));
+        let text = crate::sql::render(&batches, crate::sql::OutputFormat::Json).unwrap();
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        lines.sort();
+        (lines, plan)
+    }
+
+    /// SQL statements (the ones above and every example in `sql/examples/`) run over 3
+    /// workers whose storages give the series other ids answer as the one process does:
+    /// their `samples` scans split into tasks, the `series` scan runs on a worker, and the
+    /// rows carry the coordinator's series ids wherever they were read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn statements_run_distributed_over_three_workers() {
+        let a = storage().await;
+        let workers = Workers::start(vec![
+            storage_of(4, (0..8).rev().collect()).await,
+            storage_of(1, (0..8).collect()).await,
+            storage_of(7, vec![3, 1, 4, 0, 5, 2, 7, 6]).await,
+        ]);
+        let d = Arc::new(Distribution::new(
+            Arc::new(UrlsN(3)),
+            Arc::new(workers.clone()),
+            None,
+        ));
+        let here = statement_session(&a, None).await;
+        let there = statement_session(&a, Some(d)).await;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/examples");
+        let mut examples: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+            .collect();
+        examples.sort();
+        assert!(examples.len() >= 5, "the examples are read");
+        let statements = STATEMENTS
+            .iter()
+            .map(|q| (q.to_string(), true))
+            .chain(examples.into_iter().map(|q| (q, false)));
+        for (q, ours) in statements {
+            let (want, _) = rows_of(&here, &q).await;
+            let (got, plan) = rows_of(&there, &q).await;
+            assert_eq!(got, want, "{q}");
+            if ours {
+                assert!(!want.is_empty(), "{q}: an empty answer proves nothing");
+                // A statement over `series` alone is one task: it runs here.
+                assert_eq!(
+                    plan.downcast_ref::<DistributedExec>().is_some(),
+                    q.contains("samples"),
+                    "{q}: distributed or not"
+                );
+            }
+        }
+        // The join's aggregate shows its stages, the samples scan as 3 tasks.
+        let x = crate::sql::explain(&there, STATEMENTS[1], true)
+            .await
+            .unwrap();
+        assert!(
+            x.text.contains("Stage") && x.text.contains("t2:"),
+            "{}",
+            x.text
+        );
     }
 
     /// Every planned query, run over 3 workers whose storages give the series other ids,

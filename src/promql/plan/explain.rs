@@ -59,7 +59,7 @@ pub struct RunStats {
 }
 
 impl PlanNode {
-    fn of(plan: &Arc<dyn ExecutionPlan>, analyzed: bool) -> PlanNode {
+    pub(crate) fn of(plan: &Arc<dyn ExecutionPlan>, analyzed: bool) -> PlanNode {
         let metrics = analyzed
             .then(|| plan.metrics())
             .flatten()

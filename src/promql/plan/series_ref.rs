@@ -106,103 +106,32 @@ impl LeafSeries {
             };
             listed.push((row, labels.fingerprint()));
         }
-        listed.sort_unstable();
-        let mut w = SeriesWire {
-            sets: self
-                .sets
-                .iter()
-                .map(|set| MatcherSet {
-                    matchers: set
-                        .iter()
-                        .map(|m| MatcherWire {
-                            name: m.name.clone(),
-                            op: m.op_str().to_string(),
-                            value: m.value.clone(),
-                        })
-                        .collect(),
-                })
-                .collect(),
-            rows: Vec::with_capacity(listed.len()),
-            fingerprints: Vec::with_capacity(16 * listed.len()),
-        };
-        for (row, fp) in listed {
-            w.rows.push(row);
-            w.fingerprints.extend_from_slice(&fp.to_le_bytes());
-        }
-        Ok(w.encode_to_vec())
+        Ok(wire(&self.sets, listed))
+    }
+
+    /// The series of each row, ascending by row: `(row, id here)`.
+    pub(crate) fn by_row(&self) -> Vec<(u32, SeriesId)> {
+        let mut out: Vec<(u32, SeriesId)> = self
+            .scan
+            .ids()
+            .iter()
+            .filter_map(|&id| Some((self.row(id)?, id)))
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// The leaf's series in this process: the matcher sets resolved in `catalog`, narrowed
     /// to `allowed` (the caller's series), kept where the plan lists their fingerprint,
     /// and scanned from `snapshot` over `[min_t, max_t]`.
-    pub(super) fn decode(
+    pub(crate) fn decode(
         buf: &[u8],
         catalog: &Catalog,
         allowed: Option<&RoaringBitmap>,
         snapshot: &Snapshot,
         (min_t, max_t): (i64, i64),
     ) -> DfResult<LeafSeries> {
-        let w =
-            SeriesWire::decode(buf).map_err(|e| internal_datafusion_err!("leaf series: {e}"))?;
-        if w.fingerprints.len() != 16 * w.rows.len() {
-            return internal_err!(
-                "leaf series: {} rows and {} fingerprint bytes",
-                w.rows.len(),
-                w.fingerprints.len()
-            );
-        }
-        let sets = w
-            .sets
-            .iter()
-            .map(|s| s.matchers.iter().map(MatcherWire::matcher).collect())
-            .collect::<DfResult<Vec<Vec<Matcher>>>>()?;
-        let mut wanted: HashMap<u128, u32> = HashMap::with_capacity(w.rows.len());
-        for (row, fp) in w.rows.iter().zip(w.fingerprints.chunks_exact(16)) {
-            let fp = u128::from_le_bytes(fp.try_into().expect("16 bytes"));
-            if wanted.insert(fp, *row).is_some() {
-                return internal_err!("leaf series: a fingerprint listed twice");
-            }
-        }
-        let mut candidates = RoaringBitmap::new();
-        for set in &sets {
-            candidates |= catalog.select(set);
-        }
-        if let Some(a) = allowed {
-            candidates &= a;
-        }
-        let mut rows: HashMap<SeriesId, u32> = HashMap::with_capacity(wanted.len());
-        let mut ids = RoaringBitmap::new();
-        let mut taken = std::collections::HashSet::with_capacity(wanted.len());
-        for (id, labels) in candidates
-            .iter()
-            .zip(catalog.labels_many(candidates.iter()))
-        {
-            let Some(fp) = labels.map(|l| l.fingerprint()) else {
-                continue;
-            };
-            match wanted.remove(&fp) {
-                Some(row) => {
-                    rows.insert(id, row);
-                    ids.insert(id);
-                    taken.insert(fp);
-                }
-                // Two series with one fingerprint: which one the plan meant is unknown.
-                None if taken.contains(&fp) => {
-                    return internal_err!("leaf series: two series share a fingerprint");
-                }
-                // A series the plan does not read (this process is ahead).
-                None => {}
-            }
-        }
-        if !wanted.is_empty() {
-            // This process lacks series the plan reads (its index is behind the planner's,
-            // or the caller may not read them): its answer would differ, so refuse.
-            return internal_err!(
-                "snapshot skew: the plan reads {} series, this process's index lacks {} of them",
-                rows.len() + wanted.len(),
-                wanted.len()
-            );
-        }
+        let (sets, rows, ids) = resolve(buf, catalog, allowed)?;
         let scan = snapshot.scan(&ids, min_t, max_t);
         Ok(LeafSeries {
             scan,
@@ -210,6 +139,136 @@ impl LeafSeries {
             sets: Arc::new(sets),
         })
     }
+}
+
+/// Encoded series resolved in `catalog`: each as `(row, id here)`, ascending by row (a
+/// reader of the catalog rather than of samples: the `series` table).
+pub(crate) fn decode_rows(
+    buf: &[u8],
+    catalog: &Catalog,
+    allowed: Option<&RoaringBitmap>,
+) -> DfResult<Vec<(u32, SeriesId)>> {
+    let (_, rows, _) = resolve(buf, catalog, allowed)?;
+    let mut out: Vec<(u32, SeriesId)> = rows.into_iter().map(|(id, row)| (row, id)).collect();
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// The matcher sets of encoded series, the row of each series here, and their ids: the
+/// sets resolved in `catalog`, narrowed to `allowed` (the caller's series), kept where the
+/// bytes list their fingerprint. A series listed but not found is a snapshot skew.
+#[allow(clippy::type_complexity)]
+fn resolve(
+    buf: &[u8],
+    catalog: &Catalog,
+    allowed: Option<&RoaringBitmap>,
+) -> DfResult<(Vec<Vec<Matcher>>, HashMap<SeriesId, u32>, RoaringBitmap)> {
+    let w = SeriesWire::decode(buf).map_err(|e| internal_datafusion_err!("leaf series: {e}"))?;
+    if w.fingerprints.len() != 16 * w.rows.len() {
+        return internal_err!(
+            "leaf series: {} rows and {} fingerprint bytes",
+            w.rows.len(),
+            w.fingerprints.len()
+        );
+    }
+    let sets = w
+        .sets
+        .iter()
+        .map(|s| s.matchers.iter().map(MatcherWire::matcher).collect())
+        .collect::<DfResult<Vec<Vec<Matcher>>>>()?;
+    let mut wanted: HashMap<u128, u32> = HashMap::with_capacity(w.rows.len());
+    for (row, fp) in w.rows.iter().zip(w.fingerprints.chunks_exact(16)) {
+        let fp = u128::from_le_bytes(fp.try_into().expect("16 bytes"));
+        if wanted.insert(fp, *row).is_some() {
+            return internal_err!("leaf series: a fingerprint listed twice");
+        }
+    }
+    let mut candidates = RoaringBitmap::new();
+    for set in &sets {
+        candidates |= catalog.select(set);
+    }
+    if let Some(a) = allowed {
+        candidates &= a;
+    }
+    let mut rows: HashMap<SeriesId, u32> = HashMap::with_capacity(wanted.len());
+    let mut ids = RoaringBitmap::new();
+    let mut taken = std::collections::HashSet::with_capacity(wanted.len());
+    for (id, labels) in candidates
+        .iter()
+        .zip(catalog.labels_many(candidates.iter()))
+    {
+        let Some(fp) = labels.map(|l| l.fingerprint()) else {
+            continue;
+        };
+        match wanted.remove(&fp) {
+            Some(row) => {
+                rows.insert(id, row);
+                ids.insert(id);
+                taken.insert(fp);
+            }
+            // Two series with one fingerprint: which one the plan meant is unknown.
+            None if taken.contains(&fp) => {
+                return internal_err!("leaf series: two series share a fingerprint");
+            }
+            // A series the plan does not read (this process is ahead).
+            None => {}
+        }
+    }
+    if !wanted.is_empty() {
+        // This process lacks series the plan reads (its index is behind the planner's,
+        // or the caller may not read them): its answer would differ, so refuse.
+        return internal_err!(
+            "snapshot skew: the plan reads {} series, this process's index lacks {} of them",
+            rows.len() + wanted.len(),
+            wanted.len()
+        );
+    }
+    Ok((sets, rows, ids))
+}
+
+/// The series `ids` of a SQL scan (ascending), for another process to find: each under
+/// its own id here as its row, since SQL shows series ids and every task must answer in
+/// the coordinator's; found there by metric name (`__name__=""` for series without one).
+pub(crate) fn encode_ids(catalog: &Catalog, ids: &[SeriesId]) -> DfResult<Vec<u8>> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut listed: Vec<(u32, u128)> = Vec::with_capacity(ids.len());
+    for (&id, labels) in ids.iter().zip(catalog.labels_many(ids.iter().copied())) {
+        let Some(labels) = labels else { continue };
+        names.insert(labels.metric_name().unwrap_or_default().to_string());
+        listed.push((id, labels.fingerprint()));
+    }
+    let sets: Vec<Vec<Matcher>> = names
+        .into_iter()
+        .map(|n| vec![Matcher::equal("__name__", &n)])
+        .collect();
+    Ok(wire(&sets, listed))
+}
+
+/// Matcher sets and `(row, fingerprint)` pairs as [`SeriesWire`] bytes.
+fn wire(sets: &[Vec<Matcher>], mut listed: Vec<(u32, u128)>) -> Vec<u8> {
+    listed.sort_unstable();
+    let mut w = SeriesWire {
+        sets: sets
+            .iter()
+            .map(|set| MatcherSet {
+                matchers: set
+                    .iter()
+                    .map(|m| MatcherWire {
+                        name: m.name.clone(),
+                        op: m.op_str().to_string(),
+                        value: m.value.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        rows: Vec::with_capacity(listed.len()),
+        fingerprints: Vec::with_capacity(16 * listed.len()),
+    };
+    for (row, fp) in listed {
+        w.rows.push(row);
+        w.fingerprints.extend_from_slice(&fp.to_le_bytes());
+    }
+    w.encode_to_vec()
 }
 
 /// [`LeafSeries`] on the wire.

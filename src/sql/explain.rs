@@ -1,0 +1,74 @@
+//! Explaining a SQL statement as PromQL queries are explained (`quiver explain --sql`,
+//! `/api/v1/explain?lang=sql`): its optimized logical plan, its physical plan (cut into
+//! stages and tasks when it runs across a cluster's queriers) and, with `analyze`, each
+//! operator's rows and time after running it.
+
+use std::time::Instant;
+
+use datafusion::error::Result as DfResult;
+use datafusion::execution::context::SQLOptions;
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
+use datafusion::physical_plan::displayable;
+use datafusion::prelude::SessionContext;
+use datafusion_distributed::DistributedExec;
+
+use crate::promql::{Explained, PlanNode, RunStats};
+
+/// `sql` planned in `ctx` (queries only: no DDL, DML or other statements); `analyze`
+/// runs it.
+pub async fn explain(ctx: &SessionContext, sql: &str, analyze: bool) -> DfResult<Explained> {
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let df = ctx.sql_with_options(sql, options).await?;
+    let state = ctx.state();
+    let logical = state
+        .optimize(df.logical_plan())?
+        .display_indent()
+        .to_string();
+    let physical = df.create_physical_plan().await?;
+    let distributed = physical.downcast_ref::<DistributedExec>().is_some();
+    let mut text = format!("logical plan:\n{logical}\n\nphysical plan:\n");
+    let mut run = None;
+    if analyze {
+        let started = Instant::now();
+        let batches = datafusion::physical_plan::collect(physical.clone(), ctx.task_ctx()).await?;
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        let rows = batches.iter().map(|b| b.num_rows()).sum();
+        let shown = if distributed {
+            datafusion_distributed::explain_analyze(
+                physical.clone(),
+                datafusion_distributed::DistributedMetricsFormat::PerTask,
+            )
+            .await?
+        } else {
+            DisplayableExecutionPlan::with_metrics(physical.as_ref())
+                .indent(true)
+                .to_string()
+        };
+        text.push_str(&format!("{shown}\nran in {elapsed_ms:.3}ms: {rows} rows\n"));
+        // Series and samples are PromQL's measures; a statement reports its rows.
+        run = Some(RunStats {
+            elapsed_ms,
+            rows,
+            series: 0,
+            samples_read: 0,
+        });
+    } else if distributed {
+        text.push_str(&datafusion_distributed::display_plan_ascii(
+            physical.as_ref(),
+            false,
+        ));
+    } else {
+        text.push_str(&displayable(physical.as_ref()).indent(true).to_string());
+    }
+    Ok(Explained {
+        planned: true,
+        fallback: None,
+        logical,
+        physical: Some(PlanNode::of(&physical, analyze)),
+        run,
+        text,
+    })
+}
