@@ -387,6 +387,24 @@ pub struct ClusterArgs {
     /// queriers
     #[arg(long = "cluster-local-queries", env = "QUIVER_CLUSTER_LOCAL_QUERIES")]
     pub local_queries: bool,
+    /// Cluster (queriers): a PromQL plan runs across the queriers only when its leaves
+    /// would read at least this many samples (estimated); smaller ones run where they
+    /// arrived, since a distributed plan has a fixed cost (0: every plan)
+    #[arg(
+        long = "cluster-distribute-min-samples",
+        env = "QUIVER_CLUSTER_DISTRIBUTE_MIN_SAMPLES",
+        default_value_t = 4_000_000
+    )]
+    pub distribute_min_samples: usize,
+    /// Cluster (queriers): a distributed PromQL plan sends its tasks' partial aggregates
+    /// straight to the querier that coordinates it, which folds them, instead of
+    /// shuffling them between the queriers first (one network stage less; the final fold
+    /// then runs on one querier)
+    #[arg(
+        long = "cluster-fold-on-coordinator",
+        env = "QUIVER_CLUSTER_FOLD_ON_COORDINATOR"
+    )]
+    pub fold_on_coordinator: bool,
     /// HA pairs: the label naming a sender's cluster; empty turns deduplication off
     #[arg(
         long = "ha-cluster-label",
@@ -743,6 +761,8 @@ impl ServeArgs {
             worker_listen: c.worker_listen.clone(),
             worker_advertise_url: c.worker_advertise_url.clone(),
             local_queries: c.local_queries,
+            distribute_min_samples: c.distribute_min_samples,
+            fold_on_coordinator: c.fold_on_coordinator,
             ha: crate::cluster::ha::HaConfig {
                 cluster_label: c.ha_cluster_label.clone(),
                 replica_label: c.ha_replica_label.clone(),

@@ -145,7 +145,7 @@ def main():
 
         def node(role, n, cpu, extra=()):
             name = f"{role}-{n}"
-            ports[name] = free_port()
+            ports.setdefault(name, free_port())
             start(name, [a.bin, "serve", "--role", role, "--listen", f"127.0.0.1:{ports[name]}",
                          "--data-dir", os.path.join(work, name), "--cluster-node-id", name]
                   + common + list(extra), cpu)
@@ -153,7 +153,8 @@ def main():
             wait(f"{name} ready", lambda: get(url + "/-/ready", 2)[0] == 200)
             return url
 
-        window = f"{int(a.hours) + 2}h"
+        # Room for a dataset generated (and kept with --keep) a few hours earlier.
+        window = f"{int(a.hours) + 8}h"
         writer = node("writer", 1, 1, ["--ooo-window", window, "--head-flush-interval", "20s",
                                        "--head-memory-limit", str(8 << 30)])
         dist = node("distributor", 1, 1, ["--ooo-window", window])
@@ -230,21 +231,42 @@ def main():
         two = run_all(q1, [procs["querier-1"].pid, procs["querier-2"].pid])
         plans = {name: explain(q1, q) for name, q in queries}
         retried = metric(q1, 'quiver_distributed_plans_total{outcome="retried"}')
+        distributed = metric(q1, 'quiver_distributed_plans_total{outcome="ok"}')
+
+        # The same two queriers, querier 1 restarted to fold partial aggregates itself
+        # (--cluster-fold-on-coordinator): one network stage less per aggregation.
+        os.killpg(procs["querier-1"].pid, 9)
+        procs["querier-1"].wait()
+        q1 = node("querier", 1, 0, querier_flags + ["--cluster-fold-on-coordinator"])
+        wait("querier 1 to hold every sample again", lambda: sql_count(q1) == loaded["samples"], 900)
+        wait("each querier to see the other again", lambda: metric(q1, "quiver_cluster_workers") == 2
+             and metric(q2, "quiver_cluster_workers") == 2, 60)
+        print("two queriers, querier 1 coordinating and folding aggregates:", flush=True)
+        folded = run_all(q1, [procs["querier-1"].pid, procs["querier-2"].pid])
+        folded_plans = {name: explain(q1, q) for name, q in queries}
+
+        def share(res):
+            coord = sum(v["cpu_s"][0] for v in res.values())
+            total = sum(sum(v["cpu_s"]) for v in res.values())
+            return coord / total if total else None
 
         total1 = sum(v["median_s"] for v in one.values())
         total2 = sum(v["median_s"] for v in two.values())
-        cpu_coord = sum(v["cpu_s"][0] for v in two.values())
-        cpu_all = sum(sum(v["cpu_s"]) for v in two.values())
+        total3 = sum(v["median_s"] for v in folded.values())
         report = {
             "series": a.series, "hours": a.hours, "samples": loaded["samples"], "step": a.step,
             "samples_read": samples_read, "total_samples_read": sum(v or 0 for v in samples_read.values()),
-            "one_querier": one, "two_queriers": two,
-            "sum_median_s": {"one": total1, "two": total2}, "speedup": total1 / total2,
-            "coordinator_cpu_share": cpu_coord / cpu_all if cpu_all else None,
-            "retried_plans": retried, "plans": plans,
+            "one_querier": one, "two_queriers": two, "two_queriers_folded": folded,
+            "sum_median_s": {"one": total1, "two": total2, "two_folded": total3},
+            "speedup": total1 / total2, "speedup_folded": total1 / total3,
+            "coordinator_cpu_share": share(two), "coordinator_cpu_share_folded": share(folded),
+            "retried_plans": retried, "distributed_plans": distributed,
+            "plans": plans, "folded_plans": folded_plans,
         }
         print(json.dumps({k: report[k] for k in ("samples", "total_samples_read", "sum_median_s",
-                                                  "speedup", "coordinator_cpu_share", "retried_plans")}))
+                                                  "speedup", "speedup_folded", "coordinator_cpu_share",
+                                                  "coordinator_cpu_share_folded", "retried_plans",
+                                                  "distributed_plans")}))
         if a.out:
             with open(a.out, "w") as f:
                 json.dump(report, f, indent=1)

@@ -46,6 +46,10 @@ pub struct ClusterConfig {
     pub worker_advertise_url: Option<String>,
     /// Queriers: plans run in the querier a request reached only.
     pub local_queries: bool,
+    /// Queriers: the least samples (estimated) a PromQL plan reads to run across them.
+    pub distribute_min_samples: usize,
+    /// Queriers: distributed plans fold partial aggregates on the coordinator.
+    pub fold_on_coordinator: bool,
     pub ha: ha::HaConfig,
 }
 

@@ -424,7 +424,9 @@ pub async fn start(
         cluster.lease_ms,
     );
     Ok((
-        Distribution::new(Arc::new(members), Arc::new(channels), Some(me)),
+        Distribution::new(Arc::new(members), Arc::new(channels), Some(me))
+            .with_min_samples(cluster.distribute_min_samples)
+            .fold_on_coordinator(cluster.fold_on_coordinator),
         rt,
     ))
 }

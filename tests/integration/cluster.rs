@@ -119,6 +119,9 @@ async fn a_cluster_answers_like_one_process() {
         "--cluster-poll-interval",
         "200ms",
         "--multi-tenancy",
+        // Every plan runs across the queriers, however small.
+        "--cluster-distribute-min-samples",
+        "0",
     ];
     let cluster = Cluster::up(
         &tmp.join("cluster"),

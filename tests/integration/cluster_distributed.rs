@@ -35,6 +35,8 @@ async fn queries_survive_a_dead_querier_and_leave_no_tasks_behind() {
             "200ms",
             "--cluster-secret",
             "worker-secret",
+            "--cluster-distribute-min-samples",
+            "0",
         ],
     );
     let single = Server::start(&tmp.join("single"), &[], &[]).await;

@@ -60,6 +60,10 @@ pub struct Distribution {
     me: Option<Url>,
     /// Plans run across workers so far.
     runs: Arc<std::sync::atomic::AtomicUsize>,
+    /// The least samples (estimated) a PromQL plan's leaves read to run across workers.
+    min_samples: usize,
+    /// Partial aggregates go to the coordinator, which folds them (no shuffle stage).
+    fold_here: bool,
 }
 
 impl std::fmt::Debug for Distribution {
@@ -83,7 +87,26 @@ impl Distribution {
             channels,
             me,
             runs: Default::default(),
+            min_samples: 0,
+            fold_here: false,
         }
+    }
+
+    /// Plans fold their partial aggregates on the coordinator rather than in a stage of
+    /// tasks after a shuffle: one exchange less per aggregation, and the final fold on
+    /// one process (cheap when the groups are few, as a dashboard's are).
+    pub fn fold_on_coordinator(mut self, yes: bool) -> Self {
+        self.fold_here = yes;
+        self
+    }
+
+    /// Only PromQL plans whose leaves read at least `n` samples (estimated) run across
+    /// workers: a distributed plan pays a fixed cost (the plan sent to every task, a round
+    /// trip per exchange, rows encoded between stages) that a small plan does not win
+    /// back by splitting its work.
+    pub fn with_min_samples(mut self, n: usize) -> Self {
+        self.min_samples = n;
+        self
     }
 
     /// How many plans ran across workers.
@@ -206,12 +229,14 @@ impl Engine {
         &self,
         plan: &LogicalPlan,
     ) -> Result<Vec<RecordBatch>, PromqlError> {
-        let Some(d) = self.opts.distribution.clone() else {
+        let Some((d, urls)) = self.distributes() else {
             return self.run_local(plan).await;
         };
-        let urls = d.urls();
-        if !Distribution::has_others(&urls, d.me()) {
-            return self.run_local(plan).await;
+        if d.min_samples > 0 {
+            let (session, physical) = self.plan_local(plan).await?;
+            if estimated_samples(&physical) < d.min_samples {
+                return self.collect_local(&session, physical).await;
+            }
         }
         let m = &crate::api::metrics::METRICS;
         let read_before = self.loaded().load(Ordering::Relaxed);
@@ -258,20 +283,56 @@ impl Engine {
 
     /// Runs a lowered plan in this process.
     async fn run_local(&self, plan: &LogicalPlan) -> Result<Vec<RecordBatch>, PromqlError> {
+        let (session, physical) = self.plan_local(plan).await?;
+        self.collect_local(&session, physical).await
+    }
+
+    /// A lowered plan's physical plan for this process, and its session.
+    pub(super) async fn plan_local(
+        &self,
+        plan: &LogicalPlan,
+    ) -> Result<(SessionContext, Arc<dyn ExecutionPlan>), PromqlError> {
         let session = self.session().map_err(df_error)?;
         let physical = session
             .state()
             .create_physical_plan(plan)
             .await
             .map_err(df_error)?;
+        Ok((session, physical))
+    }
+
+    /// Runs a physical plan of [`Engine::plan_local`].
+    async fn collect_local(
+        &self,
+        session: &SessionContext,
+        physical: Arc<dyn ExecutionPlan>,
+    ) -> Result<Vec<RecordBatch>, PromqlError> {
         let physical = if self.opts.roundtrip_plans {
-            super::codec::roundtrip(self, physical, &session).map_err(df_error)?
+            super::codec::roundtrip(self, physical, session).map_err(df_error)?
         } else {
             physical
         };
         datafusion::physical_plan::collect(physical, session.task_ctx())
             .await
             .map_err(df_error)
+    }
+
+    /// Whether this query's lowered `plan` runs on other processes now: when others are
+    /// live and it reads enough samples for that to pay.
+    pub(super) async fn distributes_plan(
+        &self,
+        plan: &LogicalPlan,
+    ) -> Result<Option<(Arc<Distribution>, Vec<Url>)>, PromqlError> {
+        let Some((d, urls)) = self.distributes() else {
+            return Ok(None);
+        };
+        if d.min_samples > 0 {
+            let (_, physical) = self.plan_local(plan).await?;
+            if estimated_samples(&physical) < d.min_samples {
+                return Ok(None);
+            }
+        }
+        Ok(Some((d, urls)))
     }
 
     /// Runs a lowered plan with its tasks spread over `urls`.
@@ -323,7 +384,10 @@ impl Engine {
     ) -> DfResult<SessionContext> {
         // At least two partitions: datafusion-distributed cuts stages at repartitions, and
         // a querier on one core (one partition) would plan none, keeping every task home.
-        let config = SessionConfig::new().with_target_partitions(self.opts.partitions.max(2));
+        let mut config = SessionConfig::new().with_target_partitions(self.opts.partitions.max(2));
+        // Without hash-repartitioned aggregations the final fold follows a coalesce,
+        // which datafusion-distributed turns into the tasks' rows sent to the coordinator.
+        config.options_mut().optimizer.repartition_aggregations = !d.fold_here;
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.opts.memory_limit_bytes, 1.0)
             .build_arc()?;
@@ -365,6 +429,17 @@ pub(crate) fn worth_retrying(e: &DataFusionError) -> bool {
         DataFusionError::ResourcesExhausted(_) => false,
         _ => true,
     }
+}
+
+/// Samples the leaves of `plan` read, estimated from the blocks' metadata and the heads.
+fn estimated_samples(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    let here = plan.downcast_ref::<LeafExec>().map_or(0, |leaf| {
+        let scan = leaf.source.scan();
+        scan.num_series().saturating_mul(scan.samples_per_series())
+    });
+    plan.children()
+        .into_iter()
+        .fold(here, |n, c| n.saturating_add(estimated_samples(c)))
 }
 
 /// The storage's position in each shard's WAL (`shard:segment,…`; empty outside a
@@ -615,12 +690,17 @@ mod tests {
     }
 
     /// An engine over `a` whose plans run on the first `n` of `workers`.
-    fn distributed(a: &Arc<Storage>, workers: &Workers, n: usize) -> (Engine, Arc<Distribution>) {
-        let d = Arc::new(Distribution::new(
-            Arc::new(UrlsN(n)),
-            Arc::new(workers.clone()),
-            None,
-        ));
+    /// `fold`: partial aggregates fold on the coordinator.
+    fn distributed(
+        a: &Arc<Storage>,
+        workers: &Workers,
+        n: usize,
+        fold: bool,
+    ) -> (Engine, Arc<Distribution>) {
+        let d = Arc::new(
+            Distribution::new(Arc::new(UrlsN(n)), Arc::new(workers.clone()), None)
+                .fold_on_coordinator(fold),
+        );
         let opts = QueryOptions {
             partitions: 2,
             distribution: Some(d.clone()),
@@ -746,10 +826,15 @@ mod tests {
         let mut annotated = 0;
         for q in PLANNED {
             let expr = Engine::parse(q).unwrap();
-            for (start, end) in [(3_000_000, 3_000_000), (0, 3_000_000)] {
+            // Instant and range, aggregates folded in a shuffle stage or on the coordinator.
+            for (start, end, fold) in [
+                (3_000_000, 3_000_000, false),
+                (0, 3_000_000, false),
+                (0, 3_000_000, true),
+            ] {
                 let here = Engine::new(a.clone(), QueryOptions::default());
                 let want = here.range(&expr, start, end, 60_000).await.unwrap();
-                let (there, d) = distributed(&a, &workers, 3);
+                let (there, d) = distributed(&a, &workers, 3, fold);
                 let got = there
                     .range(&expr, start, end, 60_000)
                     .await
@@ -771,7 +856,24 @@ mod tests {
         }
         assert!(annotated > 0, "no query had annotations to compare");
         // The plan's leaves ran as 3 tasks, one per worker.
-        let (there, _) = distributed(&a, &workers, 3);
+        // Folded on the coordinator: the tasks' partial sums go straight to it.
+        let (folded, _) = distributed(&a, &workers, 3, true);
+        let x = folded
+            .explain_report(
+                &Engine::parse("sum by (job) (rate(http_requests[5m]))").unwrap(),
+                0,
+                3_000_000,
+                60_000,
+                true,
+            )
+            .await
+            .unwrap();
+        assert!(
+            x.text.contains("mode=Final,") && !x.text.contains("NetworkShuffleExec"),
+            "{}",
+            x.text
+        );
+        let (there, _) = distributed(&a, &workers, 3, false);
         let x = there
             .explain_report(
                 &Engine::parse("sum by (job) (rate(http_requests[5m]))").unwrap(),
@@ -787,6 +889,24 @@ mod tests {
             "{}",
             x.text
         );
+        // A plan reading fewer samples than the distribution's least runs here.
+        let q = Engine::parse("sum by (job) (rate(http_requests[5m]))").unwrap();
+        for (least, spread) in [(usize::MAX, false), (1, true)] {
+            let d = Arc::new(
+                Distribution::new(Arc::new(UrlsN(3)), Arc::new(workers.clone()), None)
+                    .with_min_samples(least)
+                    .fold_on_coordinator(true),
+            );
+            let e = Engine::new(
+                a.clone(),
+                QueryOptions {
+                    distribution: Some(d.clone()),
+                    ..QueryOptions::default()
+                },
+            );
+            e.range(&q, 0, 3_000_000, 60_000).await.unwrap();
+            assert_eq!(d.runs() > 0, spread, "at least {least} samples");
+        }
         // A querier alone (its own worker the only one live) runs its plans here.
         let alone = Arc::new(Distribution::new(
             Arc::new(UrlsN(1)),

@@ -101,7 +101,7 @@ impl Engine {
         };
         // A querier with live peers explains the plan it would run: stages, their tasks
         // and, once analyzed, where each ran.
-        let distributed = self.distributes();
+        let distributed = self.distributes_plan(&lowered.plan).await?;
         let session = match &distributed {
             Some((d, urls)) => self.distributed_session(d, urls.clone()),
             None => self.session(),
