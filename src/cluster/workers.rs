@@ -321,7 +321,13 @@ fn worker(channels: Channels, storage_of: StorageOf, queries: Queries) -> Worker
                 builder: ctx.builder.with_distributed_channel_resolver(channels),
                 headers: ctx.headers,
             };
-            task_session(ctx, |tenant| storage_of(tenant), |id| queries.stop_of(id)).await
+            task_session(
+                ctx,
+                |tenant| storage_of(tenant),
+                |id| queries.stop_of(id),
+                crate::sql::task_codecs,
+            )
+            .await
         }
     })
 }

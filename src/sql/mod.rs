@@ -9,9 +9,10 @@
 mod bounded;
 mod cancel;
 pub mod codec;
+mod distributed;
 mod explain;
 mod lanes;
-pub(crate) mod scan;
+mod scan;
 mod series_scan;
 mod tables;
 
@@ -24,6 +25,7 @@ use roaring::RoaringBitmap;
 
 use crate::storage::Storage;
 
+pub(crate) use distributed::task_codecs;
 pub use explain::explain;
 pub use tables::{SamplesTable, SeriesTable};
 
@@ -112,8 +114,7 @@ pub async fn session_scoped(
                     l.max_samples,
                     l.cancel.clone(),
                 );
-                let ext = crate::promql::task_ext(&scope, &spread.caller);
-                builder = spread.distribution.plan_over(builder, urls, &scope, ext);
+                builder = distributed::plan_over(builder, spread, urls, &scope);
             }
             let ctx = SessionContext::new_with_state(builder.build());
             bounded::register(&ctx);

@@ -33,6 +33,7 @@ use datafusion_distributed::{
     ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse, SessionStateBuilderExt, WorkerChannel,
     WorkerQueryContext, WorkerResolver,
 };
+use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 use url::Url;
 
 use super::codec::PlanCodec;
@@ -41,8 +42,6 @@ use super::udaf::{prom_avg, prom_max, prom_min, prom_sum};
 use super::{PromQueryPlanner, df_error};
 use crate::promql::scope::{QueryScope, QuiverQueryExt, ext_for};
 use crate::promql::{Engine, PromqlError};
-use crate::sql::codec::SqlCodec;
-use crate::sql::scan::SamplesScanExec;
 use crate::storage::Storage;
 
 /// Where datafusion-distributed sends a session's config extensions (gRPC metadata).
@@ -147,9 +146,8 @@ impl Distribution {
 
     /// `builder` with plans cut into stages whose tasks run on `urls`: datafusion-
     /// distributed's planner, this cluster's channels, the settings `ext` every task
-    /// carries, how leaves split into tasks, and Quiver's codecs for `scope`. The codecs
-    /// go in the same order on every process ([`worker_session`]): the composed codec
-    /// names an operator's codec by its position.
+    /// carries, how PromQL leaves split into tasks, and Quiver's PromQL codec for `scope`
+    /// (first of the codecs on every process, [`MoreCodecs`]).
     pub(crate) fn plan_over(
         &self,
         builder: SessionStateBuilder,
@@ -157,7 +155,9 @@ impl Distribution {
         scope: &QueryScope,
         ext: QuiverQueryExt,
     ) -> SessionStateBuilder {
-        with_codecs(builder.with_distributed_planner(), scope)
+        builder
+            .with_distributed_planner()
+            .with_distributed_user_codec(PlanCodec::of(scope))
             .with_distributed_worker_resolver(Urls(urls))
             .with_distributed_channel_resolver(Channels(self.channels.clone()))
             .with_distributed_option_extension(ext)
@@ -493,48 +493,32 @@ pub(crate) async fn catch_up(
     }
 }
 
-/// Quiver's codecs for `scope`'s query, PromQL's then SQL's: the same order on every
-/// process.
-fn with_codecs(builder: SessionStateBuilder, scope: &QueryScope) -> SessionStateBuilder {
-    builder
-        .with_distributed_user_codec(PlanCodec::of(scope))
-        .with_distributed_user_codec(SqlCodec::of(scope))
-}
+/// Codecs of operators from outside `promql` (SQL's) for a task's scope, registered after
+/// Quiver's PromQL codec: the composed codec names an operator's codec by its position,
+/// so every process registers the same ones in the same order.
+pub(crate) type MoreCodecs = fn(&QueryScope) -> Vec<Arc<dyn PhysicalExtensionCodec>>;
 
-/// A leaf asks for a task per series at most; the planner caps it at the workers. A
-/// PromQL leaf or the SQL `samples` scan; other leaves (the `series` table, the lanes)
-/// run as one task.
+/// A leaf asks for a task per series at most; the planner caps it at the workers.
 pub(crate) fn leaf_task_count(
     ev: DesiredTaskCountEvent,
 ) -> Option<DfResult<DesiredTaskCountEventResponse>> {
-    let series = if let Some(leaf) = ev.plan.downcast_ref::<LeafExec>() {
-        leaf.source.scan().num_series()
-    } else {
-        ev.plan.downcast_ref::<SamplesScanExec>()?.num_series()
-    };
-    Some(Ok(DesiredTaskCountEventResponse::desired(series.max(1))))
+    let leaf = ev.plan.downcast_ref::<LeafExec>()?;
+    Some(Ok(DesiredTaskCountEventResponse::desired(
+        leaf.source.scan().num_series().max(1),
+    )))
 }
 
 /// A leaf's tasks: slice i of n on task i, the same partitions on all.
 pub(crate) fn leaf_scale_up(
     ev: ScaleUpLeafNodeEvent,
 ) -> Option<DfResult<ScaleUpLeafNodeEventResponse>> {
+    let leaf = ev.plan.downcast_ref::<LeafExec>()?;
     let n = ev.task_count.max(1);
-    let variants: DfResult<Vec<Arc<dyn ExecutionPlan>>> =
-        if let Some(leaf) = ev.plan.downcast_ref::<LeafExec>() {
-            Ok((0..n)
-                .map(|i| Arc::new(leaf.slice(i, n)) as Arc<dyn ExecutionPlan>)
-                .collect())
-        } else {
-            let scan = ev.plan.downcast_ref::<SamplesScanExec>()?;
-            (0..n)
-                .map(|i| Ok(Arc::new(scan.slice(i, n)?) as Arc<dyn ExecutionPlan>))
-                .collect()
-        };
-    Some(variants.and_then(|v| {
-        DistributedLeafExec::try_new(ev.plan.clone(), v)
-            .map(|p| ScaleUpLeafNodeEventResponse::new(Arc::new(p)))
-    }))
+    let variants = (0..n).map(|i| Arc::new(leaf.slice(i, n)) as Arc<dyn ExecutionPlan>);
+    Some(
+        DistributedLeafExec::try_new(ev.plan.clone(), variants)
+            .map(|p| ScaleUpLeafNodeEventResponse::new(Arc::new(p))),
+    )
 }
 
 /// The settings a task carries, read from its request's headers.
@@ -560,6 +544,7 @@ pub(crate) fn worker_session(
     ext: &QuiverQueryExt,
     stop: Option<&crate::promql::Cancel>,
     builder: SessionStateBuilder,
+    more: MoreCodecs,
 ) -> DfResult<SessionState> {
     let scope = QueryScope::from_ext(storage, ext, stop)
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
@@ -571,13 +556,14 @@ pub(crate) fn worker_session(
             .into_iter()
             .map(Arc::new),
     );
-    Ok(with_codecs(
-        builder
-            .with_default_features()
-            .with_aggregate_functions(aggregates),
-        &scope,
-    )
-    .build())
+    let mut builder = builder
+        .with_default_features()
+        .with_aggregate_functions(aggregates)
+        .with_distributed_user_codec(PlanCodec::of(&scope));
+    for codec in more(&scope) {
+        builder = builder.with_distributed_user_codec_arc(codec);
+    }
+    Ok(builder.build())
 }
 
 /// A worker's session for a task, as [`Worker::from_session_builder`] wants it: the
@@ -587,6 +573,7 @@ pub(crate) async fn task_session<F, Fut>(
     ctx: WorkerQueryContext,
     storage_of: F,
     stop_of: impl FnOnce(&str) -> Option<crate::promql::Cancel>,
+    more: MoreCodecs,
 ) -> DfResult<SessionState>
 where
     F: FnOnce(String) -> Fut,
@@ -600,7 +587,7 @@ where
         .await
         .map_err(external)?;
     let stop = stop_of(&ext.query_id);
-    worker_session(storage, &ext, stop.as_ref(), ctx.builder)
+    worker_session(storage, &ext, stop.as_ref(), ctx.builder, more)
 }
 
 #[cfg(test)]
@@ -652,7 +639,8 @@ mod tests {
                             builder: ctx.builder.with_distributed_channel_resolver(me),
                             headers: ctx.headers,
                         };
-                        task_session(ctx, |_| async move { Ok(s) }, |_| None).await
+                        let sql = crate::sql::task_codecs;
+                        task_session(ctx, |_| async move { Ok(s) }, |_| None, sql).await
                     }
                 });
                 tokio::spawn(async move {
