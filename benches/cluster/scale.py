@@ -87,6 +87,11 @@ def sql_count(url):
     return int(json.loads(text)["data"]["rows"][0]["n"])
 
 
+# One query over every series of the dataset (≥ 50 M samples read over 24 h): the
+# acceptance's single large query, beside the 17 aggregations.
+BIG = ("every_series_avg_by_job", 'sum by (job) (avg_over_time({__name__=~".+"}[5m]))')
+
+
 def agg_queries():
     out = []
     for line in open(os.path.join(ROOT, "benches", "peer", "queries.txt")):
@@ -186,7 +191,7 @@ def main():
         wait("flushes and compaction to settle", settled, 1800)
         print(f"settled: {metric(q1, 'quiver_blocks'):.0f} blocks", flush=True)
 
-        queries = agg_queries()
+        queries = agg_queries() + [BIG]
         start_s, end_s = (end_ms // 1000) - int(a.hours * 3600) + 600, end_ms // 1000
 
         def run_all(url, pids):
@@ -250,21 +255,29 @@ def main():
             total = sum(sum(v["cpu_s"]) for v in res.values())
             return coord / total if total else None
 
-        total1 = sum(v["median_s"] for v in one.values())
-        total2 = sum(v["median_s"] for v in two.values())
-        total3 = sum(v["median_s"] for v in folded.values())
+        def total(res):
+            return sum(v["median_s"] for k, v in res.items() if k != BIG[0])
+
+        total1, total2, total3 = total(one), total(two), total(folded)
+        big = {k: r[BIG[0]]["median_s"] for k, r in (("one", one), ("two", two), ("two_folded", folded))}
         report = {
             "series": a.series, "hours": a.hours, "samples": loaded["samples"], "step": a.step,
             "samples_read": samples_read, "total_samples_read": sum(v or 0 for v in samples_read.values()),
             "one_querier": one, "two_queriers": two, "two_queriers_folded": folded,
             "sum_median_s": {"one": total1, "two": total2, "two_folded": total3},
             "speedup": total1 / total2, "speedup_folded": total1 / total3,
+            "big_query": BIG[1], "big_median_s": big, "big_samples_read": samples_read.get(BIG[0]),
+            "big_speedup": big["one"] / big["two"], "big_speedup_folded": big["one"] / big["two_folded"],
+            "big_coordinator_cpu_share": {k: r[BIG[0]]["cpu_s"][0] / sum(r[BIG[0]]["cpu_s"])
+                                          for k, r in (("two", two), ("two_folded", folded))},
             "coordinator_cpu_share": share(two), "coordinator_cpu_share_folded": share(folded),
             "retried_plans": retried, "distributed_plans": distributed,
             "plans": plans, "folded_plans": folded_plans,
         }
         print(json.dumps({k: report[k] for k in ("samples", "total_samples_read", "sum_median_s",
                                                   "speedup", "speedup_folded", "coordinator_cpu_share",
+                                                  "big_median_s", "big_samples_read", "big_speedup",
+                                                  "big_speedup_folded", "big_coordinator_cpu_share",
                                                   "coordinator_cpu_share_folded", "retried_plans",
                                                   "distributed_plans")}))
         if a.out:

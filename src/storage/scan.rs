@@ -233,6 +233,33 @@ impl Scan {
         (est.ceil() as usize).max(1)
     }
 
+    /// Samples the scan reads, estimated from the metadata: each block's samples per
+    /// series, scaled by how much of its time range the scan covers, times how many of the
+    /// scan's series it holds (a block may hold a few of them: a cluster writes a block
+    /// per shard); the heads likewise.
+    pub fn estimated_samples(&self) -> usize {
+        let ids = match RoaringBitmap::from_sorted_iter(self.ids().iter().copied()) {
+            Ok(ids) => ids,
+            Err(_) => self.ids().iter().copied().collect(),
+        };
+        let mut est = 0f64;
+        for b in self.blocks.iter() {
+            let m = &b.meta;
+            let span = (m.max_t - m.min_t).max(1) as f64;
+            let covered = (self.max_t.min(m.max_t) as f64 - self.min_t.max(m.min_t) as f64 + 1.0)
+                .clamp(0.0, span + 1.0);
+            let per_series = m.num_samples as f64 / (m.num_series.max(1) as f64);
+            let held = b.present.intersection_len(&ids) as f64;
+            est += per_series * (covered / (span + 1.0)) * held;
+        }
+        for (h, _) in self.heads.iter() {
+            let h = h.read();
+            let per_series = h.num_samples() as f64 / (h.num_series().max(1) as f64);
+            est += per_series * h.present().intersection_len(&ids) as f64;
+        }
+        est.min(usize::MAX as f64) as usize
+    }
+
     /// Series per chunk so that a chunk holds about `samples` samples (by
     /// [`Scan::samples_per_series`]), between 1 and `max_series`. One series is the least a
     /// chunk can hold, however long it is.
@@ -508,6 +535,40 @@ mod tests {
             merge_runs(vec![(vec![], vec![]), (vec![], vec![])]),
             (vec![], vec![])
         );
+    }
+
+    /// A scan's estimated samples count each block's samples for the scan's series it
+    /// holds: two blocks of 100 samples per series, each holding half the series (as a
+    /// cluster's shards write them), estimate what the scan reads, not twice that.
+    #[tokio::test]
+    async fn estimated_samples_follow_the_series_each_block_holds() {
+        let s = Storage::in_memory().await.unwrap();
+        let t0 = s.now_ms() - 3_600_000;
+        let batch = |series: std::ops::Range<usize>| WriteBatch {
+            series: series
+                .map(|i| SeriesSamples {
+                    labels: Labels::new(vec![
+                        ("__name__".into(), "m".into()),
+                        ("i".into(), format!("{i:02}")),
+                    ])
+                    .unwrap(),
+                    samples: (0..100).map(|k| (t0 + k * 1_000, k as f64)).collect(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        for half in [0..20, 20..40] {
+            s.append(batch(half), WriteWindow::Backfill).await.unwrap();
+            s.flush().await.unwrap();
+        }
+        let ids = s.catalog().select(&[Matcher::equal("__name__", "m")]);
+        let whole = s.scan(&ids, i64::MIN, i64::MAX);
+        assert_eq!(whole.num_blocks(), 2);
+        assert_eq!(whole.estimated_samples(), 4_000);
+        assert_eq!(whole.range(0..10).estimated_samples(), 1_000);
+        // Half the time range of the blocks: about half their samples.
+        let half = s.scan(&ids, t0, t0 + 49_500).estimated_samples();
+        assert!((1_900..=2_100).contains(&half), "{half}");
     }
 
     /// Split parts and chunk sizes never change what is read: every part, every chunk

@@ -433,10 +433,9 @@ pub(crate) fn worth_retrying(e: &DataFusionError) -> bool {
 
 /// Samples the leaves of `plan` read, estimated from the blocks' metadata and the heads.
 fn estimated_samples(plan: &Arc<dyn ExecutionPlan>) -> usize {
-    let here = plan.downcast_ref::<LeafExec>().map_or(0, |leaf| {
-        let scan = leaf.source.scan();
-        scan.num_series().saturating_mul(scan.samples_per_series())
-    });
+    let here = plan
+        .downcast_ref::<LeafExec>()
+        .map_or(0, |leaf| leaf.source.scan().estimated_samples());
     plan.children()
         .into_iter()
         .fold(here, |n, c| n.saturating_add(estimated_samples(c)))
