@@ -30,8 +30,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_distributed::{
     ChannelResolver, DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExec,
     DistributedExt, DistributedLeafExec, DistributedMetricsFormat, GetWorkerInfoRequest,
-    ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse, SessionStateBuilderExt, WorkerChannel,
-    WorkerQueryContext, WorkerResolver,
+    RouteTasksEvent, RouteTasksEventResponse, RouteTasksHandler, ScaleUpLeafNodeEvent,
+    ScaleUpLeafNodeEventResponse, SessionStateBuilderExt, WorkerChannel, WorkerQueryContext,
+    WorkerResolver,
 };
 use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 use url::Url;
@@ -155,9 +156,12 @@ impl Distribution {
         scope: &QueryScope,
         ext: QuiverQueryExt,
     ) -> SessionStateBuilder {
+        let mut sorted = urls.clone();
+        sorted.sort();
         builder
             .with_distributed_planner()
             .with_distributed_user_codec(PlanCodec::of(scope))
+            .with_distributed_route_tasks_handler(StableRouting(sorted))
             .with_distributed_worker_resolver(Urls(urls))
             .with_distributed_channel_resolver(Channels(self.channels.clone()))
             .with_distributed_option_extension(ext)
@@ -187,6 +191,25 @@ impl Distribution {
             .into_iter()
             .flatten()
             .collect()
+    }
+}
+
+/// A stage's tasks on the workers in URL order, task i on worker i mod n, so a query's
+/// slice i lands on the same querier each time it runs and reads that querier's samples
+/// cache. (datafusion-distributed's own placement starts at a random worker: each slice
+/// then visits every querier in turn and is read cold on each.) A stage of one task is
+/// left to datafusion-distributed, which puts it beside its input or on the coordinator.
+struct StableRouting(Vec<Url>);
+
+impl RouteTasksHandler for StableRouting {
+    fn handle(&self, ev: RouteTasksEvent) -> Option<DfResult<RouteTasksEventResponse>> {
+        if ev.task_count <= 1 || self.0.is_empty() {
+            return None;
+        }
+        let urls = (0..ev.task_count)
+            .map(|i| self.0[i % self.0.len()].clone())
+            .collect();
+        Some(Ok(RouteTasksEventResponse::new(urls)))
     }
 }
 
@@ -694,6 +717,32 @@ mod tests {
             ..QueryOptions::default()
         };
         (Engine::new(a.clone(), opts), d)
+    }
+
+    /// A stage's tasks go to the workers in URL order, the same way every time (so a
+    /// slice meets the querier whose cache holds it); a single task is left to
+    /// datafusion-distributed.
+    #[test]
+    fn tasks_land_on_the_same_workers_every_time() {
+        let urls: Vec<Url> = [2, 0, 1].into_iter().map(url).collect();
+        let mut sorted = urls.clone();
+        sorted.sort();
+        let routing = StableRouting(sorted);
+        let plan: Arc<dyn ExecutionPlan> =
+            Arc::new(datafusion::physical_plan::empty::EmptyExec::new(Arc::new(
+                datafusion::arrow::datatypes::Schema::empty(),
+            )));
+        let route = |task_count| {
+            routing.handle(RouteTasksEvent {
+                task_ctx: Arc::new(datafusion::execution::TaskContext::default()),
+                plan: &plan,
+                task_count,
+            })
+        };
+        let placed: Vec<Vec<Url>> = (0..3).map(|_| route(5).unwrap().unwrap().urls).collect();
+        let want: Vec<Url> = [0, 1, 2, 0, 1].into_iter().map(url).collect();
+        assert!(placed.iter().all(|p| *p == want), "{placed:?}");
+        assert!(route(1).is_none());
     }
 
     /// Statements over the joins, groupings and series ids users write.
