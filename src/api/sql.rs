@@ -253,3 +253,96 @@ async fn answer(
         serde_json::to_string(&columns).expect("strings serialise")
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use datafusion::error::{DataFusionError, Result as DfResult};
+    use datafusion_distributed::{ChannelResolver, WorkerChannel, WorkerResolver};
+    use url::Url;
+
+    use crate::ingest::{SeriesSamples, WriteBatch};
+    use crate::model::Labels;
+    use crate::storage::{Storage, WriteWindow};
+
+    /// Two queriers that are listed but cannot be reached (they died).
+    struct Gone;
+
+    impl WorkerResolver for Gone {
+        fn get_urls(&self) -> DfResult<Vec<Url>> {
+            Ok(["http://gone-1", "http://gone-2"]
+                .into_iter()
+                .map(|u| Url::parse(u).unwrap())
+                .collect())
+        }
+    }
+
+    #[async_trait]
+    impl ChannelResolver for Gone {
+        async fn get_worker_client_for_url(&self, url: &Url) -> DfResult<Box<dyn WorkerChannel>> {
+            Err(DataFusionError::Execution(format!(
+                "connection refused: {url}"
+            )))
+        }
+    }
+
+    /// A statement whose tasks cannot reach their queriers runs again here and answers,
+    /// saying so; without a cluster the same statement answers with no warning.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_statement_whose_queriers_fail_runs_here_with_a_warning() {
+        let storage = Arc::new(Storage::in_memory().await.unwrap());
+        let series = (0..6)
+            .map(|i| SeriesSamples {
+                labels: Labels::new(vec![
+                    ("__name__".into(), "m".into()),
+                    ("i".into(), i.to_string()),
+                ])
+                .unwrap(),
+                samples: (0..10).map(|k| (k * 1_000, k as f64)).collect(),
+            })
+            .collect();
+        storage
+            .append(
+                WriteBatch {
+                    series,
+                    ..Default::default()
+                },
+                WriteWindow::Any,
+            )
+            .await
+            .unwrap();
+        let access = crate::auth::Access::unrestricted("default");
+        let q = "SELECT count(*) AS n, sum(value) AS total FROM samples";
+        let answer = |d: Option<Arc<crate::promql::Distribution>>| {
+            let (storage, access) = (storage.clone(), access.clone());
+            async move {
+                let r = super::run(
+                    storage,
+                    access,
+                    q,
+                    Default::default(),
+                    Default::default(),
+                    d,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{}", e.message));
+                let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+            }
+        };
+        let here = answer(None).await;
+        assert_eq!(here["data"]["rows"][0]["n"], 60, "{here}");
+        assert!(here.get("warnings").is_none(), "{here}");
+        let d = Arc::new(crate::promql::Distribution::new(
+            Arc::new(Gone),
+            Arc::new(Gone),
+            None,
+        ));
+        let retried = answer(Some(d)).await;
+        assert_eq!(retried["data"], here["data"]);
+        let warning = retried["warnings"][0].as_str().unwrap_or_default();
+        assert!(warning.contains("run again"), "{retried}");
+    }
+}

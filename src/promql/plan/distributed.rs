@@ -578,8 +578,9 @@ pub(crate) fn worker_session(
             .into_iter()
             .map(Arc::new),
     );
+    // datafusion-distributed's builder has DataFusion's default features already (adding
+    // them again logs a line per file format, for every task).
     let mut builder = builder
-        .with_default_features()
         .with_aggregate_functions(aggregates)
         .with_distributed_user_codec(PlanCodec::of(&scope));
     for codec in more(&scope) {
