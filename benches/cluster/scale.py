@@ -115,6 +115,9 @@ def main():
     ap.add_argument("--step", default="60")
     ap.add_argument("--out")
     ap.add_argument("--keep", help="work in this directory and leave it")
+    ap.add_argument("--only", help="run only these queries (comma-separated names)")
+    ap.add_argument("--hold", action="store_true",
+                    help="after the two-querier phase, keep the cluster up (for a profiler) until killed")
     a = ap.parse_args()
     work = a.keep or tempfile.mkdtemp(prefix="quiver-scale-")
     os.makedirs(os.path.join(work, "logs"), exist_ok=True)
@@ -194,6 +197,8 @@ def main():
         print(f"settled: {metric(q1, 'quiver_blocks'):.0f} blocks", flush=True)
 
         queries = agg_queries() + [BIG]
+        if a.only:
+            queries = [(n, q) for n, q in queries if n in a.only.split(",")]
         start_s, end_s = (end_ms // 1000) - int(a.hours * 3600) + 600, end_ms // 1000
 
         def run_all(url, pids):
@@ -243,6 +248,12 @@ def main():
         print("two queriers (CPU 0 and CPU 1), querier 1 coordinating:", flush=True)
         two = run_all(q1, [procs["querier-1"].pid, procs["querier-2"].pid])
         plans = {name: explain(q1, q) for name, q in queries}
+        if a.hold:
+            print(json.dumps({"querier-1": [q1, procs["querier-1"].pid],
+                              "querier-2": [q2, procs["querier-2"].pid],
+                              "start": start_s, "end": end_s}), flush=True)
+            while True:
+                time.sleep(60)
         retried = metric(q1, 'quiver_distributed_plans_total{outcome="retried"}')
         distributed = metric(q1, 'quiver_distributed_plans_total{outcome="ok"}')
 
