@@ -64,6 +64,7 @@ impl Members {
         me: Url,
         period: Duration,
         lease_ms: i64,
+        channels: Channels,
     ) {
         let urls = self.urls.clone();
         tokio::spawn(async move {
@@ -84,6 +85,7 @@ impl Members {
                         }
                         live.sort();
                         METRICS.cluster_workers.set(live.len() as i64);
+                        channels.retain(&live);
                         *urls.write() = live;
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot list the queriers"),
@@ -162,6 +164,17 @@ impl Channels {
         let channel = grpc::BoxCloneSyncChannel::new(channel);
         self.cache.write().insert(url.clone(), channel.clone());
         Ok(channel)
+    }
+
+    /// Drops the channels to queriers no longer in `live` (they left or died): their
+    /// connections close, and a querier that comes back under the URL gets a new one.
+    fn retain(&self, live: &[Url]) {
+        self.cache.write().retain(|url, _| live.contains(url));
+    }
+
+    #[cfg(test)]
+    fn cached(&self) -> usize {
+        self.cache.read().len()
     }
 }
 
@@ -428,6 +441,7 @@ pub async fn start(
         me.clone(),
         Duration::from_millis((cluster.lease_ms / 4).max(100) as u64),
         cluster.lease_ms,
+        channels.clone(),
     );
     Ok((
         Distribution::new(Arc::new(members), Arc::new(channels), Some(me))
@@ -501,6 +515,35 @@ pub async fn leave(root: &dyn ObjectStore, node: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The channel to a querier that is no longer a member (no fresh heartbeat) is
+    /// dropped at the next membership read; this querier's own stays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn channels_to_queriers_that_left_are_dropped() {
+        let root: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let channels = Channels::new(None).unwrap();
+        let me = Url::parse("http://127.0.0.1:1/").unwrap();
+        let gone = Url::parse("http://127.0.0.1:2/").unwrap();
+        channels.channel(&me).unwrap();
+        channels.channel(&gone).unwrap();
+        assert_eq!(channels.cached(), 2);
+        let members = Members::default();
+        members.spawn(
+            root,
+            "me".into(),
+            me.clone(),
+            Duration::from_millis(20),
+            60_000,
+            channels.clone(),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while channels.cached() != 1 {
+            assert!(std::time::Instant::now() < deadline, "the channel stayed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(members.get_urls().unwrap(), vec![me.clone()]);
+        assert!(channels.cache.read().contains_key(&me));
+    }
 
     /// Tasks end with their query, run to the end or explained with analyze (the
     /// abandoned query is `cluster_distributed`'s, on real processes).
