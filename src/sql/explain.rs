@@ -7,12 +7,9 @@ use std::time::Instant;
 
 use datafusion::error::Result as DfResult;
 use datafusion::execution::context::SQLOptions;
-use datafusion::physical_plan::display::DisplayableExecutionPlan;
-use datafusion::physical_plan::displayable;
 use datafusion::prelude::SessionContext;
-use datafusion_distributed::DistributedExec;
 
-use crate::promql::{Explained, PlanNode, RunStats};
+use crate::promql::{Explained, PlanNode, RunStats, plan_text};
 
 /// `sql` planned in `ctx` (queries only: no DDL, DML or other statements); `analyze`
 /// runs it.
@@ -28,7 +25,6 @@ pub async fn explain(ctx: &SessionContext, sql: &str, analyze: bool) -> DfResult
         .display_indent()
         .to_string();
     let physical = df.create_physical_plan().await?;
-    let distributed = physical.downcast_ref::<DistributedExec>().is_some();
     let mut text = format!("logical plan:\n{logical}\n\nphysical plan:\n");
     let mut run = None;
     if analyze {
@@ -36,17 +32,7 @@ pub async fn explain(ctx: &SessionContext, sql: &str, analyze: bool) -> DfResult
         let batches = datafusion::physical_plan::collect(physical.clone(), ctx.task_ctx()).await?;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
         let rows = batches.iter().map(|b| b.num_rows()).sum();
-        let shown = if distributed {
-            datafusion_distributed::explain_analyze(
-                physical.clone(),
-                datafusion_distributed::DistributedMetricsFormat::PerTask,
-            )
-            .await?
-        } else {
-            DisplayableExecutionPlan::with_metrics(physical.as_ref())
-                .indent(true)
-                .to_string()
-        };
+        let shown = plan_text(&physical, true).await?;
         text.push_str(&format!("{shown}\nran in {elapsed_ms:.3}ms: {rows} rows\n"));
         // Series and samples are PromQL's measures; a statement reports its rows.
         run = Some(RunStats {
@@ -55,13 +41,8 @@ pub async fn explain(ctx: &SessionContext, sql: &str, analyze: bool) -> DfResult
             series: 0,
             samples_read: 0,
         });
-    } else if distributed {
-        text.push_str(&datafusion_distributed::display_plan_ascii(
-            physical.as_ref(),
-            false,
-        ));
     } else {
-        text.push_str(&displayable(physical.as_ref()).indent(true).to_string());
+        text.push_str(&plan_text(&physical, false).await?);
     }
     Ok(Explained {
         planned: true,

@@ -574,6 +574,33 @@ mod tests {
     use super::*;
     use crate::storage::Storage;
 
+    /// A decoded scan keeps the plan's partitions and columns only within bounds: a plan
+    /// that declares more partitions than a statement plans, or a column `samples` lacks,
+    /// is refused rather than built.
+    #[tokio::test]
+    async fn decoding_refuses_oversized_or_unknown_scans() {
+        use prost::Message;
+        let storage = Storage::in_memory().await.unwrap();
+        let codec = super::super::codec::SqlCodec::new(&storage, None, Default::default());
+        let series = crate::promql::series_ref::encode_ids(storage.catalog(), &[]).unwrap();
+        let wire = |partitions: u32, projection: Vec<u32>| {
+            SamplesScanWire {
+                series: series.clone(),
+                min_t: 0,
+                max_t: 1,
+                pushed: vec![],
+                projection,
+                limit: None,
+                partitions,
+            }
+            .encode_to_vec()
+        };
+        assert!(SamplesScanExec::decode(&wire(4, vec![0, 1, 2]), &codec).is_ok());
+        let refused = |buf: Vec<u8>| SamplesScanExec::decode(&buf, &codec).err();
+        assert!(refused(wire(MAX_PARTITIONS as u32 + 1, vec![0])).is_some());
+        assert!(refused(wire(2, vec![0, 3])).is_some());
+    }
+
     /// Long pieces pass through as they are, short ones are copied together; either way
     /// the rows, their order and the projection are those of the pieces.
     #[tokio::test]

@@ -504,6 +504,23 @@ mod tests {
     use crate::model::{Labels, Matcher};
     use crate::storage::{Storage, WriteWindow};
 
+    /// Series `m{i="NN"}` for each of `series`, every one with `samples`.
+    fn m_batch(series: std::ops::Range<i64>, samples: Vec<(i64, f64)>) -> WriteBatch {
+        WriteBatch {
+            series: series
+                .map(|i| SeriesSamples {
+                    labels: Labels::new(vec![
+                        ("__name__".into(), "m".into()),
+                        ("i".into(), format!("{i:02}")),
+                    ])
+                    .unwrap(),
+                    samples: samples.clone(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn later_run_wins_on_equal_timestamps() {
         let (ts, vs) = merge_runs(vec![
@@ -544,21 +561,9 @@ mod tests {
     async fn estimated_samples_follow_the_series_each_block_holds() {
         let s = Storage::in_memory().await.unwrap();
         let t0 = s.now_ms() - 3_600_000;
-        let batch = |series: std::ops::Range<usize>| WriteBatch {
-            series: series
-                .map(|i| SeriesSamples {
-                    labels: Labels::new(vec![
-                        ("__name__".into(), "m".into()),
-                        ("i".into(), format!("{i:02}")),
-                    ])
-                    .unwrap(),
-                    samples: (0..100).map(|k| (t0 + k * 1_000, k as f64)).collect(),
-                })
-                .collect(),
-            ..Default::default()
-        };
         for half in [0..20, 20..40] {
-            s.append(batch(half), WriteWindow::Backfill).await.unwrap();
+            let batch = m_batch(half, (0..100).map(|k| (t0 + k * 1_000, k as f64)).collect());
+            s.append(batch, WriteWindow::Backfill).await.unwrap();
             s.flush().await.unwrap();
         }
         let ids = s.catalog().select(&[Matcher::equal("__name__", "m")]);
@@ -577,21 +582,11 @@ mod tests {
     async fn parts_and_chunks_read_exactly_the_whole() {
         let s = Storage::in_memory().await.unwrap();
         let t0 = s.now_ms() - 3_600_000;
-        let batch = |v: f64, n: i64| WriteBatch {
-            histograms: Vec::new(),
-            exemplars: Vec::new(),
-            dropped_exemplars: 0,
-            series: (0..40)
-                .map(|i| SeriesSamples {
-                    labels: Labels::new(vec![
-                        ("__name__".into(), "m".into()),
-                        ("i".into(), format!("{i:02}")),
-                    ])
-                    .unwrap(),
-                    samples: (0..n).map(|k| (t0 + k * 1_000, v + k as f64)).collect(),
-                })
-                .collect(),
-            metadata: vec![],
+        let batch = |v: f64, n: i64| {
+            m_batch(
+                0..40,
+                (0..n).map(|k| (t0 + k * 1_000, v + k as f64)).collect(),
+            )
         };
         s.append(batch(0.0, 100), WriteWindow::Backfill)
             .await
@@ -657,21 +652,11 @@ mod tests {
         use futures::StreamExt;
         let s = Storage::in_memory().await.unwrap();
         let t0 = s.now_ms() - 3_600_000;
-        let batch = |series: std::ops::Range<i64>, ts: &[i64], v: f64| WriteBatch {
-            histograms: Vec::new(),
-            exemplars: Vec::new(),
-            dropped_exemplars: 0,
-            series: series
-                .map(|i| SeriesSamples {
-                    labels: Labels::new(vec![
-                        ("__name__".into(), "m".into()),
-                        ("i".into(), format!("{i:02}")),
-                    ])
-                    .unwrap(),
-                    samples: ts.iter().map(|&k| (t0 + k * 1_000, v + k as f64)).collect(),
-                })
-                .collect(),
-            metadata: vec![],
+        let batch = |series: std::ops::Range<i64>, ts: &[i64], v: f64| {
+            m_batch(
+                series,
+                ts.iter().map(|&k| (t0 + k * 1_000, v + k as f64)).collect(),
+            )
         };
         let w = WriteWindow::Backfill;
         s.append(batch(0..20, &[0, 1, 2, 3], 0.0), w).await.unwrap();

@@ -701,6 +701,16 @@ mod tests {
     }
 
     /// An engine over `a` whose plans run on the first `n` of `workers`.
+    /// An engine over `a` whose plans may run on `d`'s workers.
+    fn engine_over(a: &Arc<Storage>, d: Arc<Distribution>) -> Engine {
+        let opts = QueryOptions {
+            partitions: 2,
+            distribution: Some(d),
+            ..QueryOptions::default()
+        };
+        Engine::new(a.clone(), opts)
+    }
+
     /// `fold`: partial aggregates fold on the coordinator.
     fn distributed(
         a: &Arc<Storage>,
@@ -712,12 +722,7 @@ mod tests {
             Distribution::new(Arc::new(UrlsN(n)), Arc::new(workers.clone()), None)
                 .fold_on_coordinator(fold),
         );
-        let opts = QueryOptions {
-            partitions: 2,
-            distribution: Some(d.clone()),
-            ..QueryOptions::default()
-        };
-        (Engine::new(a.clone(), opts), d)
+        (engine_over(a, d.clone()), d)
     }
 
     /// A stage's tasks go to the workers in URL order, the same way every time (so a
@@ -892,55 +897,32 @@ mod tests {
             }
         }
         assert!(annotated > 0, "no query had annotations to compare");
+        let q = Engine::parse("sum by (job) (rate(http_requests[5m]))").unwrap();
+        let explained = |fold: bool| {
+            let (e, _) = distributed(&a, &workers, 3, fold);
+            let q = q.clone();
+            async move {
+                let x = e.explain_report(&q, 0, 3_000_000, 60_000, true).await;
+                x.unwrap().text
+            }
+        };
         // The plan's leaves ran as 3 tasks, one per worker.
+        let text = explained(false).await;
+        assert!(text.contains("Stage") && text.contains("t2:"), "{text}");
         // Folded on the coordinator: the tasks' partial sums go straight to it.
-        let (folded, _) = distributed(&a, &workers, 3, true);
-        let x = folded
-            .explain_report(
-                &Engine::parse("sum by (job) (rate(http_requests[5m]))").unwrap(),
-                0,
-                3_000_000,
-                60_000,
-                true,
-            )
-            .await
-            .unwrap();
+        let text = explained(true).await;
         assert!(
-            x.text.contains("mode=Final,") && !x.text.contains("NetworkShuffleExec"),
-            "{}",
-            x.text
-        );
-        let (there, _) = distributed(&a, &workers, 3, false);
-        let x = there
-            .explain_report(
-                &Engine::parse("sum by (job) (rate(http_requests[5m]))").unwrap(),
-                0,
-                3_000_000,
-                60_000,
-                true,
-            )
-            .await
-            .unwrap();
-        assert!(
-            x.text.contains("Stage") && x.text.contains("t2:"),
-            "{}",
-            x.text
+            text.contains("mode=Final,") && !text.contains("NetworkShuffleExec"),
+            "{text}"
         );
         // A plan reading fewer samples than the distribution's least runs here.
-        let q = Engine::parse("sum by (job) (rate(http_requests[5m]))").unwrap();
         for (least, spread) in [(usize::MAX, false), (1, true)] {
             let d = Arc::new(
                 Distribution::new(Arc::new(UrlsN(3)), Arc::new(workers.clone()), None)
                     .with_min_samples(least)
                     .fold_on_coordinator(true),
             );
-            let e = Engine::new(
-                a.clone(),
-                QueryOptions {
-                    distribution: Some(d.clone()),
-                    ..QueryOptions::default()
-                },
-            );
+            let e = engine_over(&a, d.clone());
             e.range(&q, 0, 3_000_000, 60_000).await.unwrap();
             assert_eq!(d.runs() > 0, spread, "at least {least} samples");
         }
@@ -950,14 +932,7 @@ mod tests {
             Arc::new(workers.clone()),
             Some(url(0)),
         ));
-        let e = Engine::new(
-            a.clone(),
-            QueryOptions {
-                distribution: Some(alone.clone()),
-                ..QueryOptions::default()
-            },
-        );
-        let q = Engine::parse("sum by (job) (rate(http_requests[5m]))").unwrap();
+        let e = engine_over(&a, alone.clone());
         e.range(&q, 0, 3_000_000, 60_000).await.unwrap();
         assert_eq!(
             alone.runs(),

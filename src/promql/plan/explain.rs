@@ -87,6 +87,31 @@ impl PlanNode {
     }
 }
 
+/// A physical plan as text: cut into stages and tasks when datafusion-distributed
+/// planned it, each operator with its metrics once `analyzed` (run).
+pub(crate) async fn plan_text(
+    physical: &Arc<dyn ExecutionPlan>,
+    analyzed: bool,
+) -> datafusion::error::Result<String> {
+    let distributed = physical
+        .downcast_ref::<datafusion_distributed::DistributedExec>()
+        .is_some();
+    Ok(match (distributed, analyzed) {
+        (true, true) => {
+            datafusion_distributed::explain_analyze(
+                physical.clone(),
+                datafusion_distributed::DistributedMetricsFormat::PerTask,
+            )
+            .await?
+        }
+        (true, false) => datafusion_distributed::display_plan_ascii(physical.as_ref(), false),
+        (false, true) => DisplayableExecutionPlan::with_metrics(physical.as_ref())
+            .indent(true)
+            .to_string(),
+        (false, false) => displayable(physical.as_ref()).indent(true).to_string(),
+    })
+}
+
 impl Engine {
     /// The logical and physical plans of `expr`, when it lowers; `analyze` runs the plan
     /// and records each operator's metrics.
@@ -128,30 +153,17 @@ impl Engine {
                 series: assemble(&lowered.series, ctx.steps.len(), &batches)?.len(),
                 samples_read: self.loaded().load(std::sync::atomic::Ordering::Relaxed),
             };
-            let shown = if distributed.is_some() {
-                datafusion_distributed::explain_analyze(
-                    physical.clone(),
-                    datafusion_distributed::DistributedMetricsFormat::PerTask,
-                )
-                .await
-                .map_err(df_error)?
-            } else {
-                DisplayableExecutionPlan::with_metrics(physical.as_ref())
-                    .indent(true)
-                    .to_string()
-            };
             text.push_str(&format!(
                 "{}\nran in {:.3}ms: {} rows, {} series, {} samples read\n",
-                shown, stats.elapsed_ms, stats.rows, stats.series, stats.samples_read,
+                plan_text(&physical, true).await.map_err(df_error)?,
+                stats.elapsed_ms,
+                stats.rows,
+                stats.series,
+                stats.samples_read,
             ));
             run = Some(stats);
-        } else if distributed.is_some() {
-            text.push_str(&datafusion_distributed::display_plan_ascii(
-                physical.as_ref(),
-                false,
-            ));
         } else {
-            text.push_str(&displayable(physical.as_ref()).indent(true).to_string());
+            text.push_str(&plan_text(&physical, false).await.map_err(df_error)?);
         }
         Ok(Some(Explained {
             planned: true,
