@@ -177,7 +177,8 @@ class Facts:
         main_rs = (ROOT / "src/main.rs").read_text()
         # Metrics are declared in /metrics' module and in the storage engine's telemetry.
         metrics_rs = "".join((ROOT / f).read_text() for f in (
-            "src/api/metrics.rs", "src/storage/telemetry.rs", "src/api/process_metrics.rs"))
+            "src/api/metrics.rs", "src/storage/telemetry.rs", "src/api/process_metrics.rs",
+            "src/api/memory_metrics.rs"))
         self.flags: set[str] = set()
         self.env: set[str] = set()
         # Every setting is declared once, in the settings structs (src/config.rs): its flag,

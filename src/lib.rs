@@ -11,6 +11,7 @@ pub mod config;
 pub mod duration;
 pub mod error_kind;
 pub mod ingest;
+pub mod memory;
 pub mod migrations;
 pub mod model;
 pub mod ops;

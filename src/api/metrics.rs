@@ -66,6 +66,7 @@ pub struct Metrics {
     head_memory_bytes: IntGauge,
     head_memory_limit_bytes: IntGauge,
     process: super::process_metrics::ProcessMetrics,
+    memory: super::memory_metrics::MemoryMetrics,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -292,6 +293,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "--head-memory-limit: beyond it writes are refused (503).",
         ),
         process: super::process_metrics::ProcessMetrics::register(&r),
+        memory: super::memory_metrics::MemoryMetrics::register(&r),
         registry: {
             crate::storage::telemetry::register(&r).expect("unique metrics");
             r
@@ -388,6 +390,7 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
         m.head_memory_limit_bytes
             .set(o.head_memory_limit.min(i64::MAX as usize) as i64);
     }
+    m.memory.update_owners(&st);
     exposition()
 }
 
@@ -400,6 +403,7 @@ pub async fn plain() -> Response {
 /// The process and object-store figures brought up to date, then every metric as text.
 fn exposition() -> Response {
     let m = &*METRICS;
+    m.memory.update_allocator();
     m.process.update();
     for (op, file, n) in crate::storage::counted::requests() {
         catch_up(&m.object_store_requests.with_label_values(&[op, file]), n);

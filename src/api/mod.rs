@@ -10,6 +10,7 @@ mod explain;
 mod ingest;
 pub mod json;
 pub mod limits;
+mod memory_metrics;
 mod metadata;
 pub mod metrics;
 pub mod params;

@@ -247,6 +247,40 @@ impl Catalog {
             .collect()
     }
 
+    /// An estimate of the bytes the catalog holds: label sets, the id map, postings. It
+    /// walks every series and posting under the read lock (milliseconds at a million
+    /// series), so callers refresh it rarely (`/metrics` at most once a minute).
+    pub fn memory_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let r = self.inner.read();
+        // An `Arc<Labels>`'s allocation: two counts and the struct, then its own heap.
+        let labels: usize = r
+            .labels
+            .iter()
+            .flatten()
+            .map(|l| 2 * size_of::<usize>() + size_of::<Labels>() + l.heap_bytes())
+            .sum();
+        // hashbrown: one slot and one control byte per bucket.
+        let ids = r.ids.capacity() * (size_of::<(Arc<Labels>, SeriesId)>() + 1);
+        let by_id = r.labels.capacity() * size_of::<Option<Arc<Labels>>>();
+        // A B-tree node holds up to 11 entries; count ~1.5 slots per entry.
+        let entry = size_of::<Box<str>>() + size_of::<Posting>();
+        let postings: usize = r
+            .postings
+            .iter()
+            .map(|(name, values)| {
+                size_of::<(Box<str>, BTreeMap<Box<str>, Posting>)>()
+                    + 1
+                    + name.len()
+                    + values
+                        .iter()
+                        .map(|(v, p)| entry * 3 / 2 + v.len() + p.heap_bytes())
+                        .sum::<usize>()
+            })
+            .sum();
+        labels + ids + by_id + r.live.serialized_size() + postings
+    }
+
     /// Series in the catalog.
     pub fn len(&self) -> usize {
         self.inner.read().live.len() as usize

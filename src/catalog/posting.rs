@@ -66,6 +66,15 @@ impl Posting {
         }
     }
 
+    /// Heap bytes beyond the enum itself (an inline id has none; a bitmap about its
+    /// serialised size, which tracks its containers).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Posting::One(_) => 0,
+            Posting::Many(b) => b.serialized_size(),
+        }
+    }
+
     pub fn len(&self) -> u64 {
         match self {
             Posting::One(_) => 1,

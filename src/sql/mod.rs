@@ -98,7 +98,7 @@ pub async fn session_scoped(
                 config = config.with_target_partitions(n);
             }
             let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-                .with_memory_limit(l.memory_bytes, 1.0)
+                .with_memory_pool(crate::memory::query_pool(l.memory_bytes))
                 .build_arc()?;
             let mut builder = datafusion::execution::SessionStateBuilder::new()
                 .with_config(config)

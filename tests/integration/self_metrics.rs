@@ -83,6 +83,27 @@ async fn metrics_endpoint_is_valid_exposition() {
         (2u64 << 30) as f64,
         "{body}"
     );
+    // Memory by owner: the one series is in the catalog (labels, id map, postings), the
+    // one sample in the head; the allocator holds at least what the owners account for.
+    let owner = |o: &str| value(&format!("quiver_memory_owner_bytes{{owner=\"{o}\"}}"));
+    assert!(owner("catalog") > 100.0, "{body}");
+    assert_eq!(owner("heads"), 28.0, "{body}");
+    assert_eq!(owner("queries"), 0.0, "no query in flight: {body}");
+    let allocator = |s: &str| value(&format!("quiver_allocator_bytes{{state=\"{s}\"}}"));
+    let owned: f64 = [
+        "samples_cache",
+        "results_cache",
+        "parquet_footers",
+        "catalog",
+        "block_index",
+        "heads",
+    ]
+    .iter()
+    .map(|o| owner(o))
+    .sum();
+    assert!(allocator("allocated") >= owned, "{body}");
+    assert!(allocator("allocated") >= allocator("mapped"), "{body}");
+    assert!(allocator("free") > 0.0, "{body}");
     // Startup listed the (local) store: its latency is recorded by operation.
     assert!(
         value("quiver_object_store_request_duration_seconds_count{operation=\"list\"}") >= 1.0,

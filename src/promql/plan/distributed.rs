@@ -412,7 +412,7 @@ impl Engine {
         // which datafusion-distributed turns into the tasks' rows sent to the coordinator.
         config.options_mut().optimizer.repartition_aggregations = !d.fold_here;
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(self.opts.memory_limit_bytes, 1.0)
+            .with_memory_pool(crate::memory::query_pool(self.opts.memory_limit_bytes))
             .build_arc()?;
         let scope = QueryScope::of(self);
         let ext = task_ext(&scope, self.caller_access());

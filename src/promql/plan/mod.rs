@@ -243,7 +243,7 @@ impl Engine {
     pub(super) fn session(&self) -> DfResult<SessionContext> {
         let config = SessionConfig::new().with_target_partitions(self.opts.partitions.max(1));
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(self.opts.memory_limit_bytes, 1.0)
+            .with_memory_pool(crate::memory::query_pool(self.opts.memory_limit_bytes))
             .build_arc()?;
         let state = SessionStateBuilder::new()
             .with_config(config)

@@ -121,6 +121,17 @@ pub struct LoadedBlock {
 }
 
 impl LoadedBlock {
+    /// Bytes this loaded block holds in memory: its id maps and presence bitmaps (its
+    /// samples stay in the store; their decoded runs are the samples cache's).
+    pub fn memory_bytes(&self) -> usize {
+        self.global_ids.capacity() * std::mem::size_of::<SeriesId>()
+            + self.present.serialized_size()
+            + self.hist_present.serialized_size()
+            + self.local_of.as_ref().map_or(0, |m| {
+                m.capacity() * (std::mem::size_of::<(SeriesId, u32)>() + 1)
+            })
+    }
+
     /// Reads the block's series file: its label sets, by local id.
     pub async fn read_labels(
         store: &dyn ObjectStore,

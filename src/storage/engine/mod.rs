@@ -342,6 +342,20 @@ impl Storage {
         self.shared.state.read().frozen.len()
     }
 
+    /// Bytes held by the loaded blocks' id maps and bitmaps, and by the cached Parquet
+    /// footers (for the memory breakdown on `/metrics`).
+    pub fn index_memory(&self) -> (usize, usize) {
+        let blocks = self
+            .shared
+            .state
+            .read()
+            .blocks
+            .iter()
+            .map(|b| b.memory_bytes())
+            .sum();
+        (blocks, self.shared.footers.weighted_size() as usize)
+    }
+
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.shared.catalog
     }

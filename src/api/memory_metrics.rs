@@ -1,0 +1,116 @@
+//! Resident memory by owner: what Quiver's caches, indexes, heads and queries hold
+//! (`quiver_memory_owner_bytes{owner}`) and what the allocator holds beyond it
+//! (`quiver_allocator_bytes{state}`). The allocator's `allocated` minus the sum of the
+//! owners is memory no owner accounts for (decoders' transient buffers, the runtime,
+//! connection buffers); its `free` is what it keeps for reuse; the rest of
+//! `process_resident_memory_bytes` is code, stacks and mapped files.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use prometheus::{IntGaugeVec, Opts, Registry};
+
+use super::AppState;
+
+/// The owners, in the order the dashboard stacks them.
+pub(super) const OWNERS: [&str; 7] = [
+    "samples_cache",
+    "results_cache",
+    "parquet_footers",
+    "catalog",
+    "block_index",
+    "heads",
+    "queries",
+];
+
+/// The catalog's estimate walks every series: refreshed at most this often.
+const CATALOG_REFRESH: Duration = Duration::from_secs(60);
+
+pub(super) struct MemoryMetrics {
+    owners: IntGaugeVec,
+    allocator: IntGaugeVec,
+    catalog: Mutex<Option<(Instant, i64)>>,
+}
+
+impl MemoryMetrics {
+    pub(super) fn register(r: &Registry) -> Self {
+        let vec = |name: &str, help: &str, label: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        MemoryMetrics {
+            owners: vec(
+                "quiver_memory_owner_bytes",
+                "Bytes held by each owner of Quiver's memory (estimates from the structures themselves; queries = reservations of the queries in flight).",
+                "owner",
+            ),
+            allocator: vec(
+                "quiver_allocator_bytes",
+                "The allocator's own figures: allocated (asked for and not freed), free (kept in its arenas for reuse), mapped (of allocated, large blocks mapped on their own).",
+                "state",
+            ),
+            catalog: Mutex::new(None),
+        }
+    }
+
+    /// Reads the allocator's figures (every role).
+    pub(super) fn update_allocator(&self) {
+        if let Some(s) = crate::memory::allocator_stats() {
+            for (state, v) in [
+                ("allocated", s.allocated),
+                ("free", s.free),
+                ("mapped", s.mapped),
+            ] {
+                self.allocator
+                    .with_label_values(&[state])
+                    .set(v.min(i64::MAX as u64) as i64);
+            }
+        }
+    }
+
+    /// Reads each owner's bytes over every open tenant.
+    pub(super) fn update_owners(&self, st: &AppState) {
+        let tenants = st.tenants.all();
+        let (mut blocks, mut footers) = (0usize, 0usize);
+        for (_, s) in &tenants {
+            let (b, f) = s.index_memory();
+            blocks += b;
+            footers += f;
+        }
+        let catalog = {
+            let mut cached = self.catalog.lock();
+            match *cached {
+                Some((at, v)) if at.elapsed() < CATALOG_REFRESH => v,
+                _ => {
+                    let v: usize = tenants
+                        .iter()
+                        .map(|(_, s)| s.catalog().memory_bytes())
+                        .sum();
+                    *cached = Some((Instant::now(), v as i64));
+                    v as i64
+                }
+            }
+        };
+        let heads = tenants.first().map_or(0, |(_, s)| {
+            s.options()
+                .head_samples
+                .load(Ordering::Relaxed)
+                .saturating_mul(crate::storage::HEAD_BYTES_PER_SAMPLE)
+        });
+        let samples_cache = st.tenants.samples_cache().map_or(0, |c| c.weighted_size());
+        let values: [i64; 7] = [
+            samples_cache as i64,
+            st.results_cache.weighted_size() as i64,
+            footers as i64,
+            catalog,
+            blocks as i64,
+            heads as i64,
+            crate::memory::query_reserved() as i64,
+        ];
+        for (owner, v) in OWNERS.iter().zip(values) {
+            self.owners.with_label_values(&[owner]).set(v);
+        }
+    }
+}
