@@ -25,6 +25,11 @@ pub use posting::Posting;
 /// Global series id, dense per process.
 pub type SeriesId = u32;
 
+/// A map by series id. Ids are the catalog's (dense, never chosen by a client), so a fast
+/// hash without per-process keys is safe; SipHash on the head's map was half of a
+/// million-series WAL replay (and a share of every append).
+pub type IdMap<V> = HashMap<SeriesId, V, ahash::RandomState>;
+
 /// ahash keys drawn from the standard library's per-process random keys (ahash is built
 /// without its own runtime RNG, as arrow builds it).
 fn random_state() -> ahash::RandomState {

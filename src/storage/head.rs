@@ -11,12 +11,11 @@
 //! every scan of one query, sees one consistent head however long it runs (Prometheus's
 //! head isolation). The cost is 4 bytes per sample and an entry per overwrite.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use roaring::RoaringBitmap;
 
-use crate::catalog::SeriesId;
+use crate::catalog::{IdMap, SeriesId};
 use crate::model::exemplar::Exemplar;
 use crate::model::histogram::FloatHistogram;
 
@@ -184,12 +183,12 @@ impl<V: Clone + SameValue> SeriesBuf<V> {
 
 #[derive(Debug, Default)]
 pub struct Head {
-    series: HashMap<SeriesId, SeriesBuf>,
+    series: IdMap<SeriesBuf>,
     /// Native-histogram samples, by series (most series have none).
-    hists: HashMap<SeriesId, SeriesBuf<Hist>>,
+    hists: IdMap<SeriesBuf<Hist>>,
     hist_present: RoaringBitmap,
     /// Exemplars by series and time (not samples: no query reads them as values).
-    exemplars: HashMap<SeriesId, SeriesBuf<Ex>>,
+    exemplars: IdMap<SeriesBuf<Ex>>,
     num_exemplars: usize,
     present: RoaringBitmap,
     min_t: i64,

@@ -17,7 +17,6 @@
 //! query's selectors, a SQL statement's table scans), so `x - x` is zero and a self-join
 //! matches itself while samples keep arriving.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -336,7 +335,7 @@ impl Scan {
         let wanted = RoaringBitmap::from_sorted_iter(ids.iter().copied())
             .map_err(|e| StorageError::Corrupt(format!("scan ids not sorted: {e}")))?;
         // Per series: the pieces of each contributing source, in precedence order.
-        let mut sources: HashMap<SeriesId, Vec<Vec<Piece>>> = HashMap::new();
+        let mut sources: crate::catalog::IdMap<Vec<Vec<Piece>>> = Default::default();
         // Blocks are read a few at a time (each spreads its row groups over tasks), and
         // their results taken in block order, which is the precedence order.
         let work: Vec<(Arc<LoadedBlock>, Vec<u32>)> = self

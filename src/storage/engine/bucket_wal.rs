@@ -84,7 +84,7 @@ pub(super) async fn replay(
         };
         let head = shared.state.read().head.clone();
         let mut h = head.write();
-        let mut refs: HashMap<u32, SeriesId> = HashMap::new();
+        let mut refs: HashMap<u32, SeriesId, ahash::RandomState> = HashMap::default();
         let name = segment_key(shard, seq).to_string();
         let stats = match wal::replay_bytes(&data, &name, |rec| {
             total += apply_replayed(shared, &mut h, &mut refs, rec, now, &mut orphans);

@@ -193,7 +193,7 @@ impl Storage {
             head
         };
         let now = self.now_ms();
-        let mut refs: HashMap<u32, SeriesId> = HashMap::new();
+        let mut refs: HashMap<u32, SeriesId, ahash::RandomState> = HashMap::default();
         let (mut total, mut orphans) = (0u64, 0u64);
         let mut h = head.write();
         let name = format!("shard {shard} segment {seq}");

@@ -265,7 +265,8 @@ pub(super) fn replay_wal(
             continue;
         }
         next = next.max(seq + 1);
-        let mut refs: HashMap<u32, SeriesId> = HashMap::new();
+        // Refs are the WAL writer's own numbers: a fast unkeyed hash is safe.
+        let mut refs: HashMap<u32, SeriesId, ahash::RandomState> = HashMap::default();
         let mut h = head.write();
         let stats = wal::replay_segment(&path, write, |rec| {
             total += apply_replayed(shared, &mut h, &mut refs, rec, now, &mut orphans);
@@ -299,7 +300,7 @@ pub(super) fn replay_wal(
 pub(super) fn apply_replayed(
     shared: &Shared,
     h: &mut Head,
-    refs: &mut HashMap<u32, SeriesId>,
+    refs: &mut HashMap<u32, SeriesId, ahash::RandomState>,
     rec: Replayed,
     now: i64,
     orphans: &mut u64,
