@@ -385,6 +385,7 @@ impl Engine {
             physical: None,
             run: None,
             text,
+            result: None,
         };
         if !self.opts.planner {
             let why = "--query-engine evaluator";

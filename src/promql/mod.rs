@@ -30,8 +30,8 @@ pub use kernels::select::matcher_sets as selector_matchers;
 /// docs/conformance.md lists it), and whether a displayed reason is an instance of one.
 pub use plan::Distribution;
 pub use plan::decline::{TEMPLATES as DECLINE_TEMPLATES, instance_of as is_decline_of};
-pub(crate) use plan::explain::plan_text;
-pub use plan::explain::{Explained, PlanNode, RunStats};
+pub use plan::explain::{Explained, Phase, PlanNode, RunStats};
+pub(crate) use plan::explain::{phases_line, plan_text};
 pub(crate) use plan::series_ref;
 pub(crate) use plan::{task_ext, task_session, worth_retrying};
 pub use value::{RangeSeries, Series, Steps, Value};

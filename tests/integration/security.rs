@@ -590,6 +590,10 @@ async fn enforced_matchers_bound_explain_analyze() {
         let text = v["data"]["text"].as_str().unwrap();
         // The leaf itself selects only what the caller may read.
         let leaf = text.contains("VectorSelectExec: team_metric, series=1,");
+        // The server times the answer's JSON encoding as the last phase.
+        let phases = v["data"]["run"]["phases"].as_array().unwrap();
+        assert_eq!(phases.last().unwrap()["name"], "json", "{body}");
+        assert!(text.contains(", json "), "{text}");
         (v["data"]["run"]["series"].as_u64().unwrap(), leaf)
     };
     assert_eq!(series(reader("t")).await, (2, false));

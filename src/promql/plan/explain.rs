@@ -31,6 +31,31 @@ pub struct Explained {
     pub run: Option<RunStats>,
     /// Everything above as text (what `quiver explain` prints).
     pub text: String,
+    /// With `analyze`: the answer, for the caller to time its encoding (not sent).
+    #[serde(skip)]
+    pub result: Option<Vec<crate::promql::Series>>,
+}
+
+impl Explained {
+    /// Adds a phase the caller timed (the JSON encoding of the answer) to the run and its
+    /// line in the text.
+    pub fn add_phase(&mut self, name: &'static str, ms: f64) {
+        let Some(run) = self.run.as_mut() else {
+            return;
+        };
+        let old = phases_line(&run.phases);
+        run.phases.push(Phase { name, ms });
+        self.text = self.text.replace(&old, &phases_line(&run.phases));
+    }
+}
+
+/// `phases: parse 0.010ms, lower 0.050ms, …`.
+pub(crate) fn phases_line(phases: &[Phase]) -> String {
+    let each: Vec<String> = phases
+        .iter()
+        .map(|p| format!("{} {:.3}ms", p.name, p.ms))
+        .collect();
+    format!("phases: {}\n", each.join(", "))
 }
 
 /// One physical operator.
@@ -56,6 +81,17 @@ pub struct RunStats {
     pub rows: usize,
     pub series: usize,
     pub samples_read: usize,
+    /// Where a query's time goes, in order: parsing its text, lowering it to a logical
+    /// plan, optimizing that, physical planning, running the plan, assembling the rows
+    /// into series, and (added by the API or the CLI) encoding the answer as JSON.
+    pub phases: Vec<Phase>,
+}
+
+/// One phase of a query and its wall time.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    pub name: &'static str,
+    pub ms: f64,
 }
 
 impl PlanNode {
@@ -121,9 +157,23 @@ impl Engine {
         ctx: Ctx,
         analyze: bool,
     ) -> Result<Option<Explained>, PromqlError> {
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+        // The caller parsed the query already; parsing its canonical text again times
+        // that phase.
+        let t = Instant::now();
+        let _ = promql_parser::parser::parse(&expr.to_string());
+        let mut phases = vec![Phase {
+            name: "parse",
+            ms: ms(t),
+        }];
+        let t = Instant::now();
         let Some(lowered) = self.lower(expr, ctx)? else {
             return Ok(None);
         };
+        phases.push(Phase {
+            name: "lower",
+            ms: ms(t),
+        });
         // A querier with live peers explains the plan it would run: stages, their tasks
         // and, once analyzed, where each ran.
         let distributed = self.distributes_plan(&lowered.plan).await?;
@@ -133,35 +183,61 @@ impl Engine {
         }
         .map_err(df_error)?;
         let state = session.state();
+        let t = Instant::now();
         let optimized = state.optimize(&lowered.plan).map_err(df_error)?;
+        phases.push(Phase {
+            name: "optimize",
+            ms: ms(t),
+        });
+        // Optimizes again, as running a query does (planning includes it).
+        let t = Instant::now();
         let physical = state
             .create_physical_plan(&lowered.plan)
             .await
             .map_err(df_error)?;
+        phases.push(Phase {
+            name: "physical planning",
+            ms: ms(t),
+        });
         let logical = optimized.display_indent().to_string();
         let mut text = format!("logical plan:\n{logical}\n\nphysical plan:\n");
         let mut run = None;
+        let mut result = None;
         if analyze {
             let started = Instant::now();
             let batches = datafusion::physical_plan::collect(physical.clone(), session.task_ctx())
                 .await
                 .map_err(df_error)?;
             self.absorb_tasks(&physical).await;
+            let elapsed_ms = ms(started);
+            phases.push(Phase {
+                name: "execute",
+                ms: elapsed_ms,
+            });
+            let t = Instant::now();
+            let series = assemble(&lowered.series, ctx.steps.len(), &batches)?;
+            phases.push(Phase {
+                name: "assemble",
+                ms: ms(t),
+            });
             let stats = RunStats {
-                elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+                elapsed_ms,
                 rows: batches.iter().map(|b| b.num_rows()).sum(),
-                series: assemble(&lowered.series, ctx.steps.len(), &batches)?.len(),
+                series: series.len(),
                 samples_read: self.loaded().load(std::sync::atomic::Ordering::Relaxed),
+                phases,
             };
             text.push_str(&format!(
-                "{}\nran in {:.3}ms: {} rows, {} series, {} samples read\n",
+                "{}\nran in {:.3}ms: {} rows, {} series, {} samples read\n{}",
                 plan_text(&physical, true).await.map_err(df_error)?,
                 stats.elapsed_ms,
                 stats.rows,
                 stats.series,
                 stats.samples_read,
+                phases_line(&stats.phases),
             ));
             run = Some(stats);
+            result = Some(series);
         } else {
             text.push_str(&plan_text(&physical, false).await.map_err(df_error)?);
         }
@@ -172,6 +248,7 @@ impl Engine {
             physical: Some(PlanNode::of(&physical, analyze)),
             run,
             text,
+            result,
         }))
     }
 }
@@ -204,11 +281,35 @@ mod tests {
         for n in &names {
             assert!(plain.text.contains(n.as_str()), "{n} not in {}", plain.text);
         }
-        let analyzed = e
+        let mut analyzed = e
             .explain_report(&expr, start, end, step, true)
             .await
             .unwrap();
-        let run = analyzed.run.unwrap();
+        // Every phase is timed and named on one line of the text; a phase the caller
+        // times (the JSON) joins that line.
+        assert_eq!(analyzed.result.as_ref().map(Vec::len), Some(2));
+        analyzed.add_phase("json", 0.25);
+        let run = analyzed.run.as_ref().unwrap();
+        let names: Vec<&str> = run.phases.iter().map(|p| p.name).collect();
+        assert_eq!(
+            names,
+            [
+                "parse",
+                "lower",
+                "optimize",
+                "physical planning",
+                "execute",
+                "assemble",
+                "json"
+            ]
+        );
+        assert_eq!(run.phases[4].ms, run.elapsed_ms);
+        let line = analyzed
+            .text
+            .lines()
+            .find(|l| l.starts_with("phases: parse "))
+            .unwrap();
+        assert!(line.ends_with(", json 0.250ms"), "{line}");
         // Two jobs × three steps.
         assert_eq!((run.series, run.rows), (2, 6));
         assert_eq!(analyzed.physical.unwrap().output_rows, Some(run.rows));
