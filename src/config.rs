@@ -213,6 +213,11 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish
     #[arg(long, env = "QUIVER_SHUTDOWN_GRACE_PERIOD", default_value = "30s")]
     pub shutdown_grace_period: String,
+    /// On SIGTERM/SIGINT, leave the heads in the WAL instead of writing them to blocks (a
+    /// start then replays them: seconds at a million series, where loading a block of them
+    /// takes under one)
+    #[arg(long, env = "QUIVER_NO_FLUSH_ON_SHUTDOWN")]
+    pub no_flush_on_shutdown: bool,
     /// With authentication off, honour the tenant header (`X-Scope-OrgID`); off: one tenant
     #[arg(long, env = "QUIVER_MULTI_TENANCY")]
     pub multi_tenancy: bool,
@@ -457,6 +462,8 @@ pub struct ServeConfig {
     pub remote_read_max_bytes: usize,
     pub ingest_decode_budget: crate::ingest::budget::DecodeBudget,
     pub shutdown_grace_ms: i64,
+    /// Write the heads to blocks after the last request on a graceful stop.
+    pub flush_on_shutdown: bool,
     pub multi_tenancy: bool,
     pub created_timestamp_zero_ingestion: bool,
     pub otlp: crate::ingest::otlp::OtlpConfig,
@@ -689,6 +696,7 @@ impl ServeArgs {
                 None => crate::ingest::budget::DecodeBudget::from_body_limit(self.max_body_bytes),
             },
             shutdown_grace_ms: dur("shutdown-grace-period", &self.shutdown_grace_period)?,
+            flush_on_shutdown: !self.no_flush_on_shutdown,
             multi_tenancy: self.multi_tenancy,
             created_timestamp_zero_ingestion: self.created_timestamp_zero_ingestion,
             otlp: crate::ingest::otlp::OtlpConfig {

@@ -50,9 +50,38 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         maintenance(tenants, compaction_every).await;
     });
     serve(listener, app, &cfg, fatal_rx).await?;
+    if cfg.flush_on_shutdown {
+        flush_heads(&tenants).await;
+    }
     tenants.close_all().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Writes every tenant's head to blocks once the last request is answered, so the next
+/// start loads blocks instead of replaying the WAL: a million-series head took 4–5 s to
+/// replay (docs/benchmarks.md, "A live server's block layout"). A flush that fails or is
+/// cut short (a SIGKILL after the grace period) leaves the WAL to replay, as a crash does.
+async fn flush_heads(tenants: &Tenants) {
+    for (tenant, s) in tenants.all() {
+        if s.options().read_only || s.head_stats().1 == 0 {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        match s.flush().await {
+            Ok(blocks) => tracing::info!(
+                %tenant,
+                blocks = blocks.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "heads written to blocks at shutdown"
+            ),
+            Err(e) => tracing::warn!(
+                %tenant,
+                error = %e,
+                "heads not written at shutdown; the next start replays the WAL"
+            ),
+        }
+    }
 }
 
 /// The handlers' shared state for a server over `tenants`, as `cfg` sets it up.

@@ -245,6 +245,7 @@ mod tests {
             parents: vec![],
             wal: None,
             bytes: 1,
+            series_digest: None,
         }
     }
 

@@ -91,7 +91,10 @@ async fn restart_reads_only_index_files_and_expired_series_leave_the_catalog() {
         );
     }
     assert_eq!(delta(&before, "get", "meta"), 48);
-    assert_eq!(delta(&before, "get", "series"), 48);
+    // The 24 blocks of `quiver_old` hold the same label sets, as do the 24 of
+    // `quiver_new`: one series file of each is read, the other blocks share its ids by
+    // their series digest.
+    assert_eq!(delta(&before, "get", "series"), 2);
     assert_eq!(delta(&before, "get", "postings"), 1);
     assert_eq!(s.catalog().len(), 300);
     let old_labels = Arc::downgrade(

@@ -343,3 +343,47 @@ async fn head_memory_limit_holds_across_tenants() {
         .unwrap();
     tenants.close_all().await;
 }
+
+/// A graceful stop writes the head to a block, so the next start has no WAL to replay;
+/// with `--no-flush-on-shutdown` the head stays in the WAL and the start replays it. Both
+/// answer every sample.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_writes_the_head_to_blocks() {
+    for (flags, blocks_after, head_after) in [
+        (&[][..], 1.0, 0.0),
+        (&["--no-flush-on-shutdown"][..], 0.0, 50.0),
+    ] {
+        let (_tmp, dir) = tempdir();
+        let mut server = Server::start(&dir, flags, &[]).await;
+        let client = reqwest::Client::new();
+        let t = now_ms() - 60_000;
+        let series = (0..5)
+            .map(|i| {
+                let l = labels(&[("__name__", "stop_metric"), ("i", &i.to_string())]);
+                (l, (0..10).map(|k| (t + k * 1_000, k as f64)).collect())
+            })
+            .collect();
+        let r = post_write(&client, &server.url, encode(&batch(series))).await;
+        assert_eq!(r.status(), 204);
+        assert_eq!(metric(&server.url, "quiver_blocks").await, 0.0);
+        server.stop();
+        let server = Server::start(&dir, flags, &[]).await;
+        assert_eq!(
+            metric(&server.url, "quiver_blocks").await,
+            blocks_after,
+            "{flags:?}"
+        );
+        assert_eq!(
+            metric(&server.url, "quiver_head_samples").await,
+            head_after,
+            "{flags:?}"
+        );
+        let q = format!(
+            "{}/api/v1/query?query=sum(count_over_time(stop_metric[5m]))&time={}",
+            server.url,
+            (t + 10_000) as f64 / 1000.0
+        );
+        let body = reqwest::get(q).await.unwrap().text().await.unwrap();
+        assert!(body.contains("\"50\""), "{flags:?}: {body}");
+    }
+}

@@ -45,11 +45,10 @@ impl Storage {
         };
         let catalog = Arc::new(Catalog::new());
         let wal_dir = opts.data_dir.join("wal");
-        let checkpoint = if opts.wal {
-            read_checkpoint(&wal_dir)?
-        } else {
-            0
-        };
+        // Read even when this process keeps no WAL (`quiver import`): blocks a server
+        // flushed name WAL segments, and without the checkpoint they would look like torn
+        // flushes and be deleted.
+        let checkpoint = read_checkpoint(&wal_dir)?;
 
         // Blocks live in the object store. If it cannot be reached, a server (`retry_blocks`)
         // still replays its WAL and takes writes, and keeps trying to load the blocks.
@@ -268,22 +267,56 @@ async fn load_blocks(
     // repeat series, whose postings are already there.
     keep.sort_by(|a, b| a.id.cmp(&b.id));
     let first_into_empty = catalog.is_empty();
-    let mut loaded = futures::stream::iter(keep.into_iter().enumerate())
-        .map(|(i, m)| async move {
+    // A block whose series digest an earlier block has (flushes of a head holding the
+    // same series) is not read: it gets the ids the earlier one got.
+    let mut seen = std::collections::HashSet::new();
+    let repeats: Vec<bool> = keep
+        .iter()
+        .map(|m| {
+            m.series_digest
+                .as_ref()
+                .is_some_and(|d| !seen.insert(d.clone()))
+        })
+        .collect();
+    let mut ids_of: std::collections::HashMap<String, Vec<crate::catalog::SeriesId>> =
+        Default::default();
+    let mut loaded = futures::stream::iter(keep.into_iter().zip(repeats).enumerate())
+        .map(|(i, (m, repeat))| async move {
+            if repeat {
+                return (m, Ok(None));
+            }
             let labels = LoadedBlock::read_labels(store, &m).await;
             let postings = match (i, first_into_empty, &labels) {
                 (0, true, Ok(_)) => read_postings_or_none(store, &m).await,
                 _ => None,
             };
-            (m, labels.map(|l| (l, postings)))
+            (m, labels.map(|l| Some((l, postings))))
         })
-        .buffered(16);
+        // Each block's label sets are held until it is registered: a few at a time.
+        .buffered(2);
     let mut blocks = Vec::new();
     while let Some((m, read)) = loaded.next().await {
+        let digest = m.series_digest.clone();
+        let read = match read {
+            Ok(None) => {
+                if let Some(ids) = digest.as_ref().and_then(|d| ids_of.get(d)) {
+                    blocks.push(Arc::new(LoadedBlock::from_parts(m, ids.clone())));
+                    continue;
+                }
+                // The block that had this digest first could not be read: read this one.
+                LoadedBlock::read_labels(store, &m).await.map(|l| (l, None))
+            }
+            Ok(Some(r)) => Ok(r),
+            Err(e) => Err(e),
+        };
         match read {
-            Ok((labels, postings)) => blocks.push(Arc::new(LoadedBlock::register_indexed(
-                m, labels, postings, catalog,
-            ))),
+            Ok((labels, postings)) => {
+                let b = LoadedBlock::register_indexed(m, labels, postings, catalog);
+                if let Some(d) = digest {
+                    ids_of.insert(d, b.global_ids.clone());
+                }
+                blocks.push(Arc::new(b));
+            }
             Err(e) if is_unreadable(&e) && !read_only => {
                 tracing::error!(block = %m.id, error = %e, "block cannot be read");
                 quarantine_block(store, &m.id).await?;

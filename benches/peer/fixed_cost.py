@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""The fixed cost of a query (issue 27): Quiver and Prometheus on the peer benchmark's
+loaded data (`harness.py --keep` leaves `quiver/` and `prometheus/` in its work dir), the
+simplest instant queries, each `--n` times per round after 5 untimed, `--rounds` rounds
+alternating which server goes first; median of the rounds' medians, in ms.
+
+    python3 benches/peer/fixed_cost.py --quiver BIN --work PEER_WORK_DIR --at UNIX_SECONDS
+
+`--at` is the data end (the raw results' `dataset.last_sample_ms` / 1000). Quiver's data
+dir is hard-linked into a temporary copy (its WAL and lock are its own); Prometheus serves
+its TSDB dir as the harness left it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import systems  # noqa: E402
+
+QUERIES = ["vector(1)", "time()", "day_of_week()", 'absent(up{job="node"})', "sum(up)/count(up)",
+           'up{instance="host-07:9100"}']
+
+
+def timed(url: str, q: str, at: float, n: int) -> float:
+    u = f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": q, "time": at, "nocache": "1"})
+    out = []
+    for i in range(n + 5):
+        t = time.perf_counter()
+        urllib.request.urlopen(u).read()
+        if i >= 5:
+            out.append((time.perf_counter() - t) * 1000)
+    return statistics.median(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quiver", required=True)
+    ap.add_argument("--work", required=True, help="the peer harness's kept work dir")
+    ap.add_argument("--at", type=float, required=True)
+    ap.add_argument("--n", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="quiver-fixed-", dir="/var/tmp")
+    data = os.path.join(tmp, "quiver")
+    shutil.copytree(os.path.join(args.work, "quiver"), data, copy_function=os.link)
+    servers = [systems.quiver(args.quiver, tmp, data),
+               systems.prometheus(args.work, os.path.join(args.work, "prometheus"))]
+    try:
+        for s in servers:
+            s.start()
+        res = {}
+        for q in QUERIES:
+            got = {s.name: [] for s in servers}
+            for r in range(args.rounds):
+                for s in servers if r % 2 == 0 else servers[::-1]:
+                    got[s.name].append(timed(s.url, q, args.at, args.n))
+            res[q] = {k: round(statistics.median(v), 3) for k, v in got.items()}
+        print(json.dumps(res, indent=1))
+        print("\n| query | Quiver ms | Prometheus ms |\n|---|---:|---:|")
+        for q, r in res.items():
+            print(f"| `{q}` | {r['quiver']} | {r['prometheus']} |")
+        return 0
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
