@@ -169,3 +169,56 @@ async fn restart_reads_only_index_files_and_expired_series_leave_the_catalog() {
     let s = tenants.get("default").await.unwrap();
     assert_eq!(s.catalog().len(), 101);
 }
+
+/// A block whose meta.json repeats another block's series digest with another series
+/// count is read, not given the other block's ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_that_disagrees_with_its_series_count_is_not_trusted() {
+    let (_tmp, dir) = tempdir();
+    let clock = Arc::new(AtomicI64::new(20_000 * 24 * H + 3 * H));
+    let t = clock.load(Ordering::SeqCst) - H;
+    let open = || async {
+        let t = Tenants::new(
+            opts(&dir, &clock),
+            objstore::build(None, &dir, &Default::default()).unwrap(),
+        );
+        t.open_all().await.unwrap();
+        t
+    };
+    let tenants = open().await;
+    let s = tenants.get("default").await.unwrap();
+    for names in [&["a", "b", "c"][..], &["x", "y"][..]] {
+        let series = names
+            .iter()
+            .map(|n| (labels(&[("__name__", "m"), ("n", n)]), vec![(t, 1.0)]))
+            .collect();
+        s.append(batch(series), WriteWindow::Any).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    let metas = s.blocks();
+    assert_eq!(metas.len(), 2);
+    tenants.close_all().await;
+    drop(s);
+    drop(tenants);
+    // The second block claims the first's digest.
+    let path = dir.join("blocks").join(&metas[1].id).join("meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    meta["series_digest"] = metas[0].series_digest.clone().unwrap().into();
+    std::fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
+
+    let tenants = open().await;
+    let s = tenants.get("default").await.unwrap();
+    let names = s.label_values("n", &[], i64::MIN, i64::MAX);
+    assert_eq!(names, ["a", "b", "c", "x", "y"]);
+    let got = s
+        .select(
+            &[quiver::model::Matcher::equal("n", "y")],
+            i64::MIN,
+            i64::MAX,
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].labels.get("n"), Some("y"));
+}

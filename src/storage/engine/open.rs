@@ -299,11 +299,18 @@ async fn load_blocks(
         let digest = m.series_digest.clone();
         let read = match read {
             Ok(None) => {
-                if let Some(ids) = digest.as_ref().and_then(|d| ids_of.get(d)) {
+                // A digest is trusted only with the series count it came with: a meta.json
+                // that disagrees with itself is read, not mapped onto another block's ids.
+                if let Some(ids) = digest
+                    .as_ref()
+                    .and_then(|d| ids_of.get(d))
+                    .filter(|ids| ids.len() as u64 == m.num_series)
+                {
                     blocks.push(Arc::new(LoadedBlock::from_parts(m, ids.clone())));
                     continue;
                 }
-                // The block that had this digest first could not be read: read this one.
+                // The block that had this digest first could not be read (or the counts
+                // differ): read this one.
                 LoadedBlock::read_labels(store, &m).await.map(|l| (l, None))
             }
             Ok(Some(r)) => Ok(r),
