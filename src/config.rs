@@ -186,8 +186,8 @@ pub struct ServeArgs {
     /// per-second rate]
     #[arg(skip)]
     pub write_burst_samples: Option<f64>,
-    /// Decoded-samples cache bound in bytes (whole series of immutable blocks, shared by all
-    /// tenants); 0 turns it off
+    /// Samples cache bound in bytes (whole series of immutable blocks, packed to 1–3 bytes a
+    /// sample, shared by all tenants); 0 turns it off
     #[arg(long, env = "QUIVER_SAMPLES_CACHE_BYTES", default_value_t = 512 << 20)]
     pub samples_cache_bytes: u64,
     /// Deepest PromQL expression accepted (AST levels, bounded from the text before parsing)
@@ -471,7 +471,7 @@ pub struct ServeConfig {
     pub head_memory_limit: usize,
     pub cors_origin: Option<regex::Regex>,
     pub results_cache: crate::api::CacheConfig,
-    /// Bytes of decoded block samples kept in memory (0: off).
+    /// Bytes of packed block samples kept in memory (0: off).
     pub samples_cache_bytes: u64,
     pub auth: crate::auth::AuthConfig,
     pub tls: Option<TlsFiles>,

@@ -30,7 +30,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     let mut opts = cfg.storage.options();
     opts.head_memory_limit = cfg.head_memory_limit;
     opts.retry_blocks = true;
-    // One decoded-samples cache for every tenant (keys are block ids, unique across tenants).
+    // One samples cache for every tenant (keys are block ids, unique across tenants).
     opts.samples_cache =
         (cfg.samples_cache_bytes > 0).then(|| samples_cache(cfg.samples_cache_bytes));
     let tenants = Arc::new(Tenants::new(opts, store).with_max_tenants(cfg.max_tenants));

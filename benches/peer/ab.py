@@ -5,7 +5,7 @@ the second binary came out ~16 % faster with the same binary on both sides).
 
     python3 benches/peer/ab.py --data-dir DIR --at UNIX_SECONDS OLD_BINARY NEW_BINARY
 
-Prints per-cell medians (ms), new/old ratios and the totals. Use a data dir loaded by the
+Prints per-cell medians (ms), new/old ratios, the totals and each server's peak RSS. Use a data dir loaded by the
 peer benchmark (`harness.py --keep`) or `benches/sql/duckdb_compare.py --keep`; --at is the
 data end (e.g. `timestamp(up)` at the last scrape). Results-cache bypassed (`nocache=1`).
 """
@@ -59,6 +59,13 @@ class Server:
         urllib.request.urlopen(url, timeout=120).read()
         return (time.time() - a) * 1000
 
+    def peak_rss_mib(self):
+        """VmHWM: the most resident memory the server had."""
+        for line in open(f"/proc/{self.p.pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
     def stop(self):
         self.p.send_signal(signal.SIGTERM)
         self.p.wait()
@@ -86,7 +93,8 @@ def run_both(old_bin, new_bin, data_dir, at, reps):
                 order = (0, 1) if (rep + i) % 2 == 0 else (1, 0)
                 for k in order:
                     got[k].setdefault(name, []).append(servers[k].time(q, r, at))
-        return [{k: statistics.median(v) for k, v in g.items()} for g in got]
+        peaks = [s.peak_rss_mib() for s in servers]
+        return [{k: statistics.median(v) for k, v in g.items()} for g in got], peaks
     finally:
         for s in servers:
             s.stop()
@@ -101,14 +109,15 @@ def main():
     ap.add_argument("old")
     ap.add_argument("new")
     a = ap.parse_args()
-    old, new = run_both(a.old, a.new, a.data_dir, a.at, a.reps)
+    (old, new), peaks = run_both(a.old, a.new, a.data_dir, a.at, a.reps)
     rows = sorted(((k, old[k], new[k], new[k] / old[k]) for k in old), key=lambda r: -r[3])
     print("| cell | old ms | new ms | new/old |\n|---|---|---|---|")
     for k, o, n, r in rows:
         print(f"| {k} | {o:.1f} | {n:.1f} | {r:.2f}× |")
     print(f"\ntotal old {sum(old.values()):.0f} ms, new {sum(new.values()):.0f} ms; "
           f"median new/old {statistics.median(r[3] for r in rows):.2f}×")
-    print(json.dumps({"old": old, "new": new}))
+    print(f"peak RSS (VmHWM) old {peaks[0]:.0f} MiB, new {peaks[1]:.0f} MiB")
+    print(json.dumps({"old": old, "new": new, "peak_rss_mib": peaks}))
 
 
 if __name__ == "__main__":

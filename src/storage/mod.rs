@@ -24,6 +24,7 @@ mod hist_scan;
 pub mod manifest;
 pub mod metadata;
 pub mod objstore;
+mod packed;
 pub mod paths;
 mod read;
 mod scan;

@@ -25,6 +25,7 @@ use roaring::RoaringBitmap;
 use super::StorageError;
 use super::block::LoadedBlock;
 use super::engine::{Shared, Storage};
+use super::packed::PackedRun;
 use crate::catalog::SeriesId;
 use crate::model::{Labels, Matcher};
 
@@ -134,10 +135,29 @@ impl Shared {
         Ok(m)
     }
 
-    /// Reads the given local series of a block, through the decoded-samples cache when
-    /// there is one: cached series are sliced to the time range; for a read covering at
-    /// least an eighth of the block the others are read whole, cached (when `populate`),
-    /// then sliced.
+    /// The cached runs of a block's series in `locals`, by global id, and the locals
+    /// not cached.
+    pub(super) fn cached_runs(
+        &self,
+        block: &LoadedBlock,
+        locals: &[u32],
+    ) -> (Vec<(SeriesId, Arc<CachedRun>)>, Vec<u32>) {
+        let cache = self.opts.samples_cache.as_ref();
+        let Some((cache, key)) = cache.zip(ulid::Ulid::from_string(&block.meta.id).ok()) else {
+            return (Vec::new(), locals.to_vec());
+        };
+        let (mut hits, mut missing) = (Vec::new(), Vec::new());
+        for &l in locals {
+            match cache.get(&(key.0, l)) {
+                Some(run) => hits.push((block.global_ids[l as usize], run)),
+                None => missing.push(l),
+            }
+        }
+        (hits, missing)
+    }
+
+    /// Reads the given local series of a block (not cached) from its file. With a samples
+    /// cache and `populate`, whole series are read and packed into the cache, then sliced.
     pub(super) async fn scan_block(
         &self,
         block: &Arc<LoadedBlock>,
@@ -146,52 +166,28 @@ impl Shared {
         max_t: i64,
         populate: bool,
     ) -> Result<Vec<ScannedSeries>, StorageError> {
-        let cache = self.opts.samples_cache.as_ref();
+        let cache = self.opts.samples_cache.as_ref().filter(|_| populate);
+        // A scan that must not fill the cache (SQL) decodes only the pages it needs.
         let Some((cache, key)) = cache.zip(ulid::Ulid::from_string(&block.meta.id).ok()) else {
             return self.scan_block_pages(block, locals, min_t, max_t).await;
         };
-        let key = key.0;
-        let mut out = Vec::with_capacity(locals.len());
-        let mut missing = Vec::new();
-        let slice = |g: SeriesId, run: &CachedRun, out: &mut Vec<ScannedSeries>| {
-            if let Some(p) = run.0.clip(min_t, max_t) {
+        // Whole series even for an instant query: a page (8192 rows) holds most of a
+        // series of a day's block and all of a 2 h block's, so the pages a short read needs
+        // are nearly the whole series, and every later read of it is then a cache hit.
+        let whole = self
+            .scan_block_pages(block, locals, i64::MIN, i64::MAX)
+            .await?;
+        let mut out = Vec::with_capacity(whole.len());
+        for (g, pieces) in whole {
+            let run = Piece::concat(&pieces);
+            if let Some(l) = block.local_of(g) {
+                let packed = PackedRun::pack(&run.ts, &run.vals);
+                cache.insert((key.0, l), Arc::new(CachedRun(packed)));
+            }
+            if let Some(p) = run.clip(min_t, max_t) {
                 out.push((g, vec![p]));
             }
-        };
-        for &l in locals {
-            match cache.get(&(key, l)) {
-                Some(run) => slice(block.global_ids[l as usize], &run, &mut out),
-                None => missing.push(l),
-            }
         }
-        if missing.is_empty() {
-            return Ok(out);
-        }
-        // A read covering a small part of the block (an instant query, a short range)
-        // decodes only the pages it needs and is not cached: reading whole series for it
-        // costs more than the answer (cold instant queries in the peer benchmark were
-        // slower with whole-series reads than with page-pruned ones).
-        let covered = max_t
-            .min(block.meta.max_t)
-            .saturating_sub(min_t.max(block.meta.min_t));
-        if !populate || covered.saturating_mul(8) < block.meta.max_t - block.meta.min_t {
-            out.extend(self.scan_block_pages(block, &missing, min_t, max_t).await?);
-            out.sort_unstable_by_key(|(g, _)| *g);
-            return Ok(out);
-        }
-        let whole = self
-            .scan_block_pages(block, &missing, i64::MIN, i64::MAX)
-            .await?;
-        for (g, pieces) in whole {
-            // Cached runs own exactly their samples (a slice would pin the whole decoded
-            // batch, and the cache weighs entries by length).
-            let run = Arc::new(CachedRun(Piece::concat(&pieces)));
-            slice(g, &run, &mut out);
-            if let Some(l) = block.local_of(g) {
-                cache.insert((key, l), run);
-            }
-        }
-        out.sort_unstable_by_key(|(g, _)| *g);
         Ok(out)
     }
 
@@ -495,10 +491,10 @@ pub(super) fn footer_cache() -> FooterCache {
         .build()
 }
 
-/// All samples of one series in one block, decoded (stale markers included).
-pub struct CachedRun(Piece);
+/// All samples of one series in one block, packed (stale markers included).
+pub struct CachedRun(pub(super) PackedRun);
 
-/// Decoded samples keyed by (block ULID, local series id). Blocks are immutable and a
+/// Packed samples keyed by (block ULID, local series id). Blocks are immutable and a
 /// compaction writes a new block id, so entries never go stale; bounded by bytes.
 pub type SamplesCache = moka::sync::Cache<(u128, u32), Arc<CachedRun>>;
 
@@ -506,7 +502,7 @@ pub fn samples_cache(max_bytes: u64) -> SamplesCache {
     moka::sync::Cache::builder()
         .max_capacity(max_bytes)
         .weigher(|_: &(u128, u32), r: &Arc<CachedRun>| {
-            u32::try_from(r.0.len() * 16 + 64).unwrap_or(u32::MAX)
+            u32::try_from(r.0.heap_bytes() + 64).unwrap_or(u32::MAX)
         })
         .build()
 }
@@ -536,6 +532,77 @@ mod tests {
             let store = std::sync::Arc::new(object_store::memory::InMemory::new());
             let s = Storage::open(opts, store).await.unwrap();
             pruned_reads_equal_full_reads(s, 3).await;
+        }
+    }
+
+    /// A series over several blocks, one of them rewriting part of another's samples:
+    /// cold and warm cache reads (cached runs of consecutive blocks decoded into one
+    /// buffer) give the merged samples, the later block winning where two overlap.
+    #[tokio::test]
+    async fn cached_runs_over_several_blocks_merge_as_files_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = crate::storage::StorageOptions::new(dir.path());
+        opts.wal = false;
+        opts.samples_cache = Some(super::samples_cache(64 << 20));
+        let store = std::sync::Arc::new(object_store::memory::InMemory::new());
+        let s = Storage::open(opts, store).await.unwrap();
+        let hour = 3_600_000;
+        let t0 = (s.now_ms() / (2 * hour) - 4) * 2 * hour;
+        let labels = Labels::new(vec![("__name__".into(), "m".into())]).unwrap();
+        let write = |samples: Vec<(i64, f64)>| WriteBatch {
+            histograms: Vec::new(),
+            exemplars: Vec::new(),
+            dropped_exemplars: 0,
+            series: vec![SeriesSamples {
+                labels: labels.clone(),
+                samples,
+            }],
+            metadata: vec![],
+        };
+        // Five hours at 1 min: three 2 h blocks.
+        let first: Vec<(i64, f64)> = (0..300).map(|k| (t0 + k * 60_000, k as f64)).collect();
+        s.append(write(first.clone()), WriteWindow::Backfill)
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+        // Then minutes 100..140 again with other values: a later block over two of them.
+        let again: Vec<(i64, f64)> = (100..140)
+            .map(|k| (t0 + k * 60_000, -(k as f64) / 4.0))
+            .collect();
+        s.append(write(again), WriteWindow::Backfill).await.unwrap();
+        s.flush().await.unwrap();
+        assert!(s.blocks().len() >= 4, "{} blocks", s.blocks().len());
+        let want = |from: i64, to: i64| -> Vec<(i64, f64)> {
+            (0..300)
+                .map(|k| {
+                    let v = if (100..140).contains(&k) {
+                        -(k as f64) / 4.0
+                    } else {
+                        k as f64
+                    };
+                    (t0 + k * 60_000, v)
+                })
+                .filter(|(t, _)| (from..=to).contains(t))
+                .collect()
+        };
+        let m = vec![Matcher::equal("__name__", "m")];
+        for pass in 0..3 {
+            for (from, to) in [
+                (t0, t0 + 5 * hour),
+                (t0 + 90 * 60_000, t0 + 150 * 60_000),
+                (t0 + 119 * 60_000, t0 + 121 * 60_000),
+                (t0 + 250 * 60_000, t0 + 9 * hour),
+            ] {
+                let got = s.select(&m, from, to).await.unwrap();
+                assert_eq!(got.len(), 1);
+                let have: Vec<(i64, f64)> = got[0]
+                    .ts
+                    .iter()
+                    .copied()
+                    .zip(got[0].vals.iter().copied())
+                    .collect();
+                assert_eq!(have, want(from, to), "pass {pass}, [{from}, {to}]");
+            }
         }
     }
 

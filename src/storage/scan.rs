@@ -28,7 +28,7 @@ use super::StorageError;
 use super::block::LoadedBlock;
 use super::engine::{Shared, Storage};
 use super::head::{Head, Seq};
-use super::read::Piece;
+use super::read::{CachedRun, Piece};
 use crate::catalog::SeriesId;
 
 /// One series' samples in the scanned range, ascending, one per timestamp (stale markers
@@ -70,7 +70,7 @@ pub struct Scan {
     range: Range<usize>,
     min_t: i64,
     max_t: i64,
-    /// Whether block reads fill the decoded-samples cache.
+    /// Whether block reads fill the samples cache.
     populate_cache: bool,
 }
 
@@ -334,26 +334,41 @@ impl Scan {
         let (min_t, max_t) = (self.min_t, self.max_t);
         let wanted = RoaringBitmap::from_sorted_iter(ids.iter().copied())
             .map_err(|e| StorageError::Corrupt(format!("scan ids not sorted: {e}")))?;
-        // Per series: the pieces of each contributing source, in precedence order.
-        let mut sources: crate::catalog::IdMap<Vec<Vec<Piece>>> = Default::default();
-        // Blocks are read a few at a time (each spreads its row groups over tasks), and
-        // their results taken in block order, which is the precedence order.
-        let work: Vec<(Arc<LoadedBlock>, Vec<u32>)> = self
-            .blocks
-            .iter()
-            .map(|b| (b.clone(), b.local_ids(&wanted)))
-            .filter(|(_, locals)| !locals.is_empty())
-            .collect();
+        // Per series: each contributing source (its precedence: block index, then heads
+        // after the blocks) and its samples.
+        let mut sources: crate::catalog::IdMap<Vec<(usize, Source)>> = Default::default();
+        // Cached series are taken now; the rest of each block is read from its file, a few
+        // blocks at a time (each spreads its row groups over tasks).
+        let mut work: Vec<(usize, Arc<LoadedBlock>, Vec<u32>)> = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            let locals = b.local_ids(&wanted);
+            if locals.is_empty() {
+                continue;
+            }
+            let (hits, missing) = self.shared.cached_runs(b, &locals);
+            for (g, run) in hits {
+                sources.entry(g).or_default().push((i, Source::Cached(run)));
+            }
+            if !missing.is_empty() {
+                work.push((i, b.clone(), missing));
+            }
+        }
         let (shared, populate) = (&self.shared, self.populate_cache);
-        let scans = work.into_iter().map(|(b, locals)| async move {
-            shared.scan_block(&b, &locals, min_t, max_t, populate).await
+        let scans = work.into_iter().map(|(i, b, locals)| async move {
+            let scanned = shared.scan_block(&b, &locals, min_t, max_t, populate).await;
+            scanned.map(|s| (i, s))
         });
         let mut scans = futures::stream::iter(scans).buffered(2);
         while let Some(scanned) = scans.next().await {
-            for (g, pieces) in scanned? {
-                sources.entry(g).or_default().push(pieces);
+            let (i, scanned) = scanned?;
+            for (g, pieces) in scanned {
+                sources
+                    .entry(g)
+                    .or_default()
+                    .push((i, Source::Pieces(pieces)));
             }
         }
+        let heads_from = self.blocks.len();
         for (h, seq) in self.heads.iter() {
             let h = h.read();
             if !h
@@ -367,15 +382,19 @@ impl Scan {
                     sources
                         .entry(id)
                         .or_default()
-                        .push(vec![Piece::new(ts, vals)]);
+                        .push((heads_from, Source::Pieces(vec![Piece::new(ts, vals)])));
                 }
             }
         }
         let mut out: Vec<SeriesPieces> = sources
             .into_iter()
-            .map(|(id, s)| SeriesPieces {
-                id,
-                pieces: merge_sources(s),
+            .map(|(id, mut s)| {
+                // Stable: heads keep their order among themselves.
+                s.sort_by_key(|(i, _)| *i);
+                SeriesPieces {
+                    id,
+                    pieces: merge_sources(unpack_sources(s, min_t, max_t)),
+                }
             })
             .filter(|s| !s.pieces.is_empty())
             .collect();
@@ -401,15 +420,74 @@ impl SeriesPieces {
         self.len() == 0
     }
 
-    /// The samples copied into one run.
-    pub fn into_run(self) -> SeriesRun {
-        let (ts, vals) = Piece::to_vecs(&self.pieces);
+    /// The samples as one run: a single piece that alone owns its buffers (a cached
+    /// series unpacked for this read) is taken as it is, anything else is copied.
+    pub fn into_run(mut self) -> SeriesRun {
+        let (ts, vals) = if self.pieces.len() == 1 {
+            let p = self.pieces.pop().expect("one piece");
+            (p.ts.into(), p.vals.into())
+        } else {
+            Piece::to_vecs(&self.pieces)
+        };
         SeriesRun {
             id: self.id,
             ts,
             vals,
         }
     }
+}
+
+/// One source of a series' samples in a scan.
+enum Source {
+    /// Read from a block's file or a head.
+    Pieces(Vec<Piece>),
+    /// A block's run in the samples cache, not decoded yet.
+    Cached(Arc<CachedRun>),
+}
+
+/// The sources' samples (in precedence order) as pieces: consecutive cached runs that
+/// follow one another in time (a series over several blocks) are decoded into one buffer,
+/// so the series is one piece and taking it as a run copies nothing.
+fn unpack_sources(sources: Vec<(usize, Source)>, min_t: i64, max_t: i64) -> Vec<Vec<Piece>> {
+    let mut out: Vec<Vec<Piece>> = Vec::with_capacity(sources.len());
+    let mut runs: Vec<Arc<CachedRun>> = Vec::new();
+    let flush = |runs: &mut Vec<Arc<CachedRun>>, out: &mut Vec<Vec<Piece>>| {
+        let n = runs.iter().map(|r| r.0.bound(min_t, max_t)).sum();
+        let (mut ts, mut vals) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for r in runs.drain(..) {
+            r.0.unpack_into(min_t, max_t, &mut ts, &mut vals);
+        }
+        out.push(if ts.is_empty() {
+            Vec::new()
+        } else {
+            vec![Piece::new(ts, vals)]
+        });
+    };
+    for (_, source) in sources {
+        match source {
+            Source::Cached(run) => {
+                let after = |prev: &Arc<CachedRun>| match (prev.0.time_range(), run.0.time_range())
+                {
+                    (Some((_, last)), Some((first, _))) => first > last,
+                    _ => true,
+                };
+                if runs.last().is_some_and(|p| !after(p)) {
+                    flush(&mut runs, &mut out);
+                }
+                runs.push(run);
+            }
+            Source::Pieces(p) => {
+                if !runs.is_empty() {
+                    flush(&mut runs, &mut out);
+                }
+                out.push(p);
+            }
+        }
+    }
+    if !runs.is_empty() {
+        flush(&mut runs, &mut out);
+    }
+    out
 }
 
 /// Merges one series' samples from several sources (each a list of pieces in time order,

@@ -56,7 +56,7 @@ pub struct Tenants {
 pub type OnOpen = Arc<dyn Fn(&str, Arc<Storage>) + Send + Sync>;
 
 impl Tenants {
-    /// The decoded-samples cache every tenant's engine shares, if on.
+    /// The samples cache every tenant's engine shares, if on.
     pub fn samples_cache(&self) -> Option<&super::SamplesCache> {
         self.opts.samples_cache.as_ref()
     }
