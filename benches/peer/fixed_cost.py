@@ -6,6 +6,9 @@ alternating which server goes first; median of the rounds' medians, in ms.
 
     python3 benches/peer/fixed_cost.py --quiver BIN --work PEER_WORK_DIR --at UNIX_SECONDS
 
+`--peer-instant` times the peer query set's instant queries (`queries.txt`) instead, each
+`--n` times per round: the peer table's instant cells, both servers in one run.
+
 `--at` is the data end (the raw results' `dataset.last_sample_ms` / 1000). Quiver's data
 dir is hard-linked into a temporary copy (its WAL and lock are its own); Prometheus serves
 its TSDB dir as the harness left it.
@@ -49,7 +52,16 @@ def main() -> int:
     ap.add_argument("--at", type=float, required=True)
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--peer-instant", action="store_true",
+                    help="the peer query set's instant queries instead of the simplest ones")
     args = ap.parse_args()
+    queries = QUERIES
+    if args.peer_instant:
+        queries = []
+        for line in open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "queries.txt")):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                queries.append(line.split("|", 2)[2].strip())
     tmp = tempfile.mkdtemp(prefix="quiver-fixed-", dir="/var/tmp")
     data = os.path.join(tmp, "quiver")
     shutil.copytree(os.path.join(args.work, "quiver"), data, copy_function=os.link)
@@ -59,7 +71,7 @@ def main() -> int:
         for s in servers:
             s.start()
         res = {}
-        for q in QUERIES:
+        for q in queries:
             got = {s.name: [] for s in servers}
             for r in range(args.rounds):
                 for s in servers if r % 2 == 0 else servers[::-1]:
@@ -69,6 +81,8 @@ def main() -> int:
         print("\n| query | Quiver ms | Prometheus ms |\n|---|---:|---:|")
         for q, r in res.items():
             print(f"| `{q}` | {r['quiver']} | {r['prometheus']} |")
+        at_or_below = sum(r["quiver"] <= r["prometheus"] for r in res.values())
+        print(f"\nQuiver at or below Prometheus: {at_or_below} of {len(res)}")
         return 0
     finally:
         for s in servers:
