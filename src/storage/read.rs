@@ -166,14 +166,24 @@ impl Shared {
         max_t: i64,
         populate: bool,
     ) -> Result<Vec<ScannedSeries>, StorageError> {
-        let cache = self.opts.samples_cache.as_ref().filter(|_| populate);
-        // A scan that must not fill the cache (SQL) decodes only the pages it needs.
-        let Some((cache, key)) = cache.zip(ulid::Ulid::from_string(&block.meta.id).ok()) else {
-            return self.scan_block_pages(block, locals, min_t, max_t).await;
-        };
         // Whole series even for an instant query: a page (8192 rows) holds most of a
         // series of a day's block and all of a 2 h block's, so the pages a short read needs
         // are nearly the whole series, and every later read of it is then a cache hit.
+        // Not for a scan that must not fill the cache (SQL), nor for a short read of more
+        // than a quarter of the cache (packed at ~2 bytes a sample): that would evict what
+        // it packs before it is read again, so it decodes only the pages it needs.
+        let cache = self.opts.samples_cache.as_ref().filter(|c| {
+            let covered = max_t
+                .min(block.meta.max_t)
+                .saturating_sub(min_t.max(block.meta.min_t));
+            let short = covered.saturating_mul(8) < block.meta.max_t - block.meta.min_t;
+            let per_series = block.meta.num_samples / block.meta.num_series.max(1);
+            let packed = (locals.len() as u64).saturating_mul(per_series) * 2;
+            populate && !(short && packed > c.policy().max_capacity().unwrap_or(0) / 4)
+        });
+        let Some((cache, key)) = cache.zip(ulid::Ulid::from_string(&block.meta.id).ok()) else {
+            return self.scan_block_pages(block, locals, min_t, max_t).await;
+        };
         let whole = self
             .scan_block_pages(block, locals, i64::MIN, i64::MAX)
             .await?;
@@ -603,6 +613,50 @@ mod tests {
                     .collect();
                 assert_eq!(have, want(from, to), "pass {pass}, [{from}, {to}]");
             }
+        }
+    }
+
+    /// A short read fills the cache with whole series, unless they would take more than a
+    /// quarter of it (they would be evicted before they are read again).
+    #[tokio::test]
+    async fn short_reads_fill_the_cache_unless_they_would_churn_it() {
+        for (bytes, fills) in [(64 << 20, true), (400_000, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut opts = crate::storage::StorageOptions::new(dir.path());
+            opts.wal = false;
+            let cache = super::samples_cache(bytes);
+            opts.samples_cache = Some(cache.clone());
+            let store = std::sync::Arc::new(object_store::memory::InMemory::new());
+            let s = Storage::open(opts, store).await.unwrap();
+            // Within one 2 h block window.
+            let t0 = (s.now_ms() / 7_200_000 - 4) * 7_200_000;
+            let series = (0..60)
+                .map(|i| SeriesSamples {
+                    labels: Labels::new(vec![
+                        ("__name__".into(), "m".into()),
+                        ("i".into(), format!("{i:02}")),
+                    ])
+                    .unwrap(),
+                    samples: (0..1500).map(|k| (t0 + k * 2_000, k as f64)).collect(),
+                })
+                .collect();
+            let batch = WriteBatch {
+                histograms: Vec::new(),
+                exemplars: Vec::new(),
+                dropped_exemplars: 0,
+                series,
+                metadata: vec![],
+            };
+            s.append(batch, WriteWindow::Backfill).await.unwrap();
+            s.flush().await.unwrap();
+            // The last 10 s of all 60 series: 90,000 samples, ~180 kB packed.
+            let m = vec![Matcher::equal("__name__", "m")];
+            let end = t0 + 1499 * 2_000;
+            let got = s.select(&m, end - 10_000, end).await.unwrap();
+            assert_eq!(got.len(), 60);
+            assert!(got.iter().all(|r| r.ts.len() == 6));
+            cache.run_pending_tasks();
+            assert_eq!(cache.entry_count() > 0, fills, "cache of {bytes} bytes");
         }
     }
 
