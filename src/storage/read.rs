@@ -173,13 +173,11 @@ impl Shared {
         // than a quarter of the cache (packed at ~2 bytes a sample): that would evict what
         // it packs before it is read again, so it decodes only the pages it needs.
         let cache = self.opts.samples_cache.as_ref().filter(|c| {
-            let covered = max_t
-                .min(block.meta.max_t)
-                .saturating_sub(min_t.max(block.meta.min_t));
-            let short = covered.saturating_mul(8) < block.meta.max_t - block.meta.min_t;
             let per_series = block.meta.num_samples / block.meta.num_series.max(1);
             let packed = (locals.len() as u64).saturating_mul(per_series) * 2;
-            populate && !(short && packed > c.policy().max_capacity().unwrap_or(0) / 4)
+            populate
+                && !(short_read(block, min_t, max_t)
+                    && packed > c.policy().max_capacity().unwrap_or(0) / 4)
         });
         let Some((cache, key)) = cache.zip(ulid::Ulid::from_string(&block.meta.id).ok()) else {
             return self.scan_block_pages(block, locals, min_t, max_t).await;
@@ -226,10 +224,7 @@ impl Shared {
         // other rows are skipped rather than decoded (values are byte-stream-split, which
         // skips for free and was a quarter of an uncached instant query's time), and the
         // batches hold only the rows kept.
-        let covered = max_t
-            .min(block.meta.max_t)
-            .saturating_sub(min_t.max(block.meta.min_t));
-        let late = covered.saturating_mul(8) < block.meta.max_t - block.meta.min_t;
+        let late = short_read(block, min_t, max_t);
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
         let tasks = groups.into_iter().filter_map(|g| {
             let selection = page_selection(meta.metadata(), g, &wanted, min_t, max_t);
@@ -264,6 +259,15 @@ impl Shared {
         }
         Ok(out)
     }
+}
+
+/// Whether `[min_t, max_t]` covers under an eighth of the block's time (an instant query,
+/// a short range).
+fn short_read(block: &LoadedBlock, min_t: i64, max_t: i64) -> bool {
+    let covered = max_t
+        .min(block.meta.max_t)
+        .saturating_sub(min_t.max(block.meta.min_t));
+    covered.saturating_mul(8) < block.meta.max_t - block.meta.min_t
 }
 
 /// A series' samples from one block: global id and its pieces, in time order.
@@ -521,7 +525,48 @@ pub fn samples_cache(max_bytes: u64) -> SamplesCache {
 mod tests {
     use crate::ingest::{SeriesSamples, WriteBatch};
     use crate::model::{Labels, Matcher};
-    use crate::storage::{Storage, WriteWindow};
+    use crate::storage::{SamplesCache, Storage, WriteWindow};
+
+    /// A storage over an in-memory bucket with a samples cache of `bytes` (and the dir it
+    /// needs kept alive).
+    async fn cached_storage(bytes: u64) -> (tempfile::TempDir, Storage, SamplesCache) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = crate::storage::StorageOptions::new(dir.path());
+        opts.wal = false;
+        let cache = super::samples_cache(bytes);
+        opts.samples_cache = Some(cache.clone());
+        let store = std::sync::Arc::new(object_store::memory::InMemory::new());
+        let s = Storage::open(opts, store).await.unwrap();
+        (dir, s, cache)
+    }
+
+    /// Writes the series (backfilled) and flushes them to blocks.
+    async fn write_blocks(s: &Storage, series: Vec<SeriesSamples>) {
+        let batch = WriteBatch {
+            histograms: Vec::new(),
+            exemplars: Vec::new(),
+            dropped_exemplars: 0,
+            series,
+            metadata: vec![],
+        };
+        s.append(batch, WriteWindow::Backfill).await.unwrap();
+        s.flush().await.unwrap();
+    }
+
+    /// Series `m{i="00"}` … `m{i="59"}`, 1500 samples each every 2 s from `t0`, sample `k`
+    /// of series `i` valued `value(i, k)`.
+    fn sixty_series(t0: i64, value: impl Fn(i64, i64) -> f64) -> Vec<SeriesSamples> {
+        (0..60)
+            .map(|i| SeriesSamples {
+                labels: Labels::new(vec![
+                    ("__name__".into(), "m".into()),
+                    ("i".into(), format!("{i:02}")),
+                ])
+                .unwrap(),
+                samples: (0..1500).map(|k| (t0 + k * 2_000, value(i, k))).collect(),
+            })
+            .collect()
+    }
 
     /// Many pages per row group: page pruning (by series and time) must return exactly the
     /// samples a full scan would.
@@ -530,17 +575,12 @@ mod tests {
         pruned_reads_equal_full_reads(Storage::in_memory().await.unwrap(), 1).await;
     }
 
-    /// With the decoded-samples cache: the same answers on a cold cache (whole series read
-    /// and cached), a warm one, and one too small to keep everything.
+    /// With the samples cache: the same answers on a cold cache (whole series read and
+    /// packed), a warm one, and one too small to keep everything.
     #[tokio::test]
     async fn cached_reads_equal_full_reads() {
         for bytes in [64 << 20, 20_000] {
-            let dir = tempfile::tempdir().unwrap();
-            let mut opts = crate::storage::StorageOptions::new(dir.path());
-            opts.wal = false;
-            opts.samples_cache = Some(super::samples_cache(bytes));
-            let store = std::sync::Arc::new(object_store::memory::InMemory::new());
-            let s = Storage::open(opts, store).await.unwrap();
+            let (_dir, s, _) = cached_storage(bytes).await;
             pruned_reads_equal_full_reads(s, 3).await;
         }
     }
@@ -550,37 +590,24 @@ mod tests {
     /// buffer) give the merged samples, the later block winning where two overlap.
     #[tokio::test]
     async fn cached_runs_over_several_blocks_merge_as_files_do() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut opts = crate::storage::StorageOptions::new(dir.path());
-        opts.wal = false;
-        opts.samples_cache = Some(super::samples_cache(64 << 20));
-        let store = std::sync::Arc::new(object_store::memory::InMemory::new());
-        let s = Storage::open(opts, store).await.unwrap();
+        let (_dir, s, _) = cached_storage(64 << 20).await;
         let hour = 3_600_000;
         let t0 = (s.now_ms() / (2 * hour) - 4) * 2 * hour;
         let labels = Labels::new(vec![("__name__".into(), "m".into())]).unwrap();
-        let write = |samples: Vec<(i64, f64)>| WriteBatch {
-            histograms: Vec::new(),
-            exemplars: Vec::new(),
-            dropped_exemplars: 0,
-            series: vec![SeriesSamples {
+        let series = |samples: Vec<(i64, f64)>| {
+            vec![SeriesSamples {
                 labels: labels.clone(),
                 samples,
-            }],
-            metadata: vec![],
+            }]
         };
         // Five hours at 1 min: three 2 h blocks.
-        let first: Vec<(i64, f64)> = (0..300).map(|k| (t0 + k * 60_000, k as f64)).collect();
-        s.append(write(first.clone()), WriteWindow::Backfill)
-            .await
-            .unwrap();
-        s.flush().await.unwrap();
+        let first = (0..300).map(|k| (t0 + k * 60_000, k as f64)).collect();
+        write_blocks(&s, series(first)).await;
         // Then minutes 100..140 again with other values: a later block over two of them.
-        let again: Vec<(i64, f64)> = (100..140)
+        let again = (100..140)
             .map(|k| (t0 + k * 60_000, -(k as f64) / 4.0))
             .collect();
-        s.append(write(again), WriteWindow::Backfill).await.unwrap();
-        s.flush().await.unwrap();
+        write_blocks(&s, series(again)).await;
         assert!(s.blocks().len() >= 4, "{} blocks", s.blocks().len());
         let want = |from: i64, to: i64| -> Vec<(i64, f64)> {
             (0..300)
@@ -621,34 +648,10 @@ mod tests {
     #[tokio::test]
     async fn short_reads_fill_the_cache_unless_they_would_churn_it() {
         for (bytes, fills) in [(64 << 20, true), (400_000, false)] {
-            let dir = tempfile::tempdir().unwrap();
-            let mut opts = crate::storage::StorageOptions::new(dir.path());
-            opts.wal = false;
-            let cache = super::samples_cache(bytes);
-            opts.samples_cache = Some(cache.clone());
-            let store = std::sync::Arc::new(object_store::memory::InMemory::new());
-            let s = Storage::open(opts, store).await.unwrap();
+            let (_dir, s, cache) = cached_storage(bytes).await;
             // Within one 2 h block window.
             let t0 = (s.now_ms() / 7_200_000 - 4) * 7_200_000;
-            let series = (0..60)
-                .map(|i| SeriesSamples {
-                    labels: Labels::new(vec![
-                        ("__name__".into(), "m".into()),
-                        ("i".into(), format!("{i:02}")),
-                    ])
-                    .unwrap(),
-                    samples: (0..1500).map(|k| (t0 + k * 2_000, k as f64)).collect(),
-                })
-                .collect();
-            let batch = WriteBatch {
-                histograms: Vec::new(),
-                exemplars: Vec::new(),
-                dropped_exemplars: 0,
-                series,
-                metadata: vec![],
-            };
-            s.append(batch, WriteWindow::Backfill).await.unwrap();
-            s.flush().await.unwrap();
+            write_blocks(&s, sixty_series(t0, |_, k| k as f64)).await;
             // The last 10 s of all 60 series: 90,000 samples, ~180 kB packed.
             let m = vec![Matcher::equal("__name__", "m")];
             let end = t0 + 1499 * 2_000;
@@ -662,27 +665,7 @@ mod tests {
 
     async fn pruned_reads_equal_full_reads(s: Storage, passes: usize) {
         let t0 = s.now_ms() - 3_600_000;
-        let series: Vec<SeriesSamples> = (0..60)
-            .map(|i| SeriesSamples {
-                labels: Labels::new(vec![
-                    ("__name__".into(), "m".into()),
-                    ("i".into(), format!("{i:02}")),
-                ])
-                .unwrap(),
-                samples: (0..1500)
-                    .map(|k| (t0 + k * 2_000, (i * 10_000 + k) as f64))
-                    .collect(),
-            })
-            .collect();
-        let batch = WriteBatch {
-            histograms: Vec::new(),
-            exemplars: Vec::new(),
-            dropped_exemplars: 0,
-            series,
-            metadata: vec![],
-        };
-        s.append(batch, WriteWindow::Backfill).await.unwrap();
-        s.flush().await.unwrap();
+        write_blocks(&s, sixty_series(t0, |i, k| (i * 10_000 + k) as f64)).await;
         assert!(!s.blocks().is_empty());
         let cases = [
             ("0[3-5]|4[0-2]", t0 + 1_000_000, t0 + 1_010_000),
