@@ -2,8 +2,6 @@
 //! seconds with at most three decimals (never exponents), values as strings in Go's
 //! shortest form (`'f'`, or `'e'` below 1e-6 / from 1e21), labels sorted.
 
-use std::fmt::Write;
-
 use crate::model::Labels;
 use crate::model::histogram::{FloatHistogram, boundary_rule};
 use crate::promql::{Steps, Value};
@@ -15,9 +13,11 @@ pub fn fmt_ts(ms: i64, out: &mut String) {
     if neg {
         out.push('-');
     }
-    let _ = write!(out, "{}", a / 1000);
-    if !a.is_multiple_of(1000) {
-        let _ = write!(out, ".{:03}", a % 1000);
+    out.push_str(itoa::Buffer::new().format(a / 1000));
+    let ms = a % 1000;
+    if ms != 0 {
+        let d = |x: u64| char::from(b'0' + x as u8);
+        out.extend(['.', d(ms / 100), d(ms / 10 % 10), d(ms % 10)]);
     }
 }
 

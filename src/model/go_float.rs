@@ -30,7 +30,6 @@ pub fn g(v: f64) -> String {
 
 /// [`format`] appended to `out` (the JSON writer's hot path: no allocation in fixed form).
 pub fn write(v: f64, style: Style, out: &mut String) {
-    use std::fmt::Write as _;
     if v.is_nan() {
         out.push_str("NaN");
         return;
@@ -49,20 +48,90 @@ pub fn write(v: f64, style: Style, out: &mut String) {
             Style::Json => !(1e-6..1e21).contains(&a),
             Style::G => !(1e-4..1e6).contains(&a),
         };
-    if !exponent_form {
-        // Rust's `Display` is Go's `'f', -1`: shortest round-trip digits, no exponent.
-        let _ = write!(out, "{v}");
+    if v.is_sign_negative() {
+        out.push('-');
+    }
+    if a == 0.0 {
+        out.push('0');
         return;
     }
-    // Rust's `{:e}` gives the same digits as "1.2345e-7"; Go writes the exponent signed
-    // and at least two digits long.
-    let sci = format!("{v:e}");
-    let (mantissa, exp) = sci.split_once('e').expect("exponent present");
-    let (sign, digits) = match exp.strip_prefix('-') {
-        Some(d) => ('-', d),
-        None => ('+', exp),
+    // Go's shortest digits are ryu's: the fewest that read back to the same bits, and of
+    // those the closest, ties to even (Rust's `Display` rounds ties up:
+    // 1658206780088562.25 is "…562.2" in Prometheus's JSON, "…562.3" from `Display`).
+    // ryu lays them out in its own way; they are laid out again here in Go's.
+    let mut buf = ryu::Buffer::new();
+    let (digits, point) = shortest(buf.format_finite(a));
+    if exponent_form {
+        // `'e'`: d.ddde±XX, the exponent signed and at least two digits.
+        out.push(char::from(digits[0]));
+        if digits.len() > 1 {
+            out.push('.');
+            digits[1..].iter().for_each(|&d| out.push(char::from(d)));
+        }
+        let e = point - 1;
+        out.push_str(if e < 0 { "e-" } else { "e+" });
+        if e.abs() < 10 {
+            out.push('0');
+        }
+        out.push_str(itoa::Buffer::new().format(e.abs()));
+        return;
+    }
+    // `'f'`: every digit, no exponent.
+    let n = digits.len() as i32;
+    if point <= 0 {
+        out.push_str("0.");
+        (0..-point).for_each(|_| out.push('0'));
+        digits.iter().for_each(|&d| out.push(char::from(d)));
+    } else if point >= n {
+        digits.iter().for_each(|&d| out.push(char::from(d)));
+        (0..point - n).for_each(|_| out.push('0'));
+    } else {
+        let (int, frac) = digits.split_at(point as usize);
+        int.iter().for_each(|&d| out.push(char::from(d)));
+        out.push('.');
+        frac.iter().for_each(|&d| out.push(char::from(d)));
+    }
+}
+
+/// The significant digits of ryu's text of a positive float, and where the decimal point
+/// goes among them (`0.00123` → `123`, -2; `1.5e30` → `15`, 31; `120.0` → `12`, 3). On the
+/// stack: this runs for every value of a JSON answer.
+struct Digits {
+    buf: [u8; 24],
+    len: usize,
+}
+
+impl std::ops::Deref for Digits {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+fn shortest(text: &str) -> (Digits, i32) {
+    let (mantissa, exp) = match text.split_once('e') {
+        Some((m, e)) => (m, e.parse::<i32>().expect("ryu writes an integer exponent")),
+        None => (text, 0),
     };
-    let _ = write!(out, "{mantissa}e{sign}{digits:0>2}");
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut d = Digits {
+        buf: [0; 24],
+        len: 0,
+    };
+    let mut point = int.len() as i32 + exp;
+    for b in int.bytes().chain(frac.bytes()) {
+        if d.len == 0 && b == b'0' {
+            // A leading zero (of "0.00123") moves the point, not the digits.
+            point -= 1;
+            continue;
+        }
+        d.buf[d.len] = b;
+        d.len += 1;
+    }
+    while d.len > 1 && d.buf[d.len - 1] == b'0' {
+        d.len -= 1;
+    }
+    (d, point)
 }
 
 #[cfg(test)]
@@ -107,6 +176,40 @@ mod tests {
         }
         assert_eq!(format(1e300, G), "1e+300");
         assert_eq!(format(1e300, Fixed), format!("1{}", "0".repeat(300)));
+    }
+
+    /// Go's digits are `Display`'s except at ties, where Go (and ryu) round to even: the
+    /// text reads back to the same bits, is never longer, and differs only at a tie.
+    #[test]
+    fn digits_are_displays_but_ties_go_to_even() {
+        assert_eq!(
+            format(1658206780088562.0 + 0.25, Style::Json),
+            "1658206780088562.2"
+        );
+        assert_eq!(
+            format(1658206780088562.0 + 0.75, Style::Json),
+            "1658206780088562.8"
+        );
+        assert_eq!(format(2.5e15 + 0.5, Style::Json), "2500000000000000.5");
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..300_000 {
+            // xorshift: bits of every exponent, and short decimals.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for v in [f64::from_bits(x), (x % 10_000_000) as f64 / 1000.0] {
+                if !v.is_finite() {
+                    continue;
+                }
+                let (ours, display) = (format(v, Style::Fixed), format!("{v}"));
+                assert_eq!(ours.parse::<f64>().unwrap().to_bits(), v.to_bits(), "{v:e}");
+                if ours != display {
+                    assert_eq!(ours.len(), display.len(), "{v:e}: {ours} vs {display}");
+                }
+                let sci = format(v, Style::G);
+                assert_eq!(sci.parse::<f64>().unwrap().to_bits(), v.to_bits(), "{v:e}");
+            }
+        }
     }
 
     /// Shortest digits that read back to the same bits, in every style.

@@ -556,6 +556,11 @@ pub(super) fn merge_runs(mut runs: Vec<Run>) -> Run {
         }
         return (ts, vs);
     }
+    // Runs that overlap (a block rewriting part of another's time): sorted by time, the
+    // later run last among equal timestamps (a stable sort of runs that are each sorted:
+    // the sort merges them). A k-way merge over a heap measured slower: on a layout of
+    // 130 overlapping small blocks (a compaction stopped midway) it took 54 % of a
+    // query's CPU, against 49 % for the sort and the loop below.
     let mut all: Vec<(i64, usize, f64)> = Vec::new();
     for (rank, (ts, vs)) in runs.into_iter().enumerate() {
         all.extend(ts.into_iter().zip(vs).map(|(t, v)| (t, rank, v)));
@@ -576,7 +581,7 @@ pub(super) fn merge_runs(mut runs: Vec<Run>) -> Run {
 
 #[cfg(test)]
 mod tests {
-    use super::merge_runs;
+    use super::{Run, merge_runs};
     use crate::ingest::{SeriesSamples, WriteBatch};
     use crate::model::{Labels, Matcher};
     use crate::storage::{Storage, WriteWindow};
@@ -595,6 +600,28 @@ mod tests {
                 })
                 .collect(),
             ..Default::default()
+        }
+    }
+
+    proptest::proptest! {
+        /// Overlapping or not, runs merge as inserting them in order into a map would:
+        /// every timestamp once, in order, the last run's value where several have it.
+        #[test]
+        fn runs_merge_as_later_runs_overwriting_earlier_ones(
+            runs in proptest::collection::vec(
+                proptest::collection::btree_map(0i64..60, -5i32..5, 0..25), 1..6),
+        ) {
+            let mut want = std::collections::BTreeMap::new();
+            for r in &runs {
+                want.extend(r.iter().map(|(&t, &v)| (t, f64::from(v))));
+            }
+            let runs: Vec<Run> = runs
+                .iter()
+                .map(|r| (r.keys().copied().collect(), r.values().map(|&v| f64::from(v)).collect()))
+                .collect();
+            let (ts, vs) = merge_runs(runs);
+            proptest::prop_assert_eq!(ts, want.keys().copied().collect::<Vec<_>>());
+            proptest::prop_assert_eq!(vs, want.values().copied().collect::<Vec<_>>());
         }
     }
 

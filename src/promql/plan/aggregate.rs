@@ -3,7 +3,8 @@
 //! DataFusion aggregates per `(group, step)` — partially in every input partition,
 //! repartitioned by group, then finally — with Prometheus's arithmetic ([`super::udaf`]).
 //! The groups' label sets are the output series table. `stddev`, `stdvar`, `quantile`,
-//! `topk`, `bottomk` and `limitk` fold each group's samples together ([`GroupFold`]).
+//! `topk`, `bottomk` and `limitk` fold each group's samples together ([`GroupFold`]), the
+//! selecting ones after each batch is cut to its candidates ([`TopRows`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ use super::group_fold::{GroupFn, GroupFold};
 use super::keyed::Keyed;
 use super::regroup::Regroup;
 use super::scalar::scalar;
+use super::top_rows::TopRows;
+use super::unary::Unary;
 use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error, udaf};
 use crate::model::Labels;
 use crate::promql::error::PromqlError;
@@ -121,10 +124,16 @@ fn lower_fold(p: &PlanCtx, a: &AggregateExpr, f: GroupFn) -> Result<Option<Lower
     for (r, s) in order.into_iter().enumerate() {
         rank[s as usize] = r as u32;
     }
-    let plan = Fold::plan_node(
-        Keyed::plan_node(input.plan, map, "group")?,
-        GroupFold { f, param, rank },
-    )?;
+    let fold = GroupFold { f, param, rank };
+    let mut sizes = vec![0usize; groups.len()];
+    for &g in &map {
+        sizes[g as usize] += 1;
+    }
+    let mut keyed = Keyed::plan_node(input.plan, map, "group")?;
+    if let Some(top) = TopRows::of(&fold, &sizes) {
+        keyed = Unary::plan_node(keyed, top)?;
+    }
+    let plan = Fold::plan_node(keyed, fold)?;
     let series = if f.selects() { input.series } else { groups };
     Ok(Some(Lowered { plan, series }))
 }

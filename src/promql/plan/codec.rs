@@ -38,6 +38,7 @@ use super::regroup::Regroup;
 use super::series_ref::LeafSeries;
 use super::set_op::Or;
 use super::subquery::SubqueryWindow;
+use super::top_rows::TopRows;
 use super::udaf;
 use super::unary::{RowOp, UnaryExec};
 use super::vector_match::Combine;
@@ -68,6 +69,7 @@ const ROW_OPS: &[(&str, Decode<dyn RowOp>)] = &[
     ("Keyed", Keyed::decode),
     ("MapValues", MapValues::decode),
     ("Combine", Combine::decode),
+    ("TopRows", TopRows::decode),
 ];
 
 /// Folds by name.

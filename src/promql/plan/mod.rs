@@ -46,6 +46,7 @@ mod scalar;
 pub(crate) mod series_ref;
 mod set_op;
 mod subquery;
+mod top_rows;
 mod udaf;
 mod unary;
 mod vector_match;
