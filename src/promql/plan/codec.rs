@@ -307,14 +307,18 @@ impl PhysicalExtensionCodec for PlanCodec {
             .map_err(|e| internal_datafusion_err!("plan node: {e}"))
     }
 
-    /// Quiver's aggregate functions are not registered with the session (they exist
-    /// only in its plans), so decoding finds them here, by name.
+    /// Quiver's aggregate functions (and the `count` a lowered plan uses) are not
+    /// registered with the session (they exist only in its plans), so decoding finds them
+    /// here, by name.
     fn try_decode_udaf(&self, name: &str, _buf: &[u8]) -> DfResult<Arc<AggregateUDF>> {
         Ok(Arc::new(match name {
             "prom_sum" => udaf::prom_sum(),
             "prom_avg" => udaf::prom_avg(),
             "prom_max" => udaf::prom_max(),
             "prom_min" => udaf::prom_min(),
+            // `count` and `group` lower to DataFusion's own count, which a PromQL session
+            // does not register by name either.
+            "count" => return Ok(datafusion::functions_aggregate::count::count_udaf()),
             other => return not_impl_err!("no aggregate function {other}"),
         }))
     }

@@ -177,11 +177,16 @@ impl Engine {
         // A querier with live peers explains the plan it would run: stages, their tasks
         // and, once analyzed, where each ran.
         let distributed = self.distributes_plan(&lowered.plan).await?;
+        let t = Instant::now();
         let session = match &distributed {
             Some((d, urls)) => self.distributed_session(d, urls.clone()),
             None => self.session(),
         }
         .map_err(df_error)?;
+        phases.push(Phase {
+            name: "session",
+            ms: ms(t),
+        });
         let state = session.state();
         let t = Instant::now();
         let optimized = state.optimize(&lowered.plan).map_err(df_error)?;
@@ -296,6 +301,7 @@ mod tests {
             [
                 "parse",
                 "lower",
+                "session",
                 "optimize",
                 "physical planning",
                 "execute",
@@ -303,7 +309,7 @@ mod tests {
                 "json"
             ]
         );
-        assert_eq!(run.phases[4].ms, run.elapsed_ms);
+        assert_eq!(run.phases[5].ms, run.elapsed_ms);
         let line = analyzed
             .text
             .lines()

@@ -240,7 +240,10 @@ impl Engine {
     }
 
     /// A DataFusion session for one query's plan: Quiver's operators, the query's memory
-    /// pool and partitions.
+    /// pool and partitions. Nothing is registered by name (a lowered plan carries its
+    /// functions, and SQL has its own session), and the logical optimizer has no rules: a
+    /// lowered plan is already what it computes, and registering DataFusion's functions
+    /// and running its ~30 rewrite passes were most of a constant query's fixed cost.
     pub(super) fn session(&self) -> DfResult<SessionContext> {
         let config = SessionConfig::new().with_target_partitions(self.opts.partitions.max(1));
         let runtime = RuntimeEnvBuilder::new()
@@ -249,7 +252,7 @@ impl Engine {
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
-            .with_default_features()
+            .with_optimizer_rules(vec![])
             .with_query_planner(Arc::new(PromQueryPlanner))
             .build();
         Ok(SessionContext::new_with_state(state))
