@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -194,7 +195,15 @@ def main():
             return n > 0 and time.time() - seen["since"] > 90
 
         wait("flushes and compaction to settle", settled, 1800)
-        print(f"settled: {metric(q1, 'quiver_blocks'):.0f} blocks", flush=True)
+        # Then the compactor stops, so every phase reads one layout: left running, it
+        # merged again between phases (session 18: 204 blocks, then 140), and the layout
+        # changes a querier's time per sample by up to 2x.
+        os.killpg(procs["compactor-1"].pid, signal.SIGTERM)
+        procs["compactor-1"].wait()
+        seen.update(n=-1, since=time.time())
+        wait("the last compaction to be seen", settled, 600)
+        blocks = metric(q1, "quiver_blocks")
+        print(f"settled: {blocks:.0f} blocks (compactor stopped)", flush=True)
 
         queries = agg_queries() + [BIG]
         if a.only:
@@ -281,6 +290,7 @@ def main():
         big = {k: r[BIG[0]]["median_s"] for k, r in (("one", one), ("two", two), ("two_folded", folded))}
         report = {
             "series": a.series, "hours": a.hours, "samples": loaded["samples"], "step": a.step,
+            "blocks": {"settled": blocks, "end": metric(q1, "quiver_blocks")},
             "samples_read": samples_read, "total_samples_read": sum(v or 0 for v in samples_read.values()),
             "one_querier": one, "two_queriers": two, "two_queriers_folded": folded,
             "sum_median_s": {"one": total1, "two": total2, "two_folded": total3},
