@@ -40,7 +40,12 @@ pub(crate) fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {
 /// 1; a huge k is all), and for `limitk` members are taken while fewer than `k` are.
 pub(crate) fn keep_count(limit: bool, k: f64, len: usize) -> usize {
     if limit {
-        (0..len).take_while(|&i| (i as f64) < k).count()
+        // The members i = 0, 1, … with i < k: ⌈k⌉ of them (none for a NaN or k ≤ 0).
+        if k > 0.0 {
+            (k.ceil().min(1e15) as usize).min(len)
+        } else {
+            0
+        }
     } else if k >= 1.0 {
         (k.min(1e15) as usize).min(len)
     } else {
@@ -181,4 +186,36 @@ fn natord(a: &str, b: &str) -> std::cmp::Ordering {
         }
     }
     (a.len() - i).cmp(&(b.len() - j))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_count;
+
+    /// `limitk` keeps members while fewer than k are kept: the closed form counts as
+    /// taking them one by one would, and a huge k costs nothing.
+    #[test]
+    fn limitk_counts_members_below_k() {
+        let ks = [
+            f64::NAN,
+            -1.0,
+            0.0,
+            0.5,
+            1.0,
+            1.5,
+            2.0,
+            2.5,
+            5.0,
+            1e300,
+            f64::INFINITY,
+        ];
+        for k in ks {
+            for len in 0..8 {
+                let one_by_one = (0..len).take_while(|&i| (i as f64) < k).count();
+                assert_eq!(keep_count(true, k, len), one_by_one, "k {k}, len {len}");
+            }
+        }
+        assert_eq!(keep_count(true, 1e300, usize::MAX), 1_000_000_000_000_000);
+        assert_eq!(keep_count(false, 2.9, usize::MAX), 2);
+    }
 }

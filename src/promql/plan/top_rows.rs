@@ -22,9 +22,7 @@ use super::codec::{PlanCodec, decode_wire};
 use super::group_fold::{GroupFn, GroupFold};
 use super::keyed::keyed_schema;
 use super::unary::RowOp;
-
-/// Most candidates kept per group and step (a larger k keeps every row anyway).
-const MAX_K: f64 = 1e15;
+use crate::promql::kernels::grouping::keep_count;
 
 /// The row operator, over keyed rows (the key is the group).
 pub(crate) struct TopRows {
@@ -56,21 +54,10 @@ impl TopRows {
     }
 }
 
-/// How many rows of one group and step the fold can select with parameter `k`: what
-/// `keep_count` gives for an unbounded group.
+/// How many rows of one group and step the fold can select with parameter `k`: what it
+/// keeps of a group of any size.
 fn candidates(f: GroupFn, k: f64) -> usize {
-    if f == GroupFn::LimitK {
-        // limitk takes rows while fewer than k: ⌈k⌉ of them.
-        if k > 0.0 {
-            k.ceil().min(MAX_K) as usize
-        } else {
-            0
-        }
-    } else if k >= 1.0 {
-        k.min(MAX_K) as usize
-    } else {
-        0
-    }
+    keep_count(f == GroupFn::LimitK, k, usize::MAX)
 }
 
 /// A row in the fold's order; the greatest is the first to drop.
