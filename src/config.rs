@@ -190,6 +190,10 @@ pub struct ServeArgs {
     /// sample, shared by all tenants); 0 turns it off
     #[arg(long, env = "QUIVER_SAMPLES_CACHE_BYTES", default_value_t = 512 << 20)]
     pub samples_cache_bytes: u64,
+    /// Free memory the allocator keeps for the next query instead of giving it back to the
+    /// system (glibc's trim threshold), in bytes; 0 keeps glibc's own
+    #[arg(long, env = "QUIVER_ALLOCATOR_TRIM_BYTES", default_value_t = crate::memory::DEFAULT_TRIM_THRESHOLD)]
+    pub allocator_trim_bytes: usize,
     /// Deepest PromQL expression accepted (AST levels, bounded from the text before parsing)
     #[arg(long, env = "QUIVER_QUERY_MAX_DEPTH", default_value_t = crate::promql::guard::DEFAULT_MAX_DEPTH)]
     pub query_max_depth: usize,
@@ -473,6 +477,8 @@ pub struct ServeConfig {
     pub results_cache: crate::api::CacheConfig,
     /// Bytes of packed block samples kept in memory (0: off).
     pub samples_cache_bytes: u64,
+    /// glibc's trim threshold (0: glibc's own), set when serving starts.
+    pub allocator_trim_bytes: usize,
     pub auth: crate::auth::AuthConfig,
     pub tls: Option<TlsFiles>,
     pub max_concurrent_queries: usize,
@@ -727,6 +733,7 @@ impl ServeArgs {
                 .write_burst_samples
                 .unwrap_or(10.0 * self.write_samples_per_second),
             samples_cache_bytes: self.samples_cache_bytes,
+            allocator_trim_bytes: self.allocator_trim_bytes,
             results_cache: crate::api::CacheConfig {
                 max_bytes: self.results_cache.max_bytes,
                 extent_ms: dur("results-cache-extent", &self.results_cache.extent)?,

@@ -150,6 +150,11 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    if !matches!(cli.command, Command::Serve(_)) {
+        // `serve` sets its configured threshold; `sql`, `explain` and the others read
+        // blocks the same way and keep the default (`memory::DEFAULT_TRIM_THRESHOLD`).
+        quiver::memory::tune_allocator(quiver::memory::DEFAULT_TRIM_THRESHOLD);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         // Parsing, printing and dropping PromQL ASTs recurse per level; `promql::guard`
         // bounds the depth to what this stack holds (queries run on `QueryRuntime`).

@@ -2,7 +2,8 @@
 //! queries in flight have reserved, and the owners `/metrics` breaks resident memory into
 //! (`quiver_memory_owner_bytes`, `quiver_allocator_bytes`).
 //!
-//! The allocator is glibc's malloc, with its defaults. Measured on this machine
+//! The allocator is glibc's malloc with two settings changed, the trim and mapped-block
+//! thresholds ([`tune_allocator`], `--allocator-trim-bytes`). Measured on this machine
 //! (docs/benchmarks.md, "Memory"): jemalloc as a drop-in had a higher peak RSS at its
 //! default decay and was twice as slow with immediate purging; capping glibc's arenas (8
 //! per core by default) cut the peer benchmark's peak by a quarter but halved remote-write
@@ -46,6 +47,47 @@ pub fn allocator_stats() -> Option<AllocatorStats> {
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     None
+}
+
+/// The trim threshold `serve` sets unless told otherwise: 32 MiB.
+///
+/// glibc gives a free block at the top of an arena back to the kernel once it exceeds
+/// the trim threshold, which starts at 128 KiB and rises only as large mapped blocks are
+/// freed. A query decodes every series it reads into fresh buffers of tens of KiB and frees
+/// them at once, so with the default the arena shrank after each batch and the next one
+/// faulted the same pages in again, zeroed by the kernel. Issue 26's 57.6M-sample query
+/// (docs/benchmarks.md, "Memory: the allocator's trim threshold"): a querier alone took
+/// 738 ms with glibc's defaults and 551 ms at 32 MiB; 4 MiB was no better than the
+/// default, 16 and 64 MiB as good as 32.
+pub const DEFAULT_TRIM_THRESHOLD: usize = 32 << 20;
+
+/// The mapped-block threshold set with the trim threshold: blocks from 4 MiB up are
+/// mapped on their own (and unmapped when freed). Setting the trim threshold turns off
+/// glibc's adaptive mapped-block threshold, which otherwise climbs to the largest block
+/// freed (up to 32 MiB); left at its initial 128 KiB, every block above that was mapped
+/// and faulted in anew, and the peer table's 24 h cells took up to 1.3x as long.
+pub const MMAP_THRESHOLD: usize = 4 << 20;
+
+/// Free memory at the top of an arena up to `trim_bytes` stays with the process for the
+/// next allocation instead of going back to the kernel (glibc's `M_TRIM_THRESHOLD`), and
+/// blocks from [`MMAP_THRESHOLD`] up are mapped on their own. `0` keeps glibc's own,
+/// adaptive, thresholds. Returns whether the allocator took the settings (only glibc
+/// has them).
+pub fn tune_allocator(trim_bytes: usize) -> bool {
+    if trim_bytes == 0 {
+        return true;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let int = |n: usize| libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt takes two integers and only changes the allocator's parameters.
+        unsafe {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, int(trim_bytes)) == 1
+                && libc::mallopt(libc::M_MMAP_THRESHOLD, int(MMAP_THRESHOLD)) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    false
 }
 
 /// Bytes reserved by every query's memory pool in this process now (sorts, aggregations,
@@ -137,6 +179,40 @@ mod tests {
             after.allocated + (60 << 20) <= during.allocated,
             "{after:?}"
         );
+    }
+
+    /// What a query's read does: many buffers of tens of KiB, touched, then all freed.
+    /// Returns how much more the allocator holds free afterwards than before.
+    fn churn() -> i64 {
+        let before = allocator_stats().expect("stats").free as i64;
+        let bufs: Vec<Vec<u8>> = (0..256)
+            .map(|i| std::hint::black_box(vec![i as u8; 96 << 10]))
+            .collect();
+        drop(std::hint::black_box(bufs));
+        allocator_stats().expect("stats").free as i64 - before
+    }
+
+    #[test]
+    fn freed_query_buffers_stay_with_the_process_below_the_trim_threshold() {
+        if allocator_stats().is_none() {
+            eprintln!("SKIPPED: no mallinfo2 on this target");
+            return;
+        }
+        // Each on a thread of its own, so in an arena of its own. At glibc's initial
+        // 128 KiB the 24 MiB freed go back to the kernel (the arena's top is trimmed);
+        // under the threshold `serve` sets they stay, free for the next query.
+        let kept = |threshold: usize| {
+            std::thread::spawn(move || {
+                assert!(tune_allocator(threshold));
+                churn()
+            })
+            .join()
+            .expect("churn")
+        };
+        let trimmed = kept(128 << 10);
+        assert!(trimmed < 8 << 20, "trimmed too little: {trimmed}");
+        let held = kept(DEFAULT_TRIM_THRESHOLD);
+        assert!(held >= 20 << 20, "kept too little: {held}");
     }
 
     #[test]

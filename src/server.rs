@@ -13,6 +13,12 @@ use crate::config::ServeConfig;
 use crate::storage::{Storage, Tenants, objstore, samples_cache};
 
 pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
+    if !crate::memory::tune_allocator(cfg.allocator_trim_bytes) {
+        tracing::warn!(
+            bytes = cfg.allocator_trim_bytes,
+            "the allocator does not take a trim threshold; --allocator-trim-bytes is ignored"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to learn the port when listening on :0.
