@@ -30,15 +30,6 @@ pub type SeriesId = u32;
 /// million-series WAL replay (and a share of every append).
 pub type IdMap<V> = HashMap<SeriesId, V, ahash::RandomState>;
 
-/// ahash keys drawn from the standard library's per-process random keys (ahash is built
-/// without its own runtime RNG, as arrow builds it).
-fn random_state() -> ahash::RandomState {
-    use std::hash::BuildHasher;
-    let std = std::collections::hash_map::RandomState::new();
-    let k = |i: u64| std.hash_one(i);
-    ahash::RandomState::with_seeds(k(0), k(1), k(2), k(3))
-}
-
 struct Inner {
     /// `ahash`, randomly keyed per process: SipHash was a third of startup with a million
     /// series, and label sets come from clients, so the hash must stay keyed.
@@ -55,10 +46,10 @@ struct Inner {
 impl Default for Inner {
     fn default() -> Self {
         Inner {
-            ids: HashMap::with_hasher(random_state()),
+            ids: HashMap::with_hasher(crate::model::hashing::keyed()),
             labels: Vec::new(),
             live: RoaringBitmap::new(),
-            postings: HashMap::with_hasher(random_state()),
+            postings: HashMap::with_hasher(crate::model::hashing::keyed()),
         }
     }
 }

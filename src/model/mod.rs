@@ -3,6 +3,7 @@
 
 pub mod exemplar;
 pub mod go_float;
+pub mod hashing;
 pub mod histogram;
 pub mod kahan;
 mod labels;

@@ -2,11 +2,13 @@
 //! binary operators match on, the labels of a matched result, `__name__` dropping, and the
 //! order of `topk`/`bottomk` and `sort*` answers. Both engines use these.
 
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use promql_parser::parser::LabelModifier;
 
 use super::value_fn::nan_last;
+use crate::model::hashing::{self, KeyedMap, KeyedState};
 use crate::model::{Labels, METRIC_NAME};
 use crate::promql::func::Func;
 use crate::promql::value::Series;
@@ -23,15 +25,67 @@ pub(crate) fn drop_name(l: &Arc<Labels>) -> Arc<Labels> {
 
 /// The labels a series contributes to its aggregation group.
 pub(crate) fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {
+    Labels::from_sorted_strs(l.iter().filter(|(n, _)| in_group(m, n)))
+}
+
+/// Whether label `name` is part of a series' group under modifier `m`.
+fn in_group(m: &Option<LabelModifier>, name: &str) -> bool {
     match m {
-        None => Labels::default(),
-        Some(LabelModifier::Include(ls)) => {
-            Labels::from_sorted_strs(l.iter().filter(|(n, _)| ls.labels.iter().any(|x| x == n)))
+        None => false,
+        Some(LabelModifier::Include(ls)) => ls.labels.iter().any(|x| x == name),
+        Some(LabelModifier::Exclude(ls)) => {
+            name != METRIC_NAME && !ls.labels.iter().any(|x| x == name)
         }
-        Some(LabelModifier::Exclude(ls)) => Labels::from_sorted_strs(
-            l.iter()
-                .filter(|(n, _)| *n != METRIC_NAME && !ls.labels.iter().any(|x| x == n)),
-        ),
+    }
+}
+
+/// Series sorted into their `by`/`without` groups as [`group_labels`] forms them, without
+/// building a label set per series: a series' kept pairs are hashed where they lie, and
+/// only a group's first series makes the group's label set. (Building one per series and
+/// hashing it was a quarter of lowering `sum by (job) (...)` over 10k series.)
+pub(crate) struct Groups<'m> {
+    modifier: &'m Option<LabelModifier>,
+    state: KeyedState,
+    /// The groups whose kept pairs hash to a value (nearly always one).
+    by_hash: KeyedMap<u64, Vec<u32>>,
+    labels: Vec<Arc<Labels>>,
+}
+
+impl<'m> Groups<'m> {
+    pub(crate) fn new(modifier: &'m Option<LabelModifier>) -> Self {
+        Groups {
+            modifier,
+            state: hashing::keyed(),
+            by_hash: hashing::map(0),
+            labels: Vec::new(),
+        }
+    }
+
+    /// The group of a series with labels `l` (groups are numbered as first seen).
+    pub(crate) fn group_of(&mut self, l: &Labels) -> u32 {
+        let m = self.modifier;
+        let kept = || l.iter().filter(|(n, _)| in_group(m, n));
+        let mut h = self.state.build_hasher();
+        for (n, v) in kept() {
+            h.write(n.as_bytes());
+            h.write_u8(0xff);
+            h.write(v.as_bytes());
+            h.write_u8(0xfe);
+        }
+        let same = self.by_hash.entry(h.finish()).or_default();
+        let labels = &mut self.labels;
+        if let Some(&g) = same.iter().find(|&&g| labels[g as usize].iter().eq(kept())) {
+            return g;
+        }
+        let g = labels.len() as u32;
+        labels.push(Arc::new(Labels::from_sorted_strs(kept())));
+        same.push(g);
+        g
+    }
+
+    /// Each group's label set, in group order.
+    pub(crate) fn into_labels(self) -> Vec<Arc<Labels>> {
+        self.labels
     }
 }
 
@@ -217,5 +271,54 @@ mod tests {
         }
         assert_eq!(keep_count(true, 1e300, usize::MAX), 1_000_000_000_000_000);
         assert_eq!(keep_count(false, 2.9, usize::MAX), 2);
+    }
+
+    use super::{Groups, group_labels};
+    use crate::model::Labels;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    /// The modifier of an aggregation written in PromQL.
+    fn modifier(agg: &str) -> Option<promql_parser::parser::LabelModifier> {
+        match promql_parser::parser::parse(&format!("sum {agg} (x)")).expect("parses") {
+            promql_parser::parser::Expr::Aggregate(a) => a.modifier,
+            e => panic!("not an aggregation: {e:?}"),
+        }
+    }
+
+    proptest! {
+        /// Groups found by hashing kept pairs in place are the groups of the label sets
+        /// `group_labels` builds, numbered in the same first-seen order.
+        #[test]
+        fn groups_are_those_of_the_built_label_sets(
+            sets in prop::collection::vec(
+                prop::collection::btree_map("(__name__|a|b|c|job)", "(x|y|z|)", 0..5), 0..40),
+            agg in prop::sample::select(vec!["", "by ()", "by (job)", "by (a, c)",
+                "without ()", "without (a)", "without (job, b, __name__)"]),
+        ) {
+            let m = modifier(agg);
+            let series: Vec<Labels> = sets
+                .into_iter()
+                .filter_map(|s| Labels::new(s.into_iter().collect()).ok())
+                .collect();
+            let mut groups = Groups::new(&m);
+            let got: Vec<u32> = series.iter().map(|l| groups.group_of(l)).collect();
+            let got_labels: Vec<Labels> =
+                groups.into_labels().iter().map(|l| (**l).clone()).collect();
+            let mut index: HashMap<Labels, u32> = HashMap::new();
+            let mut want_labels = Vec::new();
+            let want: Vec<u32> = series
+                .iter()
+                .map(|l| {
+                    let g = group_labels(l, &m);
+                    *index.entry(g.clone()).or_insert_with(|| {
+                        want_labels.push(g);
+                        want_labels.len() as u32 - 1
+                    })
+                })
+                .collect();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(got_labels, want_labels);
+        }
     }
 }

@@ -6,7 +6,6 @@
 //! `topk`, `bottomk` and `limitk` fold each group's samples together ([`GroupFold`]), the
 //! selecting ones after each batch is cut to its candidates ([`TopRows`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
@@ -25,7 +24,7 @@ use super::unary::Unary;
 use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error, udaf};
 use crate::model::Labels;
 use crate::promql::error::PromqlError;
-use crate::promql::kernels::grouping::group_labels;
+use crate::promql::kernels::grouping::Groups;
 use crate::promql::op::AggOp;
 
 /// The aggregations lowered here.
@@ -77,19 +76,9 @@ pub(super) fn lower(p: &PlanCtx, a: &AggregateExpr) -> Result<Option<Lowered>, P
 /// Each input series' group, and the groups' label sets (fixed by labels, so made here,
 /// once).
 fn grouping(series: &[Arc<Labels>], a: &AggregateExpr) -> (Vec<u32>, Vec<Arc<Labels>>) {
-    let mut groups: Vec<Arc<Labels>> = Vec::new();
-    let mut index: HashMap<Labels, u32> = HashMap::new();
-    let map = series
-        .iter()
-        .map(|l| {
-            let g = group_labels(l, &a.modifier);
-            *index.entry(g.clone()).or_insert_with(|| {
-                groups.push(Arc::new(g));
-                (groups.len() - 1) as u32
-            })
-        })
-        .collect();
-    (map, groups)
+    let mut groups = Groups::new(&a.modifier);
+    let map = series.iter().map(|l| groups.group_of(l)).collect();
+    (map, groups.into_labels())
 }
 
 /// `stddev`, `stdvar`, `quantile`, `topk`, `bottomk`, `limitk`: a fold per group.

@@ -5,7 +5,6 @@
 //! [`super::group_fold`]). A partition holds its groups' samples, charged to the query's
 //! memory pool, until its input ends.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -249,7 +248,7 @@ impl ExecutionPlan for FoldExec {
         let running = self.report.is_some().then(super::report::Running::start);
         let fold = async move {
             let _running = running;
-            let mut cells: HashMap<(u32, u32), Cell> = HashMap::new();
+            let mut cells = crate::model::hashing::map::<(u32, u32), Cell>(0);
             while let Some(b) = input.try_next().await? {
                 let _timer = baseline.elapsed_compute().timer();
                 reservation.try_grow(b.num_rows() * SAMPLE_BYTES)?;

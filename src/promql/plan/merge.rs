@@ -5,7 +5,6 @@
 //! is regrouped onto the merged table and a [`Fold`] keyed by series checks every
 //! `(series, step)` holds one sample. Tables without collisions pass unchanged.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
@@ -27,7 +26,7 @@ pub(super) fn merged(plan: LogicalPlan, series: Vec<Arc<Labels>>) -> Result<Lowe
         return Ok(Lowered { plan, series });
     }
     let mut table: Vec<Arc<Labels>> = Vec::new();
-    let mut index: HashMap<Arc<Labels>, u32> = HashMap::new();
+    let mut index = crate::model::hashing::map::<Arc<Labels>, u32>(series.len());
     let map: Vec<u32> = series
         .into_iter()
         .map(|l| {

@@ -406,7 +406,7 @@ impl ExtensionPlanner for PromExtensionPlanner {
 /// Whether no two series of a table have one label set (the invariant of every lowered
 /// node's table; a lowering that would break it is left to the evaluator).
 pub(super) fn unique(series: &[Arc<Labels>]) -> bool {
-    let mut seen = std::collections::HashSet::with_capacity(series.len());
+    let mut seen = crate::model::hashing::set(series.len());
     series.iter().all(|l| seen.insert(l))
 }
 

@@ -99,7 +99,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
     }
     let scan = engine.snapshot().scan(&ids, from, hi);
     let mut series: Vec<Arc<Labels>> = Vec::with_capacity(scan.num_series());
-    let mut index: HashMap<u32, u32> = HashMap::with_capacity(scan.num_series());
+    let mut index = crate::model::hashing::map::<u32, u32>(scan.num_series());
     let mut names = Vec::new();
     for (&id, l) in scan
         .ids()

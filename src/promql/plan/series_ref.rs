@@ -12,7 +12,7 @@
 //! A decoder that holds a series more (it is ahead) ignores it; one that lacks a listed
 //! series (it is behind) refuses the plan rather than answer without it.
 
-use std::collections::HashMap;
+use crate::model::hashing::{self, KeyedMap};
 use std::sync::Arc;
 
 use datafusion::common::{internal_datafusion_err, internal_err};
@@ -41,11 +41,11 @@ enum Rows {
     /// series table is the scan: no map to build for a million series; the offset is a
     /// slice's start).
     Position(u32),
-    Map(Arc<HashMap<SeriesId, u32>>),
+    Map(Arc<KeyedMap<SeriesId, u32>>),
 }
 
 impl LeafSeries {
-    pub(super) fn new(scan: Scan, rows: HashMap<SeriesId, u32>, sets: Vec<Vec<Matcher>>) -> Self {
+    pub(super) fn new(scan: Scan, rows: KeyedMap<SeriesId, u32>, sets: Vec<Vec<Matcher>>) -> Self {
         LeafSeries {
             scan,
             rows: Rows::Map(Arc::new(rows)),
@@ -162,7 +162,7 @@ fn resolve(
     buf: &[u8],
     catalog: &Catalog,
     allowed: Option<&RoaringBitmap>,
-) -> DfResult<(Vec<Vec<Matcher>>, HashMap<SeriesId, u32>, RoaringBitmap)> {
+) -> DfResult<(Vec<Vec<Matcher>>, KeyedMap<SeriesId, u32>, RoaringBitmap)> {
     let w = SeriesWire::decode(buf).map_err(|e| internal_datafusion_err!("leaf series: {e}"))?;
     if w.fingerprints.len() != 16 * w.rows.len() {
         return internal_err!(
@@ -176,7 +176,7 @@ fn resolve(
         .iter()
         .map(|s| s.matchers.iter().map(MatcherWire::matcher).collect())
         .collect::<DfResult<Vec<Vec<Matcher>>>>()?;
-    let mut wanted: HashMap<u128, u32> = HashMap::with_capacity(w.rows.len());
+    let mut wanted = hashing::map::<u128, u32>(w.rows.len());
     for (row, fp) in w.rows.iter().zip(w.fingerprints.chunks_exact(16)) {
         let fp = u128::from_le_bytes(fp.try_into().expect("16 bytes"));
         if wanted.insert(fp, *row).is_some() {
@@ -190,9 +190,9 @@ fn resolve(
     if let Some(a) = allowed {
         candidates &= a;
     }
-    let mut rows: HashMap<SeriesId, u32> = HashMap::with_capacity(wanted.len());
+    let mut rows = hashing::map::<SeriesId, u32>(wanted.len());
     let mut ids = RoaringBitmap::new();
-    let mut taken = std::collections::HashSet::with_capacity(wanted.len());
+    let mut taken = hashing::set(wanted.len());
     for (id, labels) in candidates
         .iter()
         .zip(catalog.labels_many(candidates.iter()))

@@ -7,7 +7,6 @@
 //! the right side's, a right series with the same labels as a left one sharing its id (it
 //! has the same signature, so the two never both have a sample at a step).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
@@ -40,7 +39,7 @@ pub(super) fn lower(
     let Some(rhs) = p.lower(&b.rhs)? else {
         return Ok(None);
     };
-    let mut ids: HashMap<Vec<(String, String)>, u32> = HashMap::new();
+    let mut ids = crate::model::hashing::map::<Vec<(String, String)>, u32>(0);
     let lkeys: Vec<u32> = lhs
         .series
         .iter()
@@ -86,12 +85,8 @@ pub(super) fn lower(
             let nleft = lhs.series.len();
             let keys: Vec<u32> = lkeys.iter().copied().chain(rkeys).collect();
             let mut series = lhs.series.clone();
-            let left_index: HashMap<&Arc<Labels>, u32> = lhs
-                .series
-                .iter()
-                .enumerate()
-                .map(|(i, l)| (l, i as u32))
-                .collect();
+            let mut left_index = crate::model::hashing::map::<&Arc<Labels>, u32>(nleft);
+            left_index.extend(lhs.series.iter().enumerate().map(|(i, l)| (l, i as u32)));
             // Each right series' result series: the left one with its labels, or its own.
             let right_to: Vec<u32> = rhs
                 .series

@@ -8,7 +8,7 @@
 //! Planned only where it can drop rows: some group has more series than the largest k.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, RecordBatch, UInt32Array};
@@ -118,7 +118,7 @@ impl RowOp for TopRows {
         let step = b.column(1).as_primitive::<UInt32Type>();
         let value = b.column(2).as_primitive::<Float64Type>();
         let key = b.column(3).as_primitive::<UInt32Type>();
-        let mut cells: HashMap<(u32, u32), BinaryHeap<Candidate>> = HashMap::new();
+        let mut cells = crate::model::hashing::map::<(u32, u32), BinaryHeap<Candidate>>(0);
         for i in 0..b.num_rows() {
             let t = step.value(i);
             let k = candidates(
@@ -228,7 +228,7 @@ mod tests {
 
     /// What the fold answers from `b`'s rows, as `(series, step, value bits)` sorted.
     fn folded(fold: &GroupFold, b: &RecordBatch) -> Vec<(u32, u32, u64)> {
-        let mut cells: HashMap<(u32, u32), Cell> = HashMap::new();
+        let mut cells = crate::model::hashing::map::<(u32, u32), Cell>(0);
         let (s, t, v, k) = (
             b.column(0).as_primitive::<UInt32Type>(),
             b.column(1).as_primitive::<UInt32Type>(),

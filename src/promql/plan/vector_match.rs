@@ -10,7 +10,6 @@
 //! side, or on the many side of a one-to-one match, or two pairs with one result label
 //! set) is left to the evaluator, which raises them exactly where Prometheus does.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, BooleanArray, Float64Array, RecordBatch};
@@ -64,7 +63,7 @@ pub(super) fn lower(
     };
     let swapped = matches!(card, VectorMatchCardinality::OneToMany(_));
     let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
-    let mut one_by_sig = HashMap::with_capacity(one.series.len());
+    let mut one_by_sig = crate::model::hashing::map(one.series.len());
     for (i, l) in one.series.iter().enumerate() {
         if one_by_sig
             .insert(signature(l, matching), i as u32)
@@ -77,7 +76,7 @@ pub(super) fn lower(
     let mut keys = Vec::with_capacity(many.series.len());
     let mut outputs = Vec::with_capacity(many.series.len());
     let mut series: Vec<Arc<Labels>> = Vec::new();
-    let mut many_sigs = std::collections::HashSet::new();
+    let mut many_sigs = crate::model::hashing::set(0);
     for l in &many.series {
         let sig = signature(l, matching);
         match one_by_sig.get(&sig) {
