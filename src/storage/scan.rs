@@ -448,7 +448,14 @@ enum Source {
 /// The sources' samples (in precedence order) as pieces: consecutive cached runs that
 /// follow one another in time (a series over several blocks) are decoded into one buffer,
 /// so the series is one piece and taking it as a run copies nothing.
-fn unpack_sources(sources: Vec<(usize, Source)>, min_t: i64, max_t: i64) -> Vec<Vec<Piece>> {
+///
+/// Sources disjoint in time are taken in time order, not precedence order (precedence
+/// decides only equal timestamps): blocks are in id order, which is creation order, and a
+/// live layout's fresh blocks for the last hours come before the compacted blocks of the
+/// day; in id order those broke a series into two chains, and the leaf copied every
+/// sample once more to join them (13 % of issue 26's 57.6M-sample query).
+fn unpack_sources(mut sources: Vec<(usize, Source)>, min_t: i64, max_t: i64) -> Vec<Vec<Piece>> {
+    in_time_order_if_disjoint(&mut sources);
     let mut out: Vec<Vec<Piece>> = Vec::with_capacity(sources.len());
     let mut runs: Vec<Arc<CachedRun>> = Vec::new();
     let flush = |runs: &mut Vec<Arc<CachedRun>>, out: &mut Vec<Vec<Piece>>| {
@@ -488,6 +495,45 @@ fn unpack_sources(sources: Vec<(usize, Source)>, min_t: i64, max_t: i64) -> Vec<
         flush(&mut runs, &mut out);
     }
     out
+}
+
+/// The first and last timestamp of a source; `None`: it holds no sample.
+fn span(s: &Source) -> Option<(i64, i64)> {
+    match s {
+        Source::Cached(run) => run.0.time_range(),
+        Source::Pieces(p) => {
+            let first = p.iter().find(|x| !x.is_empty())?.ts[0];
+            let last = *p.iter().rev().find(|x| !x.is_empty())?.ts.last()?;
+            Some((first, last))
+        }
+    }
+}
+
+/// Reorders `sources` by time when no two of them share a timestamp range (then which
+/// one wins on a timestamp never arises); otherwise leaves them in precedence order.
+fn in_time_order_if_disjoint(sources: &mut Vec<(usize, Source)>) {
+    if sources.len() < 2 {
+        return;
+    }
+    let mut spans = Vec::with_capacity(sources.len());
+    for (k, (_, s)) in sources.iter().enumerate() {
+        match span(s) {
+            Some(sp) => spans.push((sp, k)),
+            None => return,
+        }
+    }
+    spans.sort_unstable();
+    if spans.windows(2).any(|w| w[0].0.1 >= w[1].0.0)
+        || spans.iter().enumerate().all(|(i, x)| x.1 == i)
+    {
+        return;
+    }
+    let mut taken: Vec<Option<(usize, Source)>> = sources.drain(..).map(Some).collect();
+    sources.extend(
+        spans
+            .iter()
+            .map(|&(_, k)| taken[k].take().expect("each once")),
+    );
 }
 
 /// Merges one series' samples from several sources (each a list of pieces in time order,
@@ -633,6 +679,40 @@ mod tests {
         ]);
         assert_eq!(ts, vec![1, 2, 3]);
         assert_eq!(vs, vec![1.0, 2.0, 30.0]);
+    }
+
+    /// A series whose blocks come out of time order (a day's compacted blocks created
+    /// after the fresh blocks of its last hours) decodes into one piece, which the leaf
+    /// takes without copying; overlapping ones keep precedence (the later block wins).
+    #[test]
+    fn disjoint_sources_chain_in_time_order() {
+        use super::super::packed::PackedRun;
+        use super::{
+            CachedRun, Piece, Source, in_time_order_if_disjoint, merge_sources, unpack_sources,
+        };
+        use std::sync::Arc;
+        let cached = |ts: &[i64]| {
+            let vals: Vec<f64> = ts.iter().map(|&t| t as f64).collect();
+            Source::Cached(Arc::new(CachedRun(PackedRun::pack(ts, &vals))))
+        };
+        // Block 0 holds the last hours, blocks 1 and 2 the day before them.
+        let sources = vec![
+            (0, cached(&[70, 80])),
+            (1, cached(&[10, 20])),
+            (2, cached(&[30, 40, 60])),
+        ];
+        let out = merge_sources(unpack_sources(sources, i64::MIN, i64::MAX));
+        assert_eq!(out.len(), 1, "one piece, not {}", out.len());
+        assert_eq!(&out[0].ts[..], &[10, 20, 30, 40, 60, 70, 80]);
+        // Overlapping: precedence order stays, and the later source wins at 20.
+        let mut later = vec![
+            (0, cached(&[10, 20])),
+            (1, Source::Pieces(vec![Piece::new(vec![20], vec![-1.0])])),
+        ];
+        in_time_order_if_disjoint(&mut later);
+        let out = merge_sources(unpack_sources(later, i64::MIN, i64::MAX));
+        let (ts, vals) = Piece::to_vecs(&out);
+        assert_eq!((ts, vals), (vec![10, 20], vec![10.0, -1.0]));
     }
 
     #[test]
