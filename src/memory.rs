@@ -56,7 +56,7 @@ pub fn allocator_stats() -> Option<AllocatorStats> {
 /// freed. A query decodes every series it reads into fresh buffers of tens of KiB and frees
 /// them at once, so with the default the arena shrank after each batch and the next one
 /// faulted the same pages in again, zeroed by the kernel. Issue 26's 57.6M-sample query
-/// (docs/benchmarks.md, "Memory: the allocator's trim threshold"): a querier alone took
+/// (docs/benchmarks.md, issue 26, "Session 19: the allocator's trim threshold"): a querier alone took
 /// 738 ms with glibc's defaults and 551 ms at 32 MiB; 4 MiB was no better than the
 /// default, 16 and 64 MiB as good as 32.
 pub const DEFAULT_TRIM_THRESHOLD: usize = 32 << 20;

@@ -14,7 +14,7 @@ pub type KeyedMap<K, V> = HashMap<K, V, KeyedState>;
 /// A set hashed with [`keyed`] keys.
 pub type KeyedSet<K> = HashSet<K, KeyedState>;
 
-/// Fresh random keys (a few nanoseconds: the standard library's per-thread keys, stepped).
+/// Fresh random keys: the standard library's per-thread keys, stepped (no system call).
 pub fn keyed() -> KeyedState {
     let std = std::collections::hash_map::RandomState::new();
     let k = |i: u64| std.hash_one(i);

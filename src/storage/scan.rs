@@ -453,7 +453,7 @@ enum Source {
 /// decides only equal timestamps): blocks are in id order, which is creation order, and a
 /// live layout's fresh blocks for the last hours come before the compacted blocks of the
 /// day; in id order those broke a series into two chains, and the leaf copied every
-/// sample once more to join them (13 % of issue 26's 57.6M-sample query).
+/// sample once more to join them (11 % of a querier's time on issue 26's 57.6M-sample query).
 fn unpack_sources(mut sources: Vec<(usize, Source)>, min_t: i64, max_t: i64) -> Vec<Vec<Piece>> {
     in_time_order_if_disjoint(&mut sources);
     let mut out: Vec<Vec<Piece>> = Vec::with_capacity(sources.len());
@@ -511,29 +511,22 @@ fn span(s: &Source) -> Option<(i64, i64)> {
 
 /// Reorders `sources` by time when no two of them share a timestamp range (then which
 /// one wins on a timestamp never arises); otherwise leaves them in precedence order.
-fn in_time_order_if_disjoint(sources: &mut Vec<(usize, Source)>) {
+fn in_time_order_if_disjoint(sources: &mut [(usize, Source)]) {
     if sources.len() < 2 {
         return;
     }
-    let mut spans = Vec::with_capacity(sources.len());
-    for (k, (_, s)) in sources.iter().enumerate() {
-        match span(s) {
-            Some(sp) => spans.push((sp, k)),
-            None => return,
-        }
-    }
-    spans.sort_unstable();
-    if spans.windows(2).any(|w| w[0].0.1 >= w[1].0.0)
-        || spans.iter().enumerate().all(|(i, x)| x.1 == i)
-    {
+    let Some(mut spans) = sources
+        .iter()
+        .map(|(_, s)| span(s))
+        .collect::<Option<Vec<(i64, i64)>>>()
+    else {
         return;
+    };
+    spans.sort_unstable();
+    if spans.windows(2).all(|w| w[0].1 < w[1].0) {
+        // Disjoint, so every first timestamp differs: the order is total.
+        sources.sort_unstable_by_key(|(_, s)| span(s).map(|(first, _)| first));
     }
-    let mut taken: Vec<Option<(usize, Source)>> = sources.drain(..).map(Some).collect();
-    sources.extend(
-        spans
-            .iter()
-            .map(|&(_, k)| taken[k].take().expect("each once")),
-    );
 }
 
 /// Merges one series' samples from several sources (each a list of pieces in time order,

@@ -42,7 +42,7 @@ fn in_group(m: &Option<LabelModifier>, name: &str) -> bool {
 /// Series sorted into their `by`/`without` groups as [`group_labels`] forms them, without
 /// building a label set per series: a series' kept pairs are hashed where they lie, and
 /// only a group's first series makes the group's label set. (Building one per series and
-/// hashing it was a quarter of lowering `sum by (job) (...)` over 10k series.)
+/// hashing it was 40 % of lowering `sum by (job) (...)` over 10k series, in perf.)
 pub(crate) struct Groups<'m> {
     modifier: &'m Option<LabelModifier>,
     state: KeyedState,
