@@ -43,7 +43,7 @@ pub use engine::{
 pub use error::StorageError;
 pub use hist_scan::HistRun;
 pub use read::{Piece, SamplesCache, SeriesResult, samples_cache};
-pub use scan::{Scan, SeriesPieces, SeriesRun, Snapshot};
+pub use scan::{PendingSeries, Scan, SeriesPieces, SeriesRun, Snapshot};
 pub use tenants::Tenants;
 
 /// Format version of the data directory as a whole (`VERSION` file; see `migrations/`).

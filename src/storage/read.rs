@@ -526,6 +526,7 @@ mod tests {
     use crate::ingest::{SeriesSamples, WriteBatch};
     use crate::model::{Labels, Matcher};
     use crate::storage::{SamplesCache, Storage, WriteWindow};
+    use futures::StreamExt;
 
     /// A storage over an in-memory bucket with a samples cache of `bytes` (and the dir it
     /// needs kept alive).
@@ -639,6 +640,31 @@ mod tests {
                     .zip(got[0].vals.iter().copied())
                     .collect();
                 assert_eq!(have, want(from, to), "pass {pass}, [{from}, {to}]");
+                // Taken undecoded (after the first pass: cached runs) and decoded later, as
+                // the planner's leaves read: the same samples, within the bound given.
+                let ids = s.catalog().select(&m);
+                let pending: Vec<_> = s
+                    .scan(&ids, from, to)
+                    .pending_chunks(1)
+                    .map(|c| c.unwrap())
+                    .concat()
+                    .await;
+                let bound: usize = pending.iter().map(|p| p.bound()).sum();
+                let runs: Vec<_> = pending
+                    .into_iter()
+                    .map(|p| p.into_pieces().into_run())
+                    .filter(|r| !r.is_empty())
+                    .collect();
+                let late: Vec<(i64, f64)> = runs
+                    .iter()
+                    .flat_map(|r| r.ts.iter().copied().zip(r.vals.iter().copied()))
+                    .collect();
+                assert_eq!(
+                    late,
+                    want(from, to),
+                    "decoded late, pass {pass}, [{from}, {to}]"
+                );
+                assert!(bound >= late.len(), "bound {bound} < {}", late.len());
             }
         }
     }

@@ -276,6 +276,23 @@ impl Scan {
             .map(|chunk| Ok(chunk?.into_iter().map(SeriesPieces::into_run).collect()))
     }
 
+    /// As [`Scan::chunks`], each series not decoded yet ([`PendingSeries`]): for readers
+    /// that decode a chunk a few series at a time.
+    pub fn pending_chunks(
+        self,
+        series: usize,
+    ) -> impl Stream<Item = Result<Vec<PendingSeries>, StorageError>> + Send + 'static {
+        let series = series.max(1);
+        let starts: Vec<usize> = self.range.clone().step_by(series).collect();
+        futures::stream::iter(starts).then(move |a| {
+            let scan = self.clone();
+            async move {
+                let b = (a + series).min(scan.range.end);
+                scan.read_pending(&scan.ids[a..b]).await
+            }
+        })
+    }
+
     /// As [`Scan::chunks`], each series as slices of the decoded columns (not copied into
     /// vectors): for readers that copy them once into their own output (SQL batches).
     pub fn piece_chunks(
@@ -329,8 +346,9 @@ impl Scan {
         self.read(ids).await
     }
 
-    /// Samples of `ids` (ascending, a sub-slice of the scan's) from every source.
-    async fn read(&self, ids: &[SeriesId]) -> Result<Vec<SeriesPieces>, StorageError> {
+    /// The sources of `ids` (ascending, a sub-slice of the scan's), block reads done and
+    /// cached runs not decoded yet; series without a source are left out.
+    async fn read_pending(&self, ids: &[SeriesId]) -> Result<Vec<PendingSeries>, StorageError> {
         let (min_t, max_t) = (self.min_t, self.max_t);
         let wanted = RoaringBitmap::from_sorted_iter(ids.iter().copied())
             .map_err(|e| StorageError::Corrupt(format!("scan ids not sorted: {e}")))?;
@@ -386,20 +404,65 @@ impl Scan {
                 }
             }
         }
-        let mut out: Vec<SeriesPieces> = sources
+        let mut out: Vec<PendingSeries> = sources
             .into_iter()
             .map(|(id, mut s)| {
                 // Stable: heads keep their order among themselves.
                 s.sort_by_key(|(i, _)| *i);
-                SeriesPieces {
+                PendingSeries {
                     id,
-                    pieces: merge_sources(unpack_sources(s, min_t, max_t)),
+                    sources: s,
+                    min_t,
+                    max_t,
                 }
             })
-            .filter(|s| !s.pieces.is_empty())
             .collect();
         out.sort_unstable_by_key(|s| s.id);
         Ok(out)
+    }
+
+    /// Samples of `ids` (ascending, a sub-slice of the scan's) from every source.
+    async fn read(&self, ids: &[SeriesId]) -> Result<Vec<SeriesPieces>, StorageError> {
+        Ok(self
+            .read_pending(ids)
+            .await?
+            .into_iter()
+            .map(PendingSeries::into_pieces)
+            .filter(|s| !s.pieces.is_empty())
+            .collect())
+    }
+}
+
+/// One series of a chunk before its cached runs are decoded: a chunk's reads (a pass over
+/// every block) happen at once, while its series are decoded a few at a time just before
+/// they are used, so the decoded samples are still in the processor's cache when they are
+/// read (a whole chunk decoded at once is tens of megabytes, written to memory and read
+/// back from it; issue 26's two queriers on two cores then shared that bandwidth).
+pub struct PendingSeries {
+    pub id: SeriesId,
+    sources: Vec<(usize, Source)>,
+    min_t: i64,
+    max_t: i64,
+}
+
+impl PendingSeries {
+    /// The most samples decoding yields (cached runs: whole frames overlapping the range).
+    pub fn bound(&self) -> usize {
+        self.sources
+            .iter()
+            .map(|(_, s)| match s {
+                Source::Cached(r) => r.0.bound(self.min_t, self.max_t),
+                Source::Pieces(p) => p.iter().map(Piece::len).sum(),
+            })
+            .sum()
+    }
+
+    /// Decoded and merged (possibly empty).
+    pub fn into_pieces(self) -> SeriesPieces {
+        SeriesPieces {
+            id: self.id,
+            pieces: merge_sources(unpack_sources(self.sources, self.min_t, self.max_t)),
+        }
     }
 }
 
@@ -620,10 +683,11 @@ pub(super) fn merge_runs(mut runs: Vec<Run>) -> Run {
 
 #[cfg(test)]
 mod tests {
-    use super::{Run, merge_runs};
+    use super::{PendingSeries, Run, SeriesRun, merge_runs};
     use crate::ingest::{SeriesSamples, WriteBatch};
     use crate::model::{Labels, Matcher};
     use crate::storage::{Storage, WriteWindow};
+    use futures::StreamExt;
 
     /// Series `m{i="NN"}` for each of `series`, every one with `samples`.
     fn m_batch(series: std::ops::Range<i64>, samples: Vec<(i64, f64)>) -> WriteBatch {
@@ -803,6 +867,26 @@ mod tests {
                 }
                 assert_eq!(got, whole, "parts {parts}, chunk {chunk}");
             }
+        }
+        // Series taken before decoding and decoded one at a time: the same samples (this
+        // storage has no samples cache: pieces read from files; `read.rs` tests the
+        // cached runs).
+        {
+            let pending: Vec<PendingSeries> = s
+                .scan(&ids, i64::MIN, i64::MAX)
+                .pending_chunks(7)
+                .map(|c| c.unwrap())
+                .concat()
+                .await;
+            assert!(
+                pending.iter().all(|p| p.bound() >= 100),
+                "every sample bounded"
+            );
+            let got: Vec<SeriesRun> = pending
+                .into_iter()
+                .map(|p| p.into_pieces().into_run())
+                .collect();
+            assert_eq!(got, whole, "pending series");
         }
         // A limit refuses at the chunk that crosses it.
         let mut seen = 0;

@@ -25,12 +25,13 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 use futures::StreamExt;
+use futures::future::Either;
 
 use super::identity_node;
 use super::series_ref::LeafSeries;
 use super::{PlanCtx, df_error, external, rows_schema};
 use crate::promql::error::PromqlError;
-use crate::storage::{Scan, SeriesRun};
+use crate::storage::{PendingSeries, Scan, SeriesPieces, SeriesRun};
 
 /// A leaf's reading and computing.
 pub(crate) trait LeafSource: Send + Sync + 'static {
@@ -232,6 +233,28 @@ impl DisplayAs for LeafExec {
 const CHUNK: usize = 4096;
 const CHUNK_SAMPLES: usize = 4 << 20;
 const CHUNK_ROWS: usize = 4 << 20;
+/// Samples decoded at once, about (4 MB): a chunk's series are decoded and computed a group
+/// at a time, so what the kernels read is what was just written, still in the cache.
+const DECODE_SAMPLES: usize = 256 << 10;
+
+/// `items` in order, in groups whose `bound`s sum to about `target`: each group closes at
+/// the item that reaches it, so every group holds at least one item.
+fn groups_of<T>(items: Vec<T>, bound: impl Fn(&T) -> usize, target: usize) -> Vec<Vec<T>> {
+    let mut groups = Vec::new();
+    let (mut group, mut sum) = (Vec::new(), 0);
+    for item in items {
+        sum += bound(&item);
+        group.push(item);
+        if sum >= target {
+            groups.push(std::mem::take(&mut group));
+            sum = 0;
+        }
+    }
+    if !group.is_empty() {
+        groups.push(group);
+    }
+    groups
+}
 
 impl ExecutionPlan for LeafExec {
     fn name(&self) -> &str {
@@ -282,23 +305,60 @@ impl ExecutionPlan for LeafExec {
             move || super::report::report(&metrics, partition, &a, read.load(Ordering::Relaxed))
         });
         let running = budget.report.is_some().then(super::report::Running::start);
-        let stream = part.chunks(series).map(move |chunk| {
+        let stream = part.pending_chunks(series).flat_map(move |chunk| {
             let _running = &running;
-            let chunk = chunk.map_err(|e| external(PromqlError::Storage(e)))?;
-            let _timer = baseline.elapsed_compute().timer();
-            let n: usize = chunk.iter().map(SeriesRun::len).sum();
-            read.fetch_add(n, Ordering::Relaxed);
-            if budget.charged.fetch_add(n, Ordering::Relaxed) + n > budget.max_samples {
-                return Err(external(PromqlError::TooManySamples));
-            }
-            budget.cancel.check().map_err(external)?;
-            let rows = source.rows(&chunk)?;
-            baseline.record_output(rows.num_rows());
-            Ok(rows)
+            let groups = match chunk {
+                Ok(chunk) => groups_of(chunk, PendingSeries::bound, DECODE_SAMPLES),
+                Err(e) => {
+                    return Either::Left(futures::stream::once(async move {
+                        Err(external(PromqlError::Storage(e)))
+                    }));
+                }
+            };
+            let (source, budget, read, baseline) = (
+                source.clone(),
+                budget.clone(),
+                read.clone(),
+                baseline.clone(),
+            );
+            Either::Right(futures::stream::iter(groups.into_iter().map(
+                move |group| {
+                    let _timer = baseline.elapsed_compute().timer();
+                    let chunk: Vec<SeriesRun> = group
+                        .into_iter()
+                        .map(|s| s.into_pieces())
+                        .filter(|s| !s.pieces.is_empty())
+                        .map(SeriesPieces::into_run)
+                        .collect();
+                    let n: usize = chunk.iter().map(SeriesRun::len).sum();
+                    read.fetch_add(n, Ordering::Relaxed);
+                    if budget.charged.fetch_add(n, Ordering::Relaxed) + n > budget.max_samples {
+                        return Err(external(PromqlError::TooManySamples));
+                    }
+                    budget.cancel.check().map_err(external)?;
+                    let rows = source.rows(&chunk)?;
+                    baseline.record_output(rows.num_rows());
+                    Ok(rows)
+                },
+            )))
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             rows_schema(),
             super::report::then(stream, report),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::groups_of;
+
+    #[test]
+    fn groups_close_at_the_item_that_reaches_the_target() {
+        let g = groups_of(vec![3, 3, 3, 10, 1, 1], |&x| x, 6);
+        assert_eq!(g, vec![vec![3, 3], vec![3, 10], vec![1, 1]]);
+        // An item above the target is a group of its own; nothing is lost or reordered.
+        assert_eq!(groups_of(vec![9, 9], |&x| x, 4), vec![vec![9], vec![9]]);
+        assert!(groups_of(Vec::<usize>::new(), |&x| x, 4).is_empty());
     }
 }
