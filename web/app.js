@@ -384,6 +384,8 @@
         }
         if (ev.key === "Escape") { ev.preventDefault(); close(); return; }
       }
+      // Escape before the list has opened calls off a completion still being fetched.
+      if (ev.key === "Escape") { close(); return; }
       if (ev.key === "Enter" && !ev.shiftKey) {
         ev.preventDefault();
         close();

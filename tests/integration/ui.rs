@@ -150,6 +150,9 @@ async fn graph(b: &Browser, expr: &str) -> usize {
 
 /// Runs the current expression in the Table view and waits for it.
 async fn table(b: &Browser) -> BTreeMap<String, String> {
+    // Escape calls off the completion the expression's typing fetched: arriving later, its
+    // list would cover the tab (a click there chooses a completion).
+    b.keys("#expr", ESCAPE).await;
     b.js(
         "document.querySelector('#result-table tbody').replaceChildren()",
         json!([]),
