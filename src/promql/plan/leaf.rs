@@ -228,8 +228,9 @@ impl DisplayAs for LeafExec {
     }
 }
 
-/// Series per chunk at most, samples read per chunk about (64 MB decoded), and rows out
-/// per chunk at most (series × steps; 48 MB).
+/// Series per chunk at most, samples read per chunk about (64 MB were they decoded at
+/// once; they are decoded in groups of [`DECODE_SAMPLES`]), and rows out per chunk at most
+/// (series × steps; 48 MB).
 const CHUNK: usize = 4096;
 const CHUNK_SAMPLES: usize = 4 << 20;
 const CHUNK_ROWS: usize = 4 << 20;
