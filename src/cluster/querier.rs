@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use object_store::ObjectStore;
 
 use super::lease::LeaseStore;
@@ -21,7 +22,15 @@ use crate::config::ServeConfig;
 use crate::storage::manifest::ManifestStore;
 use crate::storage::{ClusterMode, Storage, Tenants, read_segment, samples_cache};
 
-/// Follows the cluster for one tenant's engine until the process ends.
+/// Follows the cluster for one tenant's engine until the process ends. `caught_up` fires
+/// after the first round in which every shard's mirror reached its owner's last WAL object
+/// and the manifest read at its end rebuilt no mirror: until then the engine would answer
+/// without samples still in the writers' WALs (a round reads at most
+/// [`MAX_OBJECTS_PER_POLL`] objects per shard, so a long WAL takes several).
+///
+/// Each round follows the WAL, then reads the manifest. A writer publishes a flush's
+/// manifest before it deletes the WAL objects, so an object found deleted during the
+/// round is in the manifest read at its end: a round leaves no gap between the two.
 pub async fn follow(
     tenant: String,
     storage: Arc<Storage>,
@@ -29,18 +38,63 @@ pub async fn follow(
     client: reqwest::Client,
     shards: u32,
     poll: std::time::Duration,
+    caught_up: tokio::sync::oneshot::Sender<()>,
 ) {
-    let manifest = ManifestStore::new(storage.store().clone());
-    let mut etag: Option<String> = None;
-    let mut cursors: HashMap<u32, u64> = HashMap::new();
-    let mut checkpoints: HashMap<u32, u64> = HashMap::new();
+    let mut f = Follower {
+        manifest: ManifestStore::new(storage.store().clone()),
+        tenant,
+        storage,
+        etag: None,
+        cursors: HashMap::new(),
+        checkpoints: HashMap::new(),
+    };
+    let started = std::time::Instant::now();
+    f.manifest().await;
+    let mut caught_up = Some(caught_up);
     loop {
-        match manifest.load_if_changed(etag.as_deref()).await {
-            Ok(Some(v)) => match storage.install_manifest(&v.manifest).await {
+        let round = f.shards(&owners, &client, shards).await;
+        let rebuilt = f.manifest().await;
+        if round.level
+            && !rebuilt
+            && let Some(tx) = caught_up.take()
+        {
+            tracing::info!(
+                tenant = f.tenant,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "caught up with the cluster"
+            );
+            let _ = tx.send(());
+        }
+        // A mirror with objects left to read goes on at once (a new querier catching up).
+        if !round.more {
+            tokio::time::sleep(poll).await;
+        }
+    }
+}
+
+/// One tenant's position in the cluster: the manifest it installed and how far each
+/// shard's mirror has read.
+struct Follower {
+    tenant: String,
+    storage: Arc<Storage>,
+    manifest: ManifestStore,
+    etag: Option<String>,
+    cursors: HashMap<u32, u64>,
+    checkpoints: HashMap<u32, u64>,
+}
+
+impl Follower {
+    /// Installs the manifest if it changed. True when a shard's mirror had to be rebuilt
+    /// (its samples are read again in the next round).
+    async fn manifest(&mut self) -> bool {
+        let tenant = &self.tenant;
+        let mut rebuilt = false;
+        match self.manifest.load_if_changed(self.etag.as_deref()).await {
+            Ok(Some(v)) => match self.storage.install_manifest(&v.manifest).await {
                 Ok(installed) => {
-                    etag = v.version.and_then(|v| v.e_tag);
+                    self.etag = v.version.and_then(|v| v.e_tag);
                     for (&s, st) in &v.manifest.shards {
-                        checkpoints.insert(s, st.checkpoint);
+                        self.checkpoints.insert(s, st.checkpoint);
                     }
                     for s in installed.resync {
                         tracing::warn!(
@@ -48,8 +102,9 @@ pub async fn follow(
                             shard = s,
                             "mirror straddled a checkpoint; rebuilding it"
                         );
-                        storage.mirror_reset(s);
-                        cursors.remove(&s);
+                        self.storage.mirror_reset(s);
+                        self.cursors.remove(&s);
+                        rebuilt = true;
                     }
                     if installed.added + installed.removed > 0 {
                         tracing::debug!(
@@ -68,23 +123,37 @@ pub async fn follow(
             Ok(None) => {}
             Err(e) => tracing::warn!(tenant, error = %e, "cannot read the manifest; retrying"),
         }
+        rebuilt
+    }
+
+    /// Brings every shard's mirror up to its owner's last WAL object.
+    async fn shards(&mut self, owners: &Owners, client: &reqwest::Client, shards: u32) -> Round {
+        let mut round = Round {
+            level: true,
+            more: false,
+        };
+        let tenant = &self.tenant;
         let follows = (0..shards).map(|s| {
-            let cp = checkpoints.get(&s).copied().unwrap_or(0);
-            let cursor = cursors.get(&s).copied().unwrap_or(0).max(cp);
-            follow_shard(&tenant, &storage, &owners, &client, s, cursor, cp)
+            let cp = self.checkpoints.get(&s).copied().unwrap_or(0);
+            let cursor = self.cursors.get(&s).copied().unwrap_or(0).max(cp);
+            follow_shard(tenant, &self.storage, owners, client, s, cursor, cp)
         });
         for (s, r) in (0..shards).zip(futures::future::join_all(follows).await) {
             match r {
-                Ok(Some(c)) => {
-                    cursors.insert(s, c);
+                Ok(Some((c, last))) => {
+                    self.cursors.insert(s, c);
+                    round.level &= c >= last;
+                    round.more |= c < last;
                 }
                 Ok(None) => {
-                    storage.mirror_reset(s);
-                    cursors.remove(&s);
+                    self.storage.mirror_reset(s);
+                    self.cursors.remove(&s);
+                    round.level = false;
                 }
                 // What was applied before the error counts: never apply an object twice.
                 Err((c, e)) => {
-                    cursors.insert(s, c);
+                    self.cursors.insert(s, c);
+                    round.level = false;
                     // 409: the shard is moving (its new owner is read within a quarter lease).
                     if e.contains("409") {
                         tracing::debug!(tenant, shard = s, error = %e, "shard moving");
@@ -94,17 +163,28 @@ pub async fn follow(
                 }
             }
         }
-        tokio::time::sleep(poll).await;
+        round
     }
+}
+
+/// How a round of following the shards ended.
+struct Round {
+    /// Every shard's mirror reached its owner's last WAL object (none failed).
+    level: bool,
+    /// A shard has objects left that this round did not read.
+    more: bool,
 }
 
 /// Most WAL objects one shard's mirror reads per poll (a querier far behind catches up
 /// over several polls, and other shards are not starved meanwhile).
 const MAX_OBJECTS_PER_POLL: u64 = 256;
 
-/// Brings one shard's mirror up to its owner's last WAL object. Returns the new cursor,
-/// or `None` when the mirror must be rebuilt (the owner's WAL is behind it); on error, the
-/// cursor as far as it got.
+/// WAL objects one shard's mirror fetches at once.
+const READS_IN_FLIGHT: usize = 16;
+
+/// Brings one shard's mirror up to its owner's last WAL object. Returns the new cursor and
+/// the owner's last object, or `None` when the mirror must be rebuilt (the owner's WAL is
+/// behind it); on error, the cursor as far as it got.
 async fn follow_shard(
     tenant: &str,
     storage: &Storage,
@@ -113,9 +193,10 @@ async fn follow_shard(
     shard: u32,
     cursor: u64,
     checkpoint: u64,
-) -> Result<Option<u64>, (u64, String)> {
+) -> Result<Option<(u64, u64)>, (u64, String)> {
+    // No owner: nobody writes the shard, so there is nothing to wait for.
     let Some(owner) = owners.owner(shard, now_ms()) else {
-        return Ok(Some(cursor));
+        return Ok(Some((cursor, cursor)));
     };
     let fail = |e: String| (cursor, e);
     let url = format!("{}/internal/v1/tail", owner.addr.trim_end_matches('/'));
@@ -139,8 +220,17 @@ async fn follow_shard(
         return Ok(None);
     }
     let mut at = cursor;
-    for seq in cursor + 1..=last.min(cursor + MAX_OBJECTS_PER_POLL) {
-        match read_segment(storage.store().as_ref(), shard, seq).await {
+    // Fetched several at a time (one GET is a few ms), applied in order.
+    let mut reads = futures::stream::iter(cursor + 1..=last.min(cursor + MAX_OBJECTS_PER_POLL))
+        .map(|seq| async move {
+            (
+                seq,
+                read_segment(storage.store().as_ref(), shard, seq).await,
+            )
+        })
+        .buffered(READS_IN_FLIGHT);
+    while let Some((seq, read)) = reads.next().await {
+        match read {
             Ok(Some(data)) => {
                 let rotated = tail.state.rotations.iter().any(|&r| r >= at && r < seq);
                 if let Err(e) = storage.mirror_segment(shard, seq, &data, rotated) {
@@ -155,7 +245,7 @@ async fn follow_shard(
             Err(e) => return Err((at, e.to_string())),
         }
     }
-    Ok(Some(at))
+    Ok(Some((at, last)))
 }
 
 /// Runs a querier: the read routes and the operational ones, until SIGTERM.
@@ -182,6 +272,7 @@ pub async fn run(
         Tenants::new(opts, root.clone())
             .with_max_tenants(cfg.max_tenants)
             .on_open(Arc::new(move |tenant: &str, storage: Arc<Storage>| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
                 tokio::spawn(follow(
                     tenant.to_string(),
                     storage,
@@ -189,7 +280,11 @@ pub async fn run(
                     client.clone(),
                     shards,
                     poll,
+                    tx,
                 ));
+                Box::pin(async move {
+                    let _ = rx.await;
+                })
             })),
     );
     let addr = listener.local_addr()?;

@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+use futures::future::BoxFuture;
 use object_store::ObjectStore;
 use object_store::prefix::PrefixStore;
 use tokio::sync::OnceCell;
@@ -52,8 +54,27 @@ pub struct Tenants {
     on_open: Option<OnOpen>,
 }
 
-/// See [`Tenants::on_open`].
-pub type OnOpen = Arc<dyn Fn(&str, Arc<Storage>) + Send + Sync>;
+/// See [`Tenants::on_open`]. The future it returns resolves when the engine may answer.
+pub type OnOpen = Arc<dyn Fn(&str, Arc<Storage>) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Longest a tenant's engine waits for [`Tenants::on_open`]'s future before it answers
+/// anyway (a querier whose writers do not answer still serves the blocks).
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs the open hook, if any, and waits (bounded) until the engine may answer.
+async fn opened(hook: Option<&OnOpen>, tenant: &str, s: &Arc<Storage>) {
+    let Some(f) = hook else { return };
+    if tokio::time::timeout(CATCH_UP_LIMIT, f(tenant, s.clone()))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            tenant,
+            limit_s = CATCH_UP_LIMIT.as_secs(),
+            "not caught up with the cluster in time; answering with what is read so far"
+        );
+    }
+}
 
 impl Tenants {
     /// The samples cache every tenant's engine shares, if on.
@@ -74,7 +95,8 @@ impl Tenants {
         }
     }
 
-    /// Calls `f` with each tenant's engine once it is open.
+    /// Calls `f` with each tenant's engine once it is open; the engine is served once the
+    /// future `f` returns resolves (a querier: once it has caught up with the cluster).
     pub fn on_open(mut self, f: OnOpen) -> Self {
         self.on_open = Some(f);
         self
@@ -89,9 +111,7 @@ impl Tenants {
     /// Opens the default tenant and every tenant found on disk. Call once at startup.
     pub async fn open_all(&self) -> Result<(), StorageError> {
         let default = Arc::new(Storage::open(self.opts.clone(), self.store.clone()).await?);
-        if let Some(f) = &self.on_open {
-            f(DEFAULT_TENANT, default.clone());
-        }
+        opened(self.on_open.as_ref(), DEFAULT_TENANT, &default).await;
         let _ = self.default.set(default);
         let dir = self.opts.data_dir.join(TENANTS_DIR);
         if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -107,7 +127,7 @@ impl Tenants {
         Ok(())
     }
 
-    /// Whether the default tenant has finished replaying.
+    /// Whether the default tenant has finished replaying (a querier: caught up).
     pub fn ready(&self) -> bool {
         self.default.get().is_some()
     }
@@ -145,9 +165,7 @@ impl Tenants {
                 let store = tenant_store(&self.store, tenant);
                 tracing::info!(tenant, "opening tenant storage");
                 let s = Arc::new(Storage::open(opts, store).await?);
-                if let Some(f) = &self.on_open {
-                    f(tenant, s.clone());
-                }
+                opened(self.on_open.as_ref(), tenant, &s).await;
                 Ok::<_, StorageError>(s)
             })
             .await?;
