@@ -1,27 +1,28 @@
 #!/usr/bin/env python3
 """One query on many queriers (issue 26): the peer dataset's 24 h aggregations on one
-querier pinned to one core, then on two queriers pinned to one core each, over the same
+querier pinned to one core, and on two queriers pinned to one core each, over the same
 cluster and bucket; the speed-up, each querier's CPU (the coordinator's share), and each
 query's stages, tasks and bytes shuffled from `explain --analyze`.
 
     python3 benches/cluster/scale.py --bin <quiver> --load <cluster_load bench binary> \
-        [--series 10000] [--hours 24] [--runs 3] [--out results.json]
+        [--series 10000] [--hours 24] [--runs 7] [--out results.json]
 
 The dataset is benches/peer/gen.py's, sent through a distributor by `cluster_load --file`
 (remote write, as Prometheus would) and flushed to blocks in the bucket (moto_server). The
 writer, distributor, compactor and moto_server share CPU 1 while loading and are idle
-while the queries run; querier 1 is pinned to CPU 0, querier 2 (started for the second
-phase) to CPU 1. Queries bypass the results cache (`nocache=1`); each querier's decoded
+while the queries run; querier 1 and solo are pinned to CPU 0, querier 2 to CPU 1. Queries bypass the results cache (`nocache=1`); each querier's decoded
 samples cache holds the whole dataset, so warm runs measure computing, not reading S3.
 Figures vary with the machine; compare within a run.
 
-The speed-up is taken from alternating rounds once both queriers have served (`--rounds`):
-querier 2 is paused (SIGSTOP) until querier 1 stops counting it a worker, the queries run
-on querier 1 alone, then querier 2 resumes (SIGCONT) and they run on both. A querier that
-has just started and filled its samples cache ran the same query 1.5x slower than it did
-minutes later (session 20: 431 ms, then 250-300 ms), so comparing a fresh querier alone
-with an older one beside another overstated the speed-up; the first phases are kept in the
-report (`one_querier_fresh`, `two_queriers_first`) only for the record.
+The speed-up is taken query by query from interleaved runs: a third querier, "solo",
+started with `--cluster-local-queries` and pinned to CPU 0 like querier 1, runs every
+query alone; each run on solo is paired with one on querier 1 (coordinating querier 1 and
+2), in alternating order, so both see the same moment of a shared machine. On this machine
+the same work pinned to one core varies by up to 1.5x over minutes (session 21:
+`sha256sum` of 300 MB took 1.19-2.48 s, and a querier's cost per query drifted between
+about 250 and 370 ms in runs of several queries), which phases minutes apart (or rounds
+switched by pausing querier 2) turned into ratios from 0.9x to 1.8x. Solo is not a
+worker: its queries never leave it, and querier 1's never reach it.
 """
 
 import argparse
@@ -120,15 +121,13 @@ def main():
     ap.add_argument("--load", required=True)
     ap.add_argument("--series", type=int, default=10000)
     ap.add_argument("--hours", type=float, default=24)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="alternating rounds of one querier (querier 2 paused) and two")
+    ap.add_argument("--runs", type=int, default=7, help="interleaved pairs of runs per query")
     ap.add_argument("--step", default="60")
     ap.add_argument("--out")
     ap.add_argument("--keep", help="work in this directory and leave it")
     ap.add_argument("--only", help="run only these queries (comma-separated names)")
     ap.add_argument("--hold", action="store_true",
-                    help="after the two-querier phase, keep the cluster up (for a profiler) until killed")
+                    help="after the interleaved runs, keep the cluster up (for a profiler) until killed")
     a = ap.parse_args()
     work = a.keep or tempfile.mkdtemp(prefix="quiver-scale-")
     os.makedirs(os.path.join(work, "logs"), exist_ok=True)
@@ -225,56 +224,50 @@ def main():
             queries = [(n, q) for n, q in queries if n in a.only.split(",")]
         start_s, end_s = (end_ms // 1000) - int(a.hours * 3600) + 600, end_ms // 1000
 
-        def run_all(url, pids):
+        def params_of(name, q):
+            if name == BIG[0]:
+                return "query", urllib.parse.urlencode({"query": q, "time": end_s, "nocache": "1"})
+            return "query_range", urllib.parse.urlencode({"query": q, "start": start_s, "end": end_s,
+                                                         "step": a.step, "nocache": "1"})
+
+        def timed(url, path, params, pids):
+            cpu0 = [cpu_s(p) for p in pids]
+            t = time.perf_counter()
+            code, body = get(f"{url}/api/v1/{path}?{params}")
+            took = time.perf_counter() - t
+            if code != 200:
+                sys.exit(f"{url}: {code} {body[:500]}")
+            return took, [cpu_s(p) - c for p, c in zip(pids, cpu0)], body
+
+        def interleaved(one, two):
+            """Each query on `one` (url, pids) and on `two`, a warm-up each, then a.runs
+            pairs in alternating order; medians, the pairs' ratios, CPU summed."""
             res = {}
             for name, q in queries:
-                if name == BIG[0]:
-                    path = "query"
-                    params = urllib.parse.urlencode({"query": q, "time": end_s, "nocache": "1"})
-                else:
-                    path = "query_range"
-                    params = urllib.parse.urlencode({"query": q, "start": start_s, "end": end_s,
-                                                     "step": a.step, "nocache": "1"})
-                code, body = get(f"{url}/api/v1/{path}?{params}")
-                if code != 200:
-                    sys.exit(f"{name}: {code} {body[:500]}")
-                times = []
-                cpu0 = [cpu_s(p) for p in pids]
-                for _ in range(a.runs):
-                    t = time.perf_counter()
-                    code, body = get(f"{url}/api/v1/{path}?{params}")
-                    times.append(time.perf_counter() - t)
-                    assert code == 200, body[:500]
-                cpu1 = [cpu_s(p) for p in pids]
-                res[name] = {"median_s": statistics.median(times), "runs_s": times,
-                             "cpu_s": [round(b - c, 3) for b, c in zip(cpu1, cpu0)],
+                path, params = params_of(name, q)
+                timed(one[0], path, params, one[1])
+                timed(two[0], path, params, two[1])
+                t1, t2, c1, c2 = [], [], [0.0] * len(one[1]), [0.0] * len(two[1])
+                for i in range(a.runs):
+                    order = [(one, t1, c1), (two, t2, c2)]
+                    for (url, pids), ts, cs in order if i % 2 == 0 else order[::-1]:
+                        took, cpu, body = timed(url, path, params, pids)
+                        ts.append(took)
+                        for k, c in enumerate(cpu):
+                            cs[k] += c
+                ratios = sorted(x / y for x, y in zip(t1, t2))
+                res[name] = {"one_median_s": statistics.median(t1), "two_median_s": statistics.median(t2),
+                             "one_runs_s": t1, "two_runs_s": t2,
+                             "speedup": statistics.median(t1) / statistics.median(t2),
+                             "pair_ratio_median": statistics.median(ratios),
+                             "pair_ratio_range": [ratios[0], ratios[-1]],
+                             "one_cpu_s": [round(c, 3) for c in c1], "two_cpu_s": [round(c, 3) for c in c2],
                              "series": len(json.loads(body)["data"]["result"])}
-                print(f"  {name}: {res[name]['median_s'] * 1000:.0f} ms, cpu {res[name]['cpu_s']}", flush=True)
+                r = res[name]
+                print(f"  {name}: one {r['one_median_s'] * 1000:.0f} ms, two {r['two_median_s'] * 1000:.0f} ms, "
+                      f"{r['speedup']:.2f}x (pairs {r['pair_ratio_median']:.2f}x), cpu one {r['one_cpu_s']} "
+                      f"two {r['two_cpu_s']}", flush=True)
             return res
-
-        def workers_are(url, n):
-            wait(f"querier 1 to count {n} worker(s)", lambda: metric(url, "quiver_cluster_workers") == n, 120)
-
-        def alternate(url, pids):
-            """Rounds of querier 1 alone (querier 2 paused) then both; per query, the
-            median of the rounds' medians and the CPU summed over the rounds."""
-            rounds = {"one": [], "two": []}
-            for _ in range(a.rounds):
-                os.kill(pids[1], signal.SIGSTOP)
-                workers_are(url, 1)
-                rounds["one"].append(run_all(url, pids[:1]))
-                os.kill(pids[1], signal.SIGCONT)
-                workers_are(url, 2)
-                rounds["two"].append(run_all(url, pids))
-            out = {}
-            for k, rs in rounds.items():
-                out[k] = {name: {"median_s": statistics.median(r[name]["median_s"] for r in rs),
-                                 "rounds_s": [r[name]["median_s"] for r in rs],
-                                 "cpu_s": [round(sum(r[name]["cpu_s"][i] for r in rs), 3)
-                                           for i in range(len(rs[0][name]["cpu_s"]))],
-                                 "series": rs[0][name]["series"]}
-                          for name in rs[0]}
-            return out["one"], out["two"]
 
         def explain(url, q):
             start = end_s if q == BIG[1] else start_s
@@ -282,83 +275,70 @@ def main():
                                    str(start), "--end", str(end_s), "--step", a.step, q],
                                   capture_output=True, text=True).stdout
 
-        print("one querier (CPU 0):", flush=True)
-        one = run_all(q1, [procs["querier-1"].pid])
         samples_read = {}
         for name, q in queries:
             m = re.search(r"(\d+) samples read", explain(q1, q))
             samples_read[name] = int(m.group(1)) if m else None
 
+        solo = node("querier", 3, 0, querier_flags + ["--cluster-local-queries"])
         q2 = node("querier", 2, 1, querier_flags)
-        wait("querier 2 to hold every sample", lambda: sql_count(q2) == loaded["samples"], 900)
-        wait("each querier to see the other", lambda: metric(q1, "quiver_cluster_workers") == 2
+        for url in (solo, q2):
+            wait("every querier to hold every sample", lambda: sql_count(url) == loaded["samples"], 900)
+        wait("querier 1 and 2 to see each other", lambda: metric(q1, "quiver_cluster_workers") == 2
              and metric(q2, "quiver_cluster_workers") == 2, 60)
-        print("two queriers (CPU 0 and CPU 1), querier 1 coordinating:", flush=True)
-        two_first = run_all(q1, [procs["querier-1"].pid, procs["querier-2"].pid])
-        print(f"alternating, {a.rounds} rounds: querier 1 alone (querier 2 paused), then both:", flush=True)
-        one_fresh = one
-        one, two = alternate(q1, [procs["querier-1"].pid, procs["querier-2"].pid])
+        pid = {n: procs[n].pid for n in ("querier-1", "querier-2", "querier-3")}
+        one_of = (solo, [pid["querier-3"]])
+        print("solo querier (CPU 0) against querier 1 (CPU 0) coordinating querier 2 (CPU 1), interleaved:",
+              flush=True)
+        res = interleaved(one_of, (q1, [pid["querier-1"], pid["querier-2"]]))
         plans = {name: explain(q1, q) for name, q in queries}
         if a.hold:
-            print(json.dumps({"querier-1": [q1, procs["querier-1"].pid],
-                              "querier-2": [q2, procs["querier-2"].pid],
-                              "start": start_s, "end": end_s}), flush=True)
+            print(json.dumps({"querier-1": [q1, pid["querier-1"]], "querier-2": [q2, pid["querier-2"]],
+                              "solo": [solo, pid["querier-3"]], "start": start_s, "end": end_s}), flush=True)
             while True:
                 time.sleep(60)
         retried = metric(q1, 'quiver_distributed_plans_total{outcome="retried"}')
         distributed = metric(q1, 'quiver_distributed_plans_total{outcome="ok"}')
 
-        # The same two queriers, querier 1 restarted to fold partial aggregates itself
-        # (--cluster-fold-on-coordinator): one network stage less per aggregation.
+        # Querier 1 restarted to fold partial aggregates itself (--cluster-fold-on-coordinator):
+        # one network stage less per aggregation.
         os.killpg(procs["querier-1"].pid, 9)
         procs["querier-1"].wait()
         q1 = node("querier", 1, 0, querier_flags + ["--cluster-fold-on-coordinator"])
         wait("querier 1 to hold every sample again", lambda: sql_count(q1) == loaded["samples"], 900)
-        wait("each querier to see the other again", lambda: metric(q1, "quiver_cluster_workers") == 2
+        wait("querier 1 and 2 to see each other again", lambda: metric(q1, "quiver_cluster_workers") == 2
              and metric(q2, "quiver_cluster_workers") == 2, 60)
-        print("two queriers, querier 1 coordinating and folding aggregates (after a first pass):", flush=True)
-        run_all(q1, [procs["querier-1"].pid, procs["querier-2"].pid])
-        one_again, folded = alternate(q1, [procs["querier-1"].pid, procs["querier-2"].pid])
+        print("the same, querier 1 folding the partial aggregates:", flush=True)
+        folded = interleaved(one_of, (q1, [procs["querier-1"].pid, pid["querier-2"]]))
         folded_plans = {name: explain(q1, q) for name, q in queries}
 
         def share(res):
-            coord = sum(v["cpu_s"][0] for v in res.values())
-            total = sum(sum(v["cpu_s"]) for v in res.values())
+            coord = sum(v["two_cpu_s"][0] for v in res.values())
+            total = sum(sum(v["two_cpu_s"]) for v in res.values())
             return coord / total if total else None
 
-        def total(res):
-            return sum(v["median_s"] for k, v in res.items() if k != BIG[0])
+        def summary(res):
+            one = sum(v["one_median_s"] for k, v in res.items() if k != BIG[0])
+            two = sum(v["two_median_s"] for k, v in res.items() if k != BIG[0])
+            big = res.get(BIG[0])
+            return {"sum_median_s": {"one": one, "two": two}, "speedup": one / two if two else None,
+                    "coordinator_cpu_share": share(res),
+                    "big_ms": big and {"one": big["one_median_s"] * 1000, "two": big["two_median_s"] * 1000},
+                    "big_speedup": big and big["speedup"], "big_pair_ratio_median": big and big["pair_ratio_median"],
+                    "big_coordinator_cpu_share": big and big["two_cpu_s"][0] / sum(big["two_cpu_s"])}
 
-        total1, total2, total3 = total(one), total(two), total(folded)
-        total1b = total(one_again)
-        big = {k: r[BIG[0]]["median_s"] for k, r in (("one", one), ("two", two), ("one_again", one_again),
-                                                       ("two_folded", folded))}
         report = {
             "series": a.series, "hours": a.hours, "samples": loaded["samples"], "step": a.step,
             "blocks": {"settled": blocks, "end": metric(q1, "quiver_blocks")},
             "samples_read": samples_read, "total_samples_read": sum(v or 0 for v in samples_read.values()),
-            "rounds": a.rounds, "one_querier": one, "two_queriers": two,
-            "one_querier_again": one_again, "two_queriers_folded": folded,
-            "one_querier_fresh": one_fresh, "two_queriers_first": two_first,
-            "sum_median_s": {"one": total1, "two": total2, "one_again": total1b, "two_folded": total3,
-                             "one_fresh": total(one_fresh), "two_first": total(two_first)},
-            "speedup": total1 / total2, "speedup_folded": total1b / total3,
-            "big_query": BIG[1], "big_median_s": big, "big_samples_read": samples_read.get(BIG[0]),
-            "big_speedup": big["one"] / big["two"], "big_speedup_folded": big["one_again"] / big["two_folded"],
-            "big_fresh_ms": {"one_fresh": one_fresh[BIG[0]]["median_s"] * 1000,
-                             "two_first": two_first[BIG[0]]["median_s"] * 1000},
-            "big_coordinator_cpu_share": {k: r[BIG[0]]["cpu_s"][0] / sum(r[BIG[0]]["cpu_s"])
-                                          for k, r in (("two", two), ("two_folded", folded))},
-            "coordinator_cpu_share": share(two), "coordinator_cpu_share_folded": share(folded),
+            "runs": a.runs, "big_query": BIG[1], "big_samples_read": samples_read.get(BIG[0]),
+            "shuffled": summary(res), "folded": summary(folded),
+            "queries": res, "queries_folded": folded,
             "retried_plans": retried, "distributed_plans": distributed,
             "plans": plans, "folded_plans": folded_plans,
         }
-        print(json.dumps({k: report[k] for k in ("samples", "total_samples_read", "sum_median_s",
-                                                  "speedup", "speedup_folded", "coordinator_cpu_share",
-                                                  "big_median_s", "big_samples_read", "big_speedup",
-                                                  "big_speedup_folded", "big_fresh_ms", "big_coordinator_cpu_share",
-                                                  "coordinator_cpu_share_folded", "retried_plans",
-                                                  "distributed_plans")}))
+        print(json.dumps({k: report[k] for k in ("samples", "total_samples_read", "big_samples_read",
+                                                  "shuffled", "folded", "retried_plans", "distributed_plans")}))
         if a.out:
             with open(a.out, "w") as f:
                 json.dump(report, f, indent=1)
