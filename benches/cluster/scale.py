@@ -122,6 +122,8 @@ def main():
     ap.add_argument("--series", type=int, default=10000)
     ap.add_argument("--hours", type=float, default=24)
     ap.add_argument("--runs", type=int, default=7, help="interleaved pairs of runs per query")
+    ap.add_argument("--warmup", type=int, default=3,
+                    help="untimed passes over every query on both sides before the pairs")
     ap.add_argument("--step", default="60")
     ap.add_argument("--out")
     ap.add_argument("--keep", help="work in this directory and leave it")
@@ -240,13 +242,18 @@ def main():
             return took, [cpu_s(p) - c for p, c in zip(pids, cpu0)], body
 
         def interleaved(one, two):
-            """Each query on `one` (url, pids) and on `two`, a warm-up each, then a.runs
-            pairs in alternating order; medians, the pairs' ratios, CPU summed."""
+            """`a.warmup` untimed passes over every query on `one` (url, pids) and on `two`,
+            then per query `a.runs` pairs in alternating order; medians, the pairs' ratios,
+            CPU summed. (Queriers just started ran the same query up to 1.5x slower than
+            after some dozens of queries: sessions 20 and 21.)"""
+            for _ in range(a.warmup):
+                for name, q in queries:
+                    path, params = params_of(name, q)
+                    timed(one[0], path, params, one[1])
+                    timed(two[0], path, params, two[1])
             res = {}
             for name, q in queries:
                 path, params = params_of(name, q)
-                timed(one[0], path, params, one[1])
-                timed(two[0], path, params, two[1])
                 t1, t2, c1, c2 = [], [], [0.0] * len(one[1]), [0.0] * len(two[1])
                 for i in range(a.runs):
                     order = [(one, t1, c1), (two, t2, c2)]
