@@ -228,9 +228,6 @@ impl DisplayAs for LeafExec {
     }
 }
 
-/// Series per chunk at most, samples read per chunk about (64 MB were they decoded at
-/// once; they are decoded in groups of [`DECODE_SAMPLES`]), and rows out per chunk at most
-/// (series × steps; 48 MB).
 /// Partition `partition`'s share of a leaf's series on a process with `cores` cores: at
 /// most one partition per core reads series. A task of a distributed plan declares the
 /// coordinator's partitions (at least two, so that stages cut at repartitions); on a
@@ -248,6 +245,9 @@ fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// Series per chunk at most, samples read per chunk about (64 MB were they decoded at
+/// once; they are decoded in groups of [`DECODE_SAMPLES`]), and rows out per chunk at most
+/// (series × steps; 48 MB).
 const CHUNK: usize = 4096;
 const CHUNK_SAMPLES: usize = 4 << 20;
 const CHUNK_ROWS: usize = 4 << 20;
