@@ -244,8 +244,9 @@ def main():
         def interleaved(one, two):
             """`a.warmup` untimed passes over every query on `one` (url, pids) and on `two`,
             then per query `a.runs` pairs in alternating order; medians, the pairs' ratios,
-            CPU summed. (Queriers just started ran the same query up to 1.5x slower than
-            after some dozens of queries: sessions 20 and 21.)"""
+            CPU summed. (Session 20 saw a fresh querier 1.5x slower than minutes later;
+            session 21 found a fresh process as fast as a warm one in interleaved pairs,
+            so that was the machine's drift, but warm-up passes cost little.)"""
             for _ in range(a.warmup):
                 for name, q in queries:
                     path, params = params_of(name, q)
