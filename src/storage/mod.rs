@@ -28,6 +28,9 @@ mod packed;
 pub mod paths;
 mod read;
 mod scan;
+/// A test batch of series `m{i=…}` (for other modules' tests over a storage).
+#[cfg(test)]
+pub(crate) use scan::tests::m_batch;
 pub mod telemetry;
 pub mod tenants;
 pub mod verify;

@@ -672,7 +672,7 @@ pub(super) fn merge_runs(mut runs: Vec<Run>) -> Run {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{PendingSeries, Run, SeriesRun, merge_runs};
     use crate::ingest::{SeriesSamples, WriteBatch};
     use crate::model::{Labels, Matcher};
@@ -680,7 +680,8 @@ mod tests {
     use futures::StreamExt;
 
     /// Series `m{i="NN"}` for each of `series`, every one with `samples`.
-    fn m_batch(series: std::ops::Range<i64>, samples: Vec<(i64, f64)>) -> WriteBatch {
+    /// Series `m{i="00"}`… for each `i` of `series`, each with `samples`.
+    pub(crate) fn m_batch(series: std::ops::Range<i64>, samples: Vec<(i64, f64)>) -> WriteBatch {
         WriteBatch {
             series: series
                 .map(|i| SeriesSamples {

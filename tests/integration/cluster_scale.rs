@@ -451,21 +451,11 @@ async fn a_new_querier_is_ready_once_it_has_read_every_writers_wal() {
     );
     let q2 = cluster.url(&name);
     let r = query(&q2, "count_over_time(wal_only[1h])", at).await;
-    let page = reqwest::get(format!("{q2}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let wal_gets: f64 = page
-        .lines()
-        .filter(|l| {
-            l.starts_with("quiver_object_store_requests_total{")
-                && l.contains("file=\"wal\"")
-                && l.contains("operation=\"get\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let wal_gets = metric(
+        &q2,
+        r#"quiver_object_store_requests_total{file="wal",operation="get"}"#,
+    )
+    .await;
     assert_eq!(
         scalar_of(&r),
         Some(n as f64),

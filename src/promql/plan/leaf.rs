@@ -370,9 +370,8 @@ impl ExecutionPlan for LeafExec {
 #[cfg(test)]
 mod tests {
     use super::{groups_of, leaf_part};
-    use crate::ingest::{SeriesSamples, WriteBatch};
-    use crate::model::{Labels, Matcher};
-    use crate::storage::{Storage, WriteWindow};
+    use crate::model::Matcher;
+    use crate::storage::{Storage, WriteWindow, m_batch};
 
     /// Fewer cores than partitions: the first `cores` partitions read every series once
     /// between them, the rest read nothing.
@@ -380,19 +379,7 @@ mod tests {
     async fn partitions_beyond_the_cores_read_nothing_and_none_is_lost() {
         let s = Storage::in_memory().await.unwrap();
         let t0 = s.now_ms() - 3_600_000;
-        let batch = WriteBatch {
-            series: (0..40)
-                .map(|i| SeriesSamples {
-                    labels: Labels::new(vec![
-                        ("__name__".into(), "m".into()),
-                        ("i".into(), format!("{i:02}")),
-                    ])
-                    .unwrap(),
-                    samples: (0..20).map(|k| (t0 + k * 1_000, k as f64)).collect(),
-                })
-                .collect(),
-            ..Default::default()
-        };
+        let batch = m_batch(0..40, (0..20).map(|k| (t0 + k * 1_000, k as f64)).collect());
         s.append(batch, WriteWindow::Backfill).await.unwrap();
         s.flush().await.unwrap();
         let ids = s.catalog().select(&[Matcher::equal("__name__", "m")]);
