@@ -9,7 +9,7 @@ Prints per-cell medians (ms), new/old ratios, the totals and each server's peak 
 peer benchmark (`harness.py --keep`) or `benches/sql/duckdb_compare.py --keep`; --at is the
 data end (e.g. `timestamp(up)` at the last scrape). Results-cache bypassed (`nocache=1`).
 """
-import argparse, json, os, shutil, signal, tempfile, socket, statistics, subprocess, time, urllib.parse, urllib.request
+import argparse, json, os, re, shutil, signal, tempfile, socket, statistics, subprocess, time, urllib.parse, urllib.request
 from pathlib import Path
 
 RANGES = [("instant", 0, 0), ("1h", 3600, 15), ("6h", 6 * 3600, 30), ("24h", 86400, 120)]
@@ -71,7 +71,7 @@ class Server:
         self.p.wait()
 
 
-def run_both(old_bin, new_bin, data_dir, at, reps):
+def run_both(old_bin, new_bin, data_dir, at, reps, only=None):
     """Per-cell medians of both binaries; each cell runs on both in every pass, the order
     alternating between passes and cells."""
     # Each server gets its own hard-linked copy (blocks are immutable; WAL and locks are
@@ -84,6 +84,8 @@ def run_both(old_bin, new_bin, data_dir, at, reps):
     try:
         qs = queries()
         cells = [(f"{n} {r[0]}", q, r) for n, q in qs for r in RANGES]
+        if only:
+            cells = [c for c in cells if re.search(only, c[0])]
         for _, q, r in cells:
             for s in servers:
                 s.time(q, r, at)
@@ -106,10 +108,11 @@ def main():
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--at", type=float, required=True)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", help="only the cells whose name (query name, space, range) matches this regex")
     ap.add_argument("old")
     ap.add_argument("new")
     a = ap.parse_args()
-    (old, new), peaks = run_both(a.old, a.new, a.data_dir, a.at, a.reps)
+    (old, new), peaks = run_both(a.old, a.new, a.data_dir, a.at, a.reps, a.only)
     rows = sorted(((k, old[k], new[k], new[k] / old[k]) for k in old), key=lambda r: -r[3])
     print("| cell | old ms | new ms | new/old |\n|---|---|---|---|")
     for k, o, n, r in rows:

@@ -9,6 +9,12 @@ ready, beside the layout it restarted on (blocks, bytes) and the memory breakdow
     python3 benches/scale/live_layout.py --quiver BIN --load CLUSTER_LOAD [--series 1000000]
         [--seconds 150] [--restarts 3] [--out results.json]
 
+A/B of restarts on one layout: `--work DIR --keep` keeps the data dir of a run;
+`--reuse --work DIR --quiver A --quiver B` then writes nothing and restarts the binaries in
+turns (A, B, B, A, A, B, …) on that same data dir, `--restarts` times each, reporting each
+binary's median. The restarts write nothing (the heads are empty), so every turn starts on
+the same blocks.
+
 `cluster_load` is built by `cargo build --profile bench --bench cluster_load` (its path is
 printed by cargo); every round sends one sample per series with a new timestamp. The
 defaults write about 1M series × ~30 rounds: at the default `--head-max-samples`
@@ -22,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -33,7 +38,7 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peer"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import systems  # noqa: E402
-from million import proc_status, start_timed  # noqa: E402
+from million import start_timed  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -65,8 +70,9 @@ def breakdown(m: dict) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quiver", required=True, help="quiver binary")
-    ap.add_argument("--load", required=True, help="cluster_load binary")
+    ap.add_argument("--quiver", required=True, action="append", help="quiver binary (twice with --reuse: an A/B)")
+    ap.add_argument("--load", help="cluster_load binary (not needed with --reuse)")
+    ap.add_argument("--reuse", action="store_true", help="restart on the data dir of --work, writing nothing")
     ap.add_argument("--series", type=int, default=1_000_000)
     ap.add_argument("--seconds", type=int, default=150, help="how long to write")
     ap.add_argument("--concurrency", type=int, default=4)
@@ -77,11 +83,17 @@ def main() -> int:
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args()
 
+    if args.reuse:
+        if not args.work:
+            ap.error("--reuse needs --work")
+        return reuse(args)
+    if len(args.quiver) != 1 or not args.load:
+        ap.error("writing a layout needs one --quiver and --load")
     work = args.work or tempfile.mkdtemp(prefix="quiver-live-layout-", dir="/var/tmp")
     os.makedirs(work, exist_ok=True)
     data = os.path.join(work, "data")
     port = systems.free_port()
-    argv = [args.quiver, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{port}"]
+    argv = [args.quiver[0], "serve", "--data-dir", data, "--listen", f"127.0.0.1:{port}"]
     srv = systems.Server("quiver", argv, port, data, os.path.join(work, "quiver.log"), "/-/ready")
     rec = {"series": args.series, "seconds": args.seconds, "argv": argv}
     try:
@@ -101,15 +113,10 @@ def main() -> int:
         srv.stop()
         restarts = []
         for i in range(args.restarts):
-            r = start_timed(srv, 600)
-            m = scrape(port)
-            r["blocks"] = m.get("quiver_blocks")
-            r["series"] = m.get("quiver_catalog_series")
-            r["memory"] = breakdown(m)
+            r = restart(srv, port)
             restarts.append(r)
             log(f"restart {i + 1}: ready {r['ready_s']:.3f}s, RSS {r['rss_at_ready'] / 1e6:.0f} MB, "
                 f"{r['blocks']:.0f} blocks, {r['series']:.0f} series")
-            srv.stop()
         rec["restarts"] = restarts
         med = sorted(restarts, key=lambda r: r["ready_s"])[len(restarts) // 2]
         rec["median"] = {"ready_s": med["ready_s"], "rss_at_ready": med["rss_at_ready"], "memory": med["memory"]}
@@ -123,6 +130,53 @@ def main() -> int:
         srv.stop()
         if not args.keep and not args.work:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def restart(srv: systems.Server, port: int) -> dict:
+    """One timed start to ready, with what `/metrics` says at ready; the server is stopped."""
+    r = start_timed(srv, 600)
+    m = scrape(port)
+    r["blocks"] = m.get("quiver_blocks")
+    r["series"] = m.get("quiver_catalog_series")
+    r["memory"] = breakdown(m)
+    srv.stop()
+    return r
+
+
+def reuse(args) -> int:
+    """Restarts of each binary in turns on an existing data dir."""
+    data = os.path.join(args.work, "data")
+    if not os.path.isdir(data):
+        sys.exit(f"no data dir at {data}: write one first with --work {args.work} --keep")
+    port = systems.free_port()
+    runs: dict[str, list] = {b: [] for b in args.quiver}
+    order = list(args.quiver)
+    for i in range(args.restarts):
+        for b in (order if i % 2 == 0 else order[::-1]):
+            argv = [b, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{port}"]
+            srv = systems.Server("quiver", argv, port, data, os.path.join(args.work, "quiver.log"), "/-/ready")
+            try:
+                r = restart(srv, port)
+            finally:
+                srv.stop()
+            runs[b].append(r)
+            log(f"{b}: ready {r['ready_s']:.3f}s, RSS {r['rss_at_ready'] / 1e6:.0f} MB, "
+                f"catalog {r['memory'].get('catalog', 0) / 1e6:.0f} MB, "
+                f"allocated {r['memory'].get('allocator_allocated', 0) / 1e6:.0f} MB")
+    rec = {"work": args.work, "binaries": {}}
+    for b, rs in runs.items():
+        ready = sorted(r["ready_s"] for r in rs)
+        rss = sorted(r["rss_at_ready"] for r in rs)
+        rec["binaries"][b] = {"ready_s": ready, "rss_at_ready": rss,
+                              "median_ready_s": ready[len(ready) // 2],
+                              "median_rss_at_ready": rss[len(rss) // 2],
+                              "memory": rs[len(rs) // 2]["memory"], "blocks": rs[0]["blocks"],
+                              "series": rs[0]["series"]}
+    print(json.dumps(rec, indent=1))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rec, f, indent=1)
+    return 0
 
 
 if __name__ == "__main__":

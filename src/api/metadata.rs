@@ -132,7 +132,7 @@ pub(super) async fn series(
             labels.truncate(limit);
             warnings.push(TRUNCATED.to_string());
         }
-        let items: Vec<String> = labels.iter().map(|l| json::labels_json(l)).collect();
+        let items: Vec<String> = labels.iter().map(json::labels_json).collect();
         Ok(success_raw(
             &format!("[{}]", items.join(",")),
             &warnings,

@@ -316,7 +316,7 @@ fn assemble(parts: &[Arc<Extent>], steps: Steps) -> (Value, Annotations) {
             Value::Scalar(out)
         }
         Some(Value::Vector(_)) | None => {
-            let mut by_labels: HashMap<Arc<Labels>, Series> = HashMap::new();
+            let mut by_labels: HashMap<Labels, Series> = HashMap::new();
             for p in parts {
                 if let Value::Vector(series) = &p.value {
                     for s in series {
@@ -389,7 +389,7 @@ mod tests {
         calls: &parking_lot::Mutex<Vec<Steps>>,
     ) -> Result<(Value, Annotations), ()> {
         calls.lock().push(steps);
-        let labels = Arc::new(Labels::new(vec![("a".into(), "b".into())]).expect("labels"));
+        let labels = Labels::new(vec![("a".into(), "b".into())]).expect("labels");
         let vals = steps.iter().map(|t| Some(t as f64)).collect();
         Ok((
             Value::Vector(vec![Series {

@@ -8,8 +8,8 @@
 //! time range is the union of the presence bitmaps of the sources (head, blocks) overlapping it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
+use hashbrown::HashTable;
 use parking_lot::RwLock;
 use roaring::RoaringBitmap;
 
@@ -31,11 +31,14 @@ pub type SeriesId = u32;
 pub type IdMap<V> = HashMap<SeriesId, V, ahash::RandomState>;
 
 struct Inner {
+    /// Label set → id, as a table of ids hashed by their label sets (4 bytes a slot, where
+    /// a map keyed by the label set itself took 24): the sets live once, in `labels`.
+    ids: HashTable<SeriesId>,
     /// `ahash`, randomly keyed per process: SipHash was a third of startup with a million
     /// series, and label sets come from clients, so the hash must stay keyed.
-    ids: HashMap<Arc<Labels>, SeriesId, ahash::RandomState>,
+    hasher: ahash::RandomState,
     /// By id; `None` once removed.
-    labels: Vec<Option<Arc<Labels>>>,
+    labels: Vec<Option<Labels>>,
     /// Ids whose series are in the catalog.
     live: RoaringBitmap,
     /// Label name → value → series. Keys are boxed (16 bytes, not 24): a label with a
@@ -46,11 +49,41 @@ struct Inner {
 impl Default for Inner {
     fn default() -> Self {
         Inner {
-            ids: HashMap::with_hasher(crate::model::hashing::keyed()),
+            ids: HashTable::new(),
+            hasher: crate::model::hashing::keyed(),
             labels: Vec::new(),
             live: RoaringBitmap::new(),
             postings: HashMap::with_hasher(crate::model::hashing::keyed()),
         }
+    }
+}
+
+impl Inner {
+    /// The id of a label set the catalog holds.
+    fn find(&self, l: &Labels) -> Option<SeriesId> {
+        let hash = self.hasher.hash_one(l);
+        let labels = &self.labels;
+        self.ids
+            .find(hash, |&id| labels[id as usize].as_ref() == Some(l))
+            .copied()
+    }
+
+    /// Gives a label set not in the catalog the next id (no postings: the callers add
+    /// them, one by one or in bulk).
+    fn add(&mut self, l: Labels) -> SeriesId {
+        let id = self.labels.len() as SeriesId;
+        let hash = self.hasher.hash_one(&l);
+        self.labels.push(Some(l));
+        let (labels, hasher) = (&self.labels, &self.hasher);
+        self.ids.insert_unique(hash, id, |&id| {
+            hasher.hash_one(
+                labels[id as usize]
+                    .as_ref()
+                    .expect("ids in the table are live"),
+            )
+        });
+        self.live.insert(id);
+        id
     }
 }
 
@@ -73,8 +106,7 @@ impl Catalog {
         let sets: Vec<&Labels> = sets.into_iter().collect();
         {
             let r = self.inner.read();
-            let found: Option<Vec<SeriesId>> =
-                sets.iter().map(|l| r.ids.get(*l).copied()).collect();
+            let found: Option<Vec<SeriesId>> = sets.iter().map(|l| r.find(l)).collect();
             if let Some(ids) = found {
                 return ids;
             }
@@ -115,20 +147,20 @@ impl Catalog {
         // A first block is all new series: size the map once. Later blocks mostly repeat
         // known series; reserving for all of them would double the map for nothing.
         if w.ids.is_empty() {
-            w.ids.reserve(sets.len());
+            let (labels, hasher) = (&w.labels, &w.hasher);
+            w.ids.reserve(sets.len(), |&id| {
+                hasher.hash_one(labels[id as usize].as_ref().expect("live"))
+            });
+            w.labels.reserve(sets.len());
         }
-        let mut fresh: Vec<(SeriesId, Arc<Labels>)> = Vec::new();
+        let mut fresh: Vec<(SeriesId, Labels)> = Vec::new();
         let ids: Vec<SeriesId> = sets
             .into_iter()
-            .map(|l| match w.ids.get(&l) {
-                Some(&id) => id,
+            .map(|l| match w.find(&l) {
+                Some(id) => id,
                 None => {
-                    let id = w.labels.len() as SeriesId;
-                    let arc = Arc::new(l);
-                    w.ids.insert(arc.clone(), id);
-                    w.labels.push(Some(arc.clone()));
-                    w.live.insert(id);
-                    fresh.push((id, arc));
+                    let id = w.add(l.clone());
+                    fresh.push((id, l));
                     id
                 }
             })
@@ -214,7 +246,7 @@ impl Catalog {
 
     /// The id of a label set the catalog holds, without registering it.
     pub fn lookup(&self, labels: &Labels) -> Option<SeriesId> {
-        self.inner.read().ids.get(labels).copied()
+        self.inner.read().find(labels)
     }
 
     /// [`Catalog::lookup`] for many label sets, under one lock.
@@ -223,20 +255,20 @@ impl Catalog {
         sets: impl IntoIterator<Item = &'a Labels>,
     ) -> Vec<Option<SeriesId>> {
         let r = self.inner.read();
-        sets.into_iter().map(|l| r.ids.get(l).copied()).collect()
+        sets.into_iter().map(|l| r.find(l)).collect()
     }
 
     pub fn get_or_insert(&self, labels: &Labels) -> SeriesId {
         self.get_or_insert_many([labels])[0]
     }
 
-    pub fn labels(&self, id: SeriesId) -> Option<Arc<Labels>> {
+    pub fn labels(&self, id: SeriesId) -> Option<Labels> {
         self.inner.read().labels.get(id as usize).cloned().flatten()
     }
 
     /// Label sets for many ids at once, each `None` when the id is not (or no longer) in
     /// the catalog: a reader that took ids before a retention run removed them skips them.
-    pub fn labels_many(&self, ids: impl IntoIterator<Item = SeriesId>) -> Vec<Option<Arc<Labels>>> {
+    pub fn labels_many(&self, ids: impl IntoIterator<Item = SeriesId>) -> Vec<Option<Labels>> {
         let r = self.inner.read();
         ids.into_iter()
             .map(|id| r.labels.get(id as usize).cloned().flatten())
@@ -249,16 +281,11 @@ impl Catalog {
     pub fn memory_bytes(&self) -> usize {
         use std::mem::size_of;
         let r = self.inner.read();
-        // An `Arc<Labels>`'s allocation: two counts and the struct, then its own heap.
-        let labels: usize = r
-            .labels
-            .iter()
-            .flatten()
-            .map(|l| 2 * size_of::<usize>() + size_of::<Labels>() + l.heap_bytes())
-            .sum();
-        // hashbrown: one slot and one control byte per bucket.
-        let ids = r.ids.capacity() * (size_of::<(Arc<Labels>, SeriesId)>() + 1);
-        let by_id = r.labels.capacity() * size_of::<Option<Arc<Labels>>>();
+        // A label set's one allocation (counts included); the slot is in `by_id`.
+        let labels: usize = r.labels.iter().flatten().map(Labels::heap_bytes).sum();
+        // hashbrown: one slot and one control byte per bucket (capacity is 7/8 of them).
+        let ids = r.ids.capacity() * 8 / 7 * (size_of::<SeriesId>() + 1);
+        let by_id = r.labels.capacity() * size_of::<Option<Labels>>();
         // A B-tree node holds up to 11 entries; count ~1.5 slots per entry.
         let entry = size_of::<Box<str>>() + size_of::<Posting>();
         let postings: usize = r
@@ -301,7 +328,10 @@ impl Catalog {
             let Some(labels) = w.labels.get_mut(id as usize).and_then(Option::take) else {
                 continue;
             };
-            w.ids.remove(&labels);
+            let hash = w.hasher.hash_one(&labels);
+            if let Ok(slot) = w.ids.find_entry(hash, |&x| x == id) {
+                slot.remove();
+            }
             for (n, v) in labels.iter() {
                 let Some(values) = w.postings.get_mut(n) else {
                     continue;
@@ -316,7 +346,10 @@ impl Catalog {
         }
         w.live -= &dead;
         if w.ids.capacity() > 2 * w.ids.len() + 1024 {
-            w.ids.shrink_to_fit();
+            let w = &mut *w;
+            let (labels, hasher) = (&w.labels, &w.hasher);
+            w.ids
+                .shrink_to_fit(|&id| hasher.hash_one(labels[id as usize].as_ref().expect("live")));
         }
         dead.len() as usize
     }
@@ -441,8 +474,8 @@ impl Catalog {
 }
 
 fn insert(w: &mut Inner, labels: &Labels) -> SeriesId {
-    match w.ids.get(labels) {
-        Some(&id) => id,
+    match w.find(labels) {
+        Some(id) => id,
         None => insert_owned(w, labels.clone()),
     }
 }
@@ -463,11 +496,7 @@ fn insert_owned(w: &mut Inner, labels: Labels) -> SeriesId {
             }
         }
     }
-    let arc = Arc::new(labels);
-    w.ids.insert(arc.clone(), id);
-    w.labels.push(Some(arc));
-    w.live.insert(id);
-    id
+    w.add(labels)
 }
 
 #[cfg(test)]

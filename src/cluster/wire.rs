@@ -13,14 +13,13 @@ use crate::storage::wal::{Replayed, SegmentBuf, replay_bytes};
 /// Encodes a batch, consuming it (label sets, histograms and exemplars move into the
 /// records, nothing is copied): each series gets a ref local to this message.
 pub fn encode(batch: WriteBatch) -> std::io::Result<Vec<u8>> {
-    let mut refs: HashMap<Arc<Labels>, u32> = HashMap::new();
-    let mut series: Vec<(u32, Arc<Labels>)> = Vec::new();
+    let mut refs: HashMap<Labels, u32> = HashMap::new();
+    let mut series: Vec<(u32, Labels)> = Vec::new();
     let mut r = |l: Labels| -> u32 {
         if let Some(&id) = refs.get(&l) {
             return id;
         }
         let id = refs.len() as u32;
-        let l = Arc::new(l);
         refs.insert(l.clone(), id);
         series.push((id, l));
         id

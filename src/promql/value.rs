@@ -62,7 +62,7 @@ pub type Hist = Arc<FloatHistogram>;
 /// native histogram, or nothing — never both.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
-    pub labels: Arc<Labels>,
+    pub labels: Labels,
     /// `None` where the series has no float value at that step.
     pub vals: Vec<Option<f64>>,
     /// Histogram values by step; empty when the series has none at any step (the common
@@ -71,7 +71,7 @@ pub struct Series {
 }
 
 impl Series {
-    pub fn new(labels: Arc<Labels>, n: usize) -> Self {
+    pub fn new(labels: Labels, n: usize) -> Self {
         Series {
             labels,
             vals: vec![None; n],
@@ -118,7 +118,7 @@ impl Series {
 /// A range vector as an instant query returns it (`x[5m]` at one time): raw samples.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RangeSeries {
-    pub labels: Arc<Labels>,
+    pub labels: Labels,
     pub ts: Vec<i64>,
     pub vals: Vec<f64>,
     /// Histogram samples, ascending (their own timestamps).

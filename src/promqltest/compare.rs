@@ -210,7 +210,7 @@ fn compare_series(ev: &Eval, exp: &[(Labels, Points)], value: Value) -> Outcome 
             (
                 vs.into_iter()
                     .filter_map(|s| {
-                        let labels = (*s.labels).clone();
+                        let labels = s.labels.clone();
                         let pts = series_points(s, |_| at);
                         (!pts.is_empty()).then_some((labels, pts))
                     })
@@ -231,7 +231,7 @@ fn compare_series(ev: &Eval, exp: &[(Labels, Points)], value: Value) -> Outcome 
             };
             (
                 m.into_iter()
-                    .map(|s| ((*s.labels).clone(), range_points(s)))
+                    .map(|s| (s.labels.clone(), range_points(s)))
                     .collect(),
                 Box::new(move |k| start + k as i64 * step),
             )
@@ -240,7 +240,7 @@ fn compare_series(ev: &Eval, exp: &[(Labels, Points)], value: Value) -> Outcome 
             let (start, step) = (*start, *step);
             let mut out = Vec::new();
             for s in vs {
-                let labels = (*s.labels).clone();
+                let labels = s.labels.clone();
                 let pts = series_points(s, |i| start + i as i64 * step);
                 if !pts.is_empty() {
                     out.push((labels, pts));

@@ -228,7 +228,7 @@ impl Storage {
             union |= &b.present;
         }
         let labels = self.shared.catalog.labels_many(union.iter());
-        let mut order: Vec<(Arc<Labels>, SeriesId)> = Vec::with_capacity(labels.len());
+        let mut order: Vec<(Labels, SeriesId)> = Vec::with_capacity(labels.len());
         for (id, l) in union.iter().zip(labels) {
             let l = l.ok_or_else(|| {
                 StorageError::Corrupt(format!("series {id} of a block is not in the catalog"))

@@ -33,7 +33,7 @@ use crate::model::{Labels, Matcher};
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesResult {
     pub id: SeriesId,
-    pub labels: Arc<Labels>,
+    pub labels: Labels,
     pub ts: Vec<i64>,
     pub vals: Vec<f64>,
 }

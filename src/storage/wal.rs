@@ -170,7 +170,7 @@ impl WalWriter {
     /// `(ref, ts, value)`. Both go into one record so a request is replayed whole or not at all.
     pub fn append(
         &mut self,
-        series: &[(u32, Arc<Labels>)],
+        series: &[(u32, Labels)],
         samples: &[(u32, i64, f64)],
         hists: &[(u32, i64, Arc<FloatHistogram>)],
         exemplars: &[(u32, Arc<Exemplar>)],
@@ -278,7 +278,7 @@ impl SegmentBuf {
     /// As [`WalWriter::append`]: one record per request. Nothing is added on error.
     pub fn append(
         &mut self,
-        series: &[(u32, Arc<Labels>)],
+        series: &[(u32, Labels)],
         samples: &[(u32, i64, f64)],
         hists: &[(u32, i64, Arc<FloatHistogram>)],
         exemplars: &[(u32, Arc<Exemplar>)],
@@ -348,14 +348,14 @@ fn check_record_len(buf: &[u8]) -> io::Result<()> {
 fn encode_samples(
     buf: &mut Vec<u8>,
     declared: &HashSet<u32>,
-    series: &[(u32, Arc<Labels>)],
+    series: &[(u32, Labels)],
     samples: &[(u32, i64, f64)],
     hists: &[(u32, i64, Arc<FloatHistogram>)],
     exemplars: &[(u32, Arc<Exemplar>)],
 ) -> Vec<u32> {
     buf.clear();
     buf.push(REC_SAMPLES);
-    let new: Vec<&(u32, Arc<Labels>)> = series
+    let new: Vec<&(u32, Labels)> = series
         .iter()
         .filter(|(id, _)| !declared.contains(id))
         .collect();
@@ -749,14 +749,12 @@ mod tests {
     use super::*;
     use crate::model::STALE_NAN_BITS;
 
-    fn labels(v: &str) -> Arc<Labels> {
-        Arc::new(
-            Labels::new(vec![
-                ("__name__".into(), "m".into()),
-                ("i".into(), v.into()),
-            ])
-            .unwrap(),
-        )
+    fn labels(v: &str) -> Labels {
+        Labels::new(vec![
+            ("__name__".into(), "m".into()),
+            ("i".into(), v.into()),
+        ])
+        .unwrap()
     }
 
     fn replay_all(path: &Path) -> (Vec<(u32, i64, u64)>, ReplayStats) {
@@ -772,13 +770,13 @@ mod tests {
 
     /// `samples_record_len` of what `append` is given.
     fn record_len_of(
-        series: &[(u32, Arc<Labels>)],
+        series: &[(u32, Labels)],
         samples: &[(u32, i64, f64)],
         hists: &[(u32, i64, Arc<FloatHistogram>)],
         exemplars: &[(u32, Arc<Exemplar>)],
     ) -> usize {
         samples_record_len(
-            series.iter().map(|(_, l)| &**l),
+            series.iter().map(|(_, l)| l),
             samples.len(),
             hists.iter().map(|(_, _, h)| &**h),
             exemplars.iter().map(|(_, e)| &**e),
@@ -813,7 +811,7 @@ mod tests {
             ts: 5,
         });
         type Case = (
-            Vec<(u32, Arc<Labels>)>,
+            Vec<(u32, Labels)>,
             Vec<(u32, i64, f64)>,
             Vec<(u32, i64, Arc<FloatHistogram>)>,
             Vec<(u32, Arc<Exemplar>)>,

@@ -97,16 +97,16 @@ async fn restart_reads_only_index_files_and_expired_series_leave_the_catalog() {
     assert_eq!(delta(&before, "get", "series"), 2);
     assert_eq!(delta(&before, "get", "postings"), 1);
     assert_eq!(s.catalog().len(), 300);
-    let old_labels = Arc::downgrade(
-        &s.catalog()
-            .labels(
-                s.catalog()
-                    .select(&[quiver::model::Matcher::equal("__name__", "quiver_old")])
-                    .min()
-                    .unwrap(),
-            )
-            .unwrap(),
-    );
+    let old_labels = s
+        .catalog()
+        .labels(
+            s.catalog()
+                .select(&[quiver::model::Matcher::equal("__name__", "quiver_old")])
+                .min()
+                .unwrap(),
+        )
+        .unwrap()
+        .downgrade();
 
     let app = router(AppState::new(tenants.clone()), 64 << 20);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -169,7 +169,7 @@ async fn crash_between_merge_and_parent_deletion_is_harmless() {
     let before = everything(&s).await;
     // Simulate the crash: the merged block is complete but the parents were not deleted.
     let merged = SeriesData {
-        labels: Arc::new(l),
+        labels: l,
         ts: vec![day0, day0 + 1000, day0 + 2000],
         vals: vec![1.0, 2.0, 3.0],
         hists: vec![],

@@ -1,7 +1,6 @@
 //! Aggregations (`sum by (…) (…)` and friends), all steps at once.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use promql_parser::parser::AggregateExpr;
 
@@ -43,12 +42,12 @@ impl Engine {
         };
         // Group membership is static: labels do not change across steps.
         let mut group_of: Vec<usize> = Vec::with_capacity(input.len());
-        let mut groups: Vec<Arc<Labels>> = Vec::new();
+        let mut groups: Vec<Labels> = Vec::new();
         let mut index: HashMap<Labels, usize> = HashMap::new();
         for s in &input {
             let g = group_labels(&s.labels, &a.modifier);
             let id = *index.entry(g.clone()).or_insert_with(|| {
-                groups.push(Arc::new(g));
+                groups.push(g);
                 groups.len() - 1
             });
             group_of.push(id);
@@ -183,9 +182,7 @@ impl Engine {
                                 // them before allocating, not after.
                                 self.check_points(out.len() + 1, n)?;
                             }
-                            let e = out
-                                .entry(l.clone())
-                                .or_insert_with(|| Series::new(Arc::new(l), n));
+                            let e = out.entry(l.clone()).or_insert_with(|| Series::new(l, n));
                             e.vals[i] = Some(e.vals[i].unwrap_or(0.0) + 1.0);
                         }
                     }

@@ -2,7 +2,6 @@
 //! (`on`, `ignoring`, `group_left`, `group_right`) and set operators.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use promql_parser::parser::{BinModifier, BinaryExpr, VectorMatchCardinality};
 
@@ -222,7 +221,7 @@ fn set_op(
 }
 
 /// A match group and the result labels produced for it at one step.
-type SeenKey<'a> = (&'a [(String, String)], Arc<Labels>);
+type SeenKey<'a> = (&'a [(String, String)], Labels);
 
 fn vector_vector(
     e: &Engine,
@@ -256,9 +255,9 @@ fn vector_vector(
     let drop = !op.is_comparison() || return_bool;
 
     // Result labels per (many, one) pair, computed lazily and cached.
-    let mut result_labels: HashMap<(usize, usize), Arc<Labels>> = HashMap::new();
-    let mut out: HashMap<Arc<Labels>, Series> = HashMap::new();
-    let mut order: Vec<Arc<Labels>> = Vec::new();
+    let mut result_labels: HashMap<(usize, usize), Labels> = HashMap::new();
+    let mut out: HashMap<Labels, Series> = HashMap::new();
+    let mut order: Vec<Labels> = Vec::new();
     let mut by_sig: HashMap<&[(String, String)], usize> = HashMap::new();
     for i in 0..n {
         by_sig.clear();
@@ -317,14 +316,14 @@ fn vector_vector(
             let labels = result_labels
                 .entry((mi, oi))
                 .or_insert_with(|| {
-                    Arc::new(result_metric(
+                    result_metric(
                         &s.labels,
                         &one[oi].labels,
                         drop,
                         one_to_one,
                         matching,
                         &include,
-                    ))
+                    )
                 })
                 .clone();
             if !one_to_one && !seen_many.insert((many_sig[mi].as_slice(), labels.clone())) {

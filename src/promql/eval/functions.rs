@@ -2,7 +2,6 @@
 //! sorting, `absent`, `histogram_quantile`, date functions.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use promql_parser::parser::{Call, Expr};
 
@@ -143,7 +142,7 @@ impl Engine {
                 let v = scalar_arg(self.eval(&args[0], ctx).await?, name)?;
                 Ok(Value::Vector(vec![Series {
                     hists: Vec::new(),
-                    labels: Arc::new(Labels::default()),
+                    labels: Labels::default(),
                     vals: v.into_iter().map(Some).collect(),
                 }]))
             }
@@ -273,7 +272,7 @@ impl Engine {
                     Some(a) => vector_arg(self.eval(a, ctx).await?, name)?,
                     None => vec![Series {
                         hists: Vec::new(),
-                        labels: Arc::new(Labels::default()),
+                        labels: Labels::default(),
                         vals: ctx.steps.iter().map(|t| Some(t as f64 / 1000.0)).collect(),
                     }],
                 };
@@ -306,7 +305,7 @@ impl Engine {
                         Some(caps) => {
                             let mut v = String::new();
                             caps.expand(&repl, &mut v);
-                            Arc::new(set_label(&s.labels, &dst, &v))
+                            set_label(&s.labels, &dst, &v)
                         }
                         None => s.labels.clone(),
                     };
@@ -333,7 +332,7 @@ impl Engine {
                     let v = joined.join(&sep);
                     out.push(Series {
                         hists: s.hists,
-                        labels: Arc::new(set_label(&s.labels, &dst, &v)),
+                        labels: set_label(&s.labels, &dst, &v),
                         vals: s.vals,
                     });
                 }
@@ -556,17 +555,17 @@ impl Engine {
         n: usize,
     ) -> Result<Vec<Series>, PromqlError> {
         // Group bucket series by their labels without `le` and `__name__`.
-        let mut groups: BTreeMap<Arc<Labels>, Vec<(f64, &Series)>> = BTreeMap::new();
+        let mut groups: BTreeMap<Labels, Vec<(f64, &Series)>> = BTreeMap::new();
         for s in &vs {
             let Some(le) = s.labels.get("le") else {
                 continue;
             };
             let Some(bound) = parse_le(le) else { continue };
-            let key = Arc::new(Labels::from_sorted_strs(
+            let key = Labels::from_sorted_strs(
                 s.labels
                     .iter()
                     .filter(|(k, _)| *k != "le" && *k != METRIC_NAME),
-            ));
+            );
             groups.entry(key).or_default().push((bound, s));
         }
         let mut out = Vec::new();

@@ -3,7 +3,6 @@
 //! by all of them (Prometheus drops them silently); results drop `__name__`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use super::merge_same_labels;
 use crate::model::Labels;
@@ -81,7 +80,7 @@ pub(super) fn quantile(
     if native.is_empty() {
         return Ok(classic);
     }
-    let names: BTreeMap<Arc<Labels>, String> = vs
+    let names: BTreeMap<Labels, String> = vs
         .iter()
         .filter(|s| s.has_hists())
         .map(|s| {
@@ -91,7 +90,7 @@ pub(super) fn quantile(
             )
         })
         .collect();
-    let mut by_labels: BTreeMap<Arc<Labels>, Series> =
+    let mut by_labels: BTreeMap<Labels, Series> =
         classic.into_iter().map(|s| (s.labels.clone(), s)).collect();
     for mut s in native {
         if let Some(c) = by_labels.get_mut(&s.labels) {

@@ -186,7 +186,7 @@ impl Engine {
                             .collect::<Result<_, PromqlError>>()?,
                         Value::Scalar(v) => {
                             let ts = inner.steps.iter().collect();
-                            vec![Raw::floats(Arc::new(Labels::default()), ts, v)]
+                            vec![Raw::floats(Labels::default(), ts, v)]
                         }
                         other => {
                             return Err(PromqlError::exec(format!(

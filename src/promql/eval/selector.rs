@@ -1,8 +1,6 @@
 //! Vector and matrix selectors: matchers → series ids (label index) → samples of the needed
 //! time range, then lookback/staleness (instant) or left-open windows (range) for every step.
 
-use std::sync::Arc;
-
 use promql_parser::parser::VectorSelector;
 
 use crate::model::{Labels, is_stale_marker};
@@ -15,7 +13,7 @@ use crate::promql::value::{Hist, Series};
 /// Samples of one series, stale markers kept (instant selection needs them): floats, and
 /// native histograms with their own timestamps.
 pub(crate) struct Raw {
-    pub labels: Arc<Labels>,
+    pub labels: Labels,
     pub ts: Vec<i64>,
     pub vals: Vec<f64>,
     pub hts: Vec<i64>,
@@ -26,7 +24,7 @@ pub(crate) struct Raw {
 type Lanes = (u32, Vec<i64>, Vec<f64>, Vec<i64>, Vec<Hist>);
 
 impl Raw {
-    pub fn floats(labels: Arc<Labels>, ts: Vec<i64>, vals: Vec<f64>) -> Self {
+    pub fn floats(labels: Labels, ts: Vec<i64>, vals: Vec<f64>) -> Self {
         Raw {
             labels,
             ts,

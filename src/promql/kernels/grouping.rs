@@ -3,7 +3,6 @@
 //! order of `topk`/`bottomk` and `sort*` answers. Both engines use these.
 
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
 
 use promql_parser::parser::LabelModifier;
 
@@ -14,13 +13,11 @@ use crate::promql::func::Func;
 use crate::promql::value::Series;
 
 /// Labels without `__name__`.
-pub(crate) fn drop_name(l: &Arc<Labels>) -> Arc<Labels> {
+pub(crate) fn drop_name(l: &Labels) -> Labels {
     if l.metric_name().is_none() {
         return l.clone();
     }
-    Arc::new(Labels::from_sorted_strs(
-        l.iter().filter(|(n, _)| *n != crate::model::METRIC_NAME),
-    ))
+    Labels::from_sorted_strs(l.iter().filter(|(n, _)| *n != crate::model::METRIC_NAME))
 }
 
 /// The labels a series contributes to its aggregation group.
@@ -48,7 +45,7 @@ pub(crate) struct Groups<'m> {
     state: KeyedState,
     /// The groups whose kept pairs hash to a value (nearly always one).
     by_hash: KeyedMap<u64, Vec<u32>>,
-    labels: Vec<Arc<Labels>>,
+    labels: Vec<Labels>,
 }
 
 impl<'m> Groups<'m> {
@@ -78,13 +75,13 @@ impl<'m> Groups<'m> {
             return g;
         }
         let g = labels.len() as u32;
-        labels.push(Arc::new(Labels::from_sorted_strs(kept())));
+        labels.push(Labels::from_sorted_strs(kept()));
         same.push(g);
         g
     }
 
     /// Each group's label set, in group order.
-    pub(crate) fn into_labels(self) -> Vec<Arc<Labels>> {
+    pub(crate) fn into_labels(self) -> Vec<Labels> {
         self.labels
     }
 }
@@ -304,7 +301,7 @@ mod tests {
             let mut groups = Groups::new(&m);
             let got: Vec<u32> = series.iter().map(|l| groups.group_of(l)).collect();
             let got_labels: Vec<Labels> =
-                groups.into_labels().iter().map(|l| (**l).clone()).collect();
+                groups.into_labels();
             let mut index: HashMap<Labels, u32> = HashMap::new();
             let mut want_labels = Vec::new();
             let want: Vec<u32> = series

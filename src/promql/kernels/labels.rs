@@ -1,7 +1,6 @@
 //! Label sets that functions make: `label_replace`/`label_join`'s target, `absent`'s labels.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use promql_parser::parser::Expr;
 
@@ -61,7 +60,7 @@ pub(crate) fn absent_result(arg: &Expr, present: &[bool]) -> Vec<Series> {
     }
     vec![Series {
         hists: Vec::new(),
-        labels: Arc::new(Labels::from_sorted_unchecked(labels.into_iter().collect())),
+        labels: Labels::from_sorted_unchecked(labels.into_iter().collect()),
         vals: present.iter().map(|p| (!p).then_some(1.0)).collect(),
     }]
 }

@@ -6,8 +6,6 @@
 //! `topk`, `bottomk` and `limitk` fold each group's samples together ([`GroupFold`]), the
 //! selecting ones after each batch is cut to its candidates ([`TopRows`]).
 
-use std::sync::Arc;
-
 use datafusion::arrow::datatypes::DataType;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{LogicalPlanBuilder, cast, col, lit};
@@ -75,7 +73,7 @@ pub(super) fn lower(p: &PlanCtx, a: &AggregateExpr) -> Result<Option<Lowered>, P
 
 /// Each input series' group, and the groups' label sets (fixed by labels, so made here,
 /// once).
-fn grouping(series: &[Arc<Labels>], a: &AggregateExpr) -> (Vec<u32>, Vec<Arc<Labels>>) {
+fn grouping(series: &[Labels], a: &AggregateExpr) -> (Vec<u32>, Vec<Labels>) {
     let mut groups = Groups::new(&a.modifier);
     let map = series.iter().map(|l| groups.group_of(l)).collect();
     (map, groups.into_labels())

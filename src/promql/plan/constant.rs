@@ -38,7 +38,7 @@ pub(super) fn lower(values: Vec<f64>) -> Result<Lowered, PromqlError> {
         plan: LogicalPlan::Extension(Extension {
             node: Arc::new(node),
         }),
-        series: vec![Arc::new(Labels::default())],
+        series: vec![Labels::default()],
     })
 }
 

@@ -64,7 +64,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
             .expect("a histogram has a bucket");
         let name = first.metric_name().unwrap_or("");
         names.push(name.strip_suffix("_bucket").unwrap_or(name).to_string());
-        series.push(Arc::new(labels));
+        series.push(labels);
     }
     let plan = Fold::plan_node(
         Keyed::plan_node(input.plan, keys, "histogram")?,

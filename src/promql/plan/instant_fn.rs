@@ -6,8 +6,6 @@
 //! series with one output label set) is left to the evaluator, which reports the
 //! collision at the steps where both have a value.
 
-use std::sync::Arc;
-
 use promql_parser::parser::{Call, Expr};
 
 use super::decline::Decline;
@@ -110,7 +108,7 @@ pub(super) fn map(
     let Some(input) = p.lower(arg)? else {
         return Ok(None);
     };
-    let series: Vec<Arc<Labels>> = if f.drops_name() {
+    let series: Vec<Labels> = if f.drops_name() {
         input.series.iter().map(drop_name).collect()
     } else {
         input.series
@@ -143,7 +141,7 @@ fn relabel(p: &PlanCtx, call: &Call, func: Func) -> Result<Option<Lowered>, Prom
                 Some(caps) => {
                     let mut v = String::new();
                     caps.expand(&repl, &mut v);
-                    Arc::new(set_label(l, &dst, &v))
+                    set_label(l, &dst, &v)
                 }
                 None => l.clone(),
             })
@@ -155,16 +153,16 @@ fn relabel(p: &PlanCtx, call: &Call, func: Func) -> Result<Option<Lowered>, Prom
             let (dst, sep, srcs) = (dst.clone(), sep.clone(), srcs.to_vec());
             Box::new(move |l| {
                 let joined: Vec<&str> = srcs.iter().map(|s| l.get(s).unwrap_or("")).collect();
-                Arc::new(set_label(l, &dst, &joined.join(&sep)))
+                set_label(l, &dst, &joined.join(&sep))
             })
         }
     };
     let Some(input) = p.lower(&args[0])? else {
         return Ok(None);
     };
-    let series: Vec<Arc<Labels>> = input.series.iter().map(relabel).collect();
+    let series: Vec<Labels> = input.series.iter().map(relabel).collect();
     merged(input.plan, series).map(Some)
 }
 
 /// A new label set for each series.
-type Relabel = dyn Fn(&Arc<Labels>) -> Arc<Labels>;
+type Relabel = dyn Fn(&Labels) -> Labels;

@@ -21,12 +21,12 @@ use crate::model::Labels;
 use crate::promql::error::PromqlError;
 
 /// `plan`'s rows under `series` (one label set per input series), colliding ones merged.
-pub(super) fn merged(plan: LogicalPlan, series: Vec<Arc<Labels>>) -> Result<Lowered, PromqlError> {
+pub(super) fn merged(plan: LogicalPlan, series: Vec<Labels>) -> Result<Lowered, PromqlError> {
     if unique(&series) {
         return Ok(Lowered { plan, series });
     }
-    let mut table: Vec<Arc<Labels>> = Vec::new();
-    let mut index = crate::model::hashing::map::<Arc<Labels>, u32>(series.len());
+    let mut table: Vec<Labels> = Vec::new();
+    let mut index = crate::model::hashing::map::<Labels, u32>(series.len());
     let map: Vec<u32> = series
         .into_iter()
         .map(|l| {

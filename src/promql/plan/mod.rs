@@ -106,7 +106,7 @@ pub(super) fn rows(series: Vec<u32>, step: Vec<u32>, value: Vec<f64>) -> DfResul
 /// rows name.
 pub(super) struct Lowered {
     pub plan: LogicalPlan,
-    pub series: Vec<Arc<Labels>>,
+    pub series: Vec<Labels>,
 }
 
 /// What every lowering of one query shares.
@@ -261,7 +261,7 @@ impl Engine {
 
 /// Rows of a vector plan as series over the steps; series without a value are left out.
 fn assemble(
-    table: &[Arc<Labels>],
+    table: &[Labels],
     steps: usize,
     batches: &[RecordBatch],
 ) -> Result<Vec<Series>, PromqlError> {
@@ -405,7 +405,7 @@ impl ExtensionPlanner for PromExtensionPlanner {
 
 /// Whether no two series of a table have one label set (the invariant of every lowered
 /// node's table; a lowering that would break it is left to the evaluator).
-pub(super) fn unique(series: &[Arc<Labels>]) -> bool {
+pub(super) fn unique(series: &[Labels]) -> bool {
     let mut seen = crate::model::hashing::set(series.len());
     series.iter().all(|l| seen.insert(l))
 }

@@ -98,7 +98,7 @@ pub(super) fn lower(p: &PlanCtx, call: &Call) -> Result<Option<Lowered>, PromqlE
         return p.decline(Decline::NativeHistograms);
     }
     let scan = engine.snapshot().scan(&ids, from, hi);
-    let mut series: Vec<Arc<Labels>> = Vec::with_capacity(scan.num_series());
+    let mut series: Vec<Labels> = Vec::with_capacity(scan.num_series());
     let mut index = crate::model::hashing::map::<u32, u32>(scan.num_series());
     let mut names = Vec::new();
     for (&id, l) in scan

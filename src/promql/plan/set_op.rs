@@ -85,7 +85,7 @@ pub(super) fn lower(
             let nleft = lhs.series.len();
             let keys: Vec<u32> = lkeys.iter().copied().chain(rkeys).collect();
             let mut series = lhs.series.clone();
-            let mut left_index = crate::model::hashing::map::<&Arc<Labels>, u32>(nleft);
+            let mut left_index = crate::model::hashing::map::<&Labels, u32>(nleft);
             left_index.extend(lhs.series.iter().enumerate().map(|(i, l)| (l, i as u32)));
             // Each right series' result series: the left one with its labels, or its own.
             let right_to: Vec<u32> = rhs

@@ -70,7 +70,7 @@ pub(super) fn lower(
             None => Ok(None),
         };
     };
-    let series: Vec<Arc<Labels>> = inner
+    let series: Vec<Labels> = inner
         .series
         .iter()
         .map(|l| if keep_name { l.clone() } else { drop_name(l) })

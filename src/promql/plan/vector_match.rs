@@ -75,7 +75,7 @@ pub(super) fn lower(
     let drop_name = !op.is_comparison() || return_bool;
     let mut keys = Vec::with_capacity(many.series.len());
     let mut outputs = Vec::with_capacity(many.series.len());
-    let mut series: Vec<Arc<Labels>> = Vec::new();
+    let mut series: Vec<Labels> = Vec::new();
     let mut many_sigs = crate::model::hashing::set(0);
     for l in &many.series {
         let sig = signature(l, matching);
@@ -86,14 +86,14 @@ pub(super) fn lower(
                 }
                 keys.push(o);
                 outputs.push(series.len() as u32);
-                series.push(Arc::new(result_metric(
+                series.push(result_metric(
                     l,
                     &one.series[o as usize],
                     drop_name,
                     one_to_one,
                     matching,
                     &include,
-                )));
+                ));
             }
             None => {
                 keys.push(DROP);

@@ -25,7 +25,7 @@ use crate::storage::paths::BlockPath;
 /// One series' samples, sorted by time, ready to be written.
 #[derive(Debug, Clone)]
 pub struct SeriesData {
-    pub labels: Arc<Labels>,
+    pub labels: Labels,
     pub ts: Vec<i64>,
     pub vals: Vec<f64>,
     /// Native-histogram samples, sorted by time.
@@ -77,7 +77,7 @@ fn to_parquet(batches: &[RecordBatch], props: WriterProperties) -> Result<Bytes,
 
 /// SHA-256 (hex) of label sets in order, each pair length-prefixed and each set closed,
 /// so no two different lists of label sets feed it the same bytes.
-pub fn series_digest(labels: &[Arc<Labels>]) -> String {
+pub fn series_digest(labels: &[Labels]) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     for l in labels {
@@ -107,7 +107,7 @@ pub struct BlockWriter {
     ids: Vec<u32>,
     ts: Vec<i64>,
     vs: Vec<f64>,
-    labels: Vec<Arc<Labels>>,
+    labels: Vec<Labels>,
     /// Histogram rows `(local id, t, histogram)`, written at `finish` (histograms are few
     /// next to floats; a block's are held until then).
     hists: Vec<(u32, i64, Hist)>,
@@ -160,7 +160,7 @@ impl BlockWriter {
     /// by time. Its local id is its position.
     pub async fn push(
         &mut self,
-        labels: Arc<Labels>,
+        labels: Labels,
         ts: &[i64],
         vals: &[f64],
     ) -> Result<(), StorageError> {
@@ -171,13 +171,13 @@ impl BlockWriter {
     /// by time).
     pub async fn push_all(
         &mut self,
-        labels: Arc<Labels>,
+        labels: Labels,
         ts: &[i64],
         vals: &[f64],
         hists: &[(i64, Hist)],
         exemplars: &[Ex],
     ) -> Result<(), StorageError> {
-        if self.labels.last().is_some_and(|l| **l >= *labels) {
+        if self.labels.last().is_some_and(|l| *l >= labels) {
             return Err(StorageError::Corrupt(format!(
                 "block {}: series written out of label order",
                 self.path.id
@@ -319,7 +319,7 @@ pub async fn write_block(
 
 /// The series file (one row per label pair of each local id) and the postings file
 /// (label name, value, roaring bitmap of local ids) of a block's series.
-fn index_files(labels: &[Arc<Labels>]) -> Result<(Bytes, Bytes), StorageError> {
+fn index_files(labels: &[Labels]) -> Result<(Bytes, Bytes), StorageError> {
     // Series: one row per label pair; parquet dictionary-encodes the repeated strings.
     let series_schema = Arc::new(Schema::new(vec![
         Field::new("series_id", DataType::UInt32, false),
@@ -409,12 +409,12 @@ fn samples_batch(
 mod tests {
     use super::*;
 
-    fn sets(pairs: &[&[(&str, &str)]]) -> Vec<Arc<Labels>> {
+    fn sets(pairs: &[&[(&str, &str)]]) -> Vec<Labels> {
         pairs
             .iter()
             .map(|p| {
                 let v = p.iter().map(|(n, v)| (n.to_string(), v.to_string()));
-                Arc::new(Labels::new(v.collect()).unwrap())
+                Labels::new(v.collect()).unwrap()
             })
             .collect()
     }

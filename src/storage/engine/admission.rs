@@ -117,15 +117,15 @@ impl Storage {
         let mut exemplars = Vec::with_capacity(batch.exemplar_count());
         for (s, &id) in batch.exemplars.into_iter().zip(ex_ids) {
             exemplars.extend(s.exemplars.into_iter().map(|e| (id, Arc::new(e))));
-            series.push((id, Arc::new(s.labels)));
+            series.push((id, s.labels));
         }
         for (s, &id) in batch.series.into_iter().zip(float_ids) {
             samples.extend(s.samples.iter().map(|&(t, v)| (id, t, v)));
-            series.push((id, Arc::new(s.labels)));
+            series.push((id, s.labels));
         }
         for (s, &id) in batch.histograms.into_iter().zip(hist_ids) {
             hists.extend(s.samples.into_iter().map(|(t, h)| (id, t, Arc::new(h))));
-            series.push((id, Arc::new(s.labels)));
+            series.push((id, s.labels));
         }
         match &self.wal_tx {
             Some(tx) => {

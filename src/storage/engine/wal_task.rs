@@ -22,7 +22,7 @@ use crate::storage::{telemetry, wal_pool};
 
 /// One admitted request, for the WAL task to log, apply and acknowledge.
 pub(super) struct AppendReq {
-    pub(super) series: Vec<(SeriesId, Arc<Labels>)>,
+    pub(super) series: Vec<(SeriesId, Labels)>,
     pub(super) samples: Vec<(SeriesId, i64, f64)>,
     pub(super) hists: Vec<(SeriesId, i64, Hist)>,
     pub(super) exemplars: Vec<(SeriesId, Ex)>,
