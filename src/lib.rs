@@ -8,6 +8,7 @@ pub mod auth;
 pub mod catalog;
 pub mod cluster;
 pub mod config;
+pub mod cores;
 pub mod duration;
 pub mod error_kind;
 pub mod ingest;

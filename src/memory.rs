@@ -90,6 +90,23 @@ pub fn tune_allocator(trim_bytes: usize) -> bool {
     false
 }
 
+/// Gives the free memory of every allocator arena back to the kernel (glibc's
+/// `malloc_trim`), whatever the trim threshold. For the end of a start: loading blocks
+/// decodes their series files on blocking threads, each with an arena of its own, and
+/// frees the decoded columns among the label sets the catalog keeps, so without this a
+/// million-series start kept ~170 MB of free memory resident (RSS at ready 372 MB for
+/// 204 MB allocated). Returns whether the allocator has the call (only glibc does).
+pub fn release_free_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim takes a size and only returns free pages to the kernel.
+        unsafe { libc::malloc_trim(0) };
+        true
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    false
+}
+
 /// Bytes reserved by every query's memory pool in this process now (sorts, aggregations,
 /// folds, SQL scans: the operators that account for their buffers).
 static QUERY_RESERVED: AtomicUsize = AtomicUsize::new(0);

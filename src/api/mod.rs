@@ -120,10 +120,8 @@ impl AppState {
             flags: Arc::default(),
             cors_origin: None,
             results_cache: Arc::new(ResultsCache::new(CacheConfig::default())),
-            query_rt: query_runtime::QueryRuntime::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )
-            .expect("query runtime"),
+            query_rt: query_runtime::QueryRuntime::new(crate::cores::cores())
+                .expect("query runtime"),
             otlp: Arc::default(),
             decode: Arc::new(crate::ingest::budget::DecodePool::new(Default::default())),
             distribution: None,

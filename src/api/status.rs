@@ -31,7 +31,7 @@ pub(super) async fn runtimeinfo(State(st): State<AppState>) -> Response {
         "lastConfigTime": st.started.to_rfc3339(),
         "corruptionCount": 0,
         "goroutineCount": 0,
-        "GOMAXPROCS": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "GOMAXPROCS": crate::cores::cores(),
         "GOMEMLIMIT": i64::MAX,
         "GOGC": "",
         "GODEBUG": "",

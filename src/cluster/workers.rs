@@ -402,9 +402,7 @@ pub async fn start(
 ) -> anyhow::Result<(Distribution, crate::api::query_runtime::QueryRuntime)> {
     // More threads than cores: a task's leaf can hold a thread for a long poll, and the
     // channels (a coordinator's going away is read on one) must still get a thread.
-    let rt = crate::api::query_runtime::QueryRuntime::new(
-        2 * std::thread::available_parallelism().map_or(2, |n| n.get()) + 2,
-    )?;
+    let rt = crate::api::query_runtime::QueryRuntime::new(2 * crate::cores::cores() + 2)?;
     let listen = match &cluster.worker_listen {
         Some(a) => a.clone(),
         None => format!("{}:0", api.ip()),

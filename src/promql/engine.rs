@@ -47,9 +47,7 @@ impl Default for QueryOptions {
             default_subquery_step_ms: 60_000,
             max_samples: 50_000_000,
             memory_limit_bytes: 1 << 30,
-            partitions: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
+            partitions: crate::cores::cores(),
             cancel: super::Cancel::default(),
             planner: true,
             roundtrip_plans: false,

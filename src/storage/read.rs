@@ -225,7 +225,7 @@ impl Shared {
         // skips for free and was a quarter of an uncached instant query's time), and the
         // batches hold only the rows kept.
         let late = short_read(block, min_t, max_t);
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let parallel = crate::cores::cores();
         let tasks = groups.into_iter().filter_map(|g| {
             let selection = page_selection(meta.metadata(), g, &wanted, min_t, max_t);
             if selection.as_ref().is_some_and(|s| !s.selects_any()) {

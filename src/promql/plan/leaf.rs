@@ -239,12 +239,6 @@ fn leaf_part(scan: &Scan, partition: usize, partitions: usize, cores: usize) -> 
     scan.part(partition, partitions.min(cores).max(1))
 }
 
-/// This process's cores (its CPU affinity, as `taskset` sets it).
-fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
 /// Series per chunk at most, samples read per chunk about (64 MB were they decoded at
 /// once; they are decoded in groups of [`DECODE_SAMPLES`]), and rows out per chunk at most
 /// (series × steps; 48 MB).
@@ -311,7 +305,12 @@ impl ExecutionPlan for LeafExec {
         _ctx: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let (source, budget) = (self.source.clone(), self.budget.clone());
-        let part = leaf_part(source.scan(), partition, self.partitions, cores());
+        let part = leaf_part(
+            source.scan(),
+            partition,
+            self.partitions,
+            crate::cores::cores(),
+        );
         // Each chunk read has a fixed cost (a pass over the blocks' row groups), so an
         // instant query reads its part in one or two chunks, not dozens.
         let max_series = (CHUNK_ROWS / source.steps().max(1)).clamp(1, CHUNK);

@@ -233,6 +233,7 @@ async fn load_blocks(
     checkpoint: u64,
     read_only: bool,
 ) -> Result<(Vec<Arc<LoadedBlock>>, Snapshot, u64), StorageError> {
+    let started = std::time::Instant::now();
     let (metas, unreadable) = list_block_metas(store).await?;
     let mut quarantined = 0;
     for id in unreadable {
@@ -285,16 +286,22 @@ async fn load_blocks(
             if repeat {
                 return (m, Ok(None));
             }
-            let labels = LoadedBlock::read_labels(store, &m).await;
-            let postings = match (i, first_into_empty, &labels) {
-                (0, true, Ok(_)) => read_postings_or_none(store, &m).await,
-                _ => None,
+            // The first block into an empty catalog: its postings file is decoded while
+            // its series file is (each on a blocking thread).
+            let (labels, postings) = if i == 0 && first_into_empty {
+                futures::join!(
+                    LoadedBlock::read_labels(store, &m),
+                    read_postings_or_none(store, &m)
+                )
+            } else {
+                (LoadedBlock::read_labels(store, &m).await, None)
             };
             (m, labels.map(|l| Some((l, postings))))
         })
         // Each block's label sets are held until it is registered: a few at a time.
         .buffered(2);
     let mut blocks = Vec::new();
+    let mut series_files_read = 0usize;
     while let Some((m, read)) = loaded.next().await {
         let digest = m.series_digest.clone();
         let read = match read {
@@ -318,6 +325,7 @@ async fn load_blocks(
         };
         match read {
             Ok((labels, postings)) => {
+                series_files_read += 1;
                 let b = LoadedBlock::register_indexed(m, labels, postings, catalog);
                 if let Some(d) = digest {
                     ids_of.insert(d, b.global_ids.clone());
@@ -333,10 +341,15 @@ async fn load_blocks(
         }
     }
     blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+    // The decoded files are gone; what the catalog keeps is scattered among their freed
+    // pages in several threads' arenas.
+    crate::memory::release_free_memory();
     tracing::info!(
         blocks = blocks.len(),
         series = catalog.len(),
+        series_files_read,
         quarantined,
+        ms = started.elapsed().as_millis() as u64,
         "loaded blocks"
     );
     let metadata = load_metadata(store).await?;
