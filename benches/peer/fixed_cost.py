@@ -9,6 +9,10 @@ alternating which server goes first; median of the rounds' medians, in ms.
 `--peer-instant` times the peer query set's instant queries (`queries.txt`) instead, each
 `--n` times per round: the peer table's instant cells, both servers in one run.
 
+`--keep-alive` sends every request of a query on one connection, as Grafana and other
+HTTP/1.1 clients do; without it each request opens a connection (the figures of sessions
+16–21), which adds the connection's setup to every figure.
+
 `--at` is the data end (the raw results' `dataset.last_sample_ms` / 1000). Quiver's data
 dir is hard-linked into a temporary copy (its WAL and lock are its own); Prometheus serves
 its TSDB dir as the harness left it.
@@ -17,6 +21,7 @@ its TSDB dir as the harness left it.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -34,14 +39,24 @@ QUERIES = ["vector(1)", "time()", "day_of_week()", 'absent(up{job="node"})', "su
            'up{instance="host-07:9100"}']
 
 
-def timed(url: str, q: str, at: float, n: int) -> float:
-    u = f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": q, "time": at, "nocache": "1"})
+def timed(url: str, q: str, at: float, n: int, keep_alive: bool = False) -> float:
+    path = "/api/v1/query?" + urllib.parse.urlencode({"query": q, "time": at, "nocache": "1"})
+    conn = None
+    if keep_alive:
+        host, port = urllib.parse.urlsplit(url).netloc.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port))
     out = []
     for i in range(n + 5):
         t = time.perf_counter()
-        urllib.request.urlopen(u).read()
+        if conn is None:
+            urllib.request.urlopen(url + path).read()
+        else:
+            conn.request("GET", path)
+            conn.getresponse().read()
         if i >= 5:
             out.append((time.perf_counter() - t) * 1000)
+    if conn is not None:
+        conn.close()
     return statistics.median(out)
 
 
@@ -52,6 +67,8 @@ def main() -> int:
     ap.add_argument("--at", type=float, required=True)
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--keep-alive", action="store_true",
+                    help="one connection per query's requests (default: a connection per request)")
     ap.add_argument("--peer-instant", action="store_true",
                     help="the peer query set's instant queries instead of the simplest ones")
     args = ap.parse_args()
@@ -75,7 +92,7 @@ def main() -> int:
             got = {s.name: [] for s in servers}
             for r in range(args.rounds):
                 for s in servers if r % 2 == 0 else servers[::-1]:
-                    got[s.name].append(timed(s.url, q, args.at, args.n))
+                    got[s.name].append(timed(s.url, q, args.at, args.n, args.keep_alive))
             res[q] = {k: round(statistics.median(v), 3) for k, v in got.items()}
         print(json.dumps(res, indent=1))
         print("\n| query | Quiver ms | Prometheus ms |\n|---|---:|---:|")

@@ -48,7 +48,7 @@ impl MemoryMetrics {
             ),
             allocator: vec(
                 "quiver_allocator_bytes",
-                "The allocator's own figures: allocated (asked for and not freed), free (kept in its arenas for reuse), mapped (of allocated, large blocks mapped on their own).",
+                "The allocator's own figures: allocated (asked for and not freed), free (kept in its arenas for reuse; resident unless trimmed, as the end of a start does), mapped (of allocated, large blocks mapped on their own).",
                 "state",
             ),
             catalog: Mutex::new(None),
