@@ -24,9 +24,9 @@ pub enum LabelError {
 /// name and value preceded by its length, so a label set is a single allocation however
 /// many pairs it has, and a clone is a reference count. The catalog holds one of these per
 /// series ever seen (a million series should not cost a gigabyte: the earlier form, a
-/// string, an offsets array and an `Arc` around both, took three allocations and about
-/// 160 bytes of heap for a three-label series), and hashing and equality are one pass over
-/// bytes: the encoding of a label set is canonical.
+/// string, an offsets array and an `Arc` around both, took three allocations, and a
+/// million-series start allocated 96 MB more with it), and hashing and equality are one
+/// pass over bytes: the encoding of a label set is canonical.
 ///
 /// A length is written in bytes below 0x80 (six bits each, low first; bit 6 says another
 /// byte follows), so the whole text stays valid UTF-8 and every name and value starts on a

@@ -703,7 +703,6 @@ pub(crate) mod tests {
     use crate::storage::{Storage, WriteWindow};
     use futures::StreamExt;
 
-    /// Series `m{i="NN"}` for each of `series`, every one with `samples`.
     /// Series `m{i="00"}`… for each `i` of `series`, each with `samples`.
     pub(crate) fn m_batch(series: std::ops::Range<i64>, samples: Vec<(i64, f64)>) -> WriteBatch {
         WriteBatch {

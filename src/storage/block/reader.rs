@@ -40,12 +40,18 @@ fn decode_parquet(bytes: Bytes) -> Result<Vec<RecordBatch>, StorageError> {
 /// Runs a block file's decoding on a blocking thread: a million-series file is a few
 /// hundred milliseconds of CPU, and a start decodes a block's series and postings files at
 /// once (one core each) rather than one after the other on the task that fetched them.
+/// A panic goes on as if the decoding had run here; a decoding the runtime dropped (it is
+/// shutting down) is not the file's fault, so it is not `Corrupt` (which quarantines).
 async fn decode_off_task<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StorageError::Corrupt(format!("decoding a block file failed: {e}")))?
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(StorageError::Unavailable(format!(
+            "decoding a block file did not run: {e}"
+        ))),
+    }
 }
 
 /// Label sets of a block, indexed by local series id. Names and values are borrowed from

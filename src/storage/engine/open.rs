@@ -342,8 +342,11 @@ async fn load_blocks(
     }
     blocks.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
     // The decoded files are gone; what the catalog keeps is scattered among their freed
-    // pages in several threads' arenas.
-    crate::memory::release_free_memory();
+    // pages in several threads' arenas. (A tenant with nothing read has nothing to give
+    // back: a thousand empty tenants do not walk the arenas a thousand times.)
+    if series_files_read > 0 {
+        crate::memory::release_free_memory();
+    }
     tracing::info!(
         blocks = blocks.len(),
         series = catalog.len(),
