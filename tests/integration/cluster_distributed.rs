@@ -187,7 +187,15 @@ async fn queries_survive_a_dead_querier_and_leave_no_tasks_behind() {
     .await;
 
     // A querier killed while it runs a task of another querier's query: the query is run
-    // again on the two left, answers as the single process, and says so.
+    // again on the two left, answers as the single process, and says so. (Counted from
+    // here: on a loaded machine an earlier query may have needed a retry of its own.)
+    let retried = || {
+        metric(
+            &queriers[0],
+            "quiver_distributed_plans_total{outcome=\"retried\"}",
+        )
+    };
+    let retried_before = retried().await;
     let run = {
         let (client, url, params) = (client.clone(), queriers[0].clone(), range(HEAVY));
         tokio::spawn(async move {
@@ -218,14 +226,7 @@ async fn queries_survive_a_dead_querier_and_leave_no_tasks_behind() {
         warnings.contains("the query was run again on 2 querier(s)"),
         "{got}"
     );
-    assert_eq!(
-        metric(
-            &queriers[0],
-            "quiver_distributed_plans_total{outcome=\"retried\"}"
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(retried().await - retried_before, 1.0, "one retry");
     // And the next query needs no retry once membership has dropped the dead one.
     drop(cluster);
 }
