@@ -27,6 +27,11 @@ pub struct QueryOptions {
     pub memory_limit_bytes: usize,
     /// Parallelism of DataFusion plans (output partitions of scans).
     pub partitions: usize,
+    /// Plans whose leaves do less work than this (samples read plus rows yielded,
+    /// estimated from the blocks' metadata) run in one partition: for a few thousand rows
+    /// the repartitions' tasks and channels and the split aggregations cost more than the
+    /// second core saves. 0: every plan runs in `partitions`.
+    pub serial_below: usize,
     /// Deadline and cancellation of this query.
     pub cancel: super::Cancel,
     /// Run the expressions that lower to DataFusion plans as plans (`false`: the
@@ -40,6 +45,11 @@ pub struct QueryOptions {
     pub roundtrip_plans: bool,
 }
 
+/// The default [`QueryOptions::serial_below`]: on the peer data, instant queries over a
+/// few hundred series (0.78-0.86x the time in one partition), while every cell above it
+/// stays parallel (docs/benchmarks.md, "Session 23").
+pub const SERIAL_BELOW: usize = 100_000;
+
 impl Default for QueryOptions {
     fn default() -> Self {
         QueryOptions {
@@ -48,6 +58,7 @@ impl Default for QueryOptions {
             max_samples: 50_000_000,
             memory_limit_bytes: 1 << 30,
             partitions: crate::cores::cores(),
+            serial_below: SERIAL_BELOW,
             cancel: super::Cancel::default(),
             planner: true,
             roundtrip_plans: false,

@@ -260,13 +260,25 @@ async fn differ(storage: &Arc<Storage>, ev: &Eval, roundtrip_plans: bool) -> Out
     let Ok(expr) = Engine::parse(&ev.expr) else {
         return Outcome::Skip("does not parse".into());
     };
-    let run = |planner: bool| {
+    // `serial`: as a server plans (these small data sets run their plans in one
+    // partition); otherwise in three partitions whatever the size, so the repartitions,
+    // split aggregations and partitioned joins are checked too.
+    let run = |planner: bool, serial: bool| {
+        let parallel = QueryOptions {
+            partitions: 3,
+            serial_below: 0,
+            ..QueryOptions::default()
+        };
         let engine = Engine::new(
             storage.clone(),
             QueryOptions {
                 planner,
                 roundtrip_plans,
-                ..QueryOptions::default()
+                ..if serial {
+                    QueryOptions::default()
+                } else {
+                    parallel
+                }
             },
         );
         let expr = &expr;
@@ -278,24 +290,32 @@ async fn differ(storage: &Arc<Storage>, ev: &Eval, roundtrip_plans: bool) -> Out
             (r, engine.planned_nodes(), engine.take_annotations())
         }
     };
-    let (want, _, want_ann) = run(false).await;
-    let (got, planned, got_ann) = run(true).await;
-    if planned == 0 {
-        return Outcome::Skip("nothing planned".into());
+    let (want, _, want_ann) = run(false, true).await;
+    let mut outcome = Outcome::Pass;
+    for serial in [true, false] {
+        let (got, planned, got_ann) = run(true, serial).await;
+        if planned == 0 {
+            return Outcome::Skip("nothing planned".into());
+        }
+        let how = if serial { "serial" } else { "in 3 partitions" };
+        if want_ann != got_ann {
+            return Outcome::Fail(format!(
+                "annotations differ: evaluator {want_ann:?}, planner ({how}) {got_ann:?}"
+            ));
+        }
+        outcome = match (&want, got) {
+            (Err(a), Err(b)) if a.to_string() == b.to_string() => Outcome::Pass,
+            (Ok(a), Ok(b)) => match compare::same_value(a.clone(), b) {
+                Ok(()) => Outcome::Pass,
+                Err(why) => Outcome::Fail(format!("planner ({how}): {why}")),
+            },
+            (a, b) => Outcome::Fail(format!("evaluator {a:?}\nplanner ({how}) {b:?}")),
+        };
+        if !matches!(outcome, Outcome::Pass) {
+            break;
+        }
     }
-    if want_ann != got_ann {
-        return Outcome::Fail(format!(
-            "annotations differ: evaluator {want_ann:?}, planner {got_ann:?}"
-        ));
-    }
-    match (want, got) {
-        (Err(a), Err(b)) if a.to_string() == b.to_string() => Outcome::Pass,
-        (Ok(a), Ok(b)) => match compare::same_value(a, b) {
-            Ok(()) => Outcome::Pass,
-            Err(why) => Outcome::Fail(why),
-        },
-        (a, b) => Outcome::Fail(format!("evaluator {a:?}\nplanner {b:?}")),
-    }
+    outcome
 }
 
 /// Runs `ev` with the planner here and with its plans' tasks on `workers`; see

@@ -50,6 +50,7 @@ async fn fused_aggregation_matches_the_evaluator() {
     let s = storage().await;
     let opts = QueryOptions {
         partitions: 2,
+        serial_below: 0,
         ..Default::default()
     };
     for (fused, reference) in [
@@ -117,6 +118,7 @@ async fn explain_shows_a_parallel_datafusion_plan() {
         s,
         QueryOptions {
             partitions: 2,
+            serial_below: 0,
             ..Default::default()
         },
     );
@@ -155,6 +157,7 @@ async fn a_query_reads_one_snapshot() {
     let s = storage().await;
     let opts = QueryOptions {
         partitions: 2,
+        serial_below: 0,
         ..Default::default()
     };
     let queries = [

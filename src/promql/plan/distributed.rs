@@ -315,7 +315,7 @@ impl Engine {
         &self,
         plan: &LogicalPlan,
     ) -> Result<(SessionContext, Arc<dyn ExecutionPlan>), PromqlError> {
-        let session = self.session().map_err(df_error)?;
+        let session = self.session_for(plan).map_err(df_error)?;
         let physical = session
             .state()
             .create_physical_plan(plan)
@@ -700,11 +700,11 @@ mod tests {
         }
     }
 
-    /// An engine over `a` whose plans run on the first `n` of `workers`.
     /// An engine over `a` whose plans may run on `d`'s workers.
     fn engine_over(a: &Arc<Storage>, d: Arc<Distribution>) -> Engine {
         let opts = QueryOptions {
             partitions: 2,
+            serial_below: 0,
             distribution: Some(d),
             ..QueryOptions::default()
         };

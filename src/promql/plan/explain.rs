@@ -180,7 +180,7 @@ impl Engine {
         let t = Instant::now();
         let session = match &distributed {
             Some((d, urls)) => self.distributed_session(d, urls.clone()),
-            None => self.session(),
+            None => self.session_for(&lowered.plan),
         }
         .map_err(df_error)?;
         phases.push(Phase {

@@ -46,6 +46,10 @@ pub(crate) trait LeafSource: Send + Sync + 'static {
         &self.series().scan
     }
     fn steps(&self) -> usize;
+    /// The window each step reads of a series, in ms (0: a step reads one sample).
+    fn window_ms(&self) -> i64 {
+        0
+    }
     /// `(series, step, value)` rows of one chunk of series.
     fn rows(&self, chunk: &[SeriesRun]) -> DfResult<RecordBatch>;
     /// Its wire form (the plan codec); the decoder is registered in `codec.rs`.
@@ -82,6 +86,11 @@ impl Budget {
     }
 }
 
+/// What reading one series costs beyond its samples, in samples: its cached frames are
+/// decoded whole (128 samples each), and its id is looked up in each block and its row
+/// in the series table. An instant query reads a few samples a series but pays this.
+const SERIES_WORK: usize = 256;
+
 /// The logical node.
 #[derive(Clone)]
 pub(crate) struct Leaf {
@@ -108,6 +117,27 @@ impl Leaf {
         Ok(LogicalPlan::Extension(Extension {
             node: Arc::new(leaf),
         }))
+    }
+
+    /// The work of this leaf, estimated without reading, in samples: the samples its
+    /// scan reads (from the blocks' metadata and the heads), [`SERIES_WORK`] per series,
+    /// and per row it yields (one per series and step) the samples of its window. Only
+    /// counted up to `cap` (the answer is then at least `cap`): the sample estimate
+    /// costs a pass over the scan's series, which a large leaf need not pay.
+    pub(super) fn work(&self, cap: usize) -> usize {
+        let scan = self.source.scan();
+        let n = scan.num_series();
+        let rows = n.saturating_mul(self.source.steps());
+        let fixed = rows.saturating_add(n.saturating_mul(SERIES_WORK));
+        if fixed >= cap || n == 0 {
+            return fixed;
+        }
+        let samples = scan.estimated_samples();
+        let (min_t, max_t) = scan.time_range();
+        let span = (max_t - min_t).max(1) as f64;
+        let per_window = samples as f64 / n as f64 * (self.source.window_ms() as f64 / span);
+        let visits = (rows as f64 * per_window).min(usize::MAX as f64) as usize;
+        fixed.saturating_add(samples).saturating_add(visits)
     }
 
     pub(super) fn plan(&self, partitions: usize) -> Arc<dyn ExecutionPlan> {

@@ -202,6 +202,10 @@ impl LeafSource for RangeScan {
         self.ends.len()
     }
 
+    fn window_ms(&self) -> i64 {
+        self.range_ms
+    }
+
     fn rows(&self, chunk: &[SeriesRun]) -> DfResult<RecordBatch> {
         compute_chunk(self, chunk)
     }

@@ -342,6 +342,7 @@ mod tests {
     ) -> Result<Value, String> {
         let opts = QueryOptions {
             partitions,
+            serial_below: 0,
             ..QueryOptions::default()
         };
         let (ea, eb) = (
@@ -504,6 +505,7 @@ mod tests {
         let (a, b) = (storage().await, storage_of(4, (0..8).rev().collect()).await);
         let opts = QueryOptions {
             partitions: 3,
+            serial_below: 0,
             ..QueryOptions::default()
         };
         let (ea, eb) = (
