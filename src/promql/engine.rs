@@ -27,8 +27,8 @@ pub struct QueryOptions {
     pub memory_limit_bytes: usize,
     /// Parallelism of DataFusion plans (output partitions of scans).
     pub partitions: usize,
-    /// Plans whose leaves do less work than this (samples read plus rows yielded,
-    /// estimated from the blocks' metadata) run in one partition: for a few thousand rows
+    /// Plans whose leaves do less work than this (in samples, estimated from the blocks'
+    /// metadata: see `Leaf::work`) run in one partition: for a few thousand rows
     /// the repartitions' tasks and channels and the split aggregations cost more than the
     /// second core saves. 0: every plan runs in `partitions`.
     pub serial_below: usize,

@@ -86,9 +86,10 @@ impl Budget {
     }
 }
 
-/// What reading one series costs beyond its samples, in samples: its cached frames are
-/// decoded whole (128 samples each), and its id is looked up in each block and its row
-/// in the series table. An instant query reads a few samples a series but pays this.
+/// What reading one series costs beyond its samples, in samples: at least one cached frame
+/// (128 samples) is decoded per series and block however few of its samples are asked
+/// for, and its id is looked up in each block and its row in the series table. An instant
+/// query reads a few samples a series but pays this.
 const SERIES_WORK: usize = 256;
 
 /// The logical node.
