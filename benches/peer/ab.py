@@ -9,7 +9,7 @@ Prints per-cell medians (ms), new/old ratios, the totals and each server's peak 
 peer benchmark (`harness.py --keep`) or `benches/sql/duckdb_compare.py --keep`; --at is the
 data end (e.g. `timestamp(up)` at the last scrape). Results-cache bypassed (`nocache=1`).
 """
-import argparse, json, os, re, shutil, signal, tempfile, socket, statistics, subprocess, time, urllib.parse, urllib.request
+import argparse, gzip, json, os, re, shutil, signal, tempfile, socket, statistics, subprocess, time, urllib.parse, urllib.request
 from pathlib import Path
 
 RANGES = [("instant", 0, 0), ("1h", 3600, 15), ("6h", 6 * 3600, 30), ("24h", 86400, 120)]
@@ -35,7 +35,8 @@ class Server:
     """One binary serving the data dir on a free port (both run at once, so the cells can
     alternate between them: whichever runs second in a pass tends to be faster)."""
 
-    def __init__(self, binary, data_dir):
+    def __init__(self, binary, data_dir, gzip=False):
+        self.gzip = gzip
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
         self.p = subprocess.Popen([binary, "serve", "--data-dir", data_dir, "--listen", f"127.0.0.1:{port}"],
@@ -55,8 +56,12 @@ class Server:
             end = (int(at) // step) * step
             url = self.base + "/api/v1/query_range?" + urllib.parse.urlencode(
                 {"query": q, "start": end - span, "end": end, "step": step, "nocache": "1"})
+        headers = {"Accept-Encoding": "gzip"} if self.gzip else {}
         a = time.time()
-        urllib.request.urlopen(url, timeout=120).read()
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=120) as r:
+            body = r.read()
+            if r.headers.get("Content-Encoding") == "gzip":
+                gzip.decompress(body)
         return (time.time() - a) * 1000
 
     def peak_rss_mib(self):
@@ -71,7 +76,7 @@ class Server:
         self.p.wait()
 
 
-def run_both(old_bin, new_bin, data_dir, at, reps, only=None):
+def run_both(old_bin, new_bin, data_dir, at, reps, only=None, gzip=False):
     """Per-cell medians of both binaries; each cell runs on both in every pass, the order
     alternating between passes and cells."""
     # Each server gets its own hard-linked copy (blocks are immutable; WAL and locks are
@@ -80,7 +85,7 @@ def run_both(old_bin, new_bin, data_dir, at, reps, only=None):
     dirs = [os.path.join(tmp, x) for x in ("old", "new")]
     for d in dirs:
         shutil.copytree(data_dir, d, copy_function=os.link)
-    servers = [Server(old_bin, dirs[0]), Server(new_bin, dirs[1])]
+    servers = [Server(old_bin, dirs[0], gzip), Server(new_bin, dirs[1], gzip)]
     try:
         qs = queries()
         cells = [(f"{n} {r[0]}", q, r) for n, q in qs for r in RANGES]
@@ -109,10 +114,12 @@ def main():
     ap.add_argument("--at", type=float, required=True)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", help="only the cells whose name (query name, space, range) matches this regex")
+    ap.add_argument("--gzip", action="store_true",
+                    help="ask for gzip and decompress the answers, as Grafana and the peer harness do")
     ap.add_argument("old")
     ap.add_argument("new")
     a = ap.parse_args()
-    (old, new), peaks = run_both(a.old, a.new, a.data_dir, a.at, a.reps, a.only)
+    (old, new), peaks = run_both(a.old, a.new, a.data_dir, a.at, a.reps, a.only, a.gzip)
     rows = sorted(((k, old[k], new[k], new[k] / old[k]) for k in old), key=lambda r: -r[3])
     print("| cell | old ms | new ms | new/old |\n|---|---|---|---|")
     for k, o, n, r in rows:

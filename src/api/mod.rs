@@ -8,6 +8,7 @@ pub mod error;
 mod exemplars;
 mod explain;
 mod ingest;
+mod inline_query;
 pub mod json;
 pub mod limits;
 mod memory_metrics;
@@ -181,6 +182,28 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     router_with(state, max_body_bytes, |_| true)
 }
 
+/// Answers of at least this many bytes are gzipped when the client asks (Grafana and
+/// Prometheus's Go clients always do); smaller ones would gain a few bytes and cost a
+/// compressor's setup. Go's `gzhttp`, which VictoriaMetrics uses, has the same floor.
+pub const COMPRESS_MIN_BYTES: u16 = 1024;
+
+/// gzip at its fastest level, as VictoriaMetrics serves its API. The default level (6)
+/// took longer than the query itself for range answers of a few thousand points of
+/// random-looking floats (docs/benchmarks.md, "Session 24"), where level 1's output is
+/// about a tenth larger.
+fn compression()
+-> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
+    use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+    tower_http::compression::CompressionLayer::new()
+        .quality(tower_http::CompressionLevel::Fastest)
+        .compress_when(
+            SizeAbove::new(COMPRESS_MIN_BYTES)
+                .and(NotForContentType::GRPC)
+                .and(NotForContentType::IMAGES)
+                .and(NotForContentType::SSE),
+        )
+}
+
 /// The router with only the routes `keep` accepts (a cluster role serves part of the
 /// API: distributors the writes, queriers the reads); the rest answer 404.
 pub fn router_with(
@@ -205,7 +228,7 @@ pub fn router_with(
         // process stays.
         .layer(axum::middleware::from_fn(catch_panics))
         .layer(cors(state.cors_origin.clone()))
-        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(compression())
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::envelope::{ApiError, success, success_raw};
+use super::inline_query;
 use super::json;
 use super::params::Params;
 use super::{AppState, Ready};
@@ -140,30 +141,41 @@ pub(super) async fn query(
         let mut opts = options(&p, &st)?;
         let limit = p.limit()?;
         let slot = st.admission.query(&access.tenant)?;
-        st.query_rt
-            .run(timeout, move |cancel| async move {
-                let _slot = slot;
-                opts.cancel = cancel;
-                // Parsed, evaluated and dropped on a query thread (deep ASTs need its stack).
-                let expr = Engine::parse(&q).map_err(ApiError::from_promql)?;
-                let allowed = access.allowed(&storage);
-                let engine = Engine::new(storage.clone(), opts)
-                    .restrict(allowed)
-                    .caller(&access);
-                let mut v = engine
-                    .instant(&expr, t)
-                    .await
-                    .map_err(ApiError::from_promql)?;
-                let mut ann = engine.take_annotations();
-                partial_data_warning(&storage, &mut ann.warnings);
-                apply_limit(&mut v, limit, &mut ann.warnings);
-                Ok(success_raw(
-                    &json::instant(&v, t),
-                    &ann.warnings,
-                    &ann.infos,
-                ))
-            })
-            .await
+        let small = inline_query::parse_small(&q)
+            .transpose()
+            .map_err(ApiError::from_promql)?;
+        let here = small.as_ref().is_some_and(inline_query::reads_nothing);
+        let work = move |cancel| async move {
+            let _slot = slot;
+            opts.cancel = cancel;
+            // Parsed, evaluated and dropped on a query thread (deep ASTs need its
+            // stack), unless short and shallow.
+            let expr = match small {
+                Some(expr) => expr,
+                None => Engine::parse(&q).map_err(ApiError::from_promql)?,
+            };
+            let allowed = access.allowed(&storage);
+            let engine = Engine::new(storage.clone(), opts)
+                .restrict(allowed)
+                .caller(&access);
+            let mut v = engine
+                .instant(&expr, t)
+                .await
+                .map_err(ApiError::from_promql)?;
+            let mut ann = engine.take_annotations();
+            partial_data_warning(&storage, &mut ann.warnings);
+            apply_limit(&mut v, limit, &mut ann.warnings);
+            Ok(success_raw(
+                &json::instant(&v, t),
+                &ann.warnings,
+                &ann.infos,
+            ))
+        };
+        if here {
+            st.query_rt.run_here(timeout, work).await
+        } else {
+            st.query_rt.run(timeout, work).await
+        }
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -191,11 +203,17 @@ pub(super) async fn query_range(
         let limit = p.limit()?;
         let slot = st.admission.query(&access.tenant)?;
         let state = st.clone();
-        st.query_rt
-            .run(timeout, move |cancel| async move {
+        let small = inline_query::parse_small(&q)
+            .transpose()
+            .map_err(ApiError::from_promql)?;
+        let here = small.as_ref().is_some_and(inline_query::reads_nothing);
+        let work = move |cancel| async move {
                 let _slot = slot;
                 opts.cancel = cancel;
-                let expr = Engine::parse(&q).map_err(ApiError::from_promql)?;
+                let expr = match small {
+                    Some(expr) => expr,
+                    None => Engine::parse(&q).map_err(ApiError::from_promql)?,
+                };
                 // Prometheus refuses these as bad_data before evaluating anything.
                 if let t @ (ValueType::Matrix | ValueType::String) = expr.value_type() {
                     return Err(ApiError::bad_data(format!(
@@ -210,8 +228,12 @@ pub(super) async fn query_range(
                 partial_data_warning(&storage, &mut ann.warnings);
                 apply_limit(&mut v, limit, &mut ann.warnings);
                 Ok(success_raw(&json::range(&v, steps), &ann.warnings, &ann.infos))
-            })
-            .await
+            };
+        if here {
+            st.query_rt.run_here(timeout, work).await
+        } else {
+            st.query_rt.run(timeout, work).await
+        }
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)

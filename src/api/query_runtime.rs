@@ -97,6 +97,37 @@ impl QueryRuntime {
     }
 }
 
+impl QueryRuntime {
+    /// Runs `work` on the calling thread, with the same timeout and cancellation as
+    /// [`QueryRuntime::run`]: for work so small that the hand-off to a query thread and
+    /// back would cost more than it (`inline_query`). A panic unwinds to the router's
+    /// `catch_panics`, which answers 500.
+    pub async fn run_here<T, Fut>(
+        &self,
+        timeout: Duration,
+        work: impl FnOnce(Cancel) -> Fut,
+    ) -> Result<T, ApiError>
+    where
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let cancel = Cancel::after(timeout);
+        let _cancel = CancelOnDrop(cancel.clone());
+        match tokio::time::timeout(timeout, work(cancel)).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::of(&crate::promql::PromqlError::Timeout, None)),
+        }
+    }
+}
+
+/// Sets the cancel token when dropped.
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 /// Sets the cancel token and aborts the task when dropped (a no-op once it has finished).
 struct StopOnDrop {
     abort: tokio::task::AbortHandle,

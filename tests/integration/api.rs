@@ -272,19 +272,48 @@ async fn query_endpoints_answer_like_prometheus() {
     assert!(v["data"]["version"].is_string());
     assert!(v["data"].get("features").is_none());
 
-    // gzip when asked.
-    let r = client
-        .get(format!("{}/api/v1/labels", server.url))
-        .header("Accept-Encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.headers()
-            .get("content-encoding")
-            .map(|h| h.to_str().unwrap()),
-        Some("gzip")
+    // gzip when asked, for answers of at least 1 KiB (`api::COMPRESS_MIN_BYTES`); the
+    // labels answer is smaller and goes as it is.
+    let get = |url: String, gzip: bool| {
+        let client = client.clone();
+        async move {
+            let mut req = client.get(url);
+            if gzip {
+                req = req.header("Accept-Encoding", "gzip");
+            }
+            let r = req.send().await.unwrap();
+            let encoding = r
+                .headers()
+                .get("content-encoding")
+                .map(|h| h.to_str().unwrap().to_string());
+            (encoding, r.bytes().await.unwrap().to_vec())
+        }
+    };
+    let (encoding, small) = get(format!("{}/api/v1/labels", server.url), true).await;
+    assert_eq!(encoding, None);
+    assert!(small.len() < quiver::api::COMPRESS_MIN_BYTES as usize);
+    let range = format!(
+        "{}/api/v1/query_range?query=quiver_http_requests_total&start={}&end={at}&step=15",
+        server.url,
+        t0 as f64 / 1000.0
     );
+    let (encoding, plain) = get(range.clone(), false).await;
+    assert_eq!(encoding, None);
+    assert!(
+        plain.len() >= quiver::api::COMPRESS_MIN_BYTES as usize,
+        "{}",
+        plain.len()
+    );
+    let (encoding, zipped) = get(range, true).await;
+    assert_eq!(encoding.as_deref(), Some("gzip"));
+    let mut unzipped = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&zipped[..]),
+        &mut unzipped,
+    )
+    .unwrap();
+    assert_eq!(unzipped, plain);
+    assert!(zipped.len() < plain.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
