@@ -37,7 +37,19 @@ trait GroupState: Default + std::fmt::Debug + Send + Sync + 'static {
         i: usize,
     );
     fn value(&self) -> Option<f64>;
-    fn state(&self) -> Vec<f64>;
+    /// Column `c` (`< STATE_LEN`) of the partial state. By column, so that a batch's
+    /// states go straight into their arrays, without a vector per group.
+    fn state_col(&self, c: usize) -> f64;
+}
+
+/// The partial states of `states` as `S::STATE_LEN` columns.
+fn state_columns<S: GroupState>(states: &[S]) -> Vec<ArrayRef> {
+    (0..S::STATE_LEN)
+        .map(|c| {
+            let col: Vec<f64> = states.iter().map(|s| s.state_col(c)).collect();
+            Arc::new(Float64Array::from(col)) as ArrayRef
+        })
+        .collect()
 }
 
 /// `sum` as an aggregate function.
@@ -153,11 +165,8 @@ impl<S: GroupState> Accumulator for Single<S> {
     }
 
     fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
-        Ok(self
-            .0
-            .state()
-            .into_iter()
-            .map(|x| ScalarValue::Float64(Some(x)))
+        Ok((0..S::STATE_LEN)
+            .map(|c| ScalarValue::Float64(Some(self.0.state_col(c))))
             .collect())
     }
 
@@ -185,6 +194,12 @@ impl<S: GroupState> GroupsAccumulator for Groups<S> {
     ) -> DfResult<()> {
         self.states.resize_with(total_num_groups, S::default);
         let v = f64s(&values[0]);
+        if v.null_count() == 0 && opt_filter.is_none() {
+            for (&g, &x) in group_indices.iter().zip(v.values().iter()) {
+                self.states[g].add(x);
+            }
+            return Ok(());
+        }
         for (i, &g) in group_indices.iter().enumerate() {
             if v.is_null(i) || opt_filter.is_some_and(|f| !f.value(i) || f.is_null(i)) {
                 continue;
@@ -203,12 +218,7 @@ impl<S: GroupState> GroupsAccumulator for Groups<S> {
 
     fn state(&mut self, emit_to: EmitTo) -> DfResult<Vec<ArrayRef>> {
         let taken = emit_to.take_needed(&mut self.states);
-        let rows: Vec<Vec<f64>> = taken.iter().map(S::state).collect();
-        Ok((0..S::STATE_LEN)
-            .map(|c| {
-                Arc::new(rows.iter().map(|r| Some(r[c])).collect::<Float64Array>()) as ArrayRef
-            })
-            .collect())
+        Ok(state_columns(&taken))
     }
 
     fn merge_batch(
@@ -233,20 +243,16 @@ impl<S: GroupState> GroupsAccumulator for Groups<S> {
         opt_filter: Option<&BooleanArray>,
     ) -> DfResult<Vec<ArrayRef>> {
         let v = f64s(&values[0]);
-        let rows: Vec<Vec<f64>> = (0..v.len())
+        let states: Vec<S> = (0..v.len())
             .map(|i| {
                 let mut s = S::default();
                 if !v.is_null(i) && !opt_filter.is_some_and(|f| !f.value(i) || f.is_null(i)) {
                     s.add(v.value(i));
                 }
-                s.state()
+                s
             })
             .collect();
-        Ok((0..S::STATE_LEN)
-            .map(|c| {
-                Arc::new(rows.iter().map(|r| Some(r[c])).collect::<Float64Array>()) as ArrayRef
-            })
-            .collect())
+        Ok(state_columns(&states))
     }
 
     fn size(&self) -> usize {
@@ -285,8 +291,8 @@ impl GroupState for Sum {
         })
     }
 
-    fn state(&self) -> Vec<f64> {
-        vec![self.sum, self.c]
+    fn state_col(&self, c: usize) -> f64 {
+        [self.sum, self.c][c]
     }
 }
 
@@ -321,15 +327,21 @@ impl GroupState for Avg {
         AvgState::value(self)
     }
 
-    fn state(&self) -> Vec<f64> {
-        vec![
-            self.count,
-            self.sum,
-            self.c,
-            self.mean,
-            self.cmean,
-            if self.incremental { 1.0 } else { 0.0 },
-        ]
+    fn state_col(&self, c: usize) -> f64 {
+        match c {
+            0 => self.count,
+            1 => self.sum,
+            2 => self.c,
+            3 => self.mean,
+            4 => self.cmean,
+            _ => {
+                if self.incremental {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+        }
     }
 }
 
@@ -365,10 +377,11 @@ impl<const MAX: bool> GroupState for Extreme<MAX> {
         self.value
     }
 
-    fn state(&self) -> Vec<f64> {
-        match self.value {
-            Some(v) => vec![1.0, v],
-            None => vec![0.0, 0.0],
+    fn state_col(&self, c: usize) -> f64 {
+        match (self.value, c) {
+            (Some(_), 0) => 1.0,
+            (Some(v), _) => v,
+            (None, _) => 0.0,
         }
     }
 }
@@ -424,6 +437,34 @@ mod tests {
 
     /// `a` and `b` aggregated in two groups' partial states (through the grouped
     /// accumulator's `state`), merged into one group by `merge_batch`, then evaluated.
+    /// Rows turned into partial states directly (DataFusion's skipped partial
+    /// aggregation) equal the states of one group per row.
+    #[test]
+    fn rows_as_states_equal_one_group_per_row() {
+        fn check<S: GroupState>(values: &[f64]) {
+            let arr: ArrayRef = Arc::new(Float64Array::from(values.to_vec()));
+            let mut each = Groups::<S> { states: Vec::new() };
+            let groups: Vec<usize> = (0..values.len()).collect();
+            each.update_batch(std::slice::from_ref(&arr), &groups, None, values.len())
+                .unwrap();
+            let want = each.state(EmitTo::All).unwrap();
+            let got = each.convert_to_state(&[arr], None).unwrap();
+            assert_eq!(got.len(), S::STATE_LEN);
+            for (g, w) in got.iter().zip(&want) {
+                let (g, w) = (f64s(g), f64s(w));
+                let bits = |a: &datafusion::arrow::array::PrimitiveArray<Float64Type>| {
+                    a.values().iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                };
+                assert_eq!(bits(g), bits(w), "{}", S::NAME);
+            }
+        }
+        let values = [1.0, -0.0, f64::NAN, f64::INFINITY, 1e308, 0.1, -3.5];
+        check::<Sum>(&values);
+        check::<Avg>(&values);
+        check::<Extreme<true>>(&values);
+        check::<Extreme<false>>(&values);
+    }
+
     fn merged<S: GroupState>(a: &[f64], b: &[f64]) -> ScalarValue {
         let mut partial = Groups::<S> { states: Vec::new() };
         let values: Vec<f64> = a.iter().chain(b).copied().collect();
