@@ -174,7 +174,7 @@ pub(crate) async fn serve(
         async move {
             match &tls {
                 None => {
-                    axum::serve(listener, app)
+                    axum::serve(without_nagle(listener), app)
                         .with_graceful_shutdown(stopped(stop))
                         .await
                 }
@@ -192,6 +192,39 @@ pub(crate) async fn serve(
         Some(e) = fatal.recv() => return Err(e),
     }
     Ok(())
+}
+
+/// Turns Nagle's algorithm off on an accepted connection, as Go's servers do (Prometheus,
+/// VictoriaMetrics). A gzipped answer goes out in several writes; with Nagle on, the last
+/// small one waited for the client's delayed acknowledgement, up to 40 ms on Linux
+/// (docs/benchmarks.md, "Session 24").
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+}
+
+/// The plain HTTP server's listener: every connection it accepts has [`no_delay`].
+fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(no_delay)
+}
+
+/// [`no_delay`] for the TLS server, before the handshake.
+#[derive(Clone, Copy)]
+struct NoDelay;
+
+impl<S> axum_server::accept::Accept<tokio::net::TcpStream, S> for NoDelay {
+    type Stream = tokio::net::TcpStream;
+    type Service = S;
+    type Future = std::future::Ready<std::io::Result<(Self::Stream, Self::Service)>>;
+
+    fn accept(&self, mut tcp: tokio::net::TcpStream, service: S) -> Self::Future {
+        no_delay(&mut tcp);
+        std::future::ready(Ok((tcp, service)))
+    }
 }
 
 /// Resolves once shutdown has begun.
@@ -252,7 +285,9 @@ async fn serve_tls(
         stopped(stop_signal).await;
         stop.graceful_shutdown(Some(grace));
     });
-    axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, config)?
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(NoDelay);
+    axum_server::from_tcp(listener.into_std()?)?
+        .acceptor(acceptor)
         .handle(handle)
         .serve(app.into_make_service())
         .await
@@ -316,5 +351,21 @@ async fn compact(storage: &Storage) {
             crate::api::metrics::METRICS.compaction_failures.inc();
             tracing::error!(error = %e, "compaction failed")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::serve::Listener;
+
+    /// Connections the plain server accepts send small writes at once (see `no_delay`).
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = super::without_nagle(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (io, _) = listener.accept().await;
+        assert!(io.nodelay().unwrap());
     }
 }
