@@ -368,4 +368,17 @@ mod tests {
         let (io, _) = listener.accept().await;
         assert!(io.nodelay().unwrap());
     }
+
+    /// The TLS server's acceptor does the same before the handshake.
+    #[tokio::test]
+    async fn tls_connections_have_nagle_off() {
+        use axum_server::accept::Accept;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        assert!(!tcp.nodelay().unwrap());
+        let (tcp, ()) = super::NoDelay.accept(tcp, ()).await.unwrap();
+        assert!(tcp.nodelay().unwrap());
+    }
 }

@@ -184,7 +184,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 
 /// Answers of at least this many bytes are gzipped when the client asks (Grafana and
 /// Prometheus's Go clients always do); smaller ones would gain a few bytes and cost a
-/// compressor's setup. Go's `gzhttp`, which VictoriaMetrics uses, has the same floor.
+/// compressor's setup.
 pub const COMPRESS_MIN_BYTES: u16 = 1024;
 
 /// gzip at its fastest level, as VictoriaMetrics serves its API. The default level (6)

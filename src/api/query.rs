@@ -141,19 +141,9 @@ pub(super) async fn query(
         let mut opts = options(&p, &st)?;
         let limit = p.limit()?;
         let slot = st.admission.query(&access.tenant)?;
-        let small = inline_query::parse_small(&q)
-            .transpose()
-            .map_err(ApiError::from_promql)?;
-        let here = small.as_ref().is_some_and(inline_query::reads_nothing);
-        let work = move |cancel| async move {
+        run_parsed(&st, q, timeout, move |cancel, expr| async move {
             let _slot = slot;
             opts.cancel = cancel;
-            // Parsed, evaluated and dropped on a query thread (deep ASTs need its
-            // stack), unless short and shallow.
-            let expr = match small {
-                Some(expr) => expr,
-                None => Engine::parse(&q).map_err(ApiError::from_promql)?,
-            };
             let allowed = access.allowed(&storage);
             let engine = Engine::new(storage.clone(), opts)
                 .restrict(allowed)
@@ -170,12 +160,8 @@ pub(super) async fn query(
                 &ann.warnings,
                 &ann.infos,
             ))
-        };
-        if here {
-            st.query_rt.run_here(timeout, work).await
-        } else {
-            st.query_rt.run(timeout, work).await
-        }
+        })
+        .await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -203,17 +189,9 @@ pub(super) async fn query_range(
         let limit = p.limit()?;
         let slot = st.admission.query(&access.tenant)?;
         let state = st.clone();
-        let small = inline_query::parse_small(&q)
-            .transpose()
-            .map_err(ApiError::from_promql)?;
-        let here = small.as_ref().is_some_and(inline_query::reads_nothing);
-        let work = move |cancel| async move {
+        run_parsed(&st, q, timeout, move |cancel, expr| async move {
                 let _slot = slot;
                 opts.cancel = cancel;
-                let expr = match small {
-                    Some(expr) => expr,
-                    None => Engine::parse(&q).map_err(ApiError::from_promql)?,
-                };
                 // Prometheus refuses these as bad_data before evaluating anything.
                 if let t @ (ValueType::Matrix | ValueType::String) = expr.value_type() {
                     return Err(ApiError::bad_data(format!(
@@ -228,15 +206,48 @@ pub(super) async fn query_range(
                 partial_data_warning(&storage, &mut ann.warnings);
                 apply_limit(&mut v, limit, &mut ann.warnings);
                 Ok(success_raw(&json::range(&v, steps), &ann.warnings, &ann.infos))
-            };
-        if here {
-            st.query_rt.run_here(timeout, work).await
-        } else {
-            st.query_rt.run(timeout, work).await
-        }
+            })
+            .await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Runs `work` on query `q` parsed, with the query timeout and cancellation: on this
+/// thread when the query reads nothing (`inline_query`), otherwise on a query thread,
+/// which also parses it unless it is short and shallow (deep ASTs need that thread's
+/// stack, and are dropped there too).
+async fn run_parsed<T, Fut>(
+    st: &AppState,
+    q: String,
+    timeout: Duration,
+    work: impl FnOnce(crate::promql::Cancel, promql_parser::parser::Expr) -> Fut + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+{
+    let small = inline_query::parse_small(&q)
+        .transpose()
+        .map_err(ApiError::from_promql)?;
+    match small {
+        Some(expr) if inline_query::reads_nothing(&expr) => {
+            st.query_rt
+                .run_here(timeout, move |cancel| work(cancel, expr))
+                .await
+        }
+        small => {
+            st.query_rt
+                .run(timeout, move |cancel| async move {
+                    let expr = match small {
+                        Some(expr) => expr,
+                        None => Engine::parse(&q).map_err(ApiError::from_promql)?,
+                    };
+                    work(cancel, expr).await
+                })
+                .await
+        }
+    }
 }
 
 /// Evaluates a range query through the results cache, unless the cache is off, the client
