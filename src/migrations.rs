@@ -31,6 +31,13 @@ pub const MIGRATIONS: &[Migration] = &[
         doc: include_str!("../migrations/0002_histograms_exemplars.md"),
         apply: |_| Ok(()),
     },
+    // Values as decimal mantissas in new blocks; old blocks are read as they are.
+    Migration {
+        version: 3,
+        name: "0003_decimal_values",
+        doc: include_str!("../migrations/0003_decimal_values.md"),
+        apply: |_| Ok(()),
+    },
 ];
 
 /// For read-only opens: an existing data dir must have exactly this binary's format.
@@ -78,9 +85,22 @@ pub fn check_and_upgrade(dir: &Path) -> Result<u32, StorageError> {
     {
         tracing::info!(migration = m.name, "applying data-dir migration");
         (m.apply)(dir)?;
-        std::fs::write(&path, format!("{}\n", m.version))?;
+        write_version(dir, m.version)?;
     }
     Ok(DATA_FORMAT_VERSION)
+}
+
+/// Replaces `VERSION` whole: a new file renamed over it, so a crash leaves the old or the
+/// new version, never an empty file, and a hard-linked copy of the dir keeps its own.
+fn write_version(dir: &Path, version: u32) -> Result<(), StorageError> {
+    use std::io::Write as _;
+    let tmp = dir.join("VERSION.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(format!("{version}\n").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join("VERSION"))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -95,17 +115,26 @@ mod tests {
             std::fs::read_to_string(d.path().join("VERSION"))
                 .unwrap()
                 .trim(),
-            "2"
+            "3"
         );
         std::fs::write(d.path().join("VERSION"), "99").unwrap();
         let err = check_and_upgrade(d.path()).unwrap_err().to_string();
         assert!(
-            err.contains("format version 99, newer than this binary supports (2)"),
+            err.contains("format version 99, newer than this binary supports (3)"),
             "{err}"
         );
         // A version-1 dir upgrades in place (nothing to rewrite).
         std::fs::write(d.path().join("VERSION"), "1").unwrap();
-        assert_eq!(check_and_upgrade(d.path()).unwrap(), 2);
+        assert_eq!(check_and_upgrade(d.path()).unwrap(), 3);
+        // A hard-linked copy's upgrade leaves the original's VERSION as it was.
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("VERSION"), "2").unwrap();
+        std::fs::hard_link(d.path().join("VERSION"), copy.path().join("VERSION")).unwrap();
+        assert_eq!(check_and_upgrade(copy.path()).unwrap(), 3);
+        let read = |p: &Path| std::fs::read_to_string(p.join("VERSION")).unwrap();
+        assert_eq!(read(d.path()).trim(), "2");
+        assert_eq!(read(copy.path()).trim(), "3");
+        assert!(!copy.path().join("VERSION.tmp").exists());
     }
 
     #[test]

@@ -76,15 +76,16 @@ class Server:
         self.p.wait()
 
 
-def run_both(old_bin, new_bin, data_dir, at, reps, only=None, gzip=False):
+def run_both(old_bin, new_bin, data_dir, at, reps, only=None, gzip=False, new_data_dir=None):
     """Per-cell medians of both binaries; each cell runs on both in every pass, the order
-    alternating between passes and cells."""
+    alternating between passes and cells. With `new_data_dir`, the new binary serves that
+    dir (the same samples in another block layout) instead of a copy of `data_dir`."""
     # Each server gets its own hard-linked copy (blocks are immutable; WAL and locks are
     # per copy), removed at the end.
     tmp = tempfile.mkdtemp(prefix="quiver-ab-", dir="/var/tmp")
     dirs = [os.path.join(tmp, x) for x in ("old", "new")]
-    for d in dirs:
-        shutil.copytree(data_dir, d, copy_function=os.link)
+    for d, src in zip(dirs, (data_dir, new_data_dir or data_dir)):
+        shutil.copytree(src, d, copy_function=os.link)
     servers = [Server(old_bin, dirs[0], gzip), Server(new_bin, dirs[1], gzip)]
     try:
         qs = queries()
@@ -116,10 +117,12 @@ def main():
     ap.add_argument("--only", help="only the cells whose name (query name, space, range) matches this regex")
     ap.add_argument("--gzip", action="store_true",
                     help="ask for gzip and decompress the answers, as Grafana and the peer harness do")
+    ap.add_argument("--new-data-dir",
+                    help="the new binary serves this data dir (the same samples written by it: a block-format A/B)")
     ap.add_argument("old")
     ap.add_argument("new")
     a = ap.parse_args()
-    (old, new), peaks = run_both(a.old, a.new, a.data_dir, a.at, a.reps, a.only, a.gzip)
+    (old, new), peaks = run_both(a.old, a.new, a.data_dir, a.at, a.reps, a.only, a.gzip, a.new_data_dir)
     rows = sorted(((k, old[k], new[k], new[k] / old[k]) for k in old), key=lambda r: -r[3])
     print("| cell | old ms | new ms | new/old |\n|---|---|---|---|")
     for k, o, n, r in rows:

@@ -13,7 +13,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, UInt32Array,
+};
 use datafusion::arrow::compute::filter;
 use datafusion::arrow::datatypes::{Int64Type, UInt32Type};
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
@@ -27,6 +29,7 @@ use roaring::RoaringBitmap;
 
 use super::StorageError;
 use super::block::LoadedBlock;
+use super::block::values::ValueLayout;
 use super::read::{page_selection, row_groups};
 use super::scan::{Scan, SeriesPieces};
 
@@ -178,14 +181,17 @@ impl BlockRead {
                 _ => false,
             };
         let cols = self.cols;
-        let leaves: Vec<usize> = [
+        let layout = ValueLayout::of(self.meta.schema())?;
+        let mut leaves: Vec<usize> = [
             (cols.series_id || !inside, 0),
             (cols.timestamp || self.cut_time, 1),
-            (cols.value, 2),
         ]
         .into_iter()
         .filter_map(|(on, i)| on.then_some(i))
         .collect();
+        if cols.value {
+            leaves.extend(layout.leaves(md.row_group(g)));
+        }
         #[allow(deprecated)]
         let reader = ParquetObjectReader::new(self.store.clone(), self.block.path.samples());
         let mask = ProjectionMask::leaves(md.file_metadata().schema_descr(), leaves.clone());
@@ -199,7 +205,7 @@ impl BlockRead {
         }
         let stream = builder.build()?;
         Ok(stream
-            .map(move |batch| self.convert(&batch?, &leaves, inside))
+            .map(move |batch| self.convert(&batch?, &leaves, layout, inside))
             .boxed())
     }
 
@@ -208,6 +214,7 @@ impl BlockRead {
         &self,
         batch: &RecordBatch,
         leaves: &[usize],
+        layout: ValueLayout,
         inside: bool,
     ) -> Result<ColumnBatch, StorageError> {
         let col = |leaf: usize| {
@@ -216,7 +223,16 @@ impl BlockRead {
                 .position(|&l| l == leaf)
                 .map(|i| batch.column(i).clone())
         };
-        let (ids, ts, vals) = (col(0), col(1), col(2));
+        let (ids, ts) = (col(0), col(1));
+        // The value leaves follow the id and timestamp leaves read.
+        let first_value = leaves.iter().position(|&l| l >= 2);
+        let vals = match first_value {
+            Some(i) => Some(Arc::new(Float64Array::new(
+                layout.decode(&batch.columns()[i..])?,
+                None,
+            )) as ArrayRef),
+            None => None,
+        };
         let mut keep: Option<Vec<bool>> = None;
         if !inside {
             let ids = ids.as_ref().expect("decoded").as_primitive::<UInt32Type>();

@@ -13,6 +13,7 @@ pub mod block;
 mod column_scan;
 mod compact;
 pub mod counted;
+mod decimal;
 pub mod durable;
 mod engine;
 mod error;
@@ -50,4 +51,4 @@ pub use scan::{PendingSeries, Scan, SeriesPieces, SeriesRun, Snapshot};
 pub use tenants::Tenants;
 
 /// Format version of the data directory as a whole (`VERSION` file; see `migrations/`).
-pub const DATA_FORMAT_VERSION: u32 = 2;
+pub const DATA_FORMAT_VERSION: u32 = 3;

@@ -21,13 +21,7 @@ use super::read::Piece;
 /// Samples per frame: a short read decodes at most two frames per series.
 const FRAME: usize = 128;
 
-/// 10^e for the exponents a frame may use; every one is exact in an f64.
-const POW10: [f64; 16] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-];
-
-/// Mantissas stay below 2^53 so that `m as f64` is exact and differences cannot overflow.
-const SAFE: f64 = 9_007_199_254_740_992.0;
+use super::decimal::{decimal, exponent, mantissa};
 
 const RAW: u8 = 0;
 const DELTA: u8 = 1;
@@ -140,31 +134,6 @@ impl PackedRun {
             vals.extend_from_slice(&fv[lo..hi]);
         }
     }
-}
-
-/// A value's decimal form `m / 10^e`, exactly as decoding computes it.
-fn decimal(m: i64, e: usize) -> f64 {
-    if e == 0 {
-        m as f64
-    } else {
-        m as f64 / POW10[e]
-    }
-}
-
-/// The mantissa of `v` at exponent `e`, if `decimal` gives back exactly `v`'s bits.
-fn mantissa(v: f64, e: usize) -> Option<i64> {
-    let s = (v * POW10[e]).round();
-    // Also refuses NaN.
-    if s.is_nan() || s.abs() >= SAFE {
-        return None;
-    }
-    let m = s as i64;
-    (decimal(m, e).to_bits() == v.to_bits()).then_some(m)
-}
-
-/// The smallest exponent at which `v` is an exact decimal.
-fn exponent(v: f64) -> Option<usize> {
-    (0..POW10.len()).find(|&e| mantissa(v, e).is_some())
 }
 
 /// Bits needed for `x`.

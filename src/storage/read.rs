@@ -7,7 +7,7 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::array::{BooleanArray, RecordBatch};
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::buffer::ScalarBuffer;
-use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt32Type};
+use datafusion::arrow::datatypes::{Int64Type, UInt32Type};
 use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::{
@@ -24,6 +24,7 @@ use roaring::RoaringBitmap;
 
 use super::StorageError;
 use super::block::LoadedBlock;
+use super::block::values::ValueLayout;
 use super::engine::{Shared, Storage};
 use super::packed::PackedRun;
 use crate::catalog::SeriesId;
@@ -221,9 +222,9 @@ impl Shared {
         let wanted = Arc::new(wanted);
         // A read covering a small part of the block's time (an instant query): rows are
         // filtered on their id and timestamp before the values are decoded, so a page's
-        // other rows are skipped rather than decoded (values are byte-stream-split, which
-        // skips for free and was a quarter of an uncached instant query's time), and the
-        // batches hold only the rows kept.
+        // other rows are skipped rather than decoded (decoding values was a quarter of an
+        // uncached instant query's time: byte-stream-split values skip for free, packed
+        // mantissas are unpacked but not scaled), and the batches hold only the rows kept.
         let late = short_read(block, min_t, max_t);
         let parallel = crate::cores::cores();
         let tasks = groups.into_iter().filter_map(|g| {
@@ -368,10 +369,16 @@ impl RowGroupScan {
 
     async fn run(self) -> Result<Vec<(SeriesId, Piece)>, StorageError> {
         let filter = self.late.then(|| self.row_filter());
+        let layout = ValueLayout::of(self.meta.schema())?;
+        let md = self.meta.metadata();
+        let mut leaves = vec![0, 1];
+        leaves.extend(layout.leaves(md.row_group(self.group)));
+        let mask = ProjectionMask::leaves(md.file_metadata().schema_descr(), leaves);
         #[allow(deprecated)]
         let reader = ParquetObjectReader::new(self.store, self.block.path.samples());
         let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.meta)
             .with_row_groups(vec![self.group])
+            .with_projection(mask)
             .with_batch_size(64 * 1024);
         if let Some(f) = filter {
             builder = builder.with_row_filter(f);
@@ -384,7 +391,7 @@ impl RowGroupScan {
         while let Some(batch) = stream.try_next().await? {
             let ids = batch.column(0).as_primitive::<UInt32Type>().values();
             let ts = batch.column(1).as_primitive::<Int64Type>().values();
-            let vs = batch.column(2).as_primitive::<Float64Type>().values();
+            let vs = layout.decode(&batch.columns()[2..])?;
             // Rows are sorted by (series, timestamp): take each series' run as a whole,
             // cut to the time range by binary search, and keep it as slices of the
             // decoded columns.

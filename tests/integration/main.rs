@@ -3,6 +3,7 @@
 mod api;
 mod architecture;
 mod bad_input;
+mod block_format;
 mod catalog_lifecycle;
 mod cluster;
 mod cluster_distributed;

@@ -1,10 +1,10 @@
 use serde::{Deserialize, Serialize};
 
 /// Format version of block files (see `migrations/`): the newest this binary reads and writes.
-/// 2 added `histograms.parquet` and `exemplars.parquet`; a block without either is still
-/// written as 1, so older binaries keep reading float-only blocks, and refuse (rather than
-/// compact away) the files they do not know.
-pub const BLOCK_FORMAT_VERSION: u32 = 2;
+/// 2 added `histograms.parquet` and `exemplars.parquet`; 3 stores `samples.parquet`'s values
+/// as decimal mantissas (`values`), so every block is written as 3 and older binaries
+/// refuse (rather than misread) it. Blocks of 1 and 2 are still read.
+pub const BLOCK_FORMAT_VERSION: u32 = 3;
 
 /// Which WAL flush produced a block, so a restart can tell a finished flush from a torn one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::arrow::array::{
-    BinaryBuilder, Float64Array, Int64Array, RecordBatch, StringBuilder, UInt32Array,
+    BinaryBuilder, Int64Array, RecordBatch, StringBuilder, UInt32Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -17,6 +17,7 @@ use roaring::RoaringBitmap;
 
 use super::meta::{BLOCK_FORMAT_VERSION, BlockMeta, WalSource};
 use super::samples_schema;
+use super::values::{self, ValueRows};
 use crate::model::Labels;
 use crate::storage::StorageError;
 use crate::storage::head::{Ex, Hist};
@@ -55,10 +56,23 @@ fn props(sorting: Option<Vec<SortingColumn>>) -> WriterProperties {
             "quiver.format_version".to_string(),
             BLOCK_FORMAT_VERSION.to_string(),
         )]))
-        // Timestamps are regular: deltas pack to a few bits. Values: byte-stream-split puts
-        // exponent bytes together so zstd finds the redundancy.
+        // Timestamps are regular and mantissas move by a counter's increment: deltas pack
+        // to a few bits. Raw values (and the exemplars' and histograms' `value`):
+        // byte-stream-split puts exponent bytes together so zstd finds the redundancy.
         .set_column_dictionary_enabled(ColumnPath::from("timestamp"), false)
         .set_column_encoding(ColumnPath::from("timestamp"), Encoding::DELTA_BINARY_PACKED)
+        .set_column_dictionary_enabled(ColumnPath::from(values::MANTISSA), false)
+        .set_column_encoding(
+            ColumnPath::from(values::MANTISSA),
+            Encoding::DELTA_BINARY_PACKED,
+        )
+        .set_column_dictionary_enabled(ColumnPath::from(values::RAW), false)
+        .set_column_encoding(ColumnPath::from(values::RAW), Encoding::BYTE_STREAM_SPLIT)
+        // Nothing filters on values: statistics per row group only (the raw column's null
+        // count tells readers to skip it), not per page in the page index.
+        .set_column_statistics_enabled(ColumnPath::from(values::MANTISSA), EnabledStatistics::Chunk)
+        .set_column_statistics_enabled(ColumnPath::from(values::SCALE), EnabledStatistics::Chunk)
+        .set_column_statistics_enabled(ColumnPath::from(values::RAW), EnabledStatistics::Chunk)
         .set_column_dictionary_enabled(ColumnPath::from("value"), false)
         .set_column_encoding(ColumnPath::from("value"), Encoding::BYTE_STREAM_SPLIT)
         .build()
@@ -106,7 +120,7 @@ pub struct BlockWriter {
     samples: AsyncArrowWriter<BufWriter>,
     ids: Vec<u32>,
     ts: Vec<i64>,
-    vs: Vec<f64>,
+    vs: ValueRows,
     labels: Vec<Labels>,
     /// Histogram rows `(local id, t, histogram)`, written at `finish` (histograms are few
     /// next to floats; a block's are held until then).
@@ -141,7 +155,7 @@ impl BlockWriter {
             samples,
             ids: Vec::new(),
             ts: Vec::new(),
-            vs: Vec::new(),
+            vs: ValueRows::default(),
             labels: Vec::new(),
             hists: Vec::new(),
             exemplars: Vec::new(),
@@ -202,12 +216,13 @@ impl BlockWriter {
             self.max_t = self.max_t.max(l);
         }
         self.n += ts.len() as u64;
+        let encoded = ValueRows::series(vals);
         let mut at = 0;
         while at < ts.len() {
             let take = (WRITE_ROWS - self.ids.len()).min(ts.len() - at);
             self.ids.extend(std::iter::repeat_n(local, take));
             self.ts.extend_from_slice(&ts[at..at + take]);
-            self.vs.extend_from_slice(&vals[at..at + take]);
+            self.vs.extend_from(&encoded, at, take);
             at += take;
             if self.ids.len() >= WRITE_ROWS {
                 self.write_rows().await?;
@@ -263,11 +278,7 @@ impl BlockWriter {
         c?;
         let empty = self.n == 0 && self.hists.is_empty() && self.exemplars.is_empty();
         let meta = BlockMeta {
-            format_version: if self.hists.is_empty() && self.exemplars.is_empty() {
-                1
-            } else {
-                BLOCK_FORMAT_VERSION
-            },
+            format_version: BLOCK_FORMAT_VERSION,
             id: self.path.id.clone(),
             min_t: if empty { 0 } else { self.min_t },
             max_t: if empty { 0 } else { self.max_t },
@@ -393,16 +404,14 @@ fn samples_batch(
     schema: &datafusion::arrow::datatypes::SchemaRef,
     ids: &mut Vec<u32>,
     ts: &mut Vec<i64>,
-    vs: &mut Vec<f64>,
+    vs: &mut ValueRows,
 ) -> Result<RecordBatch, StorageError> {
-    Ok(RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(UInt32Array::from(std::mem::take(ids))),
-            Arc::new(Int64Array::from(std::mem::take(ts))),
-            Arc::new(Float64Array::from(std::mem::take(vs))),
-        ],
-    )?)
+    let mut cols: Vec<datafusion::arrow::array::ArrayRef> = vec![
+        Arc::new(UInt32Array::from(std::mem::take(ids))),
+        Arc::new(Int64Array::from(std::mem::take(ts))),
+    ];
+    cols.extend(vs.take_columns());
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }
 
 #[cfg(test)]
