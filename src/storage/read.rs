@@ -194,6 +194,11 @@ impl Shared {
                 cache.insert((key.0, l), Arc::new(CachedRun(packed)));
             }
             if let Some(p) = run.clip(min_t, max_t) {
+                // A short read keeps a copy of its samples: a slice would hold the whole
+                // series' decoded run until the query ends. A cold instant query over
+                // every series held the whole dataset decoded that way (+600 MB of RSS
+                // for `count({__name__=~".+"})` on the peer dataset).
+                let p = if p.len() * 2 < run.len() { p.own() } else { p };
                 out.push((g, vec![p]));
             }
         }
@@ -306,6 +311,12 @@ impl Piece {
             ts: self.ts.slice(a, b - a),
             vals: self.vals.slice(a, b - a),
         })
+    }
+
+    /// The samples in buffers of their own (a copy), so a slice stops holding the rest of
+    /// the buffers it was cut from.
+    pub fn own(&self) -> Piece {
+        Piece::new(self.ts.to_vec(), self.vals.to_vec())
     }
 
     /// The pieces' samples in one owned piece (one copy; none for a single piece that
@@ -694,6 +705,38 @@ mod tests {
             cache.run_pending_tasks();
             assert_eq!(cache.entry_count() > 0, fills, "cache of {bytes} bytes");
         }
+    }
+
+    /// A cold short read through the cache keeps only the samples it asked for: its
+    /// pieces own their buffers instead of slicing each series' whole decoded run, which
+    /// would stay alive until the query ends.
+    #[tokio::test]
+    async fn short_cold_reads_keep_only_their_samples() {
+        let (_dir, s, cache) = cached_storage(64 << 20).await;
+        let t0 = (s.now_ms() / 7_200_000 - 4) * 7_200_000;
+        write_blocks(&s, sixty_series(t0, |_, k| k as f64)).await;
+        let ids = s.catalog().select(&[Matcher::equal("__name__", "m")]);
+        let end = t0 + 1499 * 2_000;
+        let pending: Vec<_> = s
+            .scan(&ids, end - 10_000, end)
+            .pending_chunks(60)
+            .map(|c| c.unwrap())
+            .concat()
+            .await;
+        assert_eq!(pending.len(), 60);
+        for p in pending {
+            for piece in p.into_pieces().pieces {
+                assert_eq!(piece.len(), 6);
+                assert_eq!(piece.ts.inner().capacity(), 6 * 8, "timestamps");
+                assert_eq!(piece.vals.inner().capacity(), 6 * 8, "values");
+            }
+        }
+        cache.run_pending_tasks();
+        assert_eq!(
+            cache.entry_count(),
+            60,
+            "whole series packed into the cache"
+        );
     }
 
     async fn pruned_reads_equal_full_reads(s: Storage, passes: usize) {
