@@ -67,8 +67,8 @@ REL_TOL = 1e-9
 # mantissa scaled back, or the raw double; migrations/0003_decimal_values.md), so DuckDB
 # pays the same decoding Quiver does; `samples_f` / `series_f` add DuckDB's `filename`
 # column, the only way to tell blocks apart: series ids are block-local.
-VALUE = ("coalesce(value_raw, CASE WHEN value_scale >= 64 THEN value_mantissa * pow(2, value_scale - 64) "
-         "ELSE value_mantissa / pow(10, value_scale) END)")
+VALUE = ("coalesce(value_raw, CASE WHEN value_scale >= 64 THEN (value_mantissa + value_base) * pow(2, value_scale - 64) "
+         "ELSE (value_mantissa + value_base) / pow(10, value_scale) END)")
 DUCKDB_VIEWS = [
     "CREATE VIEW samples AS SELECT series_id, timestamp, " + VALUE + " AS value FROM read_parquet({samples})",
     "CREATE VIEW samples_f AS SELECT series_id, timestamp, " + VALUE + " AS value, filename "

@@ -72,6 +72,7 @@ fn props(sorting: Option<Vec<SortingColumn>>) -> WriterProperties {
         // count tells readers to skip it), not per page in the page index.
         .set_column_statistics_enabled(ColumnPath::from(values::MANTISSA), EnabledStatistics::Chunk)
         .set_column_statistics_enabled(ColumnPath::from(values::SCALE), EnabledStatistics::Chunk)
+        .set_column_statistics_enabled(ColumnPath::from(values::BASE), EnabledStatistics::Chunk)
         .set_column_statistics_enabled(ColumnPath::from(values::RAW), EnabledStatistics::Chunk)
         .set_column_dictionary_enabled(ColumnPath::from("value"), false)
         .set_column_encoding(ColumnPath::from("value"), Encoding::BYTE_STREAM_SPLIT)
@@ -126,6 +127,8 @@ pub struct BlockWriter {
     /// next to floats; a block's are held until then).
     hists: Vec<(u32, i64, Hist)>,
     exemplars: Vec<(u32, Ex)>,
+    /// The last stored mantissa so far: the next series' values continue from it.
+    chain: i64,
     min_t: i64,
     max_t: i64,
     n: u64,
@@ -159,6 +162,7 @@ impl BlockWriter {
             labels: Vec::new(),
             hists: Vec::new(),
             exemplars: Vec::new(),
+            chain: 0,
             min_t: i64::MAX,
             max_t: i64::MIN,
             n: 0,
@@ -216,7 +220,7 @@ impl BlockWriter {
             self.max_t = self.max_t.max(l);
         }
         self.n += ts.len() as u64;
-        let encoded = ValueRows::series(vals);
+        let encoded = ValueRows::series(vals, &mut self.chain);
         let mut at = 0;
         while at < ts.len() {
             let take = (WRITE_ROWS - self.ids.len()).min(ts.len() - at);
