@@ -43,6 +43,13 @@ pub struct PackedRun {
 
 const PAD: usize = 16;
 
+/// The largest packing buffer a thread keeps between runs.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+thread_local! {
+    static PACK_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl PackedRun {
     /// Packs samples sorted by time (`ts` and `vals` of one length).
     pub fn pack(ts: &[i64], vals: &[f64]) -> PackedRun {
@@ -50,18 +57,29 @@ impl PackedRun {
         let frames = ts.len().div_ceil(FRAME);
         let mut firsts = Vec::with_capacity(frames);
         let mut offsets = Vec::with_capacity(frames);
-        // Most frames pack to a fifth of their decoded size or less.
-        let mut bytes = Vec::with_capacity(ts.len() * 3 + PAD);
-        for (t, v) in ts.chunks(FRAME).zip(vals.chunks(FRAME)) {
-            firsts.push(t[0]);
-            offsets.push(bytes.len());
-            pack_frame(t, v, &mut bytes);
-        }
-        bytes.extend_from_slice(&[0; PAD]);
+        // Packed in a buffer kept per thread, then copied into one allocation of the exact
+        // size: a run lives in the cache for long, and shrinking a larger buffer in place
+        // left a free hole behind every cached run, between which the queries' buffers
+        // could not be given back.
+        let bytes = PACK_SCRATCH.with_borrow_mut(|bytes| {
+            bytes.clear();
+            for (t, v) in ts.chunks(FRAME).zip(vals.chunks(FRAME)) {
+                firsts.push(t[0]);
+                offsets.push(bytes.len());
+                pack_frame(t, v, bytes);
+            }
+            bytes.extend_from_slice(&[0; PAD]);
+            let exact: Box<[u8]> = bytes.as_slice().into();
+            // A run of a very long series must not keep its size per thread.
+            if bytes.capacity() > SCRATCH_KEEP {
+                *bytes = Vec::new();
+            }
+            exact
+        });
         PackedRun {
             firsts: firsts.into(),
             offsets: offsets.into(),
-            bytes: bytes.into(),
+            bytes,
             len: ts.len(),
             last: ts.last().copied().unwrap_or(i64::MIN),
         }
