@@ -2,18 +2,19 @@
 //!
 //! Since block format 3 a sample's value is `m ÷ 10^value_scale` (scale 0–15) or
 //! `m × 2^(value_scale − 64)` (scale 65–127), computed in f64, where the mantissa `m` is
-//! `value_mantissa + value_base`; or `value_raw` where `value_mantissa` is null. The writer picks one scale per series (the
-//! decimals that cover all but 1 % of its values; for integers, the power of two every
-//! mantissa shares: byte counts of pages are multiples of 4096) and checks each value
-//! against the very computation readers do, so a value that would not come back bit for
-//! bit (NaN stale markers, infinities, 17-digit floats) is stored raw. Mantissas are
-//! delta-binary-packed: a counter's row costs the bits of its increment, where the
-//! byte-stream-split doubles of formats 1 and 2 cost its whole width. The base, one per
-//! series, chains the series together: each starts where the previous one ended, so the
-//! delta at a series boundary is 0 (a boundary's jump set the bit width of a whole block of
-//! 128 deltas: 5 % of the peer dataset's bytes). Scales and bases repeat per series and
-//! dictionary-encode to almost nothing; the value columns keep statistics per row group only
-//! (nothing filters on them; per page they cost 1.5 % of the file).
+//! `value_mantissa + value_base`; or `value_raw` where `value_mantissa` is null. The writer
+//! picks one scale per series (the decimals that cover all but 1 % of its values; for
+//! integers, the power of two every mantissa shares: byte counts of pages are multiples of
+//! 4096) and checks each value against the very computation readers do, so a value that
+//! would not come back bit for bit (NaN stale markers, infinities, 17-digit floats) is
+//! stored raw. Mantissas are delta-binary-packed: a counter's row costs the bits of its
+//! increment, where the byte-stream-split doubles of formats 1 and 2 cost its whole width.
+//! The base, one per series, chains the series together: each starts where the previous
+//! one ended, so the delta at a series boundary is 0 (a boundary's jump set the bit width
+//! of a whole block of 128 deltas: 4 % of the peer dataset's bytes). Scales and bases
+//! repeat per series and dictionary-encode to almost nothing; the value columns keep
+//! statistics per row group only (nothing filters on them; per page they cost about 0.5 %
+//! of the file).
 //!
 //! Blocks of formats 1 and 2 hold one `value` double column; readers take either
 //! ([`ValueLayout`]).
