@@ -190,24 +190,24 @@ pub(super) async fn query_range(
         let slot = st.admission.query(&access.tenant)?;
         let state = st.clone();
         run_parsed(&st, q, timeout, move |cancel, expr| async move {
-                let _slot = slot;
-                opts.cancel = cancel;
-                // Prometheus refuses these as bad_data before evaluating anything.
-                if let t @ (ValueType::Matrix | ValueType::String) = expr.value_type() {
-                    return Err(ApiError::bad_data(format!(
-                        "invalid parameter \"query\": invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
-                        if t == ValueType::Matrix { "range vector" } else { "string" }
-                    )));
-                }
-                let steps = Steps::new(start, end, step);
-                let (mut v, mut ann) = cached_range(&state, &storage, &access, &p, &expr, opts, steps)
-                    .await
-                    .map_err(ApiError::from_promql)?;
-                partial_data_warning(&storage, &mut ann.warnings);
-                apply_limit(&mut v, limit, &mut ann.warnings);
-                Ok(success_raw(&json::range(&v, steps), &ann.warnings, &ann.infos))
-            })
-            .await
+            let _slot = slot;
+            opts.cancel = cancel;
+            // Prometheus refuses these as bad_data before evaluating anything.
+            if let t @ (ValueType::Matrix | ValueType::String) = expr.value_type() {
+                return Err(ApiError::bad_data(format!(
+                    "invalid parameter \"query\": invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                    if t == ValueType::Matrix { "range vector" } else { "string" }
+                )));
+            }
+            let steps = Steps::new(start, end, step);
+            let (mut v, mut ann) = cached_range(&state, &storage, &access, &p, &expr, opts, steps)
+                .await
+                .map_err(ApiError::from_promql)?;
+            partial_data_warning(&storage, &mut ann.warnings);
+            apply_limit(&mut v, limit, &mut ann.warnings);
+            Ok(success_raw(&json::range(&v, steps), &ann.warnings, &ann.infos))
+        })
+        .await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)

@@ -95,9 +95,7 @@ impl QueryRuntime {
             Err(_) => Err(ApiError::of(&crate::promql::PromqlError::Timeout, None)),
         }
     }
-}
 
-impl QueryRuntime {
     /// Runs `work` on the calling thread, with the same timeout and cancellation as
     /// [`QueryRuntime::run`]: for work so small that the hand-off to a query thread and
     /// back would cost more than it (`inline_query`). A panic unwinds to the router's

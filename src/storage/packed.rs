@@ -15,13 +15,12 @@
 //! packing checks each value against the exact computation decoding does and keeps the
 //! frame raw otherwise (NaN stale markers, -0.0, infinities and 17-digit floats included).
 
+use super::decimal::{decimal, exponent, mantissa};
 #[cfg(test)]
 use super::read::Piece;
 
 /// Samples per frame: a short read decodes at most two frames per series.
 const FRAME: usize = 128;
-
-use super::decimal::{decimal, exponent, mantissa};
 
 const RAW: u8 = 0;
 const DELTA: u8 = 1;
