@@ -9,7 +9,8 @@
 //! - [`sum`]: the compensated (Kahan) sum and the `avg` state.
 //! - [`annotations`]: the annotation sink and every warning and info text.
 //! - [`range_fns`], [`value_fn`]: the range functions over windows and the per-value
-//!   functions and operators.
+//!   functions and operators; [`regression`]: `deriv` and `predict_linear`'s least
+//!   squares, one window or many side by side.
 //! - [`labels`]: label sets functions make (`label_replace`'s target, `absent`'s labels).
 //! - [`args`]: call arguments read alike (parentheses, string literals).
 //! - [`bucket_quantile`]: classic `histogram_quantile` over `le` buckets.
@@ -26,6 +27,7 @@ pub(crate) mod histogram_stats;
 pub(crate) mod labels;
 pub(crate) mod lookback;
 pub(crate) mod range_fns;
+pub(crate) mod regression;
 pub(crate) mod select;
 pub(crate) mod sum;
 pub(crate) mod value_fn;

@@ -1,5 +1,6 @@
 //! Functions over the samples of one window `(end - range, end]`, as Prometheus computes them.
 
+use super::regression::linear_regression;
 use super::sum::kahan_inc;
 
 /// A range function, resolved from its name once per query rather than once per window.
@@ -95,7 +96,7 @@ pub(crate) fn for_each_window(
     vals: &[f64],
     ends: &[i64],
     range_ms: i64,
-    mut keep_going: impl FnMut() -> bool,
+    keep_going: impl FnMut() -> bool,
     mut visit: impl FnMut(usize, &Window),
 ) {
     let resets = if f.counts_resets() {
@@ -103,6 +104,30 @@ pub(crate) fn for_each_window(
     } else {
         None
     };
+    for_each_span(ts, ends, range_ms, keep_going, |i, a, b| {
+        let end = ends[i];
+        let w = Window {
+            ts: &ts[a..b],
+            vals: &vals[a..b],
+            start: end.saturating_sub(range_ms),
+            end,
+            range_ms,
+            no_resets: resets.as_ref().is_none_or(|r| r[b - 1] == r[a]),
+        };
+        visit(i, &w);
+    });
+}
+
+/// Calls `visit(step, a, b)` for every step whose window `(end - range, end]` holds the
+/// samples `ts[a..b]`, `a < b`, until `keep_going` says no: the windows of
+/// [`for_each_window`], as indices (for kernels that take many windows at once).
+pub(crate) fn for_each_span(
+    ts: &[i64],
+    ends: &[i64],
+    range_ms: i64,
+    mut keep_going: impl FnMut() -> bool,
+    mut visit: impl FnMut(usize, usize, usize),
+) {
     let mut windows = Windows::new(ts, range_ms);
     // Windows overlap, so one series can cost steps × window samples: ask `keep_going`
     // (the query's deadline) every ~64k samples visited.
@@ -116,18 +141,9 @@ pub(crate) fn for_each_window(
                 return;
             }
         }
-        if a >= b {
-            continue;
+        if a < b {
+            visit(i, a, b);
         }
-        let w = Window {
-            ts: &ts[a..b],
-            vals: &vals[a..b],
-            start: end.saturating_sub(range_ms),
-            end,
-            range_ms,
-            no_resets: resets.as_ref().is_none_or(|r| r[b - 1] == r[a]),
-        };
-        visit(i, &w);
     }
 }
 
@@ -287,37 +303,6 @@ pub(crate) fn instant_value(w: &Window, is_rate: bool) -> Option<f64> {
         r /= interval as f64 / 1000.0;
     }
     Some(r)
-}
-
-/// Least-squares slope and intercept at `intercept_t`.
-pub(crate) fn linear_regression(ts: &[i64], vals: &[f64], intercept_t: i64) -> (f64, f64) {
-    let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
-        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    let init_y = vals[0];
-    let mut const_y = true;
-    for (i, (&t, &v)) in ts.iter().zip(vals).enumerate() {
-        if const_y && i > 0 && v != init_y {
-            const_y = false;
-        }
-        n += 1.0;
-        let x = (t - intercept_t) as f64 / 1000.0;
-        (sx, cx) = kahan_inc(x, sx, cx);
-        (sy, cy) = kahan_inc(v, sy, cy);
-        (sxy, cxy) = kahan_inc(x * v, sxy, cxy);
-        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
-    }
-    if const_y {
-        if init_y.is_infinite() {
-            return (f64::NAN, f64::NAN);
-        }
-        return (0.0, init_y);
-    }
-    let (sx, sy, sxy, sx2) = (sx + cx, sy + cy, sxy + cxy, sx2 + cx2);
-    let cov = sxy - sx * sy / n;
-    let var = sx2 - sx * sx / n;
-    let slope = cov / var;
-    let intercept = sy / n - slope * sx / n;
-    (slope, intercept)
 }
 
 pub(crate) fn sum(vals: &[f64]) -> f64 {
