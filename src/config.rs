@@ -194,6 +194,11 @@ pub struct ServeArgs {
     /// system (glibc's trim threshold), in bytes; 0 keeps glibc's own
     #[arg(long, env = "QUIVER_ALLOCATOR_TRIM_BYTES", default_value_t = crate::memory::DEFAULT_TRIM_THRESHOLD)]
     pub allocator_trim_bytes: usize,
+    /// Free memory the allocator may keep resident, in bytes: above it, once a second, it
+    /// gives all its free memory back to the system (memory freed between live blocks,
+    /// which the trim threshold does not return); 0 never does
+    #[arg(long, env = "QUIVER_ALLOCATOR_FREE_BUDGET", default_value_t = crate::memory::DEFAULT_FREE_BUDGET)]
+    pub allocator_free_budget: usize,
     /// Deepest PromQL expression accepted (AST levels, bounded from the text before parsing)
     #[arg(long, env = "QUIVER_QUERY_MAX_DEPTH", default_value_t = crate::promql::guard::DEFAULT_MAX_DEPTH)]
     pub query_max_depth: usize,
@@ -479,6 +484,8 @@ pub struct ServeConfig {
     pub samples_cache_bytes: u64,
     /// glibc's trim threshold (0: glibc's own), set when serving starts.
     pub allocator_trim_bytes: usize,
+    /// Resident free memory given back once a second when over it (0: never).
+    pub allocator_free_budget: usize,
     pub auth: crate::auth::AuthConfig,
     pub tls: Option<TlsFiles>,
     pub max_concurrent_queries: usize,
@@ -734,6 +741,7 @@ impl ServeArgs {
                 .unwrap_or(10.0 * self.write_samples_per_second),
             samples_cache_bytes: self.samples_cache_bytes,
             allocator_trim_bytes: self.allocator_trim_bytes,
+            allocator_free_budget: self.allocator_free_budget,
             results_cache: crate::api::CacheConfig {
                 max_bytes: self.results_cache.max_bytes,
                 extent_ms: dur("results-cache-extent", &self.results_cache.extent)?,

@@ -3,7 +3,9 @@
 //! (`quiver_memory_owner_bytes`, `quiver_allocator_bytes`).
 //!
 //! The allocator is glibc's malloc with two settings changed, the trim and mapped-block
-//! thresholds ([`tune_allocator`], `--allocator-trim-bytes`). Measured on this machine
+//! thresholds ([`tune_allocator`], `--allocator-trim-bytes`), and a thread that gives its
+//! free memory back once too much of it is resident ([`spawn_trimmer`],
+//! `--allocator-free-budget`). Measured on this machine
 //! (docs/benchmarks.md, "Memory"): jemalloc as a drop-in had a higher peak RSS at its
 //! default decay and was twice as slow with immediate purging; capping glibc's arenas (8
 //! per core by default) cut the peer benchmark's peak by a quarter but halved remote-write
@@ -107,6 +109,72 @@ pub fn release_free_memory() -> bool {
     false
 }
 
+/// Resident free memory the allocator may keep before [`spawn_trimmer`] gives it back,
+/// unless told otherwise (`--allocator-free-budget`): 48 MiB.
+pub const DEFAULT_FREE_BUDGET: usize = 48 << 20;
+
+/// How often the trimmer looks.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Times the trimmer gave free memory back (`quiver_allocator_trims_total`).
+static TRIMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Times free memory was given back because it was over the budget.
+pub fn trims() -> u64 {
+    TRIMS.load(Ordering::Relaxed)
+}
+
+/// Anonymous resident memory not allocated: what the allocator keeps free, resident
+/// (and the threads' stacks, a few MiB). From `/proc/self/statm` (resident minus
+/// file-backed pages) and the allocator's `allocated`; `None` where either is missing.
+pub fn resident_free() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let mut f = statm.split_whitespace().map(|x| x.parse::<u64>().ok());
+    let (resident, shared) = (f.nth(1)??, f.next()??);
+    // SAFETY: sysconf takes a name and returns a number.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+    let anon = resident.saturating_sub(shared) * page;
+    Some(anon.saturating_sub(allocator_stats()?.allocated))
+}
+
+/// Gives the allocator's free memory back to the kernel when more than `budget` bytes of
+/// it are resident; returns whether it did.
+///
+/// Why: the trim threshold keeps free memory at the top of each arena for the next query,
+/// but most of what a query frees lies between the samples cache's runs, which other
+/// queries allocated in the same arenas; glibc keeps such holes resident until
+/// `malloc_trim`. On the peer benchmark that was ~100–115 MiB of the ~285 MiB peak
+/// (docs/benchmarks.md, "Memory"). Trimming at most once a [`TRIM_EVERY`] bounds what
+/// piles up between two looks, and the next queries fault in only what they use.
+pub fn trim_if_over(budget: usize) -> bool {
+    match resident_free() {
+        Some(free) if free > budget as u64 && release_free_memory() => {
+            TRIMS.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Starts a thread that calls [`trim_if_over`] every second (`budget` 0: none, and
+/// nothing where the allocator cannot trim).
+pub fn spawn_trimmer(budget: usize) {
+    if budget == 0 || resident_free().is_none() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("quiver-trim".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(TRIM_EVERY);
+                trim_if_over(budget);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the allocator trimmer");
+    }
+}
+
 /// Bytes reserved by every query's memory pool in this process now (sorts, aggregations,
 /// folds, SQL scans: the operators that account for their buffers).
 static QUERY_RESERVED: AtomicUsize = AtomicUsize::new(0);
@@ -176,6 +244,34 @@ impl MemoryPool for Counted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Free memory pinned between live allocations (as a query's buffers between the
+    /// samples cache's runs) stays resident until the trimmer gives it back.
+    #[test]
+    fn free_memory_over_the_budget_goes_back() {
+        let Some(start) = resident_free() else {
+            eprintln!("SKIPPED: no mallinfo2 or /proc/self/statm on this target");
+            return;
+        };
+        // 600 holes of 96 KiB (below glibc's initial 128 KiB mapped-block threshold, so
+        // in the arena), each followed by a small block that stays.
+        let mut pins = Vec::new();
+        let mut holes = Vec::new();
+        for i in 0..600u32 {
+            holes.push(std::hint::black_box(vec![i as u8 | 1; 96 << 10]));
+            pins.push(std::hint::black_box(vec![i; 16]));
+        }
+        drop(holes);
+        let before = resident_free().expect("figures");
+        assert!(before >= start + (40 << 20), "{start} → {before}");
+        assert!(!trim_if_over(usize::MAX), "under the budget: nothing to do");
+        let count = trims();
+        assert!(trim_if_over(16 << 20), "{before} resident free");
+        assert_eq!(trims(), count + 1);
+        let after = resident_free().expect("figures");
+        assert!(after < before - (40 << 20), "{before} → {after}");
+        drop(pins);
+    }
 
     #[test]
     fn the_allocator_reports_what_it_holds() {

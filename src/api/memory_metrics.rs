@@ -2,14 +2,16 @@
 //! (`quiver_memory_owner_bytes{owner}`) and what the allocator holds beyond it
 //! (`quiver_allocator_bytes{state}`). The allocator's `allocated` minus the sum of the
 //! owners is memory no owner accounts for (decoders' transient buffers, the runtime,
-//! connection buffers); its `free` is what it keeps for reuse; the rest of
-//! `process_resident_memory_bytes` is code, stacks and mapped files.
+//! connection buffers); its `free` is what it keeps for reuse, `resident_free` the part of
+//! that still resident (`--allocator-free-budget` gives it back once it grows too large:
+//! `quiver_allocator_trims_total`); the rest of `process_resident_memory_bytes` is code,
+//! stacks and mapped files.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use prometheus::{IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntGaugeVec, Opts, Registry};
 
 use super::AppState;
 
@@ -30,6 +32,7 @@ const CATALOG_REFRESH: Duration = Duration::from_secs(60);
 pub(super) struct MemoryMetrics {
     owners: IntGaugeVec,
     allocator: IntGaugeVec,
+    trims: IntCounter,
     catalog: Mutex<Option<(Instant, i64)>>,
 }
 
@@ -48,20 +51,35 @@ impl MemoryMetrics {
             ),
             allocator: vec(
                 "quiver_allocator_bytes",
-                "The allocator's own figures: allocated (asked for and not freed), free (kept in its arenas for reuse; resident unless trimmed, as the end of a start does), mapped (of allocated, large blocks mapped on their own).",
+                "The allocator's own figures: allocated (asked for and not freed), free (kept in its arenas for reuse, resident or given back by a trim), resident_free (anonymous resident memory not allocated: the free memory still resident, and thread stacks), mapped (of allocated, large blocks mapped on their own).",
                 "state",
             ),
+            trims: {
+                let c = IntCounter::new(
+                    "quiver_allocator_trims_total",
+                    "Times the allocator's free memory was given back to the system because more than --allocator-free-budget of it was resident.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
             catalog: Mutex::new(None),
         }
     }
 
     /// Reads the allocator's figures (every role).
     pub(super) fn update_allocator(&self) {
+        let trims = crate::memory::trims();
+        self.trims.inc_by(trims.saturating_sub(self.trims.get()));
         if let Some(s) = crate::memory::allocator_stats() {
             for (state, v) in [
                 ("allocated", s.allocated),
                 ("free", s.free),
                 ("mapped", s.mapped),
+                (
+                    "resident_free",
+                    crate::memory::resident_free().unwrap_or_default(),
+                ),
             ] {
                 self.allocator
                     .with_label_values(&[state])

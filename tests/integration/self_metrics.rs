@@ -104,6 +104,14 @@ async fn metrics_endpoint_is_valid_exposition() {
     assert!(allocator("allocated") >= owned, "{body}");
     assert!(allocator("allocated") >= allocator("mapped"), "{body}");
     assert!(allocator("free") > 0.0, "{body}");
+    // Resident free memory is anonymous memory beyond what is allocated: at least the
+    // threads' stacks, and far below the process's whole resident size.
+    assert!(allocator("resident_free") > 0.0, "{body}");
+    assert!(
+        allocator("resident_free") < value("process_resident_memory_bytes"),
+        "{body}"
+    );
+    assert!(value("quiver_allocator_trims_total") >= 0.0, "{body}");
     // Startup listed the (local) store: its latency is recorded by operation.
     assert!(
         value("quiver_object_store_request_duration_seconds_count{operation=\"list\"}") >= 1.0,
