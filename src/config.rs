@@ -194,7 +194,7 @@ pub struct ServeArgs {
     /// system (glibc's trim threshold), in bytes; 0 keeps glibc's own
     #[arg(long, env = "QUIVER_ALLOCATOR_TRIM_BYTES", default_value_t = crate::memory::DEFAULT_TRIM_THRESHOLD)]
     pub allocator_trim_bytes: usize,
-    /// Free memory the allocator may keep resident, in bytes: above it, once a second, it
+    /// Free memory the allocator may keep resident, in bytes: above it, checked every 10 s, it
     /// gives all its free memory back to the system (memory freed between live blocks,
     /// which the trim threshold does not return); 0 never does
     #[arg(long, env = "QUIVER_ALLOCATOR_FREE_BUDGET", default_value_t = crate::memory::DEFAULT_FREE_BUDGET)]
@@ -484,7 +484,7 @@ pub struct ServeConfig {
     pub samples_cache_bytes: u64,
     /// glibc's trim threshold (0: glibc's own), set when serving starts.
     pub allocator_trim_bytes: usize,
-    /// Resident free memory given back once a second when over it (0: never).
+    /// Resident free memory given back (checked every 10 s) when over it (0: never).
     pub allocator_free_budget: usize,
     pub auth: crate::auth::AuthConfig,
     pub tls: Option<TlsFiles>,

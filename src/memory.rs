@@ -114,7 +114,12 @@ pub fn release_free_memory() -> bool {
 pub const DEFAULT_FREE_BUDGET: usize = 48 << 20;
 
 /// How often the trimmer looks.
-const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+///
+/// Each trim makes the next queries fault in again what they reuse: checked every second,
+/// the peer cells took 1.02–1.03× as long (median cell, `ab.py` both orders) and the peak
+/// did not fall, since a second of queries faults the memory back in. Every 10 s keeps
+/// that cost a tenth as often and still brings an idle server down within 10 s.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Times the trimmer gave free memory back (`quiver_allocator_trims_total`).
 static TRIMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -144,8 +149,7 @@ pub fn resident_free() -> Option<u64> {
 /// but most of what a query frees lies between the samples cache's runs, which other
 /// queries allocated in the same arenas; glibc keeps such holes resident until
 /// `malloc_trim`. On the peer benchmark that was ~100–115 MiB of the ~285 MiB peak
-/// (docs/benchmarks.md, "Memory"). Trimming at most once a [`TRIM_EVERY`] bounds what
-/// piles up between two looks, and the next queries fault in only what they use.
+/// (docs/benchmarks.md, "Memory"). Given back, it costs nothing until a query needs it.
 pub fn trim_if_over(budget: usize) -> bool {
     match resident_free() {
         Some(free) if free > budget as u64 && release_free_memory() => {
@@ -156,7 +160,7 @@ pub fn trim_if_over(budget: usize) -> bool {
     }
 }
 
-/// Starts a thread that calls [`trim_if_over`] every second (`budget` 0: none, and
+/// Starts a thread that calls [`trim_if_over`] every [`TRIM_EVERY`] (`budget` 0: none, and
 /// nothing where the allocator cannot trim).
 pub fn spawn_trimmer(budget: usize) {
     if budget == 0 || resident_free().is_none() {
