@@ -17,7 +17,7 @@ use super::leaf::{Leaf, LeafSource};
 use super::series_ref::LeafSeries;
 use super::{Lowered, PlanCtx, rows};
 use crate::promql::error::PromqlError;
-use crate::promql::kernels::lookback::pick_float;
+use crate::promql::kernels::lookback::{NewestCursor, picked};
 use crate::promql::kernels::select::{at_ms, eval_times, offset_ms};
 use crate::storage::SeriesRun;
 use prost::Message;
@@ -156,8 +156,12 @@ fn select_chunk(sel: &Selection, chunk: &[SeriesRun]) -> DfResult<RecordBatch> {
         let Some(index) = sel.series.row(s.id) else {
             continue;
         };
+        let mut newest = NewestCursor::new(&s.ts);
         for (i, &te) in sel.times.iter().enumerate() {
-            if let Some((t, v)) = pick_float(&s.ts, &s.vals, te, sel.lookback) {
+            if let Some((t, v)) = newest
+                .at(te)
+                .and_then(|j| picked(&s.ts, &s.vals, j, te, sel.lookback))
+            {
                 series.push(index);
                 step.push(i as u32);
                 value.push(if sel.timestamps { t as f64 / 1000.0 } else { v });
