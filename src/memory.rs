@@ -133,13 +133,19 @@ pub fn trims() -> u64 {
 /// (and the threads' stacks, a few MiB). From `/proc/self/statm` (resident minus
 /// file-backed pages) and the allocator's `allocated`; `None` where either is missing.
 pub fn resident_free() -> Option<u64> {
+    resident_free_beside(allocator_stats()?.allocated)
+}
+
+/// [`resident_free`] with the allocator's `allocated` already read (`mallinfo2` walks
+/// every arena under its lock: once per scrape is enough).
+pub fn resident_free_beside(allocated: u64) -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let mut f = statm.split_whitespace().map(|x| x.parse::<u64>().ok());
     let (resident, shared) = (f.nth(1)??, f.next()??);
     // SAFETY: sysconf takes a name and returns a number.
     let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
     let anon = resident.saturating_sub(shared) * page;
-    Some(anon.saturating_sub(allocator_stats()?.allocated))
+    Some(anon.saturating_sub(allocated))
 }
 
 /// Gives the allocator's free memory back to the kernel when more than `budget` bytes of

@@ -78,7 +78,7 @@ impl MemoryMetrics {
                 ("mapped", s.mapped),
                 (
                     "resident_free",
-                    crate::memory::resident_free().unwrap_or_default(),
+                    crate::memory::resident_free_beside(s.allocated).unwrap_or_default(),
                 ),
             ] {
                 self.allocator

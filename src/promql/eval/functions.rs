@@ -449,23 +449,16 @@ impl Engine {
                 }
                 continue;
             }
-            let keep_going = || self.check().is_ok();
-            rf::for_each_window(
+            rf::for_each_value(
                 f,
                 &s.ts,
                 &s.vals,
                 &input.ends,
                 input.range_ms,
-                keep_going,
-                |i, w| {
-                    o.vals[i] = window_value(
-                        f,
-                        w,
-                        p1.get(i).copied().unwrap_or(f64::NAN),
-                        p2.get(i).copied().unwrap_or(f64::NAN),
-                        ctx.steps.at(i),
-                    );
-                },
+                (&p1, &p2),
+                |i| ctx.steps.at(i),
+                || self.check().is_ok(),
+                |i, v| o.vals[i] = Some(v),
             );
             counter_info(s, &o);
             if !o.is_empty() {

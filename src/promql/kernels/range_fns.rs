@@ -1,6 +1,6 @@
 //! Functions over the samples of one window `(end - range, end]`, as Prometheus computes them.
 
-use super::regression::linear_regression;
+use super::regression::{Span, linear_regression, regressions};
 use super::sum::kahan_inc;
 
 /// A range function, resolved from its name once per query rather than once per window.
@@ -473,9 +473,117 @@ pub(crate) fn window_value(f: RangeFn, w: &Window, p1: f64, p2: f64, t: i64) -> 
     }
 }
 
+/// `visit(step, value)` for every step whose window over one series gives `f` a value (as
+/// [`window_value`] over the windows of [`for_each_window`]), until `keep_going` says no.
+/// `p1`/`p2` are the scalar parameters per step (NaN past their end), `time(step)` the
+/// evaluation time. `deriv` and `predict_linear` run their windows side by side
+/// ([`regressions`]: the same bits), handed on every ~64k samples so the deadline still
+/// bounds them. Shared by the evaluator and the range-function and subquery operators.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn for_each_value(
+    f: RangeFn,
+    ts: &[i64],
+    vals: &[f64],
+    ends: &[i64],
+    range_ms: i64,
+    (p1, p2): (&[f64], &[f64]),
+    time: impl Fn(usize) -> i64,
+    keep_going: impl FnMut() -> bool,
+    mut visit: impl FnMut(usize, f64),
+) {
+    let at = |p: &[f64], i: usize| p.get(i).copied().unwrap_or(f64::NAN);
+    if !matches!(f, RangeFn::Deriv | RangeFn::PredictLinear) {
+        for_each_window(f, ts, vals, ends, range_ms, keep_going, |i, w| {
+            if let Some(v) = window_value(f, w, at(p1, i), at(p2, i), time(i)) {
+                visit(i, v);
+            }
+        });
+        return;
+    }
+    let predict = f == RangeFn::PredictLinear;
+    let (mut spans, mut steps, mut out, mut work) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let mut run = |spans: &mut Vec<Span>, steps: &mut Vec<usize>| {
+        out.clear();
+        regressions(ts, vals, spans, &mut out);
+        for (&i, &(slope, intercept)) in steps.iter().zip(&out) {
+            visit(
+                i,
+                if predict {
+                    slope * at(p1, i) + intercept
+                } else {
+                    slope
+                },
+            );
+        }
+        spans.clear();
+        steps.clear();
+    };
+    for_each_span(ts, ends, range_ms, keep_going, |i, a, b| {
+        // One sample has no slope (`window_value` gives none).
+        if b - a < 2 {
+            return;
+        }
+        let intercept_t = if predict { time(i) } else { ts[a] };
+        spans.push(Span { a, b, intercept_t });
+        steps.push(i);
+        work += b - a;
+        if work >= 1 << 16 && spans.len() >= 4 {
+            work = 0;
+            run(&mut spans, &mut steps);
+        }
+    });
+    run(&mut spans, &mut steps);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression windows are computed as the windows are found, not after them all: a
+    /// deadline seen while finding them still bounds the work (before, one long series
+    /// × many steps ran whole after the last look at the deadline).
+    #[test]
+    fn regressions_run_between_looks_at_the_deadline() {
+        let ts: Vec<i64> = (0..100_000).map(|i| i * 1000).collect();
+        let vals: Vec<f64> = (0..100_000).map(|i| (i % 977) as f64).collect();
+        // 31 windows of 70k samples (the last ones fewer).
+        let ends: Vec<i64> = (0..31).map(|k| 70_000_000 + k * 1_000_000).collect();
+        for f in [RangeFn::Deriv, RangeFn::PredictLinear] {
+            let events = std::cell::RefCell::new(Vec::new());
+            for_each_value(
+                f,
+                &ts,
+                &vals,
+                &ends,
+                70_000_000,
+                (&[600.0; 31], &[]),
+                |i| ends[i],
+                || {
+                    events.borrow_mut().push('k');
+                    true
+                },
+                |i, v| {
+                    let a = ts.partition_point(|&t| t <= ends[i] - 70_000_000);
+                    let b = ts.partition_point(|&t| t <= ends[i]);
+                    let w = Window {
+                        ts: &ts[a..b],
+                        vals: &vals[a..b],
+                        start: 0,
+                        end: ends[i],
+                        range_ms: 70_000_000,
+                        no_resets: false,
+                    };
+                    let want = window_value(f, &w, 600.0, f64::NAN, ends[i]);
+                    assert_eq!(Some(v.to_bits()), want.map(f64::to_bits), "{f:?} step {i}");
+                    events.borrow_mut().push('v');
+                },
+            );
+            let e: String = events.into_inner().into_iter().collect();
+            assert_eq!(e.matches('v').count(), 31, "{e}");
+            let after_last_look = e.len() - 1 - e.rfind('k').expect("looked");
+            assert!(after_last_look <= 8, "{f:?}: {e}");
+        }
+    }
 
     #[test]
     fn quantile_interpolates() {

@@ -29,8 +29,7 @@ use crate::promql::kernels::annotations::{Annotator, possible_non_counter};
 use crate::promql::kernels::args::unwrap_paren;
 use crate::promql::kernels::grouping::drop_name;
 use crate::promql::kernels::lookback::without_stale;
-use crate::promql::kernels::range_fns::{self as rf, RangeFn, window_value};
-use crate::promql::kernels::regression::{self, Span};
+use crate::promql::kernels::range_fns::{self as rf, RangeFn};
 use crate::promql::kernels::select::{at_ms, duration_ms, eval_times, offset_ms};
 use crate::storage::SeriesRun;
 use datafusion::common::internal_err;
@@ -252,7 +251,6 @@ pub(super) struct RangeScan {
 
 fn compute_chunk(scan: &RangeScan, series: &[SeriesRun]) -> DfResult<RecordBatch> {
     let (mut series_col, mut step, mut val) = (Vec::new(), Vec::new(), Vec::new());
-    let mut reg = Regressions::default();
     for s in series.iter() {
         let Some(g) = scan.series.row(s.id) else {
             continue;
@@ -264,40 +262,21 @@ fn compute_chunk(scan: &RangeScan, series: &[SeriesRun]) -> DfResult<RecordBatch
             Some((ts, vals)) => (ts, vals),
             None => (&s.ts, &s.vals),
         };
-        if matches!(scan.function, RangeFn::Deriv | RangeFn::PredictLinear) {
-            regressions(
-                scan,
-                g,
-                ts,
-                vals,
-                &mut reg,
-                (&mut series_col, &mut step, &mut val),
-            );
-        } else {
-            rf::for_each_window(
-                scan.function,
-                ts,
-                vals,
-                &scan.ends,
-                scan.range_ms,
-                || scan.cancel.check().is_ok(),
-                |i, w| {
-                    let at = |p: &[f64]| p.get(i).copied().unwrap_or(f64::NAN);
-                    let (p1, p2) = (at(&scan.p1), at(&scan.p2));
-                    if let Some(v) = window_value(
-                        scan.function,
-                        w,
-                        p1,
-                        p2,
-                        scan.times.get(i).copied().unwrap_or(0),
-                    ) {
-                        series_col.push(g);
-                        step.push(i as u32);
-                        val.push(v);
-                    }
-                },
-            );
-        }
+        rf::for_each_value(
+            scan.function,
+            ts,
+            vals,
+            &scan.ends,
+            scan.range_ms,
+            (&scan.p1, &scan.p2),
+            |i| scan.times.get(i).copied().unwrap_or(0),
+            || scan.cancel.check().is_ok(),
+            |i, v| {
+                series_col.push(g);
+                step.push(i as u32);
+                val.push(v);
+            },
+        );
         if val.len() > before {
             scan.notes.gave_float(g);
         }
@@ -305,61 +284,6 @@ fn compute_chunk(scan: &RangeScan, series: &[SeriesRun]) -> DfResult<RecordBatch
     // A cancelled query's windows stopped early: never hand on partial sums.
     scan.cancel.check().map_err(external)?;
     rows(series_col, step, val)
-}
-
-/// Buffers of [`regressions`], kept across a chunk's series.
-#[derive(Default)]
-struct Regressions {
-    spans: Vec<Span>,
-    steps: Vec<usize>,
-    out: Vec<(f64, f64)>,
-}
-
-/// `deriv` and `predict_linear` over every step's window of one series (row `g`), the
-/// windows computed side by side (`kernels::regression`): what `window_value` gives for
-/// each, bit for bit.
-fn regressions(
-    scan: &RangeScan,
-    g: u32,
-    ts: &[i64],
-    vals: &[f64],
-    reg: &mut Regressions,
-    (series_col, step, val): (&mut Vec<u32>, &mut Vec<u32>, &mut Vec<f64>),
-) {
-    let predict = scan.function == RangeFn::PredictLinear;
-    reg.spans.clear();
-    reg.steps.clear();
-    reg.out.clear();
-    rf::for_each_span(
-        ts,
-        &scan.ends,
-        scan.range_ms,
-        || scan.cancel.check().is_ok(),
-        |i, a, b| {
-            // One sample has no slope (`window_value` gives none).
-            if b - a < 2 {
-                return;
-            }
-            let intercept_t = if predict {
-                scan.times.get(i).copied().unwrap_or(0)
-            } else {
-                ts[a]
-            };
-            reg.spans.push(Span { a, b, intercept_t });
-            reg.steps.push(i);
-        },
-    );
-    regression::regressions(ts, vals, &reg.spans, &mut reg.out);
-    for (&i, &(slope, intercept)) in reg.steps.iter().zip(&reg.out) {
-        let v = if predict {
-            slope * scan.p1.get(i).copied().unwrap_or(f64::NAN) + intercept
-        } else {
-            slope
-        };
-        series_col.push(g);
-        step.push(i as u32);
-        val.push(v);
-    }
 }
 
 /// `RangeFnSelect` on the wire (the scan travels in the leaf's envelope).

@@ -22,7 +22,7 @@ use crate::model::Labels;
 use crate::promql::engine::Ctx;
 use crate::promql::error::PromqlError;
 use crate::promql::kernels::grouping::drop_name;
-use crate::promql::kernels::range_fns::{self as rf, RangeFn, window_value};
+use crate::promql::kernels::range_fns::{self as rf, RangeFn};
 use crate::promql::kernels::select::{
     at_ms, duration_ms, eval_times, offset_ms, subquery_grid, subquery_step,
 };
@@ -137,7 +137,6 @@ impl Folder for SubqueryWindow {
 
     fn fold(&self, cells: Vec<((u32, u32), Cell)>) -> DfResult<RecordBatch> {
         let (mut s, mut t, mut v) = (Vec::new(), Vec::new(), Vec::new());
-        let at = |p: &[f64], i: usize| p.get(i).copied().unwrap_or(f64::NAN);
         // Cells come sorted by (series, step): one run per series, in time order.
         let mut i = 0;
         while i < cells.len() {
@@ -152,26 +151,19 @@ impl Folder for SubqueryWindow {
                 }
                 i += 1;
             }
-            rf::for_each_window(
+            rf::for_each_value(
                 self.function,
                 &ts,
                 &vals,
                 &self.ends,
                 self.range_ms,
+                (&self.p1, &self.p2),
+                |k| self.times.get(k).copied().unwrap_or(0),
                 || self.cancel.check().is_ok(),
-                |k, w| {
-                    let (p1, p2) = (at(&self.p1, k), at(&self.p2, k));
-                    if let Some(x) = window_value(
-                        self.function,
-                        w,
-                        p1,
-                        p2,
-                        self.times.get(k).copied().unwrap_or(0),
-                    ) {
-                        s.push(series);
-                        t.push(k as u32);
-                        v.push(x);
-                    }
+                |k, x| {
+                    s.push(series);
+                    t.push(k as u32);
+                    v.push(x);
                 },
             );
             if v.len() > before {
