@@ -173,6 +173,12 @@ pub struct ServeArgs {
     /// or `evaluator` (the step-vector evaluator only)
     #[arg(long, env = "QUIVER_QUERY_ENGINE", value_enum, default_value_t = QueryEngine::Planner)]
     pub query_engine: QueryEngine,
+    /// PromQL expressions whose selections come to less work than this (samples read and
+    /// visited, as the blocks' metadata estimates them) run in the step-vector evaluator,
+    /// which starts faster than a DataFusion plan; 0 runs every expression that lowers as
+    /// a plan
+    #[arg(long, env = "QUIVER_QUERY_EVALUATE_BELOW", default_value_t = crate::promql::EVALUATE_BELOW)]
+    pub query_evaluate_below: usize,
     /// CORS: origins allowed, as a fully anchored regex [default: any origin]
     #[arg(long, env = "QUIVER_CORS_ORIGIN")]
     pub cors_origin: Option<String>,
@@ -463,6 +469,8 @@ pub struct ServeConfig {
     pub query_max_samples: usize,
     /// Run lowered PromQL as DataFusion plans (`--query-engine planner`).
     pub query_planner: bool,
+    /// `--query-evaluate-below`.
+    pub query_evaluate_below: usize,
     pub query_timeout_ms: i64,
     pub query_max_depth: usize,
     pub query_max_length: usize,
@@ -698,6 +706,7 @@ impl ServeArgs {
             json_logs: self.log_format == LogFormat::Json,
             query_max_samples: self.query_max_samples,
             query_planner: self.query_engine == QueryEngine::Planner,
+            query_evaluate_below: self.query_evaluate_below,
             query_timeout_ms: dur("query-timeout", &self.query_timeout)?,
             query_max_depth: self.query_max_depth,
             query_max_length: self.query_max_length,

@@ -130,6 +130,7 @@ pub(crate) fn app_state(
     }
     state.limits.max_samples = cfg.query_max_samples;
     state.limits.query_planner = cfg.query_planner;
+    state.limits.query_evaluate_below = cfg.query_evaluate_below;
     state.limits.query_timeout_ms = cfg.query_timeout_ms as u64;
     state.limits.sql_memory_bytes = cfg.sql_memory_limit;
     state.limits.sql_max_rows = cfg.sql_max_rows;

@@ -89,6 +89,9 @@ pub struct Limits {
     pub remote_read_max_bytes: usize,
     /// PromQL runs lowered expressions as DataFusion plans (`--query-engine`).
     pub query_planner: bool,
+    /// Vector expressions whose leaves do less work than this run in the evaluator
+    /// (`--query-evaluate-below`; `QueryOptions::evaluate_below`).
+    pub query_evaluate_below: usize,
     /// Remote write 2.0 created timestamps become zero samples.
     pub created_zero: bool,
 }
@@ -102,6 +105,7 @@ impl Default for Limits {
             sql_max_rows: 1_000_000,
             remote_read_max_bytes: 32 << 20,
             query_planner: true,
+            query_evaluate_below: 0,
             created_zero: false,
         }
     }

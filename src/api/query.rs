@@ -23,6 +23,7 @@ pub(super) fn options(p: &Params, st: &AppState) -> Result<QueryOptions, ApiErro
     let mut o = QueryOptions {
         max_samples: st.limits.max_samples,
         planner: st.limits.query_planner,
+        evaluate_below: st.limits.query_evaluate_below,
         distribution: st.distribution.clone(),
         ..QueryOptions::default()
     };

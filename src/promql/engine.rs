@@ -32,6 +32,12 @@ pub struct QueryOptions {
     /// the repartitions' tasks and channels and the split aggregations cost more than the
     /// second core saves. 0: every plan runs in `partitions`.
     pub serial_below: usize,
+    /// Vector expressions whose leaves come to less work than this (the same estimate as
+    /// `serial_below`) run in the step-vector evaluator instead of as DataFusion plans:
+    /// planning and starting a plan costs a fixed ~0.5 ms and touches much more code than
+    /// the evaluator's loop over a few hundred series (docs/benchmarks.md, "Session 27").
+    /// 0: every expression that lowers runs as a plan (the tests of the planner).
+    pub evaluate_below: usize,
     /// Deadline and cancellation of this query.
     pub cancel: super::Cancel,
     /// Run the expressions that lower to DataFusion plans as plans (`false`: the
@@ -50,6 +56,9 @@ pub struct QueryOptions {
 /// stays parallel (docs/benchmarks.md, "Session 23").
 pub const SERIAL_BELOW: usize = 100_000;
 
+/// The server's default [`QueryOptions::evaluate_below`] (`--query-evaluate-below`).
+pub const EVALUATE_BELOW: usize = 200_000;
+
 impl Default for QueryOptions {
     fn default() -> Self {
         QueryOptions {
@@ -59,6 +68,7 @@ impl Default for QueryOptions {
             memory_limit_bytes: 1 << 30,
             partitions: crate::cores::cores(),
             serial_below: SERIAL_BELOW,
+            evaluate_below: 0,
             cancel: super::Cancel::default(),
             planner: true,
             roundtrip_plans: false,
@@ -78,6 +88,10 @@ pub(crate) struct Ctx {
     pub is_range: bool,
     /// The query's step in ms (0 for instant queries), for `step()`.
     pub query_step: i64,
+    /// The planner found this subtree too small to plan
+    /// ([`QueryOptions::evaluate_below`]): the evaluator runs all of it, without offering
+    /// its nodes to the planner again.
+    pub evaluate: bool,
 }
 
 /// Evaluates PromQL against a storage.
@@ -254,6 +268,7 @@ impl Engine {
             lookback: self.opts.lookback_ms,
             is_range: false,
             query_step: 0,
+            evaluate: false,
         };
         let v = match expr {
             // A range vector at the top of an instant query returns raw samples.
@@ -307,21 +322,33 @@ impl Engine {
             lookback: self.opts.lookback_ms,
             is_range: true,
             query_step: step,
+            evaluate: false,
         };
         self.eval(expr, ctx).await
     }
 
     /// `expr` run as a DataFusion plan, when the planner is on, `expr` is an instant
-    /// vector and every node in it has a lowering.
+    /// vector, every node in it has a lowering and its leaves do enough work to be worth a
+    /// plan; when they do not, `ctx` says so, and the evaluator runs the whole subtree.
     pub(crate) async fn planned_vector(
         &self,
         expr: &Expr,
-        ctx: Ctx,
+        ctx: &mut Ctx,
     ) -> Result<Option<Value>, PromqlError> {
-        if !self.opts.planner || expr.value_type() != parser::value::ValueType::Vector {
+        if !self.opts.planner
+            || ctx.evaluate
+            || expr.value_type() != parser::value::ValueType::Vector
+        {
             return Ok(None);
         }
-        self.planned(expr, ctx).await
+        match self.planned(expr, *ctx).await? {
+            super::plan::Planned::Ran(v) => Ok(Some(v)),
+            super::plan::Planned::Declined => Ok(None),
+            super::plan::Planned::Small => {
+                ctx.evaluate = true;
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -423,5 +450,6 @@ fn explain_ctx(e: &Engine, start: i64, end: i64, step: i64) -> Ctx {
         lookback: e.opts.lookback_ms,
         is_range: start != end,
         query_step: if start == end { 0 } else { step },
+        evaluate: false,
     }
 }

@@ -22,7 +22,7 @@ pub(crate) mod scope;
 pub mod value;
 
 pub use cancel::Cancel;
-pub use engine::{Engine, QueryOptions};
+pub use engine::{EVALUATE_BELOW, Engine, QueryOptions};
 pub use error::PromqlError;
 pub use kernels::annotations::Annotations;
 pub use kernels::select::matcher_sets as selector_matchers;

@@ -237,6 +237,7 @@ mod tests {
             lookback: 300_000,
             is_range: true,
             query_step: 60_000,
+            evaluate: false,
         };
         let lowered = ea.lower(&Engine::parse(q).unwrap(), ctx).unwrap().unwrap();
         let session = ea.session().unwrap();

@@ -207,6 +207,10 @@ async fn explain_against_a_server_shows_its_plan() {
     };
     let (ok, text) = remote(&[]);
     assert!(ok, "{text}");
+    // A query this small runs in the evaluator on a server with the defaults, and
+    // explain says so (`--query-evaluate-below 0` plans it: below).
+    let evaluated = "a query runs this in the step-vector evaluator";
+    assert!(text.contains(evaluated), "{text}");
     // The server plans with its own partitions: compare the operators, not the counts.
     let ops = |t: &str| -> Vec<String> {
         t.lines()
@@ -229,6 +233,27 @@ async fn explain_against_a_server_shows_its_plan() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad_data"), "{err}");
+    drop(server);
+    let planning = Server::start(&dir, &["--query-evaluate-below", "0"], &[]).await;
+    let out = Command::new(BIN)
+        .args([
+            "explain",
+            "--url",
+            &planning.url,
+            "--end",
+            &end,
+            "--step",
+            "60s",
+            q,
+        ])
+        .output()
+        .unwrap();
+    let planned = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && planned.contains("AggregateExec"),
+        "{planned}"
+    );
+    assert!(!planned.contains(evaluated), "{planned}");
 }
 
 /// docs/operations.md carries `quiver serve --help` verbatim, so the configuration

@@ -43,7 +43,7 @@ impl Engine {
         // Group membership is static: labels do not change across steps.
         let mut group_of: Vec<usize> = Vec::with_capacity(input.len());
         let mut groups: Vec<Labels> = Vec::new();
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut index = crate::model::hashing::map::<Labels, usize>(0);
         for s in &input {
             let g = group_labels(&s.labels, &a.modifier);
             let id = *index.entry(g.clone()).or_insert_with(|| {
@@ -57,6 +57,8 @@ impl Engine {
             AggOp::TopK | AggOp::BottomK => {
                 let k = scalar_param("k")?;
                 let mut selected: Vec<Vec<bool>> = vec![vec![false; n]; input.len()];
+                // Each group's members at a step, the vectors kept from step to step.
+                let mut per_group: Vec<Vec<(f64, usize)>> = vec![Vec::new(); groups.len()];
                 for i in 0..n {
                     let kk = k[i];
                     if kk.is_nan() {
@@ -65,21 +67,21 @@ impl Engine {
                     if keep_count(false, kk, 1) == 0 {
                         continue;
                     }
-                    let mut per_group: HashMap<usize, Vec<(f64, usize)>> = HashMap::new();
                     for (si, s) in input.iter().enumerate() {
                         if let Some(v) = s.vals[i] {
-                            per_group.entry(group_of[si]).or_default().push((v, si));
+                            per_group[group_of[si]].push((v, si));
                         } else if s.hist(i).is_some() {
                             self.info(format!("ignored histogram in {op} aggregation"));
                         }
                     }
-                    for (_, mut members) in per_group {
+                    for members in per_group.iter_mut().filter(|m| !m.is_empty()) {
                         let top = op == AggOp::TopK;
-                        rank_by_value(&mut members, |m| m.0, top);
+                        rank_by_value(members, |m| m.0, top);
                         let take = keep_count(false, kk, members.len());
-                        for (_, si) in members.into_iter().take(take) {
+                        for &(_, si) in members.iter().take(take) {
                             selected[si][i] = true;
                         }
+                        members.clear();
                     }
                 }
                 let mut out = Vec::new();
@@ -119,16 +121,17 @@ impl Engine {
                 let mut order: Vec<usize> = (0..input.len()).collect();
                 order.sort_by(|a, b| input[*a].labels.cmp(&input[*b].labels));
                 let mut keep = vec![vec![false; n]; input.len()];
+                let mut per_group: Vec<Vec<usize>> = vec![Vec::new(); groups.len()];
                 for i in 0..n {
-                    let mut per_group: HashMap<usize, Vec<usize>> = HashMap::new();
                     for &si in order.iter().filter(|&&si| input[si].has(i)) {
-                        per_group.entry(group_of[si]).or_default().push(si);
+                        per_group[group_of[si]].push(si);
                     }
-                    for members in per_group.into_values() {
+                    for members in per_group.iter_mut().filter(|m| !m.is_empty()) {
                         let take = keep_count(true, k[i], members.len());
-                        for si in members.into_iter().take(take) {
+                        for &si in members.iter().take(take) {
                             keep[si][i] = true;
                         }
+                        members.clear();
                     }
                 }
                 let out = input

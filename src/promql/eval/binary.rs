@@ -221,8 +221,11 @@ fn set_op(
 }
 
 /// A match group and the result labels produced for it at one step.
-type SeenKey<'a> = (&'a [(String, String)], Labels);
-
+/// Vector/vector matching over all steps. Each series' signature is hashed once and
+/// becomes a small id, and each matched pair's result series is found once: the per-step
+/// work is array lookups, not hashing label strings (which was most of a range query's
+/// time here). The checks still run per step, as Prometheus's do, so each error is raised
+/// at the same data as there.
 fn vector_vector(
     e: &Engine,
     op: BinOp,
@@ -247,54 +250,75 @@ fn vector_vector(
         _ => vec![],
     };
     let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
-    let many_sig: Vec<_> = many
+    // Signatures as ids: equal signatures, equal ids.
+    let mut sig_ids = crate::model::hashing::map(one.len());
+    let mut sigs: Vec<Vec<(String, String)>> = Vec::new();
+    let mut id_of = |labels: &Labels| -> usize {
+        let sig = signature(labels, matching);
+        *sig_ids.entry(sig.clone()).or_insert_with(|| {
+            sigs.push(sig);
+            sigs.len() - 1
+        })
+    };
+    let one_sig: Vec<usize> = one.iter().map(|s| id_of(&s.labels)).collect();
+    // A many-side signature no one-side series has never matches.
+    let many_sig: Vec<Option<usize>> = many
         .iter()
-        .map(|s| signature(&s.labels, matching))
+        .map(|s| {
+            let sig = signature(&s.labels, matching);
+            sig_ids.get(&sig).copied()
+        })
         .collect();
-    let one_sig: Vec<_> = one.iter().map(|s| signature(&s.labels, matching)).collect();
     let drop = !op.is_comparison() || return_bool;
 
-    // Result labels per (many, one) pair, computed lazily and cached.
-    let mut result_labels: HashMap<(usize, usize), Labels> = HashMap::new();
-    let mut out: HashMap<Labels, Series> = HashMap::new();
-    let mut order: Vec<Labels> = Vec::new();
-    let mut by_sig: HashMap<&[(String, String)], usize> = HashMap::new();
+    // The result series of each (many, one) pair, found once; results by labels.
+    let mut pair_out = crate::model::hashing::map::<(usize, usize), usize>(many.len());
+    let mut out_of = crate::model::hashing::map::<Labels, usize>(many.len());
+    let mut outs: Vec<Series> = Vec::new();
+    // Per step: the one-side series of each signature, and the signatures (one to one) or
+    // (signature, result) pairs (many to one) matched so far; a slot is this step's when
+    // it holds the step's number.
+    const NONE: usize = usize::MAX;
+    let mut by_sig: Vec<(usize, usize)> = vec![(NONE, 0); sigs.len()];
+    let mut seen_sig: Vec<usize> = vec![NONE; sigs.len()];
+    let mut seen_many = crate::model::hashing::set::<(usize, usize)>(0);
     for i in 0..n {
-        by_sig.clear();
         for (oi, s) in one.iter().enumerate() {
             if !s.has(i) {
                 continue;
             }
-            if let Some(prev) = by_sig.insert(&one_sig[oi], oi) {
+            let slot = &mut by_sig[one_sig[oi]];
+            if slot.0 == i {
+                let (prev, sig) = (slot.1, one_sig[oi]);
                 let side = if swapped { "left" } else { "right" };
                 return Err(PromqlError::exec(format!(
                     "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                    fmt_sig(&one_sig[oi]),
+                    fmt_sig(&sigs[sig]),
                     s.labels,
                     one[prev].labels
                 )));
             }
+            *slot = (i, oi);
         }
-        // Which result labels were produced at this step, per match group (for the errors).
-        let mut seen_one_to_one: HashMap<&[(String, String)], ()> = HashMap::new();
-        let mut seen_many: std::collections::HashSet<SeenKey> = Default::default();
+        seen_many.clear();
         for (mi, s) in many.iter().enumerate() {
             let Some(mv) = operand(s, i) else { continue };
-            let Some(&oi) = by_sig.get(many_sig[mi].as_slice()) else {
+            let Some(sig) = many_sig[mi] else { continue };
+            let (at, oi) = by_sig[sig];
+            if at != i {
                 continue;
-            };
+            }
             let Some(ov) = operand(&one[oi], i) else {
                 continue;
             };
             // Prometheus reports ambiguous one-to-one matches even for samples a filter drops.
-            if one_to_one
-                && seen_one_to_one
-                    .insert(many_sig[mi].as_slice(), ())
-                    .is_some()
-            {
-                return Err(PromqlError::exec(
-                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
-                ));
+            if one_to_one {
+                if seen_sig[sig] == i {
+                    return Err(PromqlError::exec(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                    ));
+                }
+                seen_sig[sig] = i;
             }
             let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
             let val = match (lv, rv) {
@@ -313,28 +337,26 @@ fn vector_vector(
                     None => continue,
                 },
             };
-            let labels = result_labels
-                .entry((mi, oi))
-                .or_insert_with(|| {
-                    result_metric(
-                        &s.labels,
-                        &one[oi].labels,
-                        drop,
-                        one_to_one,
-                        matching,
-                        &include,
-                    )
+            let o = *pair_out.entry((mi, oi)).or_insert_with(|| {
+                let labels = result_metric(
+                    &s.labels,
+                    &one[oi].labels,
+                    drop,
+                    one_to_one,
+                    matching,
+                    &include,
+                );
+                *out_of.entry(labels.clone()).or_insert_with(|| {
+                    outs.push(Series::new(labels, n));
+                    outs.len() - 1
                 })
-                .clone();
-            if !one_to_one && !seen_many.insert((many_sig[mi].as_slice(), labels.clone())) {
+            });
+            if !one_to_one && !seen_many.insert((sig, o)) {
                 return Err(PromqlError::exec(
                     "multiple matches for labels: grouping labels must ensure unique results",
                 ));
             }
-            let entry = out.entry(labels.clone()).or_insert_with(|| {
-                order.push(labels.clone());
-                Series::new(labels.clone(), n)
-            });
+            let entry = &mut outs[o];
             if entry.has(i) {
                 return Err(PromqlError::exec(
                     "vector cannot contain metrics with the same labelset",
@@ -346,7 +368,7 @@ fn vector_vector(
             }
         }
     }
-    Ok(order.into_iter().filter_map(|l| out.remove(&l)).collect())
+    Ok(outs)
 }
 
 /// `s` with only the steps `kept` keeps (floats and histograms alike).

@@ -72,7 +72,7 @@ impl Engine {
     fn eval_node<'a>(
         &'a self,
         expr: &'a Expr,
-        ctx: Ctx,
+        mut ctx: Ctx,
     ) -> BoxFuture<'a, Result<Value, PromqlError>> {
         Box::pin(async move {
             let n = ctx.steps.len();
@@ -81,7 +81,7 @@ impl Engine {
                 Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
                 Expr::Paren(p) => self.eval(&p.expr, ctx).await,
                 Expr::Unary(u) => {
-                    if let Some(v) = self.planned_vector(expr, ctx).await? {
+                    if let Some(v) = self.planned_vector(expr, &mut ctx).await? {
                         return Ok(v);
                     }
                     match self.eval(&u.expr, ctx).await? {
@@ -104,19 +104,19 @@ impl Engine {
                     "range vector must be passed to a function or be the top of an instant query",
                 )),
                 Expr::Call(call) => {
-                    if let Some(v) = self.planned_vector(expr, ctx).await? {
+                    if let Some(v) = self.planned_vector(expr, &mut ctx).await? {
                         return Ok(v);
                     }
                     self.call(call, ctx).await
                 }
                 Expr::Aggregate(a) => {
-                    if let Some(v) = self.planned_vector(expr, ctx).await? {
+                    if let Some(v) = self.planned_vector(expr, &mut ctx).await? {
                         return Ok(v);
                     }
                     self.aggregate(a, ctx).await
                 }
                 Expr::Binary(b) => {
-                    if let Some(v) = self.planned_vector(expr, ctx).await? {
+                    if let Some(v) = self.planned_vector(expr, &mut ctx).await? {
                         return Ok(v);
                     }
                     self.binary(b, ctx).await

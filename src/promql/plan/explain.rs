@@ -205,7 +205,15 @@ impl Engine {
             ms: ms(t),
         });
         let logical = optimized.display_indent().to_string();
-        let mut text = format!("logical plan:\n{logical}\n\nphysical plan:\n");
+        let mut text = String::new();
+        if self.too_small_to_plan(&lowered.plan) {
+            let below = self.opts.evaluate_below;
+            text.push_str(&format!(
+                "a query runs this in the step-vector evaluator: its leaves' estimated work ({}) is below --query-evaluate-below ({below}); below is the plan it would run\n\n",
+                super::leaf_work(&lowered.plan, below),
+            ));
+        }
+        text.push_str(&format!("logical plan:\n{logical}\n\nphysical plan:\n"));
         let mut run = None;
         let mut result = None;
         if analyze {

@@ -220,15 +220,15 @@ impl Engine {
         Ok(p.declined.lock().take().map(|d| d.to_string()))
     }
 
-    /// Evaluates `expr` as a DataFusion plan when it has one.
-    pub(super) async fn planned(
-        &self,
-        expr: &Expr,
-        ctx: Ctx,
-    ) -> Result<Option<Value>, PromqlError> {
+    /// Evaluates `expr` as a DataFusion plan when it has one and its leaves do at least
+    /// [`QueryOptions::evaluate_below`](crate::promql::QueryOptions::evaluate_below) work.
+    pub(super) async fn planned(&self, expr: &Expr, ctx: Ctx) -> Result<Planned, PromqlError> {
         let Some(lowered) = self.lower(expr, ctx)? else {
-            return Ok(None);
+            return Ok(Planned::Declined);
         };
+        if self.too_small_to_plan(&lowered.plan) {
+            return Ok(Planned::Small);
+        }
         // Counted once lowered: a plan that then fails (a limit, a per-step PromQL error)
         // still ran as a plan.
         self.count_planned();
@@ -237,7 +237,14 @@ impl Engine {
         let batches = self.run_plan(&lowered.plan).await?;
         let mut out = assemble(&lowered.series, n, &batches)?;
         value_order(expr, &mut out);
-        Ok(Some(Value::Vector(out)))
+        Ok(Planned::Ran(Value::Vector(out)))
+    }
+
+    /// Whether the leaves of `plan` do less work than
+    /// [`QueryOptions::evaluate_below`](crate::promql::QueryOptions::evaluate_below).
+    pub(super) fn too_small_to_plan(&self, plan: &LogicalPlan) -> bool {
+        let below = self.opts.evaluate_below;
+        below > 0 && leaf_work(plan, below) < below
     }
 
     /// [`Engine::session_with`] the engine's partitions, whatever the plan.
@@ -262,19 +269,7 @@ impl Engine {
         if parallel == 1 || below == 0 {
             return parallel;
         }
-        let mut work = 0usize;
-        let _ = plan.apply(|node| {
-            if let LogicalPlan::Extension(e) = node
-                && let Some(leaf) = e.node.as_any().downcast_ref::<leaf::Leaf>()
-            {
-                work = work.saturating_add(leaf.work(below));
-            }
-            Ok(if work >= below {
-                TreeNodeRecursion::Stop
-            } else {
-                TreeNodeRecursion::Continue
-            })
-        });
+        let work = leaf_work(plan, below);
         if work < below { 1 } else { parallel }
     }
 
@@ -305,6 +300,35 @@ impl Engine {
             .build();
         Ok(SessionContext::new_with_state(state))
     }
+}
+
+/// The work of the leaves of `plan` (`Leaf::work`), counted until it reaches `cap`.
+fn leaf_work(plan: &LogicalPlan, cap: usize) -> usize {
+    let mut work = 0usize;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::Extension(e) = node
+            && let Some(leaf) = e.node.as_any().downcast_ref::<leaf::Leaf>()
+        {
+            work = work.saturating_add(leaf.work(cap));
+        }
+        Ok(if work >= cap {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    work
+}
+
+/// What became of an expression offered to the planner.
+pub(crate) enum Planned {
+    /// It ran as a plan.
+    Ran(Value),
+    /// A node has no lowering: the evaluator runs that node and offers its children.
+    Declined,
+    /// It lowers, but its leaves do too little work to be worth a plan: the evaluator runs
+    /// all of it.
+    Small,
 }
 
 /// The physical optimizer rules a lowered plan needs, in DataFusion's order: join sides
@@ -663,6 +687,62 @@ pub(super) mod tests {
             Err(crate::promql::PromqlError::TooManySamples)
         ));
         assert!(run(two, 2 * n).await.is_ok());
+    }
+
+    /// Below `evaluate_below` an expression runs in the evaluator, all of it; a node the
+    /// planner declines leaves each child to decide by its own work, so one small operand
+    /// does not keep a large one from its plan. The answers are the evaluator's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_expressions_run_in_the_evaluator() {
+        let s = storage().await;
+        let (small, large) = (
+            "sum(http_requests{instance=\"0\",job=\"api\"})",
+            "sum(http_requests)",
+        );
+        let (start, end, step) = (0, 3_000_000, 60_000);
+        let probe = Engine::new(s.clone(), QueryOptions::default());
+        let ctx = super::Ctx {
+            steps: crate::promql::Steps::new(start, end, step),
+            query_start: start,
+            query_end: end,
+            lookback: 300_000,
+            is_range: true,
+            query_step: step,
+            evaluate: false,
+        };
+        let work = |q: &str| {
+            let lowered = probe
+                .lower(&Engine::parse(q).unwrap(), ctx)
+                .unwrap()
+                .unwrap();
+            super::leaf_work(&lowered.plan, usize::MAX)
+        };
+        let (w_small, w_large) = (work(small), work(large));
+        assert!(w_small < w_large, "{w_small} {w_large}");
+        // The root is declined (a scalar operand the plan cannot know), so each operand is
+        // offered on its own.
+        let q = format!("{small} * scalar({large})");
+        let run = |evaluate_below: usize, planner: bool| {
+            let e = Engine::new(
+                s.clone(),
+                QueryOptions {
+                    evaluate_below,
+                    planner,
+                    ..QueryOptions::default()
+                },
+            );
+            let expr = Engine::parse(&q).unwrap();
+            async move {
+                let v = e.range(&expr, start, end, step).await.unwrap();
+                (e.planned_nodes(), format!("{v:?}"))
+            }
+        };
+        let (_, want) = run(0, false).await;
+        for (below, planned) in [(0, 2), (w_small + 1, 1), (w_large + 1, 0)] {
+            let (n, got) = run(below, true).await;
+            assert_eq!(n, planned, "evaluate_below {below}");
+            assert_eq!(got, want, "evaluate_below {below}");
+        }
     }
 
     /// Queries the planner runs whole over [`storage`], each operator at least once.

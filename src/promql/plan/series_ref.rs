@@ -357,6 +357,7 @@ mod tests {
             lookback: opts.lookback_ms,
             is_range: start != end,
             query_step: if start == end { 0 } else { STEP },
+            evaluate: false,
         };
         let lowered = ea.lower(&expr, ctx).unwrap().expect("planned");
         let (sa, sb) = (ea.session().unwrap(), eb.session().unwrap());
@@ -524,6 +525,7 @@ mod tests {
                 lookback: opts.lookback_ms,
                 is_range: true,
                 query_step: STEP,
+                evaluate: false,
             };
             let expr = Engine::parse(q).unwrap();
             let lowered = ea.lower(&expr, ctx).unwrap().unwrap();
