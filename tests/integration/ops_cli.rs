@@ -219,7 +219,7 @@ async fn explain_against_a_server_shows_its_plan() {
             .collect()
     };
     assert_eq!(ops(&text), ops(&local), "{text}\nvs\n{local}");
-    assert!(text.contains("AggregateExec"), "{text}");
+    assert!(text.contains("StepAggExec"), "{text}");
     let (ok, text) = remote(&["--analyze"]);
     assert!(
         ok && text.contains("output_rows=") && text.contains("ran in"),
@@ -250,7 +250,7 @@ async fn explain_against_a_server_shows_its_plan() {
         .unwrap();
     let planned = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && planned.contains("AggregateExec"),
+        out.status.success() && planned.contains("StepAggExec"),
         "{planned}"
     );
     assert!(!planned.contains(evaluated), "{planned}");

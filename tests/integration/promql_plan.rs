@@ -138,11 +138,8 @@ async fn explain_shows_a_parallel_datafusion_plan() {
     );
     assert!(plan.contains("RegroupExec"), "{plan}");
     assert!(plan.contains("partitions=2"), "{plan}");
-    assert!(plan.contains("AggregateExec: mode=Partial"), "{plan}");
-    assert!(
-        plan.contains("AggregateExec: mode=FinalPartitioned"),
-        "{plan}"
-    );
+    assert!(plan.contains("StepAggExec: mode=Partial"), "{plan}");
+    assert!(plan.contains("StepAggExec: mode=Final"), "{plan}");
     assert!(
         plan.contains("RepartitionExec: partitioning=Hash"),
         "{plan}"

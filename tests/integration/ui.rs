@@ -332,7 +332,7 @@ async fn query_page_in_a_real_browser() {
         .await;
     let ops: Vec<(String, String)> = serde_json::from_value(ops).unwrap();
     let names: Vec<&str> = ops.iter().map(|(n, _)| n.as_str()).collect();
-    for op in ["AggregateExec", "RangeFnSelectExec"] {
+    for op in ["StepAggExec", "RangeFnSelectExec"] {
         assert!(names.contains(&op), "{op} not in {names:?}");
     }
     // Every operator shows its rows but DataFusion's `CooperativeExec`, which passes its

@@ -17,6 +17,7 @@ use super::group_fold::{GroupFn, GroupFold};
 use super::keyed::Keyed;
 use super::regroup::Regroup;
 use super::scalar::scalar;
+use super::step_agg::{AggFn, StepAgg};
 use super::top_rows::TopRows;
 use super::unary::Unary;
 use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error, udaf};
@@ -24,6 +25,9 @@ use crate::model::Labels;
 use crate::promql::error::PromqlError;
 use crate::promql::kernels::grouping::Groups;
 use crate::promql::op::AggOp;
+
+/// The aggregation's grouping column: group and step in one u64.
+const GROUP_STEP: &str = "group_step";
 
 /// The aggregations lowered here.
 fn lowered(op: AggOp) -> bool {
@@ -47,6 +51,19 @@ pub(super) fn lower(p: &PlanCtx, a: &AggregateExpr) -> Result<Option<Lowered>, P
         return Ok(None);
     };
     let (map, groups) = grouping(&input.series, a);
+    let grouped = Regroup::plan_node(input.plan, map, groups.len())?;
+    let Some(func) = AggFn::of(op) else {
+        return Ok(None);
+    };
+    let grouped = match StepAgg::plan_node(grouped, func, groups.len(), p.ctx.steps.len())? {
+        Ok(plan) => {
+            return Ok(Some(Lowered {
+                plan,
+                series: groups,
+            }));
+        }
+        Err(grouped) => grouped,
+    };
     let v = col(VALUE);
     let agg = match op {
         AggOp::Sum => udaf::prom_sum().call(vec![v]),
@@ -60,9 +77,21 @@ pub(super) fn lower(p: &PlanCtx, a: &AggregateExpr) -> Result<Option<Lowered>, P
         AggOp::Group => lit(1.0f64),
         _ => col("agg"),
     };
-    let plan = LogicalPlanBuilder::from(Regroup::plan_node(input.plan, map, groups.len())?)
-        .aggregate(vec![col(SERIES), col(STEP)], vec![agg.alias("agg")])
-        .and_then(|b| b.project(vec![col(SERIES), col(STEP), out.alias(VALUE)]))
+    // Grouped by one u64, `(group << 32) | step`, not by the two u32 columns: DataFusion's
+    // hash table for one primitive column hashes and compares a word per row, where two
+    // columns go through its multi-column path (most of a `sum by` over many steps).
+    let u64_of = |c: &str| cast(col(c), DataType::UInt64);
+    let key = (u64_of(SERIES) * lit(1u64 << 32) + u64_of(STEP)).alias(GROUP_STEP);
+    let plan = LogicalPlanBuilder::from(grouped)
+        .project(vec![key, col(VALUE)])
+        .and_then(|b| b.aggregate(vec![col(GROUP_STEP)], vec![agg.alias("agg")]))
+        .and_then(|b| {
+            b.project(vec![
+                cast(col(GROUP_STEP) / lit(1u64 << 32), DataType::UInt32).alias(SERIES),
+                cast(col(GROUP_STEP) % lit(1u64 << 32), DataType::UInt32).alias(STEP),
+                out.alias(VALUE),
+            ])
+        })
         .and_then(|b| b.build())
         .map_err(df_error)?;
     Ok(Some(Lowered {

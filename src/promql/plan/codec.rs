@@ -37,6 +37,7 @@ use super::range_fn::{CounterNotes, RangeScan};
 use super::regroup::Regroup;
 use super::series_ref::LeafSeries;
 use super::set_op::Or;
+use super::step_agg::StepAggExec;
 use super::subquery::SubqueryWindow;
 use super::top_rows::TopRows;
 use super::udaf;
@@ -92,7 +93,7 @@ fn find<T: Copy>(table: &[(&str, T)], name: &str, what: &str) -> DfResult<T> {
 /// One of Quiver's operators, as written.
 #[derive(Clone, PartialEq, Message)]
 struct Node {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5")]
     kind: Option<Kind>,
 }
 
@@ -109,6 +110,9 @@ enum Kind {
     /// `vector(s)`: the operator's own bytes.
     #[prost(bytes = "vec", tag = "4")]
     Constant(Vec<u8>),
+    /// An aggregation by group and step over one input.
+    #[prost(bytes = "vec", tag = "5")]
+    StepAgg(Vec<u8>),
 }
 
 /// A named part and its own bytes.
@@ -274,6 +278,9 @@ impl PhysicalExtensionCodec for PlanCodec {
                 ))
             }
             (Some(Kind::Constant(body)), []) => Ok(Arc::new(ConstantExec::decode(&body)?)),
+            (Some(Kind::StepAgg(body)), [input]) => {
+                Ok(Arc::new(StepAggExec::decode(&body, input.clone())?))
+            }
             (kind, inputs) => internal_err!(
                 "plan node {kind:?} with {} inputs cannot be decoded",
                 inputs.len()
@@ -299,6 +306,8 @@ impl PhysicalExtensionCodec for PlanCodec {
             Kind::Fold(part(e.folder.name(), e.folder.encode()?))
         } else if let Some(e) = node.downcast_ref::<ConstantExec>() {
             Kind::Constant(e.encode())
+        } else if let Some(e) = node.downcast_ref::<StepAggExec>() {
+            Kind::StepAgg(e.encode())
         } else {
             return not_impl_err!("no encoding for {}", node.name());
         };

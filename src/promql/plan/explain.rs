@@ -290,7 +290,7 @@ mod tests {
         }
         let mut names = vec![];
         walk(root, &mut names);
-        assert!(names.iter().any(|n| n == "AggregateExec"), "{names:?}");
+        assert!(names.iter().any(|n| n == "StepAggExec"), "{names:?}");
         for n in &names {
             assert!(plain.text.contains(n.as_str()), "{n} not in {}", plain.text);
         }

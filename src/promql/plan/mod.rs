@@ -13,8 +13,9 @@
 //! range, chunked reads charged to the query's limit), [`vector_select`] and [`range_fn`]
 //! (its two sources: instant selection, a range function of a matrix selector),
 //! [`regroup`] (maps input series to output groups). [`aggregate`] lowers `sum`, `avg`,
-//! `count`, `group`, `min` and `max` onto DataFusion's hash aggregation (partial per
-//! partition, repartitioned by group, final) with Prometheus's arithmetic ([`udaf`]).
+//! `count`, `group`, `min` and `max` onto [`step_agg`] (cells indexed by group and step;
+//! partial per partition, repartitioned by group, final) with Prometheus's arithmetic
+//! ([`udaf`]), or DataFusion's hash aggregation when the cells would be too many.
 //!
 //! A node kind without a lowering yet makes [`Engine::lower`] answer `None`, and the
 //! step-vector evaluator runs that subtree (see `docs/conformance.md`).
@@ -45,6 +46,7 @@ mod report;
 mod scalar;
 pub(crate) mod series_ref;
 mod set_op;
+mod step_agg;
 mod subquery;
 mod top_rows;
 mod udaf;
@@ -495,6 +497,14 @@ impl ExtensionPlanner for PromExtensionPlanner {
         }
         if let Some(n) = node.as_any().downcast_ref::<fold::Fold>() {
             return Ok(Some(n.plan(physical_inputs)?));
+        }
+        if let Some(n) = node.as_any().downcast_ref::<step_agg::StepAgg>() {
+            let repartition = session
+                .config()
+                .options()
+                .optimizer
+                .repartition_aggregations;
+            return Ok(Some(n.plan(physical_inputs, repartition)?));
         }
         Ok(None)
     }

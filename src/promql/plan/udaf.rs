@@ -25,7 +25,7 @@ fn f64s(a: &ArrayRef) -> &datafusion::arrow::array::PrimitiveArray<Float64Type> 
 }
 
 /// One group's running aggregate.
-trait GroupState: Default + std::fmt::Debug + Send + Sync + 'static {
+pub(super) trait GroupState: Default + std::fmt::Debug + Send + Sync + 'static {
     const NAME: &'static str;
     /// Float64 columns of the partial state.
     const STATE_LEN: usize;
@@ -261,7 +261,7 @@ impl<S: GroupState> GroupsAccumulator for Groups<S> {
 }
 
 #[derive(Debug, Default)]
-struct Sum {
+pub(super) struct Sum {
     sum: f64,
     c: f64,
 }
@@ -297,7 +297,7 @@ impl GroupState for Sum {
 }
 
 /// `avg`'s state: the one the evaluator and `avg_over_time` use too.
-type Avg = AvgState;
+pub(super) type Avg = AvgState;
 
 impl GroupState for Avg {
     const NAME: &'static str = "prom_avg";
@@ -347,7 +347,7 @@ impl GroupState for Avg {
 
 /// `max` (`MAX`) or `min`; `None` until a value arrives (NaN in the state is a value).
 #[derive(Debug, Default)]
-struct Extreme<const MAX: bool> {
+pub(super) struct Extreme<const MAX: bool> {
     value: Option<f64>,
 }
 
@@ -383,6 +383,37 @@ impl<const MAX: bool> GroupState for Extreme<MAX> {
             (Some(v), _) => v,
             (None, _) => 0.0,
         }
+    }
+}
+
+/// `count` (and `group`, which answers 1 wherever it counts any): the values seen.
+#[derive(Debug, Default)]
+pub(super) struct Count {
+    n: f64,
+}
+
+impl GroupState for Count {
+    const NAME: &'static str = "prom_count";
+    const STATE_LEN: usize = 1;
+
+    fn add(&mut self, _v: f64) {
+        self.n += 1.0;
+    }
+
+    fn merge_row(
+        &mut self,
+        cols: &[&datafusion::arrow::array::PrimitiveArray<Float64Type>],
+        i: usize,
+    ) {
+        self.n += cols[0].value(i);
+    }
+
+    fn value(&self) -> Option<f64> {
+        Some(self.n)
+    }
+
+    fn state_col(&self, _c: usize) -> f64 {
+        self.n
     }
 }
 
