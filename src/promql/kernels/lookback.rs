@@ -18,6 +18,8 @@ pub(crate) struct NewestCursor<'a> {
     /// Samples at or before the previous time: `ts[..next]`.
     next: usize,
     last: i64,
+    /// How far `next` moved at the previous time.
+    advance: usize,
 }
 
 impl<'a> NewestCursor<'a> {
@@ -26,6 +28,7 @@ impl<'a> NewestCursor<'a> {
             ts,
             next: 0,
             last: i64::MIN,
+            advance: 0,
         }
     }
 
@@ -34,16 +37,29 @@ impl<'a> NewestCursor<'a> {
         let ts = self.ts;
         if te < self.last {
             self.next = ts.partition_point(|&t| t <= te);
+            self.advance = 0;
         } else {
-            // Everything before `lo` is at or before `te`; double the stride until a
-            // sample after `te` bounds the search.
-            let (mut lo, mut stride) = (self.next, 1);
-            while lo + stride <= ts.len() && ts[lo + stride - 1] <= te {
-                lo += stride;
-                stride *= 2;
-            }
-            let hi = (lo + stride - 1).min(ts.len());
-            self.next = lo + ts[lo..hi].partition_point(|&t| t <= te);
+            // Scrapes and steps are regular, so a step mostly moves as far as the one
+            // before: two comparisons confirm it. Otherwise everything before `lo` is at
+            // or before `te`; double the stride until a sample after `te` bounds the search.
+            let guess = self.next + self.advance;
+            let next = if self.advance > 0
+                && guess <= ts.len()
+                && ts[guess - 1] <= te
+                && ts.get(guess).is_none_or(|&t| t > te)
+            {
+                guess
+            } else {
+                let (mut lo, mut stride) = (self.next, 1);
+                while lo + stride <= ts.len() && ts[lo + stride - 1] <= te {
+                    lo += stride;
+                    stride *= 2;
+                }
+                let hi = (lo + stride - 1).min(ts.len());
+                lo + ts[lo..hi].partition_point(|&t| t <= te)
+            };
+            self.advance = next - self.next;
+            self.next = next;
         }
         self.last = te;
         self.next.checked_sub(1)
@@ -104,11 +120,20 @@ mod tests {
             x ^= x << 17;
             x % n
         };
-        for len in [0usize, 1, 2, 7, 100, 5760] {
+        // Irregular samples, and regular ones with a gap now and then (where a step's
+        // advance is the previous step's, then is not).
+        for (len, regular) in [0usize, 1, 2, 7, 100, 5760]
+            .into_iter()
+            .flat_map(|n| [(n, false), (n, true)])
+        {
             let mut t = 1_000_000i64;
             let ts: Vec<i64> = (0..len)
-                .map(|_| {
-                    t += 1 + rand(30_000) as i64;
+                .map(|i| {
+                    t += match (regular, i % 50 == 49) {
+                        (true, false) => 15_000,
+                        (true, true) => 15_000 + rand(100_000) as i64,
+                        (false, _) => 1 + rand(30_000) as i64,
+                    };
                     t
                 })
                 .collect();

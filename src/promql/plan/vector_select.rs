@@ -151,7 +151,14 @@ impl LeafSource for Selection {
 
 /// The rows of one chunk of series.
 fn select_chunk(sel: &Selection, chunk: &[SeriesRun]) -> DfResult<RecordBatch> {
-    let (mut series, mut step, mut value) = (Vec::new(), Vec::new(), Vec::new());
+    // At most a row per series and step, and per sample: room for that up front, not
+    // grown (and copied) while the rows arrive.
+    let bound: usize = chunk.iter().map(|s| s.ts.len().min(sel.times.len())).sum();
+    let (mut series, mut step, mut value) = (
+        Vec::with_capacity(bound),
+        Vec::with_capacity(bound),
+        Vec::with_capacity(bound),
+    );
     for s in chunk {
         let Some(index) = sel.series.row(s.id) else {
             continue;
