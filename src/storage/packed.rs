@@ -127,7 +127,9 @@ impl PackedRun {
         (!ts.is_empty()).then(|| Piece::new(ts, vals))
     }
 
-    /// Appends the samples within `[min_t, max_t]` to `ts` and `vals`.
+    /// Appends the samples within `[min_t, max_t]` to `ts` and `vals`. A frame wholly
+    /// inside the range is decoded straight into them; one across an end, into a scratch
+    /// frame first and then cut.
     pub fn unpack_into(&self, min_t: i64, max_t: i64, ts: &mut Vec<i64>, vals: &mut Vec<f64>) {
         let mut scratch = Scratch {
             ts: [0; FRAME],
@@ -137,14 +139,45 @@ impl PackedRun {
         };
         for f in self.frames(min_t, max_t) {
             let count = FRAME.min(self.len - f * FRAME);
+            // The frame's samples are before the next frame's first (or are the run's last).
+            let inside = self.firsts[f] >= min_t
+                && match self.firsts.get(f + 1) {
+                    Some(&next) => next <= max_t,
+                    None => self.last <= max_t,
+                };
+            let Scratch {
+                ts: st,
+                vals: sv,
+                offs,
+                ms,
+            } = &mut scratch;
+            if inside {
+                let at = ts.len();
+                ts.resize(at + count, 0);
+                vals.resize(at + count, 0.0);
+                let out = (&mut ts[at..], &mut vals[at..]);
+                unpack_frame(
+                    &self.bytes,
+                    self.offsets[f],
+                    self.firsts[f],
+                    count,
+                    out,
+                    offs,
+                    ms,
+                );
+                continue;
+            }
+            let out = (&mut st[..count], &mut sv[..count]);
             unpack_frame(
                 &self.bytes,
                 self.offsets[f],
                 self.firsts[f],
                 count,
-                &mut scratch,
+                out,
+                offs,
+                ms,
             );
-            let (ft, fv) = (&scratch.ts[..count], &scratch.vals[..count]);
+            let (ft, fv) = (&st[..count], &sv[..count]);
             let lo = ft.partition_point(|&t| t < min_t);
             let hi = ft.partition_point(|&t| t <= max_t);
             ts.extend_from_slice(&ft[lo..hi]);
@@ -355,10 +388,18 @@ struct Scratch {
     ms: [i64; FRAME],
 }
 
-/// Decodes one frame of `n` samples into `scratch.ts` and `scratch.vals`.
-fn unpack_frame(bytes: &[u8], start: usize, first: i64, n: usize, scratch: &mut Scratch) {
-    let Scratch { ts, vals, offs, ms } = scratch;
-    let (ts, vals) = (&mut ts[..n], &mut vals[..n]);
+/// Decodes one frame of `n` samples into `out` (two slices of `n`), with `offs` and `ms`
+/// as working space.
+fn unpack_frame(
+    bytes: &[u8],
+    start: usize,
+    first: i64,
+    n: usize,
+    out: (&mut [i64], &mut [f64]),
+    offs: &mut [u64; FRAME],
+    ms: &mut [i64; FRAME],
+) {
+    let (ts, vals) = (&mut out.0[..n], &mut out.1[..n]);
     let [mode, t_w, v_w, exp] = [
         bytes[start],
         bytes[start + 1],
