@@ -118,6 +118,16 @@ impl RowOp for TopRows {
         let step = b.column(1).as_primitive::<UInt32Type>();
         let value = b.column(2).as_primitive::<Float64Type>();
         let key = b.column(3).as_primitive::<UInt32Type>();
+        // One group (`topk(5, x)`, the usual): its heaps by step (`param` has one k a
+        // step), not hashed with the step for every row. Several: by `(key, step)`, which
+        // holds only the cells that occur.
+        let steps = self.param.len();
+        let one_key = key.values().windows(2).all(|w| w[0] == w[1]);
+        let mut by_step: Vec<BinaryHeap<Candidate>> = if one_key {
+            (0..steps).map(|_| BinaryHeap::new()).collect()
+        } else {
+            Vec::new()
+        };
         let mut cells = crate::model::hashing::map::<(u32, u32), BinaryHeap<Candidate>>(0);
         for i in 0..b.num_rows() {
             let t = step.value(i);
@@ -143,7 +153,10 @@ impl RowOp for TopRows {
                     .unwrap_or(u32::MAX),
                 row: i as u32,
             };
-            let heap = cells.entry((key.value(i), t)).or_default();
+            let heap = match by_step.get_mut(t as usize) {
+                Some(heap) => heap,
+                None => cells.entry((key.value(i), t)).or_default(),
+            };
             if heap.len() < k {
                 heap.push(c);
             } else if let Some(mut worst) = heap.peek_mut()
@@ -154,6 +167,7 @@ impl RowOp for TopRows {
         }
         let mut rows: Vec<u32> = cells
             .into_values()
+            .chain(by_step)
             .flat_map(|h| h.into_vec().into_iter().map(|c| c.row))
             .collect();
         if rows.len() == b.num_rows() {
