@@ -19,10 +19,11 @@ async fn sigterm_finishes_in_flight_requests_and_keeps_every_acknowledged_sample
     let (_tmp, dir) = tempdir();
     let mut server = Server::start(&dir, &["--head-flush-interval", "1s"], &[]).await;
     let base = now_ms() - 3_600_000;
-    // Enough history that range queries take a while, so some are in flight at the signal.
+    // Enough history that range queries take a while (tens of milliseconds), so some are
+    // in flight at the signal.
     let client = reqwest::Client::new();
     for chunk in 0..4 {
-        let series = (0..50)
+        let series = (0..300)
             .map(|s| {
                 let l = labels(&[("__name__", "quiver_term_bg"), ("s", &s.to_string())]);
                 (
