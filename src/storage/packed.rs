@@ -151,23 +151,14 @@ impl PackedRun {
                 offs,
                 ms,
             } = &mut scratch;
-            if inside {
-                let at = ts.len();
+            let at = ts.len();
+            let out = if inside {
                 ts.resize(at + count, 0);
                 vals.resize(at + count, 0.0);
-                let out = (&mut ts[at..], &mut vals[at..]);
-                unpack_frame(
-                    &self.bytes,
-                    self.offsets[f],
-                    self.firsts[f],
-                    count,
-                    out,
-                    offs,
-                    ms,
-                );
-                continue;
-            }
-            let out = (&mut st[..count], &mut sv[..count]);
+                (&mut ts[at..], &mut vals[at..])
+            } else {
+                (&mut st[..count], &mut sv[..count])
+            };
             unpack_frame(
                 &self.bytes,
                 self.offsets[f],
@@ -177,6 +168,9 @@ impl PackedRun {
                 offs,
                 ms,
             );
+            if inside {
+                continue;
+            }
             let (ft, fv) = (&st[..count], &sv[..count]);
             let lo = ft.partition_point(|&t| t < min_t);
             let hi = ft.partition_point(|&t| t <= max_t);

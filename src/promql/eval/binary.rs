@@ -220,7 +220,6 @@ fn set_op(
     merge_same_labels(out)
 }
 
-/// A match group and the result labels produced for it at one step.
 /// Vector/vector matching over all steps. Each series' signature is hashed once and
 /// becomes a small id, and each matched pair's result series is found once: the per-step
 /// work is array lookups, not hashing label strings (which was most of a range query's

@@ -29,14 +29,6 @@ use crate::promql::op::AggOp;
 /// The aggregation's grouping column: group and step in one u64.
 const GROUP_STEP: &str = "group_step";
 
-/// The aggregations lowered here.
-fn lowered(op: AggOp) -> bool {
-    matches!(
-        op,
-        AggOp::Sum | AggOp::Avg | AggOp::Count | AggOp::Group | AggOp::Min | AggOp::Max
-    )
-}
-
 pub(super) fn lower(p: &PlanCtx, a: &AggregateExpr) -> Result<Option<Lowered>, PromqlError> {
     let Some(op) = AggOp::of(a.op) else {
         return Ok(None);
@@ -44,7 +36,11 @@ pub(super) fn lower(p: &PlanCtx, a: &AggregateExpr) -> Result<Option<Lowered>, P
     if let Some(f) = GroupFn::of(op) {
         return lower_fold(p, a, f);
     }
-    if a.param.is_some() || !lowered(op) {
+    // The aggregations lowered here: sum, avg, count, group, min, max.
+    let Some(func) = AggFn::of(op) else {
+        return Ok(None);
+    };
+    if a.param.is_some() {
         return Ok(None);
     }
     let Some(input) = p.lower(&a.expr)? else {
@@ -52,9 +48,6 @@ pub(super) fn lower(p: &PlanCtx, a: &AggregateExpr) -> Result<Option<Lowered>, P
     };
     let (map, groups) = grouping(&input.series, a);
     let grouped = Regroup::plan_node(input.plan, map, groups.len())?;
-    let Some(func) = AggFn::of(op) else {
-        return Ok(None);
-    };
     let grouped = match StepAgg::plan_node(grouped, func, groups.len(), p.ctx.steps.len())? {
         Ok(plan) => {
             return Ok(Some(Lowered {

@@ -411,7 +411,10 @@ impl Run {
         mut input: SendableRecordBatchStream,
     ) -> DfResult<RecordBatch> {
         let (groups, steps) = (self.spec.groups as usize, self.spec.steps as usize);
-        // Each group's cells, allocated at its first row.
+        // Each group's cells, allocated at its first row; the row headers at once, charged
+        // like the rows (a plan from another process may name millions of groups).
+        self.reservation
+            .try_grow(groups * std::mem::size_of::<Vec<Option<S>>>())?;
         let mut rows: Vec<Vec<Option<S>>> = (0..groups).map(|_| Vec::new()).collect();
         let row_bytes = steps * std::mem::size_of::<Option<S>>();
         while let Some(b) = input.try_next().await? {
@@ -701,6 +704,22 @@ mod tests {
             let r: DfResult<Vec<RecordBatch>> = e.execute(0, ctx).unwrap().try_collect().await;
             assert!(r.is_err(), "{bad:?}");
         }
+        // The groups' row headers count against the query's pool before anything arrives.
+        let many = Arc::new(Spec {
+            func: AggFn::Sum,
+            groups: MAX_CELLS as u32,
+            steps: 1,
+        });
+        let e = Arc::new(StepAggExec::new(input(&[], 1), many, Mode::Single, false));
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(
+                datafusion::execution::memory_pool::GreedyMemoryPool::new(1 << 20),
+            ))
+            .build_arc()
+            .unwrap();
+        let ctx = Arc::new(TaskContext::default().with_runtime(runtime));
+        let r: DfResult<Vec<RecordBatch>> = e.execute(0, ctx).unwrap().try_collect().await;
+        assert!(r.is_err(), "{MAX_CELLS} groups in a 1 MiB pool");
         let huge = StepAggWire {
             func: 0,
             mode: 0,

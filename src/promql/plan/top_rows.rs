@@ -122,7 +122,8 @@ impl RowOp for TopRows {
         // step), not hashed with the step for every row. Several: by `(key, step)`, which
         // holds only the cells that occur.
         let steps = self.param.len();
-        let one_key = key.values().windows(2).all(|w| w[0] == w[1]);
+        // (Not for a batch with fewer rows than steps: most heaps would stay empty.)
+        let one_key = steps <= b.num_rows() && key.values().windows(2).all(|w| w[0] == w[1]);
         let mut by_step: Vec<BinaryHeap<Candidate>> = if one_key {
             (0..steps).map(|_| BinaryHeap::new()).collect()
         } else {
