@@ -67,6 +67,19 @@ async fn fused_aggregation_matches_the_evaluator() {
             "count((irate(req_total[1m])))",
         ),
         ("sum(deriv(req_total[10m]))", "sum((deriv(req_total[10m])))"),
+        // Groups of one series each: rows mapped, no cells (`AggOne`).
+        (
+            "sum by (job) (count by (job, instance) (req_total))",
+            "sum by (job) (count by (job, instance) ((req_total)))",
+        ),
+        (
+            "sum by (instance) (rate(req_total[5m]))",
+            "sum by (instance) ((rate(req_total[5m])))",
+        ),
+        (
+            "avg without (job) (-req_total)",
+            "avg without (job) ((-req_total))",
+        ),
     ] {
         let engine = Engine::new(s.clone(), opts.clone());
         let got = engine

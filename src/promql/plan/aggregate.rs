@@ -1,7 +1,9 @@
-//! `sum`, `avg`, `count`, `group`, `min` and `max` (with `by`/`without`) as DataFusion
-//! aggregations: the input's series are mapped to their groups ([`Regroup`]), then
-//! DataFusion aggregates per `(group, step)` — partially in every input partition,
-//! repartitioned by group, then finally — with Prometheus's arithmetic ([`super::udaf`]).
+//! `sum`, `avg`, `count`, `group`, `min` and `max` (with `by`/`without`): the input's
+//! series are mapped to their groups ([`Regroup`]) and aggregated per `(group, step)` in
+//! cells ([`StepAgg`]; past its size, DataFusion's aggregation), partially in every input
+//! partition, repartitioned by group, then finally, with Prometheus's arithmetic
+//! ([`super::udaf`]); a grouping that keeps every series apart maps each row instead
+//! ([`AggOne`]).
 //! The groups' label sets are the output series table. `stddev`, `stdvar`, `quantile`,
 //! `topk`, `bottomk` and `limitk` fold each group's samples together ([`GroupFold`]), the
 //! selecting ones after each batch is cut to its candidates ([`TopRows`]).
@@ -11,6 +13,7 @@ use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{LogicalPlanBuilder, cast, col, lit};
 use promql_parser::parser::AggregateExpr;
 
+use super::agg_one::AggOne;
 use super::decline::Decline;
 use super::fold::Fold;
 use super::group_fold::{GroupFn, GroupFold};
@@ -47,7 +50,16 @@ pub(super) fn lower(p: &PlanCtx, a: &AggregateExpr) -> Result<Option<Lowered>, P
         return Ok(None);
     };
     let (map, groups) = grouping(&input.series, a);
-    let grouped = Regroup::plan_node(input.plan, map, groups.len())?;
+    let input = match AggOne::plan_node(input.plan, func, &map, groups.len())? {
+        Ok(plan) => {
+            return Ok(Some(Lowered {
+                plan,
+                series: groups,
+            }));
+        }
+        Err(input) => input,
+    };
+    let grouped = Regroup::plan_node(input, map, groups.len())?;
     let grouped = match StepAgg::plan_node(grouped, func, groups.len(), p.ctx.steps.len())? {
         Ok(plan) => {
             return Ok(Some(Lowered {

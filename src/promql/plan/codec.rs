@@ -25,6 +25,7 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use prost::Message;
 
 use super::absent::Absent;
+use super::agg_one::AggOne;
 use super::constant::ConstantExec;
 use super::fold::{FoldExec, Folder};
 use super::group_fold::GroupFold;
@@ -67,6 +68,7 @@ const SOURCES: &[(&str, DecodeSource)] = &[
 /// Row operators by name.
 const ROW_OPS: &[(&str, Decode<dyn RowOp>)] = &[
     ("Regroup", Regroup::decode),
+    ("AggOne", AggOne::decode),
     ("Keyed", Keyed::decode),
     ("MapValues", MapValues::decode),
     ("Combine", Combine::decode),

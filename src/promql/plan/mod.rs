@@ -21,6 +21,7 @@
 //! step-vector evaluator runs that subtree (see `docs/conformance.md`).
 
 mod absent;
+mod agg_one;
 mod aggregate;
 mod binary;
 mod codec;

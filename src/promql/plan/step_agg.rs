@@ -61,7 +61,7 @@ pub(crate) enum AggFn {
 }
 
 impl AggFn {
-    const ALL: [AggFn; 6] = [
+    pub(super) const ALL: [AggFn; 6] = [
         AggFn::Sum,
         AggFn::Avg,
         AggFn::Min,
@@ -83,7 +83,16 @@ impl AggFn {
         })
     }
 
-    fn name(self) -> &'static str {
+    /// Its place in [`AggFn::ALL`], as written on the wire.
+    pub(super) fn index(self) -> u32 {
+        AggFn::ALL.iter().position(|f| *f == self).unwrap_or(0) as u32
+    }
+
+    pub(super) fn from_index(i: u32) -> Option<AggFn> {
+        AggFn::ALL.get(i as usize).copied()
+    }
+
+    pub(super) fn name(self) -> &'static str {
         match self {
             AggFn::Sum => "sum",
             AggFn::Avg => "avg",
