@@ -172,25 +172,80 @@ pub fn instant(v: &Value, t: i64) -> String {
 
 /// `data` of a range query: a matrix sorted by labels.
 pub fn range(v: &Value, steps: Steps) -> String {
-    let mut s = String::from(r#"{"resultType":"matrix","result":["#);
-    match v {
-        Value::Scalar(x) => {
-            s.push_str(r#"{"metric":{},"values":["#);
-            for (i, v) in x.iter().enumerate() {
-                if i > 0 {
-                    s.push(',');
-                }
-                fmt_point(steps.at(i), *v, &mut s);
+    RangePieces::new(v, steps).collect()
+}
+
+/// The size of the pieces [`RangePieces`] writes: a large answer is written while it is
+/// sent instead of whole first (a 6 h range over 270 series, the peer benchmark's
+/// `http_5xx_share_by_path`, was a 6 MB string grown by doubling and then copied into the
+/// envelope: 13 MiB more resident memory for that query; docs/benchmarks.md, "Session 28").
+pub const PIECE: usize = 64 << 10;
+
+/// `data` of a range query in pieces of about [`PIECE`] bytes (a series is never cut), in
+/// the order [`range`] writes them.
+pub struct RangePieces<V> {
+    v: V,
+    steps: Steps,
+    /// The series to write, sorted by labels.
+    order: Vec<usize>,
+    next: usize,
+    started: bool,
+    done: bool,
+}
+
+impl<V: std::borrow::Borrow<Value>> RangePieces<V> {
+    pub fn new(v: V, steps: Steps) -> Self {
+        let order = match v.borrow() {
+            Value::Vector(series) => {
+                let mut order: Vec<usize> = (0..series.len())
+                    .filter(|&i| !series[i].is_empty())
+                    .collect();
+                order.sort_by(|&a, &b| series[a].labels.cmp(&series[b].labels));
+                order
             }
-            s.push_str("]}");
+            _ => vec![],
+        };
+        RangePieces {
+            v,
+            steps,
+            order,
+            next: 0,
+            started: false,
+            done: false,
         }
-        Value::Vector(series) => {
-            let mut sorted: Vec<_> = series.iter().filter(|x| !x.is_empty()).collect();
-            sorted.sort_by(|a, b| a.labels.cmp(&b.labels));
-            for (k, se) in sorted.iter().enumerate() {
-                if k > 0 {
+    }
+}
+
+impl<V: std::borrow::Borrow<Value>> Iterator for RangePieces<V> {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        if self.done {
+            return None;
+        }
+        let steps = self.steps;
+        let mut s = String::new();
+        if !self.started {
+            self.started = true;
+            s.push_str(r#"{"resultType":"matrix","result":["#);
+            if let Value::Scalar(x) = self.v.borrow() {
+                s.push_str(r#"{"metric":{},"values":["#);
+                for (i, v) in x.iter().enumerate() {
+                    if i > 0 {
+                        s.push(',');
+                    }
+                    fmt_point(steps.at(i), *v, &mut s);
+                }
+                s.push_str("]}");
+            }
+        }
+        if let Value::Vector(series) = self.v.borrow() {
+            while s.len() < PIECE && self.next < self.order.len() {
+                let se = &series[self.order[self.next]];
+                if self.next > 0 {
                     s.push(',');
                 }
+                self.next += 1;
                 s.push_str(r#"{"metric":"#);
                 fmt_labels(&se.labels, &mut s);
                 fmt_points(
@@ -204,10 +259,12 @@ pub fn range(v: &Value, steps: Steps) -> String {
                 s.push('}');
             }
         }
-        _ => {}
+        if self.next == self.order.len() {
+            s.push_str("]}");
+            self.done = true;
+        }
+        Some(s)
     }
-    s.push_str("]}");
-    s
 }
 
 /// A label set as a JSON object.
@@ -252,5 +309,72 @@ mod tests {
         assert_eq!(t(1_435_781_451_000), "1435781451");
         assert_eq!(t(-1500), "-1.500");
         assert_eq!(t(5), "0.005");
+    }
+
+    /// A range answer larger than a piece comes in several, each cut between series and
+    /// at least [`PIECE`] long but the last; together they are the matrix, every series in
+    /// label order with every point (an empty series left out); a small answer, a scalar
+    /// and an empty vector are one piece.
+    #[test]
+    fn range_pieces_join_into_the_matrix() {
+        use crate::model::Labels;
+        use crate::promql::value::Series;
+        let steps = Steps {
+            start: 0,
+            end: 299_000,
+            step: 1_000,
+        };
+        let series: Vec<Series> = (0..400)
+            .rev()
+            .map(|i| {
+                let labels =
+                    Labels::new(vec![("i".to_string(), format!("{i:03}"))]).expect("labels");
+                let mut se = Series::new(labels, 300);
+                if i != 7 {
+                    for k in 0..300 {
+                        se.vals[k] = (k % 3 != 0).then_some(i as f64 + k as f64 / 8.0);
+                    }
+                }
+                se
+            })
+            .collect();
+        let v = Value::Vector(series);
+        let pieces: Vec<String> = RangePieces::new(&v, steps).collect();
+        assert!(pieces.len() > 2, "{} pieces", pieces.len());
+        assert!(pieces[..pieces.len() - 1].iter().all(|p| p.len() >= PIECE));
+        let all: String = pieces.concat();
+        let parsed: serde_json::Value = serde_json::from_str(&all).expect("one JSON value");
+        let result = parsed["result"].as_array().expect("result");
+        assert_eq!(parsed["resultType"], "matrix");
+        assert_eq!(result.len(), 399);
+        for (n, se) in result.iter().enumerate() {
+            let i = if n < 7 { n } else { n + 1 };
+            assert_eq!(se["metric"]["i"], format!("{i:03}"));
+            let values = se["values"].as_array().expect("values");
+            assert_eq!(values.len(), 200);
+            assert_eq!(values[0][1], format!("{}", i as f64 + 0.125));
+        }
+        let small = Value::Vector(vec![]);
+        assert_eq!(
+            RangePieces::new(&small, steps).collect::<Vec<_>>(),
+            vec![r#"{"resultType":"matrix","result":[]}"#.to_string()]
+        );
+        let scalar = Value::Scalar(vec![1.0, 2.0]);
+        let one: Vec<String> = RangePieces::new(
+            &scalar,
+            Steps {
+                start: 0,
+                end: 1_000,
+                step: 1_000,
+            },
+        )
+        .collect();
+        assert_eq!(
+            one,
+            vec![
+                r#"{"resultType":"matrix","result":[{"metric":{},"values":[[0,"1"],[1,"2"]]}]}"#
+                    .to_string()
+            ]
+        );
     }
 }

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 
-use super::envelope::{ApiError, success, success_raw};
+use super::envelope::{ApiError, success, success_pieces, success_raw};
 use super::inline_query;
 use super::json;
 use super::params::Params;
@@ -206,7 +206,11 @@ pub(super) async fn query_range(
                 .map_err(ApiError::from_promql)?;
             partial_data_warning(&storage, &mut ann.warnings);
             apply_limit(&mut v, limit, &mut ann.warnings);
-            Ok(success_raw(&json::range(&v, steps), &ann.warnings, &ann.infos))
+            Ok(success_pieces(
+                json::RangePieces::new(v, steps),
+                &ann.warnings,
+                &ann.infos,
+            ))
         })
         .await
     }

@@ -316,6 +316,74 @@ async fn query_endpoints_answer_like_prometheus() {
     assert!(zipped.len() < plain.len());
 }
 
+/// A range answer of several pieces (`api::json::PIECE`) is sent as it is written
+/// (chunked, no length) and is still one envelope: every series with every point, its
+/// annotations after the data; gzip too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_range_answers_are_sent_in_pieces() {
+    let (_tmp, dir) = tempdir();
+    let server = Server::start(&dir, &[], &[]).await;
+    let t0 = seed(&server.url, now_ms()).await;
+    let last = t0 + 39 * 15_000;
+    // 10,000 steps of 60 ms: each of the 3 counters (with its 5 m lookback) ~250 KB.
+    let start = last - 600_000;
+    let url = format!(
+        "{}/api/v1/query_range?query={}&start={}&end={}&step=0.06",
+        server.url,
+        "quiver_http_requests_total%20or%20rate(quiver_temp%5B5m%5D)",
+        start as f64 / 1000.0,
+        (start + 599_940) as f64 / 1000.0,
+    );
+    let client = reqwest::Client::new();
+    for gzip in [false, true] {
+        let mut req = client.get(&url);
+        if gzip {
+            req = req.header("Accept-Encoding", "gzip");
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers().get("content-length").is_none(),
+            "{:?}",
+            r.headers()
+        );
+        assert_eq!(
+            r.headers()
+                .get("content-encoding")
+                .map(|h| h.to_str().unwrap().to_string()),
+            gzip.then(|| "gzip".to_string())
+        );
+        let body = r.bytes().await.unwrap();
+        let text = if gzip {
+            let mut out = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
+                .unwrap();
+            out
+        } else {
+            String::from_utf8(body.to_vec()).unwrap()
+        };
+        assert!(text.len() > 3 * quiver::api::json::PIECE, "{}", text.len());
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["status"], "success");
+        let result = v["data"]["result"].as_array().unwrap();
+        let names: Vec<String> = result.iter().map(|r| r["metric"].to_string()).collect();
+        assert_eq!(result.len(), 4, "{names:?}");
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        for r in &result[..3] {
+            // From the first sample on, every step within the lookback of the last.
+            let n = r["values"].as_array().unwrap().len();
+            assert!((9_000..=10_000).contains(&n), "{n}");
+        }
+        let infos = v["infos"].as_array().unwrap();
+        assert!(
+            infos[0].as_str().unwrap().contains("quiver_temp"),
+            "{infos:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_is_a_happy_client() {
     if Command::new("promtool").arg("--version").output().is_err() {

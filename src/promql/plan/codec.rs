@@ -39,6 +39,7 @@ use super::regroup::Regroup;
 use super::series_ref::LeafSeries;
 use super::set_op::Or;
 use super::step_agg::StepAggExec;
+use super::step_join::StepJoinExec;
 use super::subquery::SubqueryWindow;
 use super::top_rows::TopRows;
 use super::udaf;
@@ -95,7 +96,7 @@ fn find<T: Copy>(table: &[(&str, T)], name: &str, what: &str) -> DfResult<T> {
 /// One of Quiver's operators, as written.
 #[derive(Clone, PartialEq, Message)]
 struct Node {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6")]
     kind: Option<Kind>,
 }
 
@@ -115,6 +116,10 @@ enum Kind {
     /// An aggregation by group and step over one input.
     #[prost(bytes = "vec", tag = "5")]
     StepAgg(Vec<u8>),
+    /// Vector matching's pairs by one-side series and step, over the many side and the
+    /// one side.
+    #[prost(bytes = "vec", tag = "6")]
+    StepJoin(Vec<u8>),
 }
 
 /// A named part and its own bytes.
@@ -283,6 +288,11 @@ impl PhysicalExtensionCodec for PlanCodec {
             (Some(Kind::StepAgg(body)), [input]) => {
                 Ok(Arc::new(StepAggExec::decode(&body, input.clone())?))
             }
+            (Some(Kind::StepJoin(body)), [many, one]) => Ok(Arc::new(StepJoinExec::decode(
+                &body,
+                many.clone(),
+                one.clone(),
+            )?)),
             (kind, inputs) => internal_err!(
                 "plan node {kind:?} with {} inputs cannot be decoded",
                 inputs.len()
@@ -310,6 +320,8 @@ impl PhysicalExtensionCodec for PlanCodec {
             Kind::Constant(e.encode())
         } else if let Some(e) = node.downcast_ref::<StepAggExec>() {
             Kind::StepAgg(e.encode())
+        } else if let Some(e) = node.downcast_ref::<StepJoinExec>() {
+            Kind::StepJoin(e.encode())
         } else {
             return not_impl_err!("no encoding for {}", node.name());
         };

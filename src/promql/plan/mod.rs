@@ -48,6 +48,7 @@ mod scalar;
 pub(crate) mod series_ref;
 mod set_op;
 mod step_agg;
+mod step_join;
 mod subquery;
 mod top_rows;
 mod udaf;
@@ -497,6 +498,9 @@ impl ExtensionPlanner for PromExtensionPlanner {
             return Ok(Some(n.plan(physical_inputs)?));
         }
         if let Some(n) = node.as_any().downcast_ref::<fold::Fold>() {
+            return Ok(Some(n.plan(physical_inputs)?));
+        }
+        if let Some(n) = node.as_any().downcast_ref::<step_join::StepJoin>() {
             return Ok(Some(n.plan(physical_inputs)?));
         }
         if let Some(n) = node.as_any().downcast_ref::<step_agg::StepAgg>() {

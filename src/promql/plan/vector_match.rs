@@ -3,9 +3,9 @@
 //!
 //! Which series match is a question of labels, so it is answered when the query is
 //! planned: every series of the "many" side gets the id of the one "one"-side series with
-//! its signature as a `key` ([`Keyed`]); DataFusion joins `(key, step)` with the one
-//! side's `(series, step)`; [`Combine`] applies the operator and maps each many-side
-//! series to its result series. Prometheus's matching errors depend on which series have
+//! its signature as a `key` ([`Keyed`]); [`StepJoin`] (or past its size DataFusion's hash
+//! join) pairs `(key, step)` with the one side's `(series, step)`; [`Combine`] applies the
+//! operator and maps each many-side series to its result series. Prometheus's matching errors depend on which series have
 //! a sample at a step; a selection where one could occur (a signature twice on the one
 //! side, or on the many side of a one-to-one match, or two pairs with one result label
 //! set) is left to the evaluator, which raises them exactly where Prometheus does.
@@ -16,13 +16,14 @@ use datafusion::arrow::array::{AsArray, BooleanArray, Float64Array, RecordBatch}
 use datafusion::arrow::datatypes::{Float64Type, SchemaRef};
 use datafusion::common::{Column, JoinType};
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::{LogicalPlanBuilder, col};
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, col};
 use promql_parser::parser::{BinaryExpr, VectorMatchCardinality};
 
 use super::codec::{PlanCodec, decode_wire};
 use super::decline::Decline;
 use super::keyed::{KEY, Keyed};
 use super::regroup::{DROP, filter, map_series};
+use super::step_join::{MANY, ONE, StepJoin};
 use super::unary::{RowOp, Unary};
 use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error, rows_schema, unique};
 use crate::model::Labels;
@@ -105,11 +106,31 @@ pub(super) fn lower(
         return p.decline(Decline::ResultCollision);
     }
     let many_plan = Keyed::plan_node(many.plan, keys, "match group")?;
+    let plan = match StepJoin::plan_node(many_plan, one.plan, one.series.len(), p.ctx.steps.len())?
+    {
+        Ok(plan) => plan,
+        Err((many_plan, one_plan)) => hash_join(many_plan, one_plan)?,
+    };
+    let combine = Combine {
+        op,
+        return_bool,
+        one_on_left: swapped,
+        outputs: Arc::new(outputs),
+    };
+    Ok(Some(Lowered {
+        plan: Unary::plan_node(plan, combine)?,
+        series,
+    }))
+}
+
+/// The pairs of the keyed many side's rows and the one side's on `(key, step)` as
+/// DataFusion's hash join, past [`StepJoin`]'s size.
+fn hash_join(many: LogicalPlan, one: LogicalPlan) -> Result<LogicalPlan, PromqlError> {
     let qualified = |t: &str, c: &str| Column::new(Some(t), c);
-    let plan = LogicalPlanBuilder::from(many_plan)
+    LogicalPlanBuilder::from(many)
         .alias("m")
         .and_then(|m| {
-            let one = LogicalPlanBuilder::from(one.plan).alias("o")?.build()?;
+            let one = LogicalPlanBuilder::from(one).alias("o")?.build()?;
             m.join(
                 one,
                 JoinType::Inner,
@@ -129,22 +150,8 @@ pub(super) fn lower(
             ])
         })
         .and_then(|b| b.build())
-        .map_err(df_error)?;
-    let combine = Combine {
-        op,
-        return_bool,
-        one_on_left: swapped,
-        outputs: Arc::new(outputs),
-    };
-    Ok(Some(Lowered {
-        plan: Unary::plan_node(plan, combine)?,
-        series,
-    }))
+        .map_err(df_error)
 }
-
-/// Columns of a matched pair's values.
-const MANY: &str = "many";
-const ONE: &str = "one";
 
 /// The operator applied to matched pairs, each many-side series mapped to its result.
 pub(crate) struct Combine {
