@@ -205,6 +205,11 @@ pub struct ServeArgs {
     /// which the trim threshold does not return); 0 never does
     #[arg(long, env = "QUIVER_ALLOCATOR_FREE_BUDGET", default_value_t = crate::memory::DEFAULT_FREE_BUDGET)]
     pub allocator_free_budget: usize,
+    /// Keep the executable's code and constant pages resident once touched; by default,
+    /// every 10 s, they are dropped from the process and mapped again from the page cache
+    /// when next used (most were run once, at startup, or only lie near code that runs)
+    #[arg(long, env = "QUIVER_KEEP_UNUSED_CODE")]
+    pub keep_unused_code: bool,
     /// Deepest PromQL expression accepted (AST levels, bounded from the text before parsing)
     #[arg(long, env = "QUIVER_QUERY_MAX_DEPTH", default_value_t = crate::promql::guard::DEFAULT_MAX_DEPTH)]
     pub query_max_depth: usize,
@@ -494,6 +499,8 @@ pub struct ServeConfig {
     pub allocator_trim_bytes: usize,
     /// Resident free memory given back (checked every 10 s) when over it (0: never).
     pub allocator_free_budget: usize,
+    /// Drop the executable's resident code pages every 10 s (`code_pages`).
+    pub release_unused_code: bool,
     pub auth: crate::auth::AuthConfig,
     pub tls: Option<TlsFiles>,
     pub max_concurrent_queries: usize,
@@ -751,6 +758,7 @@ impl ServeArgs {
             samples_cache_bytes: self.samples_cache_bytes,
             allocator_trim_bytes: self.allocator_trim_bytes,
             allocator_free_budget: self.allocator_free_budget,
+            release_unused_code: !self.keep_unused_code,
             results_cache: crate::api::CacheConfig {
                 max_bytes: self.results_cache.max_bytes,
                 extent_ms: dur("results-cache-extent", &self.results_cache.extent)?,

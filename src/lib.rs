@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod cluster;
+pub mod code_pages;
 pub mod config;
 pub mod cores;
 pub mod duration;

@@ -166,10 +166,12 @@ pub fn trim_if_over(budget: usize) -> bool {
     }
 }
 
-/// Starts a thread that calls [`trim_if_over`] every [`TRIM_EVERY`] (`budget` 0: none, and
-/// nothing where the allocator cannot trim).
-pub fn spawn_trimmer(budget: usize) {
-    if budget == 0 || resident_free().is_none() {
+/// Starts a thread that, every [`TRIM_EVERY`], calls [`trim_if_over`] (`budget` 0: never,
+/// nor where the allocator cannot trim) and, with `release_code`, drops the executable's
+/// resident code pages ([`crate::code_pages::release`]).
+pub fn spawn_trimmer(budget: usize, release_code: bool) {
+    let trim = budget > 0 && resident_free().is_some();
+    if !trim && !release_code {
         return;
     }
     let spawned = std::thread::Builder::new()
@@ -177,7 +179,12 @@ pub fn spawn_trimmer(budget: usize) {
         .spawn(move || {
             loop {
                 std::thread::sleep(TRIM_EVERY);
-                trim_if_over(budget);
+                if trim {
+                    trim_if_over(budget);
+                }
+                if release_code {
+                    crate::code_pages::release();
+                }
             }
         });
     if let Err(e) = spawned {

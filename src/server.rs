@@ -19,7 +19,7 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
             "the allocator does not take a trim threshold; --allocator-trim-bytes is ignored"
         );
     }
-    crate::memory::spawn_trimmer(cfg.allocator_free_budget);
+    crate::memory::spawn_trimmer(cfg.allocator_free_budget, cfg.release_unused_code);
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to learn the port when listening on :0.

@@ -4,14 +4,15 @@
 //! owners is memory no owner accounts for (decoders' transient buffers, the runtime,
 //! connection buffers); its `free` is what it keeps for reuse, `resident_free` the part of
 //! that still resident (`--allocator-free-budget` gives it back once it grows too large:
-//! `quiver_allocator_trims_total`); the rest of `process_resident_memory_bytes` is code,
-//! stacks and mapped files.
+//! `quiver_allocator_trims_total`); `quiver_resident_file_bytes` is the executable's
+//! resident code and constants (`code_pages`: `quiver_code_page_releases_total`); the rest
+//! of `process_resident_memory_bytes` is thread stacks.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use prometheus::{IntCounter, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
 use super::AppState;
 
@@ -33,6 +34,8 @@ pub(super) struct MemoryMetrics {
     owners: IntGaugeVec,
     allocator: IntGaugeVec,
     trims: IntCounter,
+    code: IntGauge,
+    code_releases: IntCounter,
     catalog: Mutex<Option<(Instant, i64)>>,
 }
 
@@ -63,6 +66,24 @@ impl MemoryMetrics {
                 r.register(Box::new(c.clone())).expect("unique metric");
                 c
             },
+            code: {
+                let g = IntGauge::new(
+                    "quiver_resident_file_bytes",
+                    "Resident file-backed memory (RssFile): mostly the executable's code and constant pages, which are dropped every 10 s until next used unless --keep-unused-code.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            code_releases: {
+                let c = IntCounter::new(
+                    "quiver_code_page_releases_total",
+                    "Times the executable's resident code and constant pages were dropped from the process (mapped again from the page cache when next used).",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
             catalog: Mutex::new(None),
         }
     }
@@ -71,6 +92,12 @@ impl MemoryMetrics {
     pub(super) fn update_allocator(&self) {
         let trims = crate::memory::trims();
         self.trims.inc_by(trims.saturating_sub(self.trims.get()));
+        let releases = crate::code_pages::releases();
+        self.code_releases
+            .inc_by(releases.saturating_sub(self.code_releases.get()));
+        if let Some(b) = crate::code_pages::resident_file() {
+            self.code.set(b.min(i64::MAX as u64) as i64);
+        }
         if let Some(s) = crate::memory::allocator_stats() {
             for (state, v) in [
                 ("allocated", s.allocated),

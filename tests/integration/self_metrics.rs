@@ -112,6 +112,13 @@ async fn metrics_endpoint_is_valid_exposition() {
         "{body}"
     );
     assert!(value("quiver_allocator_trims_total") >= 0.0, "{body}");
+    // The executable's resident pages: some, and less than the whole resident size.
+    assert!(value("quiver_resident_file_bytes") > 0.0, "{body}");
+    assert!(
+        value("quiver_resident_file_bytes") < value("process_resident_memory_bytes"),
+        "{body}"
+    );
+    assert!(value("quiver_code_page_releases_total") >= 0.0, "{body}");
     // Startup listed the (local) store: its latency is recorded by operation.
     assert!(
         value("quiver_object_store_request_duration_seconds_count{operation=\"list\"}") >= 1.0,
