@@ -429,8 +429,10 @@ impl Scan {
 /// the query asked for). A chunk is sized by the samples in the query's range, so a cold
 /// 6 h query over a day's block decoded four times its chunk at once: the peer set's
 /// `latency_p90` over 6 h raised RSS by 330 MiB on its first run. Reads of a block are split
-/// into parts of this size, two in flight.
-const BLOCK_READ_SAMPLES: u64 = 1 << 20;
+/// into parts of this size, two in flight. 512Ki, not 1Mi (session 28): the cold
+/// `count({__name__=~".+"})` over the peer dataset, which packs every series into the cache,
+/// peaked at 176–189 MiB against 208–214, in as much time (docs/benchmarks.md).
+const BLOCK_READ_SAMPLES: u64 = 1 << 19;
 
 /// Series per read of block `b` of at most `samples` samples, from its samples per series.
 fn block_read_series(b: &LoadedBlock, samples: u64) -> usize {
