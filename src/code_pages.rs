@@ -11,7 +11,9 @@
 //! (`MADV_DONTNEED`; the page cache keeps them) and the next use maps them again with a
 //! minor fault. Only segments the program never writes are released: the writable one
 //! (data, and the relocated tables the loader made read-only afterwards) holds the process's
-//! own state.
+//! own state. A debugger's breakpoints and uprobes (bpftrace, perf probes) live in private
+//! copies of code pages, which a release drops with the rest: trace or debug a server
+//! started with `--keep-unused-code`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
