@@ -88,15 +88,6 @@ pub fn release() -> Option<usize> {
     None
 }
 
-/// Resident file-backed memory of the process (`RssFile`: mostly the executable's pages),
-/// in bytes.
-pub fn resident_file() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("RssFile:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,10 +116,10 @@ mod tests {
         // SAFETY: this test alone touches STATE.
         unsafe { STATE = 11 };
         let before = sum();
-        let resident = resident_file().expect("RssFile");
+        let resident = crate::memory::resident_file().expect("RssFile");
         let covered = release().expect("linux");
         assert!(covered > 1 << 20, "{covered}");
-        let after_release = resident_file().expect("RssFile");
+        let after_release = crate::memory::resident_file().expect("RssFile");
         assert!(
             after_release + (1 << 20) < resident,
             "{after_release} after, {resident} before"

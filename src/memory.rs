@@ -139,13 +139,25 @@ pub fn resident_free() -> Option<u64> {
 /// [`resident_free`] with the allocator's `allocated` already read (`mallinfo2` walks
 /// every arena under its lock: once per scrape is enough).
 pub fn resident_free_beside(allocated: u64) -> Option<u64> {
+    let (resident, shared) = resident_pages()?;
+    Some(resident.saturating_sub(shared).saturating_sub(allocated))
+}
+
+/// Resident file-backed (and shared) memory, in bytes: mostly the executable's code and
+/// constant pages ([`crate::code_pages`]).
+pub fn resident_file() -> Option<u64> {
+    Some(resident_pages()?.1)
+}
+
+/// Resident memory and the file-backed or shared part of it, in bytes
+/// (`/proc/self/statm`).
+fn resident_pages() -> Option<(u64, u64)> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let mut f = statm.split_whitespace().map(|x| x.parse::<u64>().ok());
     let (resident, shared) = (f.nth(1)??, f.next()??);
     // SAFETY: sysconf takes a name and returns a number.
     let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
-    let anon = resident.saturating_sub(shared) * page;
-    Some(anon.saturating_sub(allocated))
+    Some((resident * page, shared * page))
 }
 
 /// Gives the allocator's free memory back to the kernel when more than `budget` bytes of

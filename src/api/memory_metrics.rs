@@ -95,7 +95,7 @@ impl MemoryMetrics {
         let releases = crate::code_pages::releases();
         self.code_releases
             .inc_by(releases.saturating_sub(self.code_releases.get()));
-        if let Some(b) = crate::code_pages::resident_file() {
+        if let Some(b) = crate::memory::resident_file() {
             self.code.set(b.min(i64::MAX as u64) as i64);
         }
         if let Some(s) = crate::memory::allocator_stats() {

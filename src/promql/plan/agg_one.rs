@@ -13,14 +13,14 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, BooleanArray, Float64Array, RecordBatch};
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, SchemaRef};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::LogicalPlan;
 use prost::Message;
 
 use super::codec::{PlanCodec, decode_wire};
-use super::regroup::{filter, map_series};
+use super::regroup::{map_series, rows_where};
 use super::rows_schema;
 use super::step_agg::AggFn;
 use super::udaf::{Avg, Count, Extreme, GroupState, Sum};
@@ -97,33 +97,13 @@ impl RowOp for AggOne {
             AggFn::Count => of_one::<Count>,
             AggFn::Group => |_| Some(1.0),
         };
-        let mut kept: Vec<bool> = match &keep {
-            Some(k) => k.values().iter().collect(),
-            None => vec![true; b.num_rows()],
-        };
-        let values: Vec<f64> = b
-            .column(2)
-            .as_primitive::<Float64Type>()
-            .values()
-            .iter()
-            .zip(kept.iter_mut())
-            .map(|(&v, keep)| {
-                of(v).unwrap_or_else(|| {
-                    *keep = false;
-                    f64::NAN
-                })
-            })
-            .collect();
-        let out = RecordBatch::try_new(
-            rows_schema(),
-            vec![
-                Arc::new(series),
-                b.column(1).clone(),
-                Arc::new(Float64Array::from(values)),
-            ],
-        )?;
-        let all = kept.iter().all(|k| *k);
-        filter(out, (!all).then(|| BooleanArray::from(kept)))
+        let values = b.column(2).as_primitive::<Float64Type>().values();
+        rows_where(
+            Arc::new(series),
+            b.column(1).clone(),
+            keep,
+            values.iter().map(|&v| of(v)),
+        )
     }
 
     fn encode(&self) -> DfResult<Vec<u8>> {

@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, BooleanArray, Float64Array, RecordBatch};
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, SchemaRef, UInt32Type};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::LogicalPlan;
 
 use super::codec::{PlanCodec, decode_wire};
-use super::regroup::filter;
+use super::regroup::rows_where;
 use super::rows_schema;
 use super::unary::{RowOp, Unary};
 use crate::promql::error::PromqlError;
@@ -70,26 +70,19 @@ impl RowOp for MapValues {
     }
 
     fn apply(&self, batch: RecordBatch) -> DfResult<RecordBatch> {
-        let step = batch.column(1).as_primitive::<UInt32Type>();
-        let value = batch.column(2).as_primitive::<Float64Type>();
+        let step = batch.column(1).as_primitive::<UInt32Type>().values();
+        let value = batch.column(2).as_primitive::<Float64Type>().values();
         let at = |p: &[f64], i: u32| p.get(i as usize).copied().unwrap_or(f64::NAN);
-        let mut out = Vec::with_capacity(batch.num_rows());
-        let mut keep = Vec::with_capacity(batch.num_rows());
-        for (&s, &v) in step.values().iter().zip(value.values()) {
-            let r = self.f.apply(v, at(&self.a, s), at(&self.b, s));
-            keep.push(r.is_some());
-            out.push(r.unwrap_or(f64::NAN));
-        }
-        let dropped = keep.iter().any(|k| !k);
-        let b = RecordBatch::try_new(
-            rows_schema(),
-            vec![
-                batch.column(0).clone(),
-                batch.column(1).clone(),
-                Arc::new(Float64Array::from(out)),
-            ],
-        )?;
-        filter(b, dropped.then(|| BooleanArray::from(keep)))
+        let values = step
+            .iter()
+            .zip(value.iter())
+            .map(|(&s, &v)| self.f.apply(v, at(&self.a, s), at(&self.b, s)));
+        rows_where(
+            batch.column(0).clone(),
+            batch.column(1).clone(),
+            None,
+            values,
+        )
     }
 
     fn encode(&self) -> DfResult<Vec<u8>> {

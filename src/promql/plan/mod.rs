@@ -524,9 +524,9 @@ pub(super) fn unique(series: &[Labels]) -> bool {
 
 /// `Debug` as the node explains itself, and equality, order and hash by the identity of
 /// its state `field` (made once per query, with no cheaper equality) and, when named, its
-/// `input` plan.
+/// `input` plans.
 macro_rules! identity_node {
-    ($node:ty, $field:ident $(, $input:ident)?) => {
+    ($node:ty, $field:ident $(, $input:ident)*) => {
         impl std::fmt::Debug for $node {
             fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 datafusion::logical_expr::UserDefinedLogicalNodeCore::fmt_for_explain(self, f)
@@ -536,7 +536,7 @@ macro_rules! identity_node {
         impl PartialEq for $node {
             fn eq(&self, other: &Self) -> bool {
                 std::sync::Arc::ptr_eq(&self.$field, &other.$field)
-                    $(&& self.$input == other.$input)?
+                    $(&& self.$input == other.$input)*
             }
         }
 
@@ -770,6 +770,9 @@ pub(super) mod tests {
         "group by (instance) (http_requests)",
         "sum(sum by (group) (http_requests{job=\"api\"})) by (job)",
         "sum by (job) (max by (job, group) (http_requests))",
+        // Groups of one series each (`AggOne`), under an aggregation that reads their values.
+        "sum by (job) (count by (job, group, instance) (http_requests))",
+        "max without () (-http_requests)",
         "http_requests * 2",
         "2 ^ http_requests",
         "-http_requests",

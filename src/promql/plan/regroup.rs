@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, UInt32Array,
+};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{SchemaRef, UInt32Type};
 use datafusion::error::Result as DfResult;
@@ -102,6 +104,35 @@ pub(super) fn filter(b: RecordBatch, keep: Option<BooleanArray>) -> DfResult<Rec
         None => Ok(b),
         Some(keep) => Ok(filter_record_batch(&b, &keep)?),
     }
+}
+
+/// Rows of `series` and `step` with a value each from `values`: a row leaves where `keep`
+/// (the series map's verdict, all kept when `None`) leaves it out or its value is `None`.
+pub(super) fn rows_where(
+    series: ArrayRef,
+    step: ArrayRef,
+    keep: Option<BooleanArray>,
+    values: impl ExactSizeIterator<Item = Option<f64>>,
+) -> DfResult<RecordBatch> {
+    let mut kept: Vec<bool> = match &keep {
+        Some(k) => k.values().iter().collect(),
+        None => vec![true; values.len()],
+    };
+    let values: Vec<f64> = values
+        .zip(kept.iter_mut())
+        .map(|(v, keep)| {
+            v.unwrap_or_else(|| {
+                *keep = false;
+                f64::NAN
+            })
+        })
+        .collect();
+    let out = RecordBatch::try_new(
+        rows_schema(),
+        vec![series, step, Arc::new(Float64Array::from(values))],
+    )?;
+    let all = kept.iter().all(|k| *k);
+    filter(out, (!all).then(|| BooleanArray::from(kept)))
 }
 
 /// `Regroup` on the wire.

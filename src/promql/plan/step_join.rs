@@ -43,7 +43,7 @@ use prost::Message;
 use super::codec::decode_wire;
 use super::keyed::KEY;
 use super::step_agg::MAX_CELLS;
-use super::{SERIES, STEP, df_error};
+use super::{SERIES, STEP, df_error, identity_node};
 use crate::promql::error::PromqlError;
 
 /// Columns of a matched pair's values.
@@ -126,32 +126,8 @@ impl StepJoin {
     }
 }
 
-impl fmt::Debug for StepJoin {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        UserDefinedLogicalNodeCore::fmt_for_explain(self, f)
-    }
-}
-
-// Compared and hashed by the identity of its spec (made once per query) and its inputs.
-impl PartialEq for StepJoin {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.spec, &other.spec) && self.many == other.many && self.one == other.one
-    }
-}
-
-impl Eq for StepJoin {}
-
-impl PartialOrd for StepJoin {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(super::ptr_cmp(&self.spec, &other.spec))
-    }
-}
-
-impl std::hash::Hash for StepJoin {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (Arc::as_ptr(&self.spec) as usize).hash(state);
-    }
-}
+// Compared and hashed by identity: each is made once per query.
+identity_node!(StepJoin, spec, many, one);
 
 impl UserDefinedLogicalNodeCore for StepJoin {
     fn name(&self) -> &str {

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, BooleanArray, Float64Array, RecordBatch};
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, SchemaRef};
 use datafusion::common::{Column, JoinType};
 use datafusion::error::Result as DfResult;
@@ -22,7 +22,7 @@ use promql_parser::parser::{BinaryExpr, VectorMatchCardinality};
 use super::codec::{PlanCodec, decode_wire};
 use super::decline::Decline;
 use super::keyed::{KEY, Keyed};
-use super::regroup::{DROP, filter, map_series};
+use super::regroup::{DROP, map_series, rows_where};
 use super::step_join::{MANY, ONE, StepJoin};
 use super::unary::{RowOp, Unary};
 use super::{Lowered, PlanCtx, SERIES, STEP, VALUE, df_error, rows_schema, unique};
@@ -188,38 +188,13 @@ impl RowOp for Combine {
 
     fn apply(&self, batch: RecordBatch) -> DfResult<RecordBatch> {
         let (series, mapped) = map_series(&self.outputs, &batch);
-        let many = batch.column(2).as_primitive::<Float64Type>();
-        let one = batch.column(3).as_primitive::<Float64Type>();
-        let mut keep: Vec<bool> = match &mapped {
-            Some(k) => k.values().iter().collect(),
-            None => vec![true; batch.num_rows()],
-        };
-        let values: Vec<f64> = many
-            .values()
-            .iter()
-            .zip(one.values())
-            .zip(keep.iter_mut())
-            .map(|((&m, &o), keep)| {
-                let (l, r) = if self.one_on_left { (o, m) } else { (m, o) };
-                match self.op.combine(l, r, self.return_bool) {
-                    Some(v) => v,
-                    None => {
-                        *keep = false;
-                        f64::NAN
-                    }
-                }
-            })
-            .collect();
-        let out = RecordBatch::try_new(
-            rows_schema(),
-            vec![
-                Arc::new(series),
-                batch.column(1).clone(),
-                Arc::new(Float64Array::from(values)),
-            ],
-        )?;
-        let all = keep.iter().all(|k| *k);
-        filter(out, (!all).then(|| BooleanArray::from(keep)))
+        let many = batch.column(2).as_primitive::<Float64Type>().values();
+        let one = batch.column(3).as_primitive::<Float64Type>().values();
+        let values = many.iter().zip(one.iter()).map(|(&m, &o)| {
+            let (l, r) = if self.one_on_left { (o, m) } else { (m, o) };
+            self.op.combine(l, r, self.return_bool)
+        });
+        rows_where(Arc::new(series), batch.column(1).clone(), mapped, values)
     }
 
     fn encode(&self) -> DfResult<Vec<u8>> {
