@@ -81,6 +81,16 @@ impl RangeFn {
             .map_or("", |(n, _)| n)
     }
 
+    /// `(is_counter, is_rate)` of the functions that extrapolate a window's change.
+    fn extrapolates(self) -> Option<(bool, bool)> {
+        match self {
+            RangeFn::Rate => Some((true, true)),
+            RangeFn::Increase => Some((true, false)),
+            RangeFn::Delta => Some((false, false)),
+            _ => None,
+        }
+    }
+
     /// Counter functions whose windows sum up counter resets.
     fn counts_resets(self) -> bool {
         matches!(self, RangeFn::Rate | RangeFn::Increase)
@@ -100,19 +110,21 @@ pub(crate) fn for_each_window(
     mut visit: impl FnMut(usize, &Window),
 ) {
     let resets = if f.counts_resets() {
-        reset_prefix(vals)
+        reset_points(vals)
     } else {
-        None
+        Vec::new()
     };
     for_each_span(ts, ends, range_ms, keep_going, |i, a, b| {
         let end = ends[i];
+        // The first reset after the window's first sample, if any, is past its last.
+        let k = resets.partition_point(|&r| r as usize <= a);
         let w = Window {
             ts: &ts[a..b],
             vals: &vals[a..b],
             start: end.saturating_sub(range_ms),
             end,
             range_ms,
-            no_resets: resets.as_ref().is_none_or(|r| r[b - 1] == r[a]),
+            no_resets: resets.get(k).is_none_or(|&r| r as usize >= b),
         };
         visit(i, &w);
     });
@@ -191,20 +203,17 @@ impl<'a> Windows<'a> {
     }
 }
 
-/// Number of counter resets among `vals[..=i]`, for every `i`: a window `[a, b)` has
-/// resets exactly when `prefix[b - 1] != prefix[a]`, so reset-free windows (nearly all of
-/// them) skip the per-sample reset scan. `None` when the series never resets.
-pub(crate) fn reset_prefix(vals: &[f64]) -> Option<Vec<u32>> {
-    let first = vals.windows(2).position(|p| p[1] < p[0])?;
-    let mut out = vec![0u32; vals.len()];
-    let mut n = 0;
-    for i in first + 1..vals.len() {
-        if vals[i] < vals[i - 1] {
-            n += 1;
+/// The indices `i` where `vals[i] < vals[i - 1]`, a counter's resets: a window `[a, b)`
+/// holds one exactly when one of them lies in `a + 1..b`, so reset-free windows (nearly
+/// all of them) skip the per-sample reset scan. Empty when the series never resets.
+pub(crate) fn reset_points(vals: &[f64]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for (i, p) in vals.windows(2).enumerate() {
+        if p[1] < p[0] {
+            out.push(i as u32 + 1);
         }
-        out[i] = n;
     }
-    Some(out)
+    out
 }
 
 /// One window of one series.
@@ -221,32 +230,112 @@ pub(crate) struct Window<'a> {
 
 /// rate / increase / delta with Prometheus's extrapolation.
 pub(crate) fn extrapolated_rate(w: &Window, is_counter: bool, is_rate: bool) -> Option<f64> {
-    let n = w.ts.len();
-    if n < 2 {
-        return None;
-    }
-    let (first_t, last_t) = (w.ts[0], w.ts[n - 1]);
-    let (first_v, last_v) = (w.vals[0], w.vals[n - 1]);
-    let mut result = last_v - first_v;
-    if is_counter && !w.no_resets {
-        let mut prev = first_v;
-        for &v in &w.vals[1..] {
-            if v < prev {
-                result += prev;
-            }
-            prev = v;
+    Extrapolation::default().rate(w, is_counter, is_rate)
+}
+
+/// The extrapolation of one series' windows, remembered from its last window.
+///
+/// Before a counter's clamp at zero, a window's factor depends only on integers: the
+/// distances in ms from the window's start to its first sample, from its last sample to
+/// the window's end, and between the two, the number of samples and the range. Regular
+/// samples at a step that is a multiple of their interval give every window the same
+/// ones, so the factor's chain of divisions (each ~15 cycles, one waiting for the other:
+/// most of a `rate`'s time) runs once per series instead of once per window. The same
+/// inputs give the same bits, so nothing changes in the answers.
+#[derive(Default)]
+pub(crate) struct Extrapolation {
+    key: Option<(i64, i64, i64, usize, i64, bool)>,
+    /// `to_start` and `to_end` after the threshold, before the clamp at zero.
+    to_start: f64,
+    to_end: f64,
+    sampled: f64,
+    /// The factor when the clamp at zero does not apply.
+    factor: f64,
+}
+
+impl Extrapolation {
+    /// [`extrapolated_rate`] of `w`, a window of the series this memo has seen so far.
+    #[inline]
+    pub(crate) fn rate(&mut self, w: &Window, is_counter: bool, is_rate: bool) -> Option<f64> {
+        let n = w.ts.len();
+        if n < 2 {
+            return None;
         }
+        let (first_t, last_t) = (w.ts[0], w.ts[n - 1]);
+        let (first_v, last_v) = (w.vals[0], w.vals[n - 1]);
+        let mut result = last_v - first_v;
+        if is_counter && !w.no_resets {
+            let mut prev = first_v;
+            for &v in &w.vals[1..] {
+                if v < prev {
+                    result += prev;
+                }
+                prev = v;
+            }
+        }
+        let key = (
+            first_t - w.start,
+            w.end - last_t,
+            last_t - first_t,
+            n,
+            w.range_ms,
+            is_rate,
+        );
+        if self.key != Some(key) {
+            self.fill(w, (first_t, last_t), n, is_rate);
+            self.key = Some(key);
+        }
+        let mut factor = self.factor;
+        // Prometheus clamps a counter's extrapolation at the time it would have been zero:
+        // `to_zero = sampled * (first_v / result)`, when that is below `to_start`. A
+        // counter's first value is usually far above a window's change, which a product
+        // with a wide margin shows without the division; the rest divide as Prometheus does.
+        if is_counter
+            && result > 0.0
+            && first_v >= 0.0
+            && !far_from_zero(self.sampled, first_v, self.to_start, result)
+        {
+            let to_zero = self.sampled * (first_v / result);
+            if to_zero < self.to_start {
+                factor = (self.sampled + to_zero + self.to_end) / self.sampled;
+                if is_rate {
+                    factor /= w.range_ms as f64 / 1000.0;
+                }
+            }
+        }
+        Some(result * factor)
     }
-    Some(
-        result
-            * extrapolation_factor(
-                w,
-                (first_t, last_t),
-                n,
-                is_counter.then_some((first_v, result)),
-                is_rate,
-            ),
-    )
+
+    /// The parts of [`extrapolation_factor`] before the clamp at zero, in its order.
+    fn fill(&mut self, w: &Window, (first_t, last_t): (i64, i64), n: usize, is_rate: bool) {
+        let mut to_start = (first_t - w.start) as f64 / 1000.0;
+        let mut to_end = (w.end - last_t) as f64 / 1000.0;
+        let sampled = (last_t - first_t) as f64 / 1000.0;
+        let avg = sampled / (n - 1) as f64;
+        let threshold = avg * 1.1;
+        if to_start >= threshold {
+            to_start = avg / 2.0;
+        }
+        if to_end >= threshold {
+            to_end = avg / 2.0;
+        }
+        let mut factor = (sampled + to_start + to_end) / sampled;
+        if is_rate {
+            factor /= w.range_ms as f64 / 1000.0;
+        }
+        (self.to_start, self.to_end, self.sampled, self.factor) =
+            (to_start, to_end, sampled, factor);
+    }
+}
+
+/// Whether `sampled * (first_v / result)`, rounded as Prometheus computes it, is surely at
+/// or above `to_start`: `sampled * first_v` above `to_start * result` by a relative margin
+/// (2^-40) far wider than the few roundings between the two forms (each 2^-53), with both
+/// products finite and normal. `false` when unsure; the caller then divides.
+fn far_from_zero(sampled: f64, first_v: f64, to_start: f64, result: f64) -> bool {
+    const MARGIN: f64 = 1.0 + 1.0 / (1u64 << 40) as f64;
+    let (a, b) = (sampled * first_v, to_start * result);
+    a.is_finite() && b >= f64::MIN_POSITIVE * 1e20 && a >= b * MARGIN
 }
 
 /// Prometheus's extrapolation of a window's change to its edges: by half an average
@@ -492,6 +581,15 @@ pub(crate) fn for_each_value(
     mut visit: impl FnMut(usize, f64),
 ) {
     let at = |p: &[f64], i: usize| p.get(i).copied().unwrap_or(f64::NAN);
+    if let Some((is_counter, is_rate)) = f.extrapolates() {
+        let mut memo = Extrapolation::default();
+        for_each_window(f, ts, vals, ends, range_ms, keep_going, |i, w| {
+            if let Some(v) = memo.rate(w, is_counter, is_rate) {
+                visit(i, v);
+            }
+        });
+        return;
+    }
     if !matches!(f, RangeFn::Deriv | RangeFn::PredictLinear) {
         for_each_window(f, ts, vals, ends, range_ms, keep_going, |i, w| {
             if let Some(v) = window_value(f, w, at(p1, i), at(p2, i), time(i)) {
@@ -628,45 +726,144 @@ mod tests {
 
     #[test]
     fn reset_free_windows_give_the_same_rate() {
-        let vals: Vec<f64> = (0..100)
-            .map(|i| {
-                if i < 40 {
-                    i as f64 * 3.0
-                } else if i < 70 {
-                    (i - 40) as f64
-                } else {
-                    0.5 * i as f64
-                }
-            })
-            .collect();
+        // A counter restarting every 23 samples.
+        let vals: Vec<f64> = (0..100).map(|i| (i % 23) as f64 * 2.0 + 0.5).collect();
         let ts: Vec<i64> = (0..100).map(|i| i * 10_000 + 337).collect();
-        let prefix = reset_prefix(&vals).expect("has resets");
-        assert!(reset_prefix(&ts.iter().map(|&t| t as f64).collect::<Vec<_>>()).is_none());
+        assert_eq!(reset_points(&vals), [23, 46, 69, 92]);
+        assert!(reset_points(&ts.iter().map(|&t| t as f64).collect::<Vec<_>>()).is_empty());
         let range = 60_000;
-        let mut cursor = Windows::new(&ts, range);
-        for end in (0..110).map(|i| i * 10_000) {
-            let (a, b) = cursor.at(end);
-            if a >= b {
-                continue;
+        let ends: Vec<i64> = (0..110).map(|i| i * 10_000).collect();
+        let mut seen = 0;
+        for_each_window(
+            RangeFn::Rate,
+            &ts,
+            &vals,
+            &ends,
+            range,
+            || true,
+            |i, w| {
+                let full = Window {
+                    no_resets: false,
+                    ..*w
+                };
+                assert_eq!(
+                    extrapolated_rate(w, true, true),
+                    extrapolated_rate(&full, true, true),
+                    "end {}",
+                    ends[i]
+                );
+                // The hint is set exactly where the full scan finds no reset.
+                let scanned = w.vals.windows(2).any(|p| p[1] < p[0]);
+                assert_eq!(w.no_resets, !scanned, "end {}", ends[i]);
+                seen += usize::from(scanned);
+            },
+        );
+        assert!(seen >= 10, "{seen} windows with a reset");
+    }
+
+    /// The rate of every window through one series' [`Extrapolation`] equals Prometheus's
+    /// formula ([`extrapolation_factor`], each window on its own) bit for bit: regular and
+    /// jittered samples, counters far from and near zero (the clamp), zero, negative, tiny
+    /// and huge values, NaN and ±Inf, resets, steps that are and are not multiples of the
+    /// interval.
+    #[test]
+    fn remembered_extrapolation_is_prometheus_formula() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let starts = [
+            1e9,
+            1e3,
+            5.0,
+            0.0,
+            -50.0,
+            1e-310,
+            3e-300,
+            1e300,
+            f64::NAN,
+            f64::INFINITY,
+        ];
+        let (mut windows, mut clamped, mut remembered) = (0, 0, 0);
+        for case in 0..400 {
+            let jitter = if case % 3 == 0 { 0 } else { 400 };
+            let ts: Vec<i64> = (0..300)
+                .map(|i| i * 15_000 + (next() % (jitter + 1)) as i64)
+                .collect();
+            let first = starts[case % starts.len()];
+            let mut v = first;
+            let vals: Vec<f64> = (0..300)
+                .map(|i| {
+                    let step = match case % 4 {
+                        0 => (next() % 1000) as f64,
+                        1 => (next() % 7) as f64 * 1e-3,
+                        2 => (next() % 1000) as f64 * 1e290,
+                        _ => (next() % 3) as f64 * 1e-312,
+                    };
+                    v = if next() % 97 == 0 { step } else { v + step };
+                    if case % 11 == 0 && i == 150 {
+                        f64::NEG_INFINITY
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            let range = [60_000, 300_000, 3_600_000][case % 3];
+            let step = [15_000, 60_000, 37_000][case / 3 % 3];
+            let ends: Vec<i64> = (0..150)
+                .map(|i| i * step + (case as i64 % 5) * 1000)
+                .collect();
+            for f in [RangeFn::Rate, RangeFn::Increase, RangeFn::Delta] {
+                let (is_counter, is_rate) = f.extrapolates().expect("extrapolates");
+                let mut memo = Extrapolation::default();
+                for_each_window(
+                    f,
+                    &ts,
+                    &vals,
+                    &ends,
+                    range,
+                    || true,
+                    |i, w| {
+                        let got = memo.rate(w, is_counter, is_rate);
+                        if w.ts.len() < 2 {
+                            assert_eq!(got, None);
+                            return;
+                        }
+                        let n = w.ts.len();
+                        let mut result = w.vals[n - 1] - w.vals[0];
+                        if is_counter {
+                            for p in w.vals.windows(2) {
+                                if p[1] < p[0] {
+                                    result += p[0];
+                                }
+                            }
+                        }
+                        let zero = is_counter.then_some((w.vals[0], result));
+                        let factor =
+                            extrapolation_factor(w, (w.ts[0], w.ts[n - 1]), n, zero, is_rate);
+                        let plain =
+                            extrapolation_factor(w, (w.ts[0], w.ts[n - 1]), n, None, is_rate);
+                        clamped += usize::from(is_counter && factor.to_bits() != plain.to_bits());
+                        let want = result * factor;
+                        let got = got.expect("two samples give a value");
+                        assert!(
+                            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                            "case {case} {f:?} step {i}: {got:e} vs {want:e}"
+                        );
+                        windows += 1;
+                    },
+                );
+                remembered += usize::from(memo.key.is_some());
             }
-            let mk = |no_resets| Window {
-                ts: &ts[a..b],
-                vals: &vals[a..b],
-                start: end.saturating_sub(range),
-                end,
-                range_ms: range,
-                no_resets,
-            };
-            let no_resets = prefix[b - 1] == prefix[a];
-            let full = extrapolated_rate(&mk(false), true, true);
-            assert_eq!(
-                extrapolated_rate(&mk(no_resets), true, true),
-                full,
-                "end {end}"
-            );
-            // The hint is only ever set where the full scan finds no reset.
-            let scanned = vals[a..b].windows(2).any(|p| p[1] < p[0]);
-            assert_eq!(no_resets, !scanned, "end {end}");
         }
+        // The cases reach both sides of the clamp, and many windows.
+        assert!(
+            windows > 100_000 && clamped > 1_000,
+            "{windows} windows, {clamped} clamped"
+        );
+        assert!(remembered > 0);
     }
 }

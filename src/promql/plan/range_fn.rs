@@ -256,6 +256,10 @@ fn compute_chunk(scan: &RangeScan, series: &[SeriesRun]) -> DfResult<RecordBatch
             continue;
         };
         let before = val.len();
+        // At most one value per step: the pushes below then never check for room.
+        series_col.reserve(scan.ends.len());
+        step.reserve(scan.ends.len());
+        val.reserve(scan.ends.len());
         // Range windows never see stale markers; copy only the series that have any.
         let filtered = without_stale(&s.ts, &s.vals);
         let (ts, vals): (&[i64], &[f64]) = match &filtered {
