@@ -44,14 +44,89 @@ pub(crate) fn regressions(ts: &[i64], vals: &[f64], spans: &[Span], out: &mut Ve
     out.reserve(spans.len());
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
+        let breaks = Breaks::of(ts, spans);
+        let mut xs = XSums::default();
         let mut groups = spans.chunks_exact(avx2::LANES);
         for g in &mut groups {
-            // SAFETY: the processor has AVX2, checked just above.
+            if xs.key.is_some() && g.iter().all(|s| breaks.key(ts, s) == xs.key) {
+                // SAFETY: the processor has AVX2, checked just above.
+                unsafe { avx2::lanes_y(vals, g, &xs, out) };
+                continue;
+            }
+            // SAFETY: as above.
             unsafe { avx2::lanes(ts, vals, g, out) };
+            xs = XSums::of(ts, g[0], breaks.key(ts, &g[0]));
         }
         return one_by_one(ts, vals, groups.remainder(), out);
     }
     one_by_one(ts, vals, spans, out)
+}
+
+/// Where the spacing of a series' samples changes: the indices `i` (over the spans' reach)
+/// with `ts[i] - ts[i - 1] != ts[i - 1] - ts[i - 2]`. A window without one inside lies at
+/// offsets `first, first + d, first + 2d, …` from its intercept time.
+struct Breaks(Vec<usize>);
+
+impl Breaks {
+    fn of(ts: &[i64], spans: &[Span]) -> Breaks {
+        let lo = spans.iter().map(|s| s.a).min().unwrap_or(0);
+        let hi = spans.iter().map(|s| s.b).max().unwrap_or(0);
+        let mut out = Vec::new();
+        for i in lo + 2..hi {
+            if ts[i] - ts[i - 1] != ts[i - 1] - ts[i - 2] {
+                out.push(i);
+            }
+        }
+        Breaks(out)
+    }
+
+    /// `(samples, first offset, spacing)` of a span at regular offsets, `None` otherwise:
+    /// spans with the same key have the same offsets.
+    fn key(&self, ts: &[i64], s: &Span) -> Option<(usize, i64, i64)> {
+        let k = self.0.partition_point(|&i| i < s.a + 2);
+        if self.0.get(k).is_some_and(|&i| i < s.b) {
+            return None;
+        }
+        let d = if s.b - s.a >= 2 {
+            ts[s.a + 1] - ts[s.a]
+        } else {
+            0
+        };
+        Some((s.b - s.a, ts[s.a].wrapping_sub(s.intercept_t), d))
+    }
+}
+
+/// Σx and Σx² (with their compensations) of a window, and its `x`s, for windows whose
+/// samples lie at the same offsets from their intercept time: regular samples at a step
+/// that is a multiple of their interval, where every window of a series has the same
+/// `x`s (`predict_linear` takes them from the evaluation time, `deriv` from the first
+/// sample). Those windows then sum only `y` and `xy`, with `x` read instead of divided:
+/// the same operations on the same numbers, so the same bits.
+#[derive(Default)]
+struct XSums {
+    /// The offsets' [`Breaks::key`]; `None`: no window's.
+    key: Option<(usize, i64, i64)>,
+    /// `x` of each sample (its offset in seconds, divided as Prometheus divides it).
+    xs: Vec<f64>,
+    sums: Sums,
+}
+
+impl XSums {
+    fn of(ts: &[i64], s: Span, key: Option<(usize, i64, i64)>) -> XSums {
+        if key.is_none() {
+            return XSums::default();
+        }
+        let xs: Vec<f64> = ts[s.a..s.b]
+            .iter()
+            .map(|&t| (t - s.intercept_t) as f64 / 1000.0)
+            .collect();
+        let mut sums = Sums::default();
+        for &x in &xs {
+            (sums.sx, sums.cx) = kahan_inc(x, sums.sx, sums.cx);
+            (sums.sx2, sums.cx2) = kahan_inc(x * x, sums.sx2, sums.cx2);
+        }
+        XSums { key, xs, sums }
+    }
 }
 
 fn one_by_one(ts: &[i64], vals: &[f64], spans: &[Span], out: &mut Vec<(f64, f64)>) {
@@ -101,7 +176,7 @@ fn finish(n: f64, init_y: f64, const_y: bool, s: &Sums) -> (f64, f64) {
 /// the two compensations both computed (`kahan_inc`'s infinite-sum case likewise).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Span, Sums, finish, kahan_inc};
+    use super::{Span, Sums, XSums, finish, kahan_inc};
     use std::arch::x86_64::*;
 
     pub(super) const LANES: usize = 4;
@@ -127,6 +202,47 @@ mod avx2 {
             _mm256_cmp_pd::<_CMP_EQ_OQ>(_mm256_andnot_pd(sign, t), _mm256_set1_pd(f64::INFINITY));
         acc.c = _mm256_blendv_pd(_mm256_add_pd(acc.c, d), _mm256_setzero_pd(), inf);
         acc.sum = t;
+    }
+
+    /// [`lanes`] for four windows at the offsets of `xs` (every window as long as it):
+    /// only Σy and Σxy are summed, Σx and Σx² are the ones `xs` has.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn lanes_y(vals: &[f64], g: &[Span], xs: &XSums, out: &mut Vec<(f64, f64)>) {
+        let len = xs.xs.len();
+        let v: [&[f64]; LANES] = std::array::from_fn(|l| &vals[g[l].a..g[l].a + len]);
+        let init: [f64; LANES] = std::array::from_fn(|l| v[l][0]);
+        let init_y = _mm256_set_pd(init[3], init[2], init[1], init[0]);
+        let zero = Acc {
+            sum: _mm256_setzero_pd(),
+            c: _mm256_setzero_pd(),
+        };
+        let (mut sy, mut sxy) = (zero, zero);
+        let mut same = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
+        for (j, &x) in xs.xs.iter().enumerate() {
+            let x = _mm256_set1_pd(x);
+            let y = _mm256_set_pd(v[3][j], v[2][j], v[1][j], v[0][j]);
+            if j > 0 {
+                same = _mm256_and_pd(same, _mm256_cmp_pd::<_CMP_EQ_OQ>(y, init_y));
+            }
+            add(&mut sy, y);
+            add(&mut sxy, _mm256_mul_pd(x, y));
+        }
+        let same = _mm256_movemask_pd(same);
+        for (l, s) in g.iter().enumerate() {
+            let sums = Sums {
+                sy: lane(sy.sum, l),
+                cy: lane(sy.c, l),
+                sxy: lane(sxy.sum, l),
+                cxy: lane(sxy.c, l),
+                ..xs.sums
+            };
+            out.push(finish(
+                (s.b - s.a) as f64,
+                init[l],
+                same & (1 << l) != 0,
+                &sums,
+            ));
+        }
     }
 
     /// One Kahan–Neumaier step in every lane: (sum, compensation) of each after adding
@@ -300,6 +416,91 @@ mod tests {
             }
         }
         assert_eq!(checked, 7 * 97);
+    }
+
+    /// Regular samples (the windows of a range query share their offsets, so most groups
+    /// of four sum only `y` and `xy`) with a few moved, some missing, and values of every
+    /// kind: each window's bits are still [`linear_regression`]'s.
+    #[test]
+    fn windows_at_the_same_offsets_give_each_window_s_own_bits() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let (mut checked, mut shared) = (0, 0);
+        for kind in 0..7 {
+            let (_, vals) = series(&mut rng, kind, 2_000);
+            let mut ts: Vec<i64> = (0..2_000).map(|i| 1_700_000_000_000 + i * 15_000).collect();
+            // One sample 3 ms late, and a gap: windows over them differ from the rest.
+            ts[700] += 3;
+            ts.remove(1_300);
+            let vals = &vals[..ts.len()];
+            for (range, step, predict) in [(3_600_000, 30_000, true), (300_000, 15_000, false)] {
+                let ends: Vec<i64> = (0..900).map(|k| ts[0] + range + k * step).collect();
+                let mut spans = Vec::new();
+                crate::promql::kernels::range_fns::for_each_span(
+                    &ts,
+                    &ends,
+                    range,
+                    || true,
+                    |i, a, b| {
+                        let intercept_t = if predict { ends[i] } else { ts[a] };
+                        spans.push(Span { a, b, intercept_t });
+                    },
+                );
+                let mut out = Vec::new();
+                regressions(&ts, vals, &spans, &mut out);
+                assert_eq!(out.len(), spans.len());
+                let breaks = Breaks::of(&ts, &spans);
+                let first = breaks.key(&ts, &spans[0]);
+                for (s, got) in spans.iter().zip(&out) {
+                    let want = linear_regression(&ts[s.a..s.b], &vals[s.a..s.b], s.intercept_t);
+                    assert!(
+                        same(*got, want),
+                        "kind {kind} span {s:?}: {got:?} vs {want:?}"
+                    );
+                    checked += 1;
+                    shared += usize::from(first.is_some() && breaks.key(&ts, s) == first);
+                }
+            }
+        }
+        // Most windows share the first one's offsets; some do not.
+        assert!(
+            shared > checked / 2 && shared < checked,
+            "{shared} of {checked}"
+        );
+    }
+
+    /// A span has a key exactly when its samples are evenly spaced, and spans with one key
+    /// have the same offsets from their intercepts: every span of a short series with a
+    /// late sample, a gap, and a change of interval.
+    #[test]
+    fn keys_are_the_offsets_of_evenly_spaced_spans() {
+        let mut ts: Vec<i64> = (0..40).map(|i| i * 15_000).collect();
+        ts[9] += 3;
+        ts.remove(20);
+        let base = ts[29];
+        for t in &mut ts[30..] {
+            *t += (*t - base) / 3;
+        }
+        let mut spans = Vec::new();
+        for a in 0..ts.len() {
+            for b in a + 1..=ts.len() {
+                for intercept_t in [ts[a], ts[b - 1] + 7] {
+                    spans.push(Span { a, b, intercept_t });
+                }
+            }
+        }
+        let breaks = Breaks::of(&ts, &spans);
+        let offsets =
+            |s: &Span| -> Vec<i64> { ts[s.a..s.b].iter().map(|t| t - s.intercept_t).collect() };
+        let mut by_key = std::collections::HashMap::new();
+        for s in &spans {
+            let o = offsets(s);
+            let even = o.windows(3).all(|w| w[2] - w[1] == w[1] - w[0]);
+            let key = breaks.key(&ts, s);
+            assert_eq!(key.is_some(), even, "{s:?}");
+            if let Some(key) = key {
+                assert_eq!(by_key.entry(key).or_insert_with(|| o.clone()), &o, "{s:?}");
+            }
+        }
     }
 
     #[test]
