@@ -168,6 +168,9 @@ pub(crate) struct Windows<'a> {
     range: i64,
     a: usize,
     b: usize,
+    /// How far each cursor moved last time: regular samples at a regular step move them
+    /// the same distance every step, which two comparisons confirm.
+    moved: (usize, usize),
     last_end: i64,
 }
 
@@ -178,6 +181,7 @@ impl<'a> Windows<'a> {
             range,
             a: 0,
             b: 0,
+            moved: (0, 0),
             last_end: i64::MIN,
         }
     }
@@ -188,19 +192,28 @@ impl<'a> Windows<'a> {
             (self.a, self.b) = super::select::window(self.ts, end, self.range);
         } else {
             let lo = end.saturating_sub(self.range);
-            while self.a < self.ts.len() && self.ts[self.a] <= lo {
-                self.a += 1;
-            }
-            if self.b < self.a {
-                self.b = self.a;
-            }
-            while self.b < self.ts.len() && self.ts[self.b] <= end {
-                self.b += 1;
-            }
+            let a = past(self.ts, self.a, lo, self.moved.0);
+            let b = past(self.ts, self.b.max(a), end, self.moved.1);
+            self.moved = (a - self.a, b - self.b.max(a));
+            (self.a, self.b) = (a, b);
         }
         self.last_end = end;
         (self.a, self.b.max(self.a))
     }
+}
+
+/// The first index at or after `i` whose time is after `bound` (`ts` ascending), trying
+/// `i + guess` first.
+fn past(ts: &[i64], i: usize, bound: i64, guess: usize) -> usize {
+    let j = i + guess;
+    if guess > 0 && j <= ts.len() && ts[j - 1] <= bound && ts.get(j).is_none_or(|&t| t > bound) {
+        return j;
+    }
+    let mut i = i;
+    while i < ts.len() && ts[i] <= bound {
+        i += 1;
+    }
+    i
 }
 
 /// The indices `i` where `vals[i] < vals[i - 1]`, a counter's resets: a window `[a, b)`
@@ -732,18 +745,30 @@ mod tests {
 
     #[test]
     fn window_cursor_matches_binary_search() {
-        let ts: Vec<i64> = (0..200).map(|i| i * 15_000 + (i % 7) * 100).collect();
+        // Jittered samples, and regular ones (where each step moves the cursors as far as
+        // the step before, the guess `Windows` tries first) with a gap.
+        let jittered: Vec<i64> = (0..200).map(|i| i * 15_000 + (i % 7) * 100).collect();
+        let regular: Vec<i64> = (0..200)
+            .filter(|i| i % 50 != 17)
+            .map(|i| i * 15_000)
+            .collect();
         let range = 300_000;
-        // Ascending ends (one per step), repeated ends (`@`), and a jump back.
+        // Ascending ends (one per step), a change of step, repeated ends (`@`), a jump
+        // back, and ends past the last sample.
         let mut ends: Vec<i64> = (0..120).map(|i| i * 30_000 - 60_000).collect();
-        ends.extend([1_000_000, 1_000_000, 500_000, 2_000_000, 4_000_000]);
-        let mut w = Windows::new(&ts, range);
-        for &end in &ends {
-            assert_eq!(
-                w.at(end),
-                crate::promql::kernels::select::window(&ts, end, range),
-                "end {end}"
-            );
+        ends.extend((0..40).map(|i| 3_600_000 + i * 45_000));
+        ends.extend([
+            1_000_000, 1_000_000, 500_000, 2_000_000, 4_000_000, 9_000_000,
+        ]);
+        for ts in [&jittered, &regular] {
+            let mut w = Windows::new(ts, range);
+            for &end in &ends {
+                assert_eq!(
+                    w.at(end),
+                    crate::promql::kernels::select::window(ts, end, range),
+                    "end {end}"
+                );
+            }
         }
     }
 

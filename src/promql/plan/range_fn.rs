@@ -256,8 +256,7 @@ fn compute_chunk(scan: &RangeScan, series: &[SeriesRun]) -> DfResult<RecordBatch
             continue;
         };
         let before = val.len();
-        // At most one value per step: the pushes below then never check for room.
-        series_col.reserve(scan.ends.len());
+        // At most one value per step: the pushes below then never grow the vectors.
         step.reserve(scan.ends.len());
         val.reserve(scan.ends.len());
         // Range windows never see stale markers; copy only the series that have any.
@@ -276,12 +275,13 @@ fn compute_chunk(scan: &RangeScan, series: &[SeriesRun]) -> DfResult<RecordBatch
             |i| scan.times.get(i).copied().unwrap_or(0),
             || scan.cancel.check().is_ok(),
             |i, v| {
-                series_col.push(g);
                 step.push(i as u32);
                 val.push(v);
             },
         );
         if val.len() > before {
+            // The series' rows, all at once.
+            series_col.resize(val.len(), g);
             scan.notes.gave_float(g);
         }
     }
