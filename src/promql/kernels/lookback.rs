@@ -113,13 +113,8 @@ mod tests {
 
     #[test]
     fn the_cursor_finds_what_bisection_finds() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut rng = crate::promql::kernels::TestRng(0x2545_f491_4f6c_dd1d);
+        let mut rand = |n: u64| rng.below(n);
         // Irregular samples, and regular ones with a gap now and then (where a step's
         // advance is the previous step's, then is not).
         for (len, regular) in [0usize, 1, 2, 7, 100, 5760]

@@ -31,3 +31,21 @@ pub(crate) mod regression;
 pub(crate) mod select;
 pub(crate) mod sum;
 pub(crate) mod value_fn;
+
+/// A small deterministic generator (xorshift) for the kernels' tests, so failures reproduce.
+#[cfg(test)]
+pub(crate) struct TestRng(pub u64);
+
+#[cfg(test)]
+impl TestRng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

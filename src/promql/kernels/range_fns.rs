@@ -227,28 +227,19 @@ pub(crate) fn reset_points(vals: &[f64]) -> Vec<u32> {
     // Eight pairs at a time without a branch (the compiler's vector compare), looked at
     // one by one only where one of them dropped.
     const LANES: usize = 8;
-    let pairs = |i: usize| (&vals[i..i + LANES], &later[i..i + LANES]);
-    let mut i = 0;
-    while i + LANES <= later.len() {
-        let (before, after) = pairs(i);
-        let dropped = before
+    let drops = |from: usize, to: usize| (from..to).filter(|&j| later[j] < vals[j]);
+    let pairs = vals.chunks_exact(LANES).zip(later.chunks_exact(LANES));
+    for (c, (before, after)) in pairs.enumerate() {
+        if before
             .iter()
             .zip(after)
-            .fold(false, |d, (b, a)| d | (a < b));
-        if dropped {
-            for (j, (b, a)) in before.iter().zip(after).enumerate() {
-                if a < b {
-                    out.push((i + j) as u32 + 1);
-                }
-            }
-        }
-        i += LANES;
-    }
-    for j in i..later.len() {
-        if later[j] < vals[j] {
-            out.push(j as u32 + 1);
+            .fold(false, |d, (b, a)| d | (a < b))
+        {
+            out.extend(drops(c * LANES, (c + 1) * LANES).map(|j| j as u32 + 1));
         }
     }
+    let full = later.len() - later.len() % LANES;
+    out.extend(drops(full, later.len()).map(|j| j as u32 + 1));
     out
 }
 
@@ -333,32 +324,17 @@ impl Extrapolation {
         {
             let to_zero = self.sampled * (first_v / result);
             if to_zero < self.to_start {
-                factor = (self.sampled + to_zero + self.to_end) / self.sampled;
-                if is_rate {
-                    factor /= w.range_ms as f64 / 1000.0;
-                }
+                factor = edges_factor(self.sampled, to_zero, self.to_end, w.range_ms, is_rate);
             }
         }
         Some(result * factor)
     }
 
-    /// The parts of [`extrapolation_factor`] before the clamp at zero, in its order.
+    /// What [`extrapolation_factor`] computes before the clamp at zero, and its factor
+    /// without the clamp.
     fn fill(&mut self, w: &Window, (first_t, last_t): (i64, i64), n: usize, is_rate: bool) {
-        let mut to_start = (first_t - w.start) as f64 / 1000.0;
-        let mut to_end = (w.end - last_t) as f64 / 1000.0;
-        let sampled = (last_t - first_t) as f64 / 1000.0;
-        let avg = sampled / (n - 1) as f64;
-        let threshold = avg * 1.1;
-        if to_start >= threshold {
-            to_start = avg / 2.0;
-        }
-        if to_end >= threshold {
-            to_end = avg / 2.0;
-        }
-        let mut factor = (sampled + to_start + to_end) / sampled;
-        if is_rate {
-            factor /= w.range_ms as f64 / 1000.0;
-        }
+        let (to_start, to_end, sampled) = edges(w, (first_t, last_t), n);
+        let factor = edges_factor(sampled, to_start, to_end, w.range_ms, is_rate);
         (self.to_start, self.to_end, self.sampled, self.factor) =
             (to_start, to_end, sampled, factor);
     }
@@ -384,14 +360,7 @@ pub(crate) fn extrapolation_factor(
     zero_clamp: Option<(f64, f64)>,
     is_rate: bool,
 ) -> f64 {
-    let mut to_start = (first_t - w.start) as f64 / 1000.0;
-    let mut to_end = (w.end - last_t) as f64 / 1000.0;
-    let sampled = (last_t - first_t) as f64 / 1000.0;
-    let avg = sampled / (n - 1) as f64;
-    let threshold = avg * 1.1;
-    if to_start >= threshold {
-        to_start = avg / 2.0;
-    }
+    let (mut to_start, to_end, sampled) = edges(w, (first_t, last_t), n);
     if let Some((first_v, result)) = zero_clamp
         && result > 0.0
         && first_v >= 0.0
@@ -401,12 +370,33 @@ pub(crate) fn extrapolation_factor(
             to_start = to_zero;
         }
     }
+    edges_factor(sampled, to_start, to_end, w.range_ms, is_rate)
+}
+
+/// The seconds a window's change is extrapolated by at its start and end (half an
+/// average interval where the gap is wider than 1.1 of one), before a counter's clamp at
+/// zero, and the seconds between its first and last samples.
+fn edges(w: &Window, (first_t, last_t): (i64, i64), n: usize) -> (f64, f64, f64) {
+    let mut to_start = (first_t - w.start) as f64 / 1000.0;
+    let mut to_end = (w.end - last_t) as f64 / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg = sampled / (n - 1) as f64;
+    let threshold = avg * 1.1;
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
     if to_end >= threshold {
         to_end = avg / 2.0;
     }
+    (to_start, to_end, sampled)
+}
+
+/// The factor a window's change is multiplied by, from its [`edges`] (per second of the
+/// range for `rate`).
+fn edges_factor(sampled: f64, to_start: f64, to_end: f64, range_ms: i64, is_rate: bool) -> f64 {
     let mut factor = (sampled + to_start + to_end) / sampled;
     if is_rate {
-        factor /= w.range_ms as f64 / 1000.0;
+        factor /= range_ms as f64 / 1000.0;
     }
     factor
 }
@@ -840,13 +830,8 @@ mod tests {
     /// interval.
     #[test]
     fn remembered_extrapolation_is_prometheus_formula() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::promql::kernels::TestRng(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next();
         let starts = [
             1e9,
             1e3,

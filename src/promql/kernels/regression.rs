@@ -45,17 +45,22 @@ pub(crate) fn regressions(ts: &[i64], vals: &[f64], spans: &[Span], out: &mut Ve
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         let breaks = Breaks::of(ts, spans);
-        let mut xs = XSums::default();
+        let mut xs: Option<XSums> = None;
         let mut groups = spans.chunks_exact(avx2::LANES);
         for g in &mut groups {
-            if xs.key.is_some() && g.iter().all(|s| breaks.key(ts, s) == xs.key) {
+            // Four windows at one regular set of offsets: their Σx and Σx², once.
+            let key = breaks.key(ts, &g[0]);
+            if let Some(key) = key.filter(|_| g[1..].iter().all(|s| breaks.key(ts, s) == key)) {
+                let xs = match &mut xs {
+                    Some(xs) if xs.key == key => xs,
+                    other => other.insert(XSums::of(ts, g[0], key)),
+                };
                 // SAFETY: the processor has AVX2, checked just above.
-                unsafe { avx2::lanes_y(vals, g, &xs, out) };
+                unsafe { avx2::lanes_y(vals, g, xs, out) };
                 continue;
             }
             // SAFETY: as above.
             unsafe { avx2::lanes(ts, vals, g, out) };
-            xs = XSums::of(ts, g[0], breaks.key(ts, &g[0]));
         }
         return one_by_one(ts, vals, groups.remainder(), out);
     }
@@ -102,20 +107,16 @@ impl Breaks {
 /// `x`s (`predict_linear` takes them from the evaluation time, `deriv` from the first
 /// sample). Those windows then sum only `y` and `xy`, with `x` read instead of divided:
 /// the same operations on the same numbers, so the same bits.
-#[derive(Default)]
 struct XSums {
-    /// The offsets' [`Breaks::key`]; `None`: no window's.
-    key: Option<(usize, i64, i64)>,
+    /// The offsets' [`Breaks::key`].
+    key: (usize, i64, i64),
     /// `x` of each sample (its offset in seconds, divided as Prometheus divides it).
     xs: Vec<f64>,
     sums: Sums,
 }
 
 impl XSums {
-    fn of(ts: &[i64], s: Span, key: Option<(usize, i64, i64)>) -> XSums {
-        if key.is_none() {
-            return XSums::default();
-        }
+    fn of(ts: &[i64], s: Span, key: (usize, i64, i64)) -> XSums {
         let xs: Vec<f64> = ts[s.a..s.b]
             .iter()
             .map(|&t| (t - s.intercept_t) as f64 / 1000.0)
@@ -324,20 +325,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A small deterministic generator (xorshift), so failures reproduce.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::promql::kernels::TestRng as Rng;
 
     /// Values that exercise the sums: gauges at several magnitudes, counters, constants
     /// (the slope-0 path), and NaN and infinities (the compensation reset and NaN slopes).
@@ -428,11 +416,19 @@ mod tests {
         for kind in 0..7 {
             let (_, vals) = series(&mut rng, kind, 2_000);
             let mut ts: Vec<i64> = (0..2_000).map(|i| 1_700_000_000_000 + i * 15_000).collect();
-            // One sample 3 ms late, and a gap: windows over them differ from the rest.
+            // One sample 3 ms late, a gap, and samples 5 s later from 1,600 on (as many
+            // to a window, at other offsets): windows over them differ from the rest.
             ts[700] += 3;
             ts.remove(1_300);
+            for t in &mut ts[1_600..] {
+                *t += 5_000;
+            }
             let vals = &vals[..ts.len()];
-            for (range, step, predict) in [(3_600_000, 30_000, true), (300_000, 15_000, false)] {
+            for (range, step, predict) in [
+                (3_600_000, 30_000, true),
+                (300_000, 15_000, false),
+                (3_600_000, 37_000, true),
+            ] {
                 let ends: Vec<i64> = (0..900).map(|k| ts[0] + range + k * step).collect();
                 let mut spans = Vec::new();
                 crate::promql::kernels::range_fns::for_each_span(
