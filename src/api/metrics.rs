@@ -48,6 +48,8 @@ pub struct Metrics {
     pub distributed_plans: IntCounterVec,
     /// Queriers this querier sees as live workers (itself included).
     pub cluster_workers: IntGauge,
+    /// Each worker's share of a leaf relative to an even split, from its measured pace.
+    pub distributed_task_weight: prometheus::GaugeVec,
     samples_appended: IntCounter,
     wal_fsyncs: IntCounter,
     wal_fsync_seconds: prometheus::Counter,
@@ -225,6 +227,18 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "quiver_cluster_workers",
             "Queriers this querier sees as live workers for distributed plans, itself included.",
         ),
+        distributed_task_weight: {
+            let g = prometheus::GaugeVec::new(
+                Opts::new(
+                    "quiver_distributed_task_weight",
+                    "Each worker's share of a distributed leaf relative to an even split (1), from the pace its tasks were measured at.",
+                ),
+                &["worker"],
+            )
+            .expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        },
         request_duration,
         api_errors,
         samples_appended: counter(

@@ -14,6 +14,7 @@
 //!   the task carries, and Quiver's aggregate functions, which the composed codec names
 //!   but does not carry.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -39,6 +40,7 @@ use url::Url;
 
 use super::codec::PlanCodec;
 use super::leaf::LeafExec;
+use super::pace::{Pace, TaskWork};
 use super::udaf::{prom_avg, prom_max, prom_min, prom_sum};
 use super::{PromQueryPlanner, df_error};
 use crate::promql::scope::{QueryScope, QuiverQueryExt, ext_for};
@@ -64,6 +66,8 @@ pub struct Distribution {
     min_samples: usize,
     /// Partial aggregates go to the coordinator, which folds them (no shuffle stage).
     fold_here: bool,
+    /// Each querier's measured speed: the share of a leaf's series its task reads.
+    pace: Arc<Pace>,
 }
 
 impl std::fmt::Debug for Distribution {
@@ -89,6 +93,7 @@ impl Distribution {
             runs: Default::default(),
             min_samples: 0,
             fold_here: false,
+            pace: Default::default(),
         }
     }
 
@@ -106,6 +111,13 @@ impl Distribution {
     /// back by splitting its work.
     pub fn with_min_samples(mut self, n: usize) -> Self {
         self.min_samples = n;
+        self
+    }
+
+    /// With `pace` as the workers' measured speeds (tests).
+    #[cfg(test)]
+    pub(crate) fn with_pace(mut self, pace: Pace) -> Self {
+        self.pace = Arc::new(pace);
         self
     }
 
@@ -156,8 +168,8 @@ impl Distribution {
         scope: &QueryScope,
         ext: QuiverQueryExt,
     ) -> SessionStateBuilder {
-        let mut sorted = urls.clone();
-        sorted.sort();
+        let sorted = routed(&urls);
+        let (pace, order) = (self.pace.clone(), sorted.clone());
         builder
             .with_distributed_planner()
             .with_distributed_user_codec(PlanCodec::of(scope))
@@ -166,7 +178,10 @@ impl Distribution {
             .with_distributed_channel_resolver(Channels(self.channels.clone()))
             .with_distributed_option_extension(ext)
             .with_distributed_desired_task_count_handler(leaf_task_count)
-            .with_distributed_scale_up_leaf_node_handler(leaf_scale_up)
+            .with_distributed_scale_up_leaf_node_handler(move |ev: ScaleUpLeafNodeEvent| {
+                let weights = pace.weights(&order, ev.task_count.max(1));
+                leaf_scale_up(ev, &weights)
+            })
     }
 
     /// Of `urls`, the workers that answer within a second (after a failure: the dead one
@@ -211,6 +226,13 @@ impl RouteTasksHandler for StableRouting {
             .collect();
         Some(Ok(RouteTasksEventResponse::new(urls)))
     }
+}
+
+/// The order [`StableRouting`] places tasks in: task i on the i-th URL (mod n).
+fn routed(urls: &[Url]) -> Vec<Url> {
+    let mut sorted = urls.to_vec();
+    sorted.sort();
+    sorted
 }
 
 /// A fixed list of workers (one attempt's).
@@ -366,18 +388,24 @@ impl Engine {
         urls: Vec<Url>,
     ) -> DfResult<Vec<RecordBatch>> {
         d.runs.fetch_add(1, Ordering::Relaxed);
+        let order = routed(&urls);
         let session = self.distributed_session(d, urls)?;
         let physical = session.state().create_physical_plan(plan).await?;
         let batches =
             datafusion::physical_plan::collect(physical.clone(), session.task_ctx()).await?;
-        self.absorb_tasks(&physical).await;
+        let tasks = self.absorb_tasks(&physical).await;
+        d.pace.observe(&order, &tasks);
         Ok(batches)
     }
 
-    /// Takes the annotations and samples the remote tasks of an executed plan reported.
-    pub(super) async fn absorb_tasks(&self, physical: &Arc<dyn ExecutionPlan>) {
+    /// Takes the annotations and samples the remote tasks of an executed plan reported;
+    /// answers what each task of a stage of several did ([`super::report::absorb`]).
+    pub(super) async fn absorb_tasks(
+        &self,
+        physical: &Arc<dyn ExecutionPlan>,
+    ) -> BTreeMap<usize, TaskWork> {
         let Some(dist) = physical.downcast_ref::<DistributedExec>() else {
-            return;
+            return BTreeMap::new();
         };
         // Metrics arrive once every task has ended; a task that never reports (its
         // worker died after answering) must not hold the answer.
@@ -394,7 +422,10 @@ impl Engine {
         .await
         {
             Ok(p) => super::report::absorb(&p, &self.annotator(), &self.loaded()),
-            Err(e) => tracing::warn!(error = %e, "cannot read the tasks' metrics"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the tasks' metrics");
+                BTreeMap::new()
+            }
         }
     }
 
@@ -530,13 +561,15 @@ pub(crate) fn leaf_task_count(
     )))
 }
 
-/// A leaf's tasks: slice i of n on task i, the same partitions on all.
+/// A leaf's tasks: slice i on task i, sized by `weights` (one per task,
+/// [`Pace::weights`]), the same partitions on all.
 pub(crate) fn leaf_scale_up(
     ev: ScaleUpLeafNodeEvent,
+    weights: &[f64],
 ) -> Option<DfResult<ScaleUpLeafNodeEventResponse>> {
     let leaf = ev.plan.downcast_ref::<LeafExec>()?;
-    let n = ev.task_count.max(1);
-    let variants = (0..n).map(|i| Arc::new(leaf.slice(i, n)) as Arc<dyn ExecutionPlan>);
+    let variants = (0..weights.len().max(1))
+        .map(|i| Arc::new(leaf.slice(i, weights)) as Arc<dyn ExecutionPlan>);
     Some(
         DistributedLeafExec::try_new(ev.plan.clone(), variants)
             .map(|p| ScaleUpLeafNodeEventResponse::new(Arc::new(p))),
@@ -926,6 +959,32 @@ mod tests {
             e.range(&q, 0, 3_000_000, 60_000).await.unwrap();
             assert_eq!(d.runs() > 0, spread, "at least {least} samples");
         }
+        // Uneven shares (one worker measured at 4x another's speed) answer the same, and
+        // every run teaches the distribution each worker's pace.
+        let seeded = [(url(0), 2.0), (url(1), 0.5), (url(2), 1.0)];
+        let d = Arc::new(
+            Distribution::new(Arc::new(UrlsN(3)), Arc::new(workers.clone()), None)
+                .with_pace(Pace::eager(&seeded)),
+        );
+        let tasks = d
+            .pace
+            .weights(&routed(&(0..3).map(url).collect::<Vec<_>>()), 3);
+        assert_eq!(tasks, vec![2.0, 0.5, 1.0]);
+        for q in PLANNED {
+            let expr = Engine::parse(q).unwrap();
+            let here = Engine::new(a.clone(), QueryOptions::default());
+            let want = here.range(&expr, 0, 3_000_000, 60_000).await.unwrap();
+            let there = engine_over(&a, d.clone());
+            let got = there.range(&expr, 0, 3_000_000, 60_000).await.unwrap();
+            crate::promqltest::compare_values(want.clone(), got.clone())
+                .unwrap_or_else(|e| panic!("{q}, uneven shares: {e}\n{want:?}\n{got:?}"));
+        }
+        let learned = d.pace.snapshot();
+        assert_eq!(learned.len(), 3);
+        assert!(
+            learned.iter().zip(&seeded).any(|((_, w), (_, s))| w != s),
+            "no run was measured: {learned:?}"
+        );
         // A querier alone (its own worker the only one live) runs its plans here.
         let alone = Arc::new(Distribution::new(
             Arc::new(UrlsN(1)),

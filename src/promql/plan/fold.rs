@@ -243,7 +243,7 @@ impl ExecutionPlan for FoldExec {
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let report = self.report.clone().map(|a| {
             let metrics = self.metrics.clone();
-            move || super::report::report(&metrics, partition, &a, 0)
+            move || super::report::report(&metrics, partition, &a, Default::default())
         });
         let running = self.report.is_some().then(super::report::Running::start);
         let fold = async move {

@@ -5,8 +5,9 @@
 //! chunk of series becomes rows ([`super::vector_select`], [`super::range_fn`]).
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -206,11 +207,11 @@ impl LeafExec {
         Self::exactly(source, budget, partitions)
     }
 
-    /// Task `i` of `n` of this leaf: its slice of the series ([`LeafSeries::slice`]) with
-    /// exactly this leaf's partitions (every task of a stage must declare the same; a part
-    /// without series yields nothing).
-    pub(crate) fn slice(&self, i: usize, n: usize) -> LeafExec {
-        let series = self.source.series().slice(i, n);
+    /// Task `i` of the tasks whose shares are `weights`: its slice of the series
+    /// ([`LeafSeries::slice`]) with exactly this leaf's partitions (every task of a stage
+    /// must declare the same; a part without series yields nothing).
+    pub(crate) fn slice(&self, i: usize, weights: &[f64]) -> LeafExec {
+        let series = self.source.series().slice(i, weights);
         Self::exactly(
             self.source.with_series(series),
             self.budget.clone(),
@@ -349,9 +350,19 @@ impl ExecutionPlan for LeafExec {
         let series = part.series_per_chunk(CHUNK_SAMPLES, max_series);
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let read = Arc::new(AtomicUsize::new(0));
+        // From the first group computed to the last: the task's pace, for the next plan's
+        // split ([`super::pace`]).
+        let started: Arc<OnceLock<Instant>> = Arc::default();
         let report = budget.report.clone().map(|a| {
-            let (metrics, read) = (self.metrics.clone(), read.clone());
-            move || super::report::report(&metrics, partition, &a, read.load(Ordering::Relaxed))
+            let (metrics, read, started) = (self.metrics.clone(), read.clone(), started.clone());
+            move || {
+                let wall = started.get().map_or(0, |t| t.elapsed().as_micros() as u64);
+                let work = super::pace::TaskWork {
+                    samples: read.load(Ordering::Relaxed) as u64,
+                    wall_us: wall,
+                };
+                super::report::report(&metrics, partition, &a, work)
+            }
         });
         let running = budget.report.is_some().then(super::report::Running::start);
         let stream = part.pending_chunks(series).flat_map(move |chunk| {
@@ -364,14 +375,16 @@ impl ExecutionPlan for LeafExec {
                     }));
                 }
             };
-            let (source, budget, read, baseline) = (
+            let (source, budget, read, baseline, started) = (
                 source.clone(),
                 budget.clone(),
                 read.clone(),
                 baseline.clone(),
+                started.clone(),
             );
             Either::Right(futures::stream::iter(groups.into_iter().map(
                 move |group| {
+                    started.get_or_init(Instant::now);
                     let _timer = baseline.elapsed_compute().timer();
                     let chunk: Vec<SeriesRun> = group
                         .into_iter()

@@ -41,6 +41,7 @@ mod keyed;
 mod leaf;
 mod map_values;
 mod merge;
+mod pace;
 mod range_fn;
 mod regroup;
 mod report;

@@ -4,6 +4,7 @@
 //! partition ends, as labelled counters; datafusion-distributed sends every task's metrics
 //! to the coordinator, which [`absorb`]s them into the query's annotator and sample count.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -11,8 +12,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::{
     ExecutionPlanMetricsSet, Label, MetricBuilder, MetricValue,
 };
-use datafusion_distributed::NetworkBoundaryExt;
+use datafusion_distributed::{DISTRIBUTED_DATAFUSION_TASK_ID_LABEL, NetworkBoundaryExt};
 
+use super::pace::TaskWork;
 use crate::promql::kernels::annotations::Annotator;
 
 /// The counter of one annotation (its text in a label).
@@ -21,14 +23,16 @@ const WARNING_LABEL: &str = "quiver_warning";
 const INFO_LABEL: &str = "quiver_info";
 /// The counter of samples read.
 const SAMPLES: &str = "quiver_samples";
+/// A leaf partition's wall time from its first computed group to its end, µs.
+const WALL: &str = "quiver_leaf_wall_us";
 
-/// Writes what `annotator` collected so far, and `samples` read, into `metrics` as
-/// partition `partition`'s counters.
+/// Writes what `annotator` collected so far, and the samples read and how long that took
+/// (`work`), into `metrics` as partition `partition`'s counters.
 pub(super) fn report(
     metrics: &ExecutionPlanMetricsSet,
     partition: usize,
     annotator: &Annotator,
-    samples: usize,
+    work: TaskWork,
 ) {
     let found = annotator.take();
     for (label, texts) in [(WARNING_LABEL, found.warnings), (INFO_LABEL, found.infos)] {
@@ -39,10 +43,15 @@ pub(super) fn report(
                 .add(1);
         }
     }
-    if samples > 0 {
+    if work.samples > 0 {
         MetricBuilder::new(metrics)
             .counter(SAMPLES, partition)
-            .add(samples);
+            .add(work.samples as usize);
+    }
+    if work.wall_us > 0 {
+        MetricBuilder::new(metrics)
+            .counter(WALL, partition)
+            .add(work.wall_us as usize);
     }
 }
 
@@ -87,18 +96,39 @@ where
 
 /// Takes every reported annotation and sample count from an executed plan's metrics
 /// (every stage's, each task's, as datafusion-distributed gathered them) into the
-/// query's annotator and counter.
-pub(crate) fn absorb(plan: &Arc<dyn ExecutionPlan>, annotator: &Annotator, loaded: &AtomicUsize) {
+/// query's annotator and counter. Answers what each task of a stage of several did
+/// (by task id; a task's leaves' samples, and their wall times, the longest partition of
+/// each leaf, summed over leaves), for [`super::pace`].
+pub(crate) fn absorb(
+    plan: &Arc<dyn ExecutionPlan>,
+    annotator: &Annotator,
+    loaded: &AtomicUsize,
+) -> BTreeMap<usize, TaskWork> {
     let (mut warnings, mut infos, mut samples) = (Vec::new(), Vec::new(), 0usize);
+    let mut tasks: BTreeMap<usize, TaskWork> = BTreeMap::new();
     let mut stack = vec![plan.clone()];
     while let Some(p) = stack.pop() {
         if let Some(ms) = p.metrics() {
+            let mut here: BTreeMap<usize, TaskWork> = BTreeMap::new();
             for m in ms.iter() {
                 let MetricValue::Count { name, count } = m.value() else {
                     continue;
                 };
+                let task = m
+                    .labels()
+                    .iter()
+                    .find(|l| l.name() == DISTRIBUTED_DATAFUSION_TASK_ID_LABEL)
+                    .and_then(|l| l.value().parse::<usize>().ok());
                 if name == SAMPLES {
                     samples += count.value();
+                    if let Some(t) = task {
+                        here.entry(t).or_default().samples += count.value() as u64;
+                    }
+                } else if name == WALL {
+                    if let Some(t) = task {
+                        let w = &mut here.entry(t).or_default().wall_us;
+                        *w = (*w).max(count.value() as u64);
+                    }
                 } else if name == ANNOTATION {
                     for l in m.labels() {
                         match l.name() {
@@ -107,6 +137,15 @@ pub(crate) fn absorb(plan: &Arc<dyn ExecutionPlan>, annotator: &Annotator, loade
                             _ => {}
                         }
                     }
+                }
+            }
+            // A stage of one task is placed by datafusion-distributed, not task i on
+            // querier i: only stages of several say which querier was how fast.
+            if here.keys().any(|&t| t > 0) {
+                for (t, w) in here {
+                    let e = tasks.entry(t).or_default();
+                    e.samples += w.samples;
+                    e.wall_us += w.wall_us;
                 }
             }
         }
@@ -120,4 +159,5 @@ pub(crate) fn absorb(plan: &Arc<dyn ExecutionPlan>, annotator: &Annotator, loade
     }
     annotator.absorb(warnings, infos);
     loaded.fetch_add(samples, Ordering::Relaxed);
+    tasks
 }

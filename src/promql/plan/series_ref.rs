@@ -75,14 +75,14 @@ impl LeafSeries {
         }
     }
 
-    /// Slice `i` of `n`: contiguous runs of the scan's series, balanced by count, each
-    /// series in exactly one slice and read whole there (so range windows see all of it),
-    /// keeping the rows the whole leaf gives them. How a leaf becomes one task per worker.
-    pub(super) fn slice(&self, i: usize, n: usize) -> LeafSeries {
-        let len = self.scan.num_series();
-        let n = n.max(1);
-        let (a, b) = (len * i.min(n) / n, len * (i + 1).min(n) / n);
-        let scan = self.scan.range(a..b);
+    /// Slice `i` of the tasks whose shares are `weights` ([`super::pace::cut`]):
+    /// contiguous runs of the scan's series, each series in exactly one slice and read
+    /// whole there (so range windows see all of it), keeping the rows the whole leaf gives
+    /// them. How a leaf becomes one task per worker.
+    pub(super) fn slice(&self, i: usize, weights: &[f64]) -> LeafSeries {
+        let range = super::pace::cut(self.scan.num_series(), weights, i);
+        let a = range.start;
+        let scan = self.scan.range(range);
         let rows = match &self.rows {
             Rows::Position(base) => Rows::Position(base + a as u32),
             Rows::Map(m) => Rows::Map(m.clone()),
@@ -546,7 +546,7 @@ mod tests {
                 let mut union = Vec::new();
                 let mut series_seen = std::collections::HashSet::new();
                 for i in 0..n {
-                    let task: Arc<dyn ExecutionPlan> = Arc::new(leaf.slice(i, n));
+                    let task: Arc<dyn ExecutionPlan> = Arc::new(leaf.slice(i, &vec![1.0; n]));
                     assert_eq!(
                         task.properties().partitioning.partition_count(),
                         leaf.properties().partitioning.partition_count()
