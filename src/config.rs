@@ -421,10 +421,11 @@ pub struct ClusterArgs {
         default_value_t = 4_000_000
     )]
     pub distribute_min_samples: usize,
-    /// Cluster (queriers): a distributed PromQL plan sends its tasks' partial aggregates
-    /// straight to the querier that coordinates it, which folds them, instead of
-    /// shuffling them between the queriers first (one network stage less; the final fold
-    /// then runs on one querier)
+    /// Cluster (queriers): every distributed PromQL plan sends its tasks' partial
+    /// aggregates straight to the querier that coordinates it, which folds them, instead
+    /// of shuffling them between the queriers first (one network stage less; the final
+    /// fold then runs on one querier). Without it, only aggregations of at most 65,536
+    /// cells (groups × steps) fold there
     #[arg(
         long = "cluster-fold-on-coordinator",
         env = "QUIVER_CLUSTER_FOLD_ON_COORDINATOR"

@@ -66,6 +66,9 @@ pub struct Distribution {
     min_samples: usize,
     /// Partial aggregates go to the coordinator, which folds them (no shuffle stage).
     fold_here: bool,
+    /// Plans whose aggregations answer at most this many cells fold on the coordinator
+    /// too ([`small_aggregations`]).
+    fold_cells: usize,
     /// Each querier's measured speed: the share of a leaf's series its task reads.
     pace: Arc<Pace>,
 }
@@ -93,6 +96,7 @@ impl Distribution {
             runs: Default::default(),
             min_samples: 0,
             fold_here: false,
+            fold_cells: FOLD_CELLS,
             pace: Default::default(),
         }
     }
@@ -102,6 +106,13 @@ impl Distribution {
     /// one process (cheap when the groups are few, as a dashboard's are).
     pub fn fold_on_coordinator(mut self, yes: bool) -> Self {
         self.fold_here = yes;
+        self
+    }
+
+    /// Plans whose aggregations answer at most `n` cells fold on the coordinator (0: only
+    /// with [`Distribution::fold_on_coordinator`]).
+    pub fn fold_below(mut self, n: usize) -> Self {
+        self.fold_cells = n;
         self
     }
 
@@ -389,7 +400,7 @@ impl Engine {
     ) -> DfResult<Vec<RecordBatch>> {
         d.runs.fetch_add(1, Ordering::Relaxed);
         let order = routed(&urls);
-        let session = self.distributed_session(d, urls)?;
+        let session = self.distributed_session(d, urls, plan)?;
         let physical = session.state().create_physical_plan(plan).await?;
         let batches =
             datafusion::physical_plan::collect(physical.clone(), session.task_ctx()).await?;
@@ -435,13 +446,15 @@ impl Engine {
         &self,
         d: &Distribution,
         urls: Vec<Url>,
+        plan: &LogicalPlan,
     ) -> DfResult<SessionContext> {
         // At least two partitions: datafusion-distributed cuts stages at repartitions, and
         // a querier on one core (one partition) would plan none, keeping every task home.
         let mut config = SessionConfig::new().with_target_partitions(self.opts.partitions.max(2));
         // Without hash-repartitioned aggregations the final fold follows a coalesce,
         // which datafusion-distributed turns into the tasks' rows sent to the coordinator.
-        config.options_mut().optimizer.repartition_aggregations = !d.fold_here;
+        let fold = d.fold_here || small_aggregations(plan, d.fold_cells);
+        config.options_mut().optimizer.repartition_aggregations = !fold;
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(crate::memory::query_pool(self.opts.memory_limit_bytes))
             .build_arc()?;
@@ -483,6 +496,38 @@ pub(crate) fn worth_retrying(e: &DataFusionError) -> bool {
         DataFusionError::ResourcesExhausted(_) => false,
         _ => true,
     }
+}
+
+/// The most cells (groups × steps) of an aggregation whose partial aggregates fold on the
+/// coordinator by default. A dashboard's aggregation answers a few groups: folding them
+/// where the answer is assembled costs microseconds, where a shuffle stage sends every
+/// task's partials to the workers and the folded cells back, one more network exchange and
+/// as many more tasks (session 30: the 57.6M-sample `sum by (job)` on two queriers answered
+/// 1.73× and 1.68× as fast as one querier folded, against 1.64× and 1.54× shuffled).
+const FOLD_CELLS: usize = 1 << 16;
+
+/// Whether every aggregation of `plan` answers at most `cells` cells (and it has no
+/// DataFusion hash aggregation, which the planner uses only past millions of cells).
+fn small_aggregations(plan: &LogicalPlan, cells: usize) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut small = cells > 0;
+    let _ = plan.apply(|node| {
+        match node {
+            LogicalPlan::Aggregate(_) => small = false,
+            LogicalPlan::Extension(e) => {
+                if let Some(a) = e.node.as_any().downcast_ref::<super::step_agg::StepAgg>() {
+                    small &= a.cells() <= cells;
+                }
+            }
+            _ => {}
+        }
+        Ok(if small {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    small
 }
 
 /// Samples the leaves of `plan` read, estimated from the blocks' metadata and the heads.
@@ -753,7 +798,8 @@ mod tests {
     ) -> (Engine, Arc<Distribution>) {
         let d = Arc::new(
             Distribution::new(Arc::new(UrlsN(n)), Arc::new(workers.clone()), None)
-                .fold_on_coordinator(fold),
+                .fold_on_coordinator(fold)
+                .fold_below(0),
         );
         (engine_over(a, d.clone()), d)
     }

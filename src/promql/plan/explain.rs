@@ -179,7 +179,7 @@ impl Engine {
         let distributed = self.distributes_plan(&lowered.plan).await?;
         let t = Instant::now();
         let session = match &distributed {
-            Some((d, urls)) => self.distributed_session(d, urls.clone()),
+            Some((d, urls)) => self.distributed_session(d, urls.clone(), &lowered.plan),
             None => self.session_for(&lowered.plan),
         }
         .map_err(df_error)?;

@@ -350,8 +350,8 @@ impl ExecutionPlan for LeafExec {
         let series = part.series_per_chunk(CHUNK_SAMPLES, max_series);
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let read = Arc::new(AtomicUsize::new(0));
-        // From the first group computed to the last: the task's pace, for the next plan's
-        // split ([`super::pace`]).
+        // From the stream's first poll (its first chunk's reads included) to its end: the
+        // task's pace, for the next plan's split ([`super::pace`]).
         let started: Arc<OnceLock<Instant>> = Arc::default();
         let report = budget.report.clone().map(|a| {
             let (metrics, read, started) = (self.metrics.clone(), read.clone(), started.clone());
@@ -375,16 +375,14 @@ impl ExecutionPlan for LeafExec {
                     }));
                 }
             };
-            let (source, budget, read, baseline, started) = (
+            let (source, budget, read, baseline) = (
                 source.clone(),
                 budget.clone(),
                 read.clone(),
                 baseline.clone(),
-                started.clone(),
             );
             Either::Right(futures::stream::iter(groups.into_iter().map(
                 move |group| {
-                    started.get_or_init(Instant::now);
                     let _timer = baseline.elapsed_compute().timer();
                     let chunk: Vec<SeriesRun> = group
                         .into_iter()
@@ -404,9 +402,13 @@ impl ExecutionPlan for LeafExec {
                 },
             )))
         });
+        let clock = futures::stream::once(async move {
+            started.get_or_init(Instant::now);
+        })
+        .filter_map(|()| async { None::<DfResult<RecordBatch>> });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             rows_schema(),
-            super::report::then(stream, report),
+            super::report::then(clock.chain(stream), report),
         )))
     }
 }

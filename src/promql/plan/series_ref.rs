@@ -99,12 +99,12 @@ impl LeafSeries {
     pub(super) fn encode(&self, catalog: &Catalog) -> DfResult<Vec<u8>> {
         let ids = self.scan.ids();
         let mut listed: Vec<(u32, u128)> = Vec::with_capacity(ids.len());
-        for (id, labels) in ids.iter().zip(catalog.labels_many(ids.iter().copied())) {
+        for (id, fp) in ids.iter().zip(catalog.fingerprints_many(ids)) {
             // A series retention forgot after planning has nothing left to read.
-            let (Some(row), Some(labels)) = (self.row(*id), labels) else {
+            let (Some(row), Some(fp)) = (self.row(*id), fp) else {
                 continue;
             };
-            listed.push((row, labels.fingerprint()));
+            listed.push((row, fp));
         }
         Ok(wire(&self.sets, listed))
     }
@@ -193,11 +193,9 @@ fn resolve(
     let mut rows = hashing::map::<SeriesId, u32>(wanted.len());
     let mut ids = RoaringBitmap::new();
     let mut taken = hashing::set(wanted.len());
-    for (id, labels) in candidates
-        .iter()
-        .zip(catalog.labels_many(candidates.iter()))
-    {
-        let Some(fp) = labels.map(|l| l.fingerprint()) else {
+    let listed: Vec<SeriesId> = candidates.iter().collect();
+    for (&id, fp) in listed.iter().zip(catalog.fingerprints_many(&listed)) {
+        let Some(fp) = fp else {
             continue;
         };
         match wanted.remove(&fp) {
@@ -232,10 +230,17 @@ fn resolve(
 pub(crate) fn encode_ids(catalog: &Catalog, ids: &[SeriesId]) -> DfResult<Vec<u8>> {
     let mut names = std::collections::BTreeSet::new();
     let mut listed: Vec<(u32, u128)> = Vec::with_capacity(ids.len());
-    for (&id, labels) in ids.iter().zip(catalog.labels_many(ids.iter().copied())) {
-        let Some(labels) = labels else { continue };
+    let fps = catalog.fingerprints_many(ids);
+    for ((&id, labels), fp) in ids
+        .iter()
+        .zip(catalog.labels_many(ids.iter().copied()))
+        .zip(fps)
+    {
+        let (Some(labels), Some(fp)) = (labels, fp) else {
+            continue;
+        };
         names.insert(labels.metric_name().unwrap_or_default().to_string());
-        listed.push((id, labels.fingerprint()));
+        listed.push((id, fp));
     }
     let sets: Vec<Vec<Matcher>> = names
         .into_iter()

@@ -157,6 +157,11 @@ pub(crate) struct StepAgg {
 }
 
 impl StepAgg {
+    /// The cells of its answer: groups × steps.
+    pub(super) fn cells(&self) -> usize {
+        self.spec.groups as usize * self.spec.steps as usize
+    }
+
     /// `func` of `grouped` (rows whose series are `groups` groups) over `steps` steps, or
     /// `grouped` back when that is more than [`MAX_CELLS`] cells.
     pub(super) fn plan_node(
