@@ -502,8 +502,9 @@ pub(crate) fn worth_retrying(e: &DataFusionError) -> bool {
 /// coordinator by default. A dashboard's aggregation answers a few groups: folding them
 /// where the answer is assembled costs microseconds, where a shuffle stage sends every
 /// task's partials to the workers and the folded cells back, one more network exchange and
-/// as many more tasks (session 30: the 57.6M-sample `sum by (job)` on two queriers answered
-/// 1.73× and 1.68× as fast as one querier folded, against 1.64× and 1.54× shuffled).
+/// as many more tasks (session 30, the 57.6M-sample `sum by (job)` on two queriers against
+/// one: folded 1.52–1.73× and shuffled 1.54–1.64× on one cluster, 1.46–1.49× and
+/// 1.50–1.53× on another; within the machine's noise, for two fewer tasks a query).
 const FOLD_CELLS: usize = 1 << 16;
 
 /// Whether every aggregation of `plan` answers at most `cells` cells (and it has no
