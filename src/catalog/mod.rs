@@ -285,25 +285,26 @@ impl Catalog {
     /// not (or no longer) in the catalog; computed once per series and kept.
     pub fn fingerprints_many(&self, ids: &[SeriesId]) -> Vec<Option<u128>> {
         let mut out = Vec::with_capacity(ids.len());
-        let mut new = Vec::new();
+        // The label sets not hashed yet, hashed after the lock is let go: SHA-256 of a
+        // million sets under it would hold every series registration back.
+        let mut todo: Vec<(usize, SeriesId, Labels)> = Vec::new();
         {
             let r = self.inner.read();
-            for &id in ids {
+            for (k, &id) in ids.iter().enumerate() {
                 let kept = r.fingerprints.get(id as usize).copied().unwrap_or(0);
-                if kept != 0 {
-                    out.push(Some(kept));
-                    continue;
+                out.push((kept != 0).then_some(kept));
+                if kept == 0
+                    && let Some(Some(l)) = r.labels.get(id as usize)
+                {
+                    todo.push((k, id, l.clone()));
                 }
-                let fp = r
-                    .labels
-                    .get(id as usize)
-                    .and_then(|l| l.as_ref())
-                    .map(Labels::fingerprint);
-                if let Some(fp) = fp {
-                    new.push((id, fp));
-                }
-                out.push(fp);
             }
+        }
+        let mut new = Vec::with_capacity(todo.len());
+        for (k, id, l) in todo {
+            let fp = l.fingerprint();
+            out[k] = Some(fp);
+            new.push((id, fp));
         }
         if !new.is_empty() {
             let mut w = self.inner.write();

@@ -107,6 +107,17 @@ impl Pace {
         }
         let mean = speeds.iter().map(|(_, s)| s).sum::<f64>() / speeds.len() as f64;
         let mut known = self.relative.lock().unwrap_or_else(|e| e.into_inner());
+        // Queriers that left (a restarted pod comes back under another address) are
+        // forgotten, here and in `/metrics`: the map holds the live ones only.
+        known.retain(|u, _| {
+            let live = routed.contains(u);
+            if !live {
+                let _ = crate::api::metrics::METRICS
+                    .distributed_task_weight
+                    .remove_label_values(&[u.as_str()]);
+            }
+            live
+        });
         for (u, s) in speeds {
             let now = (s / mean).clamp(BOUNDS.0, BOUNDS.1);
             let w = known.entry(u.clone()).or_insert(1.0);
@@ -246,6 +257,19 @@ mod tests {
         }
         pace.observe(&routed[..1], &BTreeMap::from([(0, work(4 << 20, 50.0))]));
         assert!(pace.snapshot().is_empty());
+    }
+
+    #[test]
+    fn queriers_that_left_are_forgotten() {
+        let pace = Pace::default();
+        let all = urls(3);
+        let run = BTreeMap::from([(0, work(4 << 20, 40.0)), (1, work(4 << 20, 60.0))]);
+        pace.observe(&all[..2], &run);
+        assert_eq!(pace.snapshot().len(), 2);
+        // q0 left; q1 and q2 ran the next plan.
+        pace.observe(&all[1..], &run);
+        let kept: Vec<Url> = pace.snapshot().into_iter().map(|(u, _)| u).collect();
+        assert_eq!(kept, all[1..].to_vec());
     }
 
     #[test]

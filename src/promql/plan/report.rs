@@ -23,7 +23,7 @@ const WARNING_LABEL: &str = "quiver_warning";
 const INFO_LABEL: &str = "quiver_info";
 /// The counter of samples read.
 const SAMPLES: &str = "quiver_samples";
-/// A leaf partition's wall time from its first computed group to its end, µs.
+/// A leaf partition's wall time from its stream's first poll to its end, µs.
 const WALL: &str = "quiver_leaf_wall_us";
 
 /// Writes what `annotator` collected so far, and the samples read and how long that took
